@@ -1,0 +1,65 @@
+"""Resolve key references (``pkcs11:<label>``, ``file:<path>``) to signing keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ca.errors import KeyUnavailable
+from ca.keys import FileKey, KeyType, SigningKey
+from ca.pkcs11_keys import Pkcs11Key, Pkcs11Token, TokenConfig
+
+
+class Keyring:
+    """Keeps one token session per process and loaded keys by reference."""
+
+    def __init__(
+        self,
+        token: TokenConfig | None,
+        file_passphrase: Callable[[Path], bytes] | None = None,
+    ) -> None:
+        self._token = Pkcs11Token(token) if token is not None else None
+        self._file_passphrase = file_passphrase
+        self._cache: dict[str, SigningKey] = {}
+
+    @property
+    def token(self) -> Pkcs11Token:
+        if self._token is None:
+            raise KeyUnavailable("no PKCS#11 token is configured")
+        return self._token
+
+    def get(self, reference: str) -> SigningKey:
+        key = self._cache.get(reference)
+        if key is not None:
+            return key
+        scheme, _, rest = reference.partition(":")
+        if scheme == "pkcs11":
+            key = Pkcs11Key(self.token, rest)
+        elif scheme == "file":
+            if self._file_passphrase is None:
+                raise KeyUnavailable(f"key {reference} is a file key and no passphrase source is set")
+            path = Path(rest)
+            key = FileKey(path, self._file_passphrase(path))
+        else:
+            raise KeyUnavailable(f"unknown key reference {reference!r}")
+        self._cache[reference] = key
+        return key
+
+    def generate(self, backend: str, name: str, key_type: KeyType, file_dir: Path | None = None) -> SigningKey:
+        """Create a new key named ``name`` in ``backend`` (``pkcs11`` or ``file``)."""
+        if backend == "pkcs11":
+            key: SigningKey = self.token.generate_key_pair(name, key_type)
+        elif backend == "file":
+            if file_dir is None or self._file_passphrase is None:
+                raise KeyUnavailable("file keys need a folder and a passphrase")
+            path = file_dir / f"{name}.key.pem"
+            key = FileKey.create(path, key_type, self._file_passphrase(path))
+        else:
+            raise KeyUnavailable(f"unknown key backend {backend!r} (use pkcs11 or file)")
+        self._cache[key.reference] = key
+        return key
+
+    def close(self) -> None:
+        if self._token is not None:
+            self._token.close()
+        self._cache.clear()

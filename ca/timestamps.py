@@ -1,0 +1,37 @@
+"""The TSA bound to the store: its certificate and key from the hierarchy, every token recorded."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca.authority import CertificateAuthority, utc_now
+from ca.models import Timestamp
+from ca.tsa import IssuedTimestamp, TimeStampAuthority, TimestampReply
+
+#: Tessera's time-stamping policy (under the same example arc as the certificate policies)
+TSA_POLICY = "2.999.1863.2.1"
+
+
+class StoredTimeStampAuthority:
+    """Builds the RFC 3161 TSA lazily (per process) and stores each issued token's serial."""
+
+    def __init__(self, ca: CertificateAuthority, sessions: sessionmaker[Session]) -> None:
+        self._ca = ca
+        self._sessions = sessions
+        self._tsa: TimeStampAuthority | None = None
+
+    def _record(self, issued: IssuedTimestamp) -> None:
+        with self._sessions.begin() as session:
+            session.add(Timestamp(
+                serial_hex=format(issued.serial, "x"), gen_time=issued.gen_time,
+                hash_algorithm=issued.hash_algorithm, message_imprint_hex=issued.message_imprint.hex(),
+                policy=issued.policy,
+            ))
+
+    def respond(self, query_der: bytes) -> TimestampReply:
+        if self._tsa is None:
+            certificate, key_ref = self._ca.signer("tsa", "staff")
+            chain = self._ca.chain("staff")
+            self._tsa = TimeStampAuthority(self._ca.keyring.get(key_ref), certificate, chain, TSA_POLICY,
+                                           self._record, clock=utc_now)
+        return self._tsa.respond(query_der)

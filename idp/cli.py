@@ -1,0 +1,258 @@
+"""The ``tessera`` command: set up, serve and operate the CA.
+
+Errors are one clear line on stderr and a non-zero exit; ``--json`` gives scripts stable output.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.errors import CaError
+from ca.hierarchy import HierarchyPlan
+from ca.keys import KeyType
+from ca.models import Certificate
+from ca.profiles import PROFILES
+from ca.revocation import REASONS
+from idp.deployment import Deployment
+from idp.settings import Settings
+
+
+class _Context:
+    def __init__(self, home: str | None) -> None:
+        self.settings = Settings.from_env(home)
+        self._deployment: Deployment | None = None
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            self._deployment = Deployment(self.settings)
+        return self._deployment
+
+
+class _TesseraGroup(click.Group):
+    """Turns domain and configuration errors into one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CaError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (RuntimeError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_TesseraGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="TESSERA_HOME", type=click.Path(file_okay=False), default=None,
+              help="Home folder of the embedded deployment (env TESSERA_HOME, default ./var).")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """Tessera: identity, certificate authority and citizen smart cards for e-government."""
+    ctx.obj = _Context(home)
+    ctx.call_on_close(lambda: ctx.obj._deployment.close() if ctx.obj._deployment else None)
+
+
+@main.command()
+@click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
+              show_default=True, help="Algorithm of every CA, OCSP and TSA key.")
+@click.option("--key-backend", type=click.Choice(["pkcs11", "file"]), default="pkcs11", show_default=True,
+              help="Where CA keys live: the PKCS#11 token, or encrypted PKCS#8 files.")
+@click.option("--root-key-backend", type=click.Choice(["pkcs11", "file"]), default=None,
+              help="Keep the root key elsewhere, e.g. 'file' for an offline root (default: --key-backend).")
+@click.option("--organisation", default="Tessera Government PKI", show_default=True, help="O= of the CA names.")
+@click.option("--country", default="EE", show_default=True, help="C= of the CA names (ISO 3166 alpha-2).")
+@click.pass_obj
+def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str | None, organisation: str, country: str) -> None:
+    """Create the home folder, the CA token, the database and the CA hierarchy (idempotent)."""
+    from idp.home import initialise_home
+
+    plan = HierarchyPlan(organisation=organisation, country=country, key_type=KeyType(key_type),
+                         backend=key_backend, root_backend=root_key_backend)
+    steps = initialise_home(obj.settings, plan)
+    for line in steps:
+        click.echo(line)
+    click.echo(f"Tessera home ready: {obj.settings.home}" + ("" if steps else " (nothing to do)"))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Worker processes (default: one per core).")
+@click.option("--dev", is_flag=True, help="Flask's development server with the reloader instead of gunicorn.")
+@click.pass_obj
+def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -> None:
+    """Run the web service (gunicorn; each worker opens PKCS#11 after the fork)."""
+    if not obj.deployment.ca.is_initialised():
+        raise click.ClickException(f"{obj.settings.home} has no CA yet: run `tessera init` first")
+    obj.deployment.close()  # nothing PKCS#11 or SQL may cross the fork into the workers
+    os.environ["TESSERA_HOME"] = str(obj.settings.home)
+    click.echo(f"Tessera is serving on http://{host}:{port}/  (home {obj.settings.home})")
+    if dev:
+        from idp.app import create_app
+
+        create_app(obj.settings).run(host=host, port=port, debug=True, use_reloader=True)
+        return
+    from idp.server import run_gunicorn
+
+    run_gunicorn(host, port, workers or os.cpu_count() or 1)
+
+
+# --- ca ---------------------------------------------------------------------------------
+@main.group()
+def ca() -> None:
+    """Operate the certificate authority: issue, revoke, list, show, CRLs, chains."""
+
+
+def _cert_summary(row: Certificate) -> dict[str, Any]:
+    return {
+        "serial": row.serial_hex,
+        "profile": row.profile,
+        "subject": row.subject,
+        "status": row.status,
+        "issuer_id": row.issuer_id,
+        "requester": row.requester,
+        "issued_at": row.issued_at.isoformat(),
+        "not_before": row.not_before.isoformat(),
+        "not_after": row.not_after.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        "revocation_reason": row.revocation_reason,
+        "fingerprint_sha256": row.fingerprint_sha256,
+    }
+
+
+def _write(out: str | None, data: bytes) -> None:
+    if out in (None, "-"):
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(out).write_bytes(data)  # type: ignore[arg-type]
+
+
+@ca.command("issue")
+@click.option("--profile", "profile_name", required=True, help=f"One of: {', '.join(PROFILES)}.")
+@click.option("--csr", "csr_path", required=True, type=click.Path(exists=True, dir_okay=False), help="PKCS#10 CSR, PEM or DER.")
+@click.option("--subject", default=None, help="Subject to issue to, e.g. 'CN=Jane Doe,O=Ministry,C=EE' (default: the CSR's, validated).")
+@click.option("--san", "alt_names", multiple=True, help="subjectAltName as email:..., dns:... or uri:... (repeatable).")
+@click.option("--issuer", default=None, help="Issuing CA (default: the profile's).")
+@click.option("--requester", default=None, help="Who asked for it (default: cli:<user>).")
+@click.option("--out", default=None, help="Write the PEM certificate here (default: stdout).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (the PEM goes to --out).")
+@click.pass_obj
+def ca_issue(obj: _Context, profile_name: str, csr_path: str, subject: str | None, alt_names: tuple[str, ...],
+             issuer: str | None, requester: str | None, out: str | None, as_json: bool) -> None:
+    """Issue a certificate from a CSR under a profile."""
+    row = obj.deployment.ca.issue(profile_name, Path(csr_path).read_bytes(), requester or f"cli:{getpass.getuser()}",
+                                  subject=subject, alt_names=list(alt_names), issuer=issuer)
+    pem = x509.load_der_x509_certificate(row.der).public_bytes(Encoding.PEM)
+    if as_json:
+        if out:
+            _write(out, pem)
+        click.echo(json.dumps(_cert_summary(row) | {"pem": pem.decode()}, indent=2))
+        return
+    if out:
+        _write(out, pem)
+        click.echo(f"issued {row.profile} certificate {row.serial_hex} for {row.subject} -> {out}", err=True)
+    else:
+        _write(None, pem)
+
+
+@ca.command("revoke")
+@click.argument("serial")
+@click.option("--reason", required=True, help=f"RFC 5280 reason: {', '.join(REASONS)}.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def ca_revoke(obj: _Context, serial: str, reason: str, as_json: bool) -> None:
+    """Revoke a certificate (certificateHold puts it on hold; see `release`)."""
+    row = obj.deployment.ca.revoke(serial, reason)
+    if as_json:
+        click.echo(json.dumps(_cert_summary(row), indent=2))
+    else:
+        click.echo(f"{row.serial_hex}: {row.status} ({row.revocation_reason}) at {row.revoked_at:%Y-%m-%d %H:%M:%SZ}")
+
+
+@ca.command("release")
+@click.argument("serial")
+@click.pass_obj
+def ca_release(obj: _Context, serial: str) -> None:
+    """Release a certificate from hold (certificateHold): it is valid again."""
+    row = obj.deployment.ca.release_hold(serial)
+    click.echo(f"{row.serial_hex}: {row.status}")
+
+
+@ca.command("list")
+@click.option("--status", type=click.Choice(["valid", "revoked", "on-hold"]), default=None, help="Only this status.")
+@click.option("--profile", default=None, help="Only this profile.")
+@click.option("--issuer", default=None, help="Only certificates of this CA.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000), help="At most this many.")
+@click.option("--offset", default=0, type=click.IntRange(0), help="Skip this many (paging).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def ca_list(obj: _Context, status: str | None, profile: str | None, issuer: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List issued certificates, newest first."""
+    rows = obj.deployment.ca.list_certificates(status=status, profile=profile, issuer=issuer, limit=limit, offset=offset)
+    if as_json:
+        click.echo(json.dumps([_cert_summary(r) for r in rows], indent=2))
+        return
+    click.echo(f"{'SERIAL':<42} {'PROFILE':<13} {'STATUS':<8} {'EXPIRES':<10} SUBJECT")
+    for r in rows:
+        click.echo(f"{r.serial_hex:<42} {r.profile:<13} {r.status:<8} {r.not_after:%Y-%m-%d} {r.subject}")
+
+
+@ca.command("show")
+@click.argument("serial")
+@click.option("--pem", is_flag=True, help="Print the certificate as PEM.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def ca_show(obj: _Context, serial: str, pem: bool, as_json: bool) -> None:
+    """Show one certificate by serial number (hex)."""
+    row = obj.deployment.ca.get(serial)
+    cert = x509.load_der_x509_certificate(row.der)
+    if pem:
+        _write(None, cert.public_bytes(Encoding.PEM))
+        return
+    summary = _cert_summary(row) | {"issuer": cert.issuer.rfc4514_string()}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        if value is not None:
+            click.echo(f"{key.replace('_', ' '):>20}: {value}")
+
+
+@ca.command("crl")
+@click.option("--ca", "name", default="staff", show_default=True, help="Which CA's CRL.")
+@click.option("--publish", is_flag=True, help="Sign a new CRL now instead of returning the current one.")
+@click.option("--pem", is_flag=True, help="PEM instead of DER.")
+@click.option("--out", default=None, help="Write here (default: stdout).")
+@click.pass_obj
+def ca_crl(obj: _Context, name: str, publish: bool, pem: bool, out: str | None) -> None:
+    """Print the current CRL of a CA (re-signed when close to nextUpdate)."""
+    current = obj.deployment.ca.publish_crl(name) if publish else obj.deployment.ca.current_crl(name)
+    data = current.der
+    if pem:
+        data = x509.load_der_x509_crl(data).public_bytes(Encoding.PEM)
+    _write(out, data)
+    if out:
+        click.echo(f"CRL #{current.number} of {name}, next update {current.next_update:%Y-%m-%d %H:%M:%SZ} -> {out}", err=True)
+
+
+@ca.command("export-chain")
+@click.option("--ca", "name", default="staff", show_default=True, help="Start from this CA (its chain to the root).")
+@click.option("--out", default=None, help="Write here (default: stdout).")
+@click.pass_obj
+def ca_export_chain(obj: _Context, name: str, out: str | None) -> None:
+    """Export a CA's certificate chain up to the root, PEM."""
+    chain = obj.deployment.ca.chain(name)
+    _write(out, b"".join(c.public_bytes(Encoding.PEM) for c in chain))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

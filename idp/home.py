@@ -1,0 +1,78 @@
+"""The embedded default: one home folder with database, SoftHSM2 tokens and secrets.
+
+``tessera init`` calls :func:`initialise_home`; running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from ca.hierarchy import HierarchyPlan
+from ca.models import Authority
+from idp import schema
+from idp.deployment import Deployment
+from idp.settings import DEFAULT_PKCS11_MODULE, Settings
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+
+
+def prepare_softhsm(settings: Settings) -> bool:
+    """Create the private SoftHSM2 configuration and initialise the CA token. True if created."""
+    if settings.pkcs11_module != DEFAULT_PKCS11_MODULE or settings.token_pin:
+        return False  # an external HSM: its token is the operator's to prepare
+    settings.token_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not settings.softhsm_conf.exists():
+        settings.softhsm_conf.write_text(
+            f"directories.tokendir = {settings.token_dir}\nobjectstore.backend = file\nlog.level = ERROR\n"
+            "slots.removable = false\n"
+        )
+    os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
+    pin_file = settings.secrets_dir / "ca-token.pin"
+    if pin_file.exists():
+        return False
+    util = shutil.which("softhsm2-util")
+    if util is None:
+        raise RuntimeError("softhsm2-util not found: install the Debian package softhsm2 (make run does)")
+    pin, so_pin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", settings.token_label, "--pin", pin, "--so-pin", so_pin],
+        check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(settings.softhsm_conf)},
+    )
+    _write_secret(settings.secrets_dir / "ca-token.so-pin", so_pin)
+    _write_secret(pin_file, pin)
+    return True
+
+
+def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
+    """Create whatever is missing; return a line per step done (empty when all was there)."""
+    done: list[str] = []
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if prepare_softhsm(settings):
+        done.append(f"initialised SoftHSM2 token {settings.token_label!r} in {settings.token_dir}")
+    if (plan.backend == "file" or plan.root_backend == "file") and not os.environ.get("TESSERA_KEY_PASSPHRASE"):
+        passphrase_file = settings.secrets_dir / "key-passphrase"
+        if not passphrase_file.exists():
+            _write_secret(passphrase_file, secrets.token_urlsafe(32))
+    deployment = Deployment(settings)
+    try:
+        schema.upgrade(deployment.engine)
+        with deployment.sessions() as session:
+            exists = session.scalar(select(func.count()).select_from(Authority)) > 0
+        if not exists:
+            plan = HierarchyPlan(**{**plan.__dict__, "key_dir": plan.key_dir or settings.key_dir})
+            for authority in deployment.ca.initialise(plan):
+                done.append(f"created CA {authority.name}: {authority.subject}")
+    finally:
+        deployment.close()
+    return done

@@ -1,0 +1,77 @@
+"""Settings: one object built from ``TESSERA_*`` environment variables with safe defaults.
+
+The embedded default needs nothing but a home folder (``TESSERA_HOME``, default ``./var``):
+SQLite database, SoftHSM2 configuration and tokens, and secrets all live under it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    public_url: str
+    pkcs11_module: str
+    token_label: str
+    max_request_bytes: int
+    token_pin: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        home_path = Path(home or env.get("TESSERA_HOME") or "var").resolve()
+        return cls(
+            home=home_path,
+            database_url=env.get("TESSERA_DATABASE_URL") or f"sqlite:///{home_path / 'tessera.db'}",
+            public_url=env.get("TESSERA_PUBLIC_URL") or "http://127.0.0.1:5000",
+            pkcs11_module=env.get("TESSERA_PKCS11_MODULE") or DEFAULT_PKCS11_MODULE,
+            token_label=env.get("TESSERA_CA_TOKEN_LABEL") or "tessera-ca",
+            max_request_bytes=int(env.get("TESSERA_MAX_REQUEST_BYTES") or 64 * 1024),
+            token_pin=env.get("TESSERA_CA_TOKEN_PIN") or None,
+        )
+
+    # -- embedded layout -----------------------------------------------------------------
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def softhsm_conf(self) -> Path:
+        return self.home / "softhsm" / "softhsm2.conf"
+
+    @property
+    def token_dir(self) -> Path:
+        return self.home / "softhsm" / "tokens"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.home / "keys"
+
+    def pin(self) -> str:
+        """The CA token's user PIN: ``TESSERA_CA_TOKEN_PIN`` or the embedded secrets file."""
+        if self.token_pin:
+            return self.token_pin
+        path = self.secrets_dir / "ca-token.pin"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            raise RuntimeError(f"no CA token PIN: set TESSERA_CA_TOKEN_PIN or run `tessera init` ({path} missing)") from None
+
+    def key_passphrase(self, _path: Path) -> bytes:
+        """Passphrase of file keys: ``TESSERA_KEY_PASSPHRASE`` or the embedded secrets file."""
+        value = os.environ.get("TESSERA_KEY_PASSPHRASE")
+        if value:
+            return value.encode()
+        return (self.secrets_dir / "key-passphrase").read_bytes().strip()
+
+    def use_embedded_softhsm(self) -> None:
+        """Point SoftHSM2 at the home's private token folder (unless configured otherwise)."""
+        if self.pkcs11_module == DEFAULT_PKCS11_MODULE and self.softhsm_conf.exists():
+            os.environ.setdefault("SOFTHSM2_CONF", str(self.softhsm_conf))
