@@ -179,11 +179,9 @@ class OcspResponder:
             algorithm=_CERT_ID_HASHES[hash_name](), cert_status=status, this_update=this_update,
             next_update=next_update, revocation_time=revoked_at, revocation_reason=reason,
         )
-        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.signer_certificate)
-        builder = builder.certificates([issuer.signer_certificate])
         if nonce is not None:
             builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-        der = sign_ocsp_response(builder, self.keyring.get(issuer.signer_key_ref))
+        der = sign_ocsp_response(builder, issuer.signer_certificate, self.keyring.get(issuer.signer_key_ref))
         cert_status = status.name.lower()
         if nonce is not None:
             return OcspReply(der, "successful", cert_status, None, this_update)

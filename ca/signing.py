@@ -10,9 +10,11 @@ tests have openssl check the signatures.
 
 from __future__ import annotations
 
+import datetime
 import functools
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -59,9 +61,37 @@ def sign_crl(builder: x509.CertificateRevocationListBuilder, key: SigningKey) ->
     return x509.load_der_x509_crl(final)
 
 
-def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, key: SigningKey) -> bytes:
-    """Sign a BasicOCSPResponse (RFC 6960 section 4.2.1) with ``key``; returns OCSPResponse DER."""
-    draft = builder.sign(_placeholder_for(key), key.key_type.signature_hash())
+@functools.cache
+def _placeholder_responder(family: str) -> x509.Certificate:
+    key = _placeholder(family)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "placeholder")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _key_hash(certificate: x509.Certificate) -> bytes:
+    """SHA-1 of the subjectPublicKey BIT STRING value: ResponderID byKey (RFC 6960 section 4.2.1)."""
+    return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest  # type: ignore[arg-type]
+
+
+def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, responder: x509.Certificate, key: SigningKey) -> bytes:
+    """Sign a BasicOCSPResponse (RFC 6960 section 4.2.1) as ``responder`` with ``key``.
+
+    ``builder`` carries the single response and extensions; this sets ResponderID (byKey) and
+    includes the responder's certificate. cryptography insists that the responder certificate
+    matches the signing key, so the draft names a placeholder responder whose 20-byte key hash
+    is then replaced by the real one before the real key signs. Returns OCSPResponse DER.
+    """
+    family = "ec" if key.key_type.is_ec else "rsa"
+    draft = (
+        builder.responder_id(ocsp.OCSPResponderEncoding.HASH, _placeholder_responder(family))
+        .certificates([responder])
+        .sign(_placeholder(family), key.key_type.signature_hash())
+    )
     data = draft.public_bytes(Encoding.DER)
     # OCSPResponse ::= SEQUENCE { responseStatus, [0] EXPLICIT ResponseBytes }
     outer = der.read_tlv(data)
@@ -73,6 +103,11 @@ def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, key: SigningKey) -> by
     tbs = data[fields[0].start : fields[0].end]
     if tbs != draft.tbs_response_bytes:
         raise ValueError("unexpected OCSP response layout")
+    # ResponderID byKey is [2] EXPLICIT KeyHash (OCTET STRING of 20 bytes)
+    placeholder_id = b"\xa2\x16\x04\x14" + _key_hash(_placeholder_responder(family))
+    if tbs.count(placeholder_id) != 1:
+        raise ValueError("placeholder responder id not found exactly once")
+    tbs = tbs.replace(placeholder_id, b"\xa2\x16\x04\x14" + _key_hash(responder))
     signature = key.sign(tbs, key.key_type.signature_hash())
     new_basic = der.encode(
         der.SEQUENCE,
@@ -83,4 +118,3 @@ def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, key: SigningKey) -> by
     )
     new_rb = der.encode(der.SEQUENCE, data[oid.start : oid.end] + der.encode(der.OCTET_STRING, new_basic))
     return der.encode(der.SEQUENCE, data[status.start : status.end] + der.encode(explicit.tag, new_rb))
-

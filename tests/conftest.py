@@ -1,0 +1,142 @@
+"""Fixtures that start the real components: a Tessera home with its SoftHSM2 token, the
+service under gunicorn, and a private PostgreSQL cluster. Each gets its own folder and port
+and is stopped by PID at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESSERA = str(Path(sys.executable).parent / "tessera")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+@dataclass
+class Home:
+    """A Tessera home created by the real `tessera init`, and how to run the CLI on it."""
+
+    path: Path
+    public_url: str
+    port: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
+        env.update(TESSERA_HOME=str(self.path), TESSERA_PUBLIC_URL=self.public_url)
+        return env
+
+    def cli(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run([TESSERA, *args], env=self.env, capture_output=True, input=input, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"tessera {' '.join(args)} failed: {result.stderr.decode()}")
+        return result
+
+    def url(self, path: str) -> str:
+        return self.public_url + path
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    port = free_port()
+    h = Home(tmp_path_factory.mktemp("tessera-home"), f"http://127.0.0.1:{port}", port)
+    h.cli("init")
+    return h
+
+
+@pytest.fixture(scope="session")
+def server(home: Home) -> Iterator[Home]:
+    """`tessera serve` (gunicorn, 2 workers) on a free port, stopped by PID afterwards."""
+    log = open(home.path / "server.log", "wb")
+    proc = subprocess.Popen([TESSERA, "serve", "--port", str(home.port), "--workers", "2"],
+                            env=home.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(home.port, proc)
+        _wait_healthy(home.url("/healthz"))
+        yield home
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _wait_healthy(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL 15 cluster on its own port and folder, with database ``tessera``."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL 15 is not installed (scripts/bootstrap.sh --test installs it)")
+    # not under pytest's tmp dir: the postgres user cannot enter root's 0700 folders
+    base = Path(tempfile.mkdtemp(prefix="tessera-pg-"))
+    data = base / "data"
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        os.chmod(base, 0o700)
+    port = free_port()
+    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                                 "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "pg.log"), "-o",
+                                 f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]),
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                     "tessera"]), check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/tessera"
+    finally:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
