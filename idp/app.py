@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, render_template
 
 from idp import pki, problems
+from idp.ocsp_http import OcspHttpApp, PathDispatcher
 from idp.deployment import Deployment
 from idp.settings import Settings
 
@@ -36,4 +37,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers.setdefault("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
         return response
 
+    app.wsgi_app = PathDispatcher(app.wsgi_app, OcspHttpApp(lambda: deployment.ocsp, deployment.now))  # type: ignore[method-assign]
     return app

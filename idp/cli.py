@@ -23,7 +23,7 @@ from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS
 from idp.deployment import Deployment
-from idp.settings import Settings
+from idp.settings import ConfigurationError, Settings
 
 
 class _Context:
@@ -46,7 +46,7 @@ class _TesseraGroup(click.Group):
             return super().invoke(ctx)
         except CaError as exc:
             raise click.ClickException(str(exc)) from None
-        except (RuntimeError, OSError) as exc:
+        except (ConfigurationError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
 
 

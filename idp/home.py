@@ -17,7 +17,7 @@ from ca.hierarchy import HierarchyPlan
 from ca.models import Authority
 from idp import schema
 from idp.deployment import Deployment
-from idp.settings import DEFAULT_PKCS11_MODULE, Settings
+from idp.settings import DEFAULT_PKCS11_MODULE, ConfigurationError, Settings
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -43,7 +43,7 @@ def prepare_softhsm(settings: Settings) -> bool:
         return False
     util = shutil.which("softhsm2-util")
     if util is None:
-        raise RuntimeError("softhsm2-util not found: install the Debian package softhsm2 (make run does)")
+        raise ConfigurationError("softhsm2-util not found: install the Debian package softhsm2 (make run does)")
     pin, so_pin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     subprocess.run(
         [util, "--init-token", "--free", "--label", settings.token_label, "--pin", pin, "--so-pin", so_pin],

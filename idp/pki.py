@@ -1,15 +1,13 @@
-"""HTTP endpoints of the PKI: CA certificates, CRLs, OCSP (RFC 6960), time-stamping (RFC 3161).
+"""HTTP endpoints of the PKI: CA certificates, CRLs and time-stamping (RFC 3161).
 
-Media types: application/pkix-cert and application/pkix-crl (RFC 2585 section 4),
-application/ocsp-request/-response (RFC 6960 appendix C), application/timestamp-query/-reply
+OCSP is served by :mod:`idp.ocsp_http`, outside Flask, because it is the hottest path.
+
+Media types: application/pkix-cert and application/pkix-crl (RFC 2585 section 4), application/timestamp-query/-reply
 (RFC 3161 section 4).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime
 from email.utils import format_datetime
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -52,45 +50,11 @@ def crl(name: str) -> Response:
     })
 
 
-def _ocsp_response(request_der: bytes) -> Response:
-    reply = deployment().ocsp.respond(request_der)
-    headers: dict[str, str] = {}
-    if reply.next_update is not None and reply.this_update is not None:
-        # RFC 5019 section 6.2: let HTTP caches keep nonce-less answers, but never past nextUpdate
-        seconds = max(0, int((reply.next_update - deployment().now()).total_seconds()))
-        headers = {
-            "Cache-Control": f"max-age={min(seconds, 300)}, public, no-transform, must-revalidate",
-            "Last-Modified": format_datetime(reply.this_update, usegmt=True),
-            "Expires": format_datetime(min(reply.next_update, deployment().now() + datetime.timedelta(seconds=300)), usegmt=True),
-        }
-    else:
-        headers = {"Cache-Control": "no-store"}
-    return Response(reply.der, mimetype="application/ocsp-response", headers=headers)
-
-
-@bp.post("/ocsp")
-@bp.post("/ocsp/<name>")
-def ocsp_post(name: str | None = None) -> Response:
-    """OCSP over HTTP POST (RFC 6960 appendix A.1). A bad request gets malformedRequest."""
-    if request.mimetype != "application/ocsp-request":
-        return problem(415, "Unsupported Media Type", "send an application/ocsp-request body", "media-type")
-    return _ocsp_response(request.get_data(cache=False))
-
-
-@bp.get("/ocsp/<name>/<path:encoded>")
-def ocsp_get(name: str, encoded: str) -> Response:
-    """OCSP over HTTP GET: the base64 DER request, URL-encoded, in the path (appendix A.1)."""
-    try:
-        der = base64.b64decode(encoded.replace("-", "+").replace("_", "/"), validate=False)
-    except (binascii.Error, ValueError):
-        der = b""
-    return _ocsp_response(der)
-
-
 @bp.post("/tsa")
 def tsa() -> Response:
     """Time-stamp protocol via HTTP (RFC 3161 section 3.4)."""
     if request.mimetype != "application/timestamp-query":
         return problem(415, "Unsupported Media Type", "send an application/timestamp-query body", "media-type")
-    reply = deployment().tsa.respond(request.get_data(cache=False))
+    query = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before any work
+    reply = deployment().tsa.respond(query)
     return Response(reply.der, status=reply.http_status, mimetype="application/timestamp-reply")

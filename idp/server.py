@@ -30,7 +30,11 @@ def run_gunicorn(host: str, port: int, workers: int) -> None:
     _Gunicorn({
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "sync",
+        # gthread keeps client connections alive (OCSP clients poll); PKCS#11 calls are serialised
+        # per process by ca.pkcs11_keys, so the worker threads cannot corrupt a token
+        "worker_class": "gthread",
+        "threads": 4,
+        "keepalive": 5,
         "preload_app": False,
         "timeout": 30,
         "graceful_timeout": 10,

@@ -13,6 +13,10 @@ from pathlib import Path
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
+class ConfigurationError(Exception):
+    """The deployment is not configured or prepared well enough to run the command."""
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -62,7 +66,7 @@ class Settings:
         try:
             return path.read_text().strip()
         except OSError:
-            raise RuntimeError(f"no CA token PIN: set TESSERA_CA_TOKEN_PIN or run `tessera init` ({path} missing)") from None
+            raise ConfigurationError(f"no CA token PIN: set TESSERA_CA_TOKEN_PIN or run `tessera init` ({path} missing)") from None
 
     def key_passphrase(self, _path: Path) -> bytes:
         """Passphrase of file keys: ``TESSERA_KEY_PASSPHRASE`` or the embedded secrets file."""
