@@ -56,7 +56,7 @@ class TimestampReply:
         return 503 if self.failure in ("system_failure", "time_not_available") else 400
 
 
-class _TimeStampResp(core.Sequence):
+class TimeStampResp(core.Sequence):
     """TimeStampResp with timeStampToken OPTIONAL, as section 2.4.2 has it (asn1crypto 1.5 requires it)."""
 
     _fields = [
@@ -73,7 +73,7 @@ class _Rejected(Exception):
 
 
 def _rejection(failure: str, text: str) -> TimestampReply:
-    response = _TimeStampResp({
+    response = TimeStampResp({
         "status": {
             "status": "rejection",
             "status_string": [text],
@@ -140,7 +140,7 @@ class TimeStampAuthority:
             token = sign_data(tst_info.dump(), "tst_info", self._certificate, self._key, gen_time, certificates)
         except KeyUnavailable:
             return _rejection("system_failure", "the time-stamping key is unavailable")
-        response = _TimeStampResp({
+        response = TimeStampResp({
             "status": {"status": "granted"},
             "time_stamp_token": cms.ContentInfo.load(token),
         })
