@@ -17,25 +17,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.errors import CaError
+from cardsim.errors import CardError
 from ca.hierarchy import HierarchyPlan
 from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS
-from idp.deployment import Deployment
-from idp.settings import ConfigurationError, Settings
-
-
-class _Context:
-    def __init__(self, home: str | None) -> None:
-        self.settings = Settings.from_env(home)
-        self._deployment: Deployment | None = None
-
-    @property
-    def deployment(self) -> Deployment:
-        if self._deployment is None:
-            self._deployment = Deployment(self.settings)
-        return self._deployment
+from idp.commands import cards, certs, clients, directory
+from idp.commands.context import CliContext as _Context
+from idp.settings import ConfigurationError
 
 
 class _TesseraGroup(click.Group):
@@ -44,7 +34,7 @@ class _TesseraGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CaError as exc:
+        except (CaError, CardError) as exc:
             raise click.ClickException(str(exc)) from None
         except (ConfigurationError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
@@ -252,6 +242,10 @@ def ca_export_chain(obj: _Context, name: str, out: str | None) -> None:
     """Export a CA's certificate chain up to the root, PEM."""
     chain = obj.deployment.ca.chain(name)
     _write(out, b"".join(c.public_bytes(Encoding.PEM) for c in chain))
+
+
+for _group in (directory.group, clients.group, certs.group, cards.group):
+    main.add_command(_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from ca.hierarchy import HierarchyPlan
 from ca.models import Authority
+from cardsim.setup import prepare_card_issuer
 from idp import schema
 from idp.deployment import Deployment
 from idp.settings import DEFAULT_PKCS11_MODULE, ConfigurationError, Settings
@@ -73,6 +74,7 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
             plan = HierarchyPlan(**{**plan.__dict__, "key_dir": plan.key_dir or settings.key_dir})
             for authority in deployment.ca.initialise(plan):
                 done.append(f"created CA {authority.name}: {authority.subject}")
+        done += prepare_card_issuer(settings.home, deployment.ca)
     finally:
         deployment.close()
     return done

@@ -6,9 +6,18 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def metadata() -> MetaData:
+    """The whole schema: every package's tables share :class:`ca.models.Base`."""
+    import cardsim.models  # noqa: F401  (registers the card registry's tables)
+    import idp.models  # noqa: F401  (registers the identity provider's tables)
+    from ca.models import Base
+
+    return Base.metadata
 
 
 def alembic_config(url: str) -> Config:

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_cards import *  # noqa: F401,F403  (fixtures of the card tests)
+from tests.fixtures_directory import *  # noqa: F401,F403  (slapd, browser and SSO fixtures)
+
 ROOT = Path(__file__).resolve().parent.parent
 TESSERA = str(Path(sys.executable).parent / "tessera")
 

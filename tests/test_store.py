@@ -87,7 +87,7 @@ def ocsp_status(ca: CertificateAuthority, responder: OcspResponder, row: Certifi
 def test_migrations_match_the_models(store: tuple[CertificateAuthority, OcspResponder, Clock]) -> None:
     ca, _, _ = store
     with ca.sessions() as session:
-        diff = compare_metadata(MigrationContext.configure(session.connection()), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(session.connection()), schema.metadata())
     assert diff == []
 
 

@@ -1,0 +1,1 @@
+"""The ``tessera`` command's groups beyond the CA's own, one module per domain area."""

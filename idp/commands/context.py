@@ -1,0 +1,18 @@
+"""What every ``tessera`` command gets: the settings and, built on first use, the deployment."""
+
+from __future__ import annotations
+
+from idp.deployment import Deployment
+from idp.settings import Settings
+
+
+class CliContext:
+    def __init__(self, home: str | None) -> None:
+        self.settings = Settings.from_env(home)
+        self._deployment: Deployment | None = None
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            self._deployment = Deployment(self.settings)
+        return self._deployment

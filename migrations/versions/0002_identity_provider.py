@@ -1,0 +1,23 @@
+"""identity provider: staff sessions, TOTP, OpenID Connect clients, codes and tokens
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-25 08:40:00
+"""
+from alembic import op
+import sqlalchemy as sa
+import ca.models
+
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

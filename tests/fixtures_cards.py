@@ -1,0 +1,1 @@
+"""Fixtures of the card tests (private card token folders, issuers)."""

@@ -1,0 +1,1 @@
+"""Fixtures of the directory and single sign-on tests (private slapd, browser)."""
