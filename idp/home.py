@@ -18,6 +18,7 @@ from ca.models import Authority
 from cardsim.setup import prepare_card_issuer
 from idp import schema
 from idp.deployment import Deployment
+from idp.slapd import prepare_embedded_directory
 from idp.settings import DEFAULT_PKCS11_MODULE, ConfigurationError, Settings
 
 
@@ -65,6 +66,7 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
         passphrase_file = settings.secrets_dir / "key-passphrase"
         if not passphrase_file.exists():
             _write_secret(passphrase_file, secrets.token_urlsafe(32))
+    done += prepare_embedded_directory(settings)
     deployment = Deployment(settings)
     try:
         schema.upgrade(deployment.engine)

@@ -14,10 +14,13 @@ declare -A runtime=(
   [/usr/lib/softhsm/libsofthsm2.so]=softhsm2
   [/usr/bin/pkcs11-tool]=opensc
   [/usr/bin/openssl]=openssl
+  [/usr/sbin/slapd]=slapd
+  [/usr/bin/ldapsearch]=ldap-utils
 )
 declare -A testing=(
   [/usr/lib/postgresql/15/bin/initdb]=postgresql
   [/usr/sbin/runuser]=util-linux
+  [/usr/bin/chromium]=chromium
 )
 missing=()
 for f in "${!runtime[@]}"; do [ -e "$f" ] || missing+=("${runtime[$f]}"); done
