@@ -5,12 +5,9 @@ and is stopped by PID at the end."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,30 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port, private_postgres, wait_for_port
 from tests.fixtures_cards import *  # noqa: F401,F403  (fixtures of the card tests)
 from tests.fixtures_directory import *  # noqa: F401,F403  (slapd, browser and SSO fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 TESSERA = str(Path(sys.executable).parent / "tessera")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited early with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
 
 
 @dataclass
@@ -111,35 +90,11 @@ def _wait_healthy(url: str, timeout: float = 20.0) -> None:
 
 
 # --- PostgreSQL -------------------------------------------------------------------------
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A private PostgreSQL 15 cluster on its own port and folder, with database ``tessera``."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail("PostgreSQL 15 is not installed (scripts/bootstrap.sh --test installs it)")
-    # not under pytest's tmp dir: the postgres user cannot enter root's 0700 folders
-    base = Path(tempfile.mkdtemp(prefix="tessera-pg-"))
-    data = base / "data"
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-        os.chmod(base, 0o700)
-    port = free_port()
-    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                 "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "pg.log"), "-o",
-                                 f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]),
-                   check=True, capture_output=True)
     try:
-        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                     "tessera"]), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/tessera"
-    finally:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with private_postgres() as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
