@@ -25,6 +25,7 @@ from ca.profiles import PROFILES
 from ca.revocation import REASONS
 from idp.commands import cards, certs, clients, directory
 from idp.commands.context import CliContext as _Context
+from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError
 
 
@@ -34,7 +35,7 @@ class _TesseraGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (CaError, CardError) as exc:
+        except (CaError, CardError, DirectoryError) as exc:
             raise click.ClickException(str(exc)) from None
         except (ConfigurationError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
@@ -79,20 +80,46 @@ def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str |
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader instead of gunicorn.")
 @click.pass_obj
 def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -> None:
-    """Run the web service (gunicorn; each worker opens PKCS#11 after the fork)."""
+    """Run the web service (gunicorn; each worker opens PKCS#11 after the fork).
+
+    With the embedded directory (no TESSERA_LDAP_URLS), its private slapd is started first and
+    stopped by PID when the service exits, also on Ctrl-C or SIGTERM.
+    """
+    import signal
+
+    from idp.slapd import DirectoryFolder, EmbeddedSlapd
+
     if not obj.deployment.ca.is_initialised():
         raise click.ClickException(f"{obj.settings.home} has no CA yet: run `tessera init` first")
     obj.deployment.close()  # nothing PKCS#11 or SQL may cross the fork into the workers
     os.environ["TESSERA_HOME"] = str(obj.settings.home)
-    click.echo(f"Tessera is serving on http://{host}:{port}/  (home {obj.settings.home})")
-    if dev:
-        from idp.app import create_app
+    slapd: EmbeddedSlapd | None = None
+    folder = DirectoryFolder(obj.settings.home / "ldap")
+    if not os.environ.get("TESSERA_LDAP_URLS") and folder.is_prepared():
+        slapd = EmbeddedSlapd(folder)
+        if slapd.is_running():
+            click.echo(f"the staff directory is already running on {folder.url} (left running on exit)")
+            slapd = None
+        else:
+            slapd.start()
+            click.echo(f"started the staff directory on {folder.url} (pid {slapd.pid})")
+    previous = signal.getsignal(signal.SIGTERM)
+    if dev:  # gunicorn handles SIGTERM itself; Flask's server would die without cleaning up
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        click.echo(f"Tessera is serving on http://{host}:{port}/  (home {obj.settings.home})")
+        if dev:
+            from idp.app import create_app
 
-        create_app(obj.settings).run(host=host, port=port, debug=True, use_reloader=True)
-        return
-    from idp.server import run_gunicorn
+            create_app(obj.settings).run(host=host, port=port, debug=True, use_reloader=True)
+            return
+        from idp.server import run_gunicorn
 
-    run_gunicorn(host, port, workers or os.cpu_count() or 1)
+        run_gunicorn(host, port, workers or os.cpu_count() or 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if slapd is not None:
+            slapd.stop()  # by PID, and only in this process (gunicorn's forked workers skip it)
 
 
 # --- ca ---------------------------------------------------------------------------------

@@ -1,0 +1,313 @@
+"""The staff directory against a real private slapd (the `slapd` fixture): seed, binds, ppolicy
+lockout/expiry/reset, LDAP injection, slapd stopped and started again, failover, timeouts.
+ldapwhoami/ldapsearch (ldap-utils) are the independent judges where a result is in the directory."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from ldap3 import MODIFY_REPLACE
+
+from idp.directory import (AccountDisabled, AccountLocked, Directory, DirectoryUnavailable, InvalidCredentials,
+                           PasswordExpired, PasswordMustChange, PasswordRejected, StaffMember)
+from tests.fixtures_directory import SlapdServer, new_uid
+
+PASSWORD = "Correct-horse-battery-9"
+
+
+@pytest.fixture()
+def directory(slapd: SlapdServer) -> Iterator[Directory]:
+    d = slapd.directory()
+    yield d
+    d.close()
+
+
+def _ldapsearch(slapd: SlapdServer, ldap_filter: str, *attributes: str) -> str:
+    result = subprocess.run(["ldapsearch", "-LLL", "-x", "-o", "ldif-wrap=no", "-H", slapd.url, "-D",
+                             f"cn=admin,{slapd.suffix}", "-w", slapd.admin_password, "-b", slapd.suffix, ldap_filter,
+                             *attributes], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _ldapwhoami(slapd: SlapdServer, dn: str, password: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ldapwhoami", "-x", "-H", slapd.url, "-D", dn, "-w", password],
+                          capture_output=True, text=True, timeout=10)
+
+
+# --- the seed organisation ---------------------------------------------------------------
+def test_seed_staff_member_binds_and_is_described_from_the_directory(slapd: SlapdServer, directory: Directory) -> None:
+    member = directory.authenticate("tkivi", slapd.seed_password)
+    assert member == StaffMember(
+        uid="tkivi", dn=f"uid=tkivi,ou=people,{slapd.suffix}", name="Tiina Kivi", given_name="Tiina", surname="Kivi",
+        email="tkivi@it-centre.tessera.example", department="it-centre", department_name="Government IT Centre",
+        title="Director of the Government IT Centre", roles=frozenset({"system-administrators", "approvers"}),
+        groups=frozenset({"system-administrators", "approvers"}), is_approver=True, enabled=True)
+    # the independent judge agrees the seed password is right, and slapd stored it as argon2id
+    assert _ldapwhoami(slapd, member.dn, slapd.seed_password).returncode == 0
+    stored = _ldapsearch(slapd, "(uid=tkivi)", "userPassword")
+    assert "userPassword:: " in stored  # base64: the value is binary-safe text
+    import base64
+    value = base64.b64decode(stored.split("userPassword:: ")[1].split()[0]).decode()
+    assert value.startswith("{ARGON2}$argon2id$v=19$m=4096,t=3,p=1$")
+
+
+def test_seed_organisation_layout(directory: Directory) -> None:
+    departments = directory.departments()
+    assert len(departments) >= 4 and departments["finance"] == "Ministry of Finance"
+    approvers = directory.members_of("approvers")
+    assert sorted(m.department for m in approvers) == sorted(departments)  # one approver per department
+    assert all(m.is_approver and "approvers" in m.roles for m in approvers)
+    for role in ("system-administrators", "security-administrators", "auditors"):
+        members = directory.members_of(role)
+        assert members and all(role in m.roles for m in members)
+    staff = [directory.find(uid) for uid in ("mtamm", "jsaar", "kkask", "rmets", "lkuusk", "pilves", "trebane",
+                                             "hkoppel", "aorg", "mlepp", "kraud", "ssepp", "emagi", "ovaher",
+                                             "lmolder", "kpold", "tkivi", "rlaur", "ajogi", "mkuld")]
+    assert all(m is not None and m.email and m.title and m.department in departments for m in staff)
+    plain = directory.find("jsaar")
+    assert plain is not None and plain.roles == frozenset() and not plain.is_approver
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(slapd: SlapdServer, directory: Directory) -> None:
+    with pytest.raises(InvalidCredentials) as wrong:
+        directory.authenticate("mtamm", "not the password")
+    with pytest.raises(InvalidCredentials) as unknown:
+        directory.authenticate("nobody-here", "not the password")
+    assert wrong.value.message == unknown.value.message and wrong.value.kind == unknown.value.kind
+    assert wrong.value.member is None and unknown.value.member is None
+    assert directory.find("nobody-here") is None
+    # an empty password would be an unauthenticated bind (RFC 4513 5.1.2): never a login
+    with pytest.raises(InvalidCredentials):
+        directory.authenticate("mtamm", "")
+
+
+# --- ppolicy -------------------------------------------------------------------------------
+def test_lockout_after_five_failures_with_a_clear_message(slapd: SlapdServer, directory: Directory) -> None:
+    uid = new_uid("lock")
+    dn = slapd.create_user(uid, PASSWORD)
+    assert directory.authenticate(uid, PASSWORD).uid == uid
+    for _ in range(5):
+        with pytest.raises(InvalidCredentials):
+            directory.authenticate(uid, "wrong-password")
+    with pytest.raises(AccountLocked) as locked:
+        directory.authenticate(uid, PASSWORD)  # even the right password, once locked
+    assert "locked" in locked.value.message and locked.value.kind == "account-locked"
+    assert locked.value.member is not None and locked.value.member.uid == uid
+    assert "pwdAccountLockedTime: " in _ldapsearch(slapd, f"(uid={uid})", "pwdAccountLockedTime")
+    assert _ldapwhoami(slapd, dn, PASSWORD).returncode != 0  # the judge is locked out too
+    slapd.unlock(uid)
+    assert directory.authenticate(uid, PASSWORD).uid == uid
+
+
+def test_four_failures_do_not_lock(slapd: SlapdServer, directory: Directory) -> None:
+    uid = new_uid("four")
+    slapd.create_user(uid, PASSWORD)
+    for _ in range(4):
+        with pytest.raises(InvalidCredentials):
+            directory.authenticate(uid, "wrong-password")
+    assert directory.authenticate(uid, PASSWORD).uid == uid
+
+
+def test_expired_password_is_reported(slapd: SlapdServer, directory: Directory) -> None:
+    policy = new_uid("short")
+    slapd.add_policy(policy, pwdMaxAge="1", pwdGraceAuthNLimit="0", pwdExpireWarning="0")
+    uid = new_uid("exp")
+    slapd.create_user(uid, PASSWORD, policy=policy)
+    time.sleep(2.1)
+    with pytest.raises(PasswordExpired) as expired:
+        directory.authenticate(uid, PASSWORD)
+    assert "expired" in expired.value.message and expired.value.member is not None
+    with pytest.raises(InvalidCredentials):  # a wrong password still says nothing more
+        directory.authenticate(uid, "wrong-password")
+
+
+def test_reset_password_must_change_then_change_works(slapd: SlapdServer, directory: Directory) -> None:
+    uid = new_uid("reset")
+    slapd.create_user(uid, PASSWORD, must_change=True)
+    with pytest.raises(PasswordMustChange) as must:
+        directory.authenticate(uid, PASSWORD)
+    assert must.value.member is not None and must.value.member.uid == uid and "new password" in must.value.message
+    with pytest.raises(PasswordRejected):
+        directory.change_password(uid, PASSWORD, "short")  # pwdMinLength 12
+    new = "Another-long-password-7"
+    directory.change_password(uid, PASSWORD, new)
+    assert directory.authenticate(uid, new).uid == uid
+    with pytest.raises(InvalidCredentials):
+        directory.authenticate(uid, PASSWORD)
+    with pytest.raises(PasswordRejected):
+        directory.change_password(uid, new, PASSWORD)  # in the history (pwdInHistory 5)
+    stored = _ldapsearch(slapd, f"(uid={uid})", "userPassword")
+    import base64
+    value = base64.b64decode(stored.split("userPassword:: ")[1].split()[0]).decode()
+    # slapd hashed the changed password itself (2.5's argon2 module writes argon2i, same cost)
+    assert value.startswith(("{ARGON2}$argon2i$v=19$m=4096,t=3,p=1$", "{ARGON2}$argon2id$v=19$m=4096,t=3,p=1$"))
+
+
+def test_disabled_account(slapd: SlapdServer, directory: Directory) -> None:
+    uid = new_uid("off")
+    slapd.create_user(uid, PASSWORD)
+    slapd.disable(uid)
+    member = directory.find(uid)
+    assert member is not None and member.enabled is False
+    with pytest.raises(AccountDisabled) as disabled:
+        directory.authenticate(uid, PASSWORD)
+    assert "disabled" in disabled.value.message
+
+
+# --- injection -----------------------------------------------------------------------------
+INJECTIONS = ["*)(uid=*", "admin)(|(uid=*", "*", "tkivi)(uid=*", "tkivi\x00", "\x00", "ad\x00min",
+              "a" * 129, "b" * 100_000, "tkivi*", "(uid=tkivi)", "tkivi\\", "tkivi\n", " tkivi", "",
+              "uid=tkivi,ou=people,dc=tessera,dc=example", "tkivi,ou=people", "тимо", "tkivi\u202e"]
+
+
+@pytest.mark.parametrize("username", INJECTIONS, ids=range(len(INJECTIONS)))
+def test_injection_strings_fail_cleanly(slapd: SlapdServer, directory: Directory, username: str) -> None:
+    with pytest.raises(InvalidCredentials):
+        directory.authenticate(username, slapd.seed_password)
+    assert directory.find(username) is None
+    with pytest.raises(InvalidCredentials):
+        directory.authenticate("tkivi", "*")  # a wildcard is not a password
+    assert directory.authenticate("tkivi", slapd.seed_password).uid == "tkivi"  # and nothing got locked
+
+
+def test_group_names_are_escaped(directory: Directory) -> None:
+    assert len(directory.members_of("approvers")) == 5
+    assert directory.members_of("approver*") == []  # unescaped this would match "approvers"
+    assert directory.members_of("*") == []
+    assert directory.members_of("approvers)(cn=*") == []
+    assert directory.members_of("x\x00") == []
+
+
+def test_nul_and_oversized_passwords(directory: Directory, slapd: SlapdServer) -> None:
+    with pytest.raises(InvalidCredentials):
+        directory.authenticate("tkivi", slapd.seed_password + "\x00")
+    with pytest.raises(InvalidCredentials):
+        directory.authenticate("tkivi", "p" * 5000)
+
+
+# --- availability --------------------------------------------------------------------------
+def test_slapd_stopped_mid_test_then_started_again(slapd: SlapdServer, directory: Directory) -> None:
+    uid = new_uid("avail")
+    slapd.create_user(uid, PASSWORD)
+    assert directory.authenticate(uid, PASSWORD).uid == uid  # pooled connections now exist
+    slapd.stop()
+    try:
+        assert not slapd.running
+        for _ in range(6):  # more than the lockout threshold: none of these may count
+            with pytest.raises(DirectoryUnavailable) as down:
+                directory.authenticate(uid, "wrong-password")
+        assert "unavailable" in down.value.message and down.value.kind == "directory-unavailable"
+        with pytest.raises(DirectoryUnavailable):
+            directory.authenticate(uid, PASSWORD)
+        with pytest.raises(DirectoryUnavailable):
+            directory.find(uid)
+    finally:
+        slapd.start()
+    assert directory.authenticate(uid, PASSWORD).uid == uid  # same Directory: stale connections replaced
+    assert "pwdFailureTime" not in _ldapsearch(slapd, f"(uid={uid})", "pwdFailureTime")
+
+
+def test_concurrent_logins_share_the_pool(slapd: SlapdServer) -> None:
+    directory = slapd.directory()
+    errors: list[BaseException] = []
+
+    def worker(uid: str) -> None:
+        try:
+            for _ in range(10):
+                assert directory.authenticate(uid, slapd.seed_password).uid == uid
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(uid,)) for uid in ("mtamm", "jsaar", "lkuusk", "aorg", "emagi",
+                                                                          "ovaher", "rlaur", "ajogi", "mkuld", "kraud")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    directory.close()
+    assert errors == []
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"ldap://127.0.0.1:{s.getsockname()[1]}"  # closed again: connection refused
+
+
+def test_failover_to_the_second_server(slapd: SlapdServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import tempfile
+    from pathlib import Path
+    import shutil
+
+    base = Path(tempfile.mkdtemp(prefix="tessera-slapd2-"))
+    second = SlapdServer(base)
+    second.start()
+    try:
+        only_second = new_uid("second")
+        second.create_user(only_second, PASSWORD)  # exists on the second server only
+        config = slapd.config.with_urls(slapd.url, second.url)
+        # two replicas share the service account: give the second the first one's password
+        shared = second.admin()
+        shared.modify(second.config.bind_dn, {"userPassword": [(MODIFY_REPLACE, [slapd.config.bind_password])]})
+        shared.unbind()
+        directory = Directory(config)
+        try:
+            assert directory.authenticate("tkivi", slapd.seed_password).uid == "tkivi"
+            with pytest.raises(InvalidCredentials):
+                directory.authenticate(only_second, PASSWORD)  # served by the first
+            slapd.stop()
+            try:
+                assert directory.authenticate(only_second, PASSWORD).uid == only_second  # failed over
+                assert directory.check() == second.url
+            finally:
+                slapd.start()
+        finally:
+            directory.close()
+        # a dead first URL is skipped from the start
+        directory = Directory(slapd.config.with_urls(_dead_url(), slapd.url))
+        try:
+            assert directory.authenticate("mtamm", slapd.seed_password).uid == "mtamm"
+        finally:
+            directory.close()
+    finally:
+        second.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_all_servers_down_is_unavailable(slapd: SlapdServer) -> None:
+    directory = Directory(slapd.config.with_urls(_dead_url(), _dead_url()))
+    started = time.monotonic()
+    with pytest.raises(DirectoryUnavailable):
+        directory.authenticate("tkivi", slapd.seed_password)
+    assert time.monotonic() - started < 5
+
+
+def test_a_server_that_never_answers_times_out(slapd: SlapdServer) -> None:
+    """TCP accepted but no LDAP answer (a hung server): the operation timeout applies."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        from dataclasses import replace
+        config = replace(slapd.config, urls=(f"ldap://127.0.0.1:{silent.getsockname()[1]}",), operation_timeout=1.0)
+        directory = Directory(config)
+        started = time.monotonic()
+        with pytest.raises(DirectoryUnavailable):
+            directory.authenticate("tkivi", slapd.seed_password)
+        assert time.monotonic() - started < 8
+    finally:
+        silent.close()
+
+
+def test_wrong_service_password_is_unavailable_not_a_failed_login(slapd: SlapdServer) -> None:
+    from dataclasses import replace
+    directory = Directory(replace(slapd.config, bind_password="not-the-service-password"))
+    with pytest.raises(DirectoryUnavailable):
+        directory.authenticate("tkivi", slapd.seed_password)
+    directory.close()
