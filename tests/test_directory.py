@@ -311,3 +311,15 @@ def test_wrong_service_password_is_unavailable_not_a_failed_login(slapd: SlapdSe
     with pytest.raises(DirectoryUnavailable):
         directory.authenticate("tkivi", slapd.seed_password)
     directory.close()
+
+
+def test_the_service_account_cannot_be_locked_out(slapd: SlapdServer, directory: Directory) -> None:
+    """Wrong binds against the IdP's own account must not lock every staff member out."""
+    for _ in range(7):
+        assert _ldapwhoami(slapd, slapd.config.bind_dn, "guessing").returncode != 0
+    fresh = slapd.directory()
+    try:
+        assert fresh.authenticate("mtamm", slapd.seed_password).uid == "mtamm"
+    finally:
+        fresh.close()
+    assert "pwdAccountLockedTime" not in _ldapsearch(slapd, "(cn=idp)", "pwdAccountLockedTime")

@@ -1,0 +1,120 @@
+"""`tessera directory ...` and `tessera serve` with the embedded slapd, on a home of their own
+created by the real `tessera init` (so starting and stopping it disturbs no other test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from idp.directory import Directory
+from idp.directory_config import DirectoryConfig
+from tests.conftest import TESSERA, Home, free_port
+
+
+@pytest.fixture(scope="module")
+def own_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    port = free_port()
+    h = Home(tmp_path_factory.mktemp("tessera-dir-home"), f"http://127.0.0.1:{port}", port)
+    h.cli("init")
+    yield h
+    h.cli("directory", "stop", check=False)
+
+
+def _ldap_port(home: Home) -> int:
+    return int((home.path / "ldap" / "port").read_text())
+
+
+def _answers(port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _pid(home: Home) -> int | None:
+    try:
+        return int((home.path / "ldap" / "slapd.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_init_created_the_directory_with_secrets_private(own_home: Home) -> None:
+    for name in ("ldap-admin.password", "ldap-idp.password", "ldap-demo.password"):
+        assert (own_home.path / "secrets" / name).stat().st_mode & 0o077 == 0
+    assert (own_home.path / "ldap" / "slapd.conf").stat().st_mode & 0o077 == 0
+    again = own_home.cli("init")
+    assert b"staff directory" not in again.stdout  # idempotent
+
+
+def test_start_status_show_stop(own_home: Home) -> None:
+    stopped = own_home.cli("directory", "status", check=False)
+    assert stopped.returncode == 1 and b"unavailable" in stopped.stdout
+    started = own_home.cli("directory", "start")
+    assert b"started the staff directory" in started.stdout and _answers(_ldap_port(own_home))
+    try:
+        status = json.loads(own_home.cli("directory", "status", "--json").stdout)
+        assert status["embedded"] is True and status["answering"] == f"ldap://127.0.0.1:{_ldap_port(own_home)}"
+        shown = json.loads(own_home.cli("directory", "show", "aorg", "--json").stdout)
+        assert shown["department"] == "interior" and shown["is_approver"] is True
+        assert shown["department_name"] == "Ministry of the Interior"
+        missing = own_home.cli("directory", "show", "*)(uid=*", check=False)
+        assert missing.returncode == 1 and b"no staff member" in missing.stderr and b"Traceback" not in missing.stderr
+        # bulk loading needs the server stopped: a one-line refusal, not a corrupted database
+        refused = own_home.cli("directory", "generate", "--count", "5", check=False)
+        assert refused.returncode == 1 and b"stop it first" in refused.stderr
+    finally:
+        stopped_now = own_home.cli("directory", "stop")
+    assert b"stopped" in stopped_now.stdout and not _answers(_ldap_port(own_home)) and _pid(own_home) is None
+
+
+def test_generate_loads_staff_that_can_log_in(own_home: Home) -> None:
+    result = own_home.cli("directory", "generate", "--count", "40", "--start", "1")
+    assert b"added 40 staff" in result.stdout
+    own_home.cli("directory", "start")
+    try:
+        config = DirectoryConfig.from_env(own_home.path, {})
+        with Directory(config) as directory:
+            member = directory.authenticate("staff00040", "Load-test-password-1")
+            assert member.department and member.department_name.startswith(("Ministry", "Government"))
+            assert directory.find("staff00041") is None
+            assert directory.authenticate("tkivi", (own_home.path / "secrets" / "ldap-demo.password")
+                                          .read_text().strip()).uid == "tkivi"  # the seed is still there
+    finally:
+        own_home.cli("directory", "stop")
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_serve_starts_the_embedded_slapd_and_stops_it(own_home: Home, how: signal.Signals) -> None:
+    ldap_port = _ldap_port(own_home)
+    assert not _answers(ldap_port)
+    log = open(own_home.path / f"serve-{how.name}.log", "wb")
+    proc = subprocess.Popen([TESSERA, "serve", "--port", str(free_port()), "--workers", "1"], env=own_home.env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(ldap_port):
+            assert proc.poll() is None and time.monotonic() < deadline, "slapd did not come up with tessera serve"
+            time.sleep(0.05)
+        slapd_pid = _pid(own_home)
+        assert slapd_pid is not None
+        time.sleep(1.0)  # the workers have forked: one of them leaving must not stop slapd
+        config = DirectoryConfig.from_env(own_home.path, {})
+        with Directory(config) as directory:
+            assert directory.find("tkivi") is not None
+        proc.send_signal(how)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    assert not Path(f"/proc/{slapd_pid}").exists() and not _answers(ldap_port)
