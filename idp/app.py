@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, render_template
+import datetime
 
-from idp import pki, problems
-from idp.ocsp_http import OcspHttpApp, PathDispatcher
+from flask import Flask, Response, render_template, request
+
+from idp import account, csrf, login, pki, problems
 from idp.deployment import Deployment
+from idp.ocsp_http import OcspHttpApp, PathDispatcher
+from idp.oidc import endpoints as oidc_endpoints
+from idp.oidc.provider import Provider
+from idp.sessions import StaffSessionInterface
 from idp.settings import Settings
+
+#: pages may load their own stylesheet and inline SVG images; nothing else, and no framing
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; "
+       "frame-ancestors 'none'")  # no form-action: Chromium applies it to the redirect back to the RP
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False,
+                      SESSION_COOKIE_SECURE=settings.cookie_secure, SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=settings.cookie_secure,
+                      REMEMBER_COOKIE_HTTPONLY=True)
     deployment = Deployment(settings)
     app.extensions["tessera"] = deployment
+    app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
     problems.install(app)
+    csrf.install(app)
+    login.login_manager.init_app(app)
+    provider = Provider(settings.public_url, deployment.sessions, deployment.signing_keys, deployment.clients,
+                        deployment.now, deployment.second_factor.claims, oidc_endpoints.end_browser_session)
+    provider.init_app(app)
+    app.extensions["tessera.oidc"] = provider
     app.register_blueprint(pki.bp)
+    app.register_blueprint(login.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(oidc_endpoints.bp)
+    app.jinja_env.globals["now_year"] = datetime.date.today().year
 
     @app.get("/")
     def index() -> str:
@@ -34,7 +57,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if settings.cookie_secure or request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     app.wsgi_app = PathDispatcher(app.wsgi_app, OcspHttpApp(lambda: deployment.ocsp, deployment.now))  # type: ignore[method-assign]

@@ -19,6 +19,13 @@ from idp.settings import Settings
 
 if TYPE_CHECKING:
     from ca.timestamps import StoredTimeStampAuthority
+    from idp.directory import Directory
+    from idp.oidc.clients import ClientRegistry
+    from idp.oidc.keys import SigningKeys
+    from idp.second_factor import SecondFactor
+    from idp.secretbox import SecretBox
+    from idp.sessions import SessionStore
+    from idp.throttle import LoginThrottle
 
 
 class Deployment:
@@ -59,10 +66,69 @@ class Deployment:
 
         return StoredTimeStampAuthority(self.ca, self.sessions)
 
+    # -- identity provider ---------------------------------------------------------------
+    @cached_property
+    def directory(self) -> "Directory":
+        """The staff directory (ldap3), from ``TESSERA_LDAP_*`` or the embedded slapd."""
+        from idp.directory import Directory
+        from idp.directory_config import DirectoryConfig
+
+        return Directory(DirectoryConfig.from_env(self.settings.home))
+
+    @cached_property
+    def secret_box(self) -> "SecretBox":
+        from idp.secretbox import SecretBox
+
+        return SecretBox(self.settings.data_key())
+
+    @cached_property
+    def second_factor(self) -> "SecondFactor":
+        from idp.second_factor import SecondFactor
+
+        return SecondFactor(self.sessions, self.secret_box, utc_now)
+
+    @cached_property
+    def web_sessions(self) -> "SessionStore":
+        from idp.sessions import SessionStore
+
+        return SessionStore(self.sessions, utc_now, datetime.timedelta(seconds=self.settings.session_idle_seconds),
+                            datetime.timedelta(seconds=self.settings.session_absolute_seconds))
+
+    @cached_property
+    def throttle(self) -> "LoginThrottle":
+        from idp.throttle import LoginThrottle
+
+        return LoginThrottle(self.sessions, utc_now, self.settings.throttle_account_failures,
+                             self.settings.throttle_address_failures,
+                             datetime.timedelta(seconds=self.settings.throttle_window_seconds))
+
+    @cached_property
+    def clients(self) -> "ClientRegistry":
+        from idp.oidc.clients import ClientRegistry
+
+        return ClientRegistry(self.sessions, utc_now)
+
+    @cached_property
+    def signing_keys(self) -> "SigningKeys":
+        from idp.oidc.keys import SigningKeys
+
+        return SigningKeys(self.sessions, self.secret_box, utc_now)
+
+    def end_staff_access(self, uid: str) -> tuple[int, int]:
+        """A leaver, or log out everywhere: end every session and token of ``uid``.
+        Returns (sessions ended, access tokens revoked)."""
+        from idp.oidc.tokens import TokenStore
+
+        sessions = self.web_sessions.end_all(uid)
+        tokens = TokenStore(self.sessions, utc_now, lambda _uid: None, lambda _cid: None).revoke_user(uid)
+        return sessions, tokens
+
     def now(self) -> datetime.datetime:
         return utc_now()
 
     def close(self) -> None:
+        if "directory" in self.__dict__:
+            self.directory.close()
         if "keyring" in self.__dict__:
             self.keyring.close()
         if "engine" in self.__dict__:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -66,6 +67,9 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
         passphrase_file = settings.secrets_dir / "key-passphrase"
         if not passphrase_file.exists():
             _write_secret(passphrase_file, secrets.token_urlsafe(32))
+    if not settings.data_key_b64 and not settings.data_key_file.exists():
+        _write_secret(settings.data_key_file, base64.b64encode(secrets.token_bytes(32)).decode())
+        done.append(f"created the data key that seals TOTP secrets and OIDC keys ({settings.data_key_file})")
     done += prepare_embedded_directory(settings)
     deployment = Deployment(settings)
     try:
@@ -76,6 +80,8 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
             plan = HierarchyPlan(**{**plan.__dict__, "key_dir": plan.key_dir or settings.key_dir})
             for authority in deployment.ca.initialise(plan):
                 done.append(f"created CA {authority.name}: {authority.subject}")
+        for kid in deployment.signing_keys.ensure():
+            done.append(f"created OpenID Connect signing key {kid}")
         done += prepare_card_issuer(settings.home, deployment.ca)
     finally:
         deployment.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from ca.errors import CaError, InvalidStateTransition, KeyUnavailable, NotFound, NotInitialised
@@ -30,20 +30,47 @@ def problem(status: int, title: str, detail: str | None = None, kind: str | None
     return Response(json.dumps(body), status=status, mimetype="application/problem+json")
 
 
+def wants_html() -> bool:
+    """A browser asking for a page (text/html preferred over JSON) gets a readable page."""
+    best = request.accept_mimetypes.best_match(["application/problem+json", "application/json", "text/html"])
+    return best == "text/html"
+
+
+def _respond(status: int, title: str, detail: str | None, kind: str | None) -> Response:
+    if wants_html():
+        try:
+            return Response(render_template("error.html", title=title, detail=detail or title), status=status,
+                            mimetype="text/html")
+        except Exception:  # noqa: BLE001  (a broken template must not hide the error itself)
+            pass
+    return problem(status, title, detail, kind)
+
+
 def install(app: Flask) -> None:
     """Map domain errors and HTTP errors to problem details; never leak a traceback."""
 
     @app.errorhandler(CaError)
     def _ca_error(exc: CaError) -> Response:
         status = next(code for cls, code in _STATUS if isinstance(exc, cls))
-        return problem(status, type(exc).__name__, str(exc), exc.kind)
+        return _respond(status, type(exc).__name__, str(exc), exc.kind)
+
+    from idp.directory_errors import DirectoryError, DirectoryUnavailable
+
+    @app.errorhandler(DirectoryError)
+    def _directory_error(exc: DirectoryError) -> Response:
+        status = 503 if isinstance(exc, DirectoryUnavailable) else 400
+        return _respond(status, "Directory unavailable" if status == 503 else "Directory error", exc.message, exc.kind)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
-        return problem(code, exc.name, exc.description, None)
+        response = _respond(code, exc.name, exc.description, None)
+        valid = getattr(exc, "valid_methods", None)
+        if code == 405 and valid:
+            response.headers["Allow"] = ", ".join(valid)
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         app.logger.exception("unhandled error")
-        return problem(500, "Internal Server Error", "the server failed; the error was logged", None)
+        return _respond(500, "Internal Server Error", "the server failed; the error was logged", None)

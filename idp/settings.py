@@ -13,6 +13,12 @@ from pathlib import Path
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 class ConfigurationError(Exception):
     """The deployment is not configured or prepared well enough to run the command."""
 
@@ -26,19 +32,37 @@ class Settings:
     token_label: str
     max_request_bytes: int
     token_pin: str | None = field(default=None, repr=False)
+    #: staff sessions: idle and absolute timeouts (seconds)
+    session_idle_seconds: int = 30 * 60
+    session_absolute_seconds: int = 12 * 3600
+    #: Secure cookies (and the __Host- prefix); default: when the public URL is https
+    cookie_secure: bool = False
+    #: login throttling on top of the directory's ppolicy: failures per window, per account and per address
+    throttle_account_failures: int = 10
+    throttle_address_failures: int = 100
+    throttle_window_seconds: int = 15 * 60
+    data_key_b64: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         home_path = Path(home or env.get("TESSERA_HOME") or "var").resolve()
+        public_url = (env.get("TESSERA_PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/")
         return cls(
             home=home_path,
             database_url=env.get("TESSERA_DATABASE_URL") or f"sqlite:///{home_path / 'tessera.db'}",
-            public_url=env.get("TESSERA_PUBLIC_URL") or "http://127.0.0.1:5000",
+            public_url=public_url,
             pkcs11_module=env.get("TESSERA_PKCS11_MODULE") or DEFAULT_PKCS11_MODULE,
             token_label=env.get("TESSERA_CA_TOKEN_LABEL") or "tessera-ca",
             max_request_bytes=int(env.get("TESSERA_MAX_REQUEST_BYTES") or 64 * 1024),
             token_pin=env.get("TESSERA_CA_TOKEN_PIN") or None,
+            session_idle_seconds=int(env.get("TESSERA_SESSION_IDLE_SECONDS") or 30 * 60),
+            session_absolute_seconds=int(env.get("TESSERA_SESSION_MAX_SECONDS") or 12 * 3600),
+            cookie_secure=_flag(env.get("TESSERA_COOKIE_SECURE"), public_url.startswith("https://")),
+            throttle_account_failures=int(env.get("TESSERA_THROTTLE_ACCOUNT_FAILURES") or 10),
+            throttle_address_failures=int(env.get("TESSERA_THROTTLE_ADDRESS_FAILURES") or 100),
+            throttle_window_seconds=int(env.get("TESSERA_THROTTLE_WINDOW_SECONDS") or 15 * 60),
+            data_key_b64=env.get("TESSERA_DATA_KEY") or None,
         )
 
     # -- embedded layout -----------------------------------------------------------------
@@ -57,6 +81,26 @@ class Settings:
     @property
     def key_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def data_key_file(self) -> Path:
+        """The key that seals TOTP secrets and OIDC signing keys at rest (AES-256-GCM)."""
+        return self.secrets_dir / "idp-data.key"
+
+    def data_key(self) -> bytes:
+        """``TESSERA_DATA_KEY`` (base64 of 32 bytes) or the embedded secrets file."""
+        import base64
+
+        raw = self.data_key_b64
+        if raw is None:
+            try:
+                raw = self.data_key_file.read_text().strip()
+            except OSError:
+                raise ConfigurationError(f"no data key: set TESSERA_DATA_KEY or run `tessera init` ({self.data_key_file} missing)") from None
+        key = base64.b64decode(raw)
+        if len(key) != 32:
+            raise ConfigurationError("the data key must be 32 bytes (base64)")
+        return key
 
     def pin(self) -> str:
         """The CA token's user PIN: ``TESSERA_CA_TOKEN_PIN`` or the embedded secrets file."""

@@ -1,0 +1,109 @@
+"""The staff member's own page: who the directory says they are, their sessions (log out
+everywhere), their recovery codes and their staff certificates (request from a CSR, revoke)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required
+
+from ca.errors import CaError
+from idp import events
+from idp.deployment import Deployment
+from idp.sessions import StaffSession
+from idp.staff_certificates import OWN_REVOCATION_REASONS, StaffCertificates
+
+bp = Blueprint("account", __name__)
+MAX_CSR_BYTES = 16 * 1024
+
+
+def deployment() -> Deployment:
+    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
+
+
+def certificates() -> StaffCertificates:
+    d = deployment()
+    return StaffCertificates(d.ca, d.sessions)
+
+
+def _overview(status: int = 200, **extra: Any) -> tuple[str, int]:
+    d = deployment()
+    uid = current_user.uid
+    return render_template(
+        "account.html", user=current_user, sessions=d.web_sessions.list_for(uid),
+        this_session=session.id_hash if isinstance(session, StaffSession) else None,
+        certificates=certificates().list_for(uid), reasons=OWN_REVOCATION_REASONS,
+        recovery_left=d.second_factor.recovery_codes_left(uid), **extra), status
+
+
+@bp.get("/account")
+@login_required
+def overview() -> Any:
+    return _overview()
+
+
+@bp.post("/account/logout-everywhere")
+@login_required
+def logout_everywhere() -> Any:
+    uid = current_user.uid
+    ended, tokens = deployment().end_staff_access(uid)
+    if isinstance(session, StaffSession):
+        session.end()
+    events.record("logout.everywhere", f"staff:{uid}", f"staff:{uid}", "success", sessions=ended, tokens=tokens)
+    return render_template("logged_out.html", everywhere=True, sessions=ended)
+
+
+@bp.post("/account/recovery-codes")
+@login_required
+def new_recovery_codes() -> Any:
+    uid = current_user.uid
+    codes = deployment().second_factor.new_recovery_codes(uid)
+    events.record("totp.recovery_codes_replaced", f"staff:{uid}", f"staff:{uid}", "success")
+    return render_template("recovery_codes.html", codes=codes, next=url_for("account.overview"))
+
+
+@bp.post("/account/certificates")
+@login_required
+def request_certificate() -> Any:
+    uid = current_user.uid
+    upload = request.files.get("csr_file")
+    data = upload.read(MAX_CSR_BYTES + 1) if upload and upload.filename else (request.form.get("csr") or "").encode()
+    if not data.strip():
+        return _overview(400, error="Paste a PKCS#10 certificate signing request (PEM) or choose a file.")
+    if len(data) > MAX_CSR_BYTES:
+        return _overview(413, error="That file is too large for a certificate signing request.")
+    try:
+        row = certificates().issue(uid, current_user.claims, data)
+    except CaError as exc:
+        events.record("cert.issue", f"staff:{uid}", None, "failure", reason=exc.kind)
+        return _overview(400, error=f"The request was refused: {exc}")
+    events.record("cert.issue", f"staff:{uid}", f"cert:{row.serial_hex}", "success", profile=row.profile)
+    return _overview(201, issued=row)
+
+
+@bp.get("/account/certificates/<serial>.pem")
+@login_required
+def download_certificate(serial: str) -> Any:
+    own = {c.serial_hex: c for c in certificates().list_for(current_user.uid)}
+    row = own.get(serial.lower()) or own.get(serial.upper())
+    if row is None:
+        return _overview(404, error="No such certificate of yours.")
+    pem = x509.load_der_x509_certificate(row.der).public_bytes(Encoding.PEM)
+    return Response(pem, mimetype="application/x-pem-file",
+                    headers={"Content-Disposition": f'attachment; filename="{row.serial_hex}.pem"'})
+
+
+@bp.post("/account/certificates/<serial>/revoke")
+@login_required
+def revoke_certificate(serial: str) -> Any:
+    uid = current_user.uid
+    try:
+        row = certificates().revoke_own(uid, serial, request.form.get("reason") or "unspecified")
+    except CaError as exc:
+        events.record("cert.revoke", f"staff:{uid}", f"cert:{serial[:64]}", "failure", reason=exc.kind)
+        return _overview(404 if exc.kind == "not-found" else 409, error=str(exc))
+    events.record("cert.revoke", f"staff:{uid}", f"cert:{row.serial_hex}", "success", reason=row.revocation_reason)
+    return redirect(url_for("account.overview"))

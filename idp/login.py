@@ -1,0 +1,193 @@
+"""Staff login: user name and password against the directory, then a TOTP code.
+
+The first login enrols TOTP (QR code rendered locally as SVG, the secret as text, a confirming
+code) and shows ten recovery codes once. The session id is rotated when the password is accepted
+and again when the login completes. Failures are counted per account and per address on top of
+the directory's ppolicy, and answered with one generic sentence; an unreachable directory is a
+503 page and never a failure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, current_user, login_user
+from markupsafe import Markup
+
+from idp import events
+from idp.deployment import Deployment
+from idp.directory_errors import DirectoryError, DirectoryUnavailable, InvalidCredentials
+from idp.sessions import StaffSession
+from idp.staff import StaffUser, claims_of
+from idp.totp import qr_svg
+
+bp = Blueprint("login", __name__)
+
+GENERIC_FAILURE = ("The user name or password is incorrect, or there were too many attempts. "
+                   "Check them, or wait a few minutes and try again.")
+WRONG_CODE = "That code is not correct or was already used. Wait for the next code and try again."
+SECOND_FACTOR_SECONDS = 300
+MAX_USERNAME = 256
+
+login_manager = LoginManager()
+login_manager.login_view = "login.login"
+login_manager.session_protection = None  # the session id itself is rotated and revocable server-side
+
+
+@login_manager.user_loader
+def _load_user(uid: str) -> StaffUser | None:
+    staff = session.get("staff")
+    if not staff or staff.get("sub") != uid:
+        return None
+    sid_hash = session.id_hash if isinstance(session, StaffSession) else None
+    return StaffUser(staff, int(session.get("auth_time", 0)), tuple(session.get("amr", ())), sid_hash)
+
+
+def deployment() -> Deployment:
+    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
+
+
+def safe_next(value: str | None) -> str:
+    """Only local paths: an open redirect would hand the login to anyone's page."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) < 4096:
+        return value
+    return url_for("account.overview")
+
+
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    return render_template(template, **context), status
+
+
+def _pending() -> dict[str, Any] | None:
+    pending = session.get("pending")
+    if not pending or time.time() - float(pending.get("at", 0)) > SECOND_FACTOR_SECONDS:
+        return None
+    return pending  # type: ignore[no-any-return]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    nxt = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if current_user.is_authenticated and not request.args.get("reauth"):
+            return redirect(nxt)
+        return _page("login.html", next=nxt)
+    username = (request.form.get("username") or "").strip()
+    password = request.form.get("password") or ""
+    d = deployment()
+    if not username or not password or len(username) > MAX_USERNAME or len(password) > 1024:
+        return _page("login.html", 401, next=nxt, error=GENERIC_FAILURE, username=username[:MAX_USERNAME])
+    if d.throttle.blocked(username, _address()):
+        events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure", reason="throttled")
+        return _page("login.html", 401, next=nxt, error=GENERIC_FAILURE, username=username)
+    try:
+        member = d.directory.authenticate(username, password)
+    except DirectoryUnavailable as exc:
+        events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "error", reason=exc.kind)
+        return _page("unavailable.html", 503, message=exc.message)
+    except DirectoryError as exc:
+        d.throttle.failure(username, _address())
+        events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure", reason=exc.kind)
+        message = GENERIC_FAILURE if isinstance(exc, InvalidCredentials) else exc.message
+        return _page("login.html", 401, next=nxt, error=message, username=username)
+    if not member.enabled:
+        d.throttle.failure(username, _address())
+        events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "failure", reason="account-disabled")
+        return _page("login.html", 401, next=nxt, error=GENERIC_FAILURE, username=username)
+    claims = claims_of(member)
+    enrolled = d.second_factor.remember(member.uid, claims)
+    session.clear()
+    if isinstance(session, StaffSession):
+        session.rotate()
+    session["pending"] = {"uid": member.uid, "at": time.time(), "next": nxt, "enrolled": enrolled}
+    events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "success")
+    return redirect(url_for("login.second_factor" if enrolled else "login.enrol"))
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def second_factor() -> Any:
+    pending = _pending()
+    if pending is None or not pending.get("enrolled"):
+        return redirect(url_for("login.login"))
+    if request.method == "GET":
+        return _page("totp.html")
+    d = deployment()
+    uid = pending["uid"]
+    if d.throttle.blocked(uid, _address()):
+        session.pop("pending", None)
+        events.record("login.otp", f"address:{_address()}", f"staff:{uid}", "failure", reason="throttled")
+        return _page("login.html", 401, next=pending.get("next"), error=GENERIC_FAILURE)
+    method = d.second_factor.verify(uid, request.form.get("code") or "")
+    if method is None:
+        d.throttle.failure(uid, _address())
+        events.record("login.otp", f"address:{_address()}", f"staff:{uid}", "failure", reason="wrong-code")
+        return _page("totp.html", 401, error=WRONG_CODE)
+    if method == "recovery":
+        events.record("totp.recovery_code_used", f"staff:{uid}", f"staff:{uid}", "success",
+                      left=d.second_factor.recovery_codes_left(uid))
+    return _complete(uid, pending, method)
+
+
+@bp.route("/login/enrol", methods=["GET", "POST"])
+def enrol() -> Any:
+    pending = _pending()
+    if pending is None or pending.get("enrolled"):
+        return redirect(url_for("login.login"))
+    d = deployment()
+    uid = pending["uid"]
+    enrolment = d.second_factor.begin_enrolment(uid)
+    context = {"secret": enrolment.secret, "qr": Markup(qr_svg(enrolment.uri)), "uri": enrolment.uri}
+    if request.method == "GET":
+        return _page("enrol.html", **context)
+    codes = d.second_factor.confirm_enrolment(uid, request.form.get("code") or "")
+    if codes is None:
+        d.throttle.failure(uid, _address())
+        events.record("totp.enrol", f"staff:{uid}", f"staff:{uid}", "failure", reason="wrong-code")
+        return _page("enrol.html", 401, error=WRONG_CODE, **context)
+    events.record("totp.enrol", f"staff:{uid}", f"staff:{uid}", "success")
+    response = _complete(uid, pending, "otp")
+    session["recovery_codes"] = codes
+    session["after_codes"] = response.location
+    return redirect(url_for("login.recovery_codes"))
+
+
+@bp.get("/login/recovery-codes")
+def recovery_codes() -> Any:
+    codes = session.pop("recovery_codes", None)
+    nxt = safe_next(session.pop("after_codes", None))
+    if not codes or not current_user.is_authenticated:
+        return redirect(nxt)
+    return _page("recovery_codes.html", codes=codes, next=nxt)
+
+
+def _complete(uid: str, pending: dict[str, Any], method: str) -> Response:
+    """Both factors passed: a new session id, the user logged in (RFC 8176 amr: pwd, otp)."""
+    d = deployment()
+    claims = d.second_factor.claims(uid) or {"sub": uid}
+    nxt = safe_next(pending.get("next"))
+    session.clear()
+    if isinstance(session, StaffSession):
+        session.rotate()
+    session["staff"] = claims
+    session["auth_time"] = int(time.time())
+    session["amr"] = ["pwd", "otp"]
+    login_user(StaffUser(claims, session["auth_time"], ("pwd", "otp")))
+    d.throttle.success(uid)
+    events.record("login", f"staff:{uid}", f"staff:{uid}", "success", factors=["pwd", method], address=_address())
+    return redirect(nxt)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    uid = current_user.uid if current_user.is_authenticated else None
+    if isinstance(session, StaffSession):
+        session.end()
+    if uid:
+        events.record("logout", f"staff:{uid}", f"staff:{uid}", "success")
+    return _page("logged_out.html")

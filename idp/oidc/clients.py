@@ -1,0 +1,187 @@
+"""The client registry: relying parties allowed to log staff in.
+
+Metadata names are those of OpenID Connect Dynamic Client Registration 1.0 section 2 and RFC 7591
+section 2 (``redirect_uris``, ``token_endpoint_auth_method``, ``jwks``, ...). Redirect URIs are
+matched exactly (RFC 9700 section 2.1). Client secrets are 256-bit random values shown once and
+stored as SHA-256 (a slow hash adds nothing to a random secret and would cost every token call).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin, scope_to_list
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.models import OAuthClient
+
+SCOPES = ("openid", "profile", "email", "department", "roles", "offline_access")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{3,128}$")
+
+
+class ClientRegistrationError(ValueError):
+    """Invalid client metadata (RFC 7591 section 3.2.2: invalid_client_metadata / invalid_redirect_uri)."""
+
+
+@dataclass(frozen=True)
+class NewClient:
+    client_id: str
+    client_secret: str | None  # shown once
+
+
+class RegisteredClient(ClientMixin):  # type: ignore[misc]
+    """A client as Authlib sees it (the ClientMixin contract of RFC 6749 checks)."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.client_id = row.client_id
+        self.name = row.name
+        self.trusted = row.trusted
+        self._secret_hash = row.secret_hash
+        self.client_metadata: dict[str, Any] = json.loads(row.metadata_json)
+        self.created_at = row.created_at
+
+    # -- ClientMixin ---------------------------------------------------------------------
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        if not scope:
+            return ""
+        allowed = set(scope_to_list(self.client_metadata.get("scope", "")))
+        return " ".join(s for s in scope_to_list(scope) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris  # exact string comparison
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if not self._secret_hash:
+            return False
+        return hmac.compare_digest(self._secret_hash, _secret_hash(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if endpoint == "token":
+            return bool(method == self.token_endpoint_auth_method)
+        return True
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type in self.client_metadata.get("response_types", ["code"])
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.client_metadata.get("grant_types", [])
+
+    # -- metadata ------------------------------------------------------------------------
+    @property
+    def redirect_uris(self) -> list[str]:
+        return list(self.client_metadata.get("redirect_uris", []))
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return str(self.client_metadata.get("token_endpoint_auth_method", "client_secret_basic"))
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    @property
+    def id_token_signed_response_alg(self) -> str:
+        return str(self.client_metadata.get("id_token_signed_response_alg", "ES256"))
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _check_uri(uri: str, what: str) -> str:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+        raise ClientRegistrationError(f"{what} must be an absolute http(s) URL without a fragment: {uri!r}")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ClientRegistrationError(f"{what} must use https (http only for loopback): {uri!r}")
+    return uri
+
+
+class ClientRegistry:
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime]) -> None:
+        self.sessions = sessions
+        self.clock = clock
+
+    def add(self, name: str, redirect_uris: Sequence[str], *, client_id: str | None = None,
+            auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
+            scopes: Sequence[str] = SCOPES, trusted: bool = False, jwks: dict[str, Any] | None = None,
+            id_token_alg: str = "ES256", refresh_tokens: bool = True) -> NewClient:
+        """Register a client; its secret (for the client_secret_* methods) is returned once."""
+        client_id = client_id or secrets.token_urlsafe(16)
+        if not _CLIENT_ID.match(client_id):
+            raise ClientRegistrationError("client id: 3-128 characters of A-Z a-z 0-9 . _ ~ -")
+        if not name.strip() or len(name) > 200:
+            raise ClientRegistrationError("a client needs a name of at most 200 characters")
+        if not redirect_uris:
+            raise ClientRegistrationError("at least one redirect URI is required")
+        if auth_method not in AUTH_METHODS:
+            raise ClientRegistrationError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
+        if auth_method == "private_key_jwt" and not (jwks and jwks.get("keys")):
+            raise ClientRegistrationError("private_key_jwt needs the client's public keys (jwks)")
+        if id_token_alg not in ("ES256", "RS256"):
+            raise ClientRegistrationError("id_token_signed_response_alg must be ES256 or RS256")
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or "openid" not in scopes:
+            raise ClientRegistrationError(f"scopes must include openid and be among {', '.join(SCOPES)}")
+        grant_types = ["authorization_code"] + (["refresh_token"] if refresh_tokens else [])
+        metadata = {
+            "client_name": name,
+            "redirect_uris": [_check_uri(u, "redirect URI") for u in redirect_uris],
+            "post_logout_redirect_uris": [_check_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris],
+            "token_endpoint_auth_method": auth_method,
+            "grant_types": grant_types,
+            "response_types": ["code"],
+            "scope": " ".join(scopes),
+            "id_token_signed_response_alg": id_token_alg,
+        }
+        if jwks:
+            metadata["jwks"] = jwks
+        secret = secrets.token_urlsafe(32) if auth_method in ("client_secret_basic", "client_secret_post") else None
+        with self.sessions.begin() as session:
+            if session.get(OAuthClient, client_id) is not None:
+                raise ClientRegistrationError(f"client {client_id!r} already exists")
+            session.add(OAuthClient(client_id=client_id, name=name.strip(), secret_hash=_secret_hash(secret) if secret else None,
+                                    metadata_json=json.dumps(metadata), trusted=trusted, created_at=self.clock()))
+        return NewClient(client_id, secret)
+
+    def get(self, client_id: str) -> RegisteredClient | None:
+        if not isinstance(client_id, str) or len(client_id) > 128:
+            return None
+        with self.sessions() as session:
+            row = session.get(OAuthClient, client_id)
+            return RegisteredClient(row) if row else None
+
+    def list(self) -> list[RegisteredClient]:
+        with self.sessions() as session:
+            return [RegisteredClient(r) for r in session.scalars(select(OAuthClient).order_by(OAuthClient.created_at))]
+
+    def remove(self, client_id: str) -> bool:
+        """Remove the client with its codes, tokens and consents (cascade)."""
+        from idp.models import AuthorizationCode, Consent, OAuthToken
+
+        with self.sessions.begin() as session:
+            row = session.get(OAuthClient, client_id)
+            if row is None:
+                return False
+            for model in (AuthorizationCode, OAuthToken, Consent):
+                session.query(model).filter(model.client_id == client_id).delete()
+            session.delete(row)
+            return True

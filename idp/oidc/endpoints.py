@@ -1,0 +1,169 @@
+"""HTTP endpoints of the OpenID Connect provider.
+
+/.well-known/openid-configuration (Discovery 1.0 section 4), /oidc/jwks.json (RFC 7517),
+/oidc/authorize (Core 3.1.2, with prompt and max_age), /oidc/token (Core 3.1.3), /oidc/userinfo
+(Core 5.3) and /oidc/logout (RP-Initiated Logout 1.0). Errors that may not be redirected (unknown
+client, unregistered redirect_uri) are a page here and never a redirect (RFC 6749 4.1.2.1).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import scope_to_list
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask_login import current_user
+
+from idp import events
+from idp.deployment import Deployment
+from idp.models import Consent
+from idp.oidc.provider import SCOPE_CLAIMS, Provider
+from idp.sessions import StaffSession
+
+bp = Blueprint("oidc", __name__)
+
+
+def deployment() -> Deployment:
+    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
+
+
+def provider() -> Provider:
+    return current_app.extensions["tessera.oidc"]  # type: ignore[no-any-return]
+
+
+def _error_page(error: OAuth2Error) -> tuple[str, int]:
+    return render_template("oauth_error.html", error=error.error, description=error.description or ""), \
+        int(error.status_code or 400)
+
+
+def _oauth_error(error: OAuth2Error) -> Any:
+    if getattr(error, "redirect_uri", None):
+        return provider().server.handle_error_response(None, error)
+    return _error_page(error)
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    response = jsonify(provider().metadata())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.get("/oidc/jwks.json")
+def jwks() -> Response:
+    response = jsonify(provider().keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _login_redirect() -> Any:
+    """Back to this request after a (re-)login; prompt=login and max_age are satisfied by it."""
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("prompt", "max_age")]
+    prompts = [p for p in (request.args.get("prompt") or "").split() if p != "login"]
+    if prompts:
+        params.append(("prompt", " ".join(prompts)))
+    back = url_for("oidc.authorize") + "?" + urlencode(params)
+    return redirect(url_for("login.login", next=back, reauth=1))
+
+
+def _has_consent(uid: str, client_id: str, scope: str) -> bool:
+    with deployment().sessions() as s:
+        row = s.get(Consent, (uid, client_id))
+        return row is not None and set(scope_to_list(scope) or []) <= set(row.scope.split())
+
+
+def _save_consent(uid: str, client_id: str, scope: str) -> None:
+    with deployment().sessions.begin() as s:
+        row = s.get(Consent, (uid, client_id))
+        if row is None:
+            s.add(Consent(uid=uid, client_id=client_id, scope=scope, granted_at=deployment().now()))
+        else:
+            row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
+            row.granted_at = deployment().now()
+
+
+@bp.route("/oidc/authorize", methods=["GET", "POST"])
+def authorize() -> Any:
+    """Authorization endpoint (OIDC Core 3.1.2.1): login, prompt, max_age, consent, code."""
+    p = provider()
+    prompts = (request.values.get("prompt") or "").split()
+    user = current_user._get_current_object() if current_user.is_authenticated else None
+    needs_login = user is None or "login" in prompts
+    max_age = request.values.get("max_age")
+    if user is not None and max_age is not None:
+        if not max_age.isdigit():
+            needs_login = needs_login  # invalid max_age is reported by the grant below
+        elif time.time() - user.auth_time > int(max_age):
+            needs_login = True
+    try:
+        grant = p.server.get_consent_grant(end_user=None if needs_login else user)
+        if max_age is not None and not max_age.isdigit():
+            from authlib.oauth2.rfc6749 import InvalidRequestError
+
+            raise InvalidRequestError("max_age must be a non-negative integer", redirect_uri=grant.redirect_uri)
+        if needs_login:
+            if "none" in prompts:
+                raise LoginRequiredError(redirect_uri=grant.redirect_uri)
+            return _login_redirect()
+        client = grant.client
+        scope = grant.request.payload.scope or ""
+        consented = client.trusted or _has_consent(user.uid, client.client_id, scope)
+        if not consented or "consent" in prompts:
+            if "none" in prompts:
+                raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
+            if request.method == "GET":
+                return render_template("consent.html", client=client, scopes=scope_to_list(scope) or [],
+                                       claims=SCOPE_CLAIMS, user=user, action=request.full_path)
+            if request.form.get("decision") != "allow":
+                events.record("oidc.consent", f"staff:{user.uid}", f"client:{client.client_id}", "failure", reason="denied")
+                return p.server.create_authorization_response(grant=grant, grant_user=None)
+            _save_consent(user.uid, client.client_id, scope)
+            events.record("oidc.consent", f"staff:{user.uid}", f"client:{client.client_id}", "success", scope=scope)
+        return p.server.create_authorization_response(grant=grant, grant_user=user)
+    except OAuth2Error as error:
+        return _oauth_error(error)
+
+
+@bp.post("/oidc/token")
+def token() -> Any:
+    """Token endpoint (RFC 6749 section 3.2, OIDC Core 3.1.3)."""
+    return provider().server.create_token_response()
+
+
+@bp.route("/oidc/userinfo", methods=["GET", "POST"])
+def userinfo() -> Any:
+    """UserInfo endpoint (OIDC Core 5.3), bearer token (RFC 6750)."""
+    return provider().server.create_endpoint_response("userinfo")
+
+
+def end_browser_session(end_session_request: Any) -> None:
+    """RP-Initiated Logout: end this browser's session if it belongs to the token's subject."""
+    claims = end_session_request.id_token_claims or {}
+    if not current_user.is_authenticated:
+        return
+    if claims and claims.get("sub") != current_user.uid:
+        return
+    uid = current_user.uid
+    if isinstance(session, StaffSession):
+        session.end()
+    events.record("logout", f"staff:{uid}", f"client:{claims.get('aud')}", "success", via="end_session_endpoint")
+
+
+@bp.route("/oidc/logout", methods=["GET", "POST"])
+def end_session() -> Any:
+    """end_session_endpoint (RP-Initiated Logout 1.0 section 2)."""
+    p = provider()
+    try:
+        req = p.server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        return _error_page(error)
+    if req.needs_confirmation:
+        return render_template("logout_confirm.html", client=req.client)
+    response = p.server.create_endpoint_response("end_session", req)
+    return response or render_template("logged_out.html")

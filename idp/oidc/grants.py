@@ -1,0 +1,229 @@
+"""The grants of the provider, as Authlib grant classes with the spec's steps as methods.
+
+- :class:`CodeGrant`: authorization code grant (RFC 6749 section 4.1). Codes are single use and
+  live ``CODE_SECONDS``; a code presented again ends the tokens issued from it (section 4.1.2).
+- :class:`S256CodeChallenge`: PKCE (RFC 7636); only S256 is offered and public clients must use it
+  (RFC 9700 section 2.1.1).
+- :class:`OpenIdCode`: OpenID Connect Core 3.1: id_token with nonce, at_hash, auth_time, acr, amr.
+- :class:`RotatingRefreshGrant`: refresh (RFC 6749 section 6) with rotation and reuse detection.
+- :class:`PrivateKeyJwt`: private_key_jwt client authentication (RFC 7523 section 2.2, OIDC Core 9).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import TYPE_CHECKING, Any
+
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from joserfc.jwk import KeySet
+from sqlalchemy import delete, select, update
+
+from idp import events
+from idp.models import AuthorizationCode, ClientAssertionJti
+from idp.oidc.tokens import token_hash
+
+if TYPE_CHECKING:
+    from idp.oidc.provider import Provider
+
+CODE_SECONDS = 60
+ID_TOKEN_SECONDS = 600
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+ACR_TWO_FACTOR = "urn:tessera:acr:pwd+otp"
+
+
+def _provider(grant: Any) -> "Provider":
+    return grant.server.provider  # type: ignore[no-any-return]
+
+
+class StoredCode:
+    """An authorization code row as Authlib's grant and the OIDC extension see it."""
+
+    def __init__(self, row: AuthorizationCode) -> None:
+        self.code_hash = row.code_hash
+        self.client_id = row.client_id
+        self.uid = row.uid
+        self.redirect_uri = row.redirect_uri
+        self.scope = row.scope
+        self.nonce = row.nonce
+        self.code_challenge = row.code_challenge
+        self.code_challenge_method = row.code_challenge_method
+        self.auth_time = row.auth_time
+        self.acr = row.acr
+        self.amr = row.amr
+        self.family = row.family or row.code_hash[:32]
+
+    # AuthorizationCodeMixin (RFC 6749) and its OIDC extension
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> str | None:
+        return self.acr
+
+    def get_amr(self) -> list[str]:
+        return self.amr.split()
+
+
+class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        user = request.user
+        now = _provider(self).clock()
+        payload = request.payload.data
+        with _provider(self).sessions.begin() as session:
+            session.add(AuthorizationCode(
+                code_hash=token_hash(code), client_id=request.client.get_client_id(), uid=user.uid,
+                redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
+                scope=request.payload.scope or "", nonce=payload.get("nonce"),
+                code_challenge=payload.get("code_challenge"), code_challenge_method=payload.get("code_challenge_method"),
+                auth_time=int(user.auth_time), acr=ACR_TWO_FACTOR if "otp" in user.amr else None, amr=" ".join(user.amr),
+                session_id_hash=user.session_hash, created_at=now, expires_at=now + datetime.timedelta(seconds=CODE_SECONDS)))
+
+    def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:
+        """Find and spend the code in one step: a second presentation finds it spent, is refused
+        and ends the tokens issued from it (RFC 6749 section 4.1.2)."""
+        provider = _provider(self)
+        now = provider.clock()
+        digest = token_hash(code)
+        with provider.sessions.begin() as session:
+            row = session.get(AuthorizationCode, digest)
+            if row is None or row.client_id != client.get_client_id():
+                return None
+            spent = session.execute(update(AuthorizationCode).where(
+                AuthorizationCode.code_hash == digest, AuthorizationCode.used_at.is_(None)).values(used_at=now)).rowcount
+            stored = StoredCode(row)
+            expired = now >= row.expires_at
+        if spent != 1:
+            ended = provider.tokens.revoke_family(stored.family)
+            events.record("oidc.code_reuse", f"client:{stored.client_id}", f"staff:{stored.uid}", "failure",
+                          tokens_revoked=ended)
+            return None
+        if expired:
+            return None
+        return stored
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        pass  # already spent in query_authorization_code; kept (hashed) to detect reuse until purged
+
+    def authenticate_user(self, authorization_code: StoredCode) -> Any:
+        return _provider(self).load_user(authorization_code.uid, authorization_code.auth_time,
+                                         authorization_code.get_amr())
+
+
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only; required when the client is public (it has no secret)."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        request = grant.request
+        challenge = request.payload.data.get("code_challenge")
+        method = request.payload.data.get("code_challenge_method")
+        if challenge and not method:
+            raise InvalidRequestError("code_challenge_method must be S256", redirect_uri=redirect_uri)
+        if request.client.is_public and not challenge:
+            raise InvalidRequestError("public clients must use PKCE (code_challenge with S256)", redirect_uri=redirect_uri)
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def get_authorization_code_challenge(self, authorization_code: StoredCode) -> str | None:
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code: StoredCode) -> str | None:
+        return authorization_code.code_challenge_method
+
+
+class OpenIdCode(OpenIDCode):  # type: ignore[misc]
+    def __init__(self, provider: "Provider") -> None:
+        super().__init__(require_nonce=False)
+        self.provider = provider
+
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        with self.provider.sessions() as session:
+            return session.scalar(select(AuthorizationCode.code_hash).where(
+                AuthorizationCode.client_id == request.payload.client_id, AuthorizationCode.nonce == nonce).limit(1)) is not None
+
+    def get_client_algorithm(self, client: Any) -> str:
+        return str(client.id_token_signed_response_alg)
+
+    def resolve_client_private_key(self, client: Any) -> Any:
+        return self.provider.keys.signing_key(self.get_client_algorithm(client))[1]
+
+    def get_encode_header(self, client: Any) -> dict[str, str]:
+        alg = self.get_client_algorithm(client)
+        kid, _ = self.provider.keys.signing_key(alg)
+        return {"alg": alg, "kid": kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: Any) -> dict[str, Any]:
+        now = int(time.time())
+        return {"iss": self.provider.issuer, "aud": client.get_client_id(), "iat": now, "exp": now + ID_TOKEN_SECONDS}
+
+    def generate_user_info(self, user: Any, scope: str) -> UserInfo:
+        return self.provider.user_info(user, scope)
+
+
+class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Any:
+        provider = _provider(self)
+        token = provider.tokens.by_refresh_token(refresh_token)
+        client = self.request.client
+        if token is None or not token.check_client(client):
+            return None
+        if token.refresh_used_at is not None or not provider.tokens.spend_refresh_token(token.id):
+            ended = provider.tokens.revoke_family(token.family)
+            events.record("oidc.refresh_reuse", f"client:{token.client_id}", f"staff:{token.uid}", "failure",
+                          tokens_revoked=ended)
+            return None
+        if token.refresh_is_expired():
+            return None
+        return token
+
+    def authenticate_user(self, refresh_token: Any) -> Any:
+        user = _provider(self).load_user(refresh_token.uid, refresh_token.auth_time, refresh_token.amr.split())
+        if user is None:
+            raise InvalidGrantError("the staff member is no longer active")
+        return user
+
+    def revoke_old_credential(self, refresh_token: Any) -> None:
+        pass  # spent in authenticate_refresh_token, before the new token was issued
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, provider: "Provider") -> None:
+        super().__init__(validate_jti=True, leeway=30)
+        self.provider = provider
+
+    def get_audiences(self) -> list[str]:
+        return [self.provider.token_endpoint, self.provider.issuer]
+
+    def resolve_client_public_key(self, client: Any) -> KeySet:
+        return KeySet.import_key_set(client.client_metadata.get("jwks") or {"keys": []})
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        now = self.provider.clock()
+        expires = datetime.datetime.fromtimestamp(int(claims.get("exp", 0)), datetime.timezone.utc)
+        with self.provider.sessions.begin() as session:
+            session.execute(delete(ClientAssertionJti).where(ClientAssertionJti.expires_at < now - datetime.timedelta(minutes=5)))
+            if session.get(ClientAssertionJti, (str(jti)[:255], str(claims["sub"])[:128])) is not None:
+                return False
+            session.add(ClientAssertionJti(jti=str(jti)[:255], client_id=str(claims["sub"])[:128], expires_at=expires))
+        return True

@@ -1,0 +1,175 @@
+"""The OpenID Connect provider: Authlib's AuthorizationServer wired to Tessera's stores.
+
+The provider knows no HTTP routes (see :mod:`idp.oidc.endpoints`); it owns the client registry,
+the signing keys, the token store, and how a staff member becomes claims (OIDC Core 5.1, 5.4).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.rfc6749 import scope_to_list
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oidc.core import UserInfo, UserInfoEndpoint
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import Flask
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.oidc.clients import SCOPES, ClientRegistry, RegisteredClient
+from idp.oidc.grants import CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant, S256CodeChallenge
+from idp.oidc.keys import SigningKeys
+from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore
+from idp.staff import StaffUser
+
+#: which claims each scope releases (OIDC Core 5.4, plus Tessera's department and roles scopes)
+SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
+    "openid": ("sub",),
+    "profile": ("name", "given_name", "family_name", "preferred_username", "title"),
+    "email": ("email", "email_verified"),
+    "department": ("department", "department_name"),
+    "roles": ("roles",),
+}
+
+
+class Provider:
+    def __init__(self, issuer: str, sessions: sessionmaker[Session], keys: SigningKeys, clients: ClientRegistry,
+                 clock: Callable[[], datetime.datetime], staff_claims: Callable[[str], dict[str, Any] | None],
+                 end_staff_session: Callable[[Any], None]) -> None:
+        self.issuer = issuer
+        self.sessions = sessions
+        self.keys = keys
+        self.clients = clients
+        self.clock = clock
+        self.staff_claims = staff_claims
+        self.end_staff_session = end_staff_session
+        self.tokens = TokenStore(sessions, clock, self._token_user, clients.get)
+        self.server = AuthorizationServer()
+        self.server.provider = self  # grants reach the stores through their server
+        self.resource = ResourceProtector()
+
+    # -- endpoints' URLs -------------------------------------------------------------------
+    @property
+    def authorization_endpoint(self) -> str:
+        return self.issuer + "/oidc/authorize"
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/oidc/token"
+
+    @property
+    def userinfo_endpoint(self) -> str:
+        return self.issuer + "/oidc/userinfo"
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer + "/oidc/jwks.json"
+
+    @property
+    def end_session_endpoint(self) -> str:
+        return self.issuer + "/oidc/logout"
+
+    # -- wiring ----------------------------------------------------------------------------
+    def init_app(self, app: Flask) -> None:
+        app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+        app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ACCESS_TOKEN_SECONDS,
+                                                          "refresh_token": ACCESS_TOKEN_SECONDS})
+        app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
+        self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
+        self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIdCode(self)])
+        self.server.register_grant(RotatingRefreshGrant)
+        self.server.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self))
+        provider = self
+
+        class _Bearer(BearerTokenValidator):  # type: ignore[misc]
+            def authenticate_token(self, token_string: str) -> Any:
+                return provider.tokens.by_access_token(token_string)
+
+        class _UserInfo(UserInfoEndpoint):  # type: ignore[misc]
+            def get_issuer(self) -> str:
+                return provider.issuer
+
+            def generate_user_info(self, user: Any, scope: str) -> UserInfo:
+                if user is None:
+                    from authlib.oauth2.rfc6750 import InvalidTokenError
+
+                    raise InvalidTokenError()
+                return provider.user_info(user, scope)
+
+            def resolve_private_key(self) -> Any:
+                return provider.keys.signing_key("ES256")[1]
+
+        class _EndSession(EndSessionEndpoint):  # type: ignore[misc]
+            def get_server_jwks(self) -> Any:
+                return provider.keys.key_set()
+
+            def end_session(self, end_session_request: Any) -> None:
+                provider.end_staff_session(end_session_request)
+
+        self.resource.register_token_validator(_Bearer())
+        self.server.register_endpoint(_UserInfo(resource_protector=self.resource))
+        self.server.register_endpoint(_EndSession())
+
+    # -- storage callbacks -----------------------------------------------------------------
+    def _save_token(self, token: dict[str, Any], request: Any) -> None:
+        if request.authorization_code is not None:
+            code = request.authorization_code
+            family, auth_time, amr = code.family, code.auth_time, code.amr
+        else:
+            old = request.refresh_token
+            family, auth_time, amr = old.family, old.auth_time, old.amr
+        self.tokens.save(token, request.client.get_client_id(), request.user.uid, family, auth_time, amr)
+
+    def load_user(self, uid: str, auth_time: int = 0, amr: list[str] | tuple[str, ...] = ()) -> StaffUser | None:
+        claims = self.staff_claims(uid)
+        if claims is None:
+            return None
+        return StaffUser(claims, auth_time, tuple(amr))
+
+    def _token_user(self, uid: str) -> StaffUser | None:
+        return self.load_user(uid)
+
+    def user_info(self, user: StaffUser, scope: str) -> UserInfo:
+        """The claims ``scope`` releases (OIDC Core 5.4)."""
+        released: dict[str, Any] = {"sub": user.uid}
+        for name in scope_to_list(scope) or []:
+            for claim in SCOPE_CLAIMS.get(name, ()):
+                value = user.claims.get(claim)
+                if value not in (None, ""):
+                    released[claim] = value
+        return UserInfo(released)
+
+    def client(self, client_id: str) -> RegisteredClient | None:
+        return self.clients.get(client_id)
+
+    # -- discovery (OpenID Connect Discovery 1.0 section 3) --------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "userinfo_endpoint": self.userinfo_endpoint,
+            "jwks_uri": self.jwks_uri,
+            "end_session_endpoint": self.end_session_endpoint,
+            "scopes_supported": list(SCOPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256", "RS256"],
+            "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
+            "code_challenge_methods_supported": ["S256"],
+            "prompt_values_supported": ["none", "login", "consent"],
+            "acr_values_supported": ["urn:tessera:acr:pwd+otp"],
+            "claims_supported": sorted({c for claims in SCOPE_CLAIMS.values() for c in claims}
+                                       | {"iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash"}),
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "frontchannel_logout_supported": False,
+            "backchannel_logout_supported": False,
+        }

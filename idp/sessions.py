@@ -1,0 +1,174 @@
+"""Server-side staff sessions: the cookie holds a random id, the SQL row holds the data.
+
+Because the record is on the server a session can be ended from anywhere (log out everywhere,
+a leaver). The id is rotated at every privilege change (login), so an id planted before login is
+worthless afterwards (OWASP session fixation). Idle and absolute timeouts are enforced when the
+session is opened. Cookies are HttpOnly, SameSite=Lax (the OIDC redirect back from a relying
+party is a top-level GET that must carry it) and Secure with the ``__Host-`` prefix under TLS.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.datastructures import CallbackDict
+
+from idp.models import WebSession
+
+_TOUCH_EVERY = datetime.timedelta(seconds=30)
+
+
+def _hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+class StaffSession(CallbackDict[str, Any], SessionMixin):
+    """A session's data plus where it lives. ``rotate()`` gives it a new id when saved."""
+
+    def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None,
+                 created_at: datetime.datetime | None = None, last_seen_at: datetime.datetime | None = None) -> None:
+        def on_update(self_: "StaffSession") -> None:
+            self_.modified = True
+
+        super().__init__(initial or {}, on_update)
+        self.sid = sid
+        self.created_at = created_at
+        self.last_seen_at = last_seen_at
+        self.modified = False
+        self.rotate_requested = False
+        self.ended = False
+
+    @property
+    def id_hash(self) -> str | None:
+        return _hash(self.sid) if self.sid else None
+
+    def rotate(self) -> None:
+        """Issue a new id (and restart the absolute timeout) when the response is sent."""
+        self.rotate_requested = True
+        self.modified = True
+
+    def end(self) -> None:
+        """Delete the record and the cookie."""
+        self.clear()
+        self.ended = True
+        self.modified = True
+
+
+class SessionStore:
+    """The SQL side: load, save, end one, end all of a staff member, list them."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
+                 idle: datetime.timedelta, absolute: datetime.timedelta) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.idle = idle
+        self.absolute = absolute
+
+    def load(self, sid: str) -> StaffSession | None:
+        now = self.clock()
+        with self.sessions() as session:
+            row = session.get(WebSession, _hash(sid))
+            if row is None:
+                return None
+            if now - row.last_seen_at > self.idle or now - row.created_at > self.absolute:
+                session.delete(row)
+                session.commit()
+                return None
+            return StaffSession(json.loads(row.data_json), sid, row.created_at, row.last_seen_at)
+
+    def save(self, data: StaffSession, address: str | None, user_agent: str | None) -> str:
+        """Write the session; returns its (possibly new) id."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            if data.sid and data.rotate_requested:
+                session.execute(delete(WebSession).where(WebSession.id_hash == _hash(data.sid)))
+                data.sid = None
+            if data.sid is None:
+                data.sid = secrets.token_urlsafe(32)
+                data.created_at = now
+                session.add(WebSession(id_hash=_hash(data.sid), uid=data.get("_user_id"), data_json=json.dumps(dict(data)),
+                                       created_at=now, last_seen_at=now, address=(address or "")[:64],
+                                       user_agent=(user_agent or "")[:255]))
+            else:
+                session.execute(update(WebSession).where(WebSession.id_hash == _hash(data.sid)).values(
+                    uid=data.get("_user_id"), data_json=json.dumps(dict(data)), last_seen_at=now))
+            data.last_seen_at = now
+            data.rotate_requested = False
+        return data.sid
+
+    def touch(self, data: StaffSession) -> None:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            session.execute(update(WebSession).where(WebSession.id_hash == _hash(data.sid or "")).values(last_seen_at=now))
+
+    def delete(self, sid: str) -> None:
+        with self.sessions.begin() as session:
+            session.execute(delete(WebSession).where(WebSession.id_hash == _hash(sid)))
+
+    def end_all(self, uid: str, except_sid: str | None = None) -> int:
+        """End every session of ``uid`` (log out everywhere, a leaver); the number ended."""
+        with self.sessions.begin() as session:
+            query = delete(WebSession).where(WebSession.uid == uid)
+            if except_sid:
+                query = query.where(WebSession.id_hash != _hash(except_sid))
+            return int(session.execute(query).rowcount or 0)
+
+    def list_for(self, uid: str) -> list[WebSession]:
+        with self.sessions() as session:
+            return list(session.scalars(select(WebSession).where(WebSession.uid == uid)
+                                        .order_by(WebSession.last_seen_at.desc())))
+
+    def purge_expired(self) -> int:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            return int(session.execute(delete(WebSession).where(
+                (WebSession.last_seen_at < now - self.idle) | (WebSession.created_at < now - self.absolute))).rowcount or 0)
+
+
+class StaffSessionInterface(SessionInterface):
+    """Flask's session, kept in :class:`SessionStore`."""
+
+    def __init__(self, store: SessionStore, secure: bool) -> None:
+        self.store = store
+        self.secure = secure
+        self.cookie_name = "__Host-tessera" if secure else "tessera_session"
+
+    def open_session(self, app: Flask, request: Request) -> StaffSession:
+        sid = request.cookies.get(self.cookie_name)
+        if sid and len(sid) < 100:
+            loaded = self.store.load(sid)
+            if loaded is not None:
+                return loaded
+        return StaffSession()
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        assert isinstance(session, StaffSession)
+        if session.ended:
+            if session.sid:
+                self.store.delete(session.sid)
+            response.delete_cookie(self.cookie_name, path="/", secure=self.secure, httponly=True, samesite="Lax")
+            return
+        if not session.modified:
+            if session.sid and session.last_seen_at and self.store.clock() - session.last_seen_at > _TOUCH_EVERY:
+                self.store.touch(session)
+            return
+        if not session and session.sid is None:
+            return  # nothing worth a record
+        if session.sid is None and secrets.randbelow(200) == 0:
+            self.store.purge_expired()
+        from flask import request
+
+        old = session.sid
+        sid = self.store.save(session, request.remote_addr, request.headers.get("User-Agent"))
+        if sid != old:
+            response.set_cookie(self.cookie_name, sid, path="/", secure=self.secure, httponly=True, samesite="Lax")
+        response.vary.add("Cookie")

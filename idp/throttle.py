@@ -1,0 +1,76 @@
+"""Login throttling on top of the directory's password policy.
+
+ppolicy locks an account after N wrong passwords; this adds limits per account (also counting
+wrong TOTP codes, which the directory never sees) and per client address (password spraying
+across many accounts). While a limit is reached the login page says the same generic sentence as
+for a wrong password, so the throttle reveals nothing about which accounts exist.
+A directory that cannot be reached never counts (:class:`idp.directory_errors.DirectoryUnavailable`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.models import LoginThrottle as ThrottleRow
+
+
+class LoginThrottle:
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
+                 account_limit: int, address_limit: int, window: datetime.timedelta) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.account_limit = account_limit
+        self.address_limit = address_limit
+        self.window = window
+
+    @staticmethod
+    def _keys(username: str, address: str | None) -> list[str]:
+        keys = [f"account:{username.strip().lower()[:150]}"]
+        if address:
+            keys.append(f"address:{address[:64]}")
+        return keys
+
+    def blocked(self, username: str, address: str | None) -> bool:
+        """True while the account or the address has used up its failures in the window."""
+        now = self.clock()
+        with self.sessions() as session:
+            for key in self._keys(username, address):
+                row = session.get(ThrottleRow, key)
+                if row is not None and row.blocked_until is not None and row.blocked_until > now:
+                    return True
+        return False
+
+    def failure(self, username: str, address: str | None) -> None:
+        try:
+            self._count(username, address)
+        except IntegrityError:  # two workers created the same row at once: count again on it
+            self._count(username, address)
+
+    def _count(self, username: str, address: str | None) -> None:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            for key in self._keys(username, address):
+                limit = self.account_limit if key.startswith("account:") else self.address_limit
+                row = session.get(ThrottleRow, key, with_for_update=True)
+                if row is None:
+                    row = ThrottleRow(key=key, failures=0, window_start=now)
+                    session.add(row)
+                if now - row.window_start > self.window:
+                    row.failures, row.window_start, row.blocked_until = 0, now, None
+                row.failures += 1
+                if row.failures >= limit:
+                    row.blocked_until = now + self.window
+
+    def success(self, username: str) -> None:
+        """A complete login clears the account's count (not the address's)."""
+        key = self._keys(username, None)[0]
+        with self.sessions() as session:
+            if session.get(ThrottleRow, key) is None:
+                return  # the usual case: no write at all
+        with self.sessions.begin() as session:
+            session.execute(delete(ThrottleRow).where(ThrottleRow.key == key))

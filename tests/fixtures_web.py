@@ -1,0 +1,182 @@
+"""Fixtures of the web tests: `tessera serve` on a `tessera init` home whose directory is the
+private slapd of ``tests.fixtures_directory``, and a staff member's browser-less agent.
+
+Import at the top of a test module: ``from tests.fixtures_web import *``.
+
+    idp                 session: the running service (gunicorn, 2 workers), see :class:`IdpServer`
+    idp.url(path)       absolute URL
+    idp.cli(*args)      run `tessera` on its home (asserts success unless check=False)
+    idp.add_client(...) register a client with the CLI; returns its JSON summary (with the secret)
+    staff_user          function scope: a fresh directory user (uid, password)
+    StaffAgent          requests.Session that logs in with password + TOTP (enrols on first use)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pyotp
+import pytest
+import requests
+
+from tests.fixtures_directory import SlapdServer, new_uid, slapd  # noqa: F401  (slapd is a fixture)
+from tests.servers import free_port, wait_for_port
+
+__all__ = ["IdpServer", "StaffAgent", "idp", "staff_user", "slapd", "csrf_of", "new_uid", "TESSERA"]
+
+TESSERA = str(Path(sys.executable).parent / "tessera")
+PASSWORD = "Correct-horse-7-battery"
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+@dataclass
+class IdpServer:
+    home: Path
+    port: int
+    directory: SlapdServer
+    log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
+        env.update(TESSERA_HOME=str(self.home), TESSERA_PUBLIC_URL=self.base, **self.directory.env, **self.extra_env)
+        return env
+
+    def cli(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        result = subprocess.run([TESSERA, *args], env=self.env, capture_output=True, input=input, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"tessera {' '.join(args)} failed: {result.stderr.decode()}")
+        return result
+
+    def add_client(self, name: str, redirect_uri: str, *extra: str) -> dict[str, Any]:
+        out = self.cli("client", "add", name, "--redirect-uri", redirect_uri, "--json", *extra)
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _wait_healthy(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def idp(slapd: SlapdServer) -> Iterator[IdpServer]:  # noqa: F811
+    """`tessera init` + `tessera serve --workers 2` against the slapd fixture; stopped by PID."""
+    base = Path(tempfile.mkdtemp(prefix="tessera-idp-"))
+    server = IdpServer(base / "home", free_port(), slapd, base / "server.log")
+    server.cli("init")
+    with open(server.log, "wb") as log:
+        proc = subprocess.Popen([TESSERA, "serve", "--port", str(server.port), "--workers", "2"], env=server.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(server.port, proc, timeout=30)
+            _wait_healthy(server.url("/healthz"))
+            yield server
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture()
+def staff_user(slapd: SlapdServer) -> tuple[str, str]:  # noqa: F811
+    uid = new_uid("w")
+    slapd.create_user(uid, PASSWORD, department="finance", title="Analyst", groups=("auditors",),
+                      given_name="Wendy", surname=f"Web{uid[-4:]}")
+    return uid, PASSWORD
+
+
+class StaffAgent(requests.Session):
+    """A staff member's user agent without a browser: follows the login pages like a person."""
+
+    def __init__(self, idp: IdpServer, uid: str, password: str, secret: str | None = None) -> None:
+        super().__init__()
+        self.idp = idp
+        self.uid = uid
+        self.password = password
+        self.secret = secret
+        self.last_step = -1
+
+    def code(self) -> str:
+        """A TOTP code of a step not used yet (waits for the next step when needed)."""
+        assert self.secret
+        totp = pyotp.TOTP(self.secret)
+        step = int(time.time() // 30)
+        if step <= self.last_step:
+            step = self.last_step + 1  # the next step is inside the window of one
+        if step > int(time.time() // 30) + 1:
+            time.sleep(30 - time.time() % 30 + 0.1)
+            step = int(time.time() // 30)
+        self.last_step = step
+        return totp.generate_otp(step)
+
+    def password_step(self, next_path: str = "/account") -> requests.Response:
+        page = self.get(self.idp.url("/login"), params={"next": next_path})
+        return self.post(self.idp.url("/login"), data={"username": self.uid, "password": self.password,
+                                                       "csrf_token": csrf_of(page.text), "next": next_path},
+                         allow_redirects=False)
+
+    def login(self, next_path: str = "/account") -> requests.Response:
+        """Password, then enrolment (first time) or a code; the response after the last redirect
+        that stays on the IdP (the next page is not followed if it leaves the IdP)."""
+        response = self.password_step(next_path)
+        assert response.status_code == 302, response.text
+        target = response.headers["Location"]
+        page = self.get(self.idp.url(target) if target.startswith("/") else target)
+        if target.endswith("/login/enrol"):
+            match = re.search(r'id="totp-secret">([^<]+)<', page.text)
+            assert match, "enrolment page shows no secret"
+            self.secret = match.group(1).replace(" ", "")
+            done = self.post(self.idp.url("/login/enrol"), data={"code": self.code(), "csrf_token": csrf_of(page.text)},
+                             allow_redirects=False)
+            assert done.status_code == 302, done.text
+            codes_page = self.get(self.idp.url(done.headers["Location"]), allow_redirects=False)
+            self.recovery_codes = re.findall(r"<li>([a-z0-9]{5}-[a-z0-9]{5})</li>", codes_page.text)
+            return self.get(self.idp.url(next_path), allow_redirects=False)
+        done = self.post(self.idp.url("/login/code"), data={"code": self.code(), "csrf_token": csrf_of(page.text)},
+                         allow_redirects=False)
+        assert done.status_code == 302, done.text
+        return done
+
+
+def query_of(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+__all__ += ["query_of", "PASSWORD"]
