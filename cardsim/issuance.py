@@ -1,0 +1,482 @@
+"""Issuing and managing citizen cards: the CA side of personalisation, over one registry.
+
+Every operation is all-or-nothing across the card token, the CA and SQL:
+
+* issue: journal entry (cardsim.journal) -> token with two on-card key pairs (writer process)
+  -> in one SQL transaction: both certificates, the three signed records, the security object,
+  the card row -> objects written to the card -> commit -> journal entry dropped. Any failure
+  before the commit deletes the token; a killed process leaves a journal entry that the next
+  issuer sweeps (token deleted, nothing registered).
+* lost / renew / expire: certificate revocation, the new CRL and the card's state change in one
+  SQL transaction.
+* record update: the department's new record and a new security object are written to the card
+  inside the SQL transaction that registers them; the card write needs the citizen's PIN
+  (tax and insurance records are private objects).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from asn1crypto import cms, core
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ca import crl as crl_module
+from ca import revocation
+from ca.authority import CertificateAuthority
+from ca.issuance import IssuerContext, issue_certificate
+from ca.models import Certificate
+from ca.profiles import get_profile
+from ca.subjects import SubjectRequest
+from cardsim import events, journal
+from cardsim.citizens import Application, parse_application, parse_record_update
+from cardsim.config import CardSettings
+from cardsim.errors import (CardBlocked, CardError, CardNotFound, InvalidApplication, InvalidCardState,
+                            PinBlocked)
+from cardsim.models import Card, CardDepartment, CardRecord
+from cardsim.numbers import new_card_number, parse_card_number
+from cardsim.personalisation import AUTH_KEY, SIGN_KEY, CardObject, PersonalisationStation, token_folder
+from cardsim.records import (LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJECT, Signer, record_content,
+                             security_object_content, sha256_hex)
+from cardsim.setup import DEPARTMENTS, RECORD_DEPARTMENT
+
+CITIZEN_CA = "citizen"
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash tests: ``TESSERA_CARD_CRASH_AT=<name>`` kills this process here."""
+    if os.environ.get("TESSERA_CARD_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    number: str
+    holder: str
+    national_id: str
+    pin: str = field(repr=False)
+    puk: str = field(repr=False)
+    expires_at: datetime.datetime
+    auth_serial: str
+    sign_serial: str
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    number: str
+    holder: str
+    national_id: str
+    status: str
+    issued_at: datetime.datetime
+    expires_at: datetime.datetime
+    auth_serial: str
+    sign_serial: str
+    records: dict[str, int]  # record type -> current version
+    replaces: str | None
+    replaced_by: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "holder": self.holder, "national_id": self.national_id, "status": self.status,
+            "issued_at": self.issued_at.isoformat(), "expires_at": self.expires_at.isoformat(),
+            "auth_certificate": self.auth_serial, "sign_certificate": self.sign_serial,
+            "records": self.records, "replaces": self.replaces, "replaced_by": self.replaced_by,
+        }
+
+
+def _pin(digits: int) -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(digits))
+
+
+def record_content_of(der: bytes) -> bytes:
+    content = cms.ContentInfo.load(der)["content"]["encap_content_info"]["content"].native
+    assert isinstance(content, bytes)
+    return content
+
+
+class CardIssuer:
+    """Issue, update and retire cards; one per process, over the deployment's CA."""
+
+    def __init__(self, ca: CertificateAuthority, settings: CardSettings, actor: str = "cli",
+                 station: PersonalisationStation | None = None) -> None:
+        self.ca = ca
+        self.settings = settings
+        self.actor = actor
+        self.station = station or PersonalisationStation(settings)
+        self._signers: dict[str, Signer] | None = None
+        self._swept = False
+
+    def close(self) -> None:
+        self.station.close()
+
+    # -- signing identities -----------------------------------------------------------------
+    def signers(self) -> dict[str, Signer]:
+        """record type (and ``security-object``) -> the department's signer, loaded once."""
+        if self._signers is None:
+            with self.ca.sessions() as session:
+                rows = list(session.scalars(select(CardDepartment)))
+                if {r.name for r in rows} != set(DEPARTMENTS):
+                    raise InvalidCardState("the card departments are not set up: run `tessera init`")
+                staff = x509.load_der_x509_certificate(self.ca.authority(session, "staff").certificate_der)
+                signers = {}
+                for row in rows:
+                    cert_row = session.get(Certificate, row.certificate_id)
+                    assert cert_row is not None
+                    signers[row.record_type] = Signer(row.name, x509.load_der_x509_certificate(cert_row.der), (staff,),
+                                                      self.ca.keyring.get(row.key_ref))
+            self._signers = signers
+        return self._signers
+
+    def _department_ids(self, session: Session) -> dict[str, int]:
+        return {row.record_type: row.id for row in session.scalars(select(CardDepartment))}
+
+    # -- crash recovery ---------------------------------------------------------------------
+    def sweep(self) -> list[str]:
+        """Undo every card whose issuer died before registering it (see cardsim.journal)."""
+        undone = []
+        for noted, drop in journal.abandoned(self.settings.pending_dir):
+            number = noted["number"]
+            with self.ca.sessions() as session:
+                registered = session.scalar(select(Card.id).where(Card.number == number)) is not None
+            if not registered:
+                folder = token_folder(self.settings.token_dir, noted.get("serial", ""))
+                folders = [folder] if folder else self._find_by_label(number, float(noted.get("started", "0")))
+                for path in folders:
+                    _remove_tree(path)
+                (self.settings.counter_dir / number).unlink(missing_ok=True)
+                undone.append(number)
+                events.emit("card.issue-failed", number, self.actor, "undone", reason="interrupted issuance")
+            drop()
+        self._swept = True
+        return undone
+
+    def _find_by_label(self, number: str, started: float) -> list[Any]:
+        from cardsim.personalisation import find_token_folder_by_label
+
+        return find_token_folder_by_label(self.settings.token_dir, number, started)
+
+    def _ensure_swept(self) -> None:
+        if not self._swept:
+            self.sweep()
+
+    # -- issuance ---------------------------------------------------------------------------
+    def issue(self, application: Application, batch_key: str | None = None, replaces: str | None = None) -> IssuedCard:
+        """Make, sign, write and register one card, all or nothing."""
+        self._ensure_swept()
+        signers = self.signers()
+        now = self.ca.clock()
+        with self.ca.sessions() as session:
+            while True:
+                number = new_card_number()
+                if session.scalar(select(Card.id).where(Card.number == number)) is None:
+                    break
+        pin, puk = _pin(6), _pin(8)
+        entry = journal.begin(self.settings.pending_dir, number)
+        serial: str | None = None
+        try:
+            crash_point("journal")
+            made = self.station.call("create_card", number=number, pin=pin, puk=puk)
+            serial = made["serial"]
+            entry.note(serial=serial)
+            crash_point("token")
+            with self.ca.sessions.begin() as session:
+                card, objects = self._register(session, signers, number, serial, application, made["public_keys"],
+                                               now, batch_key, replaces)
+                crash_point("certificates")
+                self.station.call("write_objects", number=number, objects=objects)
+                crash_point("written")
+                issued = IssuedCard(number, card.holder, card.national_id, pin, puk, card.expires_at,
+                                    *self._serials(session, card))
+        except BaseException as exc:
+            self._undo(number, serial, entry, exc)
+            raise
+        crash_point("committed")
+        entry.close()
+        events.emit("card.issued", number, self.actor, serial=serial or "", replaces=replaces or "")
+        if replaces:
+            events.emit("card.renewed", replaces, self.actor, new_card=number)
+        return issued
+
+    def _undo(self, number: str, serial: str | None, entry: journal.JournalEntry, exc: BaseException) -> None:
+        try:
+            self.station.call("destroy", number=number, serial=serial)
+        except CardError:
+            entry.release()  # the sweep of a later run finishes the undo
+        else:
+            entry.close()
+        events.emit("card.issue-failed", number, self.actor, "failure", reason=type(exc).__name__)
+
+    def _serials(self, session: Session, card: Card) -> tuple[str, str]:
+        auth = session.get(Certificate, card.auth_certificate_id)
+        sign = session.get(Certificate, card.sign_certificate_id)
+        assert auth is not None and sign is not None
+        return auth.serial_hex, sign.serial_hex
+
+    def _citizen_context(self, session: Session) -> IssuerContext:
+        authority = self.ca.authority(session, CITIZEN_CA)
+        return IssuerContext(authority, x509.load_der_x509_certificate(authority.certificate_der),
+                             self.ca.keyring.get(authority.key_ref))
+
+    def _register(self, session: Session, signers: dict[str, Signer], number: str, serial: str,
+                  application: Application, public_keys: dict[str, bytes], now: datetime.datetime,
+                  batch_key: str | None, replaces: str | None) -> tuple[Card, list[CardObject]]:
+        context = self._citizen_context(session)
+        identity = application.identity
+        country = context.certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
+        subject = SubjectRequest((
+            (NameOID.COUNTRY_NAME, str(country)),
+            (NameOID.SURNAME, identity.surname[:64]),
+            (NameOID.GIVEN_NAME, identity.given_names[:64]),
+            (NameOID.COMMON_NAME, f"{identity.surname},{identity.given_names},{identity.national_id}"[:64]),
+            # ETSI EN 319 412-1 section 5.1.3 semantics identifier: PNO + country + national id
+            (NameOID.SERIAL_NUMBER, f"PNO{country}-{identity.national_id}"),
+        ))
+        requester = f"card:{number}"
+        certificates: dict[str, Certificate] = {}
+        for label in (AUTH_KEY, SIGN_KEY):
+            public_key = serialization.load_der_public_key(public_keys[label])
+            certificates[label] = issue_certificate(session, context, get_profile(label), public_key,  # type: ignore[arg-type]
+                                                    subject, requester, self.ca.urls, now)
+        expires_at = min(certificates[AUTH_KEY].not_after, certificates[SIGN_KEY].not_after,
+                         now + self.settings.validity)
+        card = Card(number=number, national_id=identity.national_id, holder=application.holder, status="active",
+                    token_serial=serial, issued_at=now, expires_at=expires_at, status_changed_at=now,
+                    auth_certificate_id=certificates[AUTH_KEY].id, sign_certificate_id=certificates[SIGN_KEY].id,
+                    replaces=replaces, batch_key=batch_key)
+        session.add(card)
+        if replaces:
+            self._retire_replaced(session, replaces, number, now)
+        session.flush()
+        departments = self._department_ids(session)
+        data = application.record_data()
+        signed: dict[str, tuple[int, bytes]] = {}
+        for record_type in RECORD_TYPES:
+            signer = signers[record_type]
+            der = signer.sign(record_content(record_type, number, 1, signer.name, data[record_type], now), now)
+            signed[record_type] = (1, der)
+            session.add(CardRecord(card_id=card.id, record_type=record_type, version=1, issued_at=now,
+                                   department_id=departments[record_type], sha256=sha256_hex(der), der=der, current=True))
+        so_der = self._security_object(session, signers, card, 1, public_keys, signed, now, departments)
+        objects = [
+            CardObject(label, cert.der, kind="certificate",
+                       subject=x509.load_der_x509_certificate(cert.der).subject.public_bytes(),
+                       issuer=context.certificate.subject.public_bytes(),
+                       serial=core.Integer(int(cert.serial_hex, 16)).dump())
+            for label, cert in certificates.items()
+        ]
+        objects += [CardObject(LABELS[t], der, private=t in PRIVATE_RECORDS) for t, (_, der) in signed.items()]
+        objects.append(CardObject(LABELS[SECURITY_OBJECT], so_der))
+        return card, objects
+
+    def _security_object(self, session: Session, signers: dict[str, Signer], card: Card, version: int,
+                         public_keys: dict[str, bytes], records: dict[str, tuple[int, bytes]],
+                         now: datetime.datetime, departments: dict[str, int]) -> bytes:
+        content = security_object_content(card.number, version, public_keys, records, card.expires_at, now)
+        der = signers[SECURITY_OBJECT].sign(content, now)
+        session.add(CardRecord(card_id=card.id, record_type=SECURITY_OBJECT, version=version, issued_at=now,
+                               department_id=departments[SECURITY_OBJECT], sha256=sha256_hex(der), der=der,
+                               current=True))
+        return der
+
+    def _retire_replaced(self, session: Session, old_number: str, new_number: str, now: datetime.datetime) -> None:
+        old = self._card_row(session, old_number)
+        if old.status not in ("active", "lost", "expired"):
+            raise InvalidCardState(f"card {old_number} is {old.status}: it cannot be renewed")
+        self._revoke_certificates(session, old, x509.ReasonFlags.superseded, now)
+        old.status, old.replaced_by, old.status_changed_at = "renewed", new_number, now
+
+    def _revoke_certificates(self, session: Session, card: Card, reason: x509.ReasonFlags,
+                             now: datetime.datetime) -> None:
+        changed = False
+        for cert_id in (card.auth_certificate_id, card.sign_certificate_id):
+            cert = session.get(Certificate, cert_id)
+            assert cert is not None
+            if cert.status != "revoked" and cert.not_after > now:
+                revocation.revoke(session, cert, reason, now)
+                changed = True
+        if changed:
+            context = self._citizen_context(session)
+            crl_module.build_crl(session, context.authority, context.certificate, context.key, now, self.ca.crl_period)
+
+    # -- registry reads ---------------------------------------------------------------------
+    def _card_row(self, session: Session, number: str) -> Card:
+        number = parse_card_number(number)
+        card = session.scalar(select(Card).where(Card.number == number))
+        if card is None:
+            raise CardNotFound(f"no card {number} in the registry")
+        return card
+
+    def summary(self, number: str) -> CardSummary:
+        with self.ca.sessions() as session:
+            card = self._card_row(session, number)
+            records = {r.record_type: r.version for r in session.scalars(
+                select(CardRecord).where(CardRecord.card_id == card.id, CardRecord.current.is_(True)))}
+            auth, sign = self._serials(session, card)
+            return CardSummary(card.number, card.holder, card.national_id, card.status, card.issued_at,
+                               card.expires_at, auth, sign, records, card.replaces, card.replaced_by)
+
+    def current_records(self, number: str) -> dict[str, bytes]:
+        """record type -> CMS DER of the current version, from the registry."""
+        with self.ca.sessions() as session:
+            card = self._card_row(session, number)
+            return {r.record_type: r.der for r in session.scalars(
+                select(CardRecord).where(CardRecord.card_id == card.id, CardRecord.current.is_(True)))}
+
+    def application_of(self, number: str) -> Application:
+        """Rebuild a card's application from its current signed records (for renewal)."""
+        import json
+
+        records = self.current_records(number)
+        data = {t: json.loads(record_content_of(records[t]))["data"] for t in RECORD_TYPES}
+        row = {**data["identity"], **{("tax_status" if k == "status" else k): str(v) for k, v in data["tax"].items()},
+               **{("insurance_valid_until" if k == "valid_until" else k): str(v) for k, v in data["insurance"].items()}}
+        return parse_application(row)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def report_lost(self, number: str) -> CardSummary:
+        """The citizen reports the card lost: certificates revoked (keyCompromise) and CRL in one transaction."""
+        now = self.ca.clock()
+        with self.ca.sessions.begin() as session:
+            card = self._card_row(session, number)
+            if card.status != "active":
+                raise InvalidCardState(f"card {card.number} is {card.status}; only an active card can be reported lost")
+            self._revoke_certificates(session, card, x509.ReasonFlags.key_compromise, now)
+            card.status, card.status_changed_at = "lost", now
+            number = card.number
+        events.emit("card.lost", number, self.actor)
+        return self.summary(number)
+
+    def renew(self, number: str) -> IssuedCard:
+        """A new card with new keys and re-signed records; the old card is retired in the same commit."""
+        old = self.summary(number)
+        if old.status not in ("active", "lost", "expired"):
+            raise InvalidCardState(f"card {old.number} is {old.status}: it cannot be renewed")
+        return self.issue(self.application_of(old.number), replaces=old.number)
+
+    def expire_due(self) -> list[str]:
+        """Mark every active card past its expiry date expired."""
+        now = self.ca.clock()
+        with self.ca.sessions.begin() as session:
+            due = list(session.scalars(select(Card).where(Card.status == "active", Card.expires_at <= now)))
+            for card in due:
+                card.status, card.status_changed_at = "expired", now
+            numbers = [c.number for c in due]
+        for number in numbers:
+            events.emit("card.expired", number, self.actor)
+        return numbers
+
+    # -- record updates ---------------------------------------------------------------------
+    def update_record(self, number: str, department: str, data: dict[str, Any], pin: str) -> int:
+        """The department replaces its own record: new version, new signature, new security object."""
+        if department not in DEPARTMENTS or DEPARTMENTS[department][0] not in ("tax", "insurance"):
+            raise InvalidApplication("only the tax-office and the insurance-fund update records on a card")
+        record_type = DEPARTMENTS[department][0]
+        content_data = parse_record_update(record_type, data)
+        signers = self.signers()
+        now = self.ca.clock()
+        with self.ca.sessions.begin() as session:
+            card = self._card_row(session, number)
+            if card.status != "active":
+                raise InvalidCardState(f"card {card.number} is {card.status}: its records cannot be updated")
+            current = {r.record_type: r for r in session.scalars(
+                select(CardRecord).where(CardRecord.card_id == card.id, CardRecord.current.is_(True)))}
+            version = current[record_type].version + 1
+            der = signers[record_type].sign(record_content(record_type, card.number, version, department,
+                                                           content_data, now), now)
+            departments = self._department_ids(session)
+            for kind in (record_type, SECURITY_OBJECT):
+                current[kind].current = False
+            session.flush()
+            session.add(CardRecord(card_id=card.id, record_type=record_type, version=version, issued_at=now,
+                                   department_id=departments[record_type], sha256=sha256_hex(der), der=der,
+                                   current=True))
+            records = {t: (r.version, r.der) for t, r in current.items() if t in RECORD_TYPES}
+            records[record_type] = (version, der)
+            public_keys = self._card_public_keys(session, card)
+            so_der = self._security_object(session, signers, card, current[SECURITY_OBJECT].version + 1,
+                                           public_keys, records, now, departments)
+            try:
+                self.station.call("replace_objects", number=card.number, pin=pin, objects=[
+                    CardObject(LABELS[record_type], der, private=record_type in PRIVATE_RECORDS),
+                    CardObject(LABELS[SECURITY_OBJECT], so_der)])
+            except PinBlocked:
+                events.emit("card.pin-blocked", card.number, self.actor, "failure")
+                raise
+            number = card.number
+        events.emit("card.record-updated", number, self.actor, record=record_type, version=str(version))
+        return version
+
+    def _card_public_keys(self, session: Session, card: Card) -> dict[str, bytes]:
+        keys = {}
+        for label, cert_id in ((AUTH_KEY, card.auth_certificate_id), (SIGN_KEY, card.sign_certificate_id)):
+            cert = session.get(Certificate, cert_id)
+            assert cert is not None
+            keys[label] = x509.load_der_x509_certificate(cert.der).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return keys
+
+    # -- PIN and PUK ------------------------------------------------------------------------
+    def change_pin(self, number: str, old_pin: str, new_pin: str) -> None:
+        number = parse_card_number(number)
+        self._pin_operation(number, "change_pin", "card.pin-changed", old_pin=old_pin, new_pin=new_pin)
+
+    def unblock(self, number: str, puk: str, new_pin: str) -> None:
+        number = parse_card_number(number)
+        self._pin_operation(number, "unblock", "card.unblocked", puk=puk, new_pin=new_pin)
+
+    def _pin_operation(self, number: str, operation: str, event: str, **kwargs: str) -> None:
+        try:
+            self.station.call(operation, number=number, **kwargs)
+        except PinBlocked:
+            events.emit("card.pin-blocked", number, self.actor, "failure")
+            raise
+        except CardBlocked:
+            events.emit("card.blocked", number, self.actor, "failure")
+            self._mark_blocked(number)
+            raise
+        events.emit(event, number, self.actor)
+
+    def _mark_blocked(self, number: str) -> None:
+        now = self.ca.clock()
+        with self.ca.sessions.begin() as session:
+            card = session.scalar(select(Card).where(Card.number == number))
+            if card is not None and card.status == "active":
+                card.status, card.status_changed_at = "blocked", now
+
+    # -- batches ----------------------------------------------------------------------------
+    def issued_batch_keys(self, keys: Iterable[str]) -> set[str]:
+        wanted = list(keys)
+        found: set[str] = set()
+        with self.ca.sessions() as session:
+            for i in range(0, len(wanted), 500):
+                found.update(session.scalars(select(Card.batch_key).where(Card.batch_key.in_(wanted[i:i + 500]))))
+        return found
+
+
+def _remove_tree(path: Any) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def iter_batch(rows: Iterator[dict[str, Any]], source: str) -> Iterator[tuple[int, str, Application | None, str]]:
+    """(row number, batch key, application or None, problem) for each CSV row (header is row 1)."""
+    for index, row in enumerate(rows, start=2):
+        key = f"{source}:{row.get('national_id', '')}"
+        try:
+            yield index, key, parse_application(row), ""
+        except InvalidApplication as exc:
+            yield index, key, None, str(exc)
+
+
+CallbackType = Callable[[str], None]

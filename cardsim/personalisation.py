@@ -1,0 +1,395 @@
+"""Card personalisation: the process that makes and changes card tokens.
+
+One SoftHSM2 library instance reads one ``SOFTHSM2_CONF`` per process, so the CA's key token
+and the card tokens cannot be reached from one process (docs/cards.md). As in real card
+personalisation, a separate process holds the card folder: :class:`CardWriter` runs in it
+(``python -m cardsim.personalisation``, started by :class:`PersonalisationStation`) and the CA
+side talks to it over a pipe. The writer generates the keys on the card and writes the objects
+the CA side signed; private keys never leave the token, only public keys come back.
+
+Process rules (shared/FIELD-NOTES.md): one process, no threads, PKCS#11 initialised with OS
+locking; slots are indexed by label once at start and new cards are added as they are made, so
+finding a card costs the same with 10,000 cards as with 100. The child dies with its parent
+(PR_SET_PDEATHSIG), so a killed issuer leaves no writer behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from cardsim import cryptoki as ck
+from cardsim import errors
+from cardsim.config import CardSettings
+from cardsim.pins import TryCounter, check_pin_form, check_puk_form
+
+#: labels and ids of what a card holds (ids pair each certificate with its key, PKCS#11 v2.40 4.4)
+AUTH_KEY, SIGN_KEY = "citizen-auth", "citizen-sign"
+KEY_IDS = {AUTH_KEY: b"\x01", SIGN_KEY: b"\x02"}
+APPLICATION = "tessera-card"
+_CURVES = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
+
+
+@dataclass(frozen=True)
+class CardObject:
+    """A certificate or data object to write on a card."""
+
+    label: str
+    value: bytes
+    kind: str = "data"  # "data" or "certificate"
+    private: bool = False
+    subject: bytes = b""  # certificates: DER subject, issuer, serial (PKCS#11 v2.40 section 4.6.3)
+    issuer: bytes = b""
+    serial: bytes = b""
+
+
+def _wrong_pin(exc: Exception) -> bool:
+    return isinstance(exc, ck.CryptokiError) and exc.rv in (ck.CKR_PIN_INCORRECT, ck.CKR_PIN_LOCKED)
+
+
+def token_folder(token_dir: Path, serial: str) -> Path | None:
+    """SoftHSM2 names a token's folder by a UUID whose last 16 hex digits are its serial."""
+    if len(serial) != 16 or any(c not in "0123456789abcdef" for c in serial):
+        return None
+    matches = list(token_dir.glob(f"*-*-*-{serial[:4]}-{serial[4:]}"))
+    return matches[0] if len(matches) == 1 else None
+
+
+def find_token_folder_by_label(token_dir: Path, label: str, newer_than: float) -> list[Path]:
+    """Crash recovery only: folders changed after ``newer_than`` whose token carries ``label``."""
+    wanted = label.encode().ljust(32, b" ")
+    found = []
+    with os.scandir(token_dir) as entries:
+        for entry in entries:
+            try:
+                if entry.is_dir() and entry.stat().st_mtime >= newer_than - 1:
+                    data = (Path(entry.path) / "token.object").read_bytes()
+                    if wanted in data:
+                        found.append(Path(entry.path))
+            except OSError:
+                continue
+    return found
+
+
+class CardWriter:
+    """The card side of personalisation, inside the process that owns the card folder."""
+
+    def __init__(self, settings: CardSettings) -> None:
+        self.settings = settings
+        self.p11 = ck.Cryptoki(settings.module_path)
+        self._open: dict[str, int] = {}  # card number -> logged-in session of a card being made
+        self._index()
+
+    # -- slot index -----------------------------------------------------------------------
+    def _index(self) -> None:
+        """label -> slot id, built once: O(cards) here, O(1) for every card afterwards."""
+        self.slots: dict[str, tuple[int, str]] = {}
+        self.free_slot: int | None = None
+        for slot_id in self.p11.slot_ids():
+            label, serial, initialised = self.p11.token_info(slot_id)
+            if initialised:
+                self.slots[label] = (slot_id, serial)
+            elif self.free_slot is None:
+                self.free_slot = slot_id
+
+    def _reinitialise(self) -> None:
+        """See cards made by other processes (and forget deleted ones): C_Finalize, C_Initialize."""
+        for session in self._open.values():
+            self.p11.close_session(session)
+        self._open.clear()
+        self.p11.finalize()
+        self.p11 = ck.Cryptoki(self.settings.module_path)
+        self._index()
+
+    def _slot(self, number: str) -> int:
+        if number not in self.slots:
+            self._reinitialise()
+        if number not in self.slots:
+            raise errors.CardNotFound(f"no card {number} in the card folder")
+        return self.slots[number][0]
+
+    def _next_free_slot(self, used: int) -> int:
+        # SoftHSM2 appends a fresh free slot after C_InitToken; try the next id before a full scan
+        for guess in (used + 1,):
+            try:
+                if not self.p11.token_info(guess)[2]:
+                    return guess
+            except ck.CryptokiError:
+                pass
+        self._index()
+        assert self.free_slot is not None
+        return self.free_slot
+
+    def counter(self, number: str) -> TryCounter:
+        return TryCounter(self.settings.counter_dir, number, self.settings.fsync_counters)
+
+    # -- making a card --------------------------------------------------------------------
+    def create_card(self, number: str, pin: str, puk: str) -> dict[str, Any]:
+        """C_InitToken (PUK as SO PIN), C_InitPIN, then both key pairs generated on the card."""
+        check_pin_form(pin)
+        check_puk_form(puk)
+        if number in self.slots:
+            raise errors.InvalidCardState(f"a card labelled {number} already exists in the card folder")
+        if self.free_slot is None:
+            self._index()
+        slot = self.free_slot
+        assert slot is not None
+        self.p11.init_token(slot, puk, number)
+        label, serial, _ = self.p11.token_info(slot)
+        self.slots[number] = (slot, serial)
+        self.free_slot = self._next_free_slot(slot)
+        counter = self.counter(number)
+        counter.create()
+        session = self.p11.open_session(slot)
+        try:
+            self.p11.login(session, ck.CKU_SO, puk)
+            self.p11.init_pin(session, pin)
+            self.p11.logout(session)
+            self.p11.login(session, ck.CKU_USER, pin)
+            public = {name: self._generate(session, name) for name in (AUTH_KEY, SIGN_KEY)}
+        except ck.CryptokiError as exc:
+            self.p11.close_session(session)
+            raise errors.CardWriteFailed(f"card {number}: {exc}") from None
+        self._open[number] = session
+        return {"serial": serial, "public_keys": public}
+
+    def _generate(self, session: int, name: str) -> bytes:
+        """A sign-only key pair: sensitive, never extractable (PKCS#11 v2.40 section 4.9)."""
+        common = {ck.CKA_TOKEN: True, ck.CKA_LABEL: name, ck.CKA_ID: KEY_IDS[name]}
+        public = {**common, ck.CKA_PRIVATE: False, ck.CKA_VERIFY: True, ck.CKA_ENCRYPT: False, ck.CKA_WRAP: False,
+                  ck.CKA_VERIFY_RECOVER: False, ck.CKA_MODIFIABLE: False}
+        private = {**common, ck.CKA_PRIVATE: True, ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: False,
+                   ck.CKA_SIGN: True, ck.CKA_DECRYPT: False, ck.CKA_UNWRAP: False, ck.CKA_DERIVE: False,
+                   ck.CKA_SIGN_RECOVER: False, ck.CKA_MODIFIABLE: False}
+        pub, _ = self.p11.generate_ec_key_pair(session, ck.EC_PARAMS[self.settings.key_type], public, private)
+        point = self.p11.attribute(session, pub, ck.CKA_EC_POINT)
+        # CKA_EC_POINT is the DER OCTET STRING of the uncompressed point (X9.62)
+        raw = point[2:] if point[1] < 0x80 else point[2 + (point[1] & 0x7F):]
+        key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[self.settings.key_type], raw)
+        return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+    def write_objects(self, number: str, objects: list[CardObject]) -> None:
+        """Write what the CA side signed onto the card being made, then log out."""
+        session = self._open.pop(number, None)
+        if session is None:
+            raise errors.InvalidCardState(f"card {number} is not being personalised here")
+        try:
+            for obj in objects:
+                self._create(session, obj)
+        except (ck.CryptokiError, TypeError) as exc:
+            raise errors.CardWriteFailed(f"card {number}: {exc}") from None
+        finally:
+            self.p11.close_session(session)
+
+    def _create(self, session: int, obj: CardObject) -> None:
+        if obj.kind == "certificate":
+            self.p11.create_object(session, {
+                ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_CERTIFICATE_TYPE: ck.CKC_X_509, ck.CKA_TOKEN: True,
+                ck.CKA_PRIVATE: False, ck.CKA_LABEL: obj.label, ck.CKA_ID: KEY_IDS[obj.label],
+                ck.CKA_SUBJECT: obj.subject, ck.CKA_ISSUER: obj.issuer, ck.CKA_SERIAL_NUMBER: obj.serial,
+                ck.CKA_VALUE: obj.value, ck.CKA_MODIFIABLE: False,
+            })
+        else:
+            self.p11.create_object(session, {
+                ck.CKA_CLASS: ck.CKO_DATA, ck.CKA_TOKEN: True, ck.CKA_PRIVATE: obj.private,
+                ck.CKA_APPLICATION: APPLICATION, ck.CKA_LABEL: obj.label, ck.CKA_VALUE: obj.value,
+            })
+
+    def destroy(self, number: str, serial: str | None) -> bool:
+        """Remove a half-made card: its token folder and its counter (all-or-nothing issuance)."""
+        session = self._open.pop(number, None)
+        if session is not None:
+            self.p11.close_session(session)
+        entry = self.slots.pop(number, None)
+        serial = serial or (entry[1] if entry else None)
+        folder = token_folder(self.settings.token_dir, serial) if serial else None
+        self.counter(number).remove()
+        if folder is None:
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        self._reinitialise()  # SoftHSM must forget the deleted token before the next lookup
+        return True
+
+    # -- PIN-protected changes --------------------------------------------------------------
+    def _user_session(self, number: str, pin: str) -> int:
+        """A session logged in with the user PIN, the try counted first (cardsim.pins)."""
+        check_pin_form(pin)
+        slot = self._slot(number)
+        session = self.p11.open_session(slot)
+        try:
+            self.counter(number).attempt_pin(lambda: self.p11.login(session, ck.CKU_USER, pin), _wrong_pin)
+        except BaseException:
+            self.p11.close_session(session)  # a failed login must not leak its session
+            raise
+        return session
+
+    def replace_objects(self, number: str, pin: str, objects: list[CardObject]) -> None:
+        """Replace data objects by label (a department's record update and the new security object)."""
+        session = self._user_session(number, pin)
+        try:
+            try:
+                old = {obj.label: self.p11.find_objects(session, {ck.CKA_CLASS: ck.CKO_DATA, ck.CKA_LABEL: obj.label})
+                       for obj in objects}
+                for obj in objects:
+                    self._create(session, obj)
+                for handles in old.values():
+                    for handle in handles:
+                        self.p11.destroy_object(session, handle)
+            except ck.CryptokiError as exc:
+                raise errors.CardWriteFailed(f"card {number}: {exc}") from None
+        finally:
+            self.p11.close_session(session)
+
+    def change_pin(self, number: str, old_pin: str, new_pin: str) -> None:
+        check_pin_form(new_pin)
+        session = self._user_session(number, old_pin)
+        try:
+            self.p11.set_pin(session, old_pin, new_pin)
+        except ck.CryptokiError as exc:
+            raise errors.CardWriteFailed(f"card {number}: {exc}") from None
+        finally:
+            self.p11.close_session(session)
+
+    def unblock(self, number: str, puk: str, new_pin: str) -> None:
+        """Log in as SO with the PUK (counted) and set a new user PIN (C_InitPIN)."""
+        check_pin_form(new_pin)
+        check_puk_form(puk)
+        slot = self._slot(number)
+        session = self.p11.open_session(slot)
+        counter = self.counter(number)
+        try:
+            counter.attempt_puk(lambda: self.p11.login(session, ck.CKU_SO, puk), _wrong_pin)
+            self.p11.init_pin(session, new_pin)
+            counter.reset_after_unblock()
+        finally:
+            self.p11.close_session(session)
+
+    def try_state(self, number: str) -> dict[str, int]:
+        state = self.counter(number).read()
+        return {"pin_failures": state.pin_failures, "puk_failures": state.puk_failures}
+
+
+# -- the pipe between the CA side and the writer ------------------------------------------
+_FRAME = struct.Struct("<I")
+
+
+def _send(stream: BinaryIO, message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    header = stream.read(_FRAME.size)
+    if len(header) < _FRAME.size:
+        raise EOFError
+    (length,) = _FRAME.unpack(header)
+    data = stream.read(length)
+    if len(data) < length:
+        raise EOFError
+    return pickle.loads(data)  # only ever from our own parent or child process
+
+
+_OPERATIONS = ("create_card", "write_objects", "destroy", "replace_objects", "change_pin", "unblock", "try_state")
+
+
+def serve(settings: CardSettings) -> None:
+    """The writer's loop: one request, one answer, until the parent closes the pipe."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: die with the issuer
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # nothing else may write into the answer pipe
+    writer = CardWriter(settings)
+    _send(answers, ("ready", None))
+    while True:
+        try:
+            operation, kwargs = _receive(requests)
+        except EOFError:
+            return
+        if operation not in _OPERATIONS:
+            _send(answers, ("error", "CardError", f"unknown operation {operation}"))
+            continue
+        try:
+            result = getattr(writer, operation)(**kwargs)
+        except errors.CardError as exc:
+            extra = {"remaining": exc.remaining} if isinstance(exc, errors.WrongPin) else {}
+            _send(answers, ("error", type(exc).__name__, str(exc), extra))
+        except Exception as exc:  # reported to the parent, which raises CardWriteFailed
+            _send(answers, ("error", "CardWriteFailed", f"{type(exc).__name__}: {exc}", {}))
+        else:
+            _send(answers, ("ok", result))
+
+
+class PersonalisationStation:
+    """The CA side's handle on the writer process (started on first use, one per process)."""
+
+    def __init__(self, settings: CardSettings) -> None:
+        self.settings = settings
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self.settings.require()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_CARD_")}
+        env.update(SOFTHSM2_CONF=str(self.settings.softhsm_conf), TESSERA_CARD_DIR=str(self.settings.folder),
+                   TESSERA_CARD_KEY_TYPE=self.settings.key_type, TESSERA_CARD_PKCS11_MODULE=self.settings.module_path,
+                   TESSERA_CARD_FSYNC="1" if self.settings.fsync_counters else "0",
+                   TESSERA_CARD_VALIDITY_DAYS=str(self.settings.validity.days))
+        process = subprocess.Popen([sys.executable, "-m", "cardsim.personalisation", str(self.settings.home)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._process = process
+        assert process.stdout is not None
+        try:
+            ready = _receive(process.stdout)
+        except EOFError:
+            raise errors.CardWriteFailed("the card personalisation process did not start") from None
+        if ready != ("ready", None):
+            raise errors.CardWriteFailed("the card personalisation process answered nonsense")
+        return process
+
+    def call(self, operation: str, **kwargs: Any) -> Any:
+        process = self._start()
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            _send(process.stdin, (operation, kwargs))
+            answer = _receive(process.stdout)
+        except (EOFError, BrokenPipeError):
+            self._process = None
+            raise errors.CardWriteFailed("the card personalisation process stopped") from None
+        if answer[0] == "ok":
+            return answer[1]
+        _, name, message, extra = answer
+        cls = getattr(errors, name, errors.CardWriteFailed)
+        if cls is errors.WrongPin:
+            raise errors.WrongPin(message, extra.get("remaining", 0))
+        raise cls(message)
+
+    def close(self) -> None:
+        if self._process is not None:
+            process, self._process = self._process, None
+            if process.stdin:
+                process.stdin.close()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout:
+                process.stdout.close()
+
+
+if __name__ == "__main__":  # the writer process
+    serve(CardSettings.from_env(Path(sys.argv[1])))
