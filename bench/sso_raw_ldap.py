@@ -1,0 +1,184 @@
+"""The directory's limit for staff logins: a raw ldap3 search+bind loop over 10,000 argon2 staff.
+
+One run: a private slapd built like the embedded one (template, ppolicy, memberof, argon2id
+m=4 MiB t=3 hashes, one salt per person) with N generated staff loaded by slapadd; then, for
+1 and 2 load processes on this same machine as slapd:
+  raw ldap3     search uid=... as the service account, then simple bind as the user, both on
+                reused connections: the least work any password login can do (the limit);
+  Directory     idp.directory.Directory.authenticate: the same plus escaping, ppolicy control
+                decoding, memberOf/department mapping, pooling and failover bookkeeping.
+The full-login benchmark (password + TOTP + code + token) imports `staff_directory` and
+`raw_logins_per_second` from here to measure its limit in the same run.
+
+    .venv/bin/python bench/sso_raw_ldap.py [--staff 10000] [--seconds 10] [--processes 1 2] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import table  # noqa: E402
+
+from ldap3 import NONE, SUBTREE, Connection, Server  # noqa: E402
+from ldap3.utils.conv import escape_filter_chars  # noqa: E402
+
+from idp.directory import Directory  # noqa: E402
+from idp.directory_config import DirectoryConfig  # noqa: E402
+from idp.slapd import DirectoryFolder, EmbeddedSlapd, build_directory, generated_staff, slapadd  # noqa: E402
+
+PASSWORD = "Load-test-password-1"
+
+
+@dataclass(frozen=True)
+class StaffDirectory:
+    """A running private slapd with ``count`` generated staff ``staff00001``... (password PASSWORD)."""
+
+    folder: DirectoryFolder
+    config: DirectoryConfig
+    count: int
+    password: str = PASSWORD
+
+    @property
+    def url(self) -> str:
+        return self.folder.url
+
+    @property
+    def env(self) -> dict[str, str]:
+        """TESSERA_LDAP_* pointing a `tessera serve` under test at this directory."""
+        return {"TESSERA_LDAP_URLS": self.url, "TESSERA_LDAP_BASE_DN": self.folder.suffix,
+                "TESSERA_LDAP_BIND_DN": self.config.bind_dn, "TESSERA_LDAP_BIND_PASSWORD": self.config.bind_password,
+                "TESSERA_LDAP_READ_ONLY": "false"}
+
+    def uid(self, number: int) -> str:
+        return f"staff{number:05d}"
+
+    def random_uids(self, n: int, seed: int = 1) -> list[str]:
+        rng = random.Random(seed)
+        return [self.uid(rng.randint(1, self.count)) for _ in range(n)]
+
+
+@contextmanager
+def staff_directory(count: int = 10_000, keep: Path | None = None) -> Iterator[StaffDirectory]:
+    """Build (or reuse, with ``keep``) a private slapd with ``count`` staff, run it, stop it by PID."""
+    base = keep or Path(tempfile.mkdtemp(prefix="tessera-bench-ldap-"))
+    folder = DirectoryFolder(base / "ldap")
+    marker = base / "generated-staff"
+    if not (folder.is_prepared() and marker.exists() and int(marker.read_text()) >= count):
+        if folder.path.exists():
+            shutil.rmtree(folder.path)
+        build_directory(folder, base / "secrets")
+        started = time.monotonic()
+        loaded = slapadd(folder, generated_staff(folder.suffix, count, PASSWORD))
+        print(f"loaded {loaded:,} staff (argon2id hashes + slapadd) in {time.monotonic() - started:.1f}s",
+              file=sys.stderr)
+        marker.write_text(str(count))
+    slapd = EmbeddedSlapd(folder)
+    slapd.start()
+    try:
+        yield StaffDirectory(folder, DirectoryConfig.embedded_for(folder.path, base / "secrets"), count)
+    finally:
+        slapd.stop()
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _raw_worker(args: tuple[str, str, str, str, str, list[str], str, float, float]) -> int:
+    """search uid + bind as the user, on two reused connections, from start_at until deadline."""
+    url, bind_dn, bind_password, people_base, uid_attr, uids, password, start_at, deadline = args
+    server = Server(url, get_info=NONE)
+    search = Connection(server, user=bind_dn, password=bind_password, auto_bind=True, raise_exceptions=True)
+    binder = Connection(server, raise_exceptions=False)
+    binder.open(read_server_info=False)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    done = 0
+    for uid in _cycle(uids):
+        if time.time() >= deadline:
+            break
+        search.search(people_base, f"(&(objectClass=inetOrgPerson)({uid_attr}={escape_filter_chars(uid)}))",
+                      search_scope=SUBTREE, attributes=["1.1"], size_limit=2)
+        dn = search.response[0]["dn"]
+        if not binder.rebind(user=dn, password=password, read_server_info=False):
+            raise RuntimeError(f"bind of {dn} failed: {binder.result}")
+        done += 1
+    search.unbind()
+    binder.unbind()
+    return done
+
+
+def _directory_worker(args: tuple[DirectoryConfig, list[str], str, float, float]) -> int:
+    config, uids, password, start_at, deadline = args
+    directory = Directory(config)
+    directory.find(uids[0])  # warm the pool and the department cache
+    while time.time() < start_at:
+        time.sleep(0.001)
+    done = 0
+    for uid in _cycle(uids):
+        if time.time() >= deadline:
+            break
+        directory.authenticate(uid, password)
+        done += 1
+    directory.close()
+    return done
+
+
+def _cycle(items: list[str]) -> Iterator[str]:
+    while True:
+        yield from items
+
+
+def _run(worker: Callable[[object], int], jobs: list[object], seconds: float) -> float:
+    with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+        counts = pool.map(worker, jobs)  # type: ignore[arg-type]
+    return sum(counts) / seconds
+
+
+def raw_logins_per_second(staff: StaffDirectory, seconds: float = 10.0, processes: int = 1) -> float:
+    """The limit: raw ldap3 search+bind logins per second with ``processes`` load processes."""
+    start_at = time.time() + 1.0
+    jobs = [(staff.url, staff.config.bind_dn, staff.config.bind_password, staff.config.people_base,
+             staff.config.attributes.uid, staff.random_uids(5000, seed=p), staff.password, start_at,
+             start_at + seconds) for p in range(processes)]
+    return _run(_raw_worker, jobs, seconds)  # type: ignore[arg-type]
+
+
+def directory_logins_per_second(staff: StaffDirectory, seconds: float = 10.0, processes: int = 1) -> float:
+    """Tessera's Directory.authenticate per second (what a login costs in the directory layer)."""
+    start_at = time.time() + 1.0
+    jobs = [(staff.config, staff.random_uids(5000, seed=100 + p), staff.password, start_at, start_at + seconds)
+            for p in range(processes)]
+    return _run(_directory_worker, jobs, seconds)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--staff", type=int, default=10_000, help="generated staff in the directory")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="load processes to try")
+    parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
+    args = parser.parse_args()
+    if not 1 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 120 or not all(1 <= p <= 8 for p in args.processes):
+        parser.error("--staff 1..1,000,000, --seconds 1..120, --processes 1..8")
+    rows = []
+    with staff_directory(args.staff, args.keep) as staff:
+        for processes in args.processes:
+            raw = raw_logins_per_second(staff, args.seconds, processes)
+            ours = directory_logins_per_second(staff, args.seconds, processes)
+            rows.append([processes, raw, ours, f"{ours / raw:.0%}"])
+    print(table(f"Password logins/s, {args.staff:,} staff, argon2id m=4 MiB t=3, slapd + load on {multiprocessing.cpu_count()} cores",
+                ["load processes", "raw ldap3 search+bind /s", "Directory.authenticate /s", "ours / raw"], rows))
+
+
+if __name__ == "__main__":
+    main()
