@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
@@ -83,6 +83,10 @@ class StaffMember:
     groups: frozenset[str]
     is_approver: bool
     enabled: bool
+    # set by authenticate() from the ppolicy warning (draft-behera 6.2): the password expires in
+    # this many seconds, or it has expired and only this many grace logins remain
+    password_expires_in: int | None = None
+    grace_logins_remaining: int | None = None
 
 
 def valid_username(username: object) -> bool:
@@ -405,6 +409,10 @@ class Directory:
                 raise PasswordMustChange(member=member)
             if not member.enabled:
                 raise AccountDisabled(member=member)
+            if policy is not None and (policy.time_before_expiration is not None
+                                       or policy.grace_logins_remaining is not None):
+                member = replace(member, password_expires_in=policy.time_before_expiration,
+                                 grace_logins_remaining=policy.grace_logins_remaining)
             return member
         if code != _RESULT_INVALID_CREDENTIALS:
             log.warning("bind of %s refused with result %d", member.dn, code)

@@ -120,6 +120,18 @@ class DirectoryFolder:
         return f"ldap://127.0.0.1:{self.port}"
 
     @property
+    def tls_port(self) -> int | None:
+        """The ldaps:// port when TLS is configured (StartTLS then works on the ldap:// port too)."""
+        try:
+            return int((self.path / "tls-port").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def ldaps_url(self) -> str | None:
+        return f"ldaps://127.0.0.1:{self.tls_port}" if self.tls_port else None
+
+    @property
     def ldapi_url(self) -> str:
         return "ldapi://" + urllib.parse.quote(str(self.socket), safe="")
 
@@ -136,8 +148,13 @@ class DirectoryFolder:
 
 
 def render_config(folder: DirectoryFolder, root_password: str, *, port: int | None = None,
-                  max_failure: int = DEFAULT_MAX_FAILURE, durable: bool = True) -> None:
-    """Write slapd.conf from the template (and the port file). ``durable=False`` adds dbnosync (tests)."""
+                  max_failure: int = DEFAULT_MAX_FAILURE, durable: bool = True,
+                  tls: tuple[Path, Path] | None = None) -> None:
+    """Write slapd.conf from the template (and the port file). ``durable=False`` adds dbnosync (tests).
+
+    ``tls`` = (certificate chain PEM, unencrypted key PEM): StartTLS on the ldap:// port and an
+    ldaps:// port of its own (RFC 4513 section 3).
+    """
     folder.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.data_dir.mkdir(mode=0o700, exist_ok=True)
     template = string.Template((TEMPLATE_DIR / "slapd.conf.template").read_text())
@@ -148,11 +165,15 @@ def render_config(folder: DirectoryFolder, root_password: str, *, port: int | No
         default_policy_dn=f"cn=default,ou=policies,{folder.suffix}",
         argon2_memory_kib=ARGON2_MEMORY_KIB, argon2_iterations=ARGON2_ITERATIONS,
         db_sync="" if durable else "dbnosync",
+        tls="" if tls is None else (f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n"
+                                    "TLSProtocolMin 3.3\n"),  # TLS 1.2 or later
     )
     fd = os.open(folder.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the rootpw hash
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     (folder.path / "port").write_text(f"{port or _free_port()}\n")
+    if tls is not None:
+        (folder.path / "tls-port").write_text(f"{_free_port()}\n")
 
 
 def _blocks(ldif: str) -> list[list[str]]:
@@ -222,7 +243,8 @@ def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
 
 
 def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | None = None,
-                    max_failure: int = DEFAULT_MAX_FAILURE, durable: bool = True) -> list[str]:
+                    max_failure: int = DEFAULT_MAX_FAILURE, durable: bool = True,
+                    tls: tuple[Path, Path] | None = None) -> list[str]:
     """Create config, secrets and the seeded database in ``folder`` if missing (idempotent)."""
     done: list[str] = []
     if folder.is_prepared():
@@ -232,7 +254,7 @@ def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | N
     admin = _read_or_create_secret(secrets_dir / "ldap-admin.password", lambda: secrets.token_urlsafe(24))
     service = _read_or_create_secret(secrets_dir / "ldap-idp.password", lambda: secrets.token_urlsafe(24))
     demo = _read_or_create_secret(secrets_dir / "ldap-demo.password", lambda: DEMO_PASSWORD)
-    render_config(folder, admin, port=port, max_failure=max_failure, durable=durable)
+    render_config(folder, admin, port=port, max_failure=max_failure, durable=durable, tls=tls)
     for leftover in folder.data_dir.iterdir():  # a half-finished earlier attempt
         leftover.unlink()
     count = slapadd(folder, seed_records(folder.suffix, demo, service, max_failure=max_failure))
@@ -327,6 +349,8 @@ class EmbeddedSlapd:
             raise ConfigurationError(f"no directory in {self.folder.path}: run `tessera init`")
         self.folder.socket.unlink(missing_ok=True)
         urls = f"{self.folder.url}/ {self.folder.ldapi_url}"
+        if self.folder.ldaps_url:
+            urls += f" {self.folder.ldaps_url}/"
         log = open(self.folder.log_file, "ab")
         try:
             if detach:

@@ -58,11 +58,11 @@ def new_uid(prefix: str = "t") -> str:
 class SlapdServer:
     """A private slapd built exactly like the embedded one (template, seed, argon2, ppolicy)."""
 
-    def __init__(self, base: Path, *, max_failure: int = 5) -> None:
+    def __init__(self, base: Path, *, max_failure: int = 5, tls: tuple[Path, Path] | None = None) -> None:
         self.base = base
         self.folder = DirectoryFolder(base / "ldap")
         self.secrets = base / "secrets"
-        build_directory(self.folder, self.secrets, max_failure=max_failure, durable=False)
+        build_directory(self.folder, self.secrets, max_failure=max_failure, durable=False, tls=tls)
         self.process = EmbeddedSlapd(self.folder)
         self.config = DirectoryConfig.embedded_for(self.folder.path, self.secrets)
         self.suffix = self.folder.suffix

@@ -127,6 +127,26 @@ def test_expired_password_is_reported(slapd: SlapdServer, directory: Directory) 
         directory.authenticate(uid, "wrong-password")
 
 
+def test_expiry_warning_and_grace_logins(slapd: SlapdServer, directory: Directory) -> None:
+    warned = new_uid("warnpol")
+    slapd.add_policy(warned, pwdMaxAge="3600", pwdExpireWarning="7200")
+    uid = new_uid("warn")
+    slapd.create_user(uid, PASSWORD, policy=warned)
+    member = directory.authenticate(uid, PASSWORD)
+    assert member.password_expires_in is not None and 3500 < member.password_expires_in <= 3600
+    grace = new_uid("gracepol")
+    slapd.add_policy(grace, pwdMaxAge="1", pwdGraceAuthNLimit="2", pwdExpireWarning="0")
+    uid = new_uid("grace")
+    slapd.create_user(uid, PASSWORD, policy=grace)
+    time.sleep(2.1)
+    assert directory.authenticate(uid, PASSWORD).grace_logins_remaining == 1
+    assert directory.authenticate(uid, PASSWORD).grace_logins_remaining == 0
+    with pytest.raises(PasswordExpired):
+        directory.authenticate(uid, PASSWORD)
+    plain = directory.authenticate("mtamm", slapd.seed_password)
+    assert plain.password_expires_in is None and plain.grace_logins_remaining is None
+
+
 def test_reset_password_must_change_then_change_works(slapd: SlapdServer, directory: Directory) -> None:
     uid = new_uid("reset")
     slapd.create_user(uid, PASSWORD, must_change=True)

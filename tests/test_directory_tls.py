@@ -1,0 +1,99 @@
+"""ldaps:// and StartTLS (RFC 4513 section 3) against a private slapd with a server certificate
+from a throw-away CA: the right CA is accepted, any other CA is refused (never a silent downgrade)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from idp.directory import Directory, DirectoryUnavailable
+from tests.fixtures_directory import SlapdServer
+
+
+def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def tls_slapd() -> Iterator[tuple[SlapdServer, Path, Path]]:
+    base = Path(tempfile.mkdtemp(prefix="tessera-slapd-tls-"))
+    ca_key, ca_cert = _ca("Directory Test CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_file, key_file, ca_file = base / "server.pem", base / "server.key", base / "ca.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    other_ca = base / "other-ca.pem"
+    other_ca.write_bytes(_ca("Some Other CA")[1].public_bytes(serialization.Encoding.PEM))
+    server = SlapdServer(base / "dir", tls=(cert_file, key_file))
+    server.start()
+    try:
+        yield server, ca_file, other_ca
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ldaps_with_the_right_ca(tls_slapd: tuple[SlapdServer, Path, Path]) -> None:
+    server, ca_file, _ = tls_slapd
+    assert server.folder.ldaps_url is not None
+    with Directory(replace(server.config, urls=(server.folder.ldaps_url,), ca_file=str(ca_file))) as directory:
+        assert directory.authenticate("tkivi", server.seed_password).uid == "tkivi"
+
+
+def test_start_tls_with_the_right_ca(tls_slapd: tuple[SlapdServer, Path, Path]) -> None:
+    server, ca_file, _ = tls_slapd
+    with Directory(replace(server.config, start_tls=True, ca_file=str(ca_file))) as directory:
+        assert directory.authenticate("mtamm", server.seed_password).uid == "mtamm"
+
+
+@pytest.mark.parametrize("mode", ["ldaps", "starttls"])
+def test_another_ca_is_refused(tls_slapd: tuple[SlapdServer, Path, Path], mode: str) -> None:
+    server, _, other_ca = tls_slapd
+    if mode == "ldaps":
+        config = replace(server.config, urls=(server.folder.ldaps_url,), ca_file=str(other_ca))
+    else:
+        config = replace(server.config, start_tls=True, ca_file=str(other_ca))
+    with Directory(config) as directory:
+        with pytest.raises(DirectoryUnavailable):
+            directory.authenticate("tkivi", server.seed_password)
+
+
+def test_start_tls_against_a_server_without_tls_is_refused(slapd: SlapdServer) -> None:
+    with Directory(replace(slapd.config, start_tls=True)) as directory:
+        with pytest.raises(DirectoryUnavailable):
+            directory.find("tkivi")
