@@ -41,8 +41,8 @@ from ca.subjects import SubjectRequest
 from cardsim import events, journal
 from cardsim.citizens import Application, parse_application, parse_record_update
 from cardsim.config import CardSettings
-from cardsim.errors import (CardBlocked, CardError, CardNotFound, InvalidApplication, InvalidCardState,
-                            PinBlocked)
+from cardsim.errors import (CardBlocked, CardError, CardNotFound, CardWriteFailed, InvalidApplication,
+                            InvalidCardState, PinBlocked)
 from cardsim.models import Card, CardDepartment, CardRecord
 from cardsim.numbers import new_card_number, parse_card_number
 from cardsim.personalisation import AUTH_KEY, SIGN_KEY, CardObject, PersonalisationStation, token_folder
@@ -54,9 +54,12 @@ CITIZEN_CA = "citizen"
 
 
 def crash_point(name: str) -> None:
-    """Fault injection for the crash tests: ``TESSERA_CARD_CRASH_AT=<name>`` kills this process here."""
+    """Fault injection for the crash tests: ``TESSERA_CARD_CRASH_AT=<name>`` kills this process
+    here; ``TESSERA_CARD_FAIL_AT=<name>`` raises instead (a refusal midway, process alive)."""
     if os.environ.get("TESSERA_CARD_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("TESSERA_CARD_FAIL_AT") == name:
+        raise CardWriteFailed(f"injected failure at {name}")
 
 
 @dataclass(frozen=True)
@@ -478,5 +481,3 @@ def iter_batch(rows: Iterator[dict[str, Any]], source: str) -> Iterator[tuple[in
         except InvalidApplication as exc:
             yield index, key, None, str(exc)
 
-
-CallbackType = Callable[[str], None]

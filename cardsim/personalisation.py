@@ -348,6 +348,8 @@ class PersonalisationStation:
                    TESSERA_CARD_KEY_TYPE=self.settings.key_type, TESSERA_CARD_PKCS11_MODULE=self.settings.module_path,
                    TESSERA_CARD_FSYNC="1" if self.settings.fsync_counters else "0",
                    TESSERA_CARD_VALIDITY_DAYS=str(self.settings.validity.days))
+        if os.environ.get("TESSERA_CARD_CRASH_AT"):  # fault injection of the crash tests
+            env["TESSERA_CARD_CRASH_AT"] = os.environ["TESSERA_CARD_CRASH_AT"]
         process = subprocess.Popen([sys.executable, "-m", "cardsim.personalisation", str(self.settings.home)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self._process = process

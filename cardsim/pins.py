@@ -103,6 +103,8 @@ class TryCounter:
         counted = (TryState(state.pin_failures + 1, state.puk_failures) if which == "pin"
                    else TryState(state.pin_failures, state.puk_failures + 1))
         self._write(counted)  # counted BEFORE the attempt
+        if os.environ.get("TESSERA_CARD_CRASH_AT") == f"{which}-attempt":  # fault injection (tests)
+            os.kill(os.getpid(), 9)
         yield counted
 
     def attempt_pin(self, login: Callable[[], T], is_wrong: Callable[[Exception], bool]) -> T:

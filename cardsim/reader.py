@@ -301,21 +301,29 @@ class CardReader:
         return out, checks
 
     def _signer(self, signed: SignedContent, expected: x509.Name | None, at: datetime.datetime) -> Check:
-        """The signer's chain and status (cached per signer certificate), and its department."""
+        """The signer's department, its chain at signing time (a record outlives the two-year
+        signer certificate, as a signed document does) and its status now; cached per signer
+        and signing day."""
         if expected is None or signed.signer.subject != expected:
             return Check("signer", False, "wrong-department",
                          f"signed by {signed.signer.subject.rfc4514_string()}, not the owning department")
-        key = signed.signer.fingerprint(hashes.SHA256())
+        signed_at = signed.signing_time or at
+        if signed_at > at + datetime.timedelta(minutes=5):
+            return Check("signer", False, "signed-in-the-future", f"signing time {signed_at:%Y-%m-%d %H:%M:%SZ}")
+        key = signed.signer.fingerprint(hashes.SHA256()) + signed_at.strftime("%Y%m%d").encode()
         cached = self._signer_checks.get(key)
         if cached is None:
-            chain = self._chains.validate(signed.signer, [*signed.intermediates, *self.trust.intermediates], at)
+            pool = [*signed.intermediates, *self.trust.intermediates]
+            chain = self._chains.validate(signed.signer, pool, signed_at)
             status = Check("status", True)
             if chain.ok:
-                issuer = issuer_of(signed.signer, [*signed.intermediates, *self.trust.intermediates], verified=True)
+                issuer = issuer_of(signed.signer, pool, verified=True)
                 assert issuer is not None
                 status = self.trust.status.status(signed.signer, issuer, at)
             cached = (chain, status)
             if isinstance(self.trust.status, CrlStatus):  # OCSP answers are not kept
+                if len(self._signer_checks) > 10_000:
+                    self._signer_checks.clear()
                 self._signer_checks[key] = cached
         chain, status = cached
         if not chain.ok:
@@ -334,22 +342,23 @@ class CardReader:
         signed, check = open_signed_data(values[0])
         if signed is None:
             return None, [Check(name, False, check.reason, check.detail)]
+        try:
+            so = parse_content(signed.content)
+            expires_at = datetime.datetime.strptime(so["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=datetime.timezone.utc)
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, [Check(name, False, "malformed", str(exc))]
+        if at > expires_at:  # said first: an expired card's signers and CRLs may be stale too
+            return None, [Check(name, False, "card-expired", f"the card expired at {so['expires_at']}")]
         signer = self._signer(signed, self.trust.departments.get(SECURITY_OBJECT), at)
         if not signer.ok:
             return None, [Check(name, False, signer.reason, signer.detail)]
-        try:
-            so = parse_content(signed.content)
-        except ValueError as exc:
-            return None, [Check(name, False, "malformed", str(exc))]
         if so.get("card") != number:
             return None, [Check(name, False, "record-from-another-card", f"the security object is for card {so.get('card')}")]
         checks = []
         if registry is not None and registry.versions.get(SECURITY_OBJECT, 0) > so.get("version", 0):
             checks.append(Check(name, False, "superseded-version",
                                 f"version {so.get('version')} on the card, {registry.versions[SECURITY_OBJECT]} current"))
-        if at > datetime.datetime.strptime(so.get("expires_at", "1970-01-01T00:00:00Z"), "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=datetime.timezone.utc):
-            checks.append(Check(name, False, "card-expired", f"the card expired at {so.get('expires_at')}"))
         keys = so.get("keys", {})
         for label, cert in certs.items():
             spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

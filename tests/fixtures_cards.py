@@ -1,1 +1,118 @@
-"""Fixtures of the card tests (private card token folders, issuers)."""
+"""Fixtures of the card tests (private card token folders, issuers).
+
+Cards are made in the session's Tessera home (`tessera init` prepared its card folder and the
+department signers). Everything touching the card tokens runs in subprocesses: the real CLI, or
+a small Python program with SoftHSM2 pointed at the card folder, because one process can load
+only one SoftHSM2 configuration and the pytest process may already hold the CA's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cardsim.citizens import make_national_id
+
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parent.parent
+
+
+def citizen(i: int, **overrides: str) -> dict[str, str]:
+    """A valid application for citizen number ``i`` (distinct national ids for distinct i < 10,000)."""
+    dob = datetime.date(1950 + i % 50, 1 + (i // 50) % 12, 1 + (i // 600) % 28)
+    sex = "FM"[i % 2]
+    row = {
+        "national_id": make_national_id(dob, sex, (i * 7) % 1000), "given_names": f"Kadri{i}", "surname": "Tamm",
+        "date_of_birth": dob.isoformat(), "sex": sex, "nationality": "EST", "address": f"Pikk {i}, Tallinn",
+        "taxpayer_number": f"{1000000 + i}", "tax_office": "Tallinn", "tax_status": "resident",
+        "last_assessed_year": "2025", "insurer": "Health Insurance Fund", "policy_number": f"POL-{100000 + i}",
+        "coverage_class": "standard", "insurance_valid_until": "2028-12-31",
+    }
+    row.update(overrides)
+    return row
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    number: str
+    pin: str
+    puk: str
+
+
+def card_env(home: Any) -> dict[str, str]:
+    return {**home.env, "SOFTHSM2_CONF": str(home.path / "cards" / "softhsm2.conf")}
+
+
+def issue_card(home: Any, i: int, tmp: Path, **overrides: str) -> IssuedCard:
+    source = tmp / f"citizen-{i}.json"
+    source.write_text(json.dumps(citizen(i, **overrides)))
+    envelope = tmp / f"envelope-{i}.json"
+    home.cli("card", "issue", "--from", str(source), "--envelope", str(envelope))
+    data = json.loads(envelope.read_text())
+    return IssuedCard(data["card"], data["pin"], data["puk"])
+
+
+def verify_json(home: Any, number: str, pin: str | None = None, *extra: str) -> dict[str, Any]:
+    args = ["card", "verify", number, "--json", *extra] + (["--with-pin"] if pin else [])
+    result = home.cli(*args, check=False, input=(pin + "\n").encode() if pin else None)
+    assert result.returncode in (0, 2), result.stderr.decode()
+    out = json.loads(result.stdout)
+    out["reasons"] = {c["check"]: c["reason"] for c in out["checks"] if c["outcome"] == "fail"}
+    return out
+
+
+def on_card(home: Any, code: str) -> str:
+    """Run ``code`` in a process whose SoftHSM2 is the card folder (python-pkcs11 as ``pkcs11``,
+    ``lib`` loaded, helper ``token(number)``); returns its standard output."""
+    program = textwrap.dedent('''
+        import pkcs11, sys
+        from pkcs11 import Attribute, ObjectClass
+        lib = pkcs11.lib("/usr/lib/softhsm/libsofthsm2.so")
+        def token(number):
+            return lib.get_token(token_label=number)
+    ''') + textwrap.dedent(code)
+    result = subprocess.run([PYTHON, "-c", program], env=card_env(home), capture_output=True, timeout=120, cwd=REPO)
+    if result.returncode != 0:
+        raise AssertionError(result.stderr.decode())
+    return result.stdout.decode()
+
+
+def token_folders(home: Any) -> int:
+    return sum(1 for p in (home.path / "cards" / "tokens").iterdir() if p.is_dir())
+
+
+def registered_cards(home: Any) -> int:
+    import sqlite3
+
+    with sqlite3.connect(home.path / "tessera.db") as db:
+        return int(db.execute("select count(*) from card").fetchone()[0])
+
+
+@pytest.fixture(scope="session")
+def card_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cards")
+
+
+@pytest.fixture(scope="session")
+def card(home: Any, card_dir: Path) -> IssuedCard:
+    """One valid card, only read by the tests that use it."""
+    return issue_card(home, 1, card_dir)
+
+
+@pytest.fixture(scope="session")
+def chain_files(home: Any, card_dir: Path) -> Path:
+    """root.pem and staff.pem (the departments' CA) for openssl."""
+    for name in ("root", "staff", "citizen"):
+        pem = home.cli("ca", "export-chain", "--ca", name).stdout
+        (card_dir / f"{name}-chain.pem").write_bytes(pem)
+        (card_dir / f"{name}.pem").write_bytes(pem.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    return card_dir

@@ -1,0 +1,125 @@
+"""A card as independent tools see it: pkcs11-tool lists its objects and shows its keys sensitive,
+never extractable and sign-only; openssl cms -verify checks every record with the CA chain."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cardsim.citizens import parse_application
+from cardsim.errors import InvalidApplication
+from cardsim.numbers import is_card_number, luhn_digit, new_card_number, parse_card_number
+from tests.conftest import Home
+from tests.fixtures_cards import IssuedCard, card_env, citizen, on_card
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def pkcs11_tool(home: Home, *args: str) -> str:
+    result = subprocess.run(["pkcs11-tool", "--module", MODULE, *args], env=card_env(home),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def blocks(listing: str, kind: str) -> dict[str, str]:
+    out = {}
+    for block in listing.split(kind)[1:]:
+        label = next(line.split(":", 1)[1].strip().strip("'") for line in block.splitlines() if "label:" in line)
+        out[label] = block
+    return out
+
+
+def test_pkcs11_tool_lists_the_card_and_its_keys_stay_on_it(home: Home, card: IssuedCard) -> None:
+    listing = pkcs11_tool(home, "--token-label", card.number, "--login", "--pin", card.pin, "--list-objects")
+    keys = blocks(listing, "Private Key Object")
+    assert set(keys) == {"citizen-auth", "citizen-sign"}
+    for label, block in keys.items():
+        access = next(line for line in block.splitlines() if "Access:" in line)
+        assert "sensitive" in access and "never extractable" in access and "always sensitive" in access, access
+        usage = next(line for line in block.splitlines() if "Usage:" in line)
+        assert usage.split(":", 1)[1].strip() == "sign", usage
+    assert set(blocks(listing, "Certificate Object")) == {"citizen-auth", "citizen-sign"}
+    data = blocks(listing, "Data object")
+    assert set(data) == {"record:identity", "record:tax", "record:insurance", "security-object"}
+    # without the PIN the personal records are invisible, identity and security object are not
+    public = blocks(pkcs11_tool(home, "--token-label", card.number, "--list-objects"), "Data object")
+    assert set(public) == {"record:identity", "security-object"}
+    # and the private value cannot be read out even after login (CKR_ATTRIBUTE_SENSITIVE)
+    out = on_card(home, f"""
+        with token("{card.number}").open(user_pin="{card.pin}") as session:
+            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="citizen-auth")
+            try:
+                key[Attribute.VALUE]
+                print("READABLE")
+            except pkcs11.exceptions.AttributeSensitive:
+                print("SENSITIVE")
+    """)
+    assert out.strip() == "SENSITIVE"
+
+
+@pytest.mark.parametrize("label,private", [("record:identity", False), ("record:tax", True),
+                                           ("record:insurance", True), ("security-object", False)])
+def test_openssl_cms_verifies_each_record_read_from_the_card(home: Home, card: IssuedCard, chain_files: Path,
+                                                             label: str, private: bool, tmp_path: Path) -> None:
+    login = ["--login", "--pin", card.pin] if private else []
+    out = tmp_path / "record.der"
+    pkcs11_tool(home, "--token-label", card.number, *login, "--read-object", "--type", "data", "--label", label,
+                "--output-file", str(out))
+    verified = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(out), "-CAfile",
+                               str(chain_files / "root.pem"), "-purpose", "any"], capture_output=True, timeout=30)
+    assert verified.returncode == 0, verified.stderr.decode()
+    assert b"Verification successful" in verified.stderr
+    assert card.number.encode() in verified.stdout
+    # the judge can say no: one changed byte of content
+    data = bytearray(out.read_bytes())
+    index = data.index(b'"card":"') + 8
+    data[index] = ord("1") if data[index] != ord("1") else ord("2")
+    out.write_bytes(bytes(data))
+    tampered = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(out), "-CAfile",
+                               str(chain_files / "root.pem"), "-purpose", "any"], capture_output=True, timeout=30)
+    assert tampered.returncode != 0
+    # and a wrong trust anchor fails too
+    wrong = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(tmp_path / "record.der"),
+                            "-CAfile", str(chain_files / "citizen.pem"), "-purpose", "any"], capture_output=True)
+    assert wrong.returncode != 0
+
+
+def test_card_certificates_chain_to_the_citizen_ca(home: Home, card: IssuedCard, chain_files: Path, tmp_path: Path) -> None:
+    for label in ("citizen-auth", "citizen-sign"):
+        out = tmp_path / f"{label}.der"
+        pkcs11_tool(home, "--token-label", card.number, "--read-object", "--type", "cert", "--label", label,
+                    "--output-file", str(out))
+        pem = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(out)], capture_output=True, check=True).stdout
+        (tmp_path / f"{label}.pem").write_bytes(pem)
+        result = subprocess.run(["openssl", "verify", "-CAfile", str(chain_files / "root.pem"), "-untrusted",
+                                 str(chain_files / "citizen.pem"), str(tmp_path / f"{label}.pem")],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_card_numbers_carry_a_luhn_check_digit() -> None:
+    number = new_card_number()
+    assert is_card_number(number) and len(number) == 11
+    assert parse_card_number(number[:3] + " " + number[3:]) == number
+    for i in range(10):  # every single-digit change is caught
+        for d in "0123456789":
+            changed = number[:i] + d + number[i + 1:]
+            if changed != number:
+                assert not is_card_number(changed)
+    assert luhn_digit("7992739871") == "3"  # the textbook example
+
+
+def test_applications_are_checked_field_by_field() -> None:
+    assert parse_application(citizen(5)).identity.surname == "Tamm"
+    bad = citizen(5, national_id=citizen(5)["national_id"][:-1] + "0", date_of_birth="1999-02-30",
+                  tax_status="maybe", coverage_class="gold")
+    if citizen(5)["national_id"][-1] == "0":
+        bad["national_id"] = bad["national_id"][:-1] + "1"
+    with pytest.raises(InvalidApplication) as caught:
+        parse_application(bad)
+    message = str(caught.value)
+    for expected in ("check digit", "date_of_birth", "tax_status", "coverage_class"):
+        assert expected in message
