@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
-from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, MODIFY_DELETE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (LDAPCommunicationError, LDAPExceptionError, LDAPResponseTimeoutError,
                                    LDAPStartTLSError)
 from ldap3.utils.conv import escape_filter_chars
@@ -472,6 +472,38 @@ class Directory:
             raise PasswordRejected(reasons.get(policy.error if policy else "", None))
 
     # -- operating -------------------------------------------------------------------------
+    def unlock(self, username: str) -> StaffMember:
+        """Lift a ppolicy lockout (pwdAccountLockedTime, pwdFailureTime), as the service account.
+
+        A permanent administrative lock (a disabled account) is left alone. Raises
+        DirectoryError if the directory is read-only or the user does not exist.
+        """
+        if self.config.read_only:
+            raise DirectoryError("The directory is read-only for Tessera: unlock the account in the directory itself.")
+        member = self.find(username)
+        if member is None:
+            raise DirectoryError(f"No staff member {username!r} in the directory.")
+        if not member.enabled:
+            raise AccountDisabled(f"{username!r} is disabled by an administrator, not locked out: unlocking does not apply.")
+        a = self.config.attributes
+        if not a.locked_time:
+            raise DirectoryError("This directory has no ppolicy lockout to lift.")
+
+        def operation(conn: Connection) -> int:
+            # pwdFailureTime is NO-USER-MODIFICATION; slapd's ppolicy drops it with the lock
+            conn.search(member.dn, "(objectClass=*)", search_scope=BASE, attributes=[a.locked_time])
+            locked = any(v for e in (conn.response or []) if e.get("type") == "searchResEntry"
+                         for v in e["attributes"].values())
+            if locked:
+                conn.modify(member.dn, {a.locked_time: [(MODIFY_DELETE, [])]})
+                return _result_code(conn)
+            return 0
+
+        code = self._search.run(operation)
+        if code != 0:
+            raise DirectoryError(f"The directory refused to unlock {username!r} (result {code}).")
+        return member
+
     def check(self) -> str:
         """The URL of the first server that answers a search as the service account."""
         self._search_entries(self.config.base_dn, "(objectClass=*)", ["1.1"], size_limit=1)

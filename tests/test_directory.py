@@ -101,7 +101,12 @@ def test_lockout_after_five_failures_with_a_clear_message(slapd: SlapdServer, di
     assert locked.value.member is not None and locked.value.member.uid == uid
     assert "pwdAccountLockedTime: " in _ldapsearch(slapd, f"(uid={uid})", "pwdAccountLockedTime")
     assert _ldapwhoami(slapd, dn, PASSWORD).returncode != 0  # the judge is locked out too
-    slapd.unlock(uid)
+    assert directory.unlock(uid).uid == uid  # as the IdP's service account
+    assert "pwdAccountLockedTime" not in _ldapsearch(slapd, f"(uid={uid})", "pwdAccountLockedTime")
+    assert directory.authenticate(uid, PASSWORD).uid == uid
+    for _ in range(4):  # the failure count was reset too: four more do not lock
+        with pytest.raises(InvalidCredentials):
+            directory.authenticate(uid, "wrong-password")
     assert directory.authenticate(uid, PASSWORD).uid == uid
 
 
@@ -178,6 +183,29 @@ def test_disabled_account(slapd: SlapdServer, directory: Directory) -> None:
     with pytest.raises(AccountDisabled) as disabled:
         directory.authenticate(uid, PASSWORD)
     assert "disabled" in disabled.value.message
+    with pytest.raises(AccountDisabled):
+        directory.unlock(uid)  # a disabled account is not merely locked out
+    with pytest.raises(AccountDisabled):
+        directory.authenticate(uid, PASSWORD)
+
+
+def test_unknown_user_costs_about_as_much_as_a_wrong_password(slapd: SlapdServer, directory: Directory) -> None:
+    """No timing oracle for account existence: the unknown user pays the argon2 cost too."""
+    policy = new_uid("nolock")
+    slapd.add_policy(policy, pwdLockout="FALSE", pwdMaxFailure="0")
+    uid = new_uid("timing")
+    slapd.create_user(uid, PASSWORD, policy=policy)
+
+    def mean(username: str) -> float:
+        started = time.perf_counter()
+        for _ in range(15):
+            with pytest.raises(InvalidCredentials):
+                directory.authenticate(username, "wrong-password")
+        return (time.perf_counter() - started) / 15
+
+    mean(uid)  # warm up
+    known, unknown = mean(uid), mean("nobody-at-all")
+    assert unknown > 0.3 * known, (known, unknown)
 
 
 # --- injection -----------------------------------------------------------------------------

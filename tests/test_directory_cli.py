@@ -68,6 +68,9 @@ def test_start_status_show_stop(own_home: Home) -> None:
         assert shown["department_name"] == "Ministry of the Interior"
         missing = own_home.cli("directory", "show", "*)(uid=*", check=False)
         assert missing.returncode == 1 and b"no staff member" in missing.stderr and b"Traceback" not in missing.stderr
+        unknown = own_home.cli("directory", "unlock", "nobody", check=False)
+        assert unknown.returncode == 1 and b"No staff member" in unknown.stderr and b"Traceback" not in unknown.stderr
+        assert b"unlocked jsaar" in own_home.cli("directory", "unlock", "jsaar").stdout
         # bulk loading needs the server stopped: a one-line refusal, not a corrupted database
         refused = own_home.cli("directory", "generate", "--count", "5", check=False)
         assert refused.returncode == 1 and b"stop it first" in refused.stderr

@@ -115,6 +115,19 @@ def show(obj: CliContext, username: str, as_json: bool) -> None:
         click.echo(f"{key.replace('_', ' '):>16}: {value if value is not None else '-'}")
 
 
+@group.command("unlock")
+@click.argument("username")
+@click.pass_obj
+def unlock(obj: CliContext, username: str) -> None:
+    """Lift the lockout of a staff member after too many wrong passwords."""
+    directory = Directory(DirectoryConfig.from_env(obj.settings.home))
+    try:
+        member = directory.unlock(username)
+    finally:
+        directory.close()
+    click.echo(f"unlocked {member.uid} ({member.name})")
+
+
 @group.command("generate")
 @click.option("--count", required=True, type=click.IntRange(1, 1_000_000), help="How many staff to add.")
 @click.option("--start", "first", default=1, show_default=True, type=click.IntRange(1, 9_000_000),
