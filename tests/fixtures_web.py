@@ -155,7 +155,10 @@ class StaffAgent(requests.Session):
     def login(self, next_path: str = "/account") -> requests.Response:
         """Password, then enrolment (first time) or a code; the response after the last redirect
         that stays on the IdP (the next page is not followed if it leaves the IdP)."""
-        response = self.password_step(next_path)
+        return self.finish(self.password_step(next_path), next_path)
+
+    def finish(self, response: requests.Response, next_path: str = "/account") -> requests.Response:
+        """The second factor after a successful password step."""
         assert response.status_code == 302, response.text
         target = response.headers["Location"]
         page = self.get(self.idp.url(target) if target.startswith("/") else target)

@@ -1,0 +1,249 @@
+"""Staff login over HTTP against the running service and a real slapd: both factors, the
+generic failure message, ppolicy lockout, injection strings, throttling, the directory going
+away (503, not a failure) and coming back, sessions (rotation, timeouts, log out everywhere),
+CSRF and the security headers."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import sqlite3
+
+import pytest
+import requests
+
+from tests.fixtures_web import *  # noqa: F401,F403
+from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of, new_uid
+
+GENERIC = "The user name or password is incorrect, or there were too many attempts."
+
+
+def post_login(session: requests.Session, idp: IdpServer, username: str, password: str) -> requests.Response:
+    page = session.get(idp.url("/login"))
+    return session.post(idp.url("/login"), data={"username": username, "password": password, "csrf_token": csrf_of(page.text)},
+                        allow_redirects=False)
+
+
+def cookie_value(response: requests.Response, name: str = "tessera_session") -> str | None:
+    header = response.headers.get("Set-Cookie", "")
+    match = re.search(name + r"=([^;]+)", header)
+    return match.group(1) if match else None
+
+
+def test_first_login_enrols_then_code_login(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    page = agent.login()
+    assert page.status_code == 200 and staff_user[0] in page.text
+    assert len(agent.recovery_codes) == 10
+    # the enrolment page showed an inline SVG QR code, no outside image
+    second = StaffAgent(idp, *staff_user, secret=agent.secret)
+    second.last_step = agent.last_step
+    assert second.login().status_code == 302
+    assert second.get(idp.url("/account"), allow_redirects=False).status_code == 200
+
+
+def test_enrolment_page_renders_qr_locally(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    response = agent.password_step()
+    page = agent.get(idp.url(response.headers["Location"]))
+    assert "<svg" in page.text and 'id="totp-secret"' in page.text
+    assert "http" not in re.search(r"<svg.*?</svg>", page.text, re.S).group(0).replace("http://www.w3.org", "")
+    assert "otpauth" not in page.text or "src=" not in page.text
+
+
+def test_wrong_password_and_unknown_user_look_the_same(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    wrong = post_login(requests.Session(), idp, staff_user[0], "not-the-password")
+    unknown = post_login(requests.Session(), idp, new_uid("nobody"), "not-the-password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert GENERIC in wrong.text and GENERIC in unknown.text
+    strip = lambda text, name: re.sub(r'value="[^"]*"', "", text).replace(name, "")  # noqa: E731
+    assert strip(wrong.text, staff_user[0]) .count("error") == strip(unknown.text, "x").count("error")
+
+
+@pytest.mark.parametrize("username", ["*)(uid=*", "admin)(|(uid=*", "*", "tk\x00ivi", "a" * 5000, "(&)", "\\2a",
+                                      "uid=admin,ou=people,dc=tessera,dc=example", "ä" * 300])
+def test_injection_strings_fail_cleanly(idp: IdpServer, slapd, username: str) -> None:  # type: ignore[no-untyped-def]
+    response = post_login(requests.Session(), idp, username, slapd.seed_password)
+    assert response.status_code == 401, response.status_code
+    assert GENERIC in response.text
+    response = post_login(requests.Session(), idp, username, "*")
+    assert response.status_code == 401
+
+
+def test_lockout_after_five_failures_has_a_clear_message(idp: IdpServer, slapd) -> None:  # type: ignore[no-untyped-def]
+    uid = new_uid("lock")
+    slapd.create_user(uid, PASSWORD)
+    for _ in range(5):
+        assert post_login(requests.Session(), idp, uid, "wrong-password").status_code == 401
+    locked = post_login(requests.Session(), idp, uid, PASSWORD)
+    assert locked.status_code == 401
+    assert "locked" in locked.text and GENERIC not in locked.text
+
+
+def test_disabled_account_and_expired_password(idp: IdpServer, slapd) -> None:  # type: ignore[no-untyped-def]
+    uid = new_uid("dis")
+    slapd.create_user(uid, PASSWORD)
+    slapd.disable(uid)
+    response = post_login(requests.Session(), idp, uid, PASSWORD)
+    assert response.status_code == 401 and "disabled" in response.text
+    uid = new_uid("chg")
+    slapd.create_user(uid, PASSWORD, must_change=True)
+    response = post_login(requests.Session(), idp, uid, PASSWORD)
+    assert response.status_code == 401 and "new password" in response.text
+
+
+def test_wrong_codes_throttle_the_account(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    agent.login()
+    attacker = requests.Session()
+    response = post_login(attacker, idp, *staff_user)
+    assert response.headers["Location"].endswith("/login/code")
+    page = attacker.get(idp.url("/login/code"))
+    import time
+
+    import pyotp
+
+    totp = pyotp.TOTP(agent.secret)
+    valid = {totp.at(time.time() + offset) for offset in (-60, -30, 0, 30, 60)}
+    wrong_code = next(c for c in ("000000", "111111", "222222", "333333", "444444", "555555") if c not in valid)
+    for _ in range(10):
+        wrong = attacker.post(idp.url("/login/code"), data={"code": wrong_code, "csrf_token": csrf_of(page.text)},
+                              allow_redirects=False)
+        if wrong.status_code != 401 or GENERIC in wrong.text:
+            break
+    # the account's limit is reached: even the right password gets the generic sentence now
+    blocked = post_login(requests.Session(), idp, *staff_user)
+    assert blocked.status_code == 401 and GENERIC in blocked.text
+
+
+def test_directory_down_is_503_and_not_a_failure(idp: IdpServer, slapd, staff_user: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    agent = StaffAgent(idp, *staff_user)
+    agent.login()
+    uid = staff_user[0]
+    slapd.stop()
+    try:
+        for _ in range(7):  # more than ppolicy's 5 and enough to count if it counted
+            down = post_login(requests.Session(), idp, uid, "wrong-password")
+            assert down.status_code == 503, down.status_code
+            assert "directory is unavailable" in down.text
+    finally:
+        slapd.start()
+    with sqlite3.connect(idp.home / "tessera.db") as db:
+        row = db.execute("SELECT failures FROM idp_login_throttle WHERE key = ?", (f"account:{uid}",)).fetchone()
+    assert row is None or row[0] == 0
+    again = StaffAgent(idp, *staff_user, secret=agent.secret)
+    again.last_step = agent.last_step
+    assert again.login().status_code == 302  # ppolicy did not lock, nothing was counted
+
+
+def test_session_id_rotates_and_cookie_flags(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    page = agent.get(idp.url("/login"))
+    before = cookie_value(page)
+    assert before, "the login form's CSRF token lives in a session"
+    set_cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Path=/" in set_cookie
+    after_password = agent.post(idp.url("/login"), data={"username": staff_user[0], "password": staff_user[1],
+                                                         "csrf_token": csrf_of(page.text)}, allow_redirects=False)
+    rotated = cookie_value(after_password)
+    assert rotated and rotated != before
+    assert agent.cookies.get("tessera_session") == rotated
+    # the old id is worthless now
+    old = requests.Session()
+    old.cookies.set("tessera_session", before)
+    assert old.get(idp.url("/login/enrol"), allow_redirects=False).headers["Location"].endswith("/login")
+    agent.finish(after_password)
+    final = agent.cookies.get("tessera_session")
+    assert final not in (before, rotated)
+    assert agent.get(idp.url("/account"), allow_redirects=False).status_code == 200
+
+
+def test_security_headers(idp: IdpServer) -> None:
+    response = requests.get(idp.url("/login"), timeout=10)
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in response.headers  # plain HTTP: HSTS would be meaningless
+
+
+def test_secure_cookies_and_hsts_under_tls(idp: IdpServer) -> None:
+    from idp.app import create_app
+    from idp.settings import Settings
+
+    env = dict(idp.env, TESSERA_PUBLIC_URL="https://sso.tessera.example")
+    app = create_app(Settings.from_env(idp.home, env))
+    try:
+        client = app.test_client()
+        response = client.get("/login", base_url="https://sso.tessera.example")
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+        cookie = response.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-tessera=") and "Secure" in cookie and "HttpOnly" in cookie and "Domain" not in cookie
+    finally:
+        app.extensions["tessera"].close()
+
+
+def test_csrf_required_on_forms(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    session = requests.Session()
+    session.get(idp.url("/login"))
+    missing = session.post(idp.url("/login"), data={"username": staff_user[0], "password": staff_user[1]}, allow_redirects=False)
+    assert missing.status_code == 400
+    other = requests.Session()
+    foreign_token = csrf_of(other.get(idp.url("/login")).text)
+    foreign = session.post(idp.url("/login"), data={"username": staff_user[0], "password": staff_user[1],
+                                                   "csrf_token": foreign_token}, allow_redirects=False)
+    assert foreign.status_code == 400
+    assert "CSRF" in foreign.text
+
+
+def test_logout_everywhere_ends_other_sessions(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    first = StaffAgent(idp, *staff_user)
+    first.login()
+    second = StaffAgent(idp, *staff_user, secret=first.secret)
+    second.last_step = first.last_step
+    second.login()
+    assert second.get(idp.url("/account"), allow_redirects=False).status_code == 200
+    page = first.get(idp.url("/account"))
+    assert page.text.count("(this one)") == 1
+    done = first.post(idp.url("/account/logout-everywhere"), data={"csrf_token": csrf_of(page.text)})
+    assert done.status_code == 200 and "logged out" in done.text
+    assert second.get(idp.url("/account"), allow_redirects=False).status_code == 302
+    assert first.get(idp.url("/account"), allow_redirects=False).status_code == 302
+
+
+def _age_session(idp: IdpServer, agent: requests.Session, column: str, seconds: int) -> None:
+    sid = agent.cookies.get("tessera_session")
+    assert sid
+    past = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)).replace(tzinfo=None)
+    with sqlite3.connect(idp.home / "tessera.db") as db:
+        assert db.execute(f"UPDATE idp_web_session SET {column} = ? WHERE id_hash = ?",
+                          (past.isoformat(sep=" "), hashlib.sha256(sid.encode()).hexdigest())).rowcount == 1
+
+
+@pytest.mark.parametrize("column,seconds", [("last_seen_at", 31 * 60), ("created_at", 13 * 3600)])
+def test_idle_and_absolute_timeouts(idp: IdpServer, staff_user: tuple[str, str], column: str, seconds: int) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    agent.login()
+    assert agent.get(idp.url("/account"), allow_redirects=False).status_code == 200
+    _age_session(idp, agent, column, seconds)
+    assert agent.get(idp.url("/account"), allow_redirects=False).status_code == 302
+
+
+def test_recovery_code_logs_in_once(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    agent.login()
+    code = agent.recovery_codes[0]
+    for expected in (302, 401):
+        fresh = requests.Session()
+        response = post_login(fresh, idp, *staff_user)
+        page = fresh.get(idp.url(response.headers["Location"]))
+        done = fresh.post(idp.url("/login/code"), data={"code": code, "csrf_token": csrf_of(page.text)}, allow_redirects=False)
+        assert done.status_code == expected
+
+
+def test_open_redirect_refused(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    done = agent.login(next_path="//evil.example/x")
+    assert "evil.example" not in done.headers.get("Location", "")
