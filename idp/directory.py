@@ -226,6 +226,9 @@ class _Pool:
                 log.info("directory connection lost (%s); retrying", exc)
                 self.close()
                 continue
+            except LDAPExceptionError as exc:  # a reply ldap3 cannot handle: the directory's fault, not the user's
+                log.error("unexpected directory error: %s: %s", type(exc).__name__, exc)
+                raise DirectoryUnavailable() from exc
         raise DirectoryUnavailable()
 
     def close(self) -> None:
