@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from ldap3 import MODIFY_REPLACE
 
-from idp.directory import (AccountDisabled, AccountLocked, Directory, DirectoryUnavailable, InvalidCredentials,
-                           PasswordExpired, PasswordMustChange, PasswordRejected, StaffMember)
+from idp.directory import (AccountDisabled, AccountLocked, Directory, DirectoryError, DirectoryUnavailable,
+                           InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected, StaffMember)
 from tests.fixtures_directory import SlapdServer, new_uid
 
 PASSWORD = "Correct-horse-battery-9"
@@ -371,3 +371,27 @@ def test_the_service_account_cannot_be_locked_out(slapd: SlapdServer, directory:
     finally:
         fresh.close()
     assert "pwdAccountLockedTime" not in _ldapsearch(slapd, "(cn=idp)", "pwdAccountLockedTime")
+
+
+def test_groups_found_by_member_search_when_there_is_no_memberof(slapd: SlapdServer) -> None:
+    """Directories without the memberof overlay: roles come from a search of the groups."""
+    from dataclasses import replace
+    config = replace(slapd.config, attributes=replace(slapd.config.attributes, member_of=""))
+    with Directory(config) as directory:
+        member = directory.authenticate("tkivi", slapd.seed_password)
+        assert member.groups == frozenset({"system-administrators", "approvers"}) and member.is_approver
+        assert [m.uid for m in directory.members_of("auditors")] == ["kkask", "mkuld"]
+
+
+def test_read_only_directory_is_never_written(slapd: SlapdServer) -> None:
+    from dataclasses import replace
+    uid = new_uid("ro")
+    slapd.create_user(uid, PASSWORD)
+    with Directory(replace(slapd.config, read_only=True)) as directory:
+        assert directory.authenticate(uid, PASSWORD).uid == uid  # reading and binding still work
+        with pytest.raises(PasswordRejected, match="organisation's own directory"):
+            directory.change_password(uid, PASSWORD, "Another-long-password-7")
+        with pytest.raises(DirectoryError, match="read-only"):
+            directory.unlock(uid)
+    with Directory(slapd.config) as directory:
+        assert directory.authenticate(uid, PASSWORD).uid == uid  # the password did not change
