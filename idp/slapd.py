@@ -24,6 +24,7 @@ import signal
 import socket
 import string
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,15 @@ from argon2 import PasswordHasher, Type
 from idp.directory_config import EMBEDDED_SUFFIX
 from idp.settings import ConfigurationError, Settings
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "ldap"
+def _template_dir() -> Path:
+    """ldap/ of the source tree (editable install), else where setup.cfg's data_files put it."""
+    for candidate in (Path(__file__).resolve().parent.parent / "ldap", Path(sys.prefix) / "share" / "tessera" / "ldap"):
+        if (candidate / "slapd.conf.template").exists():
+            return candidate
+    return Path(__file__).resolve().parent.parent / "ldap"
+
+
+TEMPLATE_DIR = _template_dir()
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 
