@@ -48,6 +48,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         return render_template("index.html", authorities=ca.authorities(), urls=deployment.urls,
                                certificates=ca.list_certificates(limit=20))
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
     @app.get("/healthz")
     def health() -> Response:
         return Response("ok\n", mimetype="text/plain")

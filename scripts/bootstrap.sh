@@ -44,7 +44,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="."
 [ "$want_test" = 1 ] && extras=".[test]"
-stamp=".venv/.tessera-installed$([ "$want_test" = 1 ] && echo -test)"
+stamp=".venv/.tessera-installed"
+if [ "$want_test" = 1 ]; then stamp="$stamp-test"; fi
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null

@@ -183,3 +183,38 @@ def query_of(location: str) -> dict[str, str]:
 
 
 __all__ += ["query_of", "PASSWORD"]
+
+
+@dataclass
+class DemoApp:
+    base: str
+    client: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def demo_app(idp: IdpServer) -> Iterator[DemoApp]:
+    """The demo departmental application (python -m demo) registered as an untrusted client
+    (so the consent page shows), stopped by PID."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client = idp.add_client("Travel claims (demo)", base + "/callback", "--post-logout-redirect-uri", base + "/")
+    client_file = idp.home / "demo-client.json"
+    client_file.write_text(json.dumps(client))
+    log = open(idp.home.parent / "demo.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port), "--issuer", idp.base,
+                             "--client-file", str(client_file)], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)
+    try:
+        wait_for_port(port, proc, timeout=20)
+        yield DemoApp(base, client)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+__all__ += ["DemoApp", "demo_app"]

@@ -1,0 +1,84 @@
+"""A real browser (headless Chromium driven by Playwright): first login with TOTP enrolment read
+from the page, consent, landing on the demo departmental application with the right claims,
+logout through the provider's end_session_endpoint."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pyotp
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.fixtures_web import *  # noqa: F401,F403
+from tests.fixtures_web import DemoApp, IdpServer
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def test_first_login_consent_demo_app_and_logout(page: Page, idp: IdpServer, demo_app: DemoApp,
+                                                 staff_user: tuple[str, str]) -> None:
+    uid, password = staff_user
+    page.goto(demo_app.base + "/")
+    page.click("#login")
+    # Tessera's login page
+    expect(page).to_have_url(re.compile("^" + re.escape(idp.base + "/login")))
+    page.fill("input[name=username]", uid)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    # first login: enrol TOTP from what the page shows
+    expect(page.locator("#totp-secret")).to_be_visible()
+    assert page.locator(".qr svg").count() == 1
+    secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+    page.fill("input[name=code]", pyotp.TOTP(secret).now())
+    page.click("button[type=submit]")
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
+    page.click("#continue")
+    # consent for the (untrusted) demo application
+    expect(page.locator("#allow")).to_be_visible()
+    assert "Travel claims" in page.content()
+    page.click("#allow")
+    # back on the demo application with verified claims
+    expect(page.locator("#welcome")).to_be_visible()
+    assert page.url.startswith(demo_app.base)
+    claim = lambda name: page.locator(f'[data-claim="{name}"]').inner_text()  # noqa: E731
+    assert claim("sub") == uid
+    assert claim("email") == f"{uid}@finance.tessera.example"
+    assert claim("department") == "finance"
+    assert "auditors" in claim("roles")
+    assert claim("amr") == "pwd, otp"
+    assert claim("iss") == idp.base and claim("aud") == demo_app.client["client_id"]
+    # logout: the demo app sends the browser to Tessera's end_session_endpoint and back
+    page.click("#logout")
+    expect(page.locator("#logged-out")).to_be_visible()
+    assert page.url.startswith(demo_app.base + "/?state=")
+    page.goto(idp.base + "/account")
+    expect(page).to_have_url(re.compile(re.escape(idp.base) + "/login"))
+    # logging in to the demo again asks for the password again (the Tessera session is gone)
+    page.goto(demo_app.base + "/login")
+    expect(page.locator("input[name=password]")).to_be_visible()
+    assert not page.errors  # type: ignore[attr-defined]  (no CSP violations or script errors)
