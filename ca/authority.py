@@ -47,6 +47,8 @@ class CertificateAuthority:
         self.clock = clock
         self.crl_period = crl_period
         self.crl_refresh_before = crl_refresh_before
+        #: issuing authorities as issuance needs them; their certificate and key never change
+        self._issuers: dict[str, IssuerContext] = {}
 
     # -- hierarchy -----------------------------------------------------------------------
     def initialise(self, plan: HierarchyPlan) -> list[Authority]:
@@ -123,11 +125,20 @@ class CertificateAuthority:
         issuer_name = issuer or profile.issuers[0]
         if issuer_name not in profile.issuers:
             raise InvalidRequest(f"profile {profile.name} cannot be issued by {issuer_name}")
+        context = self._issuer(issuer_name)
         now = self.clock()
         with self.sessions.begin() as session:
-            authority = self.authority(session, issuer_name)
-            context = IssuerContext(authority, _cert(authority), self.keyring.get(authority.key_ref))
             return issue_certificate(session, context, profile, csr.public_key(), proposal, requester, self.urls, now)
+
+    def _issuer(self, name: str) -> IssuerContext:
+        context = self._issuers.get(name)
+        if context is None:
+            with self.sessions() as session:
+                authority = self.authority(session, name)
+                session.expunge(authority)
+            context = IssuerContext(authority, _cert(authority), self.keyring.get(authority.key_ref))
+            self._issuers[name] = context
+        return context
 
     # -- status --------------------------------------------------------------------------
     def revoke(self, serial: str, reason: str | x509.ReasonFlags) -> Certificate:

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidCsr, InvalidRequest, KeyPolicyViolation, NotFound
@@ -174,8 +174,10 @@ def store_certificate(
         der=der,
         status="valid",
     )
-    session.add(row)
-    session.flush()  # the unique serial constraint fires here, inside the caller's transaction
+    # A Core INSERT ... RETURNING: one round trip, without the unit-of-work cost of an ORM flush
+    # (issuance is a hot path). The unique serial constraint fires here, inside the caller's transaction.
+    values = {column.key: getattr(row, column.key) for column in Certificate.__table__.columns if column.key != "id"}
+    row.id = session.execute(insert(Certificate).values(values).returning(Certificate.id)).scalar_one()
     return row
 
 

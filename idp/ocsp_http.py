@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import json
 from collections.abc import Callable, Iterable
-from email.utils import format_datetime
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,6 +31,12 @@ def _problem(start_response: StartResponse, status: int, reason: str, title: str
     start_response(f"{status} {reason}", [("Content-Type", "application/problem+json"),
                                           ("Content-Length", str(len(body))), *_SECURITY_HEADERS])
     return [body]
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(epoch_seconds: int) -> str:
+    """An IMF-fixdate (RFC 9110 section 5.6.7); answers share a handful of distinct seconds."""
+    return formatdate(epoch_seconds, usegmt=True)
 
 
 def decode_get_path(encoded: str) -> bytes:
@@ -77,12 +84,12 @@ class OcspHttpApp:
         headers = [("Content-Type", "application/ocsp-response"), ("Content-Length", str(len(reply.der))),
                    *_SECURITY_HEADERS]
         if reply.next_update is not None and reply.this_update is not None:
-            now = self._clock()
-            seconds = max(0, min(HTTP_CACHE_SECONDS, int((reply.next_update - now).total_seconds())))
+            now = int(self._clock().timestamp())
+            seconds = max(0, min(HTTP_CACHE_SECONDS, int(reply.next_update.timestamp()) - now))
             headers += [
                 ("Cache-Control", f"max-age={seconds}, public, no-transform, must-revalidate"),
-                ("Last-Modified", format_datetime(reply.this_update, usegmt=True)),
-                ("Expires", format_datetime(now + datetime.timedelta(seconds=seconds), usegmt=True)),
+                ("Last-Modified", _http_date(int(reply.this_update.timestamp()))),
+                ("Expires", _http_date(now + seconds)),
             ]
         else:
             headers.append(("Cache-Control", "no-store"))

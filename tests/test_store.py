@@ -211,3 +211,25 @@ def test_rsa_and_p384_keys_accepted_where_allowed(store: tuple[CertificateAuthor
     with pytest.raises(KeyPolicyViolation, match="rsa-4096"):
         ca.issue("citizen-auth", csr_for(rsa.generate_private_key(public_exponent=65537, key_size=4096)), "t",
                  subject="CN=Jaan Tamm,serialNumber=PNOEE-38001085718,C=EE")
+
+
+def test_pre_produced_answer_is_reused_and_never_outlives_a_revocation_elsewhere(
+        store: tuple[CertificateAuthority, OcspResponder, Clock]) -> None:
+    ca, responder, clock = store
+    row = ca.issue("staff-auth", csr_for(ec.generate_private_key(ec.SECP256R1())), "t")
+    cert = x509.load_der_x509_certificate(row.der)
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, ca.authority_certificate("staff"), hashes.SHA1()).build()
+    first = responder.respond(request.public_bytes(serialization.Encoding.DER))
+    clock.now += datetime.timedelta(seconds=30)
+    second = responder.respond(request.public_bytes(serialization.Encoding.DER))
+    assert first.cert_status == "good" and second.der == first.der  # ECDSA is randomised: same bytes = stored answer
+    # another process (its own engine and connections) revokes: the next answer must say so
+    other_engine = make_engine(ca.sessions.kw["bind"].url.render_as_string(hide_password=False))
+    try:
+        other = CertificateAuthority(make_session_factory(other_engine), ca.keyring, ca.urls, clock)
+        other.revoke(row.serial_hex, "keyCompromise")
+    finally:
+        other_engine.dispose()
+    third = ocsp_status(ca, responder, row)
+    assert third.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert third.revocation_reason == x509.ReasonFlags.key_compromise
