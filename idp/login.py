@@ -105,7 +105,7 @@ def login() -> Any:
     session.clear()
     if isinstance(session, StaffSession):
         session.rotate()
-    session["pending"] = {"uid": member.uid, "at": time.time(), "next": nxt, "enrolled": enrolled}
+    session["pending"] = {"uid": member.uid, "at": time.time(), "next": nxt, "enrolled": enrolled, "claims": claims}
     events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "success")
     return redirect(url_for("login.second_factor" if enrolled else "login.enrol"))
 
@@ -169,7 +169,7 @@ def recovery_codes() -> Any:
 def _complete(uid: str, pending: dict[str, Any], method: str) -> Response:
     """Both factors passed: a new session id, the user logged in (RFC 8176 amr: pwd, otp)."""
     d = deployment()
-    claims = d.second_factor.claims(uid) or {"sub": uid}
+    claims = pending.get("claims") or d.second_factor.claims(uid) or {"sub": uid}
     nxt = safe_next(pending.get("next"))
     session.clear()
     if isinstance(session, StaffSession):

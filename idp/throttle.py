@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,11 +39,8 @@ class LoginThrottle:
         """True while the account or the address has used up its failures in the window."""
         now = self.clock()
         with self.sessions() as session:
-            for key in self._keys(username, address):
-                row = session.get(ThrottleRow, key)
-                if row is not None and row.blocked_until is not None and row.blocked_until > now:
-                    return True
-        return False
+            return session.scalar(select(ThrottleRow.key).where(
+                ThrottleRow.key.in_(self._keys(username, address)), ThrottleRow.blocked_until > now).limit(1)) is not None
 
     def failure(self, username: str, address: str | None) -> None:
         try:

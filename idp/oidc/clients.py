@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,10 +116,15 @@ def _check_uri(uri: str, what: str) -> str:
     return uri
 
 
+#: how long a process keeps a client it looked up (registration changes reach every worker within this)
+CACHE_SECONDS = 5.0
+
+
 class ClientRegistry:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime]) -> None:
         self.sessions = sessions
         self.clock = clock
+        self._cache: dict[str, tuple[float, RegisteredClient | None]] = {}
 
     def add(self, name: str, redirect_uris: Sequence[str], *, client_id: str | None = None,
             auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
@@ -163,11 +169,20 @@ class ClientRegistry:
         return NewClient(client_id, secret)
 
     def get(self, client_id: str) -> RegisteredClient | None:
+        """The client, from a per-process cache of a few seconds (every token request asks)."""
         if not isinstance(client_id, str) or len(client_id) > 128:
             return None
+        cached = self._cache.get(client_id)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
         with self.sessions() as session:
             row = session.get(OAuthClient, client_id)
-            return RegisteredClient(row) if row else None
+            client = RegisteredClient(row) if row else None
+        if client is not None:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[client_id] = (time.monotonic(), client)
+        return client
 
     def list(self) -> list[RegisteredClient]:
         with self.sessions() as session:
@@ -184,4 +199,5 @@ class ClientRegistry:
             for model in (AuthorizationCode, OAuthToken, Consent):
                 session.query(model).filter(model.client_id == client_id).delete()
             session.delete(row)
-            return True
+        self._cache.pop(client_id, None)
+        return True

@@ -1,0 +1,255 @@
+"""Full staff logins per second: password + TOTP + authorization code + token exchange.
+
+One run on this machine (slapd, the service and the load generator share its cores):
+  1. a private slapd with N generated staff (argon2id m=4 MiB t=3), built by bench/sso_raw_ldap.py;
+  2. the limit, in the same run: the raw ldap3 search+bind loop (sso_raw_ldap.raw_logins_per_second);
+  3. a Tessera home (`tessera init`) pointed at that directory, one trusted client registered with
+     `tessera client add`, every staff member's TOTP enrolled (secret sealed as in production);
+  4. `tessera serve` (gunicorn, one worker per core) and L load processes, each doing complete
+     browser-shaped logins on keep-alive connections, every staff member at most once:
+        GET  /oidc/authorize            -> 302 /login            (no session yet)
+        GET  /login                     -> the form and its CSRF token
+        POST /login                     -> directory bind        -> 302 /login/code
+        GET  /login/code                -> the code form
+        POST /login/code                -> TOTP verified         -> 302 back to /oidc/authorize
+        GET  /oidc/authorize            -> 302 redirect_uri?code=...
+        POST /oidc/token (Basic auth, PKCE verifier) -> access, refresh and id_token (ES256)
+     A login counts only if every step answered as above; the id_token of every 50th login is
+     verified against the JWKS with PyJWT.
+
+    .venv/bin/python bench/sso_logins.py [--staff 10000] [--seconds 10] [--load 2 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, table  # noqa: E402
+from sso_raw_ldap import StaffDirectory, raw_logins_per_second, staff_directory  # noqa: E402
+
+import pyotp  # noqa: E402
+
+TESSERA = str(Path(sys.executable).parent / "tessera")
+REDIRECT = "http://127.0.0.1:9/callback"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_COOKIE = re.compile(r"tessera_session=([^;]+)")
+SEED = b"bench-totp-seed"
+
+
+def totp_secret(uid: str) -> str:
+    """Each staff member's own TOTP secret, derivable by the load generator."""
+    return base64.b32encode(hmac.new(SEED, uid.encode(), hashlib.sha256).digest()[:20]).decode().rstrip("=")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_home(staff: StaffDirectory, base: Path, port: int) -> tuple[dict[str, str], dict[str, str]]:
+    """`tessera init` against the directory, a trusted client, TOTP enrolled for every staff member."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
+    env.update(TESSERA_HOME=str(base / "home"), TESSERA_PUBLIC_URL=f"http://127.0.0.1:{port}", **staff.env)
+    subprocess.run([TESSERA, "init"], env=env, check=True, capture_output=True)
+    client = json.loads(subprocess.run([TESSERA, "client", "add", "Bench RP", "--redirect-uri", REDIRECT, "--trusted",
+                                        "--json"], env=env, check=True, capture_output=True).stdout)
+    code = f"""
+import datetime, sys
+from sqlalchemy import insert
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from sso_logins import totp_secret
+from idp.settings import Settings
+from idp.deployment import Deployment
+from idp.models import StaffAccount
+d = Deployment(Settings.from_env())
+now = datetime.datetime.now(datetime.timezone.utc)
+rows = [dict(uid=f"staff{{n:05d}}", claims_json="{{}}", totp_secret_sealed=d.secret_box.seal(totp_secret(f"staff{{n:05d}}").encode(), "totp-secret"),
+             totp_enrolled_at=now, totp_last_step=0, updated_at=now) for n in range(1, {staff.count} + 1)]
+with d.sessions.begin() as s:
+    s.execute(insert(StaffAccount), rows)
+d.close()
+"""
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    return env, client
+
+
+class Browser:
+    """One keep-alive connection and one cookie: what a browser does for a login, minus rendering."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.cookie: str | None = None
+
+    def request(self, method: str, path: str, body: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+        h = dict(headers or {})
+        if self.cookie:
+            h["Cookie"] = f"tessera_session={self.cookie}"
+        data = None
+        if body is not None:
+            data = urlencode(body)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        self.conn.request(method, path, body=data, headers=h)
+        response = self.conn.getresponse()
+        text = response.read().decode()
+        for value in response.headers.get_all("Set-Cookie") or []:
+            match = _COOKIE.search(value)
+            if match:
+                self.cookie = match.group(1)
+        return response.status, response.headers.get("Location", ""), text
+
+
+def one_login(port: int, uid: str, password: str, client: dict[str, str], step: int) -> str:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    authorize = "/oidc/authorize?" + urlencode({
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+        "scope": "openid profile email department roles", "state": secrets.token_urlsafe(8),
+        "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256"})
+    b = Browser(port)
+    try:
+        status, location, _ = b.request("GET", authorize)
+        assert status == 302 and "/login?" in location, (status, location)
+        status, _, page = b.request("GET", urlsplit(location).path + "?" + urlsplit(location).query)
+        assert status == 200
+        nxt = authorize
+        status, location, _ = b.request("POST", "/login", {"username": uid, "password": password,
+                                                          "csrf_token": _CSRF.search(page).group(1), "next": nxt})  # type: ignore[union-attr]
+        assert status == 302 and location.endswith("/login/code"), (status, location)
+        status, _, page = b.request("GET", "/login/code")
+        assert status == 200
+        code = pyotp.TOTP(totp_secret(uid)).generate_otp(step)
+        status, location, _ = b.request("POST", "/login/code", {"code": code, "csrf_token": _CSRF.search(page).group(1)})  # type: ignore[union-attr]
+        assert status == 302 and location.startswith("/oidc/authorize"), (status, location)
+        status, location, _ = b.request("GET", location)
+        assert status == 302 and location.startswith(REDIRECT + "?code="), (status, location)
+        code_value = re.search(r"code=([^&]+)", location).group(1)  # type: ignore[union-attr]
+        basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+        b.cookie = None  # the relying party's back channel carries no browser cookie
+        status, _, body = b.request("POST", "/oidc/token", {"grant_type": "authorization_code", "code": code_value,
+                                                           "redirect_uri": REDIRECT, "code_verifier": verifier},
+                                    {"Authorization": f"Basic {basic}"})
+        assert status == 200, (status, body[:200])
+        tokens = json.loads(body)
+        assert tokens["id_token"] and tokens["access_token"] and tokens["refresh_token"]
+        return str(tokens["id_token"])
+    finally:
+        b.conn.close()
+
+
+def _load_worker(args: tuple[int, list[str], str, dict[str, str], float, float]) -> tuple[int, int, str]:
+    port, uids, password, client, start_at, deadline = args
+    while time.time() < start_at:
+        time.sleep(0.001)
+    done = failed = 0
+    first_error = ""
+    import jwt
+
+    keys = jwt.PyJWKClient(f"http://127.0.0.1:{port}/oidc/jwks.json")
+    for uid in uids:
+        if time.time() >= deadline:
+            break
+        try:
+            id_token = one_login(port, uid, password, client, int(time.time() // 30))
+            if done % 50 == 0:
+                key = keys.get_signing_key_from_jwt(id_token)
+                claims = jwt.decode(id_token, key.key, algorithms=["ES256"], audience=client["client_id"])
+                assert claims["sub"] == uid and claims["amr"] == ["pwd", "otp"]
+            done += 1
+        except Exception as exc:  # noqa: BLE001  (a failed login is counted, the first one reported)
+            failed += 1
+            first_error = first_error or f"{uid}: {exc!r}"[:300]
+    else:
+        first_error = first_error or "ran out of staff: use more --staff or fewer --seconds"
+    return done, failed, first_error
+
+
+def full_logins_per_second(port: int, staff: StaffDirectory, client: dict[str, str], seconds: float, load: int,
+                           offset: int) -> tuple[float, int, str]:
+    start_at = time.time() + 1.0
+    per = (staff.count - offset) // load
+    jobs = [(port, [staff.uid(offset + 1 + p * per + i) for i in range(per)], staff.password, client, start_at,
+             start_at + seconds) for p in range(load)]
+    with multiprocessing.get_context("fork").Pool(load) as pool:
+        results = pool.map(_load_worker, jobs)
+    done = sum(r[0] for r in results)
+    failed = sum(r[1] for r in results)
+    errors = "; ".join(r[2] for r in results if r[2])
+    return done / seconds, failed, errors
+
+
+def serve(env: dict[str, str], port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")
+    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tessera serve did not start, see {log}") from None
+            time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--staff", type=int, default=10_000, help="generated staff in the directory")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--load", type=int, nargs="+", default=[2, 4], help="load processes to try")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers")
+    parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
+    args = parser.parse_args()
+    if not 100 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 60 or not all(1 <= n <= 8 for n in args.load):
+        parser.error("--staff 100..1,000,000, --seconds 1..60, --load 1..8")
+    base = Path(tempfile.mkdtemp(prefix="tessera-bench-sso-"))
+    port = free_port()
+    with staff_directory(args.staff, args.keep) as staff:
+        raw = {p: raw_logins_per_second(staff, args.seconds, p) for p in (1, 2)}
+        limit = max(raw.values())
+        env, client = prepare_home(staff, base, port)
+        proc = serve(env, port, args.workers, base / "server.log")
+        rows = [[f"raw ldap3 search+bind, {p} process{'es' if p > 1 else ''}", raw[p], "", ""] for p in raw]
+        try:
+            offset = 0
+            for load in args.load:
+                rate, failed, errors = full_logins_per_second(port, staff, client, args.seconds, load, offset)
+                offset += int(rate * args.seconds) + load * 2 + 10
+                rows.append([f"full login (7 requests), {load} load processes", rate, failed, f"{rate / limit:.0%}"])
+                if errors:
+                    print(f"errors with {load} load processes: {errors}", file=sys.stderr)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    print(table(f"Staff logins/s: {args.staff:,} staff (argon2id m=4 MiB t=3), slapd + Tessera ({args.workers} workers) "
+                f"+ load on {multiprocessing.cpu_count()} cores", ["what", "per second", "failed", "of raw limit"], rows))
+
+
+if __name__ == "__main__":
+    main()
