@@ -23,7 +23,7 @@ from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS
-from idp.commands import cards, certs, clients, directory
+from idp.commands import audit, cards, certs, clients, directory
 from idp.commands.context import CliContext as _Context
 from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError
@@ -271,7 +271,7 @@ def ca_export_chain(obj: _Context, name: str, out: str | None) -> None:
     _write(out, b"".join(c.public_bytes(Encoding.PEM) for c in chain))
 
 
-for _group in (directory.group, clients.group, certs.group, cards.group):
+for _group in (directory.group, clients.group, certs.group, cards.group, audit.group):
     main.add_command(_group)
 
 

@@ -13,6 +13,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 def metadata() -> MetaData:
     """The whole schema: every package's tables share :class:`ca.models.Base`."""
+    import audit.models  # noqa: F401  (registers the audit trail's tables)
     import cardsim.models  # noqa: F401  (registers the card registry's tables)
     import idp.models  # noqa: F401  (registers the identity provider's tables)
     from ca.models import Base

@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: hash-chained entries, signed checkpoints, verification, export."""
