@@ -8,7 +8,7 @@ the rest; a card interrupted mid-way was never registered (cardsim.issuance) and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 
 from cardsim.citizens import parse_application
-from cardsim.errors import CardError, InvalidApplication
-from cardsim.issuance import CardIssuer, IssuedCard
+from cardsim.errors import InvalidApplication
+from cardsim.issuance import CardIssuer, CardJob, IssuedCard
 from cardsim.models import Card
 
 
@@ -37,7 +37,8 @@ class BatchReport:
 
 
 def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, envelope_dir: Path | None,
-                progress: Callable[[int], None], envelope: Callable[[Path, IssuedCard], None]) -> BatchReport:
+                progress: Callable[[int], None], envelope: Callable[[Path, IssuedCard], None],
+                writers: int = 2) -> BatchReport:
     """Issue a card for each valid row (row 1 is the CSV header, so data rows start at 2)."""
     started = time.monotonic()
     report = BatchReport()
@@ -45,31 +46,45 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
     keys = [f"{source}:{(row.get('national_id') or '').strip()}" for row in rows]
     done = issuer.issued_batch_keys(keys)
     seen: dict[str, int] = {}
-    for number, (row, key) in enumerate(zip(rows, keys), start=2):
-        try:
-            if None in row:
-                raise InvalidApplication("more values than header columns")
-            application = parse_application(row)
-            national_id = application.identity.national_id
-            if national_id in seen:
-                raise InvalidApplication(f"the same national_id as row {seen[national_id]}")
-            seen[national_id] = number
-            if key in done:
-                report.skipped += 1
+    row_of: dict[str, int] = {}
+
+    def jobs() -> Iterator[CardJob]:
+        for number, (row, key) in enumerate(zip(rows, keys), start=2):
+            try:
+                if None in row:
+                    raise InvalidApplication("more values than header columns")
+                application = parse_application(row)
+                national_id = application.identity.national_id
+                if national_id in seen:
+                    raise InvalidApplication(f"the same national_id as row {seen[national_id]}")
+                seen[national_id] = number
+                if key in done:
+                    report.skipped += 1
+                    progress(1)
+                    continue
+                holder = _active_card(issuer, national_id)
+                if holder is not None:
+                    raise InvalidApplication(f"national_id {national_id} already holds active card {holder}")
+            except InvalidApplication as exc:
+                report.invalid.append((number, str(exc)))
+                progress(1)
                 continue
-            holder = _active_card(issuer, national_id)
-            if holder is not None:
-                raise InvalidApplication(f"national_id {national_id} already holds active card {holder}")
-            issued = issuer.issue(application, batch_key=key)
-            envelope(folder / f"{issued.number}.json", issued)
-            report.issued += 1
-            report.cards.append(issued.number)
-        except InvalidApplication as exc:
-            report.invalid.append((number, str(exc)))
-        except CardError as exc:
-            report.failed.append((number, str(exc)))
-        finally:
-            progress(1)
+            row_of[key] = number
+            yield CardJob(application, batch_key=key)
+
+    def issued(card: IssuedCard) -> None:
+        envelope(folder / f"{card.number}.json", card)
+        report.issued += 1
+        report.cards.append(card.number)
+        progress(1)
+
+    def failed(job: CardJob, exc: BaseException) -> None:
+        report.failed.append((row_of.get(job.batch_key or "", 0), str(exc)))
+        progress(1)
+
+    issuer.issue_many(jobs(), issued, failed, writers=writers)
+    report.invalid.sort()
+    report.failed.sort()
     report.seconds = time.monotonic() - started
     return report
 

@@ -34,9 +34,11 @@ from sqlalchemy.orm import Session
 from ca import crl as crl_module
 from ca import revocation
 from ca.authority import CertificateAuthority
-from ca.issuance import IssuerContext, issue_certificate
+from ca.issuance import BACKDATE, IssuerContext, build_extensions, new_serial, store_certificate
+from ca.keys import key_type_of
 from ca.models import Certificate
-from ca.profiles import get_profile
+from ca.profiles import Profile, get_profile
+from ca.signing import sign_certificate
 from ca.subjects import SubjectRequest
 from cardsim import events, journal
 from cardsim.citizens import Application, parse_application, parse_record_update
@@ -97,6 +99,53 @@ class CardSummary:
         }
 
 
+@dataclass(frozen=True)
+class CardJob:
+    """One card to issue: the application, its batch key, the card it replaces."""
+
+    application: Application
+    batch_key: str | None = None
+    replaces: str | None = None
+
+
+@dataclass
+class _Flight:
+    """A card on its way through personalisation."""
+
+    job: CardJob
+    number: str
+    pin: str = field(repr=False)
+    puk: str = field(repr=False)
+    entry: journal.JournalEntry
+    now: datetime.datetime
+    stage: str = "create"
+    serial: str | None = None
+    public_keys: dict[str, bytes] = field(default_factory=dict)
+    certificates: dict[str, x509.Certificate] = field(default_factory=dict)
+    records: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    objects: list[CardObject] = field(default_factory=list)
+    expires_at: datetime.datetime = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc)
+
+
+def sign_end_entity(context: IssuerContext, profile: Profile, public_key: Any, subject: SubjectRequest,
+                    urls: Any, now: datetime.datetime) -> x509.Certificate:
+    """Build and sign an end-entity certificate exactly as ``ca.issuance.issue_certificate`` does
+    (profile checks, extensions from the profile, RFC 5280 section 4), without storing it yet:
+    the card's certificates are stored in the transaction that registers the card."""
+    if context.authority.name not in profile.issuers:
+        raise CardWriteFailed(f"profile {profile.name} is not issued by {context.authority.name}")
+    key_type = key_type_of(public_key)
+    if key_type not in profile.key_types:
+        raise CardWriteFailed(f"profile {profile.name} does not accept {key_type.value} keys")
+    name, alt_names = subject.build(profile)
+    not_after = min(now + profile.validity, context.certificate.not_valid_after_utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(context.certificate.subject)
+               .public_key(public_key).serial_number(new_serial()).not_valid_before(now - BACKDATE)
+               .not_valid_after(not_after))
+    builder = build_extensions(builder, profile, context.certificate, context.authority.name, public_key, alt_names, urls)
+    return sign_certificate(builder, context.key)
+
+
 def _pin(digits: int) -> str:
     return "".join(secrets.choice("0123456789") for _ in range(digits))
 
@@ -118,9 +167,12 @@ class CardIssuer:
         self.station = station or PersonalisationStation(settings)
         self._signers: dict[str, Signer] | None = None
         self._swept = False
+        self._more_stations: list[PersonalisationStation] = []
 
     def close(self) -> None:
         self.station.close()
+        for station in self._more_stations:
+            station.close()
 
     # -- signing identities -----------------------------------------------------------------
     def signers(self) -> dict[str, Signer]:
@@ -175,66 +227,116 @@ class CardIssuer:
     # -- issuance ---------------------------------------------------------------------------
     def issue(self, application: Application, batch_key: str | None = None, replaces: str | None = None) -> IssuedCard:
         """Make, sign, write and register one card, all or nothing."""
+        outcome: list[IssuedCard | BaseException] = []
+        self.issue_many([CardJob(application, batch_key, replaces)], outcome.append,
+                        lambda job, exc: outcome.append(exc), writers=1)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def issue_many(self, jobs: Iterable["CardJob"], on_issued: Callable[[IssuedCard], None],
+                   on_failed: Callable[["CardJob", BaseException], None], writers: int = 2) -> None:
+        """Issue cards through ``writers`` personalisation processes at once.
+
+        Per card: the writer makes the token and keys; this process signs the certificates,
+        records and security object in memory; the writer puts them on the card; then one short
+        SQL transaction registers everything. While this process signs for one card, the other
+        writer generates keys for the next, so the two cores both work. Card errors go to
+        ``on_failed`` (the token undone); a process kill is undone by the next sweep.
+        """
         self._ensure_swept()
         signers = self.signers()
-        now = self.ca.clock()
+        context = self._detached_citizen_context()
+        stations = [self.station] + self._extra_stations(writers - 1)
+        pending = iter(jobs)
+        flights: list[_Flight | None] = [None] * len(stations)
+
+        def start(k: int) -> None:
+            flights[k] = None
+            for job in pending:
+                flight = self._begin(job, {f.number for f in flights if f is not None})
+                try:
+                    stations[k].send("create_card", number=flight.number, pin=flight.pin, puk=flight.puk)
+                except BaseException as exc:
+                    self._undo(stations[k], flight, exc)
+                    on_failed(job, exc)
+                    continue
+                flights[k] = flight
+                return
+
+        for k in range(len(stations)):
+            start(k)
+        while any(flights):
+            for k, flight in enumerate(flights):
+                if flight is None:
+                    continue
+                try:
+                    answer = stations[k].receive()
+                    if flight.stage == "create":
+                        flight.serial = answer["serial"]
+                        flight.entry.note(serial=answer["serial"])
+                        crash_point("token")
+                        flight.public_keys = answer["public_keys"]
+                        flight.objects = self._sign_card(flight, context, signers)
+                        crash_point("certificates")
+                        stations[k].send("write_objects", number=flight.number, objects=flight.objects)
+                        flight.stage = "write"
+                        continue
+                    crash_point("written")
+                    issued = self._store(flight, context, signers)
+                except BaseException as exc:
+                    self._undo(stations[k], flight, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    on_failed(flight.job, exc)
+                    start(k)
+                    continue
+                crash_point("committed")
+                flight.entry.close()
+                events.emit("card.issued", flight.number, self.actor, serial=flight.serial or "",
+                            replaces=flight.job.replaces or "")
+                if flight.job.replaces:
+                    events.emit("card.renewed", flight.job.replaces, self.actor, new_card=flight.number)
+                on_issued(issued)
+                start(k)
+
+    def _extra_stations(self, count: int) -> list[PersonalisationStation]:
+        while len(self._more_stations) < count:
+            self._more_stations.append(PersonalisationStation(self.settings))
+        return self._more_stations[:count]
+
+    def _begin(self, job: "CardJob", in_flight: set[str]) -> "_Flight":
         with self.ca.sessions() as session:
             while True:
                 number = new_card_number()
-                if session.scalar(select(Card.id).where(Card.number == number)) is None:
+                if number not in in_flight and session.scalar(select(Card.id).where(Card.number == number)) is None:
                     break
-        pin, puk = _pin(6), _pin(8)
         entry = journal.begin(self.settings.pending_dir, number)
-        serial: str | None = None
-        try:
-            crash_point("journal")
-            made = self.station.call("create_card", number=number, pin=pin, puk=puk)
-            serial = made["serial"]
-            entry.note(serial=serial)
-            crash_point("token")
-            with self.ca.sessions.begin() as session:
-                card, objects = self._register(session, signers, number, serial, application, made["public_keys"],
-                                               now, batch_key, replaces)
-                crash_point("certificates")
-                self.station.call("write_objects", number=number, objects=objects)
-                crash_point("written")
-                issued = IssuedCard(number, card.holder, card.national_id, pin, puk, card.expires_at,
-                                    *self._serials(session, card))
-        except BaseException as exc:
-            self._undo(number, serial, entry, exc)
-            raise
-        crash_point("committed")
-        entry.close()
-        events.emit("card.issued", number, self.actor, serial=serial or "", replaces=replaces or "")
-        if replaces:
-            events.emit("card.renewed", replaces, self.actor, new_card=number)
-        return issued
+        crash_point("journal")
+        return _Flight(job, number, _pin(6), _pin(8), entry, self.ca.clock())
 
-    def _undo(self, number: str, serial: str | None, entry: journal.JournalEntry, exc: BaseException) -> None:
+    def _undo(self, station: PersonalisationStation, flight: "_Flight", exc: BaseException) -> None:
         try:
-            self.station.call("destroy", number=number, serial=serial)
+            station.call("destroy", number=flight.number, serial=flight.serial)
         except CardError:
-            entry.release()  # the sweep of a later run finishes the undo
+            flight.entry.release()  # the sweep of a later run finishes the undo
         else:
-            entry.close()
-        events.emit("card.issue-failed", number, self.actor, "failure", reason=type(exc).__name__)
+            flight.entry.close()
+        events.emit("card.issue-failed", flight.number, self.actor, "failure", reason=type(exc).__name__)
 
-    def _serials(self, session: Session, card: Card) -> tuple[str, str]:
-        auth = session.get(Certificate, card.auth_certificate_id)
-        sign = session.get(Certificate, card.sign_certificate_id)
-        assert auth is not None and sign is not None
-        return auth.serial_hex, sign.serial_hex
+    def _detached_citizen_context(self) -> IssuerContext:
+        with self.ca.sessions() as session:
+            return self._citizen_context(session)
 
     def _citizen_context(self, session: Session) -> IssuerContext:
         authority = self.ca.authority(session, CITIZEN_CA)
         return IssuerContext(authority, x509.load_der_x509_certificate(authority.certificate_der),
                              self.ca.keyring.get(authority.key_ref))
 
-    def _register(self, session: Session, signers: dict[str, Signer], number: str, serial: str,
-                  application: Application, public_keys: dict[str, bytes], now: datetime.datetime,
-                  batch_key: str | None, replaces: str | None) -> tuple[Card, list[CardObject]]:
-        context = self._citizen_context(session)
-        identity = application.identity
+    def _sign_card(self, flight: "_Flight", context: IssuerContext, signers: dict[str, Signer]) -> list[CardObject]:
+        """Certificates for the on-card keys (RFC 5280, profiles citizen-auth/-sign), the three
+        records and the security object, all signed in memory; stored only by :meth:`_store`."""
+        identity = flight.job.application.identity
         country = context.certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
         subject = SubjectRequest((
             (NameOID.COUNTRY_NAME, str(country)),
@@ -244,42 +346,56 @@ class CardIssuer:
             # ETSI EN 319 412-1 section 5.1.3 semantics identifier: PNO + country + national id
             (NameOID.SERIAL_NUMBER, f"PNO{country}-{identity.national_id}"),
         ))
-        requester = f"card:{number}"
-        certificates: dict[str, Certificate] = {}
+        now = flight.now
         for label in (AUTH_KEY, SIGN_KEY):
-            public_key = serialization.load_der_public_key(public_keys[label])
-            certificates[label] = issue_certificate(session, context, get_profile(label), public_key,  # type: ignore[arg-type]
-                                                    subject, requester, self.ca.urls, now)
-        expires_at = min(certificates[AUTH_KEY].not_after, certificates[SIGN_KEY].not_after,
-                         now + self.settings.validity)
-        card = Card(number=number, national_id=identity.national_id, holder=application.holder, status="active",
-                    token_serial=serial, issued_at=now, expires_at=expires_at, status_changed_at=now,
-                    auth_certificate_id=certificates[AUTH_KEY].id, sign_certificate_id=certificates[SIGN_KEY].id,
-                    replaces=replaces, batch_key=batch_key)
-        session.add(card)
-        if replaces:
-            self._retire_replaced(session, replaces, number, now)
-        session.flush()
-        departments = self._department_ids(session)
-        data = application.record_data()
-        signed: dict[str, tuple[int, bytes]] = {}
+            public_key = serialization.load_der_public_key(flight.public_keys[label])
+            flight.certificates[label] = sign_end_entity(context, get_profile(label), public_key, subject, self.ca.urls, now)
+        flight.expires_at = min(flight.certificates[AUTH_KEY].not_valid_after_utc,
+                                flight.certificates[SIGN_KEY].not_valid_after_utc, now + self.settings.validity)
+        data = flight.job.application.record_data()
         for record_type in RECORD_TYPES:
             signer = signers[record_type]
-            der = signer.sign(record_content(record_type, number, 1, signer.name, data[record_type], now), now)
-            signed[record_type] = (1, der)
-            session.add(CardRecord(card_id=card.id, record_type=record_type, version=1, issued_at=now,
-                                   department_id=departments[record_type], sha256=sha256_hex(der), der=der, current=True))
-        so_der = self._security_object(session, signers, card, 1, public_keys, signed, now, departments)
+            content = record_content(record_type, flight.number, 1, signer.name, data[record_type], now)
+            flight.records[record_type] = (1, signer.sign(content, now))
+        so_content = security_object_content(flight.number, 1, flight.public_keys, flight.records, flight.expires_at, now)
+        flight.records[SECURITY_OBJECT] = (1, signers[SECURITY_OBJECT].sign(so_content, now))
         objects = [
-            CardObject(label, cert.der, kind="certificate",
-                       subject=x509.load_der_x509_certificate(cert.der).subject.public_bytes(),
-                       issuer=context.certificate.subject.public_bytes(),
-                       serial=core.Integer(int(cert.serial_hex, 16)).dump())
-            for label, cert in certificates.items()
+            CardObject(label, cert.public_bytes(serialization.Encoding.DER), kind="certificate",
+                       subject=cert.subject.public_bytes(), issuer=cert.issuer.public_bytes(),
+                       serial=core.Integer(cert.serial_number).dump())
+            for label, cert in flight.certificates.items()
         ]
-        objects += [CardObject(LABELS[t], der, private=t in PRIVATE_RECORDS) for t, (_, der) in signed.items()]
-        objects.append(CardObject(LABELS[SECURITY_OBJECT], so_der))
-        return card, objects
+        objects += [CardObject(LABELS[t], der, private=t in PRIVATE_RECORDS) for t, (_, der) in flight.records.items()]
+        return objects
+
+    def _store(self, flight: "_Flight", context: IssuerContext, signers: dict[str, Signer]) -> IssuedCard:
+        """One short transaction: certificates, card, records (and the replaced card's retirement)."""
+        job, now = flight.job, flight.now
+        with self.ca.sessions.begin() as session:
+            rows = {label: store_certificate(session, context.authority, cert, label, f"card:{flight.number}", now)
+                    for label, cert in flight.certificates.items()}
+            card = Card(number=flight.number, national_id=job.application.identity.national_id,
+                        holder=job.application.holder, status="active", token_serial=flight.serial or "",
+                        issued_at=now, expires_at=flight.expires_at, status_changed_at=now,
+                        auth_certificate_id=rows[AUTH_KEY].id, sign_certificate_id=rows[SIGN_KEY].id,
+                        replaces=job.replaces, batch_key=job.batch_key)
+            session.add(card)
+            if job.replaces:
+                self._retire_replaced(session, job.replaces, flight.number, now)
+            session.flush()
+            departments = self._department_ids(session)
+            for record_type, (version, der) in flight.records.items():
+                session.add(CardRecord(card_id=card.id, record_type=record_type, version=version, issued_at=now,
+                                       department_id=departments[record_type], sha256=sha256_hex(der), der=der,
+                                       current=True))
+        return IssuedCard(flight.number, card.holder, card.national_id, flight.pin, flight.puk, flight.expires_at,
+                          rows[AUTH_KEY].serial_hex, rows[SIGN_KEY].serial_hex)
+
+    def _serials(self, session: Session, card: Card) -> tuple[str, str]:
+        auth = session.get(Certificate, card.auth_certificate_id)
+        sign = session.get(Certificate, card.sign_certificate_id)
+        assert auth is not None and sign is not None
+        return auth.serial_hex, sign.serial_hex
 
     def _security_object(self, session: Session, signers: dict[str, Signer], card: Card, version: int,
                          public_keys: dict[str, bytes], records: dict[str, tuple[int, bytes]],

@@ -89,6 +89,7 @@ class CardWriter:
         self.settings = settings
         self.p11 = ck.Cryptoki(settings.module_path)
         self._open: dict[str, int] = {}  # card number -> logged-in session of a card being made
+        self.full_scans = 0  # how often the O(cards) index had to be rebuilt (the benchmark reports it)
         self._index()
 
     # -- slot index -----------------------------------------------------------------------
@@ -120,13 +121,16 @@ class CardWriter:
         return self.slots[number][0]
 
     def _next_free_slot(self, used: int) -> int:
-        # SoftHSM2 appends a fresh free slot after C_InitToken; try the next id before a full scan
-        for guess in (used + 1,):
+        """SoftHSM2 appends a fresh free slot after C_InitToken: try the next id, then the last
+        slot of the list (one C call), and only then the full O(cards) index."""
+        for guess in (used + 1, None):
             try:
-                if not self.p11.token_info(guess)[2]:
-                    return guess
-            except ck.CryptokiError:
+                slot = guess if guess is not None else self.p11.slot_ids()[-1]
+                if not self.p11.token_info(slot)[2]:
+                    return slot
+            except (ck.CryptokiError, IndexError):
                 pass
+        self.full_scans += 1
         self._index()
         assert self.free_slot is not None
         return self.free_slot
@@ -275,6 +279,9 @@ class CardWriter:
         finally:
             self.p11.close_session(session)
 
+    def statistics(self) -> dict[str, int]:
+        return {"cards_indexed": len(self.slots), "full_scans": self.full_scans}
+
     def try_state(self, number: str) -> dict[str, int]:
         state = self.counter(number).read()
         return {"pin_failures": state.pin_failures, "puk_failures": state.puk_failures}
@@ -301,7 +308,8 @@ def _receive(stream: BinaryIO) -> Any:
     return pickle.loads(data)  # only ever from our own parent or child process
 
 
-_OPERATIONS = ("create_card", "write_objects", "destroy", "replace_objects", "change_pin", "unblock", "try_state")
+_OPERATIONS = ("create_card", "write_objects", "destroy", "replace_objects", "change_pin", "unblock", "try_state",
+               "statistics")
 
 
 def serve(settings: CardSettings) -> None:
@@ -362,13 +370,23 @@ class PersonalisationStation:
             raise errors.CardWriteFailed("the card personalisation process answered nonsense")
         return process
 
-    def call(self, operation: str, **kwargs: Any) -> Any:
+    def send(self, operation: str, **kwargs: Any) -> None:
+        """Start ``operation`` in the writer; :meth:`receive` collects its answer."""
         process = self._start()
-        assert process.stdin is not None and process.stdout is not None
+        assert process.stdin is not None
         try:
             _send(process.stdin, (operation, kwargs))
+        except BrokenPipeError:
+            self._process = None
+            raise errors.CardWriteFailed("the card personalisation process stopped") from None
+
+    def receive(self) -> Any:
+        process = self._process
+        if process is None or process.stdout is None:
+            raise errors.CardWriteFailed("the card personalisation process stopped")
+        try:
             answer = _receive(process.stdout)
-        except (EOFError, BrokenPipeError):
+        except EOFError:
             self._process = None
             raise errors.CardWriteFailed("the card personalisation process stopped") from None
         if answer[0] == "ok":
@@ -378,6 +396,10 @@ class PersonalisationStation:
         if cls is errors.WrongPin:
             raise errors.WrongPin(message, extra.get("remaining", 0))
         raise cls(message)
+
+    def call(self, operation: str, **kwargs: Any) -> Any:
+        self.send(operation, **kwargs)
+        return self.receive()
 
     def close(self) -> None:
         if self._process is not None:

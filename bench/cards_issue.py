@@ -1,0 +1,193 @@
+"""Citizen cards: issuance per second at 100 / 1,000 / 10,000 cards already issued, beside the raw
+SoftHSM2 limit (token initialisation + two key generations) measured in the same run, and reader
+verifications per second. Run by hand: ``.venv/bin/python bench/cards_issue.py [--levels 100 1000 10000]``.
+
+A card here is everything `tessera card issue` makes: token, two on-card key pairs, two
+certificates, three signed records, the security object, the registry rows, one commit per card.
+Filling up to a level uses the same path (with a progress bar); only the sample after reaching
+the level is timed. Bounded by ``--max-minutes``; the home is a fresh `tessera init` in a
+temporary folder, deleted at the end unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _citizen(i: int) -> dict[str, str]:
+    from tests.fixtures_cards import citizen
+
+    return citizen(i)
+
+
+def raw_softhsm(folder: Path, count: int) -> float:
+    """Tokens per second for C_InitToken + C_InitPIN + two P-256 key generations, nothing else
+    (the same ctypes calls the card writer makes), in a process of its own on the card folder.
+    The tokens are deleted afterwards."""
+    code = f"""
+import os, sys, time, pathlib, shutil
+sys.path.insert(0, {str(ROOT)!r})
+from cardsim.config import CardSettings
+from cardsim import cryptoki as ck
+from cardsim.personalisation import CardWriter, token_folder
+settings = CardSettings.from_env(pathlib.Path({str(folder.parent)!r}), {{"TESSERA_CARD_DIR": {str(folder)!r}}})
+writer = CardWriter(settings)
+made = []
+start = time.perf_counter()
+for i in range({count}):
+    slot = writer.free_slot
+    writer.p11.init_token(slot, "12345678", f"raw-{{i}}")
+    writer.free_slot = writer._next_free_slot(slot)
+    session = writer.p11.open_session(slot)
+    writer.p11.login(session, ck.CKU_SO, "12345678"); writer.p11.init_pin(session, "123456"); writer.p11.logout(session)
+    writer.p11.login(session, ck.CKU_USER, "123456")
+    writer._generate(session, "citizen-auth"); writer._generate(session, "citizen-sign")
+    writer.p11.close_session(session)
+    made.append(writer.p11.token_info(slot)[1])
+elapsed = time.perf_counter() - start
+for serial in made:
+    path = token_folder(settings.token_dir, serial)
+    if path: shutil.rmtree(path)
+print({count} / elapsed)
+"""
+    env = {**os.environ, "SOFTHSM2_CONF": str(folder / "softhsm2.conf")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def reader_rate(home: Path, cards: list[tuple[str, str]], seconds: float, with_pin: bool, processes: int) -> float:
+    """Verifications per second by ``processes`` reader processes (CRL status, registry on)."""
+    sample = home / "reader-sample.json"
+    sample.write_text(json.dumps(cards))
+    code = f"""
+import json, os, random, sys, time, pathlib
+sys.path.insert(0, {str(ROOT)!r})
+from cardsim.config import CardSettings
+settings = CardSettings.from_env(pathlib.Path({str(home)!r}))
+os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
+from idp.settings import Settings
+from idp.deployment import Deployment
+from cardsim.reader import CardReader, ReaderTrust
+deployment = Deployment(Settings.from_env({str(home)!r}))
+reader = CardReader(settings, ReaderTrust.from_registry(deployment.sessions))
+cards = json.loads(pathlib.Path({str(sample)!r}).read_text())
+random.shuffle(cards)
+reader.verify(cards[0][0])
+done, bad = 0, 0
+deadline = time.perf_counter() + {seconds}
+start = time.perf_counter()
+while time.perf_counter() < deadline:
+    number, pin = cards[done % len(cards)]
+    result = reader.verify(number, pin={'pin' if with_pin else 'None'})
+    bad += not result.ok
+    done += 1
+print(done / (time.perf_counter() - start), bad)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTHSM2_")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    total = 0.0
+    for proc in procs:
+        out, _ = proc.communicate()
+        rate, bad = out.split()
+        if int(bad):
+            raise SystemExit(f"{bad} sample cards failed verification: the benchmark is invalid")
+        total += float(rate)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--sample", type=int, default=150, help="cards timed at each level")
+    parser.add_argument("--raw", type=int, default=60, help="raw SoftHSM tokens timed at each level")
+    parser.add_argument("--writers", type=int, default=2, help="personalisation processes")
+    parser.add_argument("--reader-seconds", type=float, default=5.0)
+    parser.add_argument("--max-minutes", type=float, default=30.0)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="tessera-cards-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
+    env["TESSERA_HOME"] = str(base)
+    subprocess.run([str(Path(sys.executable).parent / "tessera"), "init"], env=env, check=True, capture_output=True)
+    os.environ.update(TESSERA_HOME=str(base))
+    os.environ.pop("SOFTHSM2_CONF", None)
+
+    import click
+
+    from cardsim.citizens import parse_application
+    from cardsim.config import CardSettings
+    from cardsim.issuance import CardIssuer, CardJob, IssuedCard
+    from idp.deployment import Deployment
+    from idp.settings import Settings
+
+    deployment = Deployment(Settings.from_env(base, env))
+    settings = CardSettings.from_env(base, env)
+    issuer = CardIssuer(deployment.ca, settings, actor="bench")
+    deadline = time.monotonic() + args.max_minutes * 60
+    issued: list[IssuedCard] = []
+    counter = [0]
+
+    def run(count: int, label: str) -> float:
+        jobs = (CardJob(parse_application(_citizen(counter[0] + i))) for i in range(count))
+        counter[0] += count
+        failures: list[BaseException] = []
+        with click.progressbar(length=count, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
+            def ok(card: IssuedCard) -> None:
+                issued.append(card)
+                bar.update(1)
+
+            start = time.perf_counter()
+            issuer.issue_many(jobs, ok, lambda job, exc: failures.append(exc), writers=args.writers)
+            elapsed = time.perf_counter() - start
+        if failures:
+            raise SystemExit(f"{len(failures)} cards failed: {failures[0]}")
+        return count / elapsed
+
+    rows = []
+    for level in args.levels:
+        if time.monotonic() > deadline:
+            print(f"stopping before level {level}: --max-minutes reached", file=sys.stderr)
+            break
+        fill = level - len(issued)
+        fill_rate = run(fill, f"filling to {level:>6} cards") if fill > 0 else 0.0
+        rate = run(args.sample, f"timed sample at {level:>6}")
+        raw = raw_softhsm(settings.folder, args.raw)
+        sample = [(c.number, c.pin) for c in random.sample(issued, min(500, len(issued)))]
+        public = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
+        pinned = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=1)
+        pinned2 = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=2)
+        scans = sum(s.call("statistics")["full_scans"] for s in [issuer.station, *issuer._more_stations])
+        rows.append((level, rate, fill_rate, raw, public, pinned, pinned2, scans))
+        print(f"level {level}: {rate:.1f} cards/s (fill {fill_rate:.1f}), raw SoftHSM {raw:.1f}/s, reader "
+              f"{public:.0f}/s without PIN, {pinned:.0f}/s with PIN, {pinned2:.0f}/s with PIN in 2 processes",
+              file=sys.stderr)
+    issuer.close()
+    deployment.close()
+    print()
+    print("| cards already issued | cards/s (timed sample) | cards/s (fill) | raw SoftHSM init+2 keygen /s "
+          "| verifications/s no PIN | with PIN + active auth | with PIN, 2 processes | writer full scans |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for level, rate, fill, raw, public, pinned, pinned2, scans in rows:
+        print(f"| {level:,} | {rate:.1f} | {fill:.1f} | {raw:.1f} | {public:.0f} | {pinned:.0f} | {pinned2:.0f} | {scans} |")
+    print(f"\nwriters={args.writers} sample={args.sample} raw={args.raw} cores={os.cpu_count()} home={base}")
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
