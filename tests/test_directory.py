@@ -4,11 +4,16 @@ ldapwhoami/ldapsearch (ldap-utils) are the independent judges where a result is 
 
 from __future__ import annotations
 
+import base64
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from ldap3 import MODIFY_REPLACE
@@ -52,7 +57,6 @@ def test_seed_staff_member_binds_and_is_described_from_the_directory(slapd: Slap
     assert _ldapwhoami(slapd, member.dn, slapd.seed_password).returncode == 0
     stored = _ldapsearch(slapd, "(uid=tkivi)", "userPassword")
     assert "userPassword:: " in stored  # base64: the value is binary-safe text
-    import base64
     value = base64.b64decode(stored.split("userPassword:: ")[1].split()[0]).decode()
     assert value.startswith("{ARGON2}$argon2id$v=19$m=4096,t=3,p=1$")
 
@@ -168,7 +172,6 @@ def test_reset_password_must_change_then_change_works(slapd: SlapdServer, direct
     with pytest.raises(PasswordRejected):
         directory.change_password(uid, new, PASSWORD)  # in the history (pwdInHistory 5)
     stored = _ldapsearch(slapd, f"(uid={uid})", "userPassword")
-    import base64
     value = base64.b64decode(stored.split("userPassword:: ")[1].split()[0]).decode()
     # slapd hashed the changed password itself (2.5's argon2 module writes argon2i, same cost)
     assert value.startswith(("{ARGON2}$argon2i$v=19$m=4096,t=3,p=1$", "{ARGON2}$argon2id$v=19$m=4096,t=3,p=1$"))
@@ -288,11 +291,7 @@ def _dead_url() -> str:
         return f"ldap://127.0.0.1:{s.getsockname()[1]}"  # closed again: connection refused
 
 
-def test_failover_to_the_second_server(slapd: SlapdServer, tmp_path_factory: pytest.TempPathFactory) -> None:
-    import tempfile
-    from pathlib import Path
-    import shutil
-
+def test_failover_to_the_second_server(slapd: SlapdServer) -> None:
     base = Path(tempfile.mkdtemp(prefix="tessera-slapd2-"))
     second = SlapdServer(base)
     second.start()
@@ -342,7 +341,6 @@ def test_a_server_that_never_answers_times_out(slapd: SlapdServer) -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     try:
-        from dataclasses import replace
         config = replace(slapd.config, urls=(f"ldap://127.0.0.1:{silent.getsockname()[1]}",), operation_timeout=1.0)
         directory = Directory(config)
         started = time.monotonic()
@@ -354,7 +352,6 @@ def test_a_server_that_never_answers_times_out(slapd: SlapdServer) -> None:
 
 
 def test_wrong_service_password_is_unavailable_not_a_failed_login(slapd: SlapdServer) -> None:
-    from dataclasses import replace
     directory = Directory(replace(slapd.config, bind_password="not-the-service-password"))
     with pytest.raises(DirectoryUnavailable):
         directory.authenticate("tkivi", slapd.seed_password)
@@ -375,7 +372,6 @@ def test_the_service_account_cannot_be_locked_out(slapd: SlapdServer, directory:
 
 def test_groups_found_by_member_search_when_there_is_no_memberof(slapd: SlapdServer) -> None:
     """Directories without the memberof overlay: roles come from a search of the groups."""
-    from dataclasses import replace
     config = replace(slapd.config, attributes=replace(slapd.config.attributes, member_of=""))
     with Directory(config) as directory:
         member = directory.authenticate("tkivi", slapd.seed_password)
@@ -384,7 +380,6 @@ def test_groups_found_by_member_search_when_there_is_no_memberof(slapd: SlapdSer
 
 
 def test_read_only_directory_is_never_written(slapd: SlapdServer) -> None:
-    from dataclasses import replace
     uid = new_uid("ro")
     slapd.create_user(uid, PASSWORD)
     with Directory(replace(slapd.config, read_only=True)) as directory:
