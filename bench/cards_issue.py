@@ -92,7 +92,9 @@ start = time.perf_counter()
 while time.perf_counter() < deadline:
     number, pin = cards[done % len(cards)]
     result = reader.verify(number, pin={'pin' if with_pin else 'None'})
-    bad += not result.ok
+    if not result.ok:
+        bad += 1
+        print(number, sorted(result.reasons), [c.detail for c in result.failures][:2], file=sys.stderr)
     done += 1
 print(done / (time.perf_counter() - start), bad)
 """
