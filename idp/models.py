@@ -93,6 +93,8 @@ class AuthorizationCode(Base):
     """An authorization code (RFC 6749 section 4.1.2): single use, short-lived, stored hashed."""
 
     __tablename__ = "idp_authorization_code"
+    __table_args__ = (Index("ix_idp_authorization_code_nonce", "client_id", "nonce"),
+                      Index("ix_idp_authorization_code_expires_at", "expires_at"))
 
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(ForeignKey("idp_oauth_client.client_id", ondelete="CASCADE"))

@@ -18,13 +18,25 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, bindparam, delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CallbackDict
 
+from ca.models import UtcDateTime
 from idp.models import WebSession
 
 _TOUCH_EVERY = datetime.timedelta(seconds=30)
+
+# Every request loads and most save a session: plain SQL here (about 5x cheaper than the ORM).
+_T = UtcDateTime()
+_LOAD = text("SELECT data_json, created_at, last_seen_at FROM idp_web_session WHERE id_hash = :h").columns(
+    data_json=None, created_at=_T, last_seen_at=_T)  # type: ignore[arg-type]
+_DELETE = text("DELETE FROM idp_web_session WHERE id_hash = :h")
+_INSERT = text("INSERT INTO idp_web_session (id_hash, uid, data_json, created_at, last_seen_at, address, user_agent) "
+               "VALUES (:h, :uid, :data, :now, :now, :address, :agent)").bindparams(bindparam("now", type_=_T))
+_UPDATE = text("UPDATE idp_web_session SET uid = :uid, data_json = :data, last_seen_at = :now WHERE id_hash = :h"
+               ).bindparams(bindparam("now", type_=_T))
+_TOUCH = text("UPDATE idp_web_session SET last_seen_at = :now WHERE id_hash = :h").bindparams(bindparam("now", type_=_T))
 
 
 def _hash(sid: str) -> str:
@@ -69,50 +81,49 @@ class SessionStore:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
                  idle: datetime.timedelta, absolute: datetime.timedelta) -> None:
         self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
         self.idle = idle
         self.absolute = absolute
 
     def load(self, sid: str) -> StaffSession | None:
         now = self.clock()
-        with self.sessions() as session:
-            row = session.get(WebSession, _hash(sid))
-            if row is None:
-                return None
-            if now - row.last_seen_at > self.idle or now - row.created_at > self.absolute:
-                session.delete(row)
-                session.commit()
-                return None
-            return StaffSession(json.loads(row.data_json), sid, row.created_at, row.last_seen_at)
+        digest = _hash(sid)
+        with self.engine.connect() as conn:
+            row = conn.execute(_LOAD, {"h": digest}).first()
+        if row is None:
+            return None
+        if now - row.last_seen_at > self.idle or now - row.created_at > self.absolute:
+            self.delete(sid)
+            return None
+        return StaffSession(json.loads(row.data_json), sid, row.created_at, row.last_seen_at)
 
     def save(self, data: StaffSession, address: str | None, user_agent: str | None) -> str:
         """Write the session; returns its (possibly new) id."""
         now = self.clock()
-        with self.sessions.begin() as session:
+        with self.engine.begin() as conn:
             if data.sid and data.rotate_requested:
-                session.execute(delete(WebSession).where(WebSession.id_hash == _hash(data.sid)))
+                conn.execute(_DELETE, {"h": _hash(data.sid)})
                 data.sid = None
             if data.sid is None:
                 data.sid = secrets.token_urlsafe(32)
                 data.created_at = now
-                session.add(WebSession(id_hash=_hash(data.sid), uid=data.get("_user_id"), data_json=json.dumps(dict(data)),
-                                       created_at=now, last_seen_at=now, address=(address or "")[:64],
-                                       user_agent=(user_agent or "")[:255]))
+                conn.execute(_INSERT, {"h": _hash(data.sid), "uid": data.get("_user_id"), "data": json.dumps(dict(data)),
+                                       "now": now, "address": (address or "")[:64], "agent": (user_agent or "")[:255]})
             else:
-                session.execute(update(WebSession).where(WebSession.id_hash == _hash(data.sid)).values(
-                    uid=data.get("_user_id"), data_json=json.dumps(dict(data)), last_seen_at=now))
+                conn.execute(_UPDATE, {"h": _hash(data.sid), "uid": data.get("_user_id"), "data": json.dumps(dict(data)),
+                                       "now": now})
             data.last_seen_at = now
             data.rotate_requested = False
         return data.sid
 
     def touch(self, data: StaffSession) -> None:
-        now = self.clock()
-        with self.sessions.begin() as session:
-            session.execute(update(WebSession).where(WebSession.id_hash == _hash(data.sid or "")).values(last_seen_at=now))
+        with self.engine.begin() as conn:
+            conn.execute(_TOUCH, {"h": _hash(data.sid or ""), "now": self.clock()})
 
     def delete(self, sid: str) -> None:
-        with self.sessions.begin() as session:
-            session.execute(delete(WebSession).where(WebSession.id_hash == _hash(sid)))
+        with self.engine.begin() as conn:
+            conn.execute(_DELETE, {"h": _hash(sid)})
 
     def end_all(self, uid: str, except_sid: str | None = None) -> int:
         """End every session of ``uid`` (log out everywhere, a leaver); the number ended."""

@@ -12,17 +12,25 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, bindparam, delete, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.models import UtcDateTime
+
 from idp.models import LoginThrottle as ThrottleRow
+
+
+_BLOCKED = text("SELECT 1 FROM idp_login_throttle WHERE key IN :keys AND blocked_until > :now LIMIT 1").bindparams(
+    bindparam("keys", expanding=True), bindparam("now", type_=UtcDateTime()))
+_EXISTS = text("SELECT 1 FROM idp_login_throttle WHERE key = :key")
 
 
 class LoginThrottle:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
                  account_limit: int, address_limit: int, window: datetime.timedelta) -> None:
         self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
         self.account_limit = account_limit
         self.address_limit = address_limit
@@ -37,10 +45,8 @@ class LoginThrottle:
 
     def blocked(self, username: str, address: str | None) -> bool:
         """True while the account or the address has used up its failures in the window."""
-        now = self.clock()
-        with self.sessions() as session:
-            return session.scalar(select(ThrottleRow.key).where(
-                ThrottleRow.key.in_(self._keys(username, address)), ThrottleRow.blocked_until > now).limit(1)) is not None
+        with self.engine.connect() as conn:
+            return conn.execute(_BLOCKED, {"keys": self._keys(username, address), "now": self.clock()}).first() is not None
 
     def failure(self, username: str, address: str | None) -> None:
         try:
@@ -66,8 +72,8 @@ class LoginThrottle:
     def success(self, username: str) -> None:
         """A complete login clears the account's count (not the address's)."""
         key = self._keys(username, None)[0]
-        with self.sessions() as session:
-            if session.get(ThrottleRow, key) is None:
+        with self.engine.connect() as conn:
+            if conn.execute(_EXISTS, {"key": key}).first() is None:
                 return  # the usual case: no write at all
         with self.sessions.begin() as session:
             session.execute(delete(ThrottleRow).where(ThrottleRow.key == key))

@@ -53,6 +53,7 @@ class SigningKeys:
         self._loaded_at = 0.0
         self._active: dict[str, tuple[str, SigningKeyObject]] = {}
         self._jwks: dict[str, list[dict[str, object]]] = {"keys": []}
+        self._opened: dict[str, SigningKeyObject] = {}  # kid -> key: unsealed once per process
 
     def ensure(self) -> list[str]:
         """Create a signing key for every algorithm that has none; the kids created."""
@@ -99,9 +100,10 @@ class SigningKeys:
             for row in rows:  # newest first
                 in_service = row.retired_at is None or row.retired_at > now
                 if in_service and row.alg not in active and row.created_at <= now - PROPAGATION:
-                    pem = self.box.open(row.private_sealed, _PURPOSE)
-                    cls = ECKey if row.alg == "ES256" else RSAKey
-                    active[row.alg] = (row.kid, cls.import_key(pem))
+                    if row.kid not in self._opened:
+                        cls = ECKey if row.alg == "ES256" else RSAKey
+                        self._opened[row.kid] = cls.import_key(self.box.open(row.private_sealed, _PURPOSE))
+                    active[row.alg] = (row.kid, self._opened[row.kid])
                 if in_service or now - row.retired_at < RETIRED_PUBLISHED:  # type: ignore[operator]
                     published.append(json.loads(row.public_jwk_json))
             self._active, self._jwks = active, {"keys": published}

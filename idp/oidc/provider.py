@@ -40,6 +40,7 @@ class Provider:
                  end_staff_session: Callable[[Any], None]) -> None:
         self.issuer = issuer
         self.sessions = sessions
+        self.engine = sessions.kw["bind"]
         self.keys = keys
         self.clients = clients
         self.clock = clock

@@ -90,6 +90,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['client_id'], ['idp_oauth_client.client_id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('code_hash')
     )
+    op.create_index('ix_idp_authorization_code_expires_at', 'idp_authorization_code', ['expires_at'], unique=False)
+    op.create_index('ix_idp_authorization_code_nonce', 'idp_authorization_code', ['client_id', 'nonce'], unique=False)
     op.create_index(op.f('ix_idp_authorization_code_uid'), 'idp_authorization_code', ['uid'], unique=False)
     op.create_table('idp_consent',
     sa.Column('uid', sa.String(length=128), nullable=False),
@@ -140,6 +142,8 @@ def downgrade() -> None:
     op.drop_table('idp_oauth_token')
     op.drop_table('idp_consent')
     op.drop_index(op.f('ix_idp_authorization_code_uid'), table_name='idp_authorization_code')
+    op.drop_index('ix_idp_authorization_code_nonce', table_name='idp_authorization_code')
+    op.drop_index('ix_idp_authorization_code_expires_at', table_name='idp_authorization_code')
     op.drop_table('idp_authorization_code')
     op.drop_index(op.f('ix_idp_web_session_uid'), table_name='idp_web_session')
     op.drop_index(op.f('ix_idp_web_session_last_seen_at'), table_name='idp_web_session')
