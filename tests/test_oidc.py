@@ -335,3 +335,28 @@ def test_rp_initiated_logout(idp: IdpServer, client: dict[str, Any], agent: Staf
     unregistered = agent.get(idp.url("/oidc/logout"), params={"id_token_hint": id_token, "post_logout_redirect_uri": "https://evil.example/"},
                              allow_redirects=False)
     assert unregistered.status_code == 200 and "Location" not in unregistered.headers
+
+
+def test_client_list_and_remove(idp: IdpServer, agent: StaffAgent) -> None:
+    rp = idp.add_client("Short-lived", REDIRECT, "--trusted")
+    listed = json.loads(idp.cli("client", "list", "--json").stdout)
+    assert rp["client_id"] in {c["client_id"] for c in listed}
+    assert all("client_secret" not in c for c in listed)
+    shown = idp.cli("client", "show", rp["client_id"]).stdout.decode()
+    assert REDIRECT in shown and rp["client_secret"] not in shown
+    verifier, challenge = pkce()
+    code = code_of(authorize(agent, idp, rp["client_id"], challenge))
+    assert idp.cli("client", "remove", rp["client_id"]).returncode == 0
+    missing = idp.cli("client", "remove", rp["client_id"], check=False)
+    assert missing.returncode == 1 and b"no client" in missing.stderr and b"Traceback" not in missing.stderr
+    deadline = time.monotonic() + 10  # each worker keeps a client for at most 5 s
+    while True:
+        response = authorize(agent, idp, rp["client_id"], challenge)
+        if response.status_code == 400 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert response.status_code == 400 and "Location" not in response.headers
+    token = exchange(idp, rp, code, verifier)
+    assert token.status_code in (400, 401) and token.json()["error"] in ("invalid_client", "invalid_grant")
+    bad = idp.cli("client", "add", "Bad", "--redirect-uri", "http://rp.example/cb", check=False)
+    assert bad.returncode == 1 and b"https" in bad.stderr
