@@ -1,7 +1,69 @@
-"""Tables of the audit trail, on :class:`ca.models.Base` (one metadata for the whole schema)."""
+"""Tables of the audit trail, on :class:`ca.models.Base` (one metadata for the whole schema).
+
+``audit_entry`` and ``audit_checkpoint`` are append-only: migration 0004 puts triggers on them
+that refuse UPDATE and DELETE (and, on PostgreSQL, a role with SELECT/INSERT only). The single
+``audit_head`` row is the chain's write lock and its last link: every append updates it first, so
+appends from several processes queue on that row and never fork the chain.
+"""
 
 from __future__ import annotations
 
-from ca.models import Base
+import datetime
 
-__all__ = ["Base"]
+from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ca.models import Base, UtcDateTime
+
+
+class AuditEntry(Base):
+    """One security event, chained to the one before it by ``prev_hash`` (see audit.chain)."""
+
+    __tablename__ = "audit_entry"
+
+    #: gapless, from 1: taken from the head row inside the appending transaction
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime.datetime] = mapped_column(UtcDateTime(), index=True)
+    event_type: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    subject_role: Mapped[str | None] = mapped_column(String(64))
+    object: Mapped[str | None] = mapped_column(String(255))
+    result: Mapped[str] = mapped_column(String(16))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    #: canonical JSON text (sorted keys, no spaces), hashed exactly as stored; never secrets
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The one row (id 1) naming the newest entry: the appenders' lock and the chain's tip."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed, time-stamped statement "the trail had ``seq`` entries ending in ``entry_hash``".
+
+    ``signature`` is a CMS SignedData (RFC 5652) by the audit key over the statement
+    (audit.chain.checkpoint_statement); ``timestamp_token`` an RFC 3161 TimeStampToken whose
+    message imprint is the SHA-256 of ``signature``.
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    signer_certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    timestamp_token: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+__all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Base"]

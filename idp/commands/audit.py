@@ -1,10 +1,250 @@
-"""`tessera audit`: verify, export and report on the tamper-evident audit trail."""
+"""`tessera audit`: verify, checkpoint, export, report on and list the tamper-evident audit trail.
+
+Every command that reads the trail out (verify, export) is itself recorded in it
+(``audit.verify``, ``audit.export``); an export whose audit entry cannot be written does not run.
+"""
 
 from __future__ import annotations
 
+import datetime
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.exc import SQLAlchemyError
+
+from idp.commands.context import CliContext
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(name="audit")
 def group() -> None:
     """Verify, export and report on the tamper-evident audit trail."""
+
+
+def _errors(fn: F) -> F:
+    """Audit and database errors as one line and exit status 1."""
+    from audit.errors import AuditError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AuditError as exc:
+            raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise click.ClickException(f"the database cannot be read: {type(exc).__name__}") from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _trail(obj: CliContext) -> Any:
+    from audit import open_trail
+
+    every = int(os.environ.get("TESSERA_AUDIT_CHECKPOINT_EVERY") or 1000)
+    d = obj.deployment
+    return open_trail(d.ca, d.sessions, d.tsa, checkpoint_every=max(1, every))
+
+
+def _operator() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _record(obj: CliContext, event_type: str, result: str, object_: str | None = None, **details: Any) -> None:
+    from audit import AuditEvent
+
+    _trail(obj).record(AuditEvent(event_type, _operator(), result, subject_role="operator", object=object_,
+                                  source_address="local", details=details))
+
+
+def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("use an ISO 8601 date or time, e.g. 2026-11-25 or 2026-11-25T09:00Z") from None
+    return parsed.replace(tzinfo=datetime.timezone.utc) if parsed.tzinfo is None else parsed
+
+
+_since = click.option("--since", callback=_when, default=None, help="From this UTC date/time (inclusive, ISO 8601).")
+_until = click.option("--until", callback=_when, default=None, help="Before this UTC date/time (exclusive, ISO 8601).")
+_type = click.option("--type", "event_type", default=None, help="Only this event type; 'admin.*' matches a family.")
+_subject = click.option("--subject", default=None, help="Only this subject, e.g. staff:jdoe.")
+
+
+def _filter(since: datetime.datetime | None, until: datetime.datetime | None, event_type: str | None,
+            subject: str | None) -> Any:
+    from audit.export import EntryFilter
+
+    return EntryFilter(since, until, event_type, subject)
+
+
+@group.command("verify")
+@click.option("--anchor", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM root certificate(s) held outside the database to check the staff CA against.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-record", is_flag=True, help="Do not append an audit.verify entry (read-only databases).")
+@click.pass_obj
+@_errors
+def verify_cmd(obj: CliContext, anchor: str | None, as_json: bool, no_record: bool) -> None:
+    """Recompute the hash chain and check every checkpoint; one line per problem, exit 1 if any."""
+    from audit.export import count_entries
+    from audit.verification import verify
+
+    anchors = x509.load_pem_x509_certificates(Path(anchor).read_bytes()) if anchor else []
+    sessions = obj.deployment.sessions
+    if sys.stderr.isatty() and not as_json:
+        with click.progressbar(length=count_entries(sessions), label="verifying", file=sys.stderr) as bar:
+            report = verify(sessions, anchors, progress=bar.update)
+    else:
+        report = verify(sessions, anchors)
+    if not no_record:
+        _record(obj, "audit.verify", "success" if report.ok else "failure", None,
+                entries=report.entries, problems=len(report.problems))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(str(problem))
+        state = "OK" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"
+        click.echo(f"{state}: {report.entries} entries up to {report.last_seq}, {report.checkpoints} checkpoint(s), "
+                   f"last checkpoint at {report.last_checkpoint_seq}, in {report.seconds:.2f}s", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@group.command("checkpoint")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_errors
+def checkpoint_cmd(obj: CliContext, as_json: bool) -> None:
+    """Sign and time-stamp the current head now (creates the audit signer first if missing)."""
+    from audit.checkpoints import prepare_audit_signer
+
+    for line in prepare_audit_signer(obj.deployment.ca):
+        click.echo(line, err=True)
+    trail = _trail(obj)
+    assert trail.checkpointer is not None
+    row = trail.checkpointer.checkpoint()
+    summary = {"id": row.id, "seq": row.seq, "entry_hash": row.entry_hash, "created_at": row.created_at.isoformat()}
+    click.echo(json.dumps(summary, indent=2) if as_json else
+               f"checkpoint #{row.id}: entries 1 to {row.seq}, head {row.entry_hash}, at {row.created_at:%Y-%m-%d %H:%M:%SZ}")
+
+
+@group.command("checkpoints")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000), help="At most this many.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="Write each checkpoint's statement, CMS signature (.p7s), time-stamp token (.tst) and the "
+                   "signer certificate here, for openssl cms -verify / openssl ts -verify.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_errors
+def checkpoints_cmd(obj: CliContext, limit: int, export_dir: str | None, as_json: bool) -> None:
+    """List checkpoints, newest first."""
+    from audit.checkpoints import list_checkpoints
+
+    rows = list_checkpoints(obj.deployment.sessions, limit)
+    if export_dir:
+        folder = Path(export_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            from audit.verification import open_signed_data
+            from audit.checkpoints import CHECKPOINT_CONTENT_TYPE
+
+            content, _, _ = open_signed_data(row.signature, CHECKPOINT_CONTENT_TYPE)
+            (folder / f"checkpoint-{row.seq}.statement").write_bytes(content)
+            (folder / f"checkpoint-{row.seq}.p7s").write_bytes(row.signature)
+            (folder / f"checkpoint-{row.seq}.tst").write_bytes(row.timestamp_token)
+            (folder / f"checkpoint-{row.seq}.signer.pem").write_bytes(
+                x509.load_der_x509_certificate(row.signer_certificate).public_bytes(Encoding.PEM))
+    out = [{"id": r.id, "seq": r.seq, "entry_hash": r.entry_hash, "created_at": r.created_at.isoformat()} for r in rows]
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in rows:
+        click.echo(f"#{r.id:<6} seq {r.seq:<10} {r.created_at:%Y-%m-%d %H:%M:%SZ}  {r.entry_hash}")
+
+
+@group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="JSON lines (for a SIEM) or CSV.")
+@_since
+@_until
+@_type
+@_subject
+@click.option("--out", default=None, help="Write here (default: stdout).")
+@click.pass_obj
+@_errors
+def export_cmd(obj: CliContext, fmt: str, since: datetime.datetime | None, until: datetime.datetime | None,
+               event_type: str | None, subject: str | None, out: str | None) -> None:
+    """Export entries (streamed); the export itself is recorded first as audit.export."""
+    from audit.export import export
+
+    where = _filter(since, until, event_type, subject)
+    _record(obj, "audit.export", "success", out or "stdout", format=fmt, filter=where.as_dict())
+    if out in (None, "-"):
+        count = export(obj.deployment.sessions, fmt, sys.stdout, where)
+        sys.stdout.flush()
+    else:
+        with open(out, "w", encoding="utf-8", newline="") as fh:
+            count = export(obj.deployment.sessions, fmt, fh, where)
+    click.echo(f"exported {count} entries as {fmt}" + (f" -> {out}" if out else ""), err=True)
+
+
+@group.command("report")
+@click.option("--by", type=click.Choice(["person", "type", "day", "hour"]), required=True,
+              help="Count per person (subject), event type, day or hour (UTC).")
+@_since
+@_until
+@_type
+@_subject
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for charts).")
+@click.pass_obj
+@_errors
+def report_cmd(obj: CliContext, by: str, since: datetime.datetime | None, until: datetime.datetime | None,
+               event_type: str | None, subject: str | None, as_json: bool) -> None:
+    """Counts of events, split by result."""
+    from audit.reports import report
+
+    rows = report(obj.deployment.sessions, by, _filter(since, until, event_type, subject))
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    click.echo(f"{by.upper():<40} {'TOTAL':>8} {'SUCCESS':>8} {'FAILURE':>8} {'REFUSED':>8}")
+    for r in rows:
+        click.echo(f"{r.key:<40} {r.total:>8} {r.success:>8} {r.failure:>8} {r.refused:>8}")
+
+
+@group.command("list")
+@_since
+@_until
+@_type
+@_subject
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000), help="Entries per page.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1), help="Page number (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+@_errors
+def list_cmd(obj: CliContext, since: datetime.datetime | None, until: datetime.datetime | None,
+             event_type: str | None, subject: str | None, limit: int, page: int, as_json: bool) -> None:
+    """List entries, newest first, a page at a time."""
+    from audit.export import iter_entries
+
+    rows = list(iter_entries(obj.deployment.sessions, _filter(since, until, event_type, subject),
+                             limit=limit, offset=(page - 1) * limit, newest_first=True))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{'SEQ':>8} {'TIME (UTC)':<20} {'TYPE':<22} {'RESULT':<8} {'SUBJECT':<28} OBJECT")
+    for r in rows:
+        click.echo(f"{r['seq']:>8} {r['time'][:19].replace('T', ' '):<20} {r['type']:<22} {r['result']:<8} "
+                   f"{r['subject'] + (' (' + r['subject_role'] + ')' if r['subject_role'] else ''):<28} {r['object'] or ''}")
