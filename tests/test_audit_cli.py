@@ -1,0 +1,91 @@
+"""`tessera audit` on a real `tessera init` home (audit key on the SoftHSM2 token): verify with its
+exit status and one line per problem, checkpoints judged by openssl, exports that are themselves
+audited, reports, paging, --help and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import Home
+from tests.fixtures_audit import *  # noqa: F401,F403
+from tests.fixtures_audit import run
+
+COMMANDS = ("verify", "checkpoint", "checkpoints", "export", "report", "list")
+
+
+def test_every_audit_command_has_help(audit_home: Home) -> None:
+    for name in COMMANDS:
+        result = audit_home.cli("audit", name, "--help")
+        assert b"Usage: tessera audit " + name.encode() in result.stdout and b"--help" in result.stdout
+
+
+def test_export_report_list_and_checkpoint_judged_by_openssl(audit_home: Home, tmp_path: Path) -> None:
+    assert audit_home.cli("audit", "verify").returncode == 0  # empty trail: OK, and recorded as audit.verify
+    out = audit_home.cli("audit", "export", "--format", "jsonl").stdout.decode().splitlines()
+    entries = [json.loads(line) for line in out]
+    # the export was recorded before it ran, so it is in its own output
+    assert [e["type"] for e in entries] == ["audit.verify", "audit.export"]
+    assert entries[1]["subject"].startswith("cli:") and entries[1]["details"]["format"] == "jsonl"
+    csv_path = tmp_path / "trail.csv"
+    audit_home.cli("audit", "export", "--format", "csv", "--type", "audit.*", "--out", str(csv_path))
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [r["type"] for r in rows] == ["audit.verify", "audit.export", "audit.export"]
+    report = json.loads(audit_home.cli("audit", "report", "--by", "type", "--json").stdout)
+    assert {r["key"]: r["total"] for r in report} == {"audit.export": 2, "audit.verify": 1}
+    page = json.loads(audit_home.cli("audit", "list", "--limit", "2", "--page", "2", "--json").stdout)
+    assert [e["seq"] for e in page] == [1]
+    made = audit_home.cli("audit", "checkpoint", "--json")
+    assert b"created the audit trail signer" in made.stderr
+    checkpoint = json.loads(made.stdout)
+    assert checkpoint["seq"] == 3
+    assert b"created" not in audit_home.cli("audit", "checkpoint").stderr  # idempotent signer, same checkpoint
+    folder = tmp_path / "cp"
+    audit_home.cli("audit", "checkpoints", "--export", str(folder))
+    (tmp_path / "root.pem").write_bytes(audit_home.cli("ca", "export-chain", "--ca", "root").stdout)
+    stamped = run("openssl", "ts", "-verify", "-token_in", "-in", str(folder / "checkpoint-3.tst"),
+                  "-data", str(folder / "checkpoint-3.p7s"), "-CAfile", str(tmp_path / "root.pem"), cwd=tmp_path)
+    assert "Verification: OK" in stamped.stdout, stamped.stdout + stamped.stderr
+    signed = run("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(folder / "checkpoint-3.p7s"),
+                 "-CAfile", str(tmp_path / "root.pem"), cwd=tmp_path)
+    assert signed.returncode == 0 and f"entry_hash={checkpoint['entry_hash']}" in signed.stdout
+    verified = audit_home.cli("audit", "verify", "--anchor", str(tmp_path / "root.pem"), "--json")
+    assert json.loads(verified.stdout)["ok"] is True and json.loads(verified.stdout)["checkpoints"] == 1
+
+
+def test_verify_exits_non_zero_with_one_line_per_problem(audit_home: Home) -> None:
+    for _ in range(3):
+        audit_home.cli("audit", "export", "--out", "/dev/null")
+    audit_home.cli("audit", "checkpoint")  # covers entries 1..3
+    for _ in range(4):
+        audit_home.cli("audit", "export", "--out", "/dev/null")
+    db = sqlite3.connect(audit_home.path / "tessera.db")
+    with db:  # the tamperer has the database file: triggers off, then one change and one deletion
+        db.execute("DROP TRIGGER audit_entry_no_update")
+        db.execute("DROP TRIGGER audit_entry_no_delete")
+        db.execute("UPDATE audit_entry SET subject = 'cli:nobody' WHERE seq = 2")
+        db.execute("DELETE FROM audit_entry WHERE seq = 5")
+    db.close()
+    result = audit_home.cli("audit", "verify", check=False)
+    assert result.returncode == 1
+    lines = result.stdout.decode().splitlines()
+    assert lines == ["entry 2: changed: its content no longer matches its hash",
+                     "entry 5: deleted: entry 5 is missing (the sequence jumps from 4 to 6)"]
+    assert b"TAMPERED (2 problem(s))" in result.stderr and b"Traceback" not in result.stderr
+    # the failed verification was itself recorded
+    last = json.loads(audit_home.cli("audit", "list", "--limit", "1", "--json").stdout)[0]
+    assert last["type"] == "audit.verify" and last["result"] == "failure" and last["details"]["problems"] == 2
+
+
+def test_bad_input_is_one_line_and_non_zero(audit_home: Home) -> None:
+    for args in (("audit", "export", "--since", "yesterday"), ("audit", "report", "--by", "colour"),
+                 ("audit", "export", "--format", "xml"), ("audit", "list", "--limit", "0")):
+        result = audit_home.cli(*args, check=False)
+        assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr
+    empty = audit_home.cli("audit", "checkpoint", check=False)
+    assert empty.returncode == 1 and empty.stderr.decode().strip().endswith("nothing to checkpoint")
+    missing = audit_home.cli("audit", "verify", "--anchor", "/nonexistent.pem", check=False)
+    assert missing.returncode == 2 and b"Traceback" not in missing.stderr
