@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import logging
+import sys
 
 from flask import Flask, Response, render_template, request
 
@@ -19,8 +21,20 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'no
        "frame-ancestors 'none'")  # no form-action: Chromium applies it to the redirect back to the RP
 
 
+def _security_log() -> None:
+    """Security events (idp.events) go to stderr, one JSON line each, unless logging is configured."""
+    log = logging.getLogger("tessera.security")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    _security_log()
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False,
                       SESSION_COOKIE_SECURE=settings.cookie_secure, SESSION_COOKIE_HTTPONLY=True,

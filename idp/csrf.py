@@ -3,7 +3,9 @@
 Each session has a random token; every state-changing request to a browser-facing endpoint must
 send it back (form field ``csrf_token`` or header ``X-CSRF-Token``), compared in constant time.
 Endpoints called by relying parties with their own credentials (the token endpoint, userinfo,
-the TSA) are exempt: they use no cookies.
+the TSA) are exempt: they use no cookies. Other requests are checked when they are a form post
+(always, so a forged login cannot log a victim in as the attacker) or carry the session cookie;
+an API call with neither carries no ambient credential a forgery could borrow.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def install(app: Flask) -> None:
     @app.before_request
     def _check() -> Response | None:
         if request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint in EXEMPT or request.endpoint is None:
+            return None
+        form_post = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+        cookie = getattr(app.session_interface, "cookie_name", app.config.get("SESSION_COOKIE_NAME", "session"))
+        if not form_post and cookie not in request.cookies:
             return None
         expected = session.get(_KEY)
         sent = request.form.get(FIELD) or request.headers.get(HEADER) or ""

@@ -45,7 +45,8 @@ def subscribe(handler: Callable[[SecurityEvent], None]) -> None:
 def record(action: str, actor: str, target: str | None, result: str, **details: Any) -> SecurityEvent:
     """Record one security event."""
     event = SecurityEvent(action, actor, target, result, details=details)
-    log.info(event.to_json())
+    if log.isEnabledFor(logging.INFO):
+        log.info(event.to_json())
     for handler in list(_subscribers):
         handler(event)
     return event

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,7 @@ def idp(slapd: SlapdServer) -> Iterator[IdpServer]:  # noqa: F811
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture()
