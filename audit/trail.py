@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,6 +43,19 @@ _SECRET_KEYS = frozenset({"password", "passwd", "pin", "puk", "secret", "otp", "
                           "client_secret", "cookie", "session", "session_id", "authorization"})
 _SECRET_SUFFIXES = ("_password", "_pin", "_puk", "_secret", "_passphrase", "_private_key", "_cookie")
 MAX_DETAILS_BYTES = 4096
+
+_HEAD = AuditHead.__table__
+#: built once: statement construction costs more than the statements themselves
+_ADVANCE = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
+            .returning(_HEAD.c.seq, _HEAD.c.entry_hash))
+_INSERT = insert(AuditEntry.__table__)
+_MOVE_TIP = update(_HEAD).where(_HEAD.c.id == 1).values(entry_hash=bindparam("tip"))
+#: PostgreSQL: insert and move the tip in one round trip (a data-modifying CTE)
+_INSERTED = (insert(AuditEntry.__table__)
+             .values({c.name: bindparam("new_" + c.name, type_=c.type) for c in AuditEntry.__table__.columns})
+             .returning(AuditEntry.__table__.c.entry_hash).cte("inserted"))
+_INSERT_AND_MOVE = (update(_HEAD).where(_HEAD.c.id == 1)
+                    .values(entry_hash=select(_INSERTED.c.entry_hash).scalar_subquery()))
 
 
 def utc_now() -> datetime.datetime:
@@ -118,12 +131,8 @@ class AuditTrail:
         Raises :class:`AuditUnavailable` when the trail cannot be written; the caller's
         transaction is then unusable and must roll back, taking the audited action with it.
         """
-        head = AuditHead.__table__
         try:
-            row = session.execute(
-                update(head).where(head.c.id == 1).values(seq=head.c.seq + 1)
-                .returning(head.c.seq, head.c.entry_hash)
-            ).one_or_none()
+            row = session.execute(_ADVANCE).one_or_none()
             if row is None:
                 raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
             seq, prev_hash = int(row[0]), str(row[1])
@@ -137,8 +146,11 @@ class AuditTrail:
                           subject_role=event.subject_role, object=event.object, result=event.result,
                           source_address=event.source_address, request_id=event.request_id, details=details,
                           prev_hash=prev_hash, entry_hash=digest)
-            session.execute(insert(AuditEntry.__table__).values(**values))
-            session.execute(update(head).where(head.c.id == 1).values(entry_hash=digest))
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(_INSERT_AND_MOVE, {"new_" + k: v for k, v in values.items()})
+            else:
+                session.execute(_INSERT, values)
+                session.execute(_MOVE_TIP, {"tip": digest})
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
         if self.checkpointer is not None and seq % self.checkpoint_every == 0:

@@ -82,9 +82,20 @@ class VerificationReport:
                 "seconds": round(self.seconds, 3), "problems": [p.as_dict() for p in self.problems]}
 
 
-_COLUMNS = (AuditEntry.seq, AuditEntry.at, AuditEntry.event_type, AuditEntry.subject, AuditEntry.subject_role,
-            AuditEntry.object, AuditEntry.result, AuditEntry.source_address, AuditEntry.request_id,
-            AuditEntry.details, AuditEntry.prev_hash, AuditEntry.entry_hash)
+_SELECT = ("SELECT seq, at, event_type, subject, subject_role, object, result, source_address, request_id, "
+           "details, prev_hash, entry_hash FROM audit_entry ORDER BY seq")
+
+
+def _driver_time(at: object) -> str:
+    """The canonical time from what the driver returns: SQLAlchemy's SQLite text
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` or a naive UTC datetime (PostgreSQL)."""
+    if isinstance(at, str):
+        if len(at) == 26 and at[10] == " ":
+            return at[:10] + "T" + at[11:] + "Z"
+        return at  # not as written: the hash check fails and names the entry
+    if isinstance(at, datetime.datetime):
+        return at.isoformat(timespec="microseconds") + "Z" if at.tzinfo is None else chain.canonical_time(at)
+    return str(at)
 
 
 def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] = (),
@@ -101,8 +112,9 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
         ).order_by(AuditCheckpoint.seq)))
         staff = session.scalar(select(Authority.certificate_der).where(Authority.name == "staff"))
         wanted = {int(c[1]) for c in checkpoints}
-        rows = session.execute(select(*_COLUMNS).order_by(AuditEntry.seq),
-                               execution_options={"yield_per": batch, "stream_results": True})
+        # driver values, no type processing: the time is turned into its canonical text directly
+        connection = session.connection().execution_options(stream_results=True, yield_per=batch)
+        rows = connection.exec_driver_sql(_SELECT)
         walk = _walk(_plain(rows, progress, batch), wanted)
         report.problems.extend(walk.problems)
         report.entries, report.last_seq = walk.count, walk.last_seq
@@ -147,14 +159,14 @@ class _Walk:
 def _walk(rows: Iterable[tuple], wanted: set[int]) -> _Walk:
     w = _Walk()
     sha256, fromhex, dumps, version = hashlib.sha256, bytes.fromhex, chain._dumps, chain.VERSION
-    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    to_text = _driver_time
     expected = 1
     prev_seq, prev_hash_stored, prev2_hash_stored = 0, chain.GENESIS, None
     prev_moved = False
     problems, flagged = w.problems, w.flagged
     for seq, at, event_type, subject, role, obj, result, source, request_id, details, prev_hash, stored in rows:
         w.count += 1
-        t = at.strftime(fmt)
+        t = at[:10] + "T" + at[11:] + "Z" if type(at) is str and len(at) == 26 else to_text(at)
         ok = sha256(fromhex(prev_hash) + dumps([version, seq, t, event_type, subject, role, obj, result, source,
                                                 request_id, details]).encode()).hexdigest() == stored
         gap = seq != expected
