@@ -114,6 +114,21 @@ class Deployment:
 
         return SigningKeys(self.sessions, self.secret_box, utc_now)
 
+    def staff_still_active(self, uid: str) -> bool | None:
+        """Whether the directory still has ``uid`` enabled (claims refreshed on the way); None when
+        the directory cannot be asked (an outage must not end everyone's tokens)."""
+        from idp.directory_errors import DirectoryError
+        from idp.staff import claims_of
+
+        try:
+            member = self.directory.find(uid)
+        except DirectoryError:
+            return None
+        if member is None or not member.enabled:
+            return False
+        self.second_factor.remember(uid, claims_of(member))
+        return True
+
     def end_staff_access(self, uid: str) -> tuple[int, int]:
         """A leaver, or log out everywhere: end every session and token of ``uid``.
         Returns (sessions ended, access tokens revoked)."""

@@ -360,3 +360,21 @@ def test_client_list_and_remove(idp: IdpServer, agent: StaffAgent) -> None:
     assert token.status_code in (400, 401) and token.json()["error"] in ("invalid_client", "invalid_grant")
     bad = idp.cli("client", "add", "Bad", "--redirect-uri", "http://rp.example/cb", check=False)
     assert bad.returncode == 1 and b"https" in bad.stderr
+
+
+def test_refresh_refused_for_a_leaver(idp: IdpServer, client: dict[str, Any], slapd) -> None:  # type: ignore[no-untyped-def]
+    from tests.fixtures_web import PASSWORD, new_uid
+
+    uid = new_uid("leaver")
+    slapd.create_user(uid, PASSWORD)
+    agent = StaffAgent(idp, uid, PASSWORD)
+    agent.login()
+    verifier, challenge = pkce()
+    first = exchange(idp, client, code_of(authorize(agent, idp, client["client_id"], challenge)), verifier).json()
+    auth = (client["client_id"], client["client_secret"])
+    slapd.disable(uid)
+    refused = requests.post(idp.url("/oidc/token"), data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+                            auth=auth, timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    gone = requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": f"Bearer {first['access_token']}"}, timeout=10)
+    assert gone.status_code == 401

@@ -96,11 +96,8 @@ def authorize() -> Any:
     user = current_user._get_current_object() if current_user.is_authenticated else None
     needs_login = user is None or "login" in prompts
     max_age = request.values.get("max_age")
-    if user is not None and max_age is not None:
-        if not max_age.isdigit():
-            needs_login = needs_login  # invalid max_age is reported by the grant below
-        elif time.time() - user.auth_time > int(max_age):
-            needs_login = True
+    if user is not None and max_age is not None and max_age.isdigit():  # an invalid one is refused below
+        needs_login = needs_login or time.time() - user.auth_time > int(max_age)
     try:
         grant = p.server.get_consent_grant(end_user=None if needs_login else user)
         if max_age is not None and not max_age.isdigit():

@@ -208,6 +208,12 @@ class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         client = self.request.client
         if token is None or not token.check_client(client):
             return None
+        if token.refresh_used_at is None and provider.still_active(token.uid) is False:
+            # a leaver (deleted or disabled in the directory): no new tokens, and the old ones end
+            ended = provider.tokens.revoke_user(token.uid)
+            events.record("oidc.refresh_refused", f"client:{token.client_id}", f"staff:{token.uid}", "failure",
+                          reason="not-active-in-directory", tokens_revoked=ended)
+            return None
         if token.refresh_used_at is not None or not provider.tokens.spend_refresh_token(token.id):
             ended = provider.tokens.revoke_family(token.family)
             events.record("oidc.refresh_reuse", f"client:{token.client_id}", f"staff:{token.uid}", "failure",

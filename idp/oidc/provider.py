@@ -37,7 +37,8 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
 class Provider:
     def __init__(self, issuer: str, sessions: sessionmaker[Session], keys: SigningKeys, clients: ClientRegistry,
                  clock: Callable[[], datetime.datetime], staff_claims: Callable[[str], dict[str, Any] | None],
-                 end_staff_session: Callable[[Any], None]) -> None:
+                 end_staff_session: Callable[[Any], None],
+                 still_active: Callable[[str], bool | None] = lambda _uid: None) -> None:
         self.issuer = issuer
         self.sessions = sessions
         self.engine = sessions.kw["bind"]
@@ -46,6 +47,8 @@ class Provider:
         self.clock = clock
         self.staff_claims = staff_claims
         self.end_staff_session = end_staff_session
+        #: asks the directory whether a staff member may still get tokens (None: cannot tell now)
+        self.still_active = still_active
         self.tokens = TokenStore(sessions, clock, self._token_user, clients.get)
         self.server = AuthorizationServer()
         self.server.provider = self  # grants reach the stores through their server
