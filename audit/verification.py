@@ -296,12 +296,23 @@ def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
     return problems
 
 
+_ISSUED: dict[tuple[bytes, bytes], bool] = {}
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except (ValueError, TypeError, InvalidSignature):
-        return False
+    """Signature check of ``cert`` by ``issuer``, remembered (a trail has thousands of checkpoints, few signers)."""
+    key = (cert.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256()))
+    known = _ISSUED.get(key)
+    if known is None:
+        try:
+            cert.verify_directly_issued_by(issuer)
+            known = True
+        except (ValueError, TypeError, InvalidSignature):
+            known = False
+        if len(_ISSUED) > 1000:
+            _ISSUED.clear()
+        _ISSUED[key] = known
+    return known
 
 
 def _has_eku(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
