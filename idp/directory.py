@@ -286,6 +286,9 @@ class Directory:
             if code not in (0, 4, 32):  # success, sizeLimitExceeded, noSuchObject
                 log.error("directory search under %s failed: %s", base, conn.result.get("description"))
                 raise DirectoryUnavailable()
+            if code == 4 and not size_limit:
+                log.warning("the directory truncated a search under %s (its size limit for %s)", base,
+                            self.config.bind_dn or "anonymous")
             return [{"dn": e["dn"], "attributes": {k.lower(): v for k, v in e["attributes"].items()}}
                     for e in (conn.response or []) if e.get("type") == "searchResEntry"]
 

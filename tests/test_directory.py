@@ -390,3 +390,21 @@ def test_read_only_directory_is_never_written(slapd: SlapdServer) -> None:
             directory.unlock(uid)
     with Directory(slapd.config) as directory:
         assert directory.authenticate(uid, PASSWORD).uid == uid  # the password did not change
+
+
+def test_members_of_a_group_larger_than_the_size_limit(slapd: SlapdServer) -> None:
+    """slapd's sizelimit is 2,000 for everybody but the IdP's service account."""
+    group = new_uid("big")
+    members = [f"uid=staff{n:05d},ou=people,{slapd.suffix}" for n in range(1, 2101)]
+    conn = slapd.admin()
+    try:
+        for n in range(1, 2101):  # plain entries without password: fast to add
+            conn.add(f"uid={group}m{n},ou=people,{slapd.suffix}", ["inetOrgPerson"],
+                     {"uid": f"{group}m{n}", "cn": f"M {n}", "sn": str(n), "departmentNumber": "health"})
+        members = [f"uid={group}m{n},ou=people,{slapd.suffix}" for n in range(1, 2101)]
+        conn.add(f"cn={group},ou=groups,{slapd.suffix}", ["groupOfNames"], {"cn": group, "member": members})
+    finally:
+        conn.unbind()
+    with Directory(slapd.config) as directory:
+        found = directory.members_of(group)
+    assert len(found) == 2100 and all(m.department_name == "Ministry of Health" for m in found)
