@@ -247,3 +247,19 @@ def test_open_redirect_refused(idp: IdpServer, staff_user: tuple[str, str]) -> N
     agent = StaffAgent(idp, *staff_user)
     done = agent.login(next_path="//evil.example/x")
     assert "evil.example" not in done.headers.get("Location", "")
+
+
+def test_totp_code_replay_refused_over_http(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+    agent = StaffAgent(idp, *staff_user)
+    agent.login()  # enrolment consumed the code of agent.last_step
+    import pyotp
+
+    used = pyotp.TOTP(agent.secret).generate_otp(agent.last_step)
+    replay = requests.Session()
+    response = post_login(replay, idp, *staff_user)
+    page = replay.get(idp.url(response.headers["Location"]))
+    again = replay.post(idp.url("/login/code"), data={"code": used, "csrf_token": csrf_of(page.text)}, allow_redirects=False)
+    assert again.status_code == 401 and "already used" in again.text
+    fresh = replay.post(idp.url("/login/code"), data={"code": agent.code(), "csrf_token": csrf_of(page.text)},
+                        allow_redirects=False)
+    assert fresh.status_code == 302
