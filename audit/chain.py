@@ -11,7 +11,8 @@ UTF-8 of a JSON array without whitespace (RFC 8259; non-ASCII kept as UTF-8)::
 canonical JSON text of the details object (sorted keys, ``(",", ":")`` separators), embedded as
 a string. Because ``seq`` is hashed, a deleted, inserted or moved entry breaks the chain even if
 the rows around it are renumbered. A checkpoint statement (:func:`checkpoint_statement`) is
-``tessera-audit-checkpoint-v1`` followed by seq, entry hash and time, one per line.
+``tessera-audit-checkpoint-v1`` followed by seq, entry hash, time and the previous checkpoint's seq,
+one per line.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def entry_hash(prev_hash: str, canonical: bytes) -> str:
     return _sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
 
 
-def checkpoint_statement(seq: int, head_hash: str, at: datetime.datetime) -> bytes:
-    """What the audit key signs for a checkpoint."""
-    return f"tessera-audit-checkpoint-v1\nseq={seq}\nentry_hash={head_hash}\ntime={canonical_time(at)}\n".encode()
+def checkpoint_statement(seq: int, head_hash: str, at: datetime.datetime, previous_seq: int) -> bytes:
+    """What the audit key signs for a checkpoint (``previous_seq``: the checkpoint before it, 0 if none)."""
+    return (f"tessera-audit-checkpoint-v1\nseq={seq}\nentry_hash={head_hash}\ntime={canonical_time(at)}\n"
+            f"previous={previous_seq}\n").encode()

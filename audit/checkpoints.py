@@ -20,7 +20,7 @@ from asn1crypto import tsp
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,6 +128,11 @@ class Checkpointer:
             existing = session.scalar(select(AuditCheckpoint).where(AuditCheckpoint.seq == seq))
             if existing is not None:
                 return existing
+            previous = int(session.scalar(select(func.max(AuditCheckpoint.seq)).where(AuditCheckpoint.seq < seq)) or 0)
+        return self._make(seq, head_hash, previous)
+
+    def _make(self, seq: int, head_hash: str, previous: int) -> AuditCheckpoint:
+        """Sign, time-stamp and store the checkpoint of entry ``seq`` with hash ``head_hash``."""
         try:
             certificate, key_ref = self.ca.signer(SIGNER_ROLE, SIGNER_AUTHORITY)
             key = self.ca.keyring.get(key_ref)
@@ -137,7 +142,7 @@ class Checkpointer:
         except CaError as exc:
             raise CheckpointUnavailable(f"the audit key is unavailable: {exc}") from None
         now = self.clock().replace(microsecond=0)
-        statement = chain.checkpoint_statement(seq, head_hash, now)
+        statement = chain.checkpoint_statement(seq, head_hash, now, previous)
         try:
             signature = sign_data(statement, CHECKPOINT_CONTENT_TYPE, certificate, key, now, [certificate, *chain_certs])
         except CaError as exc:
@@ -148,7 +153,7 @@ class Checkpointer:
         token = TimeStampResp.load(reply.der)["time_stamp_token"].dump()
         try:
             with self.sessions.begin() as session:
-                row = AuditCheckpoint(seq=seq, entry_hash=head_hash, created_at=now, signature=signature,
+                row = AuditCheckpoint(seq=seq, previous_seq=previous, entry_hash=head_hash, created_at=now, signature=signature,
                                       signer_certificate=certificate.public_bytes(Encoding.DER), timestamp_token=token)
                 session.add(row)
             return row

@@ -59,6 +59,8 @@ class AuditCheckpoint(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    #: the ``seq`` of the checkpoint before it (0 for the first): a deleted checkpoint is noticed
+    previous_seq: Mapped[int] = mapped_column(BigInteger)
     entry_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     signature: Mapped[bytes] = mapped_column(LargeBinary)

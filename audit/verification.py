@@ -107,7 +107,7 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
     with sessions() as session:
         head = session.execute(select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
         checkpoints = list(session.execute(select(
-            AuditCheckpoint.id, AuditCheckpoint.seq, AuditCheckpoint.entry_hash, AuditCheckpoint.created_at,
+            AuditCheckpoint.id, AuditCheckpoint.seq, AuditCheckpoint.previous_seq, AuditCheckpoint.entry_hash, AuditCheckpoint.created_at,
             AuditCheckpoint.signature, AuditCheckpoint.signer_certificate, AuditCheckpoint.timestamp_token,
         ).order_by(AuditCheckpoint.seq)))
         staff = session.scalar(select(Authority.certificate_der).where(Authority.name == "staff"))
@@ -274,12 +274,17 @@ def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
     if anchors and not any(_issued_by(staff, a) or staff == a for a in anchors):
         return [Problem("checkpoint", None, "the staff CA stored in the database does not chain to the given anchor")]
     last_good = 0
-    for cid, seq, entry_hash, created_at, signature, signer_der, token in rows:
+    present = {int(r[1]) for r in rows}
+    for cid, seq, previous, entry_hash, created_at, signature, signer_der, token in rows:
         seq = int(seq)
-        reason = _checkpoint_signature_problem(seq, entry_hash, created_at, signature, signer_der, token, staff)
+        reason = _checkpoint_signature_problem(seq, int(previous), entry_hash, created_at, signature, signer_der,
+                                               token, staff)
         if reason is not None:
             problems.append(Problem("checkpoint", seq, f"checkpoint #{cid} is not authentic: {reason}"))
             continue
+        if previous and int(previous) not in present:
+            problems.append(Problem("checkpoint", int(previous), f"the checkpoint of entries up to {previous} was "
+                                    f"deleted (checkpoint #{cid} names it as its predecessor)"))
         if seq > w.last_seq:
             gone = f"entry {w.last_seq + 1} is" if seq == w.last_seq + 1 else f"entries {w.last_seq + 1} to {seq} are"
             problems.append(Problem("truncated", w.last_seq + 1, f"the tail was cut: checkpoint #{cid} of "
@@ -322,14 +327,14 @@ def _has_eku(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
         return False
 
 
-def _checkpoint_signature_problem(seq: int, entry_hash: str, created_at: datetime.datetime, signature: bytes,
+def _checkpoint_signature_problem(seq: int, previous: int, entry_hash: str, created_at: datetime.datetime, signature: bytes,
                                   signer_der: bytes, token: bytes, staff: x509.Certificate) -> str | None:
     try:
         content, signer, _ = open_signed_data(signature, CHECKPOINT_CONTENT_TYPE)
     except (ValueError, InvalidSignature) as exc:
         return f"bad signature ({exc})"
-    if content != chain.checkpoint_statement(seq, entry_hash, created_at):
-        return "the signed statement does not match the checkpoint's sequence number, hash or time"
+    if content != chain.checkpoint_statement(seq, entry_hash, created_at, previous):
+        return "the signed statement does not match the checkpoint's sequence number, hash, time or predecessor"
     if signer.public_bytes(_DER) != signer_der:
         return "the stored signer certificate is not the one that signed"
     if not _issued_by(signer, staff):

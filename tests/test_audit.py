@@ -226,6 +226,14 @@ def test_chain_recomputed_end_to_end_is_caught_by_the_checkpoint(audit_store: Au
     assert "entries 1 to 10 were rewritten" in str(problems[0])
 
 
+def test_deleted_checkpoint_is_named(audit_store: AuditStore) -> None:
+    fill(audit_store, 30)  # checkpoints at 10, 20, 30
+    tamper(audit_store, "DELETE FROM audit_checkpoint WHERE seq = 20")
+    problems = verify(audit_store.sessions).problems
+    assert [(p.kind, p.seq) for p in problems] == [("checkpoint", 20)]
+    assert "checkpoint of entries up to 20 was deleted" in str(problems[0])
+
+
 def test_forged_checkpoint_is_named(audit_store: AuditStore) -> None:
     fill(audit_store, 10)
     tamper(audit_store, "UPDATE audit_checkpoint SET entry_hash = '" + "0" * 64 + "'")
@@ -325,7 +333,7 @@ def test_checkpoint_signature_and_timestamp_verified_by_openssl(audit_store: Aud
                  "-out", "statement.txt", cwd=tmp_path)
     assert signed.returncode == 0, signed.stderr
     statement = (tmp_path / "statement.txt").read_text()
-    assert f"seq=3\nentry_hash={audit_store.trail.head()[1]}\n" in statement
+    assert f"seq=3\nentry_hash={audit_store.trail.head()[1]}\n" in statement and statement.endswith("previous=0\n")
     stamped = run("openssl", "ts", "-verify", "-token_in", "-in", "cp.tst", "-data", "cp.p7s", "-CAfile", str(root),
                   cwd=tmp_path)
     assert "Verification: OK" in stamped.stdout, stamped.stdout + stamped.stderr

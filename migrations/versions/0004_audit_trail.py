@@ -68,6 +68,7 @@ def upgrade() -> None:
         "audit_checkpoint",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("seq", sa.BigInteger(), nullable=False, unique=True),
+        sa.Column("previous_seq", sa.BigInteger(), nullable=False),
         sa.Column("entry_hash", sa.String(64), nullable=False),
         sa.Column("created_at", ca.models.UtcDateTime(), nullable=False),
         sa.Column("signature", sa.LargeBinary(), nullable=False),
