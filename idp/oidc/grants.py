@@ -22,11 +22,11 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import KeySet
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, delete, text
 
 from ca.models import UtcDateTime
 from idp import events
-from idp.models import AuthorizationCode, ClientAssertionJti
+from idp.models import ClientAssertionJti
 from idp.oidc.tokens import token_hash
 
 if TYPE_CHECKING:
