@@ -8,7 +8,7 @@ import sys
 
 from flask import Flask, Response, render_template, request
 
-from idp import account, csrf, login, pki, problems
+from idp import account, citizen_blueprints, csrf, login, pki, problems
 from idp.deployment import Deployment
 from idp.ocsp_http import OcspHttpApp, PathDispatcher
 from idp.oidc import endpoints as oidc_endpoints
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(oidc_endpoints.bp)
+    citizen_blueprints.register(app, deployment)
     app.jinja_env.globals["now_year"] = datetime.date.today().year
 
     @app.get("/")
@@ -85,4 +86,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         return response
 
     app.wsgi_app = PathDispatcher(app.wsgi_app, OcspHttpApp(lambda: deployment.ocsp, deployment.now))  # type: ignore[method-assign]
+    if settings.proxy_hops > 0:
+        # behind a TLS-terminating proxy: the client's address (per-address throttling, session
+        # records) and https (HSTS) come from the proxy's headers, trusted for exactly that many hops
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
     return app

@@ -42,6 +42,8 @@ class Settings:
     throttle_address_failures: int = 100
     throttle_window_seconds: int = 15 * 60
     data_key_b64: str | None = field(default=None, repr=False)
+    #: reverse proxies in front of the service whose X-Forwarded-For/-Proto are trusted (0: none)
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -63,6 +65,7 @@ class Settings:
             throttle_address_failures=int(env.get("TESSERA_THROTTLE_ADDRESS_FAILURES") or 100),
             throttle_window_seconds=int(env.get("TESSERA_THROTTLE_WINDOW_SECONDS") or 15 * 60),
             data_key_b64=env.get("TESSERA_DATA_KEY") or None,
+            proxy_hops=int(env.get("TESSERA_PROXY_HOPS") or 0),
         )
 
     # -- embedded layout -----------------------------------------------------------------

@@ -263,3 +263,16 @@ def test_totp_code_replay_refused_over_http(idp: IdpServer, staff_user: tuple[st
     fresh = replay.post(idp.url("/login/code"), data={"code": agent.code(), "csrf_token": csrf_of(page.text)},
                         allow_redirects=False)
     assert fresh.status_code == 302
+
+
+def test_proxy_headers_only_trusted_when_configured(idp: IdpServer) -> None:
+    from idp.app import create_app
+    from idp.settings import Settings
+
+    for hops, expect_hsts in (("0", False), ("1", True)):
+        app = create_app(Settings.from_env(idp.home, dict(idp.env, TESSERA_PROXY_HOPS=hops)))
+        try:
+            response = app.test_client().get("/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"})
+            assert ("Strict-Transport-Security" in response.headers) is expect_hsts
+        finally:
+            app.extensions["tessera"].close()
