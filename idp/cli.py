@@ -23,7 +23,7 @@ from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS
-from idp.commands import audit, cards, certs, clients, directory
+from idp.commands import audit, card_agent, cards, certs, clients, directory  # noqa: F401  (card_agent adds `card agent`)
 from idp.commands.context import CliContext as _Context
 from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError
