@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from asn1crypto import cms
 from cryptography import x509
@@ -132,15 +133,12 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
     return report
 
 
-def _plain(rows: Iterable[Sequence[object]], progress: Callable[[int], None] | None, batch: int) -> Iterable[tuple]:
-    n = 0
-    for row in rows:
-        n += 1
-        if progress is not None and n % batch == 0:
-            progress(batch)
-        yield tuple(row)
-    if progress is not None and n % batch:
-        progress(n % batch)
+def _plain(rows: Any, progress: Callable[[int], None] | None, batch: int) -> Iterable[Sequence[Any]]:
+    """Rows a batch at a time (fetchmany), reporting progress per batch."""
+    for chunk in rows.partitions(batch):
+        yield from chunk
+        if progress is not None:
+            progress(len(chunk))
 
 
 @dataclass
@@ -159,14 +157,20 @@ class _Walk:
 def _walk(rows: Iterable[tuple], wanted: set[int]) -> _Walk:
     w = _Walk()
     sha256, fromhex, dumps, version = hashlib.sha256, bytes.fromhex, chain._dumps, chain.VERSION
-    to_text = _driver_time
+    to_text, naive_datetime = _driver_time, datetime.datetime
     expected = 1
     prev_seq, prev_hash_stored, prev2_hash_stored = 0, chain.GENESIS, None
     prev_moved = False
     problems, flagged = w.problems, w.flagged
     for seq, at, event_type, subject, role, obj, result, source, request_id, details, prev_hash, stored in rows:
         w.count += 1
-        t = at[:10] + "T" + at[11:] + "Z" if type(at) is str and len(at) == 26 else to_text(at)
+        kind = type(at)
+        if kind is str and len(at) == 26:
+            t = at[:10] + "T" + at[11:] + "Z"
+        elif kind is naive_datetime and at.tzinfo is None:
+            t = at.isoformat(timespec="microseconds") + "Z"
+        else:
+            t = to_text(at)
         ok = sha256(fromhex(prev_hash) + dumps([version, seq, t, event_type, subject, role, obj, result, source,
                                                 request_id, details]).encode()).hexdigest() == stored
         gap = seq != expected

@@ -386,3 +386,15 @@ def test_reports_per_person_type_and_period(audit_store: AuditStore) -> None:
     assert len(days) in (1, 2) and sum(r.total for r in days) == 30 and days[-1].key == today.strftime("%Y-%m-%d")
     hours = report(audit_store.sessions, "hour", EntryFilter(event_type="login.failure"))
     assert sum(r.total for r in hours) == 5 and hours[-1].key.startswith(today.strftime("%Y-%m-%dT"))
+
+
+def test_a_failed_automatic_checkpoint_never_undoes_the_entry(audit_store: AuditStore,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    with audit_store.engine.begin() as conn:  # no audit signer (as before `tessera init` prepared it)
+        conn.exec_driver_sql("DELETE FROM ca_signer WHERE role = 'audit'")
+    fill(audit_store, 10)
+    assert audit_store.trail.head()[0] == 10
+    assert "automatic audit checkpoint failed" in caplog.text
+    with audit_store.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(AuditCheckpoint)) == 0
+    assert verify(audit_store.sessions).ok
