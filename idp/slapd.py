@@ -231,10 +231,16 @@ def seed_records(suffix: str, demo_password: str, service_password: str, *,
 
 
 def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
-    """Bulk-load LDIF records with ``slapadd -q`` (slapd must be stopped). Returns how many."""
+    """Bulk-load LDIF records with ``slapadd -q`` (slapd must be stopped). Returns how many.
+
+    All or nothing: quick mode (-q) leaves a half-loaded database behind on an error (e.g. a
+    duplicate entry), so the database file is copied first and put back if slapadd fails.
+    """
     if EmbeddedSlapd(folder).is_running():
         raise ConfigurationError(f"the directory in {folder.path} is running: stop it before a bulk load")
     ldif_path = folder.path / f"load-{os.getpid()}.ldif"
+    database = folder.data_dir / "data.mdb"
+    backup = folder.data_dir / "data.mdb.before-load"
     count = 0
     fd = os.open(ldif_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # password hashes: not world-readable
     try:
@@ -242,12 +248,21 @@ def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
             for record in records:
                 fh.write(record.rstrip("\n") + "\n\n")
                 count += 1
+        if database.exists():
+            shutil.copy2(database, backup)
         result = subprocess.run([SLAPADD, "-q", "-f", str(folder.conf), "-l", str(ldif_path)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            raise ConfigurationError(f"slapadd failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+            if backup.exists():
+                os.replace(backup, database)
+            else:
+                database.unlink(missing_ok=True)
+            lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {result.returncode}"
+            raise ConfigurationError(f"slapadd failed, nothing was loaded: {reason}")
     finally:
         ldif_path.unlink(missing_ok=True)
+        backup.unlink(missing_ok=True)
     return count
 
 
@@ -265,7 +280,8 @@ def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | N
     demo = _read_or_create_secret(secrets_dir / "ldap-demo.password", lambda: DEMO_PASSWORD)
     render_config(folder, admin, port=port, max_failure=max_failure, durable=durable, tls=tls)
     for leftover in folder.data_dir.iterdir():  # a half-finished earlier attempt
-        leftover.unlink()
+        if leftover.is_file():
+            leftover.unlink()
     count = slapadd(folder, seed_records(folder.suffix, demo, service, max_failure=max_failure))
     done.append(f"created the staff directory in {folder.path} ({count} entries, port {folder.port}); "
                 f"demo staff password in {secrets_dir / 'ldap-demo.password'}")

@@ -82,13 +82,18 @@ def test_start_status_show_stop(own_home: Home) -> None:
 def test_generate_loads_staff_that_can_log_in(own_home: Home) -> None:
     result = own_home.cli("directory", "generate", "--count", "40", "--start", "1")
     assert b"added 40 staff" in result.stdout
+    assert b"added 10 staff" in own_home.cli("directory", "generate", "--count", "10", "--start", "61").stdout
+    # 51..60 are new, 61 exists: slapadd stops at the duplicate and the ten before it are rolled back
+    overlap = own_home.cli("directory", "generate", "--count", "15", "--start", "51", check=False)
+    assert overlap.returncode == 1 and b"nothing was loaded" in overlap.stderr and b"Traceback" not in overlap.stderr
     own_home.cli("directory", "start")
     try:
         config = DirectoryConfig.from_env(own_home.path, {})
         with Directory(config) as directory:
             member = directory.authenticate("staff00040", "Load-test-password-1")
             assert member.department and member.department_name.startswith(("Ministry", "Government"))
-            assert directory.find("staff00041") is None
+            assert directory.find("staff00041") is None and directory.find("staff00051") is None
+            assert directory.find("staff00061") is not None
             assert directory.authenticate("tkivi", (own_home.path / "secrets" / "ldap-demo.password")
                                           .read_text().strip()).uid == "tkivi"  # the seed is still there
     finally:
