@@ -8,7 +8,7 @@ import sys
 
 from flask import Flask, Response, render_template, request
 
-from idp import account, citizen_blueprints, csrf, login, pki, problems
+from idp import account, admin_blueprints, citizen_blueprints, csrf, login, pki, problems
 from idp.deployment import Deployment
 from idp.ocsp_http import OcspHttpApp, PathDispatcher
 from idp.oidc import endpoints as oidc_endpoints
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(account.bp)
     app.register_blueprint(oidc_endpoints.bp)
     citizen_blueprints.register(app, deployment)
+    admin_blueprints.register(app, deployment)
     app.jinja_env.globals["now_year"] = datetime.date.today().year
 
     @app.get("/")

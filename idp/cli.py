@@ -23,7 +23,7 @@ from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS
-from idp.commands import audit, card_agent, cards, certs, clients, directory  # noqa: F401  (card_agent adds `card agent`)
+from idp.commands import admin, audit, card_agent, cards, certs, clients, directory  # noqa: F401  (card_agent adds `card agent`)
 from idp.commands.context import CliContext as _Context
 from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError
@@ -271,7 +271,7 @@ def ca_export_chain(obj: _Context, name: str, out: str | None) -> None:
     _write(out, b"".join(c.public_bytes(Encoding.PEM) for c in chain))
 
 
-for _group in (directory.group, clients.group, certs.group, cards.group, audit.group):
+for _group in (directory.group, clients.group, certs.group, cards.group, audit.group, admin.group):
     main.add_command(_group)
 
 
