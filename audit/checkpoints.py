@@ -29,7 +29,7 @@ from audit.errors import CheckpointUnavailable
 from audit.models import AuditCheckpoint, AuditHead
 from ca.authority import CertificateAuthority, utc_now
 from ca.cms import sign_data
-from ca.errors import CaError, KeyUnavailable, NotFound
+from ca.errors import CaError, NotFound
 from ca.issuance import IssuerContext, issue_certificate
 from ca.keys import KeyType
 from ca.models import Signer

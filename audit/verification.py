@@ -29,18 +29,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from asn1crypto import cms
+from asn1crypto import cms, tsp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import chain
 from audit.checkpoints import CHECKPOINT_CONTENT_TYPE
-from audit.models import AuditCheckpoint, AuditEntry, AuditHead
+from audit.models import AuditCheckpoint, AuditHead
 from ca.models import Authority
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
@@ -351,8 +352,6 @@ def _checkpoint_signature_problem(seq: int, previous: int, entry_hash: str, crea
         return f"bad time-stamp token ({exc})"
     if not _issued_by(tsa, staff) or not _has_eku(tsa, ExtendedKeyUsageOID.TIME_STAMPING):
         return "the time-stamp token was not signed by our TSA"
-    from asn1crypto import tsp
-
     info = tsp.TSTInfo.load(tst_der)
     imprint = info["message_imprint"]
     if imprint["hash_algorithm"]["algorithm"].native != "sha256" or \
@@ -364,9 +363,7 @@ def _checkpoint_signature_problem(seq: int, previous: int, entry_hash: str, crea
     return None
 
 
-from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
-
-_DER = _Encoding.DER
+_DER = Encoding.DER
 _HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
 
