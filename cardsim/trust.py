@@ -76,16 +76,18 @@ _DIGESTS = {
     bytes.fromhex("608648016503040202"): hashes.SHA384(),
     bytes.fromhex("608648016503040203"): hashes.SHA512(),
 }
-_CERTIFICATES: dict[bytes, x509.Certificate] = {}
+_CERTIFICATES: dict[bytes, tuple[x509.Certificate, bytes]] = {}
 
 
-def _certificate(raw: bytes) -> x509.Certificate:
-    cert = _CERTIFICATES.get(raw)
-    if cert is None:
+def _certificate(raw: bytes) -> tuple[x509.Certificate, bytes]:
+    """A parsed certificate and its issuer's DER name, kept per process (signers are few)."""
+    cached = _CERTIFICATES.get(raw)
+    if cached is None:
         if len(_CERTIFICATES) > 1000:
             _CERTIFICATES.clear()
-        cert = _CERTIFICATES[raw] = x509.load_der_x509_certificate(raw)
-    return cert
+        cert = x509.load_der_x509_certificate(raw)
+        cached = _CERTIFICATES[raw] = (cert, cert.issuer.public_bytes())
+    return cached
 
 
 def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
@@ -122,7 +124,7 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         sid = der.children(data, fields[1])
         issuer_der = data[sid[0].start:sid[0].end]
         serial = int.from_bytes(data[sid[1].content_start:sid[1].end], "big", signed=True)
-        signer = next((c for c in certificates if c.serial_number == serial and c.issuer.public_bytes() == issuer_der), None)
+        signer = next((c for c, issuer in certificates if c.serial_number == serial and issuer == issuer_der), None)
         if signer is None:
             return None, Check(name, False, "signer-missing", "the signer's certificate is not in the SignedData")
         digest_oid = der.children(data, fields[2])[0]
@@ -151,7 +153,7 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         raw_time = values.get(_OID_SIGNING_TIME)
         if raw_time is not None and len(raw_time) == 13:
             signing_time = datetime.datetime.strptime(raw_time.decode(), "%y%m%d%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
-        intermediates = tuple(c for c in certificates if c is not signer)
+        intermediates = tuple(c for c, _ in certificates if c is not signer)
         return SignedContent(content, signer, intermediates, signing_time), Check(name, True)
     except InvalidSignature:
         return None, Check(name, False, "bad-signature", "the signature does not verify with the signer's key")
