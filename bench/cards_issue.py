@@ -68,6 +68,38 @@ print({count} / elapsed)
     return float(out.stdout.strip())
 
 
+def raw_reads(home: Path, cards: list[tuple[str, str]], seconds: float) -> float:
+    """The PKCS#11 floor of a verification with the PIN, nothing checked: open a session with the
+    PIN, read every certificate and data object, sign a challenge digest, close (python-pkcs11)."""
+    sample = home / "raw-sample.json"
+    sample.write_text(json.dumps(cards))
+    code = f"""
+import hashlib, json, os, pathlib, time
+import pkcs11
+from pkcs11 import Attribute, Mechanism, ObjectClass
+lib = pkcs11.lib("/usr/lib/softhsm/libsofthsm2.so")
+tokens = {{s.get_token().label: s.get_token() for s in lib.get_slots(token_present=True)}}
+cards = json.loads(pathlib.Path({str(sample)!r}).read_text())
+done = 0
+deadline = time.perf_counter() + {seconds}
+start = time.perf_counter()
+while time.perf_counter() < deadline:
+    number, pin = cards[done % len(cards)]
+    with tokens[number].open(user_pin=pin) as session:
+        for obj in session.get_objects({{Attribute.CLASS: ObjectClass.CERTIFICATE}}):
+            obj.get_attributes([Attribute.LABEL, Attribute.VALUE])
+        for obj in session.get_objects({{Attribute.CLASS: ObjectClass.DATA}}):
+            obj.get_attributes([Attribute.LABEL, Attribute.VALUE])
+        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="citizen-auth")
+        key.sign(hashlib.sha256(os.urandom(32)).digest(), mechanism=Mechanism.ECDSA)
+    done += 1
+print(done / (time.perf_counter() - start))
+"""
+    env = {**os.environ, "SOFTHSM2_CONF": str(home / "cards" / "softhsm2.conf")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def reader_rate(home: Path, cards: list[tuple[str, str]], seconds: float, with_pin: bool, processes: int) -> float:
     """Verifications per second by ``processes`` reader processes (CRL status, registry on)."""
     sample = home / "reader-sample.json"
@@ -173,19 +205,23 @@ def main() -> None:
         public = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
         pinned = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=1)
         pinned2 = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=2)
+        floor = raw_reads(base, sample, args.reader_seconds)
         scans = sum(s.call("statistics")["full_scans"] for s in [issuer.station, *issuer._more_stations])
-        rows.append((level, rate, fill_rate, raw, public, pinned, pinned2, scans))
+        rows.append((level, rate, fill_rate, raw, public, pinned, pinned2, floor, scans))
         print(f"level {level}: {rate:.1f} cards/s (fill {fill_rate:.1f}), raw SoftHSM {raw:.1f}/s, reader "
-              f"{public:.0f}/s without PIN, {pinned:.0f}/s with PIN, {pinned2:.0f}/s with PIN in 2 processes",
+              f"{public:.0f}/s without PIN, {pinned:.0f}/s with PIN, {pinned2:.0f}/s with PIN in 2 processes, "
+              f"raw PKCS#11 read+login+sign {floor:.0f}/s",
               file=sys.stderr)
     issuer.close()
     deployment.close()
     print()
     print("| cards already issued | cards/s (timed sample) | cards/s (fill) | raw SoftHSM init+2 keygen /s "
-          "| verifications/s no PIN | with PIN + active auth | with PIN, 2 processes | writer full scans |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for level, rate, fill, raw, public, pinned, pinned2, scans in rows:
-        print(f"| {level:,} | {rate:.1f} | {fill:.1f} | {raw:.1f} | {public:.0f} | {pinned:.0f} | {pinned2:.0f} | {scans} |")
+          "| verifications/s no PIN | with PIN + active auth | with PIN, 2 processes | raw PKCS#11 login+read+sign /s "
+          "| writer full scans |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for level, rate, fill, raw, public, pinned, pinned2, floor, scans in rows:
+        print(f"| {level:,} | {rate:.1f} | {fill:.1f} | {raw:.1f} | {public:.0f} | {pinned:.0f} | {pinned2:.0f} "
+              f"| {floor:.0f} | {scans} |")
     print(f"\nwriters={args.writers} sample={args.sample} raw={args.raw} cores={os.cpu_count()} home={base}")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)

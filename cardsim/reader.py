@@ -216,11 +216,14 @@ class CardReader:
             session = token.open()
         try:
             certificates = {}
+            wanted = [Attribute.LABEL, Attribute.VALUE]  # one C_GetAttributeValue per object
             for obj in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE}):
-                certificates[obj[Attribute.LABEL]] = bytes(obj[Attribute.VALUE])
+                values = obj.get_attributes(wanted)
+                certificates[values[Attribute.LABEL]] = bytes(values[Attribute.VALUE])
             objects: dict[str, list[bytes]] = {}
             for obj in session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}):
-                objects.setdefault(obj[Attribute.LABEL], []).append(bytes(obj[Attribute.VALUE]))
+                values = obj.get_attributes(wanted)
+                objects.setdefault(values[Attribute.LABEL], []).append(bytes(values[Attribute.VALUE]))
             signature = None
             if challenge is not None and pin_check is not None and pin_check.ok:
                 key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=AUTH_KEY)

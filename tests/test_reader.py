@@ -115,7 +115,6 @@ def test_lost_card(home: Home, card_dir: Path) -> None:
     reasons = verify_json(home, victim.number)["reasons"]
     assert reasons["registry"] == "card-lost"
     assert reasons["certificate:citizen-auth"] == "revoked" and reasons["certificate:citizen-sign"] == "revoked"
-    assert "revoked" in json.dumps(home.cli("card", "show", victim.number, "--json").stdout.decode()) or True
     assert json.loads(home.cli("card", "show", victim.number, "--json").stdout)["status"] == "lost"
     again = home.cli("card", "lost", victim.number, check=False)
     assert again.returncode == 1 and b"only an active card" in again.stderr
