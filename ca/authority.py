@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ca import crl as crl_module
 from ca import revocation
 from ca.errors import InvalidRequest, NotFound, NotInitialised
+from ca.events import CaEvent, EventSink
 from ca.hierarchy import ROOT, HierarchyPlan, create_hierarchy
 from ca.issuance import IssuerContext, find_certificate, issue_certificate, load_csr
 from ca.keyring import Keyring
@@ -40,6 +41,7 @@ class CertificateAuthority:
         clock: Callable[[], datetime.datetime] = utc_now,
         crl_period: datetime.timedelta = datetime.timedelta(days=1),
         crl_refresh_before: datetime.timedelta = datetime.timedelta(hours=6),
+        events: EventSink | None = None,
     ) -> None:
         self.sessions = sessions
         self.keyring = keyring
@@ -47,6 +49,7 @@ class CertificateAuthority:
         self.clock = clock
         self.crl_period = crl_period
         self.crl_refresh_before = crl_refresh_before
+        self.events = events
         #: issuing authorities as issuance needs them; their certificate and key never change
         self._issuers: dict[str, IssuerContext] = {}
 
@@ -128,7 +131,14 @@ class CertificateAuthority:
         context = self._issuer(issuer_name)
         now = self.clock()
         with self.sessions.begin() as session:
-            return issue_certificate(session, context, profile, csr.public_key(), proposal, requester, self.urls, now)
+            row = issue_certificate(session, context, profile, csr.public_key(), proposal, requester, self.urls, now)
+            self._emit(session, CaEvent("cert.issue", requester, f"cert:{row.serial_hex}",
+                                        {"profile": row.profile, "subject": row.subject, "issuer": issuer_name}))
+            return row
+
+    def _emit(self, session: Session, event: CaEvent) -> None:
+        if self.events is not None:
+            self.events(session, event)
 
     def _issuer(self, name: str) -> IssuerContext:
         context = self._issuers.get(name)
@@ -141,7 +151,7 @@ class CertificateAuthority:
         return context
 
     # -- status --------------------------------------------------------------------------
-    def revoke(self, serial: str, reason: str | x509.ReasonFlags) -> Certificate:
+    def revoke(self, serial: str, reason: str | x509.ReasonFlags, actor: str = "unspecified") -> Certificate:
         """Revoke (or hold) and publish the new CRL in the same transaction."""
         flag = reason if isinstance(reason, x509.ReasonFlags) else revocation.parse_reason(reason)
         now = self.clock()
@@ -149,14 +159,17 @@ class CertificateAuthority:
             cert = find_certificate(session, serial)
             revocation.revoke(session, cert, flag, now)
             self._publish(session, session.get(Authority, cert.issuer_id), now)  # type: ignore[arg-type]
+            self._emit(session, CaEvent("cert.revoke", actor, f"cert:{cert.serial_hex}",
+                                        {"reason": flag.value, "subject": cert.subject}))
             return cert
 
-    def release_hold(self, serial: str) -> Certificate:
+    def release_hold(self, serial: str, actor: str = "unspecified") -> Certificate:
         now = self.clock()
         with self.sessions.begin() as session:
             cert = find_certificate(session, serial)
             revocation.release_hold(session, cert, now)
             self._publish(session, session.get(Authority, cert.issuer_id), now)  # type: ignore[arg-type]
+            self._emit(session, CaEvent("cert.release", actor, f"cert:{cert.serial_hex}", {"subject": cert.subject}))
             return cert
 
     def get(self, serial: str) -> Certificate:

@@ -89,7 +89,10 @@ def sign_data(
         # version 3 when the encapsulated content is not id-data (section 5.1)
         "version": "v1" if content_type_value.native == "data" else "v3",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest_algorithm})],
-        "encap_content_info": {"content_type": content_type_value, "content": core.ParsableOctetString(content)},
+        # id-data content is a plain OCTET STRING; other types (TSTInfo) are parsable DER inside it
+        "encap_content_info": {"content_type": content_type_value,
+                               "content": core.OctetString(content) if content_type_value.native == "data"
+                               else core.ParsableOctetString(content)},
         "certificates": [cms.CertificateChoices(name="certificate", value=_asn1_certificate(c)) for c in certificates],
         "signer_infos": [signer_info],
     })

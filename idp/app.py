@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                       REMEMBER_COOKIE_HTTPONLY=True)
     deployment = Deployment(settings)
     app.extensions["tessera"] = deployment
+    deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
     app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
     problems.install(app)
     csrf.install(app)

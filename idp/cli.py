@@ -16,6 +16,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from audit import AuditError
 from ca.errors import CaError
 from cardsim.errors import CardError
 from ca.hierarchy import HierarchyPlan
@@ -35,7 +36,7 @@ class _TesseraGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (CaError, CardError, DirectoryError) as exc:
+        except (CaError, CardError, DirectoryError, AuditError) as exc:
             raise click.ClickException(str(exc)) from None
         except (ConfigurationError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
@@ -188,7 +189,7 @@ def ca_issue(obj: _Context, profile_name: str, csr_path: str, subject: str | Non
 @click.pass_obj
 def ca_revoke(obj: _Context, serial: str, reason: str, as_json: bool) -> None:
     """Revoke a certificate (certificateHold puts it on hold; see `release`)."""
-    row = obj.deployment.ca.revoke(serial, reason)
+    row = obj.deployment.ca.revoke(serial, reason, actor=f"cli:{getpass.getuser()}")
     if as_json:
         click.echo(json.dumps(_cert_summary(row), indent=2))
     else:
@@ -200,7 +201,7 @@ def ca_revoke(obj: _Context, serial: str, reason: str, as_json: bool) -> None:
 @click.pass_obj
 def ca_release(obj: _Context, serial: str) -> None:
     """Release a certificate from hold (certificateHold): it is valid again."""
-    row = obj.deployment.ca.release_hold(serial)
+    row = obj.deployment.ca.release_hold(serial, actor=f"cli:{getpass.getuser()}")
     click.echo(f"{row.serial_hex}: {row.status}")
 
 

@@ -18,6 +18,7 @@ from ca.urls import PublicUrls
 from idp.settings import Settings
 
 if TYPE_CHECKING:
+    from audit import AuditTrail
     from ca.timestamps import StoredTimeStampAuthority
     from idp.directory import Directory
     from idp.oidc.clients import ClientRegistry
@@ -54,7 +55,26 @@ class Deployment:
 
     @cached_property
     def ca(self) -> CertificateAuthority:
-        return CertificateAuthority(self.sessions, self.keyring, self.urls, utc_now)
+        """The CA; its certificate operations write their audit entries inside their own transactions."""
+        from idp.audit_bridge import ca_sink
+
+        ca = CertificateAuthority(self.sessions, self.keyring, self.urls, utc_now)
+        self.__dict__["ca"] = ca  # the trail needs the CA (its checkpoint signer and TSA): publish it first
+        ca.events = ca_sink(self.audit)
+        return ca
+
+    @cached_property
+    def audit(self) -> "AuditTrail":
+        """The tamper-evident audit trail; idp and card security events are recorded into it."""
+        from audit import open_trail
+        from idp.audit_bridge import install
+
+        ca = self.ca
+        if "audit" in self.__dict__:  # building the CA built the trail already
+            return self.__dict__["audit"]  # type: ignore[no-any-return]
+        trail = open_trail(ca, self.sessions, self.tsa, self.settings.audit_checkpoint_every)
+        install(trail)
+        return trail
 
     @cached_property
     def ocsp(self) -> OcspResponder:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from ca.hierarchy import HierarchyPlan
 from ca.models import Authority
+from audit.checkpoints import prepare_audit_signer
 from cardsim.setup import prepare_card_issuer
 from idp import schema
 from idp.deployment import Deployment
@@ -83,6 +84,7 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
         for kid in deployment.signing_keys.ensure():
             done.append(f"created OpenID Connect signing key {kid}")
         done += prepare_card_issuer(settings.home, deployment.ca)
+        done += prepare_audit_signer(deployment.ca)
     finally:
         deployment.close()
     return done

@@ -61,6 +61,14 @@ def install(app: Flask) -> None:
         status = 503 if isinstance(exc, DirectoryUnavailable) else 400
         return _respond(status, "Directory unavailable" if status == 503 else "Directory error", exc.message, exc.kind)
 
+    from audit import AuditUnavailable
+
+    @app.errorhandler(AuditUnavailable)
+    def _audit_unavailable(exc: AuditUnavailable) -> Response:
+        # the action was not carried out: an unaudited action must not happen
+        return _respond(503, "Audit trail unavailable", "the audit trail cannot be written, so nothing was done; "
+                        "try again later", "audit-unavailable")
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500

@@ -44,6 +44,8 @@ class Settings:
     data_key_b64: str | None = field(default=None, repr=False)
     #: reverse proxies in front of the service whose X-Forwarded-For/-Proto are trusted (0: none)
     proxy_hops: int = 0
+    #: an automatic signed, time-stamped audit checkpoint after this many entries
+    audit_checkpoint_every: int = 1000
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -66,6 +68,7 @@ class Settings:
             throttle_window_seconds=int(env.get("TESSERA_THROTTLE_WINDOW_SECONDS") or 15 * 60),
             data_key_b64=env.get("TESSERA_DATA_KEY") or None,
             proxy_hops=int(env.get("TESSERA_PROXY_HOPS") or 0),
+            audit_checkpoint_every=int(env.get("TESSERA_AUDIT_CHECKPOINT_EVERY") or 1000),
         )
 
     # -- embedded layout -----------------------------------------------------------------

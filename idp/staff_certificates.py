@@ -78,4 +78,4 @@ class StaffCertificates:
         row = self.ca.get(serial)
         if row.requester != requester_of(uid):
             raise NotFound(f"no certificate {serial} of yours")
-        return self.ca.revoke(row.serial_hex, reason)
+        return self.ca.revoke(row.serial_hex, reason, actor=f"staff:{uid}")

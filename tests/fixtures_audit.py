@@ -105,7 +105,8 @@ def audit_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """A fresh home from the real `tessera init` (CA keys on its SoftHSM2 token)."""
     port = free_port()
     home = Home(tmp_path_factory.mktemp("audit-home"), f"http://127.0.0.1:{port}", port)
-    home.cli("init")
+    made = home.cli("init")
+    assert b"created the audit trail signer" in made.stdout + made.stderr  # `tessera init` prepares it
     return home
 
 

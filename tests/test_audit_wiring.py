@@ -1,0 +1,85 @@
+"""The audit trail wired into the service: certificate operations are audited inside their own
+transaction (no entry, no operation), and security events of the web service become entries."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Home
+from tests.fixtures_audit import audit_home  # noqa: F401  (a fresh `tessera init` home)
+
+
+def _csr(work: Path, name: str) -> Path:
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(work / f"{name}.key"), "-subj", f"/CN={name}", "-out", str(work / f"{name}.csr")],
+                   check=True, capture_output=True)
+    return work / f"{name}.csr"
+
+
+def _entries(home: Home, event_type: str) -> list[dict[str, object]]:
+    return json.loads(home.cli("audit", "list", "--type", event_type, "--json").stdout)  # type: ignore[no-any-return]
+
+
+def test_issue_and_revoke_are_audited_with_who_and_what(audit_home: Home, tmp_path: Path) -> None:  # noqa: F811
+    issued = json.loads(audit_home.cli("ca", "issue", "--profile", "staff-auth", "--csr", str(_csr(tmp_path, "a")),
+                                       "--subject", "CN=Ann Audit,O=Ministry of Finance,C=EE", "--json").stdout)
+    audit_home.cli("ca", "revoke", issued["serial"], "--reason", "keyCompromise")
+    issue = [e for e in _entries(audit_home, "cert.issue") if e["object"] == f"cert:{issued['serial']}"]
+    revoke = [e for e in _entries(audit_home, "cert.revoke") if e["object"] == f"cert:{issued['serial']}"]
+    assert len(issue) == 1 and str(issue[0]["subject"]).startswith("cli:") and issue[0]["result"] == "success"
+    assert issue[0]["details"]["profile"] == "staff-auth"  # type: ignore[index]
+    assert len(revoke) == 1 and revoke[0]["details"]["reason"] == "keyCompromise"  # type: ignore[index]
+    assert audit_home.cli("audit", "verify").returncode == 0
+
+
+def test_no_audit_entry_no_revocation(audit_home: Home, tmp_path: Path) -> None:  # noqa: F811
+    issued = json.loads(audit_home.cli("ca", "issue", "--profile", "staff-auth", "--csr", str(_csr(tmp_path, "b")),
+                                       "--subject", "CN=Bob Blocked,O=Ministry of Finance,C=EE", "--json").stdout)
+    db = sqlite3.connect(audit_home.path / "tessera.db")
+    try:
+        head = db.execute("SELECT seq, entry_hash FROM audit_head").fetchone()
+        db.execute("DELETE FROM audit_head")  # the trail can no longer be written (no chain head)
+        db.commit()
+        result = audit_home.cli("ca", "revoke", issued["serial"], "--reason", "keyCompromise", check=False)
+        assert result.returncode != 0
+        err = result.stderr.decode()
+        assert "audit trail" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        status = json.loads(audit_home.cli("ca", "show", issued["serial"], "--json").stdout)["status"]
+        assert status == "valid"  # the revocation was not carried out
+    finally:
+        db.execute("INSERT INTO audit_head (id, seq, entry_hash) VALUES (1, ?, ?)", head)
+        db.commit()
+        db.close()
+    audit_home.cli("ca", "revoke", issued["serial"], "--reason", "keyCompromise")
+    assert json.loads(audit_home.cli("ca", "show", issued["serial"], "--json").stdout)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("action, details", [("login.password", {"reason": "wrong-password"}),
+                                             ("logout.everywhere", {"sessions": 2, "tokens": 1}),
+                                             ("totp.enrol", {"secret": "JBSWY3DP"})])
+def test_security_events_become_entries_and_secrets_are_dropped(audit_home: Home, action: str,  # noqa: F811
+                                                                details: dict[str, object]) -> None:
+    from idp import events
+    from idp.deployment import Deployment
+    from idp.settings import Settings
+
+    deployment = Deployment(Settings.from_env(audit_home.path, audit_home.env))
+    try:
+        trail = deployment.audit
+        before = trail.head()[0]
+        events.record(action, "staff:ann", "staff:ann", "failure", **details)
+        seq, _ = trail.head()
+        assert seq == before + 1
+        entry = _entries(audit_home, action)[0]
+        assert entry["subject"] == "staff:ann" and entry["result"] == "failure"
+        stored = entry["details"]
+        assert "secret" not in json.dumps(stored).lower() or stored == {"details_dropped": ["secret"]}
+        if "secret" not in details:
+            assert stored == details
+    finally:
+        deployment.close()
