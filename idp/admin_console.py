@@ -1,0 +1,702 @@
+"""The admin console: a home page per role, searchable paged tables (people, applications,
+certificates, cards, clients, audit), detail pages, and actions that ask for confirmation.
+
+Every request re-reads the acting staff member from the directory (a removed role or a leaver
+takes effect at once) and refuses an account with two administrator roles. Every action is
+checked against :mod:`idp.roles`; a forbidden one answers 403 (a page for a browser, an RFC 9457
+problem otherwise) and is audited as ``refused``. Forms carry the CSRF token (idp/csrf.py); the
+pages use no script at all, charts are inline SVG.
+
+Also here: the password change page (``/password/change``) where an account whose initial password
+must change (ppolicy pwdReset) chooses its own, under the password policy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import io
+import json
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import (Blueprint, Flask, Response, current_app, redirect, render_template, request, session,
+                   stream_with_context, url_for)
+from flask_login import current_user
+from markupsafe import Markup, escape
+from sqlalchemy import func, or_, select
+
+from ca.errors import CaError
+from idp import problems
+from idp.account_lifecycle import Actor, IssuedAccount, Lifecycle, audit_trail
+from idp.deployment import Deployment
+from idp.directory_admin import DirectoryWriter
+from idp.directory_errors import DirectoryError, InvalidCredentials, PasswordRejected
+from idp.password_policy import MIN_LENGTH, WeakPassword
+from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, GovernanceError,
+                       login_refusal, permissions_of, role_name)
+
+bp = Blueprint("admin_console", __name__, url_prefix="/admin")
+password_bp = Blueprint("password", __name__)
+PAGE_SIZE = 25
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def deployment() -> Deployment:
+    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
+
+
+def lifecycle() -> Lifecycle:
+    lc = current_app.extensions.get("tessera.lifecycle")
+    if lc is None:
+        lc = Lifecycle(deployment())
+        current_app.extensions["tessera.lifecycle"] = lc
+    return lc  # type: ignore[no-any-return]
+
+
+def _request_id() -> str:
+    rid = request.headers.get("X-Request-Id") or ""
+    if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
+        rid = uuid.uuid4().hex
+    return rid
+
+
+class NotLoggedIn(Exception):
+    pass
+
+
+def actor() -> Actor:
+    """The logged-in staff member, as the directory describes them now."""
+    cached = getattr(request, "_tessera_actor", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if not current_user.is_authenticated:
+        raise NotLoggedIn()
+    member = deployment().directory.find(current_user.uid)
+    if member is None or not member.enabled:
+        raise Forbidden("This account is no longer active.")
+    who = Actor.of(member, request.remote_addr, _request_id())
+    refusal = login_refusal(member.groups)
+    if refusal:
+        lifecycle().refused(who, "admin.console", None, refusal, kind="conflicting-roles")
+        raise ConflictingRoles(refusal)
+    request._tessera_actor = who  # type: ignore[attr-defined]
+    return who
+
+
+def guarded(permission: str | None, event_type: str) -> Callable[[F], F]:
+    """Require a login and (when given) ``permission``; a refusal is audited and answered 403."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            who = actor()
+            if permission is not None:
+                obj = next(iter(kwargs.values()), None)
+                lifecycle().authorise(who, permission, event_type, f"{event_type.split('.')[-2]}:{obj}" if obj else None)
+            return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def _page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    who: Actor | None = getattr(request, "_tessera_actor", None)
+    return render_template(template, me=who, role=role_name(who.groups) if who else None,
+                           perms=permissions_of(who.groups) if who else frozenset(),
+                           is_approver=bool(who and APPROVERS in who.groups), **context), status
+
+
+def _refusal(status: int, title: str, detail: str, kind: str) -> Response:
+    if problems.wants_html():
+        html, _ = _page("admin_error.html", status, title=title, detail=detail)
+        return Response(html, status=status, mimetype="text/html")
+    return problems.problem(status, title, detail, kind)
+
+
+@bp.errorhandler(NotLoggedIn)
+def _login_first(_exc: NotLoggedIn) -> Any:
+    return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
+
+
+@bp.errorhandler(GovernanceError)
+def _governance_error(exc: GovernanceError) -> Response:
+    titles = {403: "Not allowed", 404: "Not found", 409: "Refused"}
+    return _refusal(exc.status, titles.get(exc.status, "Refused"), str(exc), exc.kind)
+
+
+@bp.errorhandler(CaError)
+def _ca_error(exc: CaError) -> Response:
+    status = 404 if exc.kind == "not-found" else 409 if "state" in exc.kind else 400
+    return _refusal(status, "Refused", str(exc), exc.kind)
+
+
+@bp.errorhandler(DirectoryError)
+def _directory_error(exc: DirectoryError) -> Response:
+    status = 503 if exc.kind == "directory-unavailable" else 409
+    return _refusal(status, "Directory", exc.message, exc.kind)
+
+
+def _paging(total: int) -> dict[str, Any]:
+    try:
+        page = max(1, int(request.args.get("page") or 1))
+    except ValueError:
+        page = 1
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(page, pages)
+    args = {k: v for k, v in request.args.items() if k != "page"}
+    return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * PAGE_SIZE, "args": args}
+
+
+def _q() -> str:
+    return (request.args.get("q") or "").strip()[:64]
+
+
+def _confirm(title: str, detail: str, danger: bool = True) -> Any | None:
+    """None when the form says it was confirmed; otherwise the confirmation page for this very post."""
+    if request.form.get("confirmed") == "yes":
+        return None
+    fields = {k: v for k, v in request.form.items() if k not in ("csrf_token", "confirmed")}
+    return _page("admin_confirm.html", title=title, detail=detail, action=request.path, fields=fields, danger=danger)
+
+
+# -- home -------------------------------------------------------------------------------------------
+@bp.get("/")
+@guarded(None, "admin.home")
+def home() -> Any:
+    who = actor()
+    lc = lifecycle()
+    context: dict[str, Any] = {}
+    perms = permissions_of(who.groups)
+    if "account.issue" in perms:
+        context["to_issue"], _ = lc.applications(status="approved", limit=10)
+        context["four_eyes"], _ = lc.four_eyes.list(status="pending", limit=10)
+    if "client.read" in perms:
+        context["clients"] = deployment().clients.list()[:10]
+    if "audit.read" in perms:
+        from audit.reports import report
+
+        context["by_type"] = report(deployment().sessions, "type", limit=10)
+    if not admin_roles_of_actor(who):
+        context["department_applications"], _ = lc.applications(department=who.department, limit=10)
+    return _page("admin_home.html", **context)
+
+
+def admin_roles_of_actor(who: Actor) -> list[str]:
+    return sorted(set(who.groups) & set(ADMIN_ROLES))
+
+
+# -- people -----------------------------------------------------------------------------------------
+@bp.get("/people")
+@guarded("people.read", "admin.people.read")
+def people() -> Any:
+    found = DirectoryWriter(deployment().directory.config).search_people(_q(), request.args.get("department") or None)
+    paging = _paging(len(found))
+    rows = found[paging["offset"]:paging["offset"] + PAGE_SIZE]
+    return _page("admin_people.html", rows=rows, q=_q(), paging=paging, endpoint="admin_console.people")
+
+
+@bp.get("/people/<uid>")
+@guarded("people.read", "admin.people.read")
+def person(uid: str) -> Any:
+    member = lifecycle().member(uid)
+    from idp.staff_certificates import StaffCertificates
+
+    d = deployment()
+    certs = StaffCertificates(d.ca, d.sessions).list_for(member.uid)
+    sessions_open = len(d.web_sessions.list_for(member.uid))
+    apps, _ = lifecycle().applications(text=member.uid, limit=20)
+    return _page("admin_person.html", member=member, certificates=certs, sessions_open=sessions_open,
+                 applications=[a for a in apps if a.uid == member.uid], grantable=GRANTABLE)
+
+
+@bp.post("/people/<uid>/grant")
+@guarded("role.grant", "admin.role.grant")
+def grant(uid: str) -> Any:
+    group = request.form.get("group") or ""
+    page = _confirm("Grant a role", f"Grant {group} to {uid}? An administrator role needs a second "
+                    "security administrator's approval (four eyes).", danger=False)
+    if page is not None:
+        return page
+    request_made = lifecycle().grant_role(actor(), uid, group)
+    if request_made is not None:
+        return redirect(url_for("admin_console.four_eyes_detail", request_id=request_made.id))
+    return redirect(url_for("admin_console.person", uid=uid))
+
+
+@bp.post("/people/<uid>/remove-role")
+@guarded("role.remove", "admin.role.revoke")
+def remove_role(uid: str) -> Any:
+    group = request.form.get("group") or ""
+    page = _confirm("Remove a role", f"Remove {group} from {uid}?")
+    if page is not None:
+        return page
+    lifecycle().remove_role(actor(), uid, group)
+    return redirect(url_for("admin_console.person", uid=uid))
+
+
+@bp.post("/people/<uid>/change-post")
+@guarded("account.change-post", "admin.account.change-post")
+def change_post(uid: str) -> Any:
+    post = request.form.get("post") or ""
+    page = _confirm("Change of post", f"Record that {uid} moves to the post {post!r}? Their present role groups "
+                    "are removed now; the new post's groups need the department's approval.")
+    if page is not None:
+        return page
+    view = lifecycle().change_post(actor(), uid, post, request.form.get("department") or None,
+                                   request.form.getlist("groups"))
+    return redirect(url_for("admin_console.application", application_id=view.id))
+
+
+@bp.post("/people/<uid>/leaver")
+@guarded("account.leaver", "admin.account.leaver")
+def leaver(uid: str) -> Any:
+    page = _confirm("Leaver", f"Process {uid} as a leaver? Their account is disabled, every session and token ended "
+                    "and every certificate revoked, at once.")
+    if page is not None:
+        return page
+    report = lifecycle().leaver(actor(), uid)
+    return _page("admin_done.html", title="Leaver processed",
+                 lines=[f"{report.uid} is disabled in the directory.",
+                        f"Sessions ended: {report.sessions_ended}; tokens revoked: {report.tokens_revoked}.",
+                        f"Certificates revoked: {', '.join(report.certificates_revoked) or 'none'}.",
+                        f"Groups removed: {', '.join(report.groups_removed) or 'none'}."],
+                 back=url_for("admin_console.person", uid=uid))
+
+
+# -- applications -------------------------------------------------------------------------------------
+def _applications_scope(who: Actor) -> str | None:
+    """Security administrators see every department; a department's staff see their own; other
+    administrators none (refused, audited)."""
+    perms = permissions_of(who.groups)
+    if "account.read" in perms:
+        return None
+    if admin_roles_of_actor(who):
+        lifecycle().authorise(who, "account.read", "admin.account.read")
+    return who.department
+
+
+@bp.get("/applications")
+@guarded(None, "admin.account.read")
+def applications() -> Any:
+    who = actor()
+    department = _applications_scope(who)
+    status = request.args.get("status") or None
+    total = lifecycle().applications(status, _q(), department, limit=1)[1]
+    paging = _paging(total)
+    rows, _ = lifecycle().applications(status, _q(), department, limit=PAGE_SIZE, offset=paging["offset"])
+    return _page("admin_applications.html", rows=rows, q=_q(), status=status, paging=paging,
+                 endpoint="admin_console.applications")
+
+
+@bp.route("/applications/new", methods=["GET", "POST"])
+@guarded(None, "admin.account.apply")
+def apply() -> Any:
+    who = actor()
+    if request.method == "GET":
+        return _page("admin_apply.html", form={}, departments=deployment().directory.departments())
+    form = request.form
+    page = _confirm("Apply for an account", f"Apply for an account {form.get('uid')!r} for "
+                    f"{form.get('given_name')} {form.get('surname')}, post {form.get('post')!r}?", danger=False)
+    if page is not None:
+        return page
+    try:
+        view = lifecycle().apply(who, form.get("uid") or "", form.get("given_name") or "", form.get("surname") or "",
+                                 form.get("department") or who.department, form.get("post") or "",
+                                 form.getlist("groups"))
+    except GovernanceError as exc:
+        if exc.status == 403:
+            raise
+        return _page("admin_apply.html", 400 if exc.status == 400 else exc.status, form=form, error=str(exc),
+                     departments=deployment().directory.departments())
+    return redirect(url_for("admin_console.application", application_id=view.id))
+
+
+@bp.get("/applications/<int:application_id>")
+@guarded(None, "admin.account.read")
+def application(application_id: int) -> Any:
+    who = actor()
+    department = _applications_scope(who)
+    view = lifecycle().application(application_id)
+    if department is not None and view.department != department:
+        lifecycle().refused(who, "admin.account.read", f"application:{application_id}", "another department")
+        raise Forbidden("This application belongs to another department.")
+    return _page("admin_application.html", app=view)
+
+
+@bp.post("/applications/<int:application_id>/approve")
+@guarded(None, "admin.account.approve")
+def approve(application_id: int) -> Any:
+    page = _confirm("Approve", f"Approve application #{application_id}?", danger=False)
+    if page is not None:
+        return page
+    lifecycle().decide(actor(), application_id, True)
+    return redirect(url_for("admin_console.application", application_id=application_id))
+
+
+@bp.post("/applications/<int:application_id>/reject")
+@guarded(None, "admin.account.reject")
+def reject(application_id: int) -> Any:
+    page = _confirm("Reject", f"Reject application #{application_id}?")
+    if page is not None:
+        return page
+    lifecycle().decide(actor(), application_id, False, request.form.get("note"))
+    return redirect(url_for("admin_console.application", application_id=application_id))
+
+
+@bp.post("/applications/<int:application_id>/issue")
+@guarded("account.issue", "admin.account.issue")
+def issue(application_id: int) -> Any:
+    page = _confirm("Issue", f"Issue application #{application_id}? A new account gets a one-time initial password.",
+                    danger=False)
+    if page is not None:
+        return page
+    result = lifecycle().issue(actor(), application_id)
+    if isinstance(result, IssuedAccount):
+        return _page("admin_issued.html", issued=result, change_url=url_for("password.change", _external=True))
+    return redirect(url_for("admin_console.application", application_id=application_id))
+
+
+# -- certificates -------------------------------------------------------------------------------------
+@bp.get("/certificates")
+@guarded("cert.read", "admin.cert.read")
+def certificates() -> Any:
+    from ca.models import Certificate
+
+    q, status = _q(), request.args.get("status") or None
+    with deployment().sessions() as s:
+        query = select(Certificate)
+        if q:
+            like = f"%{q}%"
+            query = query.where(or_(Certificate.subject.ilike(like), Certificate.serial_hex.ilike(like.lower()),
+                                    Certificate.requester.ilike(like), Certificate.profile.ilike(like)))
+        if status:
+            query = query.where(Certificate.status == status)
+        paging = _paging(int(s.scalar(select(func.count()).select_from(query.subquery())) or 0))
+        rows = s.scalars(query.order_by(Certificate.id.desc()).limit(PAGE_SIZE).offset(paging["offset"])).all()
+    return _page("admin_certificates.html", rows=rows, q=q, status=status, paging=paging,
+                 endpoint="admin_console.certificates")
+
+
+@bp.get("/certificates/<serial>")
+@guarded("cert.read", "admin.cert.read")
+def certificate(serial: str) -> Any:
+    from ca.revocation import REASONS
+
+    return _page("admin_certificate.html", cert=deployment().ca.get(serial), reasons=list(REASONS))
+
+
+@bp.post("/certificates/<serial>/revoke")
+@guarded("cert.revoke", "cert.revoke")
+def revoke(serial: str) -> Any:
+    reason = request.form.get("reason") or "unspecified"
+    page = _confirm("Revoke certificate", f"Revoke certificate {serial} ({reason})? This cannot be undone "
+                    "(an issuing CA's certificate needs a second security administrator).")
+    if page is not None:
+        return page
+    result = lifecycle().revoke_certificate(actor(), serial, reason)
+    if hasattr(result, "operation"):
+        return redirect(url_for("admin_console.four_eyes_detail", request_id=result.id))
+    return redirect(url_for("admin_console.certificate", serial=serial))
+
+
+# -- cards ------------------------------------------------------------------------------------------
+@bp.get("/cards")
+@guarded("card.read", "admin.card.read")
+def cards() -> Any:
+    from cardsim.models import Card
+
+    q = _q()
+    with deployment().sessions() as s:
+        query = select(Card)
+        if q:
+            like = f"%{q}%"
+            query = query.where(or_(Card.number.ilike(like), Card.holder.ilike(like), Card.status.ilike(like)))
+        paging = _paging(int(s.scalar(select(func.count()).select_from(query.subquery())) or 0))
+        rows = s.scalars(query.order_by(Card.id.desc()).limit(PAGE_SIZE).offset(paging["offset"])).all()
+    return _page("admin_cards.html", rows=rows, q=q, paging=paging, endpoint="admin_console.cards")
+
+
+@bp.get("/cards/<number>")
+@guarded("card.read", "admin.card.read")
+def card(number: str) -> Any:
+    from cardsim.models import Card
+
+    with deployment().sessions() as s:
+        row = s.scalar(select(Card).where(Card.number == number[:32]))
+    if row is None:
+        from idp.account_lifecycle import NotFoundError
+
+        raise NotFoundError(f"no card {number[:32]!r}")
+    return _page("admin_card.html", card=row)
+
+
+@bp.post("/cards/<number>/block")
+@guarded("card.block", "admin.card.block")
+def block_card(number: str) -> Any:
+    page = _confirm("Block card", f"Block card {number}? Its certificates are revoked (keyCompromise).")
+    if page is not None:
+        return page
+    lifecycle().block_card(actor(), number)
+    return redirect(url_for("admin_console.card", number=number))
+
+
+# -- clients and configuration -------------------------------------------------------------------------
+@bp.get("/clients")
+@guarded("client.read", "admin.client.read")
+def clients() -> Any:
+    q = _q().lower()
+    found = [c for c in deployment().clients.list() if not q or q in c.client_id.lower() or q in c.name.lower()]
+    paging = _paging(len(found))
+    return _page("admin_clients.html", rows=found[paging["offset"]:paging["offset"] + PAGE_SIZE], q=_q(),
+                 paging=paging, endpoint="admin_console.clients")
+
+
+@bp.post("/clients/new")
+@guarded("client.add", "admin.client.add")
+def add_client() -> Any:
+    name, redirect_uri = request.form.get("name") or "", request.form.get("redirect_uri") or ""
+    page = _confirm("Register a client", f"Register the client {name!r} with the redirect URI {redirect_uri}?",
+                    danger=False)
+    if page is not None:
+        return page
+    new = lifecycle().add_client(actor(), name, redirect_uri, trusted=request.form.get("trusted") == "yes")
+    return _page("admin_done.html", title="Client registered",
+                 lines=[f"client_id: {new.client_id}", f"client_secret (shown once): {new.client_secret}"],
+                 back=url_for("admin_console.client", client_id=new.client_id))
+
+
+@bp.get("/clients/<client_id>")
+@guarded("client.read", "admin.client.read")
+def client(client_id: str) -> Any:
+    found = deployment().clients.get(client_id)
+    if found is None:
+        from idp.account_lifecycle import NotFoundError
+
+        raise NotFoundError(f"no client {client_id!r}")
+    return _page("admin_client.html", client=found, metadata=json.dumps(found.client_metadata, indent=2, sort_keys=True))
+
+
+@bp.post("/clients/<client_id>/remove")
+@guarded("client.remove", "admin.client.remove")
+def remove_client(client_id: str) -> Any:
+    page = _confirm("Remove client", f"Remove the client {client_id}? Its codes, tokens and consents go with it.")
+    if page is not None:
+        return page
+    lifecycle().remove_client(actor(), client_id)
+    return redirect(url_for("admin_console.clients"))
+
+
+@bp.get("/config")
+@guarded("config.read", "admin.config.read")
+def config() -> Any:
+    s = deployment().settings
+    cfg = deployment().directory.config
+    shown = {"public URL": s.public_url, "home": str(s.home), "database": s.database_url.split("@")[-1],
+             "PKCS#11 module": s.pkcs11_module, "CA token label": s.token_label,
+             "session idle timeout (s)": s.session_idle_seconds, "session absolute timeout (s)": s.session_absolute_seconds,
+             "throttle: failures per account": s.throttle_account_failures,
+             "throttle: failures per address": s.throttle_address_failures,
+             "directory": ", ".join(cfg.urls), "directory read-only": cfg.read_only,
+             "role groups": ", ".join(sorted(cfg.role_groups))}
+    return _page("admin_config.html", settings=shown)
+
+
+# -- four eyes ----------------------------------------------------------------------------------------
+@bp.get("/four-eyes")
+@guarded("four-eyes.request", "admin.four-eyes.read")
+def four_eyes() -> Any:
+    status = request.args.get("status") or None
+    total = lifecycle().four_eyes.list(status, limit=1)[1]
+    paging = _paging(total)
+    rows, _ = lifecycle().four_eyes.list(status, limit=PAGE_SIZE, offset=paging["offset"])
+    return _page("admin_four_eyes.html", rows=rows, status=status, paging=paging, endpoint="admin_console.four_eyes")
+
+
+@bp.get("/four-eyes/<int:request_id>")
+@guarded("four-eyes.request", "admin.four-eyes.read")
+def four_eyes_detail(request_id: int) -> Any:
+    view = lifecycle().four_eyes.get(request_id)
+    if view is None:
+        from idp.account_lifecycle import NotFoundError
+
+        raise NotFoundError(f"no four-eyes request #{request_id}")
+    return _page("admin_four_eyes_detail.html", item=view)
+
+
+@bp.post("/four-eyes/revoke-issuing-ca")
+@guarded("four-eyes.request", "admin.four-eyes.request")
+def request_ca_revocation() -> Any:
+    name = request.form.get("ca") or ""
+    page = _confirm("Revoke an issuing CA", f"Ask for the revocation of the issuing CA {name!r}? A second security "
+                    "administrator must approve it.")
+    if page is not None:
+        return page
+    view = lifecycle().request_four_eyes(actor(), "revoke-issuing-ca", f"ca:{name}",
+                                         {"reason": request.form.get("reason") or "cACompromise"})
+    return redirect(url_for("admin_console.four_eyes_detail", request_id=view.id))
+
+
+@bp.post("/four-eyes/<int:request_id>/approve")
+@guarded("four-eyes.approve", "admin.four-eyes.approve")
+def four_eyes_approve(request_id: int) -> Any:
+    page = _confirm("Approve (four eyes)", f"Approve and carry out request #{request_id}?")
+    if page is not None:
+        return page
+    lifecycle().decide_four_eyes(actor(), request_id, True)
+    return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
+
+
+@bp.post("/four-eyes/<int:request_id>/reject")
+@guarded("four-eyes.approve", "admin.four-eyes.reject")
+def four_eyes_reject(request_id: int) -> Any:
+    page = _confirm("Reject (four eyes)", f"Reject request #{request_id}?")
+    if page is not None:
+        return page
+    lifecycle().decide_four_eyes(actor(), request_id, False)
+    return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
+
+
+# -- audit --------------------------------------------------------------------------------------------
+def _audit_filter() -> Any:
+    from audit.export import EntryFilter
+
+    def when(name: str) -> datetime.datetime | None:
+        value = (request.values.get(name) or "").strip()
+        if not value:
+            return None
+        try:
+            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise GovernanceError(f"{name}: use an ISO 8601 date, e.g. 2026-11-25") from None
+        return parsed.replace(tzinfo=datetime.timezone.utc) if parsed.tzinfo is None else parsed
+
+    return EntryFilter(since=when("since"), until=when("until"),
+                       event_type=(request.values.get("type") or "").strip()[:64] or None,
+                       subject=(request.values.get("subject") or "").strip()[:255] or None)
+
+
+@bp.get("/audit")
+@guarded("audit.read", "audit.read")
+def audit() -> Any:
+    from audit.export import count_entries, iter_entries
+
+    where = _audit_filter()
+    sessions = deployment().sessions
+    paging = _paging(count_entries(sessions, where))
+    rows = list(iter_entries(sessions, where, limit=PAGE_SIZE, offset=paging["offset"], newest_first=True))
+    return _page("admin_audit.html", rows=rows, where=where, paging=paging, endpoint="admin_console.audit")
+
+
+@bp.get("/audit/<int:seq>")
+@guarded("audit.read", "audit.read")
+def audit_entry(seq: int) -> Any:
+    from audit.export import iter_entries
+    from audit.models import AuditEntry
+
+    with deployment().sessions() as s:
+        exists = s.get(AuditEntry, seq) is not None
+    if not exists:
+        from idp.account_lifecycle import NotFoundError
+
+        raise NotFoundError(f"no audit entry #{seq}")
+    from audit.export import EntryFilter
+
+    entry = next(e for e in iter_entries(deployment().sessions, EntryFilter(), limit=1, offset=seq - 1))
+    return _page("admin_audit_entry.html", entry=entry, details=json.dumps(entry["details"], indent=2, sort_keys=True))
+
+
+@bp.post("/audit/export")
+@guarded("audit.export", "audit.export")
+def audit_export() -> Any:
+    from audit.export import FORMATS, export
+
+    fmt = request.form.get("format") or "jsonl"
+    if fmt not in FORMATS:
+        raise GovernanceError(f"unknown format {fmt!r}: jsonl or csv")
+    where = _audit_filter()
+    who = actor()
+    # the export is recorded first: an export whose entry cannot be written does not happen
+    audit_trail(deployment()).record(lifecycle().event(who, "audit.export", "success", "audit:trail", format=fmt,
+                                                       filter=where.as_dict()))
+    out = io.StringIO()
+    export(deployment().sessions, fmt, out, where)
+    mimetype = "application/jsonl" if fmt == "jsonl" else "text/csv"
+    return Response(out.getvalue(), mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="tessera-audit.{fmt}"'})
+
+
+def bar_chart(rows: list[Any], title: str, width: int = 640) -> Markup:
+    """A horizontal bar chart (success / failure / refused stacked) as inline SVG, no script."""
+    bar, gap, label_w = 18, 6, 200
+    height = max(1, len(rows)) * (bar + gap) + 30
+    peak = max([r.total for r in rows] or [1]) or 1
+    scale = (width - label_w - 60) / peak
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="t{abs(hash(title))}" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" class="chart">',
+             f'<title id="t{abs(hash(title))}">{escape(title)}</title>']
+    for i, r in enumerate(rows):
+        y = i * (bar + gap) + 4
+        x = label_w
+        parts.append(f'<text x="{label_w - 6}" y="{y + bar - 5}" text-anchor="end" font-size="12">{escape(r.key[:32])}</text>')
+        for count, cls in ((r.success, "ok"), (r.failure, "fail"), (r.refused, "refused")):
+            w = count * scale
+            if w > 0:
+                parts.append(f'<rect class="{cls}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar}"><title>{escape(r.key)}: '
+                             f'{count} {cls}</title></rect>')
+                x += w
+        parts.append(f'<text x="{x + 4:.1f}" y="{y + bar - 5}" font-size="12">{r.total}</text>')
+    parts.append(f'<text x="{label_w}" y="{height - 6}" font-size="11" class="legend">green: success, red: failure, '
+                 'amber: refused</text></svg>')
+    return Markup("".join(parts))
+
+
+@bp.get("/audit/reports")
+@guarded("audit.report", "audit.report")
+def audit_reports() -> Any:
+    from audit.reports import report
+
+    where = _audit_filter()
+    sessions = deployment().sessions
+    by_type = report(sessions, "type", where, limit=20)
+    by_person = report(sessions, "person", where, limit=20)
+    by_day = report(sessions, "day", where, limit=60)
+    return _page("admin_reports.html", where=where,
+                 charts=[("By event type", bar_chart(by_type, "Audit entries by event type"), by_type),
+                         ("By person", bar_chart(by_person, "Audit entries by person"), by_person),
+                         ("By day (UTC)", bar_chart(by_day, "Audit entries by day"), by_day)])
+
+
+# -- password change (first login with a must-change initial password) --------------------------------
+@password_bp.route("/password/change", methods=["GET", "POST"])
+def change() -> Any:
+    """Choose a new password (RFC 3062 password modify as the user), under the password policy."""
+    if request.method == "GET":
+        return render_template("admin_password.html", username=request.args.get("username", "")[:128],
+                               min_length=MIN_LENGTH), 200
+    username = (request.form.get("username") or "").strip()[:128]
+    old, new, again = (request.form.get(k) or "" for k in ("current_password", "new_password", "new_password_again"))
+    error: str | None = None
+    if not username or not old or not new:
+        error = "Fill in every field."
+    elif new != again:
+        error = "The two new passwords differ."
+    if error is None:
+        try:
+            lifecycle().change_initial_password(username, old, new, request.remote_addr)
+        except WeakPassword as exc:
+            error = " ".join(exc.reasons)
+        except InvalidCredentials:
+            error = "The user name or current password is incorrect."
+        except PasswordRejected as exc:
+            error = exc.message
+    if error is not None:
+        return render_template("admin_password.html", username=username, min_length=MIN_LENGTH, error=error), 400
+    return render_template("admin_password.html", username=username, min_length=MIN_LENGTH, done=True,
+                           login_url=url_for("login.login")), 200
+
+
+def register(app: Flask, deployment_: Deployment) -> None:
+    """Called by idp.admin_blueprints.register: the console and the password change page."""
+    app.register_blueprint(bp)
+    app.register_blueprint(password_bp)

@@ -1,0 +1,80 @@
+"""Tables of governance: account applications and their approvals, four-eyes requests, and the
+hashed password history of the password policy.
+
+On :class:`ca.models.Base` (one metadata); created by migration 0006. The directory stays the
+source of truth for who exists and which groups (roles) they hold: these tables record the
+workflow around it (who applied, who approved, who issued) and never hold a password in clear.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ca.models import Base, UtcDateTime
+
+__all__ = ["AccountApplication", "FourEyesRequest", "PasswordHistory"]
+
+#: states of an application: applied -> approved -> issued; or rejected / cancelled
+APPLICATION_STATES = ("applied", "approved", "rejected", "issued", "cancelled")
+#: kinds of application: a new account, or new privileges after a change of post
+APPLICATION_KINDS = ("new-account", "change-of-post")
+#: states of a four-eyes request: pending -> executed (approved by a second person) or rejected
+FOUR_EYES_STATES = ("pending", "executed", "rejected", "failed")
+
+
+class AccountApplication(Base):
+    """A department's application for a staff account (or for a new post's privileges)."""
+
+    __tablename__ = "gov_account_application"
+    __table_args__ = (Index("ix_gov_application_state", "status", "department"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    uid: Mapped[str] = mapped_column(String(128), index=True)
+    given_name: Mapped[str] = mapped_column(String(128))
+    surname: Mapped[str] = mapped_column(String(128))
+    department: Mapped[str] = mapped_column(String(64))
+    post: Mapped[str] = mapped_column(String(128))
+    #: non-administrative groups the post needs (JSON list, e.g. ["approvers"])
+    groups_json: Mapped[str] = mapped_column(Text, default="[]")
+    #: the post before a change of post (its privileges are removed when the change is applied for)
+    previous_post: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="applied")
+    applied_by: Mapped[str] = mapped_column(String(128))
+    applied_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
+    issued_by: Mapped[str | None] = mapped_column(String(128))
+    issued_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class FourEyesRequest(Base):
+    """A grave operation asked for by one administrator, run only when a second one approves."""
+
+    __tablename__ = "gov_four_eyes_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operation: Mapped[str] = mapped_column(String(32))  # "add-administrator" or "revoke-issuing-ca"
+    target: Mapped[str] = mapped_column(String(255))  # "staff:<uid>" or "ca:<name>"
+    details_json: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(500))
+
+
+class PasswordHistory(Base):
+    """An earlier password of a staff member as an argon2id hash (no reuse of recent passwords)."""
+
+    __tablename__ = "gov_password_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(128), index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,123 @@
+"""The staff password policy, checked before a password reaches the directory.
+
+Rules (the classified-system protection rules' password requirements, NIST SP 800-63B 5.1.1.2):
+
+- at least :data:`MIN_LENGTH` (12) characters, at most 1024;
+- not a common password: the candidate, lower-cased, and its core with leading and trailing digits
+  and symbols stripped (``Password123!`` -> ``password``) are looked up in the shipped list
+  ``idp/common_passwords.txt``;
+- not containing the user name (nor the given name or surname, when known), case-insensitively;
+- not one of the last :data:`HISTORY` passwords of the same person: the history is kept as
+  argon2id hashes (``gov_password_history``), never in clear.
+
+The directory's own ppolicy (pwdMinLength, pwdInHistory) stays on as a second line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.governance_models import PasswordHistory
+
+MIN_LENGTH = 12
+MAX_LENGTH = 1024
+HISTORY = 5
+COMMON_PASSWORDS = Path(__file__).resolve().parent / "common_passwords.txt"
+_HASHER = PasswordHasher(time_cost=3, memory_cost=4096, parallelism=1, type=Type.ID)
+_EDGES = re.compile(r"^[\d\W_]+|[\d\W_]+$")
+
+
+class WeakPassword(ValueError):
+    """The password breaks the policy; ``reasons`` says how, in words for the person choosing it."""
+
+    kind = "weak-password"
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(" ".join(reasons))
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The shipped list (lower case), read once per process."""
+    lines = COMMON_PASSWORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def is_common(password: str) -> bool:
+    lowered = password.lower()
+    core = _EDGES.sub("", lowered)
+    listed = common_passwords()
+    return lowered in listed or (len(core) >= 4 and core in listed)
+
+
+def problems(password: str, username: str, names: Iterable[str] = ()) -> list[str]:
+    """Every rule ``password`` breaks (empty: it passes), history aside."""
+    if not isinstance(password, str):
+        return ["The password must be text."]
+    found: list[str] = []
+    if len(password) < MIN_LENGTH:
+        found.append(f"Use at least {MIN_LENGTH} characters.")
+    if len(password) > MAX_LENGTH or "\x00" in password:
+        found.append(f"Use at most {MAX_LENGTH} printable characters.")
+    if is_common(password):
+        found.append("This password is on the list of common passwords: choose one nobody would guess.")
+    lowered = password.lower()
+    for name in [username, *names]:
+        if name and len(name) >= 3 and name.lower() in lowered:
+            found.append("The password may not contain your user name or your name.")
+            break
+    return found
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def _matches(stored: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class PasswordPolicy:
+    """The rules above plus the hashed history of each staff member's recent passwords."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
+                 history: int = HISTORY) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.history = history
+
+    def recently_used(self, uid: str, password: str) -> bool:
+        with self.sessions() as session:
+            hashes = session.scalars(select(PasswordHistory.password_hash).where(PasswordHistory.uid == uid)
+                                     .order_by(PasswordHistory.id.desc()).limit(self.history)).all()
+        return any(_matches(h, password) for h in hashes)
+
+    def check(self, uid: str, password: str, names: Iterable[str] = ()) -> None:
+        """Raise :class:`WeakPassword` with every broken rule, including reuse of a recent password."""
+        found = problems(password, uid, names)
+        if isinstance(password, str) and not found and self.recently_used(uid, password):
+            found.append(f"This password was one of your last {self.history}: choose a new one.")
+        if found:
+            raise WeakPassword(found)
+
+    def remember(self, session: Session, uid: str, password: str) -> None:
+        """Add ``password`` (hashed) to ``uid``'s history inside the caller's transaction; keep the newest only."""
+        session.add(PasswordHistory(uid=uid, password_hash=hash_password(password), created_at=self.clock()))
+        session.flush()
+        keep = select(PasswordHistory.id).where(PasswordHistory.uid == uid).order_by(
+            PasswordHistory.id.desc()).limit(self.history)
+        session.execute(delete(PasswordHistory).where(PasswordHistory.uid == uid,
+                                                      PasswordHistory.id.not_in(keep.scalar_subquery())))

@@ -1,0 +1,245 @@
+"""The three administrator roles and what each may do (separation of duties), and four eyes.
+
+Roles come from directory groups (docs/directory.md):
+
+=========================  ===================  =================================================
+group                      role                 may
+=========================  ===================  =================================================
+system-administrators      system administrator configuration, OpenID Connect clients, service
+                                                accounts; NOT roles, NOT the audit trail
+security-administrators    security administr.  issue approved accounts, grant/remove roles, change
+                                                of post, leavers, revoke certificates, block cards;
+                                                NOT configuration, NOT the audit trail
+auditors                   auditor              read, export and report on the audit trail only
+=========================  ===================  =================================================
+
+No account may hold two of them: :func:`check_grant` refuses granting a second, and
+:func:`login_refusal` gives the clear message a login must show when the directory says otherwise
+(the admin console refuses such an account on every request as well).
+
+Four eyes (:class:`FourEyes`): adding an administrator and revoking an issuing CA are asked for by
+one security administrator and run only when a second, different security administrator approves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.governance_models import FourEyesRequest
+
+SYSTEM_ADMIN = "system-administrators"
+SECURITY_ADMIN = "security-administrators"
+AUDITOR = "auditors"
+APPROVERS = "approvers"
+
+#: administrator role group -> (short role name used in audit entries, human name)
+ADMIN_ROLES: dict[str, tuple[str, str]] = {
+    SYSTEM_ADMIN: ("system-admin", "system administrator"),
+    SECURITY_ADMIN: ("security-admin", "security administrator"),
+    AUDITOR: ("auditor", "auditor"),
+}
+#: groups a security administrator may grant (administrator roles only through four eyes)
+GRANTABLE = (APPROVERS, *ADMIN_ROLES)
+
+#: what each administrator role may do; anything not listed is refused (and audited)
+PERMISSIONS: dict[str, frozenset[str]] = {
+    SYSTEM_ADMIN: frozenset({
+        "config.read", "client.read", "client.add", "client.remove",
+    }),
+    SECURITY_ADMIN: frozenset({
+        "people.read", "account.read", "account.issue", "account.change-post", "account.leaver",
+        "role.grant", "role.remove", "cert.read", "cert.revoke", "card.read", "card.block",
+        "four-eyes.request", "four-eyes.approve",
+    }),
+    AUDITOR: frozenset({"audit.read", "audit.export", "audit.report"}),
+}
+ALL_PERMISSIONS: frozenset[str] = frozenset().union(*PERMISSIONS.values())
+
+#: operations that need a second administrator: operation -> permission both people must hold
+FOUR_EYES_OPERATIONS: dict[str, str] = {
+    "add-administrator": "role.grant",
+    "revoke-issuing-ca": "cert.revoke",
+}
+
+
+class GovernanceError(Exception):
+    """Base of the refusals of this module and of the account lifecycle. ``kind`` is stable."""
+
+    kind = "governance"
+    status = 400
+
+
+class Forbidden(GovernanceError):
+    """The actor's role does not allow the action (separation of duties)."""
+
+    kind = "forbidden"
+    status = 403
+
+
+class ConflictingRoles(GovernanceError):
+    """An account would hold (or holds) two administrator roles."""
+
+    kind = "conflicting-roles"
+    status = 409
+
+
+class FourEyesViolation(GovernanceError):
+    """A four-eyes request approved by its own requester, or not pending any more."""
+
+    kind = "four-eyes"
+    status = 409
+
+
+def admin_roles_of(groups: Iterable[str]) -> list[str]:
+    """The administrator role groups among ``groups``, sorted."""
+    return sorted(set(groups) & set(ADMIN_ROLES))
+
+
+def role_name(groups: Iterable[str]) -> str:
+    """The short role name for audit entries: ``system-admin``, ``security-admin``, ``auditor``,
+    ``approver`` or ``staff`` (``conflicting`` when the directory gives two administrator roles)."""
+    groups = set(groups)
+    roles = admin_roles_of(groups)
+    if len(roles) > 1:
+        return "conflicting"
+    if roles:
+        return ADMIN_ROLES[roles[0]][0]
+    return "approver" if APPROVERS in groups else "staff"
+
+
+def login_refusal(groups: Iterable[str]) -> str | None:
+    """The message a login must show (and refuse) when the directory gives two administrator roles; None if fine.
+
+    The login flow calls this after the password is accepted; the admin console calls it on every request.
+    """
+    roles = admin_roles_of(groups)
+    if len(roles) <= 1:
+        return None
+    names = " and ".join(ADMIN_ROLES[r][1] for r in roles)
+    return (f"This account holds two administrator roles ({names}); the rules allow only one. "
+            "Logging in is refused until a security administrator removes one of them in the directory.")
+
+
+def permissions_of(groups: Iterable[str]) -> frozenset[str]:
+    """What an account with these groups may do (nothing at all with conflicting roles)."""
+    roles = admin_roles_of(groups)
+    if len(roles) != 1:
+        return frozenset()
+    return PERMISSIONS[roles[0]]
+
+
+def may(groups: Iterable[str], permission: str) -> bool:
+    if permission not in ALL_PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+    return permission in permissions_of(groups)
+
+
+def require(groups: Iterable[str], permission: str) -> None:
+    """Raise :class:`Forbidden` (or :class:`ConflictingRoles`) unless ``groups`` allow ``permission``."""
+    groups = list(groups)
+    refusal = login_refusal(groups)
+    if refusal:
+        raise ConflictingRoles(refusal)
+    if not may(groups, permission):
+        roles = admin_roles_of(groups)
+        who = f"the {ADMIN_ROLES[roles[0]][1]}" if roles else "a staff member without an administrator role"
+        holder = [ADMIN_ROLES[g][1] for g, perms in PERMISSIONS.items() if permission in perms]
+        raise Forbidden(f"Refused: {who} may not do this ({permission}); "
+                        f"it is the {' or '.join(holder) or 'nobody'}'s duty.")
+
+
+def check_grant(target_groups: Iterable[str], group: str) -> None:
+    """Refuse a grant that would give an account a second administrator role."""
+    if group not in GRANTABLE:
+        raise GovernanceError(f"{group!r} is not a role Tessera grants (one of {', '.join(GRANTABLE)})")
+    if group in ADMIN_ROLES:
+        others = [g for g in admin_roles_of(target_groups) if g != group]
+        if others:
+            raise ConflictingRoles(
+                f"Refused: the account is already a {ADMIN_ROLES[others[0]][1]}; no account may hold two "
+                f"administrator roles. Remove that role first.")
+
+
+# -- four eyes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FourEyesView:
+    id: int
+    operation: str
+    target: str
+    details: dict[str, Any]
+    status: str
+    requested_by: str
+    requested_at: datetime.datetime
+    decided_by: str | None
+    decided_at: datetime.datetime | None
+    outcome: str | None
+
+    @classmethod
+    def of(cls, row: FourEyesRequest) -> "FourEyesView":
+        return cls(row.id, row.operation, row.target, json.loads(row.details_json or "{}"), row.status,
+                   row.requested_by, row.requested_at, row.decided_by, row.decided_at, row.outcome)
+
+
+class FourEyes:
+    """Pending grave operations: requested by one administrator, approved and run by another."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime]) -> None:
+        self.sessions = sessions
+        self.clock = clock
+
+    def request(self, session: Session, operation: str, target: str, requested_by: str,
+                details: dict[str, Any] | None = None) -> FourEyesRequest:
+        """Record a request inside the caller's transaction (which also appends its audit entry)."""
+        if operation not in FOUR_EYES_OPERATIONS:
+            raise GovernanceError(f"{operation!r} is not a four-eyes operation ({', '.join(FOUR_EYES_OPERATIONS)})")
+        duplicate = session.scalar(select(FourEyesRequest).where(
+            FourEyesRequest.operation == operation, FourEyesRequest.target == target,
+            FourEyesRequest.status == "pending"))
+        if duplicate is not None:
+            raise FourEyesViolation(f"request #{duplicate.id} for the same operation is already waiting for approval")
+        row = FourEyesRequest(operation=operation, target=target, details_json=json.dumps(details or {}, sort_keys=True),
+                              status="pending", requested_by=requested_by, requested_at=self.clock())
+        session.add(row)
+        session.flush()
+        return row
+
+    def pending_row(self, session: Session, request_id: int, decided_by: str) -> FourEyesRequest:
+        """The pending request ``request_id``, locked; refuses its own requester (the second pair of eyes)."""
+        row = session.scalar(select(FourEyesRequest).where(FourEyesRequest.id == request_id).with_for_update())
+        if row is None:
+            raise GovernanceError(f"no four-eyes request #{request_id}")
+        if row.status != "pending":
+            raise FourEyesViolation(f"request #{request_id} is {row.status}, not pending")
+        if row.requested_by == decided_by:
+            raise FourEyesViolation("four eyes: a request must be approved by a second administrator, "
+                                    "not by the one who asked for it")
+        return row
+
+    def decide(self, row: FourEyesRequest, decided_by: str, status: str, outcome: str) -> None:
+        row.status = status
+        row.decided_by = decided_by
+        row.decided_at = self.clock()
+        row.outcome = outcome[:500]
+
+    def get(self, request_id: int) -> FourEyesView | None:
+        with self.sessions() as session:
+            row = session.get(FourEyesRequest, request_id)
+            return FourEyesView.of(row) if row else None
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[FourEyesView], int]:
+        from sqlalchemy import func
+
+        with self.sessions() as session:
+            query = select(FourEyesRequest)
+            if status:
+                query = query.where(FourEyesRequest.status == status)
+            total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+            rows = session.scalars(query.order_by(FourEyesRequest.id.desc()).limit(limit).offset(offset)).all()
+            return [FourEyesView.of(r) for r in rows], total
