@@ -101,8 +101,10 @@ class ReaderTrust:
     registry: Callable[[str], RegistryEntry | None] | None = None
 
     @classmethod
-    def from_registry(cls, sessions: sessionmaker[Session], online: bool = False) -> "ReaderTrust":
-        """Trust as the deployment's own database describes it (CRLs as last published)."""
+    def from_registry(cls, sessions: sessionmaker[Session], online: bool = False,
+                      crl_max_age: float = 60.0) -> "ReaderTrust":
+        """Trust as the deployment's own database describes it: CRLs as last published, read
+        again every ``crl_max_age`` seconds (or OCSP when ``online``)."""
         from ca import crl as crl_module
         from ca.models import Authority, Certificate
         from cardsim.models import Card, CardDepartment, CardRecord
@@ -115,14 +117,22 @@ class ReaderTrust:
                 cert_row = session.get(Certificate, row.certificate_id)
                 assert cert_row is not None
                 departments[row.record_type] = x509.load_der_x509_certificate(cert_row.der).subject
-            crls = []
-            for authority in authorities:
-                latest = crl_module.latest_crl(session, authority)
-                if latest is not None:
-                    crls.append(x509.load_der_x509_crl(latest.der))
+        authority_ids = [a.id for a in authorities]
+
+        def published_crls() -> list[x509.CertificateRevocationList]:
+            out = []
+            with sessions() as session:
+                for authority_id in authority_ids:
+                    authority = session.get(Authority, authority_id)
+                    latest = crl_module.latest_crl(session, authority) if authority is not None else None
+                    if latest is not None:
+                        out.append(x509.load_der_x509_crl(latest.der))
+            return out
+
         roots = [c for name, c in certs.items() if name == "root"]
         intermediates = [c for name, c in certs.items() if name != "root"]
-        status: CrlStatus | OcspStatus = OcspStatus() if online else CrlStatus(crls, list(certs.values()))
+        status: CrlStatus | OcspStatus = (OcspStatus() if online else
+                                          CrlStatus(published_crls(), list(certs.values()), published_crls, crl_max_age))
 
         query = (select(Card.status, Card.replaced_by, CardRecord.record_type, CardRecord.version)
                  .join(CardRecord, (CardRecord.card_id == Card.id) & CardRecord.current.is_(True))
@@ -237,6 +247,8 @@ class CardReader:
     def verify(self, number: str, pin: str | None = None, at: datetime.datetime | None = None) -> CardVerification:
         """Every check of the card; never raises for a bad card."""
         at = at or datetime.datetime.now(datetime.timezone.utc)
+        if isinstance(self.trust.status, CrlStatus):
+            self.trust.status.refresh_if_old()
         checks: list[Check] = []
         if not is_card_number(number):
             return CardVerification(number, (Check("card", False, "bad-card-number", "wrong length or check digit"),))
@@ -313,7 +325,8 @@ class CardReader:
         signed_at = signed.signing_time or at
         if signed_at > at + datetime.timedelta(minutes=5):
             return Check("signer", False, "signed-in-the-future", f"signing time {signed_at:%Y-%m-%d %H:%M:%SZ}")
-        key = signed.signer.fingerprint(hashes.SHA256()) + signed_at.strftime("%Y%m%d").encode()
+        generation = getattr(self.trust.status, "generation", 0)
+        key = signed.signer.fingerprint(hashes.SHA256()) + signed_at.strftime("%Y%m%d").encode() + bytes([generation % 256])
         cached = self._signer_checks.get(key)
         if cached is None:
             pool = [*signed.intermediates, *self.trust.intermediates]
@@ -325,7 +338,7 @@ class CardReader:
                 status = self.trust.status.status(signed.signer, issuer, at)
             cached = (chain, status)
             if isinstance(self.trust.status, CrlStatus):  # OCSP answers are not kept
-                if len(self._signer_checks) > 10_000:
+                if len(self._signer_checks) > 1_000:
                     self._signer_checks.clear()
                 self._signer_checks[key] = cached
         chain, status = cached

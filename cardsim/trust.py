@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -218,21 +219,42 @@ def issuer_of(certificate: x509.Certificate, candidates: Sequence[x509.Certifica
 
 
 class CrlStatus:
-    """Offline status from CRLs (RFC 5280 section 6.3): one verified CRL per issuing CA."""
+    """Offline status from CRLs (RFC 5280 section 6.3): one verified CRL per issuing CA.
 
-    def __init__(self, crls: Sequence[x509.CertificateRevocationList], issuers: Sequence[x509.Certificate]) -> None:
-        self._by_issuer: dict[bytes, x509.CertificateRevocationList] = {}
-        self._problems: dict[bytes, str] = {}
+    Given a ``source``, the CRLs are fetched again every ``max_age`` seconds, so a long-running
+    service sees a card reported lost within that time; ``generation`` counts the loads so
+    callers can drop answers cached from older CRLs."""
+
+    def __init__(self, crls: Sequence[x509.CertificateRevocationList], issuers: Sequence[x509.Certificate],
+                 source: Callable[[], Sequence[x509.CertificateRevocationList]] | None = None,
+                 max_age: float = 60.0) -> None:
+        self._issuers = list(issuers)
+        self._source = source
+        self._max_age = max_age
+        self.generation = 0
+        self._load(crls)
+
+    def _load(self, crls: Sequence[x509.CertificateRevocationList]) -> None:
+        by_issuer: dict[bytes, x509.CertificateRevocationList] = {}
+        problems: dict[bytes, str] = {}
         for crl in crls:
-            issuer = next((c for c in issuers if c.subject == crl.issuer), None)
+            issuer = next((c for c in self._issuers if c.subject == crl.issuer), None)
             key = crl.issuer.public_bytes()
             if issuer is None or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-                self._problems[key] = "the CRL's signature does not verify with its issuer"
+                problems[key] = "the CRL's signature does not verify with its issuer"
                 continue
-            self._by_issuer[key] = crl
+            by_issuer[key] = crl
+        self._by_issuer, self._problems = by_issuer, problems
+        self._loaded = time.monotonic()
+        self.generation += 1
+
+    def refresh_if_old(self) -> None:
+        if self._source is not None and time.monotonic() - self._loaded > self._max_age:
+            self._load(self._source())
 
     def status(self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime,
                name: str = "status") -> Check:
+        self.refresh_if_old()
         key = certificate.issuer.public_bytes()
         crl = self._by_issuer.get(key)
         if crl is None:

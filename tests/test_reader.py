@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Home
+from tests.conftest import TESSERA, Home
 from tests.fixtures_cards import PYTHON, REPO, IssuedCard, issue_card, on_card, verify_json
 
 
@@ -154,3 +154,26 @@ def test_online_status_through_ocsp(home: Home, card_dir: Path) -> None:
     revoked = verify_json(home, victim.number, None, "--online")
     assert revoked["reasons"]["certificate:citizen-auth"] == "revoked"
     assert any("OCSP: revoked (keyCompromise)" in c["detail"] for c in revoked["checks"])
+
+
+def test_a_long_running_reader_sees_a_card_reported_lost(home: Home, card_dir: Path) -> None:
+    victim = issue_card(home, 110, card_dir)
+    program = f"""
+import os, pathlib, subprocess, sys
+from cardsim.config import CardSettings
+settings = CardSettings.from_env(pathlib.Path({str(home.path)!r}))
+os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
+from idp.settings import Settings
+from idp.deployment import Deployment
+from cardsim.reader import CardReader, ReaderTrust
+deployment = Deployment(Settings.from_env(None))
+reader = CardReader(settings, ReaderTrust.from_registry(deployment.sessions, crl_max_age=0))
+print(reader.verify("{victim.number}").ok)
+env = {{k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}}
+subprocess.run([{TESSERA!r}, "card", "lost", "{victim.number}"], check=True, capture_output=True, env=env)
+result = reader.verify("{victim.number}")
+print(result.ok, result.check("certificate:citizen-auth").reason)
+"""
+    out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "revoked"]
