@@ -1,11 +1,98 @@
-"""The citizen-facing and service-facing parts of the web service, registered by the app factory."""
+"""The citizen-facing and service-facing parts of the web service, registered by the app factory.
+
+:class:`CitizenServices` holds what they share, built once per process: the certificate
+validator (ca.validation), the Web eID token validator, the card-login nonces, the citizen
+registry lookup and the audit trail.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+import os
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from flask import Flask, current_app
+from sqlalchemy import text
 
 from idp.deployment import Deployment
+
+if TYPE_CHECKING:
+    from audit.trail import AuditTrail
+    from ca.validation import CertificateValidator
+    from idp.citizen_login import NonceStore
+    from idp.webeid import TokenValidator
+
+DEFAULT_AGENT_URL = "http://127.0.0.1:24727"
+
+_REGISTRY = text("SELECT card.number, card.status FROM card JOIN ca_certificate c ON c.id = card.auth_certificate_id "
+                 "WHERE c.serial_hex = :s")
+
+
+class CitizenServices:
+    """The shared parts of citizen login, the portal and the verification API (per process)."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        import idp.citizen_models  # noqa: F401  (registers the tables on the one metadata)
+
+        self.deployment = deployment
+        settings = deployment.settings
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(settings.public_url)
+        #: the IdP's origin (RFC 6454): what the card signs
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.agent_url = (os.environ.get("TESSERA_CARD_AGENT_URL") or DEFAULT_AGENT_URL).rstrip("/")
+        #: fail closed unless the operator says otherwise (TESSERA_CARD_LOGIN_REVOCATION=ocsp|crl|store)
+        self.revocation_source = os.environ.get("TESSERA_CARD_LOGIN_REVOCATION") or "ocsp"
+
+    @cached_property
+    def certificates(self) -> "CertificateValidator":
+        from ca.validation import CertificateValidator
+
+        return CertificateValidator.for_deployment(self.deployment.engine, self.deployment.ocsp, self.deployment.now)
+
+    @cached_property
+    def citizen_ca(self) -> x509.Certificate:
+        with self.deployment.sessions() as session:
+            return x509.load_der_x509_certificate(self.deployment.ca.authority(session, "citizen").certificate_der)
+
+    def registry(self, serial_hex: str) -> tuple[str, str] | None:
+        """The card carrying the authentication certificate ``serial_hex``: (number, status)."""
+        with self.deployment.engine.connect() as conn:
+            row = conn.execute(_REGISTRY, {"s": serial_hex}).first()
+        return (str(row[0]), str(row[1])) if row is not None else None
+
+    @cached_property
+    def tokens(self) -> "TokenValidator":
+        from idp.webeid import TokenValidator
+
+        return TokenValidator(self.certificates, self.origin, self.citizen_ca, self.registry, self.revocation_source,
+                              self.deployment.now)
+
+    @cached_property
+    def nonces(self) -> "NonceStore":
+        from idp.citizen_login import NonceStore
+
+        return NonceStore(self.deployment.engine, self.deployment.now)
+
+    @cached_property
+    def trail(self) -> "AuditTrail":
+        from audit.trail import AuditTrail
+
+        return AuditTrail(self.deployment.sessions, self.deployment.now)
+
+
+def services() -> CitizenServices:
+    return current_app.extensions["tessera.citizen"]  # type: ignore[no-any-return]
 
 
 def register(app: Flask, deployment: Deployment) -> None:
     """Register the citizen login, the citizen portal and the verification API on ``app``."""
+    from idp import citizen_login, portal, verification_api
+
+    app.extensions["tessera.citizen"] = CitizenServices(deployment)
+    app.register_blueprint(citizen_login.bp)
+    app.register_blueprint(portal.bp)
+    app.register_blueprint(verification_api.bp)
+    verification_api.install(app)

@@ -1,0 +1,487 @@
+"""Certificate validation for relying parties: path, purpose and revocation, with every reason.
+
+Path building and the X.509 rules of RFC 5280 section 6 come from ``cryptography.x509.verification``
+(a client verifier over a :class:`Store` of trust anchors, with one extension policy per purpose,
+section 4.2.1.3 key usage, 4.2.1.12 extended key usage, 4.2.1.4 certificate policies). It does no
+revocation checking (shared/FIELD-NOTES.md), so status is ours: the certificate store itself, our
+own OCSP responder answered in process (RFC 6960; the pre-produced answer from the store when
+there is one), or the CA's latest CRL (RFC 5280 section 6.3, via :class:`cardsim.trust.CrlStatus`).
+Revocation fails closed: an unknown status is a reason to refuse.
+
+Only Tessera's root is trusted, plus foreign CAs explicitly configured as anchors
+(``TESSERA_TRUST_ANCHORS``: a PEM file); a certificate from any other CA is ``untrusted-issuer``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import (Criticality, ExtensionPolicy, PolicyBuilder, Store,
+                                             VerificationError)
+from sqlalchemy import Engine, select, text
+
+from ca.models import Authority, Crl
+from ca.profiles import POLICY_ARC
+
+REVOCATION_SOURCES = ("ocsp", "crl", "store")
+
+
+def _policy(number: int) -> x509.ObjectIdentifier:
+    return x509.ObjectIdentifier(f"{POLICY_ARC}.{number}")
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """What a relying party asks a certificate to be good for (and what that means in X.509)."""
+
+    name: str
+    description: str
+    #: keyUsage bits that must be set (RFC 5280 section 4.2.1.3)
+    key_usage: tuple[str, ...]
+    #: extendedKeyUsage that must be present, if any (section 4.2.1.12)
+    eku: x509.ObjectIdentifier | None
+    #: one of these certificate policies must be asserted (section 4.2.1.4); maps policy -> profile
+    policies: dict[str, str]
+
+
+PURPOSES: dict[str, Purpose] = {p.name: p for p in (
+    Purpose("staff-auth", "a staff member authenticating", ("digital_signature",), ExtendedKeyUsageOID.CLIENT_AUTH,
+            {_policy(1).dotted_string: "staff-auth"}),
+    Purpose("citizen-auth", "a citizen authenticating with the card", ("digital_signature",),
+            ExtendedKeyUsageOID.CLIENT_AUTH, {_policy(3).dotted_string: "citizen-auth"}),
+    Purpose("signing", "a legally binding signature (nonRepudiation)", ("content_commitment",), None,
+            {_policy(2).dotted_string: "staff-sign", _policy(4).dotted_string: "citizen-sign",
+             _policy(5).dotted_string: "service"}),
+    Purpose("service", "a department's system authenticating", ("digital_signature",),
+            ExtendedKeyUsageOID.CLIENT_AUTH, {_policy(5).dotted_string: "service"}),
+)}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason a certificate is not valid: a machine ``code`` and a human ``detail``."""
+
+    code: str
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class RevocationStatus:
+    """The revocation status as one source saw it (RFC 6960 section 4.2.1 / RFC 5280 section 5.3.1)."""
+
+    status: str  # good, revoked, unknown
+    source: str  # ocsp, crl, store, none
+    checked_at: datetime.datetime | None = None  # OCSP thisUpdate / CRL thisUpdate / store time
+    revoked_at: datetime.datetime | None = None
+    reason: str | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "source": self.source,
+                "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+                "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class CertificateVerdict:
+    """The typed answer: valid or not, every reason, chain, subject, profile, revocation."""
+
+    valid: bool
+    purpose: str
+    reasons: tuple[Reason, ...]
+    certificate: x509.Certificate | None
+    chain: tuple[x509.Certificate, ...] = ()
+    profile: str | None = None
+    revocation: RevocationStatus = field(default_factory=lambda: RevocationStatus("unknown", "none"))
+    validated_at: datetime.datetime | None = None
+
+    @property
+    def codes(self) -> set[str]:
+        return {r.code for r in self.reasons}
+
+    @property
+    def national_id(self) -> str | None:
+        """The national identity number of a citizen certificate (ETSI EN 319 412-1 ``PNO<CC>-``)."""
+        if self.certificate is None:
+            return None
+        return national_id_of(self.certificate)
+
+    def as_dict(self) -> dict[str, Any]:
+        cert = self.certificate
+        return {
+            "valid": self.valid,
+            "purpose": self.purpose,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "subject": describe_subject(cert) if cert is not None else None,
+            "profile": self.profile,
+            "serial": format(cert.serial_number, "x") if cert is not None else None,
+            "not_before": cert.not_valid_before_utc.isoformat() if cert is not None else None,
+            "not_after": cert.not_valid_after_utc.isoformat() if cert is not None else None,
+            "chain": [{"subject": c.subject.rfc4514_string(), "serial": format(c.serial_number, "x"),
+                       "sha256": c.fingerprint(hashes.SHA256()).hex()} for c in self.chain],
+            "revocation": self.revocation.as_dict(),
+            "validated_at": self.validated_at.isoformat() if self.validated_at else None,
+        }
+
+
+def national_id_of(cert: x509.Certificate) -> str | None:
+    values = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    if not values:
+        return None
+    value = str(values[0].value)
+    if value.startswith("PNO") and "-" in value:
+        return value.split("-", 1)[1]
+    return None
+
+
+def describe_subject(cert: x509.Certificate) -> dict[str, Any]:
+    def first(oid: x509.ObjectIdentifier) -> str | None:
+        values = cert.subject.get_attributes_for_oid(oid)
+        return str(values[0].value) if values else None
+
+    return {"dn": cert.subject.rfc4514_string(), "common_name": first(NameOID.COMMON_NAME),
+            "given_name": first(NameOID.GIVEN_NAME), "surname": first(NameOID.SURNAME),
+            "organization": first(NameOID.ORGANIZATION_NAME), "serial_number": first(NameOID.SERIAL_NUMBER),
+            "national_id": national_id_of(cert)}
+
+
+def load_certificate(data: str | bytes) -> x509.Certificate:
+    """A certificate from PEM text or base64 DER (or raw DER); ``ValueError`` when it is neither."""
+    import base64
+    import binascii
+
+    raw = data.encode() if isinstance(data, str) else data
+    stripped = raw.strip()
+    if stripped.startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(stripped)
+    if stripped[:1] == b"\x30":
+        return x509.load_der_x509_certificate(stripped)
+    try:
+        der = base64.b64decode(b"".join(stripped.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("neither PEM nor base64 DER") from None
+    return x509.load_der_x509_certificate(der)
+
+
+# --- extension policies per purpose ---------------------------------------------------------
+def _ee_policy(purpose: Purpose) -> ExtensionPolicy:
+    """The end-entity extension policy of ``purpose`` for cryptography's verifier."""
+
+    def key_usage(_policy: Any, _cert: x509.Certificate, value: x509.KeyUsage | None) -> None:
+        if value is None or not all(getattr(value, bit) for bit in purpose.key_usage):
+            raise ValueError(f"keyUsage lacks {', '.join(purpose.key_usage)}")
+
+    def eku(_policy: Any, _cert: x509.Certificate, value: x509.ExtendedKeyUsage | None) -> None:
+        if purpose.eku is not None and (value is None or purpose.eku not in value):
+            raise ValueError("extendedKeyUsage lacks the purpose")
+
+    def policies(_policy: Any, _cert: x509.Certificate, value: x509.CertificatePolicies | None) -> None:
+        if value is None or not {p.policy_identifier.dotted_string for p in value} & purpose.policies.keys():
+            raise ValueError("no accepted certificate policy")
+
+    policy = (ExtensionPolicy.permit_all()
+              .require_present(x509.KeyUsage, Criticality.AGNOSTIC, key_usage)
+              .require_present(x509.CertificatePolicies, Criticality.AGNOSTIC, policies))
+    if purpose.eku is not None:
+        policy = policy.require_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, eku)
+    return policy
+
+
+def purpose_reasons(cert: x509.Certificate, purpose: Purpose) -> list[Reason]:
+    """Each way ``cert`` is not fit for ``purpose`` (the same rules as the extension policy, named)."""
+    out = []
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        missing = [bit for bit in purpose.key_usage if not getattr(ku, bit)]
+        if missing:
+            out.append(Reason("wrong-key-usage", f"keyUsage lacks {', '.join(missing)} (needed for {purpose.name})"))
+    except x509.ExtensionNotFound:
+        out.append(Reason("wrong-key-usage", "the certificate has no keyUsage"))
+    if purpose.eku is not None:
+        try:
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            if purpose.eku not in usages:
+                out.append(Reason("wrong-extended-key-usage", f"extendedKeyUsage lacks {purpose.eku.dotted_string}"))
+        except x509.ExtensionNotFound:
+            out.append(Reason("wrong-extended-key-usage", "the certificate has no extendedKeyUsage"))
+    if profile_of(cert, purpose) is None:
+        out.append(Reason("wrong-policy", f"no certificate policy accepted for {purpose.name}"))
+    return out
+
+
+def profile_of(cert: x509.Certificate, purpose: Purpose | None = None) -> str | None:
+    """The Tessera profile the certificate asserts by policy (within ``purpose`` when given)."""
+    try:
+        asserted = {p.policy_identifier.dotted_string for p in
+                    cert.extensions.get_extension_for_class(x509.CertificatePolicies).value}
+    except x509.ExtensionNotFound:
+        return None
+    table = purpose.policies if purpose else {k: v for p in PURPOSES.values() for k, v in p.policies.items()}
+    return next((table[p] for p in sorted(asserted) if p in table), None)
+
+
+# --- trust ---------------------------------------------------------------------------------
+@dataclass
+class Anchors:
+    """The trust anchors and known intermediates (ours from the store, foreign ones configured)."""
+
+    roots: list[x509.Certificate]
+    intermediates: list[x509.Certificate]
+    #: authority name by subject DER of our issuing CAs (for the store and OCSP lookups)
+    ours: dict[bytes, str]
+    foreign: list[x509.Certificate] = field(default_factory=list)
+
+    @classmethod
+    def from_store(cls, engine: Engine, extra_anchor_file: str | None = None) -> "Anchors":
+        with engine.connect() as conn:
+            rows = conn.execute(select(Authority.name, Authority.certificate_der)).all()
+        certs = {name: x509.load_der_x509_certificate(der) for name, der in rows}
+        roots = [c for n, c in certs.items() if n == "root"]
+        intermediates = [c for n, c in certs.items() if n != "root"]
+        foreign: list[x509.Certificate] = []
+        path = extra_anchor_file if extra_anchor_file is not None else os.environ.get("TESSERA_TRUST_ANCHORS")
+        if path:
+            foreign = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        return cls(roots + foreign, intermediates, {c.subject.public_bytes(): n for n, c in certs.items()}, foreign)
+
+
+# --- revocation ---------------------------------------------------------------------------
+class RevocationChecker:
+    """Status of a certificate issued by one of our CAs, from one of three sources."""
+
+    def __init__(self, engine: Engine, ocsp_responder: Any | None = None,
+                 clock: Callable[[], datetime.datetime] | None = None) -> None:
+        self.engine = engine
+        self.responder = ocsp_responder
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
+        self._crls: dict[bytes, tuple[Any, Any]] = {}
+        self._responders: dict[bytes, bool] = {}
+        self._status_sql = text("SELECT status, revoked_at, revocation_reason FROM ca_certificate "
+                                "WHERE serial_hex = :s")
+
+    def check(self, cert: x509.Certificate, issuer: x509.Certificate, source: str, at: datetime.datetime) -> RevocationStatus:
+        if source == "store":
+            return self._store(cert)
+        if source == "crl":
+            return self._crl(cert, issuer, at)
+        return self._ocsp(cert, issuer, at)
+
+    def _store(self, cert: x509.Certificate) -> RevocationStatus:
+        with self.engine.connect() as conn:
+            row = conn.execute(self._status_sql, {"s": format(cert.serial_number, "x")}).first()
+        now = self.clock()
+        if row is None:
+            return RevocationStatus("unknown", "store", now, detail="the store does not know this certificate")
+        status, revoked_at, reason = row
+        if isinstance(revoked_at, str):
+            revoked_at = datetime.datetime.fromisoformat(revoked_at)
+        if revoked_at is not None and revoked_at.tzinfo is None:
+            revoked_at = revoked_at.replace(tzinfo=datetime.timezone.utc)
+        if status == "valid":
+            return RevocationStatus("good", "store", now)
+        return RevocationStatus("revoked", "store", now, revoked_at, reason or "unspecified",
+                                "on hold" if status == "on-hold" else "")
+
+    def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime) -> RevocationStatus:
+        """The issuer's latest published CRL (its number read each time, so a new CRL is seen at once)."""
+        key = issuer.subject.public_bytes()
+        issuer_der = issuer.public_bytes(serialization.Encoding.DER)
+        with self.engine.connect() as conn:
+            latest = conn.execute(select(Crl.id).join(Authority, Authority.id == Crl.authority_id)
+                                  .where(Authority.certificate_der == issuer_der)
+                                  .order_by(Crl.number.desc()).limit(1)).scalar()
+            cached = self._crls.get(key)
+            if cached is None or cached[0] != latest:
+                der = conn.execute(select(Crl.der).where(Crl.id == latest)).scalar() if latest is not None else None
+                crl = x509.load_der_x509_crl(der) if der is not None else None
+                if crl is not None and not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                    crl = None
+                cached = (latest, crl)
+                self._crls[key] = cached
+        crl = cached[1]
+        if crl is None:
+            return RevocationStatus("unknown", "crl", detail="no valid CRL for the issuer")
+        if crl.next_update_utc is not None and crl.next_update_utc < at:
+            return RevocationStatus("unknown", "crl", crl.last_update_utc, detail="the CRL is past its nextUpdate")
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is None:
+            return RevocationStatus("good", "crl", crl.last_update_utc)
+        try:
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+        except x509.ExtensionNotFound:
+            reason = "unspecified"
+        return RevocationStatus("revoked", "crl", crl.last_update_utc, entry.revocation_date_utc, reason)
+
+    def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime) -> RevocationStatus:
+        """Ask our responder in process (RFC 6960 section 4.1, no nonce: the stored answer) and
+        check its answer as any relying party would: signature by the CA or its delegated
+        responder (id-kp-OCSPSigning, issued by the CA; section 4.2.2.2), the CertID, freshness."""
+        if self.responder is None:
+            return RevocationStatus("unknown", "ocsp", detail="no OCSP responder configured")
+        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256()).build()
+        reply = self.responder.respond(request.public_bytes(serialization.Encoding.DER))
+        try:
+            response = ocsp.load_der_ocsp_response(reply.der)
+        except ValueError:
+            return RevocationStatus("unknown", "ocsp", detail="unparseable OCSP response")
+        if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+            return RevocationStatus("unknown", "ocsp", detail=f"OCSP said {response.response_status.name}")
+        signer = issuer
+        for candidate in response.certificates:
+            if not self._delegated(candidate, issuer):
+                return RevocationStatus("unknown", "ocsp", detail="the OCSP responder is not authorised by the CA")
+            signer = candidate
+        try:
+            _verify(signer.public_key(), response.signature, response.tbs_response_bytes,
+                    response.signature_hash_algorithm)
+        except (InvalidSignature, TypeError, ValueError):
+            return RevocationStatus("unknown", "ocsp", detail="the OCSP response signature does not verify")
+        if response.serial_number != cert.serial_number:
+            return RevocationStatus("unknown", "ocsp", detail="the OCSP response is about another certificate")
+        this_update = response.this_update_utc
+        if (response.next_update_utc is not None and response.next_update_utc < at) or this_update > at + datetime.timedelta(minutes=5):
+            return RevocationStatus("unknown", "ocsp", this_update, detail="the OCSP response is not current")
+        if response.certificate_status == ocsp.OCSPCertStatus.GOOD:
+            return RevocationStatus("good", "ocsp", this_update)
+        if response.certificate_status == ocsp.OCSPCertStatus.REVOKED:
+            reason = response.revocation_reason.value if response.revocation_reason else "unspecified"
+            return RevocationStatus("revoked", "ocsp", this_update, response.revocation_time_utc, reason)
+        return RevocationStatus("unknown", "ocsp", this_update, detail="OCSP: unknown certificate")
+
+    def _delegated(self, responder: x509.Certificate, issuer: x509.Certificate) -> bool:
+        key = responder.fingerprint(hashes.SHA256()) + issuer.fingerprint(hashes.SHA256())
+        known = self._responders.get(key)
+        if known is None:
+            try:
+                responder.verify_directly_issued_by(issuer)
+                usages = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+                known = ExtendedKeyUsageOID.OCSP_SIGNING in usages
+            except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+                known = False
+            self._responders[key] = known
+        return known
+
+
+def _verify(public_key: Any, signature: bytes, data: bytes, algorithm: hashes.HashAlgorithm | None) -> None:
+    if algorithm is None:
+        raise ValueError("no hash algorithm")
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, data, ec.ECDSA(algorithm))
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        public_key.verify(signature, data, padding.PKCS1v15(), algorithm)
+    else:
+        raise TypeError("unsupported key type")
+
+
+# --- the validator --------------------------------------------------------------------------
+class CertificateValidator:
+    """Validates certificates for a purpose: path (cryptography), purpose, revocation (ours)."""
+
+    def __init__(self, anchors: Anchors, revocation: RevocationChecker,
+                 clock: Callable[[], datetime.datetime] | None = None) -> None:
+        self.anchors = anchors
+        self.revocation = revocation
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
+        self._store = Store(anchors.roots) if anchors.roots else None
+        self._ee = {name: _ee_policy(p) for name, p in PURPOSES.items()}
+        self._builders: dict[tuple[str, datetime.datetime], PolicyBuilder] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_deployment(cls, engine: Engine, ocsp_responder: Any | None,
+                       clock: Callable[[], datetime.datetime] | None = None) -> "CertificateValidator":
+        return cls(Anchors.from_store(engine), RevocationChecker(engine, ocsp_responder, clock), clock)
+
+    def _verifier(self, purpose: str, at: datetime.datetime, ee: ExtensionPolicy | None = None) -> Any:
+        at = at.replace(microsecond=0)
+        if ee is not None:
+            return (PolicyBuilder().store(self._store).time(at)
+                    .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
+                    .build_client_verifier())
+        key = (purpose, at)
+        builder = self._builders.get(key)
+        if builder is None:
+            builder = (PolicyBuilder().store(self._store).time(at)
+                       .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=self._ee[purpose]))
+            if len(self._builders) > 64:
+                self._builders = {}
+            self._builders[key] = builder
+        return builder.build_client_verifier()
+
+    def validate(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate] = (),
+                 at: datetime.datetime | None = None, revocation_source: str = "ocsp") -> CertificateVerdict:
+        """RFC 5280 section 6 path validation at ``at`` (default now) for ``purpose``, then the
+        revocation status from ``revocation_source`` (``ocsp``, ``crl`` or ``store``); every
+        reason is collected, none short-circuits the others except an unbuildable path."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
+        if revocation_source not in REVOCATION_SOURCES:
+            raise ValueError(f"unknown revocation source {revocation_source!r}")
+        now = self.clock()
+        at = at or now
+        reasons: list[Reason] = []
+        if cert.not_valid_after_utc < at:
+            reasons.append(Reason("expired", f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"))
+        if cert.not_valid_before_utc > at:
+            reasons.append(Reason("not-yet-valid", f"valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"))
+        fit = purpose_reasons(cert, PURPOSES[purpose])
+        reasons += fit
+        intermediates = list(chain) + self.anchors.intermediates
+        built: tuple[x509.Certificate, ...] = ()
+        if self._store is None:
+            reasons.append(Reason("untrusted-issuer", "no trust anchors are configured"))
+        else:
+            try:
+                built = tuple(self._verifier(purpose, at).verify(cert, intermediates).chain)
+            except (VerificationError, ValueError) as exc:
+                chain_text = str(exc)[:300]
+                if fit:
+                    # the purpose failed (already named); is the path itself good?
+                    try:
+                        built = tuple(self._verifier(purpose, at, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
+                    except (VerificationError, ValueError) as exc2:
+                        chain_text = str(exc2)[:300]
+                if not built and not any(r.code in ("expired", "not-yet-valid") for r in reasons):
+                    reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {chain_text}"))
+                elif not built:
+                    # an expired certificate: find the path at a time it was valid, so the chain is still shown
+                    try:
+                        mid = cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
+                        built = tuple(self._verifier("x", mid, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
+                    except (VerificationError, ValueError) as exc3:
+                        reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {str(exc3)[:300]}"))
+        revocation = RevocationStatus("unknown", "none", detail="not checked: no trusted path")
+        issuer = built[1] if len(built) > 1 else None
+        if issuer is not None and issuer.subject.public_bytes() in self.anchors.ours:
+            revocation = self.revocation.check(cert, issuer, revocation_source, at)
+            if revocation.status == "revoked":
+                when = f" at {revocation.revoked_at:%Y-%m-%d %H:%M:%SZ}" if revocation.revoked_at else ""
+                reasons.append(Reason("revoked", f"revoked ({revocation.reason}){when}, per {revocation.source}"))
+            elif revocation.status != "good":
+                reasons.append(Reason("revocation-unknown", f"status unknown ({revocation.source}): {revocation.detail}"))
+        elif issuer is not None:
+            revocation = RevocationStatus("unknown", "none", detail="a foreign CA: no revocation source configured")
+            reasons.append(Reason("revocation-unknown", revocation.detail))
+        return CertificateVerdict(not reasons, purpose, tuple(reasons), cert, built, profile_of(cert), revocation, at)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()

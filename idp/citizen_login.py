@@ -1,0 +1,178 @@
+"""Citizen login with the ID card: challenge, Web eID token, citizen session.
+
+1. The "Log in with ID card" page (``/citizen/login``) shows the card the local agent talks to.
+2. Its JavaScript asks ``POST /citizen/login/challenge`` for a nonce: 32 random bytes (base64),
+   single use, valid five minutes, bound to this browser session (the session holds a random
+   binding value; the store holds only hashes of nonce and binding).
+3. It gives the nonce and the PIN to the card agent on 127.0.0.1, which returns a ``web-eid:1.0``
+   token (:mod:`cardsim.agent`).
+4. ``POST /citizen/login/token`` validates the token (:class:`idp.webeid.TokenValidator`) and,
+   when good, rotates the session id and records a citizen session: the national identity number
+   from the certificate's subject serialNumber, the card from the registry, ``amr`` ["sc", "pin"]
+   (RFC 8176: smart card, PIN) and the card-login ``acr``. Every attempt goes to the audit trail.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy import Engine, text
+
+from ca.models import UtcDateTime
+from idp.citizen_blueprints import services
+from idp.problems import problem
+from idp.sessions import StaffSession
+from idp.staff import StaffUser
+
+bp = Blueprint("citizen_login", __name__)
+
+NONCE_BYTES = 32
+NONCE_LIFETIME = datetime.timedelta(minutes=5)
+#: the acr value an application asks for to get a card login (OIDC Core 3.1.2.1 acr_values)
+ACR_CARD = "urn:tessera:acr:card"
+AMR_CARD = ("sc", "pin")
+_BINDING = "card_login_binding"
+
+_T = UtcDateTime()
+_INSERT = text("INSERT INTO citizen_login_nonce (nonce_hash, binding_hash, issued_at, expires_at) "
+               "VALUES (:n, :b, :now, :exp)").bindparams()
+_CONSUME = text("DELETE FROM citizen_login_nonce WHERE nonce_hash = :n AND binding_hash = :b AND expires_at > :now")
+_PURGE = text("DELETE FROM citizen_login_nonce WHERE expires_at <= :now")
+
+
+def _h(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class NonceStore:
+    """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def issue(self, binding: str) -> str:
+        """A new nonce (base64 of 32 random bytes) bound to ``binding``."""
+        nonce = base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode()
+        now = self.clock()
+        with self.engine.begin() as conn:
+            if secrets.randbelow(50) == 0:
+                conn.execute(_PURGE, {"now": _T.process_bind_param(now, None)})
+            conn.execute(_INSERT, {"n": _h(nonce), "b": _h(binding), "now": _T.process_bind_param(now, None),
+                                   "exp": _T.process_bind_param(now + NONCE_LIFETIME, None)})
+        return nonce
+
+    def consume(self, nonce: str, binding: str) -> bool:
+        """True exactly once for a nonce issued to ``binding`` and not yet expired."""
+        with self.engine.begin() as conn:
+            done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding),
+                                           "now": _T.process_bind_param(self.clock(), None)})
+            return (done.rowcount or 0) == 1
+
+
+class CitizenUser(StaffUser):
+    """A citizen logged in with the card, in the shape the OpenID Connect provider expects."""
+
+    @property
+    def national_id(self) -> str:
+        return str(self.claims["national_id"])
+
+
+def current_citizen() -> dict[str, Any] | None:
+    """The citizen of this browser session (``sub``, ``national_id``, ``name``, ``card``, ``auth_time``, ``amr``, ``acr``)."""
+    value = session.get("citizen")
+    return value if isinstance(value, dict) and value.get("national_id") else None
+
+
+def citizen_user() -> CitizenUser | None:
+    """The citizen as a user object for the OIDC provider (``sub`` = ``citizen:<national id>``)."""
+    citizen = current_citizen()
+    if citizen is None:
+        return None
+    claims = {"sub": citizen["sub"], "name": citizen["name"], "national_id": citizen["national_id"]}
+    sid = session.id_hash if isinstance(session, StaffSession) else None
+    return CitizenUser(claims, int(citizen["auth_time"]), tuple(citizen["amr"]), sid)
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) < 4096:
+        return value
+    return url_for("portal.overview")
+
+
+def _csp() -> str:
+    agent = services().agent_url
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self' {agent}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _audit(result: str, subject: str, obj: str | None, **details: Any) -> None:
+    from audit.trail import AuditEvent
+
+    services().trail.record(AuditEvent("login.card", subject, result, subject_role="citizen", object=obj,
+                                       source_address=(request.remote_addr or "")[:64] or None,
+                                       details=details))
+
+
+@bp.get("/citizen/login")
+def login_page() -> Response:
+    nxt = _safe_next(request.args.get("next"))
+    html = render_template("citizen_login.html", next=nxt, agent_url=services().agent_url, origin=services().origin)
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = _csp()
+    return response
+
+
+@bp.post("/citizen/login/challenge")
+def challenge() -> Response:
+    """A fresh nonce for this browser session (Web eID "challenge nonce")."""
+    binding = session.get(_BINDING)
+    if not binding:
+        binding = secrets.token_urlsafe(32)
+        session[_BINDING] = binding
+    nonce = services().nonces.issue(str(binding))
+    response = jsonify(nonce=nonce, expires_in=int(NONCE_LIFETIME.total_seconds()))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/citizen/login/token")
+def token() -> Response:
+    """Validate the Web eID token against the nonce of this session; log the citizen in."""
+    from idp.webeid import LoginRefused
+
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("nonce"), str):
+        return problem(400, "Bad request", "expected {\"token\": {...web-eid:1.0...}, \"nonce\": text}", "bad-request")
+    binding = str(session.get(_BINDING) or "")
+    nonce = body["nonce"][:256]
+    svc = services()
+    try:
+        login = svc.tokens.validate(body.get("token"), nonce,
+                                    lambda n: bool(binding) and svc.nonces.consume(n, binding))
+    except LoginRefused as refused:
+        _audit("refused", "citizen:unknown", None, reason=refused.code)
+        return problem(403, "Card login refused", refused.detail, "card-login/" + refused.code)
+    session.pop(_BINDING, None)
+    if isinstance(session, StaffSession):
+        session.rotate()  # a new session id at the privilege change (session fixation)
+    session["citizen"] = {"sub": f"citizen:{login.national_id}", "national_id": login.national_id,
+                          "name": login.name, "card": login.card_number, "certificate": login.certificate_serial,
+                          "auth_time": int(time.time()), "amr": list(AMR_CARD), "acr": ACR_CARD}
+    _audit("success", f"citizen:{login.national_id}", f"card:{login.card_number}",
+           certificate=login.certificate_serial)
+    return jsonify(ok=True, redirect=_safe_next(body.get("next") if isinstance(body.get("next"), str) else None),
+                   citizen={"national_id": login.national_id, "name": login.name, "card": login.card_number})
+
+
+@bp.post("/citizen/logout")
+def logout() -> Any:
+    session.pop("citizen", None)
+    return redirect(url_for("citizen_login.login_page"))

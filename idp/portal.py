@@ -1,0 +1,98 @@
+"""The citizen portal: own identity, tax and insurance records, own cards, lost card, who checked me.
+
+Only for a citizen logged in with the card (:func:`idp.citizen_login.current_citizen`). The
+records shown are the registry's current signed versions, opened and their signatures checked
+(RFC 5652 section 5.6) before display. "Report lost" revokes the card's certificates at once
+through :meth:`cardsim.issuance.CardIssuer.report_lost` (certificates, CRL and card state in one
+transaction) and is audited. The verification log lists every call of the verification API that
+concerned this citizen (:class:`idp.citizen_models.VerificationLog`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from idp.citizen_blueprints import services
+from idp.citizen_login import current_citizen
+
+bp = Blueprint("portal", __name__)
+
+
+def _require_citizen() -> dict[str, Any] | Response:
+    citizen = current_citizen()
+    if citizen is None:
+        return redirect(url_for("citizen_login.login_page", next=request.full_path.rstrip("?")))
+    return citizen
+
+
+def _records(card_id: int) -> dict[str, dict[str, Any]]:
+    from cardsim.models import CardRecord
+    from cardsim.records import RECORD_TYPES
+    from cardsim.trust import open_signed_data
+
+    out: dict[str, dict[str, Any]] = {}
+    with services().deployment.sessions() as session:
+        rows = list(session.scalars(select(CardRecord).where(CardRecord.card_id == card_id,
+                                                             CardRecord.current.is_(True))))
+    for row in rows:
+        if row.record_type not in RECORD_TYPES:
+            continue
+        signed, check = open_signed_data(row.der)
+        if signed is None:
+            out[row.record_type] = {"_problem": check.detail}
+            continue
+        content = json.loads(signed.content)
+        out[row.record_type] = {"data": content.get("data", {}), "version": row.version,
+                                "issued_at": content.get("issued_at"), "signer": content.get("department")}
+    return out
+
+
+@bp.get("/citizen/")
+def overview() -> Any:
+    citizen = _require_citizen()
+    if isinstance(citizen, Response):
+        return citizen
+    from cardsim.models import Card
+    from idp.citizen_models import VerificationLog
+
+    deployment = services().deployment
+    with deployment.sessions() as session:
+        cards = list(session.scalars(select(Card).where(Card.national_id == citizen["national_id"])
+                                     .order_by(Card.issued_at.desc())))
+        log = list(session.scalars(select(VerificationLog).where(VerificationLog.national_id == citizen["national_id"])
+                                   .order_by(VerificationLog.at.desc()).limit(100)))
+    current = next((c for c in cards if c.number == citizen.get("card")), cards[0] if cards else None)
+    records = _records(current.id) if current is not None else {}
+    return render_template("portal.html", citizen=citizen, cards=cards, records=records, log=log,
+                           notice=request.args.get("notice"))
+
+
+@bp.post("/citizen/cards/<number>/lost")
+def report_lost(number: str) -> Any:
+    citizen = _require_citizen()
+    if isinstance(citizen, Response):
+        return citizen
+    from audit.trail import AuditEvent
+    from cardsim.config import CardSettings
+    from cardsim.issuance import CardIssuer
+    from cardsim.models import Card
+
+    deployment = services().deployment
+    with deployment.sessions() as session:
+        card = session.scalar(select(Card).where(Card.number == number[:16]))
+        if card is None or card.national_id != citizen["national_id"]:
+            abort(404, description="You have no card with that number.")
+    issuer = CardIssuer(deployment.ca, CardSettings.from_env(deployment.settings.home), actor=citizen["sub"])
+    try:
+        summary = issuer.report_lost(number)
+    finally:
+        issuer.close()
+    services().trail.record(AuditEvent("card.lost", citizen["sub"], "success", subject_role="citizen",
+                                       object=f"card:{summary.number}",
+                                       source_address=(request.remote_addr or "")[:64] or None,
+                                       details={"certificates": [summary.auth_serial, summary.sign_serial]}))
+    return redirect(url_for("portal.overview", notice=f"Card {summary.number} is reported lost: its certificates are revoked."))

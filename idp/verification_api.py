@@ -1,0 +1,580 @@
+"""The verification API for services, ``/api/v1`` (JSON in and out, OpenAPI 3.1, RFC 9457 errors).
+
+* ``POST /api/v1/certificates/verify``: is this certificate valid now (or at a time) for a purpose
+  (staff-auth, citizen-auth, signing, service)? Every reason, the chain, subject, profile and the
+  revocation status with time, reason and source (:mod:`ca.validation`).
+* ``POST /api/v1/signed-records/verify``: a CMS SignedData (RFC 5652) with id-data content:
+  signature, the signer's certificate (purpose ``signing``), the content.
+* ``POST /api/v1/signatures/verify``: a signature over data or its hash with a certificate.
+* ``.../verify-batch`` of each (at most :data:`MAX_BATCH` items).
+
+Services authenticate with their ``service`` certificate: ``Authorization: Bearer <JWT>``, a
+short-lived JWS (RFC 7515/7519; ES256/ES384/RS256/PS256) signed by the service's key with its
+certificate in the ``x5c`` header (RFC 7515 section 4.1.6), ``aud`` the API's URL, ``exp`` at
+most ten minutes after ``iat``. The certificate is validated for the ``service`` purpose like any
+other. Each service is rate limited (token bucket per worker process; a batch costs one token
+per item) and every call is recorded: one ``api.verify`` audit entry and one
+:class:`idp.citizen_models.VerificationLog` row per item, in one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from flask import Blueprint, Flask, Response, json, request
+
+from ca.validation import CertificateVerdict, Reason, describe_subject, load_certificate, national_id_of
+from idp.citizen_blueprints import services
+from idp.problems import problem
+
+bp = Blueprint("verification_api", __name__, url_prefix="/api/v1")
+
+MAX_BATCH = 100
+MAX_ASSERTION_LIFETIME = 600
+PURPOSES = ("staff-auth", "citizen-auth", "signing", "service")
+SOURCES = ("ocsp", "crl", "store")
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                                                  "sha512": hashes.SHA512}
+
+
+class BadInput(Exception):
+    """A request body that does not match the OpenAPI description (a 400 problem)."""
+
+
+# --- service authentication ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ServiceIdentity:
+    name: str
+    certificate_serial: str
+
+
+class ServiceAuthenticator:
+    """Validates service assertions (JWT with x5c); a good one is remembered until min(exp, 60 s)."""
+
+    def __init__(self, audience: str) -> None:
+        self.audience = audience
+        self._known: dict[str, tuple[float, ServiceIdentity]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, header: str | None) -> ServiceIdentity:
+        import jwt
+
+        if not header or not header.startswith("Bearer ") or len(header) > 16384:
+            raise PermissionError("a Bearer service assertion (JWT signed with the service certificate) is required")
+        assertion = header[7:].strip()
+        key = hashlib.sha256(assertion.encode()).hexdigest()
+        now = time.time()
+        known = self._known.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
+            head = jwt.get_unverified_header(assertion)
+            chain = head.get("x5c")
+            if not isinstance(chain, list) or not chain or not all(isinstance(c, str) for c in chain) or len(chain) > 4:
+                raise PermissionError("the assertion has no x5c certificate chain")
+            certs = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in chain]
+        except (jwt.PyJWTError, ValueError, binascii.Error) as exc:
+            raise PermissionError(f"the assertion cannot be read: {type(exc).__name__}") from None
+        verdict = services().certificates.validate(certs[0], "service", certs[1:], revocation_source="store")
+        if not verdict.valid:
+            raise PermissionError("the service certificate is not valid: " + "; ".join(r.code for r in verdict.reasons))
+        try:
+            claims = jwt.decode(assertion, key=certs[0].public_key(), algorithms=["ES256", "ES384", "RS256", "PS256"],  # type: ignore[arg-type]
+                                audience=self.audience, options={"require": ["exp", "iat", "iss"]}, leeway=30)
+        except jwt.PyJWTError as exc:
+            raise PermissionError(f"the assertion does not verify: {exc}") from None
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)) or exp - iat > MAX_ASSERTION_LIFETIME:
+            raise PermissionError(f"an assertion lives at most {MAX_ASSERTION_LIFETIME} seconds")
+        subject = certs[0].subject
+        cn = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        org = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+        name = (str(org[0].value) + "/" if org else "") + (str(cn[0].value) if cn else subject.rfc4514_string())
+        identity = ServiceIdentity(name[:255], format(certs[0].serial_number, "x"))
+        with self._lock:
+            if len(self._known) > 10000:
+                self._known = {k: v for k, v in self._known.items() if v[0] > now}
+            self._known[key] = (min(float(exp), now + 60), identity)
+        return identity
+
+
+class RateLimiter:
+    """A token bucket per service (per worker process): ``rate`` per second, ``burst`` at most."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, service: str, cost: int) -> float:
+        """0 when allowed; otherwise the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(service, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= cost:
+                self._buckets[service] = (tokens - cost, now)
+                return 0.0
+            self._buckets[service] = (tokens, now)
+            return (cost - tokens) / self.rate if self.rate > 0 else 3600.0
+
+
+# --- input ------------------------------------------------------------------------------
+def _object(value: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadInput("the body (or batch item) must be a JSON object")
+    unknown = set(value) - allowed
+    if unknown:
+        raise BadInput(f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+    missing = required - set(value)
+    if missing:
+        raise BadInput(f"missing field(s): {', '.join(sorted(missing))}")
+    return value
+
+
+def _text(item: dict[str, Any], name: str, limit: int = 65536) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise BadInput(f"{name} must be non-empty text of at most {limit} characters")
+    return value
+
+
+def _b64(item: dict[str, Any], name: str, limit: int = 65536) -> bytes:
+    try:
+        return base64.b64decode(_text(item, name, limit), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(f"{name} must be base64") from None
+
+
+def _certificate(value: Any, name: str) -> x509.Certificate:
+    if not isinstance(value, str) or not value or len(value) > 65536:
+        raise BadInput(f"{name} must be a PEM or base64 DER certificate")
+    try:
+        return load_certificate(value)
+    except ValueError:
+        raise BadInput(f"{name} is not a PEM or base64 DER certificate") from None
+
+
+def _chain(item: dict[str, Any]) -> list[x509.Certificate]:
+    value = item.get("chain", [])
+    if not isinstance(value, list) or len(value) > 8:
+        raise BadInput("chain must be a list of at most 8 certificates")
+    return [_certificate(c, f"chain[{i}]") for i, c in enumerate(value)]
+
+
+def _time(item: dict[str, Any]) -> datetime.datetime | None:
+    value = item.get("at")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise BadInput("at must be an RFC 3339 date-time")
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadInput("at must be an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        raise BadInput("at must carry a time zone (e.g. Z)")
+    try:
+        return moment.astimezone(datetime.timezone.utc)
+    except (OverflowError, ValueError):
+        raise BadInput("at is out of range") from None
+
+
+def _choice(item: dict[str, Any], name: str, options: tuple[str, ...], default: str | None) -> str:
+    value = item.get(name, default)
+    if value not in options:
+        raise BadInput(f"{name} must be one of {', '.join(options)}")
+    return str(value)
+
+
+# --- the three verifications ------------------------------------------------------------
+@dataclass
+class Outcome:
+    body: dict[str, Any]
+    national_id: str | None
+    subject: str
+    serial: str | None
+    valid: bool
+
+
+def _verdict_outcome(verdict: CertificateVerdict) -> Outcome:
+    cert = verdict.certificate
+    return Outcome(verdict.as_dict(), verdict.national_id, cert.subject.rfc4514_string()[:255] if cert else "",
+                   format(cert.serial_number, "x") if cert else None, verdict.valid)
+
+
+def verify_certificate(item: Any) -> Outcome:
+    item = _object(item, {"certificate", "chain", "at", "purpose", "revocation_source"}, {"certificate", "purpose"})
+    cert = _certificate(item["certificate"], "certificate")
+    purpose = _choice(item, "purpose", PURPOSES, None)
+    source = _choice(item, "revocation_source", SOURCES, "ocsp")
+    verdict = services().certificates.validate(cert, purpose, _chain(item), _time(item), source)
+    return _verdict_outcome(verdict)
+
+
+def verify_signed_record(item: Any) -> Outcome:
+    from cardsim.trust import open_signed_data
+
+    item = _object(item, {"record", "at", "revocation_source"}, {"record"})
+    der = _b64(item, "record", 262144)
+    source = _choice(item, "revocation_source", SOURCES, "ocsp")
+    signed, check = open_signed_data(der)
+    if signed is None:
+        body = {"valid": False, "reasons": [{"code": check.reason, "detail": check.detail}], "signer": None,
+                "content": None, "content_json": None, "signing_time": None}
+        return Outcome(body, None, "unparsed record", None, False)
+    at = _time(item) or signed.signing_time
+    verdict = services().certificates.validate(signed.signer, "signing", list(signed.intermediates), at, source)
+    content_json = None
+    national_id = None
+    try:
+        content_json = json.loads(signed.content)
+        if isinstance(content_json, dict):
+            data = content_json.get("data")
+            if isinstance(data, dict) and isinstance(data.get("national_id"), str):
+                national_id = data["national_id"][:16]
+            elif isinstance(content_json.get("card"), str):
+                national_id = _card_holder(content_json["card"])
+    except ValueError:
+        content_json = None
+    body = {"valid": verdict.valid, "reasons": [r.as_dict() for r in verdict.reasons],
+            "signer": verdict.as_dict(), "content": base64.b64encode(signed.content).decode(),
+            "content_json": content_json if isinstance(content_json, (dict, list)) else None,
+            "signing_time": signed.signing_time.isoformat() if signed.signing_time else None}
+    return Outcome(body, national_id, signed.signer.subject.rfc4514_string()[:255],
+                   format(signed.signer.serial_number, "x"), verdict.valid)
+
+
+def _card_holder(number: str) -> str | None:
+    from sqlalchemy import text
+
+    with services().deployment.engine.connect() as conn:
+        row = conn.execute(text("SELECT national_id FROM card WHERE number = :n"), {"n": number[:16]}).first()
+    return str(row[0]) if row else None
+
+
+def verify_signature(item: Any) -> Outcome:
+    item = _object(item, {"data", "digest", "hash_algorithm", "signature", "certificate", "chain", "at", "purpose",
+                          "revocation_source"}, {"signature", "certificate"})
+    if ("data" in item) == ("digest" in item):
+        raise BadInput("give exactly one of data and digest")
+    hash_name = _choice(item, "hash_algorithm", tuple(_HASHES), "sha256")
+    algorithm = _HASHES[hash_name]()
+    cert = _certificate(item["certificate"], "certificate")
+    signature = _b64(item, "signature", 4096)
+    purpose = _choice(item, "purpose", PURPOSES, "signing")
+    source = _choice(item, "revocation_source", SOURCES, "ocsp")
+    if "data" in item:
+        message, prehashed = _b64(item, "data", 262144), False
+    else:
+        message, prehashed = _b64(item, "digest", 128), True
+        if len(message) != algorithm.digest_size:
+            raise BadInput(f"digest must be {algorithm.digest_size} bytes for {hash_name}")
+    reasons: list[Reason] = []
+    try:
+        _check_signature(cert.public_key(), signature, message, algorithm, prehashed)
+    except (InvalidSignature, ValueError, TypeError):
+        reasons.append(Reason("bad-signature", "the signature does not verify with the certificate's key"))
+    verdict = services().certificates.validate(cert, purpose, _chain(item), _time(item), source)
+    reasons += list(verdict.reasons)
+    body = {"valid": not reasons, "reasons": [r.as_dict() for r in reasons], "signer": verdict.as_dict()}
+    return Outcome(body, verdict.national_id, cert.subject.rfc4514_string()[:255], format(cert.serial_number, "x"),
+                   not reasons)
+
+
+def _check_signature(key: Any, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm,
+                     prehashed: bool) -> None:
+    alg: Any = Prehashed(algorithm) if prehashed else algorithm
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = (key.curve.key_size + 7) // 8
+        if len(signature) == 2 * size and signature[0] != 0x30:  # raw r||s (JWS form)
+            signature = encode_dss_signature(int.from_bytes(signature[:size], "big"),
+                                             int.from_bytes(signature[size:], "big"))
+        key.verify(signature, message, ec.ECDSA(alg))
+    elif isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, message, padding.PKCS1v15(), alg)
+    else:
+        raise TypeError("unsupported key type")
+
+
+# --- the endpoints ----------------------------------------------------------------------
+_OPERATIONS = {"certificate": verify_certificate, "signed-record": verify_signed_record, "signature": verify_signature}
+
+
+def _authenticated(cost: int) -> ServiceIdentity | Response:
+    state = _state()
+    try:
+        identity = state.authenticator.authenticate(request.headers.get("Authorization"))
+    except PermissionError as exc:
+        response = problem(401, "Service authentication required", str(exc), "api/unauthenticated")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tessera-api"'
+        return response
+    wait = state.limiter.take(identity.name, cost)
+    if wait > 0:
+        response = problem(429, "Too many requests", f"rate limit of {state.limiter.rate:g}/s for {identity.name}",
+                           "api/rate-limited")
+        response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+        return response
+    return identity
+
+
+def _record(identity: ServiceIdentity, operation: str, outcomes: list[Outcome]) -> None:
+    from audit.trail import AuditEvent
+    from idp.citizen_models import VerificationLog
+
+    svc = services()
+    now = svc.deployment.now()
+    subjects = sorted({o.national_id for o in outcomes if o.national_id})
+    with svc.deployment.sessions.begin() as session:
+        session.add_all([VerificationLog(at=now, service=identity.name, operation=operation, national_id=o.national_id,
+                                         subject=o.subject or "-", certificate_serial=o.serial,
+                                         outcome="valid" if o.valid else "invalid") for o in outcomes])
+        svc.trail.append(session, AuditEvent(
+            "api.verify", f"service:{identity.name}"[:255], "success", subject_role="service",
+            object=f"{operation}:{outcomes[0].serial or '-'}" if len(outcomes) == 1 else f"{operation}:batch",
+            source_address=(request.remote_addr or "")[:64] or None,
+            details={"citizens": subjects[:50], "items": len(outcomes), "valid": sum(o.valid for o in outcomes),
+                     "service_certificate": identity.certificate_serial}))
+
+
+def _json_body() -> Any:
+    if request.mimetype != "application/json":
+        raise BadInput("send application/json")
+    try:
+        return json.loads(request.get_data(cache=False) or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput("the body is not valid JSON") from None
+
+
+def _single(operation: str) -> Response:
+    identity = _authenticated(1)
+    if isinstance(identity, Response):
+        return identity
+    try:
+        outcome = _OPERATIONS[operation](_json_body())
+    except BadInput as exc:
+        return problem(400, "Bad request", str(exc), "api/bad-request")
+    _record(identity, operation, [outcome])
+    return Response(json.dumps(outcome.body), mimetype="application/json")
+
+
+def _batch(operation: str) -> Response:
+    try:
+        body = _json_body()
+        body = _object(body, {"items"}, {"items"})
+        items = body["items"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            raise BadInput(f"items must be a list of 1 to {MAX_BATCH} requests")
+    except BadInput as exc:
+        identity = _authenticated(1)
+        if isinstance(identity, Response):
+            return identity
+        return problem(400, "Bad request", str(exc), "api/bad-request")
+    identity = _authenticated(len(items))
+    if isinstance(identity, Response):
+        return identity
+    outcomes = []
+    for i, item in enumerate(items):
+        try:
+            outcomes.append(_OPERATIONS[operation](item))
+        except BadInput as exc:
+            return problem(400, "Bad request", f"items[{i}]: {exc}", "api/bad-request")
+    _record(identity, operation, outcomes)
+    return Response(json.dumps({"results": [o.body for o in outcomes]}), mimetype="application/json")
+
+
+@bp.post("/certificates/verify")
+def certificate() -> Response:
+    return _single("certificate")
+
+
+@bp.post("/certificates/verify-batch")
+def certificate_batch() -> Response:
+    return _batch("certificate")
+
+
+@bp.post("/signed-records/verify")
+def signed_record() -> Response:
+    return _single("signed-record")
+
+
+@bp.post("/signed-records/verify-batch")
+def signed_record_batch() -> Response:
+    return _batch("signed-record")
+
+
+@bp.post("/signatures/verify")
+def signature() -> Response:
+    return _single("signature")
+
+
+@bp.post("/signatures/verify-batch")
+def signature_batch() -> Response:
+    return _batch("signature")
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    response = Response(json.dumps(document(services().deployment.settings.public_url)), mimetype="application/json")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# --- per-process state --------------------------------------------------------------------
+@dataclass
+class _ApiState:
+    authenticator: ServiceAuthenticator
+    limiter: RateLimiter
+
+
+def _state() -> _ApiState:
+    from flask import current_app
+
+    return current_app.extensions["tessera.api"]  # type: ignore[no-any-return]
+
+
+def install(app: Flask) -> None:
+    """Per-process state; the API's endpoints carry no cookies, so CSRF does not apply to them."""
+    from idp import csrf
+
+    settings = app.extensions["tessera"].settings
+    rate = float(os.environ.get("TESSERA_API_RATE_PER_SECOND") or 100)
+    burst = float(os.environ.get("TESSERA_API_RATE_BURST") or max(rate * 2, MAX_BATCH))
+    app.extensions["tessera.api"] = _ApiState(ServiceAuthenticator(settings.public_url + "/api/v1"),
+                                              RateLimiter(rate, burst))
+    csrf.EXEMPT.update({"verification_api." + name for name in (
+        "certificate", "certificate_batch", "signed_record", "signed_record_batch", "signature", "signature_batch")})
+
+
+# --- OpenAPI 3.1 description --------------------------------------------------------------
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def document(public_url: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of ``/api/v1`` (served at ``/api/v1/openapi.json``)."""
+    problem_ref = {"$ref": "#/components/responses/Problem"}
+    time_field = {"type": "string", "format": "date-time", "description": "validation time (RFC 3339), default now"}
+    source = {"type": "string", "enum": list(SOURCES), "default": "ocsp",
+              "description": "where revocation status comes from: our OCSP responder, the latest CRL, or the store"}
+    cert_text = {"type": "string", "minLength": 1, "maxLength": 65536, "description": "PEM or base64 DER"}
+    chain = {"type": "array", "maxItems": 8, "items": cert_text, "description": "intermediates (optional)"}
+    requests = {
+        "CertificateRequest": {"type": "object", "additionalProperties": False, "required": ["certificate", "purpose"],
+                               "properties": {"certificate": cert_text, "chain": chain, "at": time_field,
+                                              "purpose": {"type": "string", "enum": list(PURPOSES)},
+                                              "revocation_source": source}},
+        "SignedRecordRequest": {"type": "object", "additionalProperties": False, "required": ["record"],
+                                "properties": {"record": {"type": "string", "minLength": 1, "maxLength": 262144,
+                                                          "contentEncoding": "base64",
+                                                          "description": "CMS SignedData (RFC 5652), DER, base64"},
+                                               "at": time_field, "revocation_source": source}},
+        "SignatureRequest": {"type": "object", "additionalProperties": False,
+                             "required": ["signature", "certificate"],
+                             "description": "exactly one of data and digest",
+                             "properties": {"data": {"type": "string", "minLength": 1, "contentEncoding": "base64"},
+                                            "digest": {"type": "string", "minLength": 1, "maxLength": 128,
+                                                       "contentEncoding": "base64"},
+                                            "hash_algorithm": {"type": "string", "enum": list(_HASHES), "default": "sha256"},
+                                            "signature": {"type": "string", "minLength": 1, "maxLength": 4096,
+                                                          "contentEncoding": "base64",
+                                                          "description": "ECDSA (DER or raw r||s) or RSA PKCS#1 v1.5"},
+                                            "certificate": cert_text, "chain": chain, "at": time_field,
+                                            "purpose": {"type": "string", "enum": list(PURPOSES), "default": "signing"},
+                                            "revocation_source": source}},
+    }
+    reason = {"type": "object", "required": ["code", "detail"],
+              "properties": {"code": {"type": "string"}, "detail": {"type": "string"}}}
+    subject = {"type": "object", "required": ["dn"], "properties": {
+        "dn": {"type": "string"}, **{k: _nullable("string") for k in (
+            "common_name", "given_name", "surname", "organization", "serial_number", "national_id")}}}
+    verdict = {"type": "object", "required": ["valid", "purpose", "reasons", "subject", "profile", "chain", "revocation"],
+               "properties": {
+                   "valid": {"type": "boolean"}, "purpose": {"type": "string", "enum": list(PURPOSES)},
+                   "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+                   "subject": {"oneOf": [{"$ref": "#/components/schemas/Subject"}, {"type": "null"}]},
+                   "profile": _nullable("string"), "serial": _nullable("string"),
+                   "not_before": _nullable("string", format="date-time"),
+                   "not_after": _nullable("string", format="date-time"),
+                   "chain": {"type": "array", "items": {"type": "object", "required": ["subject", "serial", "sha256"],
+                                                         "properties": {"subject": {"type": "string"},
+                                                                        "serial": {"type": "string"},
+                                                                        "sha256": {"type": "string"}}}},
+                   "revocation": {"type": "object", "required": ["status", "source"], "properties": {
+                       "status": {"type": "string", "enum": ["good", "revoked", "unknown"]},
+                       "source": {"type": "string", "enum": [*SOURCES, "none"]},
+                       "checked_at": _nullable("string", format="date-time"),
+                       "revoked_at": _nullable("string", format="date-time"),
+                       "reason": _nullable("string"), "detail": {"type": "string"}}},
+                   "validated_at": _nullable("string", format="date-time")}}
+    results = {
+        "CertificateVerdict": verdict,
+        "SignedRecordVerdict": {"type": "object", "required": ["valid", "reasons", "signer", "content"], "properties": {
+            "valid": {"type": "boolean"}, "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+            "signer": {"oneOf": [{"$ref": "#/components/schemas/CertificateVerdict"}, {"type": "null"}]},
+            "content": _nullable("string"), "content_json": {"type": ["object", "array", "null"]},
+            "signing_time": _nullable("string", format="date-time")}},
+        "SignatureVerdict": {"type": "object", "required": ["valid", "reasons", "signer"], "properties": {
+            "valid": {"type": "boolean"}, "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+            "signer": {"$ref": "#/components/schemas/CertificateVerdict"}}},
+    }
+
+    def operation(summary: str, request_schema: str, result: str, batch: bool) -> dict[str, Any]:
+        req: dict[str, Any] = {"$ref": f"#/components/schemas/{request_schema}"}
+        res: dict[str, Any] = {"$ref": f"#/components/schemas/{result}"}
+        if batch:
+            req = {"type": "object", "additionalProperties": False, "required": ["items"],
+                   "properties": {"items": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": req}}}
+            res = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": res}}}
+        return {"post": {
+            "summary": summary + (" (batch)" if batch else ""), "security": [{"serviceAssertion": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": req}}},
+            "responses": {"200": {"description": "the verdict", "content": {"application/json": {"schema": res}}},
+                          "400": problem_ref, "401": problem_ref, "413": problem_ref, "429": problem_ref}}}
+
+    paths: dict[str, Any] = {}
+    for path, summary, req_name, res_name in (
+            ("/certificates", "Verify a certificate for a purpose", "CertificateRequest", "CertificateVerdict"),
+            ("/signed-records", "Verify a signed record (CMS SignedData)", "SignedRecordRequest", "SignedRecordVerdict"),
+            ("/signatures", "Verify a signature over data or its hash", "SignatureRequest", "SignatureVerdict")):
+        paths[path + "/verify"] = operation(summary, req_name, res_name, False)
+        paths[path + "/verify-batch"] = operation(summary, req_name, res_name, True)
+    paths["/openapi.json"] = {"get": {"summary": "This description", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1",
+                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tessera verification API", "version": "1.0.0",
+                 "description": "Certificates, signed records and signatures verified against the Tessera PKI. "
+                                "Errors are RFC 9457 problem details."},
+        "servers": [{"url": public_url + "/api/v1"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"serviceAssertion": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "A JWT (ES256/ES384/RS256/PS256) signed by the service's key, its `service` "
+                               "certificate chain in the x5c header, aud = this API's URL, exp - iat <= 600 s."}},
+            "schemas": {**requests, **results, "Reason": reason, "Subject": subject,
+                        "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
+                            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                            "detail": {"type": "string"}, "instance": {"type": "string"}}}},
+            "responses": {"Problem": {"description": "RFC 9457 problem details",
+                                      "content": {"application/problem+json": {
+                                          "schema": {"$ref": "#/components/schemas/Problem"}}}}},
+        },
+        "security": [{"serviceAssertion": []}],
+    }

@@ -1,0 +1,189 @@
+"""The Web eID authentication token (format ``web-eid:1.0``) and its validation.
+
+The token is what the card agent returns to the login page (Web eID's authentication token
+specification, as validated by web-eid-authtoken-validation-java and its Python/.NET siblings)::
+
+    {"unverifiedCertificate": "<base64 DER of the card's authentication certificate>",
+     "algorithm": "ES256", "signature": "<base64 signature>", "format": "web-eid:1.0",
+     "appVersion": "https://tessera.invalid/card-agent/1.0"}
+
+The card signs ``hash(origin) || hash(nonce)`` with its authentication key, the hash being the
+algorithm's (SHA-256 for ES256/RS256/PS256, SHA-384 for ES384, SHA-512 for ES512); ECDSA
+signatures are the raw ``r || s`` of JWS (RFC 7518 section 3.4). The origin is the IdP's own
+(RFC 6454 serialisation), so a token made for another site never verifies here.
+
+Validation order (each failure a :class:`LoginRefused` with a machine ``code``): token structure,
+the nonce (single use: consumed before anything else is looked at, so a replay fails even if the
+rest is good), the certificate (chain to the citizen CA, validity now, revocation through our
+OCSP responder failing closed, the citizen-auth key usage, extended key usage and policy), the
+signature over origin and nonce, then the citizen registry (the card still active).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ca.validation import CertificateValidator, CertificateVerdict
+
+FORMAT = "web-eid:1.0"
+MAX_TOKEN_FIELD = 8192
+#: JWS algorithm names (RFC 7518 section 3.1) -> (hash, key kind)
+ALGORITHMS: dict[str, tuple[type[hashes.HashAlgorithm], str]] = {
+    "ES256": (hashes.SHA256, "ec"), "ES384": (hashes.SHA384, "ec"), "ES512": (hashes.SHA512, "ec"),
+    "RS256": (hashes.SHA256, "rsa"), "RS384": (hashes.SHA384, "rsa"), "RS512": (hashes.SHA512, "rsa"),
+    "PS256": (hashes.SHA256, "pss"), "PS384": (hashes.SHA384, "pss"), "PS512": (hashes.SHA512, "pss"),
+}
+
+
+class LoginRefused(Exception):
+    """A card login refused: ``code`` for machines and the audit trail, ``detail`` for people."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AuthToken:
+    """A parsed (not yet trusted) ``web-eid:1.0`` authentication token."""
+
+    certificate_der: bytes
+    algorithm: str
+    signature: bytes
+    app_version: str
+
+    @classmethod
+    def parse(cls, data: Any) -> "AuthToken":
+        """Structure only (Web eID token format section "Authentication token format")."""
+        if not isinstance(data, Mapping):
+            raise LoginRefused("token-malformed", "the token is not a JSON object")
+        if data.get("format") != FORMAT:
+            raise LoginRefused("token-malformed", f"the token format is not {FORMAT}")
+        fields = {}
+        for name in ("unverifiedCertificate", "algorithm", "signature", "appVersion"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value or len(value) > MAX_TOKEN_FIELD:
+                raise LoginRefused("token-malformed", f"the token field {name} is missing or not text")
+            fields[name] = value
+        if fields["algorithm"] not in ALGORITHMS:
+            raise LoginRefused("token-malformed", f"unsupported algorithm {fields['algorithm']!r}")
+        try:
+            der = base64.b64decode(fields["unverifiedCertificate"], validate=True)
+            signature = base64.b64decode(fields["signature"], validate=True)
+        except (binascii.Error, ValueError):
+            raise LoginRefused("token-malformed", "certificate or signature is not base64") from None
+        return cls(der, fields["algorithm"], signature, fields["appVersion"])
+
+
+def signed_data(origin: str, nonce: str, algorithm: str) -> bytes:
+    """``hash(origin) || hash(nonce)``: what the card signs (the signature then hashes it once more)."""
+    hash_type = ALGORITHMS[algorithm][0]
+
+    def digest(value: str) -> bytes:
+        h = hashes.Hash(hash_type())
+        h.update(value.encode("utf-8"))
+        return h.finalize()
+
+    return digest(origin) + digest(nonce)
+
+
+def verify_token_signature(public_key: Any, algorithm: str, signature: bytes, data: bytes) -> None:
+    """Verify a JWS-style signature (raw r||s for ECDSA); raises InvalidSignature."""
+    hash_type, kind = ALGORITHMS[algorithm]
+    if kind == "ec":
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or len(signature) % 2:
+            raise InvalidSignature("algorithm and key do not match")
+        half = len(signature) // 2
+        der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+        public_key.verify(der, data, ec.ECDSA(hash_type()))
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        pad = (padding.PKCS1v15() if kind == "rsa" else
+               padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=hash_type.digest_size))
+        public_key.verify(signature, data, pad, hash_type())
+    else:
+        raise InvalidSignature("algorithm and key do not match")
+
+
+@dataclass(frozen=True)
+class CitizenLogin:
+    """Who logged in: national identity number, name, card, and the verdict on the certificate."""
+
+    national_id: str
+    name: str
+    card_number: str | None
+    certificate_serial: str
+    verdict: CertificateVerdict
+
+
+#: the citizen registry: certificate serial (hex) -> (card number, card status) or None
+Registry = Callable[[str], "tuple[str, str] | None"]
+
+
+class TokenValidator:
+    """Validates Web eID tokens for one origin against the citizen CA."""
+
+    def __init__(self, certificates: CertificateValidator, origin: str, citizen_ca: x509.Certificate,
+                 registry: Registry | None = None, revocation_source: str = "ocsp",
+                 clock: Callable[[], datetime.datetime] | None = None) -> None:
+        self.certificates = certificates
+        self.origin = origin
+        self.citizen_ca = citizen_ca
+        self.registry = registry
+        self.revocation_source = revocation_source
+        self.clock = clock or certificates.clock
+
+    def validate(self, data: Any, nonce: str, consume_nonce: Callable[[str], bool]) -> CitizenLogin:
+        """Every check of the token for ``nonce`` (issued to this browser session); raises
+        :class:`LoginRefused` with the first failing check's reason."""
+        token = AuthToken.parse(data)
+        if not nonce or not consume_nonce(nonce):
+            raise LoginRefused("nonce-invalid", "the challenge was already used, has expired, or was never issued here")
+        try:
+            cert = x509.load_der_x509_certificate(token.certificate_der)
+        except ValueError:
+            raise LoginRefused("token-malformed", "the certificate cannot be parsed") from None
+        verdict = self.certificates.validate(cert, "citizen-auth", at=self.clock(),
+                                             revocation_source=self.revocation_source)
+        if not verdict.valid:
+            order = ("untrusted-issuer", "expired", "not-yet-valid", "revoked", "wrong-policy",
+                     "wrong-extended-key-usage", "wrong-key-usage", "revocation-unknown")
+            first = min(verdict.reasons, key=lambda r: order.index(r.code) if r.code in order else len(order))
+            code = "certificate-" + first.code if not first.code.startswith("wrong-") else "certificate-wrong-purpose"
+            raise LoginRefused(code, first.detail)
+        if len(verdict.chain) < 2 or verdict.chain[1] != self.citizen_ca:
+            raise LoginRefused("certificate-wrong-issuer", "the certificate is not issued by the citizen CA")
+        try:
+            verify_token_signature(cert.public_key(), token.algorithm, token.signature,
+                                   signed_data(self.origin, nonce, token.algorithm))
+        except (InvalidSignature, ValueError):
+            raise LoginRefused("signature-invalid",
+                               f"the signature does not cover origin {self.origin} and this challenge "
+                               "with the certificate's key") from None
+        national_id = verdict.national_id
+        if not national_id:
+            raise LoginRefused("certificate-no-identity", "the certificate names no national identity number")
+        serial = format(cert.serial_number, "x")
+        card = None
+        if self.registry is not None:
+            entry = self.registry(serial)
+            if entry is None:
+                raise LoginRefused("card-not-registered", "no card in the registry carries this certificate")
+            card, status = entry
+            if status != "active":
+                raise LoginRefused("card-" + status, f"the registry lists card {card} as {status}")
+        cn = cert.subject.get_attributes_for_oid(x509.NameOID.GIVEN_NAME)
+        sn = cert.subject.get_attributes_for_oid(x509.NameOID.SURNAME)
+        name = " ".join(str(a[0].value) for a in (cn, sn) if a) or national_id
+        return CitizenLogin(national_id, name, card, serial, verdict)

@@ -1,0 +1,74 @@
+"""A real browser (headless Chromium driven by Playwright): the citizen opens "Log in with ID card",
+the page shows the card the local agent (a real `tessera card agent` subprocess on a SoftHSM2 card)
+talks to, the citizen types the PIN and clicks the button, the agent signs the challenge through
+PKCS#11, and the citizen lands logged in on the portal with their own records; a wrong PIN shows
+the card's answer with the tries left."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.fixtures_citizen import *  # noqa: F401,F403
+from tests.fixtures_citizen import CitizenIdp
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def test_log_in_with_id_card_lands_on_the_portal(page: Page, citizen_idp: CitizenIdp) -> None:
+    agent = citizen_idp.agents["alice"]  # the service's TESSERA_CARD_AGENT_URL points at this agent
+    page.goto(citizen_idp.url("/citizen/"))
+    expect(page).to_have_url(re.compile(re.escape(citizen_idp.url("/citizen/login"))))
+    # the page shows which card the agent talks to
+    expect(page.locator("#card-number")).to_have_text(agent.card.number)
+    expect(page.locator("#card-holder")).to_contain_text("Kadri")
+    page.fill("#pin", agent.card.pin)
+    page.click("#card-login-button")
+    expect(page.locator("#welcome")).to_be_visible()
+    assert page.url == citizen_idp.url("/citizen/")
+    expect(page.locator("#citizen-card")).to_have_text(agent.card.number)
+    expect(page.locator('#record-identity [data-field="given_names"]')).to_contain_text("Kadri")
+    expect(page.locator('#record-tax [data-field="taxpayer_number"]')).to_be_visible()
+    expect(page.locator('#record-insurance [data-field="policy_number"]')).to_be_visible()
+    expect(page.locator(f'tr[data-card="{agent.card.number}"] [data-status]')).to_have_text("active")
+    assert not page.errors  # type: ignore[attr-defined]  (no CSP violations or script errors)
+
+
+def test_wrong_pin_in_the_browser_shows_the_tries_left(page: Page, citizen_idp: CitizenIdp) -> None:
+    agent = citizen_idp.agents["alice"]
+    page.goto(citizen_idp.url("/citizen/login"))
+    expect(page.locator("#card-number")).to_have_text(agent.card.number)
+    page.fill("#pin", "000000" if agent.card.pin != "000000" else "111111")
+    page.click("#card-login-button")
+    expect(page.locator("#card-error")).to_contain_text("2 tries left")
+    # then the right PIN works (and resets the card's counter)
+    page.fill("#pin", agent.card.pin)
+    page.click("#card-login-button")
+    expect(page.locator("#welcome")).to_be_visible()
