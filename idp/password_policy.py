@@ -34,6 +34,7 @@ HISTORY = 5
 COMMON_PASSWORDS = Path(__file__).resolve().parent / "common_passwords.txt"
 _HASHER = PasswordHasher(time_cost=3, memory_cost=4096, parallelism=1, type=Type.ID)
 _EDGES = re.compile(r"^[\d\W_]+|[\d\W_]+$")
+_NOT_LETTERS = re.compile(r"[\d\W_]+")
 
 
 class WeakPassword(ValueError):
@@ -53,11 +54,25 @@ def common_passwords() -> frozenset[str]:
     return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
 
 
+def _repeated_unit(text: str) -> str:
+    """``abcabc`` -> ``abc``: the shortest unit ``text`` repeats (itself when it repeats nothing)."""
+    for size in range(1, len(text) // 2 + 1):
+        if len(text) % size == 0 and text[:size] * (len(text) // size) == text:
+            return text[:size]
+    return text
+
+
 def is_common(password: str) -> bool:
+    """On the list as it is, without its leading/trailing digits and symbols, with only its letters,
+    or as a repetition of a listed word (``Password123!Password123!``)."""
     lowered = password.lower()
-    core = _EDGES.sub("", lowered)
     listed = common_passwords()
-    return lowered in listed or (len(core) >= 4 and core in listed)
+    letters = _NOT_LETTERS.sub("", lowered)
+    for candidate in (lowered, _EDGES.sub("", lowered), letters, _repeated_unit(lowered),
+                      _EDGES.sub("", _repeated_unit(lowered)), _repeated_unit(letters)):
+        if len(candidate) >= 4 and candidate in listed:
+            return True
+    return False
 
 
 def problems(password: str, username: str, names: Iterable[str] = ()) -> list[str]:
