@@ -1,0 +1,188 @@
+"""A real browser (headless Chromium driven by Playwright) through the whole staff account flow:
+a department officer applies, the department's approver approves, a security administrator
+issues, and the new staff member replaces the one-time password and logs in for the first time
+with TOTP enrolment. Fields are found by their labels, confirmations are answered from the
+keyboard, and no page may log a script error or a CSP violation. The auditor's reports render
+their charts as inline SVG."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pyotp
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.fixtures_admin import *  # noqa: F401,F403
+from tests.fixtures_admin import PASSWORD, IdpServer, audit_entries, audit_tip, new_uid
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+NEW_PASSWORD = "Harbour-violet-8-slow-comet"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class People:
+    """One browser context (its own cookies) per person; every page's console errors are kept."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list = []  # type: ignore[type-arg]
+        self.errors: list[str] = []
+
+    def page(self) -> Page:
+        context = self.browser.new_context()
+        self.contexts.append(context)
+        page = context.new_page()
+        page.on("console", self._console)
+        return page
+
+    def _console(self, msg) -> None:  # type: ignore[no-untyped-def]
+        # the refused password (401) and the refused weak new password (400) are meant to happen
+        if msg.type == "error" and not re.match(r"Failed to load resource: the server responded with a status of 40[013]",
+                                                msg.text):
+            self.errors.append(msg.text)
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture()
+def people(browser: Browser) -> Iterator[People]:
+    p = People(browser)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def first_login(page: Page, idp: IdpServer, uid: str, password: str, next_path: str = "/admin/") -> None:
+    """Password, TOTP enrolment from what the page shows, recovery codes, continue."""
+    page.goto(idp.url(f"/login?next={next_path}"))
+    page.get_by_label("User name").fill(uid)
+    page.get_by_label("Password").fill(password)
+    page.get_by_label("Password").press("Enter")
+    expect(page.locator("#totp-secret")).to_be_visible()
+    secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+    code = page.locator("input[name=code]")
+    code.fill(pyotp.TOTP(secret).now())
+    code.press("Enter")
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
+    page.click("#continue")
+
+
+def confirm_with_keyboard(page: Page) -> None:
+    """The confirmation page focuses its Confirm button: Enter answers it."""
+    expect(page.locator("#confirm")).to_be_visible()
+    assert page.evaluate("document.activeElement && document.activeElement.id") == "confirm"
+    page.keyboard.press("Enter")
+
+
+def test_application_approval_issue_first_login_in_a_browser(idp: IdpServer, slapd, people: People) -> None:  # type: ignore[no-untyped-def]
+    officer, approver, security = new_uid("bof"), new_uid("bap"), new_uid("bsa")
+    slapd.create_user(officer, PASSWORD, department="health", title="HR Officer")
+    slapd.create_user(approver, PASSWORD, department="health", title="Head of Department", groups=("approvers",))
+    slapd.create_user(security, PASSWORD, department="it-centre", title="Security Officer",
+                      groups=("security-administrators",))
+    newcomer = new_uid("bnew")
+    before = audit_tip(idp)
+
+    # 1. the department officer applies
+    op = people.page()
+    first_login(op, idp, officer, PASSWORD)
+    expect(op.locator("#home-title")).to_contain_text("Accounts of health")
+    op.click("#apply-link")
+    op.get_by_label("User name").fill(newcomer)
+    op.get_by_label("Given name").fill("Helena")
+    op.get_by_label("Surname").fill("Hein")
+    op.get_by_label("Post", exact=True).fill("Epidemiologist")
+    op.get_by_label("Post", exact=True).press("Enter")
+    confirm_with_keyboard(op)
+    expect(op.locator("#app-status")).to_have_text("applied")
+    application_url = op.url
+
+    # 2. the department's approver approves
+    ap = people.page()
+    first_login(ap, idp, approver, PASSWORD)
+    ap.goto(application_url)
+    ap.click("#approve")
+    confirm_with_keyboard(ap)
+    expect(ap.locator("#app-status")).to_have_text("approved")
+
+    # 3. the security administrator issues it from the home page's list
+    sp = people.page()
+    first_login(sp, idp, security, PASSWORD)
+    expect(sp.locator("#role")).to_have_text("security-admin")
+    sp.locator("#to-issue").get_by_role("link", name=re.compile(r"^\d+$")).first.click()
+    expect(sp.locator("#app-uid")).to_have_text(newcomer)
+    sp.click("#issue")
+    confirm_with_keyboard(sp)
+    initial = sp.locator("#initial-password").inner_text()
+    change_url = sp.locator("#change-url").get_attribute("href")
+    assert len(initial) >= 20 and change_url
+
+    # 4. the newcomer replaces the one-time password, then logs in for the first time
+    np = people.page()
+    np.goto(idp.url("/login"))
+    np.get_by_label("User name").fill(newcomer)
+    np.get_by_label("Password").fill(initial)
+    np.get_by_label("Password").press("Enter")
+    expect(np.locator("#login-error")).to_contain_text("choose a new password")
+    np.goto(change_url)
+    expect(np.get_by_label("User name")).to_have_value(newcomer)
+    np.get_by_label("Current (initial) password").fill(initial)
+    np.get_by_label("New password", exact=True).fill("password1234")
+    np.get_by_label("New password again").fill("password1234")
+    np.click("#change-password")
+    expect(np.locator("#password-error")).to_contain_text("common passwords")
+    np.get_by_label("Current (initial) password").fill(initial)
+    np.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    np.get_by_label("New password again").fill(NEW_PASSWORD)
+    np.get_by_label("New password again").press("Enter")
+    expect(np.locator("#password-changed")).to_be_visible()
+    np.click("#login-link")
+    np.get_by_label("User name").fill(newcomer)
+    np.get_by_label("Password").fill(NEW_PASSWORD)
+    np.get_by_label("Password").press("Enter")
+    expect(np.locator("#totp-secret")).to_be_visible()  # TOTP enrolment on the first login
+    secret = np.locator("#totp-secret").inner_text().replace(" ", "")
+    np.locator("input[name=code]").fill(pyotp.TOTP(secret).now())
+    np.locator("input[name=code]").press("Enter")
+    expect(np.locator("#recovery-codes li")).to_have_count(10)
+    np.click("#continue")
+    expect(np).to_have_url(re.compile(re.escape(idp.base) + "/account"))
+    assert "Helena Hein" in np.content()
+
+    trail = [(e["event_type"], e["result"], e["subject"]) for e in audit_entries(idp, since_seq=before)]
+    for expected in [("admin.account.apply", "success", f"staff:{officer}"),
+                     ("admin.account.approve", "success", f"staff:{approver}"),
+                     ("admin.account.issue", "success", f"staff:{security}"),
+                     ("password.change", "success", f"staff:{newcomer}")]:
+        assert expected in trail, expected
+    assert not people.errors, people.errors  # no script errors, no CSP violations
+
+
+def test_auditor_reports_render_svg_charts(idp: IdpServer, slapd, people: People) -> None:  # type: ignore[no-untyped-def]
+    auditor = new_uid("baud")
+    slapd.create_user(auditor, PASSWORD, department="it-centre", groups=("auditors",))
+    page = people.page()
+    first_login(page, idp, auditor, PASSWORD)
+    expect(page.locator("#home-title")).to_have_text("Audit")
+    page.goto(idp.url("/admin/audit/reports"))
+    expect(page.locator("svg.chart")).to_have_count(3)
+    assert page.locator("svg.chart rect").count() > 0
+    page.goto(idp.url("/admin/audit?type=login"))
+    expect(page.locator("#audit tbody tr").first).to_contain_text("login")
+    page.goto(idp.url("/admin/people"))
+    expect(page.locator("#refusal")).to_contain_text("may not")
+    assert not people.errors, people.errors
