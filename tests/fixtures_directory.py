@@ -26,6 +26,9 @@ Fixture API (session-scoped ``slapd``; one slapd on its own free port and folder
     slapd.disable(uid)    lock permanently (pwdAccountLockedTime 000001010000Z): the account is disabled
     new_uid(prefix="t")   a fresh unique user name (module-level function)
 
+Another private slapd for a test of its own: ``SlapdServer(folder, max_failure=5, tls=(cert, key))``
+then ``.start()`` / ``.stop()`` (tls adds ``.folder.ldaps_url`` and StartTLS; see test_directory_tls.py).
+
 Tests that stop slapd must start it again in a ``finally`` (it is shared by the session).
 """
 
