@@ -29,6 +29,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select
 
 from ca.errors import CaError
+from cardsim.errors import CardError
 from idp import problems
 from idp.account_lifecycle import Actor, IssuedAccount, Lifecycle, audit_trail
 from idp.deployment import Deployment
@@ -128,6 +129,12 @@ def _governance_error(exc: GovernanceError) -> Response:
 @bp.errorhandler(CaError)
 def _ca_error(exc: CaError) -> Response:
     status = 404 if exc.kind == "not-found" else 409 if "state" in exc.kind else 400
+    return _refusal(status, "Refused", str(exc), exc.kind)
+
+
+@bp.errorhandler(CardError)
+def _card_error(exc: CardError) -> Response:
+    status = {"card-not-found": 404, "invalid-card-state": 409}.get(exc.kind, 400)
     return _refusal(status, "Refused", str(exc), exc.kind)
 
 
