@@ -531,6 +531,7 @@ class CardIssuer:
             except PinBlocked:
                 events.emit("card.pin-blocked", card.number, self.actor, "failure")
                 raise
+            crash_point("record-written")
             number = card.number
         events.emit("card.record-updated", number, self.actor, record=record_type, version=str(version))
         return version

@@ -59,6 +59,8 @@ class RegistryEntry:
     status: str
     versions: dict[str, int]
     replaced_by: str | None = None
+    #: record type -> SHA-256 (hex) of the current version's CMS encoding
+    hashes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ class ReaderTrust:
         status: CrlStatus | OcspStatus = (OcspStatus() if online else
                                           CrlStatus(published_crls(), list(certs.values()), published_crls, crl_max_age))
 
-        query = (select(Card.status, Card.replaced_by, CardRecord.record_type, CardRecord.version)
+        query = (select(Card.status, Card.replaced_by, CardRecord.record_type, CardRecord.version, CardRecord.sha256)
                  .join(CardRecord, (CardRecord.card_id == Card.id) & CardRecord.current.is_(True))
                  .where(Card.number == bindparam("number")))
         engine = sessions.kw["bind"]
@@ -144,7 +146,7 @@ class ReaderTrust:
                 rows = connection.execute(query, {"number": number}).all()
             if not rows:
                 return None
-            return RegistryEntry(rows[0][0], {r[2]: r[3] for r in rows}, rows[0][1])
+            return RegistryEntry(rows[0][0], {r[2]: r[3] for r in rows}, rows[0][1], {r[2]: r[4] for r in rows})
 
         return cls(roots, intermediates, departments, status, registry)
 
@@ -375,6 +377,9 @@ class CardReader:
         if registry is not None and registry.versions.get(SECURITY_OBJECT, 0) > so.get("version", 0):
             checks.append(Check(name, False, "superseded-version",
                                 f"version {so.get('version')} on the card, {registry.versions[SECURITY_OBJECT]} current"))
+        elif registry is not None and registry.hashes.get(SECURITY_OBJECT, sha256_hex(values[0])) != sha256_hex(values[0]):
+            checks.append(Check(name, False, "unregistered-version",
+                                f"version {so.get('version')} on the card is not the registry's current version"))
         keys = so.get("keys", {})
         for label, cert in certs.items():
             spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -414,6 +419,11 @@ class CardReader:
             return Check(name, False, "superseded-version",
                          f"version {version} of {content.get('issued_at')} on the card; "
                          f"the registry's current version is {registry.versions[record_type]}"), content
+        if registry is not None and registry.hashes.get(record_type, sha256_hex(der)) != sha256_hex(der):
+            # e.g. an update written to the card whose registration never committed
+            return Check(name, False, "unregistered-version",
+                         f"version {version} on the card is not the registry's current version "
+                         f"{registry.versions.get(record_type)}"), content
         if so is None:
             return Check(name, False, "security-object-missing", "no valid security object to bind the record"), content
         listed = so.get("records", {}).get(record_type, {})

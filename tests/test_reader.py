@@ -177,3 +177,22 @@ print(result.ok, result.check("certificate:citizen-auth").reason)
     out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False", "revoked"]
+
+
+def test_an_update_killed_before_its_registration_is_detected_and_repaired(home: Home, card_dir: Path) -> None:
+    victim = issue_card(home, 111, card_dir)
+    update = card_dir / "insurance-update.json"
+    update.write_text(json.dumps({"insurer": "Health Insurance Fund", "policy_number": "POL-999111",
+                                  "coverage_class": "extended", "valid_until": "2030-12-31"}))
+    killed = subprocess.run([TESSERA, "card", "records", "update", victim.number, "--department", "insurance-fund",
+                             "--data", str(update)], env={**home.env, "TESSERA_CARD_CRASH_AT": "record-written"},
+                            input=(victim.pin + "\n").encode(), capture_output=True, timeout=120)
+    assert killed.returncode == -9
+    reasons = verify_json(home, victim.number, victim.pin)["reasons"]
+    assert reasons["record:insurance"] == "unregistered-version"
+    assert reasons["security-object"] == "unregistered-version"
+    home.cli("card", "records", "update", victim.number, "--department", "insurance-fund", "--data", str(update),
+             input=(victim.pin + "\n").encode())
+    repaired = verify_json(home, victim.number, victim.pin)
+    assert repaired["ok"], repaired["reasons"]
+    assert repaired["records"]["insurance"]["coverage_class"] == "extended"
