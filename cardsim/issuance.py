@@ -50,7 +50,7 @@ from cardsim.numbers import new_card_number, parse_card_number
 from cardsim.personalisation import AUTH_KEY, SIGN_KEY, CardObject, PersonalisationStation, token_folder
 from cardsim.records import (LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJECT, Signer, record_content,
                              security_object_content, sha256_hex)
-from cardsim.setup import DEPARTMENTS, RECORD_DEPARTMENT
+from cardsim.setup import DEPARTMENTS
 
 CITIZEN_CA = "citizen"
 

@@ -12,7 +12,6 @@ Every function returns a :class:`Check` (outcome and reason) instead of raising 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import time
 import urllib.request
