@@ -15,6 +15,8 @@ def metadata() -> MetaData:
     """The whole schema: every package's tables share :class:`ca.models.Base`."""
     import audit.models  # noqa: F401  (registers the audit trail's tables)
     import cardsim.models  # noqa: F401  (registers the card registry's tables)
+    import idp.citizen_models  # noqa: F401  (citizen login nonces, verification log)
+    import idp.governance_models  # noqa: F401  (applications, approvals, four-eyes requests)
     import idp.models  # noqa: F401  (registers the identity provider's tables)
     from ca.models import Base
 
