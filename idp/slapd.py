@@ -372,6 +372,9 @@ class EmbeddedSlapd:
             return
         if not self.folder.conf.exists():
             raise ConfigurationError(f"no directory in {self.folder.path}: run `tessera init`")
+        if self._answers():
+            raise ConfigurationError(f"port {self.folder.port} is taken by another program: free it, or give the "
+                                     f"directory another port in {self.folder.path / 'port'}")
         self.folder.socket.unlink(missing_ok=True)
         urls = f"{self.folder.url}/ {self.folder.ldapi_url}"
         if self.folder.ldaps_url:
@@ -390,7 +393,8 @@ class EmbeddedSlapd:
         finally:
             log.close()
         deadline = time.monotonic() + timeout
-        while not self._answers():
+        # ready = it answers on its port and has written its pid file (done after binding its listeners)
+        while not (self._answers() and self._pid_from_file() is not None):
             if self._proc is not None and self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None

@@ -126,3 +126,17 @@ def test_serve_starts_the_embedded_slapd_and_stops_it(own_home: Home, how: signa
             proc.wait()
         log.close()
     assert not Path(f"/proc/{slapd_pid}").exists() and not _answers(ldap_port)
+
+
+def test_serve_refuses_when_the_directory_port_is_taken(own_home: Home) -> None:
+    import socket
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", _ldap_port(own_home)))
+    squatter.listen()
+    try:
+        result = subprocess.run([TESSERA, "serve", "--port", str(free_port())], env=own_home.env,
+                                capture_output=True, timeout=60)
+    finally:
+        squatter.close()
+    assert result.returncode == 1 and b"is taken by another program" in result.stderr
+    assert b"Traceback" not in result.stderr and _pid(own_home) is None
