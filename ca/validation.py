@@ -135,11 +135,24 @@ class CertificateVerdict:
             "serial": format(cert.serial_number, "x") if cert is not None else None,
             "not_before": cert.not_valid_before_utc.isoformat() if cert is not None else None,
             "not_after": cert.not_valid_after_utc.isoformat() if cert is not None else None,
-            "chain": [{"subject": c.subject.rfc4514_string(), "serial": format(c.serial_number, "x"),
-                       "sha256": c.fingerprint(hashes.SHA256()).hex()} for c in self.chain],
+            "chain": [chain_entry(c) for c in self.chain],
             "revocation": self.revocation.as_dict(),
             "validated_at": self.validated_at.isoformat() if self.validated_at else None,
         }
+
+
+_ENTRIES: dict[x509.Certificate, dict[str, str]] = {}
+
+
+def chain_entry(cert: x509.Certificate) -> dict[str, str]:
+    """subject, serial and SHA-256 fingerprint of a path element (kept per process: CAs are few)."""
+    entry = _ENTRIES.get(cert)
+    if entry is None:
+        if len(_ENTRIES) > 10000:
+            _ENTRIES.clear()
+        entry = _ENTRIES[cert] = {"subject": cert.subject.rfc4514_string(), "serial": format(cert.serial_number, "x"),
+                                  "sha256": cert.fingerprint(hashes.SHA256()).hex()}
+    return dict(entry)
 
 
 def national_id_of(cert: x509.Certificate) -> str | None:
@@ -274,6 +287,8 @@ class RevocationChecker:
         self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
         self._crls: dict[bytes, tuple[Any, Any]] = {}
         self._responders: dict[bytes, bool] = {}
+        self._requests: dict[tuple[x509.Certificate, x509.Certificate], bytes] = {}
+        self._answers: dict[tuple[bytes, int], Any] = {}
         self._status_sql = text("SELECT status, revoked_at, revocation_reason FROM ca_certificate "
                                 "WHERE serial_hex = :s")
 
@@ -336,10 +351,40 @@ class RevocationChecker:
         responder (id-kp-OCSPSigning, issued by the CA; section 4.2.2.2), the CertID, freshness."""
         if self.responder is None:
             return RevocationStatus("unknown", "ocsp", detail="no OCSP responder configured")
-        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256()).build()
-        reply = self.responder.respond(request.public_bytes(serialization.Encoding.DER))
+        request_der = self._requests.get((cert, issuer))
+        if request_der is None:
+            request_der = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256()).build().public_bytes(
+                serialization.Encoding.DER)
+            if len(self._requests) > 10000:
+                self._requests = {}
+            self._requests[(cert, issuer)] = request_der
+        reply = self.responder.respond(request_der)
+        # a stored (pre-produced) answer is the same bytes until the status changes: checked once
+        answer_key = (reply.der, cert.serial_number)
+        checked = self._answers.get(answer_key)
+        if checked is None:
+            checked = self._check_ocsp(reply.der, cert, issuer)
+            if len(self._answers) > 10000:
+                self._answers = {}
+            self._answers[answer_key] = checked
+        if isinstance(checked, RevocationStatus):
+            return checked
+        response = checked
+        this_update = response.this_update_utc
+        if (response.next_update_utc is not None and response.next_update_utc < at) or this_update > at + datetime.timedelta(minutes=5):
+            return RevocationStatus("unknown", "ocsp", this_update, detail="the OCSP response is not current")
+        if response.certificate_status == ocsp.OCSPCertStatus.GOOD:
+            return RevocationStatus("good", "ocsp", this_update)
+        if response.certificate_status == ocsp.OCSPCertStatus.REVOKED:
+            reason = response.revocation_reason.value if response.revocation_reason else "unspecified"
+            return RevocationStatus("revoked", "ocsp", this_update, response.revocation_time_utc, reason)
+        return RevocationStatus("unknown", "ocsp", this_update, detail="OCSP: unknown certificate")
+
+    def _check_ocsp(self, der: bytes, cert: x509.Certificate, issuer: x509.Certificate) -> Any:
+        """The parsed response when it is well-formed, signed by an authorised responder and about
+        ``cert``; else the ``unknown`` status saying why."""
         try:
-            response = ocsp.load_der_ocsp_response(reply.der)
+            response = ocsp.load_der_ocsp_response(der)
         except ValueError:
             return RevocationStatus("unknown", "ocsp", detail="unparseable OCSP response")
         if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
@@ -356,15 +401,7 @@ class RevocationChecker:
             return RevocationStatus("unknown", "ocsp", detail="the OCSP response signature does not verify")
         if response.serial_number != cert.serial_number:
             return RevocationStatus("unknown", "ocsp", detail="the OCSP response is about another certificate")
-        this_update = response.this_update_utc
-        if (response.next_update_utc is not None and response.next_update_utc < at) or this_update > at + datetime.timedelta(minutes=5):
-            return RevocationStatus("unknown", "ocsp", this_update, detail="the OCSP response is not current")
-        if response.certificate_status == ocsp.OCSPCertStatus.GOOD:
-            return RevocationStatus("good", "ocsp", this_update)
-        if response.certificate_status == ocsp.OCSPCertStatus.REVOKED:
-            reason = response.revocation_reason.value if response.revocation_reason else "unspecified"
-            return RevocationStatus("revoked", "ocsp", this_update, response.revocation_time_utc, reason)
-        return RevocationStatus("unknown", "ocsp", this_update, detail="OCSP: unknown certificate")
+        return response
 
     def _delegated(self, responder: x509.Certificate, issuer: x509.Certificate) -> bool:
         key = responder.fingerprint(hashes.SHA256()) + issuer.fingerprint(hashes.SHA256())
@@ -404,6 +441,9 @@ class CertificateValidator:
         self._ee = {name: _ee_policy(p) for name, p in PURPOSES.items()}
         self._builders: dict[tuple[str, datetime.datetime], PolicyBuilder] = {}
         self._lock = threading.Lock()
+        #: (certificate, purpose, given chain) -> (valid from, valid until, reasons, built path)
+        self._paths: dict[tuple[Any, ...], tuple[datetime.datetime, datetime.datetime, tuple[Reason, ...],
+                                                  tuple[x509.Certificate, ...]]] = {}
 
     @classmethod
     def for_deployment(cls, engine: Engine, ocsp_responder: Any | None,
@@ -430,44 +470,27 @@ class CertificateValidator:
                  at: datetime.datetime | None = None, revocation_source: str = "ocsp") -> CertificateVerdict:
         """RFC 5280 section 6 path validation at ``at`` (default now) for ``purpose``, then the
         revocation status from ``revocation_source`` (``ocsp``, ``crl`` or ``store``); every
-        reason is collected, none short-circuits the others except an unbuildable path."""
+        reason is collected, none short-circuits the others except an unbuildable path.
+
+        The path and purpose part depends only on the certificates and the time, so a result is
+        reused while ``at`` stays inside the validity of every certificate on the path (the
+        anchors are fixed per validator); revocation is asked every time."""
         if purpose not in PURPOSES:
             raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
         if revocation_source not in REVOCATION_SOURCES:
             raise ValueError(f"unknown revocation source {revocation_source!r}")
-        now = self.clock()
-        at = at or now
-        reasons: list[Reason] = []
-        if cert.not_valid_after_utc < at:
-            reasons.append(Reason("expired", f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"))
-        if cert.not_valid_before_utc > at:
-            reasons.append(Reason("not-yet-valid", f"valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"))
-        fit = purpose_reasons(cert, PURPOSES[purpose])
-        reasons += fit
-        intermediates = list(chain) + self.anchors.intermediates
-        built: tuple[x509.Certificate, ...] = ()
-        if self._store is None:
-            reasons.append(Reason("untrusted-issuer", "no trust anchors are configured"))
+        at = at or self.clock()
+        key = (cert, purpose, tuple(chain))
+        cached = self._paths.get(key)
+        if cached is not None and cached[0] <= at <= cached[1]:
+            reasons, built = list(cached[2]), cached[3]
         else:
-            try:
-                built = tuple(self._verifier(purpose, at).verify(cert, intermediates).chain)
-            except (VerificationError, ValueError) as exc:
-                chain_text = str(exc)[:300]
-                if fit:
-                    # the purpose failed (already named); is the path itself good?
-                    try:
-                        built = tuple(self._verifier(purpose, at, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
-                    except (VerificationError, ValueError) as exc2:
-                        chain_text = str(exc2)[:300]
-                if not built and not any(r.code in ("expired", "not-yet-valid") for r in reasons):
-                    reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {chain_text}"))
-                elif not built:
-                    # an expired certificate: find the path at a time it was valid, so the chain is still shown
-                    try:
-                        mid = cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
-                        built = tuple(self._verifier("x", mid, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
-                    except (VerificationError, ValueError) as exc3:
-                        reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {str(exc3)[:300]}"))
+            reasons, built = self._path(cert, purpose, chain, at)
+            if not any(r.code in ("expired", "not-yet-valid") for r in reasons) and built:
+                window = (max(c.not_valid_before_utc for c in built), min(c.not_valid_after_utc for c in built))
+                if len(self._paths) > 10000:
+                    self._paths = {}
+                self._paths[key] = (window[0], window[1], tuple(reasons), built)
         revocation = RevocationStatus("unknown", "none", detail="not checked: no trusted path")
         issuer = built[1] if len(built) > 1 else None
         if issuer is not None and issuer.subject.public_bytes() in self.anchors.ours:
@@ -481,6 +504,41 @@ class CertificateValidator:
             revocation = RevocationStatus("unknown", "none", detail="a foreign CA: no revocation source configured")
             reasons.append(Reason("revocation-unknown", revocation.detail))
         return CertificateVerdict(not reasons, purpose, tuple(reasons), cert, built, profile_of(cert), revocation, at)
+
+    def _path(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate],
+              at: datetime.datetime) -> tuple[list[Reason], tuple[x509.Certificate, ...]]:
+        reasons: list[Reason] = []
+        if cert.not_valid_after_utc < at:
+            reasons.append(Reason("expired", f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"))
+        if cert.not_valid_before_utc > at:
+            reasons.append(Reason("not-yet-valid", f"valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"))
+        fit = purpose_reasons(cert, PURPOSES[purpose])
+        reasons += fit
+        intermediates = list(chain) + self.anchors.intermediates
+        built: tuple[x509.Certificate, ...] = ()
+        if self._store is None:
+            reasons.append(Reason("untrusted-issuer", "no trust anchors are configured"))
+            return reasons, built
+        try:
+            built = tuple(self._verifier(purpose, at).verify(cert, intermediates).chain)
+        except (VerificationError, ValueError) as exc:
+            chain_text = str(exc)[:300]
+            if fit:
+                # the purpose failed (already named); is the path itself good?
+                try:
+                    built = tuple(self._verifier(purpose, at, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
+                except (VerificationError, ValueError) as exc2:
+                    chain_text = str(exc2)[:300]
+            if not built and not any(r.code in ("expired", "not-yet-valid") for r in reasons):
+                reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {chain_text}"))
+            elif not built:
+                # an expired certificate: find the path at a time it was valid, so the chain is still shown
+                try:
+                    mid = cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
+                    built = tuple(self._verifier("x", mid, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
+                except (VerificationError, ValueError) as exc3:
+                    reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {str(exc3)[:300]}"))
+        return reasons, built
 
 
 def fingerprint(cert: x509.Certificate) -> str:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,11 +54,20 @@ def _h(value: str) -> str:
 
 
 class NonceStore:
-    """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired."""
+    """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired.
+
+    ``consume`` is on the login's hot path: it runs on a DBAPI connection held per thread
+    (SQLAlchemy's per-statement cost is most of it), committing each DELETE; a driver error drops
+    that connection and the statement is retried through the engine."""
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
         self.engine = engine
         self.clock = clock
+        self._local = threading.local()
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._sql = (f"DELETE FROM citizen_login_nonce WHERE nonce_hash = {mark} AND binding_hash = {mark} "
+                     f"AND expires_at > {mark}")
+        self._sqlite = engine.dialect.name == "sqlite"
 
     def issue(self, binding: str) -> str:
         """A new nonce (base64 of 32 random bytes) bound to ``binding``."""
@@ -69,11 +80,36 @@ class NonceStore:
                                    "exp": _T.process_bind_param(now + NONCE_LIFETIME, None)})
         return nonce
 
+    def _connection(self) -> Any:
+        held = getattr(self._local, "held", None)
+        if held is None or held[0] != os.getpid():
+            held = (os.getpid(), self.engine.raw_connection())
+            self._local.held = held
+        return held[1]
+
     def consume(self, nonce: str, binding: str) -> bool:
         """True exactly once for a nonce issued to ``binding`` and not yet expired."""
+        now = _T.process_bind_param(self.clock(), None)
+        assert now is not None
+        # SQLAlchemy keeps SQLite datetimes as ISO text with microseconds: compare in that form
+        when: Any = now.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else now
+        try:
+            connection = self._connection()
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._sql, (_h(nonce), _h(binding), when))
+                count = cursor.rowcount
+            finally:
+                cursor.close()
+            connection.commit()
+            return count == 1
+        except Exception:  # noqa: BLE001  any driver error: forget the connection, use the engine
+            held = getattr(self._local, "held", None)
+            self._local.held = None
+            if held is not None:
+                held[1].invalidate()
         with self.engine.begin() as conn:
-            done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding),
-                                           "now": _T.process_bind_param(self.clock(), None)})
+            done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding), "now": now})
             return (done.rowcount or 0) == 1
 
 
