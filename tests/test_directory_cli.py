@@ -131,6 +131,7 @@ def test_serve_starts_the_embedded_slapd_and_stops_it(own_home: Home, how: signa
 def test_serve_refuses_when_the_directory_port_is_taken(own_home: Home) -> None:
     import socket
     squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
     squatter.bind(("127.0.0.1", _ldap_port(own_home)))
     squatter.listen()
     try:
