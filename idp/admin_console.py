@@ -33,6 +33,7 @@ from cardsim.errors import CardError
 from idp import problems
 from idp.account_lifecycle import Actor, IssuedAccount, Lifecycle, audit_trail
 from idp.deployment import Deployment
+from idp.directory import valid_username
 from idp.directory_admin import DirectoryWriter
 from idp.directory_errors import DirectoryError, InvalidCredentials, PasswordRejected
 from idp.password_policy import MIN_LENGTH, WeakPassword
@@ -95,7 +96,9 @@ def guarded(permission: str | None, event_type: str) -> Callable[[F], F]:
             who = actor()
             if permission is not None:
                 obj = next(iter(kwargs.values()), None)
-                lifecycle().authorise(who, permission, event_type, f"{event_type.split('.')[-2]}:{obj}" if obj else None)
+                kind = {"people": "staff", "account": "application", "four-eyes": "four-eyes"}.get(
+                    event_type.split(".")[-2], event_type.split(".")[-2])
+                lifecycle().authorise(who, permission, event_type, f"{kind}:{obj}" if obj else None)
             return fn(*args, **kwargs)
         return inner  # type: ignore[return-value]
     return wrap
@@ -684,17 +687,23 @@ def change() -> Any:
     username = (request.form.get("username") or "").strip()[:128]
     old, new, again = (request.form.get(k) or "" for k in ("current_password", "new_password", "new_password_again"))
     error: str | None = None
+    throttle = deployment().throttle
+    address = request.remote_addr
     if not username or not old or not new:
         error = "Fill in every field."
+    elif not valid_username(username) or throttle.blocked(username, address):
+        # the same words as a wrong password: this page is no oracle and no way around the login throttle
+        error = "The user name or current password is incorrect, or there were too many attempts."
     elif new != again:
         error = "The two new passwords differ."
     if error is None:
         try:
-            lifecycle().change_initial_password(username, old, new, request.remote_addr)
+            lifecycle().change_initial_password(username, old, new, address)
         except WeakPassword as exc:
             error = " ".join(exc.reasons)
         except InvalidCredentials:
-            error = "The user name or current password is incorrect."
+            throttle.failure(username, address)
+            error = "The user name or current password is incorrect, or there were too many attempts."
         except PasswordRejected as exc:
             error = exc.message
     if error is not None:

@@ -84,7 +84,7 @@ def first_login(page: Page, idp: IdpServer, uid: str, password: str, next_path: 
 def confirm_with_keyboard(page: Page) -> None:
     """The confirmation page focuses its Confirm button: Enter answers it."""
     expect(page.locator("#confirm")).to_be_visible()
-    assert page.evaluate("document.activeElement && document.activeElement.id") == "confirm"
+    expect(page.locator("#confirm")).to_be_focused()  # autofocus (applied after load: wait for it)
     page.keyboard.press("Enter")
 
 
