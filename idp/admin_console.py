@@ -595,6 +595,9 @@ def audit() -> Any:
     sessions = deployment().sessions
     paging = _paging(count_entries(sessions, where))
     rows = list(iter_entries(sessions, where, limit=PAGE_SIZE, offset=paging["offset"], newest_first=True))
+    # reading the trail is itself on the trail (who looked at what)
+    lifecycle().trail.record(lifecycle().event(actor(), "audit.read", "success", "audit:trail", filter=where.as_dict(),
+                                               page=paging["page"]))
     return _page("admin_audit.html", rows=rows, where=where, paging=paging, endpoint="admin_console.audit")
 
 
@@ -613,6 +616,7 @@ def audit_entry(seq: int) -> Any:
     from audit.export import EntryFilter
 
     entry = next(e for e in iter_entries(deployment().sessions, EntryFilter(), limit=1, offset=seq - 1))
+    lifecycle().trail.record(lifecycle().event(actor(), "audit.read", "success", f"audit:{seq}"))
     return _page("admin_audit_entry.html", entry=entry, details=json.dumps(entry["details"], indent=2, sort_keys=True))
 
 
@@ -671,6 +675,8 @@ def audit_reports() -> Any:
     by_type = report(sessions, "type", where, limit=20)
     by_person = report(sessions, "person", where, limit=20)
     by_day = report(sessions, "day", where, limit=60)
+    lifecycle().trail.record(lifecycle().event(actor(), "audit.report", "success", "audit:trail",
+                                               filter=where.as_dict()))
     return _page("admin_reports.html", where=where,
                  charts=[("By event type", bar_chart(by_type, "Audit entries by event type"), by_type),
                          ("By person", bar_chart(by_person, "Audit entries by person"), by_person),

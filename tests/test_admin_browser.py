@@ -185,4 +185,7 @@ def test_auditor_reports_render_svg_charts(idp: IdpServer, slapd, people: People
     expect(page.locator("#audit tbody tr").first).to_contain_text("login")
     page.goto(idp.url("/admin/people"))
     expect(page.locator("#refusal")).to_contain_text("may not")
+    reads = [(e["event_type"], e["result"]) for e in audit_entries(idp, f"staff:{auditor}")]
+    assert ("audit.report", "success") in reads and ("audit.read", "success") in reads
+    assert ("admin.people.read", "refused") in reads
     assert not people.errors, people.errors
