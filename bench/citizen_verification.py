@@ -53,7 +53,18 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--postgres", action="store_true", help="the store on a private PostgreSQL 15 cluster")
     args = parser.parse_args()
+    if args.postgres:
+        from tests.servers import private_postgres
+
+        with private_postgres() as url:
+            run(args, url)
+    else:
+        run(args, None)
+
+
+def run(args: argparse.Namespace, database_url: str | None) -> None:
 
     base = Path(tempfile.mkdtemp(prefix="tessera-bench-citizen-"))
     home = base / "home"
@@ -61,6 +72,8 @@ def main() -> None:
     public = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
     env.update(TESSERA_HOME=str(home), TESSERA_PUBLIC_URL=public, TESSERA_API_RATE_PER_SECOND="1000000")
+    if database_url:
+        env["TESSERA_DATABASE_URL"] = database_url
     procs: list[subprocess.Popen[bytes]] = []
 
     def cli(*a: str) -> str:
@@ -157,14 +170,14 @@ def main() -> None:
         lua = work / "post.lua"
         lua.write_text('wrk.method = "POST"\nwrk.body = ' + json.dumps(body) + '\nwrk.headers["Content-Type"] = '
                        '"application/json"\nwrk.headers["Authorization"] = "Bearer ' + assertion + '"\n')
-        before = _count(home, "verification_log")
+        before = _count(deployment, "verification_log")
         wrk = subprocess.run(["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{args.seconds}s", "-s", str(lua),
                               public + "/api/v1/certificates/verify"], capture_output=True, text=True,
                              timeout=args.seconds + 60)
         api_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk.stdout).group(1))  # type: ignore[union-attr]
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk.stdout)
         latency = re.search(r"Latency\s+(\S+)", wrk.stdout)
-        recorded = _count(home, "verification_log") - before
+        recorded = _count(deployment, "verification_log") - before
         # the batch form: BATCH verifications per request (one audit entry, BATCH log rows)
         certs = [t["unverifiedCertificate"] for t, _ in tokens[:len(agents)]]
         batch_body = json.dumps({"items": [{"certificate": certs[i % len(certs)], "purpose": "citizen-auth"}
@@ -198,7 +211,8 @@ def main() -> None:
         openssl_rate = len(files) / (time.perf_counter() - started)
         assert ossl.returncode == 0 and ossl.stdout.count(": OK") == len(files), ossl.stderr[:500]
 
-        print(table("Citizen login and verification API (this machine, one run)", ["measure", "per second", "note"], [
+        store = "PostgreSQL 15" if database_url else "SQLite"
+        print(table(f"Citizen login and verification API ({store} store, this machine, one run)", ["measure", "per second", "note"], [
             ["token validations in process (nonce single-use in SQL)", with_sql,
              f"{len(rest)} tokens from real cards; OCSP from the store; target >= 1,000"],
             ["token validations in process (no nonce SQL)", without_sql, "signature + path + OCSP only"],
@@ -222,11 +236,11 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _count(home: Path, table_name: str) -> int:
-    import sqlite3
+def _count(deployment: object, table_name: str) -> int:
+    from sqlalchemy import text
 
-    with sqlite3.connect(home / "tessera.db") as db:
-        return int(db.execute(f"SELECT count(*) FROM {table_name}").fetchone()[0])
+    with deployment.engine.connect() as conn:  # type: ignore[attr-defined]
+        return int(conn.execute(text(f"SELECT count(*) FROM {table_name}")).scalar_one())
 
 
 if __name__ == "__main__":

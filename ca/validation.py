@@ -122,23 +122,40 @@ class CertificateVerdict:
         """The national identity number of a citizen certificate (ETSI EN 319 412-1 ``PNO<CC>-``)."""
         if self.certificate is None:
             return None
-        return national_id_of(self.certificate)
+        return certificate_facts(self.certificate)["national_id"]  # type: ignore[no-any-return]
 
     def as_dict(self) -> dict[str, Any]:
-        cert = self.certificate
+        facts = certificate_facts(self.certificate) if self.certificate is not None else {}
         return {
             "valid": self.valid,
             "purpose": self.purpose,
             "reasons": [r.as_dict() for r in self.reasons],
-            "subject": describe_subject(cert) if cert is not None else None,
+            "subject": dict(facts["subject"]) if facts else None,
             "profile": self.profile,
-            "serial": format(cert.serial_number, "x") if cert is not None else None,
-            "not_before": cert.not_valid_before_utc.isoformat() if cert is not None else None,
-            "not_after": cert.not_valid_after_utc.isoformat() if cert is not None else None,
+            "serial": facts.get("serial"),
+            "not_before": facts.get("not_before"),
+            "not_after": facts.get("not_after"),
             "chain": [chain_entry(c) for c in self.chain],
             "revocation": self.revocation.as_dict(),
             "validated_at": self.validated_at.isoformat() if self.validated_at else None,
         }
+
+
+_FACTS: dict[x509.Certificate, dict[str, Any]] = {}
+
+
+def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
+    """What a verdict says about a certificate (subject, serial, validity, profile), computed once
+    per certificate per process: name walking is most of a verdict's cost otherwise."""
+    facts = _FACTS.get(cert)
+    if facts is None:
+        if len(_FACTS) > 10000:
+            _FACTS.clear()
+        facts = _FACTS[cert] = {"subject": describe_subject(cert), "serial": format(cert.serial_number, "x"),
+                                "not_before": cert.not_valid_before_utc.isoformat(),
+                                "not_after": cert.not_valid_after_utc.isoformat(), "profile": profile_of(cert),
+                                "national_id": national_id_of(cert)}
+    return facts
 
 
 _ENTRIES: dict[x509.Certificate, dict[str, str]] = {}
@@ -503,7 +520,8 @@ class CertificateValidator:
         elif issuer is not None:
             revocation = RevocationStatus("unknown", "none", detail="a foreign CA: no revocation source configured")
             reasons.append(Reason("revocation-unknown", revocation.detail))
-        return CertificateVerdict(not reasons, purpose, tuple(reasons), cert, built, profile_of(cert), revocation, at)
+        return CertificateVerdict(not reasons, purpose, tuple(reasons), cert, built, certificate_facts(cert)["profile"],
+                                  revocation, at)
 
     def _path(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate],
               at: datetime.datetime) -> tuple[list[Reason], tuple[x509.Certificate, ...]]:

@@ -212,9 +212,9 @@ class Outcome:
 
 
 def _verdict_outcome(verdict: CertificateVerdict) -> Outcome:
-    cert = verdict.certificate
-    return Outcome(verdict.as_dict(), verdict.national_id, cert.subject.rfc4514_string()[:255] if cert else "",
-                   format(cert.serial_number, "x") if cert else None, verdict.valid)
+    body = verdict.as_dict()
+    subject = body["subject"]["dn"][:255] if body["subject"] else ""
+    return Outcome(body, verdict.national_id, subject, body["serial"], verdict.valid)
 
 
 def verify_certificate(item: Any) -> Outcome:
