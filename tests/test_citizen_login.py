@@ -14,6 +14,7 @@ import re
 import struct
 import subprocess
 import textwrap
+from pathlib import Path
 
 import requests
 
@@ -239,3 +240,27 @@ def test_agent_answers_only_its_configured_origin(citizen_idp: CitizenIdp) -> No
     assert preflight.headers["Access-Control-Allow-Origin"] == citizen_idp.base
     card = agent_card(citizen_idp, agent)
     assert card["card"] == agent.card.number and card["holder"]
+
+
+def test_agent_cli_bad_input_is_one_line(citizen_idp: CitizenIdp) -> None:
+    bad_origin = citizen_idp.cli("card", "agent", "--origin", "ftp://x", check=False)
+    assert bad_origin.returncode != 0 and "--origin must be scheme://host[:port]" in bad_origin.stderr.decode()
+    absent = citizen_idp.cli("card", "agent", "--card", "12345678903", "--port", "1", check=False)
+    assert absent.returncode != 0
+    assert absent.stderr.decode().strip() == "Error: card 12345678903 is not in the reader"
+    several = citizen_idp.cli("card", "agent", "--port", "1", check=False)  # five cards in this reader
+    assert several.returncode != 0 and "choose one with --card" in several.stderr.decode()
+    assert "Traceback" not in bad_origin.stderr.decode() + absent.stderr.decode() + several.stderr.decode()
+
+
+def test_third_wrong_pin_blocks_the_pin_even_for_the_right_one(citizen_idp: CitizenIdp, tmp_path: Path) -> None:
+    from tests.fixtures_cards import issue_card
+
+    card = issue_card(citizen_idp, 606, tmp_path)
+    agent = citizen_idp.start_agent("blocked", card)
+    wrong = "000000" if card.pin != "000000" else "111111"
+    answers = [card_login(citizen_idp, agent.url, wrong)[0].json() for _ in range(3)]
+    assert [a.get("tries_left") for a in answers[:2]] == [2, 1]
+    assert answers[2]["error"] == "pin-blocked"
+    right, _ = card_login(citizen_idp, agent.url, card.pin)
+    assert right.status_code == 403 and right.json()["error"] == "pin-blocked"
