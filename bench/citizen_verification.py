@@ -178,6 +178,10 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk.stdout)
         latency = re.search(r"Latency\s+(\S+)", wrk.stdout)
         recorded = _count(deployment, "verification_log") - before
+        # the ceiling: the same server answering /healthz (no work, no SQL) under the same load
+        wrk_health = subprocess.run(["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{max(3, args.seconds // 2)}s",
+                                     public + "/healthz"], capture_output=True, text=True, timeout=args.seconds + 60)
+        health_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk_health.stdout).group(1))  # type: ignore[union-attr]
         # the batch form: BATCH verifications per request (one audit entry, BATCH log rows)
         certs = [t["unverifiedCertificate"] for t, _ in tokens[:len(agents)]]
         batch_body = json.dumps({"items": [{"certificate": certs[i % len(certs)], "purpose": "citizen-auth"}
@@ -221,6 +225,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
              f"non-2xx {non2xx.group(1) if non2xx else 0}, {recorded} calls recorded; target >= 1,500"],
             [f"API verifications over HTTP, batch form ({BATCH} per request)", batch_rate * BATCH,
              f"{batch_rate:,.0f} requests/s, non-2xx {batch_non2xx.group(1) if batch_non2xx else 0}"],
+            ["GET /healthz on the same server (ceiling of Flask + gunicorn here)", health_rate, "no work, no SQL"],
             ["openssl verify -crl_check (one process)", openssl_rate, f"{len(files)} certificate files, same chain and CRL"],
             ["card signatures through the agent (HTTP + PIN + PKCS#11)", signing_rate, "setup step, for scale"],
         ]))
