@@ -127,3 +127,30 @@ def test_the_console_needs_a_login_and_csrf(idp: IdpServer, admin_agents: dict[s
     assert page.status_code == 200 and 'id="confirm"' in page.text
     person = admin_agents["security-admin"].get(idp.url(f"/admin/people/{admins['officer']}"))
     assert 'id="enabled">yes<' in person.text
+
+
+def test_tables_search_and_page(idp: IdpServer, admins: dict[str, str], admin_agents: dict[str, AdminAgent]) -> None:
+    import re
+
+    security, auditor = admin_agents["security-admin"], admin_agents["auditor"]
+    first = security.get(idp.url("/admin/people"))
+    assert first.status_code == 200 and "page 1 of" in first.text and 'rel="next"' in first.text
+    following = re.search(r'rel="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    second = security.get(idp.url(following))
+    assert "page 2 of" in second.text and 'rel="prev"' in second.text
+    assert set(re.findall(r'/admin/people/([^"]+)"', first.text)).isdisjoint(re.findall(r'/admin/people/([^"]+)"', second.text))
+    found = security.get(idp.url("/admin/people"), params={"q": admins["officer"]})
+    assert re.findall(r'href="/admin/people/([^"]+)"', found.text) == [admins["officer"]]
+    assert auditor.get(idp.url("/admin/people")).status_code == 403  # at least one admin.* entry
+    trail = auditor.get(idp.url("/admin/audit"), params={"type": "admin.*"})
+    types = re.findall(r"<td>(admin\.[a-z.-]+)</td>", trail.text)
+    assert types and all(t.startswith("admin.") for t in types)
+    assert "page 1 of" in trail.text
+    mine = auditor.get(idp.url("/admin/audit"), params={"subject": f"staff:{admins['auditor']}"})
+    subjects = set(re.findall(r"<td>(staff:[^<]+)</td>", mine.text))
+    assert subjects == {f"staff:{admins['auditor']}"}
+    export = auditor.post(idp.url("/admin/audit/export"), data={"csrf_token": auditor.csrf(), "format": "csv",
+                                                              "type": "admin.*"})
+    assert export.status_code == 200 and export.headers["Content-Type"].startswith("text/csv")
+    lines = export.text.splitlines()
+    assert lines[0].startswith("seq,time,type") and all(",admin." in line for line in lines[1:])
