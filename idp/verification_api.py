@@ -43,6 +43,8 @@ from idp.problems import problem
 bp = Blueprint("verification_api", __name__, url_prefix="/api/v1")
 
 MAX_BATCH = 100
+#: a batch of 100 certificates with chains is larger than the service-wide request limit
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_ASSERTION_LIFETIME = 600
 PURPOSES = ("staff-auth", "citizen-auth", "signing", "service")
 SOURCES = ("ocsp", "crl", "store")
@@ -405,6 +407,12 @@ def _batch(operation: str) -> Response:
             return problem(400, "Bad request", f"items[{i}]: {exc}", "api/bad-request")
     _record(identity, operation, outcomes)
     return Response(json.dumps({"results": [o.body for o in outcomes]}), mimetype="application/json")
+
+
+@bp.before_request
+def _batch_size() -> None:
+    if request.endpoint and request.endpoint.endswith("_batch"):
+        request.max_content_length = MAX_BATCH_BYTES
 
 
 @bp.post("/certificates/verify")

@@ -116,6 +116,10 @@ def test_batches(citizen_idp: CitizenIdp) -> None:
     assert answer.status_code == 200, answer.text
     results = answer.json()["results"]
     assert [r["valid"] for r in results[:2]] == [True, True]
+    full = citizen_idp.api("/certificates/verify-batch", {"items": [
+        {"certificate": certificates[i % 3], "purpose": "citizen-auth", "revocation_source": "store"} for i in range(100)]})
+    assert full.status_code == 200, full.text  # larger than the service's 64 KiB default: batches may be
+    assert len(full.json()["results"]) == 100
     too_many = citizen_idp.api("/certificates/verify-batch", {"items": [{"certificate": "AA==",
                                                                          "purpose": "citizen-auth"}] * 101})
     assert too_many.status_code == 400 and too_many.headers["Content-Type"] == "application/problem+json"
