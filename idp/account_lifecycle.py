@@ -213,10 +213,14 @@ class Lifecycle:
         self.refused(actor, event_type, object_, str(error), kind=error.kind)
         return error
 
-    def member(self, uid: str) -> "StaffMember":
+    def member(self, uid: str, actor: Actor | None = None, event_type: str | None = None) -> "StaffMember":
+        """The staff member ``uid``; with ``actor`` and ``event_type``, a missing one is a refusal on the trail."""
         member = self.d.directory.find(uid)
         if member is None:
-            raise NotFoundError(f"no staff member {uid!r} in the directory")
+            error = NotFoundError(f"no staff member {uid!r} in the directory")
+            if actor is not None and event_type is not None:
+                raise self._refuse(actor, event_type, f"staff:{str(uid)[:64]}", error)
+            raise error
         return member
 
     # -- applications ------------------------------------------------------------------------------
@@ -244,11 +248,13 @@ class Lifecycle:
             raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(f"no department {department!r}"))
         if self.d.directory.find(uid) is not None:
             raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(f"the directory already has {uid!r}"))
-        with self.sessions.begin() as session:
-            open_one = session.scalar(select(AccountApplication).where(
+        with self.sessions() as session:
+            open_one = session.scalar(select(AccountApplication.id).where(
                 AccountApplication.uid == uid, AccountApplication.status.in_(("applied", "approved"))))
-            if open_one is not None:
-                raise InvalidState(f"application #{open_one.id} for {uid!r} is already open")
+        if open_one is not None:
+            raise self._refuse(actor, event_type, f"staff:{uid}",
+                               InvalidState(f"application #{open_one} for {uid!r} is already open"))
+        with self.sessions.begin() as session:
             row = AccountApplication(kind="new-account", uid=uid, given_name=given_name, surname=surname,
                                      department=department, post=post, groups_json=json.dumps(wanted),
                                      status="applied", applied_by=actor.uid, applied_at=self.clock())
@@ -286,16 +292,19 @@ class Lifecycle:
                 f"Only an approver of the department {department!r} (without an administrator role) may decide."))
         if actor.uid == applicant:
             raise self._refuse(actor, event_type, target, Forbidden("An approver may not approve their own application."))
-        with self.sessions.begin() as session:
-            row = self._application(session, application_id)
-            if row.status != "applied":
-                raise InvalidState(f"application #{application_id} is {row.status}, not waiting for approval")
-            row.status = "approved" if approve else "rejected"
-            row.decided_by, row.decided_at = actor.uid, self.clock()
-            row.note = (note or "")[:500] or None
-            self.trail.append(session, self.event(actor, event_type, "success", f"staff:{row.uid}",
-                                                  application=row.id, kind=row.kind))
-            return ApplicationView.of(row)
+        try:
+            with self.sessions.begin() as session:
+                row = self._application(session, application_id)
+                if row.status != "applied":
+                    raise InvalidState(f"application #{application_id} is {row.status}, not waiting for approval")
+                row.status = "approved" if approve else "rejected"
+                row.decided_by, row.decided_at = actor.uid, self.clock()
+                row.note = (note or "")[:500] or None
+                self.trail.append(session, self.event(actor, event_type, "success", f"staff:{row.uid}",
+                                                      application=row.id, kind=row.kind))
+                return ApplicationView.of(row)
+        except InvalidState as exc:
+            raise self._refuse(actor, event_type, target, exc)
 
     def issue(self, actor: Actor, application_id: int) -> IssuedAccount | ApplicationView:
         """The security administrator issues an approved application: a new directory entry with a
@@ -340,8 +349,11 @@ class Lifecycle:
         """A change of post: the old post's groups go now; the new ones need a new approval and issue."""
         event_type = "admin.account.change-post"
         self.authorise(actor, "account.change-post", event_type, f"staff:{uid}")
-        member = self.member(uid)
-        post = _text(post, "the new post")
+        member = self.member(uid, actor, event_type)
+        try:
+            post = _text(post, "the new post")
+        except GovernanceError as exc:
+            raise self._refuse(actor, event_type, f"staff:{uid}", exc)
         department = department or member.department
         wanted = sorted(set(groups))
         if any(g != APPROVERS for g in wanted):
@@ -399,7 +411,7 @@ class Lifecycle:
         """
         event_type = "admin.account.leaver"
         self.authorise(actor, "account.leaver", event_type, f"staff:{uid}")
-        member = self.member(uid)
+        member = self.member(uid, actor, event_type)
         if actor.uid == uid:
             raise self._refuse(actor, event_type, f"staff:{uid}", Forbidden("You cannot process yourself as a leaver."))
         flag = revocation.parse_reason(reason)
@@ -456,7 +468,7 @@ class Lifecycle:
         """Grant ``group``; an administrator role becomes a four-eyes request (returned)."""
         event_type = "admin.role.grant"
         self.authorise(actor, "role.grant", event_type, f"staff:{uid}")
-        member = self.member(uid)
+        member = self.member(uid, actor, event_type)
         try:
             check_grant(member.groups, group)
             if uid == actor.uid:
@@ -473,7 +485,7 @@ class Lifecycle:
     def remove_role(self, actor: Actor, uid: str, group: str) -> None:
         event_type = "admin.role.revoke"
         self.authorise(actor, "role.remove", event_type, f"staff:{uid}")
-        member = self.member(uid)
+        member = self.member(uid, actor, event_type)
         if group not in member.groups:
             raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(f"{uid} is not in {group!r}"))
         with self.sessions.begin() as session:

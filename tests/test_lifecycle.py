@@ -275,8 +275,13 @@ def test_the_whole_lifecycle_from_the_command_line(idp: IdpServer, slapd, admins
     assert approved["status"] == "approved" and approved["decided_by"] == admins["approver"]
     issued = json.loads(idp.cli("admin", "issue", str(applied["id"]), "--as", admins["security-admin"], "--json").stdout)
     assert issued["uid"] == uid and len(issued["initial_password"]) >= 20
+    before = audit_tip(idp)
     twice = idp.cli("admin", "issue", str(applied["id"]), "--as", admins["security-admin"], check=False)
     assert twice.returncode == 1 and b"issued" in twice.stderr
+    nobody = idp.cli("admin", "leaver", "no-such-person", "--as", admins["security-admin"], "--yes", check=False)
+    assert nobody.returncode == 1 and b"no staff member" in nobody.stderr
+    refusals = [(e["event_type"], e["result"]) for e in audit_entries(idp, f"staff:{admins['security-admin']}", before)]
+    assert refusals == [("admin.account.issue", "refused"), ("admin.account.leaver", "refused")]
     with slapd.directory() as directory:
         assert directory.find(uid).title == "Registry Officer"
     granted = idp.cli("admin", "grant", uid, "approvers", "--as", admins["security-admin"])
