@@ -132,7 +132,10 @@ class AuditTrail:
         transaction is then unusable and must roll back, taking the audited action with it.
         """
         try:
-            row = session.execute(_ADVANCE).one_or_none()
+            # Core statements on the session's connection (same transaction): the ORM layer would
+            # cost more than the statements themselves on this hot path
+            connection = session.connection()
+            row = connection.execute(_ADVANCE).one_or_none()
             if row is None:
                 raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
             seq, prev_hash = int(row[0]), str(row[1])
@@ -146,11 +149,11 @@ class AuditTrail:
                           subject_role=event.subject_role, object=event.object, result=event.result,
                           source_address=event.source_address, request_id=event.request_id, details=details,
                           prev_hash=prev_hash, entry_hash=digest)
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(_INSERT_AND_MOVE, {"new_" + k: v for k, v in values.items()})
+            if connection.dialect.name == "postgresql":
+                connection.execute(_INSERT_AND_MOVE, {"new_" + k: v for k, v in values.items()})
             else:
-                session.execute(_INSERT, values)
-                session.execute(_MOVE_TIP, {"tip": digest})
+                connection.execute(_INSERT, values)
+                connection.execute(_MOVE_TIP, {"tip": digest})
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
         if self.checkpointer is not None and seq % self.checkpoint_every == 0:

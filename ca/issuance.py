@@ -176,9 +176,14 @@ def store_certificate(
     )
     # A Core INSERT ... RETURNING: one round trip, without the unit-of-work cost of an ORM flush
     # (issuance is a hot path). The unique serial constraint fires here, inside the caller's transaction.
-    values = {column.key: getattr(row, column.key) for column in Certificate.__table__.columns if column.key != "id"}
-    row.id = session.execute(insert(Certificate).values(values).returning(Certificate.id)).scalar_one()
+    values = {column: getattr(row, column) for column in _INSERT_COLUMNS}
+    row.id = session.connection().execute(_INSERT_CERTIFICATE, values).scalar_one()
     return row
+
+
+_INSERT_COLUMNS = tuple(c.key for c in Certificate.__table__.columns if c.key != "id")
+#: built once: constructing the statement per call costs more than executing it
+_INSERT_CERTIFICATE = insert(Certificate.__table__).returning(Certificate.__table__.c.id)
 
 
 def find_certificate(session: Session, serial: str) -> Certificate:
