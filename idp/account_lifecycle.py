@@ -45,9 +45,8 @@ from idp.directory_admin import DirectoryWriter, initial_password
 from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, AccountApplication
 from idp.password_policy import PasswordPolicy
-from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, FourEyes, FourEyesView, Forbidden,
-                       GovernanceError, ConflictingRoles, admin_roles_of, check_grant, login_refusal, require,
-                       role_name)
+from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
+                       GovernanceError, admin_roles_of, check_grant, require, role_name)
 
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail

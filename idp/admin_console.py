@@ -22,8 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import (Blueprint, Flask, Response, current_app, redirect, render_template, request, session,
-                   stream_with_context, url_for)
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select

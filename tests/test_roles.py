@@ -4,8 +4,6 @@ adding an administrator. Against the running service, its directory and its audi
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from idp.roles import ADMIN_ROLES, PERMISSIONS, login_refusal, may
