@@ -9,8 +9,6 @@ Role grants themselves live in the directory (group membership); every grant is 
 from alembic import op
 import sqlalchemy as sa
 import ca.models
-# registers the tables on ca.models.Base until idp/schema.py metadata() imports it itself
-import idp.governance_models  # noqa: F401,E402
 
 
 revision = '0006'
