@@ -10,6 +10,9 @@ from flask import Flask, Response, redirect, render_template, request, session, 
 from demo.config import DemoConfig
 from demo.relying_party import AuthorizationRequest, LoginFailed, RelyingParty
 
+#: what the application asks for when a citizen logs in with the ID card (OIDC Core 3.1.2.1 acr_values)
+CARD_ACR = "urn:tessera:acr:card"
+
 
 def create_app(config: DemoConfig | None = None) -> Flask:
     config = config or DemoConfig.from_env()
@@ -31,7 +34,7 @@ def create_app(config: DemoConfig | None = None) -> Flask:
     @app.get("/login")
     def login() -> Response:
         try:
-            auth = rp.begin()
+            auth = rp.begin(CARD_ACR if request.args.get("with") == "card" else None)
         except Exception as exc:  # noqa: BLE001  (provider down or misconfigured: say so)
             return Response(render_template("error.html", message=f"Tessera is not reachable: {exc}"), status=502)
         session["pending"] = {"state": auth.state, "nonce": auth.nonce, "verifier": auth.code_verifier}

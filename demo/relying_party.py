@@ -62,12 +62,14 @@ class RelyingParty:
         return OAuth2Session(self.config.client_id, redirect_uri=self.config.redirect_uri, scope=self.config.scope.split(),
                              state=state)
 
-    def begin(self) -> AuthorizationRequest:
+    def begin(self, acr_values: str | None = None) -> AuthorizationRequest:
+        """Start a login; ``acr_values`` asks for a kind of login (``urn:tessera:acr:card``: the ID card)."""
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         nonce = secrets.token_urlsafe(16)
+        extra = {"acr_values": acr_values} if acr_values else {}
         url, state = self._session().authorization_url(self.metadata()["authorization_endpoint"], nonce=nonce,
-                                                       code_challenge=challenge, code_challenge_method="S256")
+                                                       code_challenge=challenge, code_challenge_method="S256", **extra)
         return AuthorizationRequest(url, state, nonce, verifier)
 
     def finish(self, callback_url: str, request: AuthorizationRequest) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     login.login_manager.init_app(app)
     provider = Provider(settings.public_url, deployment.sessions, deployment.signing_keys, deployment.clients,
                         deployment.now, deployment.second_factor.claims, oidc_endpoints.end_browser_session,
-                        deployment.staff_still_active)
+                        deployment.staff_still_active, deployment.citizen_claims)
     provider.init_app(app)
     app.extensions["tessera.oidc"] = provider
     app.register_blueprint(pki.bp)

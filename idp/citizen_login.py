@@ -38,7 +38,7 @@ bp = Blueprint("citizen_login", __name__)
 NONCE_BYTES = 32
 NONCE_LIFETIME = datetime.timedelta(minutes=5)
 #: the acr value an application asks for to get a card login (OIDC Core 3.1.2.1 acr_values)
-ACR_CARD = "urn:tessera:acr:card"
+from idp.oidc.grants import ACR_CARD  # noqa: E402  (one value for the login and the id_token)
 AMR_CARD = ("sc", "pin")
 _BINDING = "card_login_binding"
 

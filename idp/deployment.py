@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -134,9 +134,26 @@ class Deployment:
 
         return SigningKeys(self.sessions, self.secret_box, utc_now)
 
+    def citizen_claims(self, uid: str) -> dict[str, Any] | None:
+        """``citizen:<national id>``'s claims from the card registry; None without an active card."""
+        from sqlalchemy import select
+
+        from cardsim.models import Card
+
+        national_id = uid.removeprefix("citizen:")
+        with self.sessions() as session:
+            holder = session.scalar(select(Card.holder).where(Card.national_id == national_id, Card.status == "active")
+                                    .order_by(Card.issued_at.desc()).limit(1))
+        if holder is None:
+            return None
+        return {"sub": uid, "national_id": national_id, "name": holder}
+
     def staff_still_active(self, uid: str) -> bool | None:
         """Whether the directory still has ``uid`` enabled (claims refreshed on the way); None when
-        the directory cannot be asked (an outage must not end everyone's tokens)."""
+        the directory cannot be asked (an outage must not end everyone's tokens). A citizen is
+        active while they hold an active card."""
+        if uid.startswith("citizen:"):
+            return self.citizen_claims(uid) is not None
         from idp.directory_errors import DirectoryError
         from idp.staff import claims_of
 

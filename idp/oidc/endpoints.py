@@ -21,6 +21,7 @@ from flask_login import current_user
 from idp import events
 from idp.deployment import Deployment
 from idp.models import Consent
+from idp.citizen_login import ACR_CARD, citizen_user
 from idp.oidc.provider import SCOPE_CLAIMS, Provider
 from idp.sessions import StaffSession
 
@@ -62,14 +63,24 @@ def jwks() -> Response:
     return response
 
 
-def _login_redirect() -> Any:
-    """Back to this request after a (re-)login; prompt=login and max_age are satisfied by it."""
+def _login_redirect(card: bool = False) -> Any:
+    """Back to this request after a (re-)login; prompt=login and max_age are satisfied by it.
+
+    ``card``: the application asked for a card login (acr_values ``urn:tessera:acr:card``), so the
+    browser goes to the ID-card login instead of the staff login."""
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("prompt", "max_age")]
     prompts = [p for p in (request.args.get("prompt") or "").split() if p != "login"]
     if prompts:
         params.append(("prompt", " ".join(prompts)))
     back = url_for("oidc.authorize") + "?" + urlencode(params)
+    if card:
+        return redirect(url_for("citizen_login.login_page", next=back))
     return redirect(url_for("login.login", next=back, reauth=1))
+
+
+def _subject(user: Any) -> str:
+    """The audit subject of a user: ``citizen:<id>`` as it is, staff as ``staff:<uid>``."""
+    return user.uid if ":" in user.uid else f"staff:{user.uid}"
 
 
 def _has_consent(uid: str, client_id: str, scope: str) -> bool:
@@ -93,7 +104,11 @@ def authorize() -> Any:
     """Authorization endpoint (OIDC Core 3.1.2.1): login, prompt, max_age, consent, code."""
     p = provider()
     prompts = (request.values.get("prompt") or "").split()
-    user = current_user._get_current_object() if current_user.is_authenticated else None
+    card = ACR_CARD in (request.values.get("acr_values") or "").split()
+    if card:  # the application asks for a card login (OIDC Core 3.1.2.1 acr_values): only a citizen session counts
+        user = citizen_user()
+    else:
+        user = current_user._get_current_object() if current_user.is_authenticated else None
     needs_login = user is None or "login" in prompts
     max_age = request.values.get("max_age")
     if user is not None and max_age is not None and max_age.isdigit():  # an invalid one is refused below
@@ -107,7 +122,7 @@ def authorize() -> Any:
         if needs_login:
             if "none" in prompts:
                 raise LoginRequiredError(redirect_uri=grant.redirect_uri)
-            return _login_redirect()
+            return _login_redirect(card)
         client = grant.client
         scope = grant.request.payload.scope or ""
         consented = client.trusted or _has_consent(user.uid, client.client_id, scope)
@@ -118,10 +133,10 @@ def authorize() -> Any:
                 return render_template("consent.html", client=client, scopes=scope_to_list(scope) or [],
                                        claims=SCOPE_CLAIMS, user=user, action=request.full_path)
             if request.form.get("decision") != "allow":
-                events.record("oidc.consent", f"staff:{user.uid}", f"client:{client.client_id}", "failure", reason="denied")
+                events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "failure", reason="denied")
                 return p.server.create_authorization_response(grant=grant, grant_user=None)
             _save_consent(user.uid, client.client_id, scope)
-            events.record("oidc.consent", f"staff:{user.uid}", f"client:{client.client_id}", "success", scope=scope)
+            events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "success", scope=scope)
         return p.server.create_authorization_response(grant=grant, grant_user=user)
     except OAuth2Error as error:
         return _oauth_error(error)

@@ -36,6 +36,8 @@ CODE_SECONDS = 60
 ID_TOKEN_SECONDS = 600
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 ACR_TWO_FACTOR = "urn:tessera:acr:pwd+otp"
+#: a citizen's login with the ID card and its PIN (amr ["sc", "pin"]); idp.citizen_login uses the same value
+ACR_CARD = "urn:tessera:acr:card"
 
 
 _T = UtcDateTime()
@@ -99,6 +101,13 @@ class StoredCode:
         return self.amr.split()
 
 
+def _acr(amr: tuple[str, ...] | list[str]) -> str | None:
+    """The authentication context class of a login from its methods (RFC 8176 names)."""
+    if "sc" in amr:
+        return ACR_CARD
+    return ACR_TWO_FACTOR if "otp" in amr else None
+
+
 class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
@@ -112,7 +121,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
                 redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
                 scope=request.payload.scope or "", nonce=payload.get("nonce"),
                 code_challenge=payload.get("code_challenge"), code_challenge_method=payload.get("code_challenge_method"),
-                auth_time=int(user.auth_time), acr=ACR_TWO_FACTOR if "otp" in user.amr else None, amr=" ".join(user.amr),
+                auth_time=int(user.auth_time), acr=_acr(user.amr), amr=" ".join(user.amr),
                 session_id_hash=user.session_hash, created_at=now, expires_at=now + datetime.timedelta(seconds=CODE_SECONDS)))
             if secrets.randbelow(256) == 0:
                 conn.execute(_PURGE_CODES, {"before": now - CODE_KEPT})

@@ -27,7 +27,7 @@ from idp.staff import StaffUser
 #: which claims each scope releases (OIDC Core 5.4, plus Tessera's department and roles scopes)
 SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
     "openid": ("sub",),
-    "profile": ("name", "given_name", "family_name", "preferred_username", "title"),
+    "profile": ("name", "given_name", "family_name", "preferred_username", "title", "national_id"),
     "email": ("email", "email_verified"),
     "department": ("department", "department_name"),
     "roles": ("roles",),
@@ -38,7 +38,8 @@ class Provider:
     def __init__(self, issuer: str, sessions: sessionmaker[Session], keys: SigningKeys, clients: ClientRegistry,
                  clock: Callable[[], datetime.datetime], staff_claims: Callable[[str], dict[str, Any] | None],
                  end_staff_session: Callable[[Any], None],
-                 still_active: Callable[[str], bool | None] = lambda _uid: None) -> None:
+                 still_active: Callable[[str], bool | None] = lambda _uid: None,
+                 citizen_claims: Callable[[str], dict[str, Any] | None] = lambda _uid: None) -> None:
         self.issuer = issuer
         self.sessions = sessions
         self.engine = sessions.kw["bind"]
@@ -49,6 +50,8 @@ class Provider:
         self.end_staff_session = end_staff_session
         #: asks the directory whether a staff member may still get tokens (None: cannot tell now)
         self.still_active = still_active
+        #: claims of a citizen (``citizen:<national id>``) from the card registry, None without an active card
+        self.citizen_claims = citizen_claims
         self.tokens = TokenStore(sessions, clock, self._token_user, clients.get)
         self.server = AuthorizationServer()
         self.server.provider = self  # grants reach the stores through their server
@@ -127,6 +130,11 @@ class Provider:
         self.tokens.save(token, request.client.get_client_id(), request.user.uid, family, auth_time, amr)
 
     def load_user(self, uid: str, auth_time: int = 0, amr: list[str] | tuple[str, ...] = ()) -> StaffUser | None:
+        if uid.startswith("citizen:"):
+            from idp.citizen_login import CitizenUser
+
+            citizen = self.citizen_claims(uid)
+            return None if citizen is None else CitizenUser(citizen, auth_time, tuple(amr))
         claims = self.staff_claims(uid)
         if claims is None:
             return None
@@ -168,7 +176,7 @@ class Provider:
             "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login", "consent"],
-            "acr_values_supported": ["urn:tessera:acr:pwd+otp"],
+            "acr_values_supported": ["urn:tessera:acr:pwd+otp", "urn:tessera:acr:card"],
             "claims_supported": sorted({c for claims in SCOPE_CLAIMS.values() for c in claims}
                                        | {"iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash"}),
             "claims_parameter_supported": False,
