@@ -72,3 +72,55 @@ def test_wrong_pin_in_the_browser_shows_the_tries_left(page: Page, citizen_idp: 
     page.fill("#pin", agent.card.pin)
     page.click("#card-login-button")
     expect(page.locator("#welcome")).to_be_visible()
+
+
+@pytest.fixture(scope="module")
+def citizen_demo(citizen_idp: CitizenIdp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo departmental application registered with this IdP (untrusted: consent is asked)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.servers import free_port, wait_for_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client = json.loads(citizen_idp.cli("client", "add", "Travel claims (demo)", "--redirect-uri", base + "/callback",
+                                        "--post-logout-redirect-uri", base + "/", "--json").stdout)
+    folder = tmp_path_factory.mktemp("citizen-demo")
+    (folder / "client.json").write_text(json.dumps(client))
+    log = open(folder / "demo.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port), "--issuer", citizen_idp.base,
+                             "--client-file", str(folder / "client.json")], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)
+    try:
+        wait_for_port(port, proc, timeout=20)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_card_login_through_openid_connect_lands_on_the_demo_application(page: Page, citizen_idp: CitizenIdp,
+                                                                        citizen_demo: str) -> None:
+    agent = citizen_idp.agents["alice"]
+    page.goto(citizen_demo + "/")
+    page.click("#login-card")  # the application asks for acr urn:tessera:acr:card
+    expect(page).to_have_url(re.compile(re.escape(citizen_idp.url("/citizen/login"))))
+    expect(page.locator("#card-number")).to_have_text(agent.card.number)
+    page.fill("#pin", agent.card.pin)
+    page.click("#card-login-button")
+    page.click("#allow")  # consent for this application
+    expect(page.locator("#welcome")).to_be_visible()
+    assert page.url.startswith(citizen_demo)
+    expect(page.locator('[data-claim="amr"]')).to_have_text("sc, pin")
+    expect(page.locator('[data-claim="acr"]')).to_have_text("urn:tessera:acr:card")
+    expect(page.locator('[data-claim="sub"]')).to_have_text(re.compile(r"^citizen:\d{11}$"))
