@@ -3,7 +3,8 @@
 For each store (SQLite file, private PostgreSQL cluster) a child process builds a fresh CA home and
 measures, in the same run: the raw signing rate of the issuing CA's token key over a certificate's
 TBS bytes (the limit), and full issuances (CSR parse + signature check, profile policy, certificate
-built and signed on the token, stored in one transaction). Target: >= 500 issuances/s.
+built and signed on the token, stored with its audit entry in one transaction), first from one
+process, then from one process per core (as `tessera serve` runs). Target: >= 500 issuances/s.
 
     .venv/bin/python bench/ca_issuance.py [--count 2000]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,13 +47,40 @@ def child(store: str, database_url: str | None, count: int) -> dict[str, float]:
         staff_key.sign(tbs, hashes.SHA256())
     raw = count / (time.perf_counter() - start)
 
+    def issue_all(share: list[bytes]) -> None:
+        for i, csr in enumerate(share):
+            ca.issue("staff-auth", csr, "bench", subject=f"CN=Staff Member {i},O=Ministry of Finance,C=EE",
+                     alt_names=[f"email:staff{i}@fin.gov.example"])
+
     start = time.perf_counter()
-    for i, csr in enumerate(csrs):
-        ca.issue("staff-auth", csr, "bench", subject=f"CN=Staff Member {i},O=Ministry of Finance,C=EE",
-                 alt_names=[f"email:staff{i}@fin.gov.example"])
+    issue_all(csrs)
     issued = count / (time.perf_counter() - start)
+
+    # the same CSRs again (serials are random) from one process per core, as `tessera serve` runs
+    workers = os.cpu_count() or 1
+    start = time.perf_counter()
+    children = []
+    for k in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own database connections and PKCS#11 session after the fork
+            code = 1
+            try:
+                deployment.engine.dispose(close=False)
+                issue_all(csrs[k::workers])
+                code = 0
+            except BaseException:  # noqa: BLE001  say why, then leave without running the parent's cleanup
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for pid in children:
+        if os.waitpid(pid, 0)[1] != 0:
+            raise SystemExit("a worker process failed")
+    parallel = count / (time.perf_counter() - start)
     deployment.close()
-    return {"raw_sign_per_s": raw, "issued_per_s": issued}
+    return {"raw_sign_per_s": raw, "issued_per_s": issued, "parallel_per_s": parallel, "workers": workers}
 
 
 def main() -> None:
@@ -77,10 +106,12 @@ def main() -> None:
     with private_postgres() as url:
         run("postgres", url)
     rows = [(store, r["raw_sign_per_s"], r["issued_per_s"], f"{r['issued_per_s'] / r['raw_sign_per_s']:.1%}",
-             "yes" if r["issued_per_s"] >= 500 else "NO")
+             r["parallel_per_s"], "yes" if max(r["issued_per_s"], r["parallel_per_s"]) >= 500 else "NO")
             for store, r in results.items()]
-    print(table(f"Certificate issuance, PKCS#11 P-256 CA key, {args.count} CSRs per store",
-                ["store", "raw token signatures/s (limit)", "issued/s", "issued / raw", ">= 500/s"], rows))
+    workers = next(iter(results.values()))["workers"]
+    print(table(f"Certificate issuance, PKCS#11 P-256 CA key, audit entry in each transaction, {args.count} CSRs per store",
+                ["store", "raw token signatures/s (limit)", "issued/s, 1 process", "1 process / raw",
+                 f"issued/s, {workers:.0f} processes", ">= 500/s"], rows))
 
 
 if __name__ == "__main__":
