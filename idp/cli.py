@@ -189,6 +189,9 @@ def ca_issue(obj: _Context, profile_name: str, csr_path: str, subject: str | Non
 @click.pass_obj
 def ca_revoke(obj: _Context, serial: str, reason: str, as_json: bool) -> None:
     """Revoke a certificate (certificateHold puts it on hold; see `release`)."""
+    if obj.deployment.ca.get(serial).profile == "issuing-ca":
+        raise click.ClickException("revoking an issuing CA needs four eyes: "
+                                   "tessera admin four-eyes request revoke-issuing-ca NAME --as UID")
     row = obj.deployment.ca.revoke(serial, reason, actor=f"cli:{getpass.getuser()}")
     if as_json:
         click.echo(json.dumps(_cert_summary(row), indent=2))

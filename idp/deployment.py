@@ -163,6 +163,10 @@ class Deployment:
             return None
         if member is None or not member.enabled:
             return False
+        from idp.roles import login_refusal
+
+        if login_refusal(member.groups) is not None:
+            return False  # two administrator roles: refused at login, so refreshed tokens are refused too
         self.second_factor.remember(uid, claims_of(member))
         return True
 

@@ -18,7 +18,8 @@ from markupsafe import Markup
 
 from idp import events
 from idp.deployment import Deployment
-from idp.directory_errors import DirectoryError, DirectoryUnavailable, InvalidCredentials
+from idp.directory_errors import DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordMustChange
+from idp.roles import login_refusal
 from idp.sessions import StaffSession
 from idp.staff import StaffUser, claims_of
 from idp.totp import qr_svg
@@ -91,6 +92,11 @@ def login() -> Any:
     except DirectoryUnavailable as exc:
         events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "error", reason=exc.kind)
         return _page("unavailable.html", 503, message=exc.message)
+    except PasswordMustChange:
+        # the right password, but a one-time one (or reset by an administrator): change it first
+        events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure",
+                      reason="password-must-change")
+        return redirect(url_for("password.change", username=username))
     except DirectoryError as exc:
         d.throttle.failure(username, _address())
         events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure", reason=exc.kind)
@@ -100,6 +106,11 @@ def login() -> Any:
         d.throttle.failure(username, _address())
         events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "failure", reason="account-disabled")
         return _page("login.html", 401, next=nxt, error=GENERIC_FAILURE, username=username)
+    refusal = login_refusal(member.groups)
+    if refusal:  # the directory gives this account two administrator roles: no one person combines them
+        events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "refused",
+                      reason="conflicting-roles")
+        return _page("login.html", 403, next=nxt, error=refusal, username=username)
     claims = claims_of(member)
     enrolled = d.second_factor.remember(member.uid, claims)
     session.clear()

@@ -11,6 +11,8 @@ import re
 import sqlite3
 
 import pytest
+from urllib.parse import urlsplit
+
 import requests
 
 from tests.fixtures_web import *  # noqa: F401,F403
@@ -90,7 +92,19 @@ def test_disabled_account_and_expired_password(idp: IdpServer, slapd) -> None:  
     uid = new_uid("chg")
     slapd.create_user(uid, PASSWORD, must_change=True)
     response = post_login(requests.Session(), idp, uid, PASSWORD)
-    assert response.status_code == 401 and "new password" in response.text
+    # the right one-time password: on to the password change page, never logged in with it
+    assert response.status_code in (302, 303), response.status_code
+    assert urlsplit(response.headers["Location"]).path == "/password/change"
+
+
+def test_two_administrator_roles_refused_at_login(idp: IdpServer, slapd) -> None:  # type: ignore[no-untyped-def]
+    uid = new_uid("two")
+    slapd.create_user(uid, PASSWORD, groups=("auditors", "security-administrators"))
+    response = post_login(requests.Session(), idp, uid, PASSWORD)
+    assert response.status_code == 403 and "administrator roles" in response.text, response.text[:500]
+    plain = new_uid("one")
+    slapd.create_user(plain, PASSWORD, groups=("auditors",))
+    assert post_login(requests.Session(), idp, plain, PASSWORD).status_code in (302, 303)
 
 
 def test_wrong_codes_throttle_the_account(idp: IdpServer, staff_user: tuple[str, str]) -> None:
