@@ -67,15 +67,20 @@ def token_folder(token_dir: Path, serial: str) -> Path | None:
 
 
 def find_token_folder_by_label(token_dir: Path, label: str, newer_than: float) -> list[Path]:
-    """Crash recovery only: folders changed after ``newer_than`` whose token carries ``label``."""
+    """Crash recovery only: folders changed after ``newer_than`` whose token carries ``label``, and
+    folders of that time whose token SoftHSM never finished writing (no or an empty token.object:
+    the issuer was killed inside C_InitToken, before the token had a label to find it by)."""
     wanted = label.encode().ljust(32, b" ")
     found = []
     with os.scandir(token_dir) as entries:
         for entry in entries:
             try:
                 if entry.is_dir() and entry.stat().st_mtime >= newer_than - 1:
-                    data = (Path(entry.path) / "token.object").read_bytes()
-                    if wanted in data:
+                    token_object = Path(entry.path) / "token.object"
+                    if not token_object.exists() or token_object.stat().st_size == 0:
+                        found.append(Path(entry.path))
+                        continue
+                    if wanted in token_object.read_bytes():
                         found.append(Path(entry.path))
             except OSError:
                 continue
