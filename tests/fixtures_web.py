@@ -220,3 +220,13 @@ def demo_app(idp: IdpServer) -> Iterator[DemoApp]:
 
 
 __all__ += ["DemoApp", "demo_app"]
+
+
+def post_login(session: requests.Session, idp: IdpServer, username: str, password: str) -> requests.Response:
+    """The login form's first step (user name and password) with its CSRF token, redirects not followed."""
+    page = session.get(idp.url("/login"))
+    return session.post(idp.url("/login"), data={"username": username, "password": password, "csrf_token": csrf_of(page.text)},
+                        allow_redirects=False)
+
+
+__all__ += ["post_login"]

@@ -16,15 +16,9 @@ from urllib.parse import urlsplit
 import requests
 
 from tests.fixtures_web import *  # noqa: F401,F403
-from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of, new_uid
+from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of, new_uid, post_login
 
 GENERIC = "The user name or password is incorrect, or there were too many attempts."
-
-
-def post_login(session: requests.Session, idp: IdpServer, username: str, password: str) -> requests.Response:
-    page = session.get(idp.url("/login"))
-    return session.post(idp.url("/login"), data={"username": username, "password": password, "csrf_token": csrf_of(page.text)},
-                        allow_redirects=False)
 
 
 def cookie_value(response: requests.Response, name: str = "tessera_session") -> str | None:

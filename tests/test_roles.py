@@ -5,10 +5,13 @@ adding an administrator. Against the running service, its directory and its audi
 from __future__ import annotations
 
 import pytest
+import requests
+from ldap3 import MODIFY_ADD
 
 from idp.roles import ADMIN_ROLES, PERMISSIONS, login_refusal, may
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import PASSWORD, AdminAgent, IdpServer, audit_entries, audit_tip, new_uid
+from tests.fixtures_web import post_login
 
 ROLES = ("system-admin", "security-admin", "auditor", "officer")
 GROUP_OF = {"system-admin": "system-administrators", "security-admin": "security-administrators",
@@ -148,8 +151,20 @@ def test_an_account_the_directory_gives_two_roles_is_refused_with_a_clear_messag
     assert login_refusal(["auditors", "approvers"]) is None
     uid = new_uid("two")
     slapd.create_user(uid, PASSWORD, groups=("auditors", "system-administrators"))
+    # refused at login, with the clear message and a refused audit entry
+    before = audit_tip(idp)
+    refused_login = post_login(requests.Session(), idp, uid, PASSWORD)
+    assert refused_login.status_code == 403 and "holds two administrator roles" in refused_login.text
+    assert [(e["event_type"], e["result"]) for e in audit_entries(idp, f"address:127.0.0.1", before)
+            if e["object"] == f"staff:{uid}"] == [("login.password", "refused")]
+    # a second role given in the directory after the login: the console refuses on every request
+    uid = new_uid("late")
+    slapd.create_user(uid, PASSWORD, groups=("auditors",))
     agent = AdminAgent(idp, uid, PASSWORD)
     agent.login("/account")
+    with slapd.admin() as conn:
+        conn.modify(f"cn=system-administrators,ou=groups,{slapd.suffix}",
+                    {"member": [(MODIFY_ADD, [f"uid={uid},ou=people,{slapd.suffix}"])]})
     before = audit_tip(idp)
     page = agent.get(idp.url("/admin/"), headers={"Accept": "text/html"})
     assert page.status_code == 409
