@@ -178,3 +178,10 @@ def test_client_secret_checked_in_constant_time_and_ids_unique(db) -> None:  # t
     assert client.get_default_redirect_uri() is None  # two registered: the request must name one
     with pytest.raises(ClientRegistrationError, match="exists"):
         registry.add("RP again", ["https://rp.example/cb"], client_id="rp-x")
+
+
+def test_generated_client_ids_never_start_with_a_dash() -> None:
+    from idp.oidc.clients import new_client_id
+
+    ids = [new_client_id() for _ in range(2000)]  # ~1 in 64 raw tokens starts with "-": this would catch it
+    assert not any(i.startswith("-") for i in ids) and len(set(ids)) == len(ids)

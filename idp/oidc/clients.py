@@ -103,6 +103,14 @@ class RegisteredClient(ClientMixin):  # type: ignore[misc]
         return str(self.client_metadata.get("id_token_signed_response_alg", "ES256"))
 
 
+def new_client_id() -> str:
+    """128 random bits, URL-safe, never starting with "-" (it would read as an option on a command line)."""
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -131,9 +139,9 @@ class ClientRegistry:
             scopes: Sequence[str] = SCOPES, trusted: bool = False, jwks: dict[str, Any] | None = None,
             id_token_alg: str = "ES256", refresh_tokens: bool = True) -> NewClient:
         """Register a client; its secret (for the client_secret_* methods) is returned once."""
-        client_id = client_id or secrets.token_urlsafe(16)
-        if not _CLIENT_ID.match(client_id):
-            raise ClientRegistrationError("client id: 3-128 characters of A-Z a-z 0-9 . _ ~ -")
+        client_id = client_id or new_client_id()
+        if not _CLIENT_ID.match(client_id) or client_id.startswith("-"):
+            raise ClientRegistrationError("client id: 3-128 characters of A-Z a-z 0-9 . _ ~ -, not starting with -")
         if not name.strip() or len(name) > 200:
             raise ClientRegistrationError("a client needs a name of at most 200 characters")
         if not redirect_uris:
