@@ -23,7 +23,7 @@ from ca.hierarchy import HierarchyPlan
 from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
-from ca.revocation import REASONS
+from ca.revocation import REASONS, parse_reason
 from idp.commands import admin, audit, card_agent, cards, certs, clients, directory  # noqa: F401  (card_agent adds `card agent`)
 from idp.commands.context import CliContext as _Context
 from idp.directory_errors import DirectoryError
@@ -189,6 +189,7 @@ def ca_issue(obj: _Context, profile_name: str, csr_path: str, subject: str | Non
 @click.pass_obj
 def ca_revoke(obj: _Context, serial: str, reason: str, as_json: bool) -> None:
     """Revoke a certificate (certificateHold puts it on hold; see `release`)."""
+    parse_reason(reason)  # a bad reason is reported before anything is looked up
     if obj.deployment.ca.get(serial).profile == "issuing-ca":
         raise click.ClickException("revoking an issuing CA needs four eyes: "
                                    "tessera admin four-eyes request revoke-issuing-ca NAME --as UID")

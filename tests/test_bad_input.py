@@ -130,3 +130,13 @@ def test_unknown_ca_is_404_problem(server: Home) -> None:
 def test_server_log_has_no_unhandled_errors(server: Home) -> None:
     log = (server.path / "server.log").read_text()
     assert "unhandled error" not in log and "Traceback" not in log
+
+
+def test_cli_revoke_of_an_issuing_ca_needs_four_eyes(home: Home) -> None:
+    issuing = json.loads(home.cli("ca", "list", "--profile", "issuing-ca", "--json").stdout)
+    assert issuing, "tessera init issues the staff and citizen CA certificates"
+    serial = issuing[0]["serial"]
+    result = home.cli("ca", "revoke", serial, "--reason", "keyCompromise", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "four eyes" in err and "Traceback" not in err
+    assert json.loads(home.cli("ca", "show", serial, "--json").stdout)["status"] == "valid"
