@@ -20,12 +20,9 @@ import hashlib
 import json
 from typing import Any
 
-from asn1crypto import algos, cms, core
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca import der
-from ca.cms import signing_certificate_v2
+from ca.cms import CmsSigner
 from ca.keys import SigningKey
 
 RECORD_FORMAT = "tessera-card-record/1"
@@ -53,20 +50,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_OID_DATA = bytes.fromhex("06092a864886f70d010701")  # id-data (RFC 5652 section 4)
-_OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")  # id-signedData (section 5.1)
-_V1 = b"\x02\x01\x01"
-
-
 class Signer:
     """A department's (or the card issuer's) signing identity: certificate, chain, token key.
 
-    Signs CMS SignedData over id-data content (RFC 5652 sections 5.1-5.4) with the same signed
-    attributes as ``ca.cms.sign_data`` (contentType, signingTime, messageDigest, ESS
-    signingCertificateV2, in DER order). Everything that does not change between signatures (the
-    signer identifier, algorithms, certificates, two of the attributes) is encoded once here and
-    the rest assembled with :mod:`ca.der`: asn1crypto's re-encoding of the certificates cost ~10 ms
-    a record. (``ca.cms.sign_data`` itself cannot encapsulate id-data yet.)
+    Records are CMS SignedData over id-data content (RFC 5652 sections 5.1-5.4), signed by
+    :class:`ca.cms.CmsSigner`, built once per signer so only the changing parts are encoded per record.
     """
 
     def __init__(self, name: str, certificate: x509.Certificate, chain: tuple[x509.Certificate, ...],
@@ -75,35 +63,11 @@ class Signer:
         self.certificate = certificate
         self.chain = chain
         self.key = key
-        self._hash = key.key_type.signature_hash()
-        signer = cms.Certificate.load(certificate.public_bytes(Encoding.DER))
-        family = "ecdsa" if key.key_type.is_ec else "rsa"
-        self._digest_algorithm = algos.DigestAlgorithm({"algorithm": self._hash.name}).dump()
-        self._signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": f"{self._hash.name}_{family}"}).dump()
-        self._sid = cms.IssuerAndSerialNumber({"issuer": signer.issuer, "serial_number": signer.serial_number}).dump()
-        self._constant_attributes = [
-            cms.CMSAttribute({"type": "content_type", "values": [cms.ContentType("data")]}).dump(),
-            cms.CMSAttribute({"type": "signing_certificate_v2", "values": [signing_certificate_v2(signer)]}).dump(),
-        ]
-        self._certificates = b"".join(c.public_bytes(Encoding.DER) for c in (certificate, *chain))
+        self._cms = CmsSigner(certificate, key, "data", (certificate, *chain))
 
     def sign(self, content: bytes, now: datetime.datetime) -> bytes:
         """A DER ContentInfo holding SignedData over ``content`` (encapsulated)."""
-        attributes = self._constant_attributes + [
-            cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now.replace(microsecond=0)})]}).dump(),
-            cms.CMSAttribute({"type": "message_digest",
-                              "values": [core.OctetString(hashlib.new(self._hash.name, content).digest())]}).dump(),
-        ]
-        # DER orders a SET OF by the encodings of its elements (X.690 section 11.6)
-        attribute_set = b"".join(sorted(attributes))
-        # the signature covers the attributes with an explicit SET OF tag (RFC 5652 section 5.4)
-        signature = self.key.sign(der.encode(0x31, attribute_set), self._hash)
-        signer_info = der.encode(der.SEQUENCE, _V1 + self._sid + self._digest_algorithm + der.encode(0xA0, attribute_set)
-                                 + self._signature_algorithm + der.encode(der.OCTET_STRING, signature))
-        encapsulated = der.encode(der.SEQUENCE, _OID_DATA + der.encode(0xA0, der.encode(der.OCTET_STRING, content)))
-        signed_data = der.encode(der.SEQUENCE, _V1 + der.encode(0x31, self._digest_algorithm) + encapsulated
-                                 + der.encode(0xA0, self._certificates) + der.encode(0x31, signer_info))
-        return der.encode(der.SEQUENCE, _OID_SIGNED_DATA + der.encode(0xA0, signed_data))
+        return self._cms.sign(content, now)
 
 
 def record_content(record_type: str, card_number: str, version: int, department: str,
