@@ -38,6 +38,10 @@ from idp.directory_errors import DirectoryError, InvalidCredentials, PasswordRej
 from idp.password_policy import MIN_LENGTH, WeakPassword
 from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, GovernanceError,
                        login_refusal, permissions_of, role_name)
+from idp.runtime_settings import InvalidSetting, RuntimeSettings
+from idp.runtime_settings import may_change as may_change_config
+from idp.runtime_settings import may_read as may_read_config
+from idp.runtime_settings import require as require_config
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 password_bp = Blueprint("password", __name__)
@@ -107,7 +111,8 @@ def _page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
     who: Actor | None = getattr(request, "_tessera_actor", None)
     return render_template(template, me=who, role=role_name(who.groups) if who else None,
                            perms=permissions_of(who.groups) if who else frozenset(),
-                           is_approver=bool(who and APPROVERS in who.groups), **context), status
+                           is_approver=bool(who and APPROVERS in who.groups),
+                           sees_config=bool(who and may_read_config(who.groups)), **context), status
 
 
 def _refusal(status: int, title: str, detail: str, kind: str) -> Response:
@@ -496,19 +501,61 @@ def remove_client(client_id: str) -> Any:
     return redirect(url_for("admin_console.clients"))
 
 
+def runtime_settings() -> RuntimeSettings:
+    """This worker's cached accessor of the runtime settings (idp/runtime_settings.py)."""
+    found = current_app.extensions.get("tessera.runtime_settings")
+    if found is None:
+        d = deployment()
+        found = RuntimeSettings(d.sessions, d.settings, d.now)
+        current_app.extensions["tessera.runtime_settings"] = found
+    return found  # type: ignore[no-any-return]
+
+
+def _config_access(change: bool, event_type: str, object_: str | None = None) -> Actor:
+    """The actor, when they may read (``change``: change) the configuration; else refused, audited."""
+    who = actor()
+    try:
+        require_config(who.groups, change)
+    except Forbidden as exc:
+        lifecycle().refused(who, event_type, object_, str(exc), kind=exc.kind)
+        raise
+    return who
+
+
 @bp.get("/config")
-@guarded("config.read", "admin.config.read")
+@guarded(None, "admin.config.read")
 def config() -> Any:
+    who = _config_access(False, "admin.config.read")
     s = deployment().settings
     cfg = deployment().directory.config
-    shown = {"public URL": s.public_url, "home": str(s.home), "database": s.database_url.split("@")[-1],
+    fixed = {"public URL": s.public_url, "home": str(s.home), "database": s.database_url.split("@")[-1],
              "PKCS#11 module": s.pkcs11_module, "CA token label": s.token_label,
-             "session idle timeout (s)": s.session_idle_seconds, "session absolute timeout (s)": s.session_absolute_seconds,
-             "throttle: failures per account": s.throttle_account_failures,
-             "throttle: failures per address": s.throttle_address_failures,
              "directory": ", ".join(cfg.urls), "directory read-only": cfg.read_only,
-             "role groups": ", ".join(sorted(cfg.role_groups))}
-    return _page("admin_config.html", settings=shown)
+             "role groups": ", ".join(sorted(cfg.role_groups)),
+             "common-password and user-name checks": "always on (not a setting)"}
+    return _page("admin_config.html", fixed=fixed, runtime=runtime_settings().show(),
+                 can_change=may_change_config(who.groups))
+
+
+@bp.post("/config/<name>")
+@guarded(None, "admin.config.set")
+def set_config(name: str) -> Any:
+    who = _config_access(True, "admin.config.set", f"config:{name[:64]}")
+    value = (request.form.get("value") or "").strip()
+    page = _confirm("Change a setting", f"Set {name} to {value!r}? Every worker uses the new value within "
+                    "a few seconds; the change is recorded in the audit trail.", danger=False)
+    if page is not None:
+        return page
+    try:
+        done = runtime_settings().set(name, value, lifecycle().trail,
+                                      functools.partial(lifecycle().event, who, "admin.config.set", "success",
+                                                        f"config:{name}"), who.subject)
+    except InvalidSetting as exc:
+        lifecycle().refused(who, "admin.config.set", f"config:{name[:64]}", str(exc), kind=exc.kind)
+        raise
+    return _page("admin_done.html", title="Setting changed" if done.changed else "Setting unchanged",
+                 lines=[f"{done.name}: {done.old} -> {done.new}" if done.changed else f"{done.name} is {done.new} already."],
+                 back=url_for("admin_console.config"))
 
 
 # -- four eyes ----------------------------------------------------------------------------------------
@@ -686,9 +733,11 @@ def audit_reports() -> Any:
 @password_bp.route("/password/change", methods=["GET", "POST"])
 def change() -> Any:
     """Choose a new password (RFC 3062 password modify as the user), under the password policy."""
+    # the runtime minimum (never below the policy's MIN_LENGTH of 12, see idp/runtime_settings.py)
+    min_length = max(MIN_LENGTH, runtime_settings().get("password.min_length"))
     if request.method == "GET":
         return render_template("admin_password.html", username=request.args.get("username", "")[:128],
-                               min_length=MIN_LENGTH), 200
+                               min_length=min_length), 200
     username = (request.form.get("username") or "").strip()[:128]
     old, new, again = (request.form.get(k) or "" for k in ("current_password", "new_password", "new_password_again"))
     error: str | None = None
@@ -701,6 +750,8 @@ def change() -> Any:
         error = "The user name or current password is incorrect, or there were too many attempts."
     elif new != again:
         error = "The two new passwords differ."
+    elif len(new) < min_length:
+        error = f"Use at least {min_length} characters."
     if error is None:
         try:
             lifecycle().change_initial_password(username, old, new, address)
@@ -712,8 +763,8 @@ def change() -> Any:
         except PasswordRejected as exc:
             error = exc.message
     if error is not None:
-        return render_template("admin_password.html", username=username, min_length=MIN_LENGTH, error=error), 400
-    return render_template("admin_password.html", username=username, min_length=MIN_LENGTH, done=True,
+        return render_template("admin_password.html", username=username, min_length=min_length, error=error), 400
+    return render_template("admin_password.html", username=username, min_length=min_length, done=True,
                            login_url=url_for("login.login")), 200
 
 
