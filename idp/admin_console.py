@@ -187,6 +187,8 @@ def home() -> Any:
         context["four_eyes"], _ = lc.four_eyes.list(status="pending", limit=10)
     if "client.read" in perms:
         context["clients"] = deployment().clients.list()[:10]
+    if may_read_config(who.groups):
+        context["changed_settings"] = [v for v in runtime_settings().show() if v.changed_by]
     if "audit.read" in perms:
         from audit.reports import report
 

@@ -165,6 +165,8 @@ def test_the_system_administrator_changes_a_setting_in_the_console(idp: IdpServe
                    if e["event_type"] == "admin.config.set"]
         assert entry["result"] == "success" and entry["object"] == "config:password.min_length"
         assert entry["subject_role"] == "system-admin" and json.loads(entry["details"]) == {"old": 12, "new": 14}
+        home = agent.get(idp.url("/admin/")).text  # the home page lists what differs from start-up
+        assert re.search(r"<code>password\.min_length</code></td><td>14 characters</td><td>12</td>", home), home[:2000]
         # both workers of `tessera serve --workers 2` use the new value within their cache's TTL
         deadline = time.monotonic() + 10
         while _min_length_shown(agent) != 14:
@@ -189,7 +191,8 @@ def test_the_security_administrator_sees_but_cannot_change(idp: IdpServer, admin
     page = agent.get(idp.url("/admin/config"))
     assert page.status_code == 200 and 'id="runtime-settings"' in page.text
     assert 'name="value"' not in page.text and "only the system administrator changes them" in page.text
-    assert 'href="/admin/config"' in agent.get(idp.url("/admin/")).text
+    home = agent.get(idp.url("/admin/")).text
+    assert 'href="/admin/config"' in home and "Settings changed at run time" in home
     before = audit_tip(idp)
     refused = agent.act("/admin/config/session.idle_seconds", value="600")
     assert refused.status_code == 403 and "may not change the configuration" in refused.text
