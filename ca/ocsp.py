@@ -11,12 +11,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from asn1crypto.keys import PublicKeyInfo
 from cryptography import x509
@@ -27,6 +25,7 @@ from cryptography.x509 import ocsp
 from sqlalchemy import Engine, and_, bindparam, delete, exists, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from ca.held_connection import HeldStatement
 from ca.keyring import Keyring
 from ca.models import Authority, Certificate, OcspResponse, Signer
 from ca.signing import sign_ocsp_response
@@ -67,55 +66,28 @@ def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspReply:
 
 
 class PreProducedAnswers:
-    """The hot path: a stored response for (serial, CertID hash), read through the driver directly.
+    """The hot path: a stored response for (serial, CertID hash), read on a held driver connection.
 
-    SQLAlchemy's per-statement overhead is most of an answer's cost, so this one query runs on a
-    DBAPI connection held per thread, in autocommit, so every read sees the latest committed status
-    (a revocation commits its status and deletes the stored responses in one transaction). Any
-    driver error drops the connection and reports a miss; the full path then answers.
+    Each read sees the latest committed status (a revocation commits its status and deletes the
+    stored responses in one transaction); when the driver fails it reports a miss and the full
+    path answers (:mod:`ca.held_connection`).
     """
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._sql = (
+        self._lookup = HeldStatement(
+            engine,
             "SELECT c.issuer_id, c.status, r.der, r.next_update FROM ca_certificate c "
-            f"JOIN ca_ocsp_response r ON r.certificate_id = c.id AND r.hash_algorithm = {mark} "
-            f"WHERE c.serial_hex = {mark}"
+            "JOIN ca_ocsp_response r ON r.certificate_id = c.id AND r.hash_algorithm = ? "
+            "WHERE c.serial_hex = ?",
+            "OCSP pre-produced answers",
         )
-        self._local = threading.local()
-
-    def _connection(self) -> Any:
-        held = getattr(self._local, "held", None)
-        if held is None or held[0] != os.getpid():
-            fairy = self._engine.raw_connection()
-            driver = fairy.driver_connection
-            if hasattr(driver, "autocommit") and self._engine.dialect.name == "postgresql":
-                driver.autocommit = True  # no transaction left open between reads
-            held = (os.getpid(), fairy)
-            self._local.held = held
-        return held[1]
 
     def get(self, serial_hex: str, hash_name: str) -> tuple[int, str, bytes, datetime.datetime] | None:
         """(issuer id, status, response DER, nextUpdate) or None when nothing is stored."""
-        try:
-            connection = self._connection()
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self._sql, (hash_name, serial_hex))
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        except Exception as exc:  # noqa: BLE001  any driver error: forget the connection, answer slowly
-            _log.warning("OCSP fast path unavailable: %s", type(exc).__name__)
-            held = getattr(self._local, "held", None)
-            self._local.held = None
-            if held is not None:
-                held[1].invalidate()
+        executed = self._lookup.execute((hash_name, serial_hex))
+        if executed is None or executed.row is None:
             return None
-        if row is None:
-            return None
-        issuer_id, status, der, next_update = row
+        issuer_id, status, der, next_update = executed.row
         if isinstance(next_update, str):  # SQLite hands DATETIME back as text
             next_update = datetime.datetime.fromisoformat(next_update)
         return issuer_id, status, bytes(der), next_update.replace(tzinfo=datetime.timezone.utc)

@@ -17,9 +17,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import os
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from sqlalchemy import Engine, text
 
+from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 from idp.citizen_blueprints import services
 from idp.problems import problem
@@ -56,17 +55,17 @@ def _h(value: str) -> str:
 class NonceStore:
     """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired.
 
-    ``consume`` is on the login's hot path: it runs on a DBAPI connection held per thread
-    (SQLAlchemy's per-statement cost is most of it), committing each DELETE; a driver error drops
-    that connection and the statement is retried through the engine."""
+    ``consume`` is on the login's hot path: its DELETE runs on a held driver connection
+    (:mod:`ca.held_connection`), committed at once; when the driver fails it runs through the engine."""
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
         self.engine = engine
         self.clock = clock
-        self._local = threading.local()
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._sql = (f"DELETE FROM citizen_login_nonce WHERE nonce_hash = {mark} AND binding_hash = {mark} "
-                     f"AND expires_at > {mark}")
+        self._consume = HeldStatement(
+            engine,
+            "DELETE FROM citizen_login_nonce WHERE nonce_hash = ? AND binding_hash = ? AND expires_at > ?",
+            "card-login nonces",
+        )
         self._sqlite = engine.dialect.name == "sqlite"
 
     def issue(self, binding: str) -> str:
@@ -80,34 +79,15 @@ class NonceStore:
                                    "exp": _T.process_bind_param(now + NONCE_LIFETIME, None)})
         return nonce
 
-    def _connection(self) -> Any:
-        held = getattr(self._local, "held", None)
-        if held is None or held[0] != os.getpid():
-            held = (os.getpid(), self.engine.raw_connection())
-            self._local.held = held
-        return held[1]
-
     def consume(self, nonce: str, binding: str) -> bool:
         """True exactly once for a nonce issued to ``binding`` and not yet expired."""
         now = _T.process_bind_param(self.clock(), None)
         assert now is not None
         # SQLAlchemy keeps SQLite datetimes as ISO text with microseconds: compare in that form
         when: Any = now.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else now
-        try:
-            connection = self._connection()
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self._sql, (_h(nonce), _h(binding), when))
-                count = cursor.rowcount
-            finally:
-                cursor.close()
-            connection.commit()
-            return count == 1
-        except Exception:  # noqa: BLE001  any driver error: forget the connection, use the engine
-            held = getattr(self._local, "held", None)
-            self._local.held = None
-            if held is not None:
-                held[1].invalidate()
+        executed = self._consume.execute((_h(nonce), _h(binding), when))
+        if executed is not None:
+            return executed.rowcount == 1
         with self.engine.begin() as conn:
             done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding), "now": now})
             return (done.rowcount or 0) == 1

@@ -1,0 +1,71 @@
+"""The held driver connection of the hot paths (ca.held_connection), on SQLite and PostgreSQL:
+every statement sees and leaves committed state, and a dropped connection is reported once and
+replaced."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from ca.database import make_engine
+from ca.held_connection import HeldStatement
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, str]]:
+    url = f"sqlite:///{tmp_path / 'held.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    table = f"held_{secrets.token_hex(4)}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} (k VARCHAR(20) PRIMARY KEY, v INTEGER NOT NULL)"))
+    try:
+        yield engine, table
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE {table}"))
+        engine.dispose()
+
+
+def test_reads_see_the_latest_commit_and_deletes_commit_at_once(engine: tuple[Engine, str]) -> None:
+    eng, table = engine
+    read = HeldStatement(eng, f"SELECT v FROM {table} WHERE k = ?", "test read")
+    delete = HeldStatement(eng, f"DELETE FROM {table} WHERE k = ? AND v > ?", "test delete")
+    missing = read.execute(("a",))
+    assert missing is not None and missing.row is None
+    with eng.begin() as conn:
+        conn.execute(text(f"INSERT INTO {table} (k, v) VALUES ('a', 1)"))
+    first = read.execute(("a",))
+    assert first is not None and first.row == (1,)
+    with eng.begin() as conn:  # another connection changes it: the held one must not read a stale snapshot
+        conn.execute(text(f"UPDATE {table} SET v = 2 WHERE k = 'a'"))
+    second = read.execute(("a",))
+    assert second is not None and second.row == (2,)
+    assert (delete.execute(("a", 5)) or pytest.fail("driver failed")).rowcount == 0
+    assert (delete.execute(("a", 1)) or pytest.fail("driver failed")).rowcount == 1
+    with eng.connect() as conn:  # committed: another connection no longer sees the row
+        assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+
+
+def test_a_dropped_connection_is_reported_and_replaced(engine: tuple[Engine, str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    eng, table = engine
+    if eng.dialect.name != "postgresql":
+        pytest.skip("a server that drops the connection: PostgreSQL")
+    with eng.begin() as conn:
+        conn.execute(text(f"INSERT INTO {table} (k, v) VALUES ('secret-key', 7)"))
+    read = HeldStatement(eng, f"SELECT pg_backend_pid(), v FROM {table} WHERE k = ?", "test read")
+    before = read.execute(("secret-key",))
+    assert before is not None and before.row is not None and before.row[1] == 7
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": before.row[0]}).scalar()
+    with caplog.at_level(logging.WARNING, logger="ca.held_connection"):
+        assert read.execute(("secret-key",)) is None  # the caller answers through the engine
+    assert "test read: held connection unavailable" in caplog.text
+    assert "secret-key" not in caplog.text  # parameters are never logged
+    after = read.execute(("secret-key",))
+    assert after is not None and after.row is not None and after.row[1] == 7 and after.row[0] != before.row[0]
