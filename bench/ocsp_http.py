@@ -42,6 +42,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from ca.models import Certificate  # noqa: E402
+from idp.deployment import Deployment  # noqa: E402
 from tests.servers import free_port, wait_for_port  # noqa: E402
 
 TESSERA = str(Path(sys.executable).parent / "tessera")
@@ -100,9 +101,9 @@ def check_answer(url: str, path: str) -> str:
         return ocsp.load_der_ocsp_response(response.read()).certificate_status.name
 
 
-def filler_rows(deployment: object, issuer_id: int, template: Certificate, count: int) -> None:
+def filler_rows(deployment: Deployment, issuer_id: int, template: Certificate, count: int) -> None:
     """Store ``count`` extra certificate rows (random serials) so lookups run against a large table."""
-    engine = deployment.engine  # type: ignore[attr-defined]
+    engine = deployment.engine
     batch = []
     with engine.begin() as conn:
         for i in range(count):
@@ -220,7 +221,7 @@ def main() -> None:
 
         print(f"latency with {args.certs} certificates, then {args.large} ...", file=sys.stderr)
         small = results[1][2]
-        reopened = ca_home_engine(deployment.settings)
+        reopened = Deployment(deployment.settings)
         filler_rows(reopened, staff_id, template, args.large - args.certs)
         reopened.close()
         wrk(base, tessera_get, 2, args.connections)
@@ -245,12 +246,6 @@ def main() -> None:
                  (f"{args.large:,} ({args.connections} connections)", large_loaded["rate"], f"{large_loaded['p50']:.2f}",
                   f"{large_loaded['p99']:.2f}")]))
     shutil.rmtree(work, ignore_errors=True)
-
-
-def ca_home_engine(settings: object) -> object:
-    from idp.deployment import Deployment
-
-    return Deployment(settings)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
