@@ -33,53 +33,64 @@ def _citizen(i: int) -> dict[str, str]:
     return citizen(i)
 
 
-def raw_softhsm(folder: Path, count: int) -> float:
+def raw_softhsm(settings_folder: Path, shard: int, count: int) -> float:
     """Tokens per second for C_InitToken + C_InitPIN + two P-256 key generations, nothing else
-    (the same ctypes calls the card writer makes), in a process of its own on the card folder.
-    The tokens are deleted afterwards."""
+    (the same ctypes calls the card writer makes), in a process of its own on the shard new cards
+    go into. The tokens are deleted afterwards."""
     code = f"""
-import os, sys, time, pathlib, shutil
+import sys, time, pathlib, shutil
 sys.path.insert(0, {str(ROOT)!r})
 from cardsim.config import CardSettings
 from cardsim import cryptoki as ck
-from cardsim.personalisation import CardWriter, token_folder
-settings = CardSettings.from_env(pathlib.Path({str(folder.parent)!r}), {{"TESSERA_CARD_DIR": {str(folder)!r}}})
+from cardsim.personalisation import CardWriter, ShardTokens, token_folder
+settings = CardSettings.from_env(pathlib.Path("/nonexistent"), {{"TESSERA_CARD_DIR": {str(settings_folder)!r}}})
+shard = settings.shard({shard})
+shard.prepare()
+tokens = ShardTokens(shard, settings.module_path)
 writer = CardWriter(settings)
 made = []
 start = time.perf_counter()
 for i in range({count}):
-    slot = writer.free_slot
-    writer.p11.init_token(slot, "12345678", f"raw-{{i}}")
-    writer.free_slot = writer._next_free_slot(slot)
-    session = writer.p11.open_session(slot)
-    writer.p11.login(session, ck.CKU_SO, "12345678"); writer.p11.init_pin(session, "123456"); writer.p11.logout(session)
-    writer.p11.login(session, ck.CKU_USER, "123456")
-    writer._generate(session, "citizen-auth"); writer._generate(session, "citizen-sign")
-    writer.p11.close_session(session)
-    made.append(writer.p11.token_info(slot)[1])
+    slot = tokens.free_slot
+    tokens.p11.init_token(slot, "12345678", f"raw-{{i}}")
+    tokens.free_slot = tokens.next_free_slot(slot)
+    session = tokens.p11.open_session(slot)
+    tokens.p11.login(session, ck.CKU_SO, "12345678"); tokens.p11.init_pin(session, "123456")
+    tokens.p11.logout(session); tokens.p11.login(session, ck.CKU_USER, "123456")
+    writer._generate(tokens.p11, session, "citizen-auth"); writer._generate(tokens.p11, session, "citizen-sign")
+    tokens.p11.close_session(session)
+    made.append(tokens.p11.token_info(slot)[1])
 elapsed = time.perf_counter() - start
 for serial in made:
-    path = token_folder(settings.token_dir, serial)
+    path = token_folder(shard.token_dir, serial)
     if path: shutil.rmtree(path)
 print({count} / elapsed)
 """
-    env = {**os.environ, "SOFTHSM2_CONF": str(folder / "softhsm2.conf")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
 def raw_reads(home: Path, cards: list[tuple[str, str]], seconds: float) -> float:
     """The PKCS#11 floor of a verification with the PIN, nothing checked: open a session with the
-    PIN, read every certificate and data object, sign a challenge digest, close (python-pkcs11)."""
+    PIN, read every certificate and data object, sign a challenge digest, close (python-pkcs11,
+    one module copy per shard as the reader has, tokens found through a prebuilt index)."""
     sample = home / "raw-sample.json"
     sample.write_text(json.dumps(cards))
     code = f"""
-import hashlib, json, os, pathlib, time
-import pkcs11
+import hashlib, json, os, pathlib, sys, time
+sys.path.insert(0, {str(ROOT)!r})
 from pkcs11 import Attribute, Mechanism, ObjectClass
-lib = pkcs11.lib("/usr/lib/softhsm/libsofthsm2.so")
-tokens = {{s.get_token().label: s.get_token() for s in lib.get_slots(token_present=True)}}
+from cardsim.config import CardSettings
+from cardsim.shard_module import ShardLibrary
+settings = CardSettings.from_env(pathlib.Path({str(home)!r}))
 cards = json.loads(pathlib.Path({str(sample)!r}).read_text())
+libraries = {{}}
+tokens = {{}}
+for number, _ in cards:
+    shard = settings.shard_of(number)
+    if shard.index not in libraries:
+        libraries[shard.index] = ShardLibrary(shard, settings.module_path)
+    tokens[number] = libraries[shard.index].tokens[number]
 done = 0
 deadline = time.perf_counter() + {seconds}
 start = time.perf_counter()
@@ -95,8 +106,7 @@ while time.perf_counter() < deadline:
     done += 1
 print(done / (time.perf_counter() - start))
 """
-    env = {**os.environ, "SOFTHSM2_CONF": str(home / "cards" / "softhsm2.conf")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
@@ -109,7 +119,6 @@ import json, os, random, sys, time, pathlib
 sys.path.insert(0, {str(ROOT)!r})
 from cardsim.config import CardSettings
 settings = CardSettings.from_env(pathlib.Path({str(home)!r}))
-os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
 from idp.settings import Settings
 from idp.deployment import Deployment
 from cardsim.reader import CardReader, ReaderTrust
@@ -200,7 +209,7 @@ def main() -> None:
         fill = level - len(issued)
         fill_rate = run(fill, f"filling to {level:>6} cards") if fill > 0 else 0.0
         rate = run(args.sample, f"timed sample at {level:>6}")
-        raw = raw_softhsm(settings.folder, args.raw)
+        raw = raw_softhsm(settings.folder, settings.existing_shards()[-1].index, args.raw)
         sample = [(c.number, c.pin) for c in random.sample(issued, min(500, len(issued)))]
         public = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
         pinned = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=1)

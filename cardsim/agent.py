@@ -21,18 +21,18 @@ One thread (shared/FIELD-NOTES.md: threads destroy SoftHSM tokens), one card per
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from cardsim.config import CardSettings
 from cardsim.errors import CardError, CardNotFound
+from cardsim.numbers import is_card_number
 from cardsim.personalisation import AUTH_KEY
 from cardsim.pins import TryCounter, check_pin_form
+from cardsim.shard_module import ShardLibrary
 
 APP_VERSION = "https://tessera.invalid/card-agent/1.0"
 MAX_BODY = 4096
@@ -53,7 +53,7 @@ class CardInfo:
 
 
 class CardSigner:
-    """One card, opened through python-pkcs11 with SoftHSM2 pointed at the card folder."""
+    """One card, opened through python-pkcs11 on its shard's own module instance (cardsim.shard_module)."""
 
     def __init__(self, settings: CardSettings, number: str | None = None) -> None:
         import pkcs11
@@ -61,19 +61,24 @@ class CardSigner:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         settings.require()
-        os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
         self.settings = settings
         self._pkcs11 = pkcs11
-        self._lib = pkcs11.lib(settings.module_path)
-        tokens = [slot.get_token() for slot in self._lib.get_slots(token_present=True)]
-        tokens = [t for t in tokens if t.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED and t.label.isdigit()]
-        if number is not None:
-            tokens = [t for t in tokens if t.label == number]
-        if not tokens:
+        if number is not None:  # its shard, from the number
+            shards = [settings.shard_of(number)] if is_card_number(number) else []
+        else:  # "the card in the reader": only shards that hold a token are opened
+            shards = [s for s in settings.existing_shards() if s.token_count()]
+        found = []
+        for shard in shards:
+            if not shard.exists():
+                continue
+            library = ShardLibrary(shard, settings.module_path)
+            found += [(library, t) for label, t in library.tokens.items() if label.isdigit()
+                      and (number is None or label == number)]
+        if not found:
             raise CardNotFound("no card in the reader" if number is None else f"card {number} is not in the reader")
-        if number is None and len(tokens) > 1:
-            raise CardNotFound(f"{len(tokens)} cards in the reader: choose one with --card")
-        self.token = tokens[0]
+        if number is None and len(found) > 1:
+            raise CardNotFound(f"{len(found)} cards in the reader: choose one with --card")
+        self._library, self.token = found[0]
         self.number = str(self.token.label)
         with self.token.open() as session:
             der = None
@@ -107,7 +112,7 @@ class CardSigner:
             session = counter.attempt_pin(lambda: self.token.open(user_pin=pin), wrong)
         except CardError:
             # a failed login leaks its session in python-pkcs11 (FIELD-NOTES): close them all
-            ctypes.CDLL(self.settings.module_path).C_CloseAllSessions(ctypes.c_ulong(self.token.slot.slot_id))
+            self._library.close_all_sessions(self.token.slot.slot_id)
             raise
         try:
             key = session.get_key(object_class=pkcs11.ObjectClass.PRIVATE_KEY, label=AUTH_KEY)

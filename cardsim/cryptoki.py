@@ -14,7 +14,10 @@ becomes :class:`CryptokiError` carrying the code. One instance per process, no t
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 from typing import Union
+
+from cardsim.shard_module import initialised_for, module_copy
 
 CK_ULONG = ctypes.c_ulong
 CK_BYTE = ctypes.c_ubyte
@@ -123,14 +126,28 @@ class _Template:
 
 
 class Cryptoki:
-    """The PKCS#11 module of this process, initialised once with OS locking."""
+    """A PKCS#11 module instance initialised with OS locking: with ``conf``, this process's own
+    copy of the module, over the token folder that SoftHSM2 configuration names (one card shard,
+    :mod:`cardsim.shard_module`)."""
 
-    def __init__(self, module_path: str) -> None:
-        self._lib = ctypes.CDLL(module_path)
+    def __init__(self, module_path: str, conf: Path | None = None) -> None:
+        self._lib = ctypes.CDLL(module_copy(module_path, conf) if conf is not None else module_path)
+        self._conf = conf
+        self._initialize()
+
+    def _initialize(self) -> None:
         args = _InitArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
-        rv = self._lib.C_Initialize(ctypes.byref(args))
+        if self._conf is not None:
+            rv = initialised_for(self._conf, lambda: self._lib.C_Initialize(ctypes.byref(args)))
+        else:
+            rv = self._lib.C_Initialize(ctypes.byref(args))
         if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
             raise CryptokiError("C_Initialize", rv)
+
+    def reinitialize(self) -> None:
+        """C_Finalize then C_Initialize: see tokens made or deleted by other processes (slot ids change)."""
+        self.finalize()
+        self._initialize()
 
     def _call(self, name: str, *args: object) -> None:
         rv = getattr(self._lib, name)(*args)

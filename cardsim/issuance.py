@@ -43,11 +43,12 @@ from ca.subjects import SubjectRequest
 from cardsim import events, journal
 from cardsim.citizens import Application, parse_application, parse_record_update
 from cardsim.config import CardSettings
-from cardsim.errors import (CardBlocked, CardError, CardNotFound, CardWriteFailed, InvalidApplication,
-                            InvalidCardState, PinBlocked)
+from cardsim.errors import (CardBlocked, CardConfigurationError, CardError, CardNotFound, CardWriteFailed,
+                            InvalidApplication, InvalidCardState, PinBlocked)
 from cardsim.models import Card, CardDepartment, CardRecord
-from cardsim.numbers import new_card_number, parse_card_number
-from cardsim.personalisation import AUTH_KEY, SIGN_KEY, CardObject, PersonalisationStation, token_folder
+from cardsim.numbers import SHARDS, new_card_number, parse_card_number
+from cardsim.personalisation import (AUTH_KEY, SIGN_KEY, CardObject, PersonalisationStation, find_token_folder_by_label,
+                                     token_folder)
 from cardsim.records import (LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJECT, Signer, record_content,
                              security_object_content, sha256_hex)
 from cardsim.setup import DEPARTMENTS
@@ -167,6 +168,7 @@ class CardIssuer:
         self.station = station or PersonalisationStation(settings)
         self._signers: dict[str, Signer] | None = None
         self._swept = False
+        self._shard: list[int] | None = None  # [open shard, cards in it]
         self._more_stations: list[PersonalisationStation] = []
 
     def close(self) -> None:
@@ -204,8 +206,11 @@ class CardIssuer:
             with self.ca.sessions() as session:
                 registered = session.scalar(select(Card.id).where(Card.number == number)) is not None
             if not registered:
-                folder = token_folder(self.settings.token_dir, noted.get("serial", ""))
-                folders = [folder] if folder else self._find_by_label(number, float(noted.get("started", "0")))
+                token_dir = self.settings.shard_of(number).token_dir
+                folder = token_folder(token_dir, noted.get("serial", "")) if token_dir.exists() else None
+                folders = [folder] if folder else (
+                    find_token_folder_by_label(token_dir, number, float(noted.get("started", "0")))
+                    if token_dir.exists() else [])
                 for path in folders:
                     _remove_tree(path)
                 (self.settings.counter_dir / number).unlink(missing_ok=True)
@@ -214,11 +219,6 @@ class CardIssuer:
             drop()
         self._swept = True
         return undone
-
-    def _find_by_label(self, number: str, started: float) -> list[Any]:
-        from cardsim.personalisation import find_token_folder_by_label
-
-        return find_token_folder_by_label(self.settings.token_dir, number, started)
 
     def _ensure_swept(self) -> None:
         if not self._swept:
@@ -305,10 +305,26 @@ class CardIssuer:
             self._more_stations.append(PersonalisationStation(self.settings))
         return self._more_stations[:count]
 
+    def _open_shard(self) -> int:
+        """The shard the next card goes into: the newest one with room. Counted on disk once per
+        process (one listing of one shard), then tracked as this process issues."""
+        if self._shard is None:
+            shards = self.settings.existing_shards()
+            index = shards[-1].index if shards else 0
+            self._shard = [index, self.settings.shard(index).token_count()]
+        while self._shard[1] >= self.settings.shard_capacity:
+            index = self._shard[0] + 1
+            if index >= SHARDS:
+                raise CardConfigurationError("every card shard is full")
+            self._shard = [index, self.settings.shard(index).token_count()]
+        self._shard[1] += 1
+        return self._shard[0]
+
     def _begin(self, job: "CardJob", in_flight: set[str]) -> "_Flight":
+        shard = self._open_shard()
         with self.ca.sessions() as session:
             while True:
-                number = new_card_number()
+                number = new_card_number(shard)
                 if number not in in_flight and session.scalar(select(Card.id).where(Card.number == number)) is None:
                     break
         entry = journal.begin(self.settings.pending_dir, number)

@@ -3,6 +3,10 @@
 The number is the token label (PKCS#11 labels hold 32 characters) and the registry key. The
 check digit catches every single-digit typo and most swapped neighbours when an operator types
 a number; uniqueness is the registry's (unique constraint) and the card folder's (label index).
+
+Layout: ``9`` (this issuer), three digits naming the card's shard (the SoftHSM2 folder its token
+lives in, docs/cards.md "Where cards live"), six random digits, the check digit. Every process
+finds a card's shard from its number alone, with no registry and no scan.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import secrets
 
 from cardsim.errors import CardNotFound
 
-PREFIX = "9"  # reserved for this issuer; 9 leading digits of random below it
+PREFIX = "9"  # reserved for this issuer
 LENGTH = 11
+SHARD_DIGITS = 3
+#: shard codes 000-999 (the three digits after the prefix)
+SHARDS = 10**SHARD_DIGITS
 
 
 def luhn_digit(payload: str) -> str:
@@ -28,9 +35,18 @@ def luhn_digit(payload: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def new_card_number() -> str:
-    payload = PREFIX + "".join(secrets.choice("0123456789") for _ in range(LENGTH - 2))
+def new_card_number(shard: int) -> str:
+    """A fresh number for a card whose token goes into ``shard``."""
+    if not 0 <= shard < SHARDS:
+        raise ValueError(f"a shard is 0 to {SHARDS - 1}")
+    random_digits = LENGTH - 2 - SHARD_DIGITS
+    payload = PREFIX + f"{shard:0{SHARD_DIGITS}d}" + "".join(secrets.choice("0123456789") for _ in range(random_digits))
     return payload + luhn_digit(payload)
+
+
+def shard_of(number: str) -> int:
+    """The shard of a (well-formed) card number: the digits after the prefix."""
+    return int(number[len(PREFIX):len(PREFIX) + SHARD_DIGITS])
 
 
 def is_card_number(text: str) -> bool:

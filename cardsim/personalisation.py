@@ -1,16 +1,17 @@
 """Card personalisation: the process that makes and changes card tokens.
 
-One SoftHSM2 library instance reads one ``SOFTHSM2_CONF`` per process, so the CA's key token
-and the card tokens cannot be reached from one process (docs/cards.md). As in real card
-personalisation, a separate process holds the card folder: :class:`CardWriter` runs in it
-(``python -m cardsim.personalisation``, started by :class:`PersonalisationStation`) and the CA
-side talks to it over a pipe. The writer generates the keys on the card and writes the objects
+As in real card personalisation, a separate process holds the card folder: :class:`CardWriter`
+runs in it (``python -m cardsim.personalisation``, started by :class:`PersonalisationStation`)
+and the CA side talks to it over a pipe, so key generation on one card overlaps the CA side's
+signing for another. The writer generates the keys on the card and writes the objects
 the CA side signed; private keys never leave the token, only public keys come back.
 
 Process rules (shared/FIELD-NOTES.md): one process, no threads, PKCS#11 initialised with OS
-locking; slots are indexed by label once at start and new cards are added as they are made, so
-finding a card costs the same with 10,000 cards as with 100. The child dies with its parent
-(PR_SET_PDEATHSIG), so a killed issuer leaves no writer behind.
+locking. Cards are sharded (cardsim.config): the writer opens a shard's own SoftHSM2 instance
+(cardsim.shard_module) the first time it touches a card of that shard, indexes that shard's slots
+by label once and adds new cards as they are made, so making or finding a card costs the same
+with 10,000 cards as with 100. The child dies with its parent (PR_SET_PDEATHSIG), so a killed
+issuer leaves no writer behind.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cardsim import cryptoki as ck
 from cardsim import errors
-from cardsim.config import CardSettings
+from cardsim.config import CardSettings, CardShard
 from cardsim.pins import TryCounter, check_pin_form, check_puk_form
 
 #: labels and ids of what a card holds (ids pair each certificate with its key, PKCS#11 v2.40 4.4)
@@ -87,19 +88,17 @@ def find_token_folder_by_label(token_dir: Path, label: str, newer_than: float) -
     return found
 
 
-class CardWriter:
-    """The card side of personalisation, inside the process that owns the card folder."""
+class ShardTokens:
+    """One card shard in this process: its own SoftHSM2 instance and a label -> slot index,
+    built once (O(cards of the shard)) and kept up to date as cards are made here."""
 
-    def __init__(self, settings: CardSettings) -> None:
-        self.settings = settings
-        self.p11 = ck.Cryptoki(settings.module_path)
-        self._open: dict[str, int] = {}  # card number -> logged-in session of a card being made
-        self.full_scans = 0  # how often the O(cards) index had to be rebuilt (the benchmark reports it)
-        self._index()
+    def __init__(self, shard: CardShard, module_path: str) -> None:
+        self.shard = shard
+        self.p11 = ck.Cryptoki(module_path, shard.softhsm_conf)
+        self.full_scans = 0  # how often the index had to be rebuilt (the benchmark reports it)
+        self.index()
 
-    # -- slot index -----------------------------------------------------------------------
-    def _index(self) -> None:
-        """label -> slot id, built once: O(cards) here, O(1) for every card afterwards."""
+    def index(self) -> None:
         self.slots: dict[str, tuple[int, str]] = {}
         self.free_slot: int | None = None
         for slot_id in self.p11.slot_ids():
@@ -109,25 +108,15 @@ class CardWriter:
             elif self.free_slot is None:
                 self.free_slot = slot_id
 
-    def _reinitialise(self) -> None:
-        """See cards made by other processes (and forget deleted ones): C_Finalize, C_Initialize."""
-        for session in self._open.values():
-            self.p11.close_session(session)
-        self._open.clear()
-        self.p11.finalize()
-        self.p11 = ck.Cryptoki(self.settings.module_path)
-        self._index()
+    def reinitialise(self) -> None:
+        """See cards made by other processes (and forget deleted ones): C_Finalize, C_Initialize.
+        Every open session of this shard is invalid afterwards."""
+        self.p11.reinitialize()
+        self.index()
 
-    def _slot(self, number: str) -> int:
-        if number not in self.slots:
-            self._reinitialise()
-        if number not in self.slots:
-            raise errors.CardNotFound(f"no card {number} in the card folder")
-        return self.slots[number][0]
-
-    def _next_free_slot(self, used: int) -> int:
+    def next_free_slot(self, used: int) -> int:
         """SoftHSM2 appends a fresh free slot after C_InitToken: try the next id, then the last
-        slot of the list (one C call), and only then the full O(cards) index."""
+        slot of the list (one C call), and only then the full index of the shard."""
         for guess in (used + 1, None):
             try:
                 slot = guess if guess is not None else self.p11.slot_ids()[-1]
@@ -136,9 +125,50 @@ class CardWriter:
             except (ck.CryptokiError, IndexError):
                 pass
         self.full_scans += 1
-        self._index()
+        self.index()
         assert self.free_slot is not None
         return self.free_slot
+
+
+class CardWriter:
+    """The card side of personalisation, inside the process that owns the card folder."""
+
+    def __init__(self, settings: CardSettings) -> None:
+        self.settings = settings
+        self._shards: dict[int, ShardTokens] = {}
+        self._open: dict[str, int] = {}  # card number -> logged-in session of a card being made
+
+    # -- shards and slots -------------------------------------------------------------------
+    def _tokens(self, number: str, create: bool = False) -> ShardTokens | None:
+        """The shard of card ``number`` (made when ``create``); None if it does not exist."""
+        shard = self.settings.shard_of(number)
+        tokens = self._shards.get(shard.index)
+        if tokens is None:
+            if create:
+                shard.prepare()
+            elif not shard.exists():
+                return None
+            tokens = self._shards[shard.index] = ShardTokens(shard, self.settings.module_path)
+        return tokens
+
+    def _reinitialise(self, tokens: ShardTokens) -> None:
+        for number in [n for n in self._open if self.settings.shard_of(n).index == tokens.shard.index]:
+            tokens.p11.close_session(self._open.pop(number))
+        tokens.reinitialise()
+
+    def p11_of(self, number: str) -> ck.Cryptoki:
+        tokens = self._tokens(number)
+        if tokens is None:
+            raise errors.CardNotFound(f"no card {number} in the card folder")
+        return tokens.p11
+
+    def _slot(self, number: str) -> tuple[ck.Cryptoki, int]:
+        tokens = self._tokens(number)
+        if tokens is not None and number not in tokens.slots:
+            self._reinitialise(tokens)
+        if tokens is None or number not in tokens.slots:
+            raise errors.CardNotFound(f"no card {number} in the card folder")
+        return tokens.p11, tokens.slots[number][0]
 
     def counter(self, number: str) -> TryCounter:
         return TryCounter(self.settings.counter_dir, number, self.settings.fsync_counters)
@@ -148,32 +178,35 @@ class CardWriter:
         """C_InitToken (PUK as SO PIN), C_InitPIN, then both key pairs generated on the card."""
         check_pin_form(pin)
         check_puk_form(puk)
-        if number in self.slots:
+        tokens = self._tokens(number, create=True)
+        assert tokens is not None
+        if number in tokens.slots:
             raise errors.InvalidCardState(f"a card labelled {number} already exists in the card folder")
-        if self.free_slot is None:
-            self._index()
-        slot = self.free_slot
+        if tokens.free_slot is None:
+            tokens.index()
+        slot = tokens.free_slot
         assert slot is not None
-        self.p11.init_token(slot, puk, number)
-        label, serial, _ = self.p11.token_info(slot)
-        self.slots[number] = (slot, serial)
-        self.free_slot = self._next_free_slot(slot)
+        p11 = tokens.p11
+        p11.init_token(slot, puk, number)
+        label, serial, _ = p11.token_info(slot)
+        tokens.slots[number] = (slot, serial)
+        tokens.free_slot = tokens.next_free_slot(slot)
         counter = self.counter(number)
         counter.create()
-        session = self.p11.open_session(slot)
+        session = p11.open_session(slot)
         try:
-            self.p11.login(session, ck.CKU_SO, puk)
-            self.p11.init_pin(session, pin)
-            self.p11.logout(session)
-            self.p11.login(session, ck.CKU_USER, pin)
-            public = {name: self._generate(session, name) for name in (AUTH_KEY, SIGN_KEY)}
+            p11.login(session, ck.CKU_SO, puk)
+            p11.init_pin(session, pin)
+            p11.logout(session)
+            p11.login(session, ck.CKU_USER, pin)
+            public = {name: self._generate(p11, session, name) for name in (AUTH_KEY, SIGN_KEY)}
         except ck.CryptokiError as exc:
-            self.p11.close_session(session)
+            p11.close_session(session)
             raise errors.CardWriteFailed(f"card {number}: {exc}") from None
         self._open[number] = session
         return {"serial": serial, "public_keys": public}
 
-    def _generate(self, session: int, name: str) -> bytes:
+    def _generate(self, p11: ck.Cryptoki, session: int, name: str) -> bytes:
         """A sign-only key pair: sensitive, never extractable (PKCS#11 v2.40 section 4.9)."""
         common = {ck.CKA_TOKEN: True, ck.CKA_LABEL: name, ck.CKA_ID: KEY_IDS[name]}
         public = {**common, ck.CKA_PRIVATE: False, ck.CKA_VERIFY: True, ck.CKA_ENCRYPT: False, ck.CKA_WRAP: False,
@@ -181,8 +214,8 @@ class CardWriter:
         private = {**common, ck.CKA_PRIVATE: True, ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: False,
                    ck.CKA_SIGN: True, ck.CKA_DECRYPT: False, ck.CKA_UNWRAP: False, ck.CKA_DERIVE: False,
                    ck.CKA_SIGN_RECOVER: False, ck.CKA_MODIFIABLE: False}
-        pub, _ = self.p11.generate_ec_key_pair(session, ck.EC_PARAMS[self.settings.key_type], public, private)
-        point = self.p11.attribute(session, pub, ck.CKA_EC_POINT)
+        pub, _ = p11.generate_ec_key_pair(session, ck.EC_PARAMS[self.settings.key_type], public, private)
+        point = p11.attribute(session, pub, ck.CKA_EC_POINT)
         # CKA_EC_POINT is the DER OCTET STRING of the uncompressed point (X9.62)
         raw = point[2:] if point[1] < 0x80 else point[2 + (point[1] & 0x7F):]
         key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[self.settings.key_type], raw)
@@ -193,99 +226,102 @@ class CardWriter:
         session = self._open.pop(number, None)
         if session is None:
             raise errors.InvalidCardState(f"card {number} is not being personalised here")
+        p11 = self.p11_of(number)
         try:
             for obj in objects:
-                self._create(session, obj)
+                self._create(p11, session, obj)
         except (ck.CryptokiError, TypeError) as exc:
             raise errors.CardWriteFailed(f"card {number}: {exc}") from None
         finally:
-            self.p11.close_session(session)
+            p11.close_session(session)
 
-    def _create(self, session: int, obj: CardObject) -> None:
+    def _create(self, p11: ck.Cryptoki, session: int, obj: CardObject) -> None:
         if obj.kind == "certificate":
-            self.p11.create_object(session, {
+            p11.create_object(session, {
                 ck.CKA_CLASS: ck.CKO_CERTIFICATE, ck.CKA_CERTIFICATE_TYPE: ck.CKC_X_509, ck.CKA_TOKEN: True,
                 ck.CKA_PRIVATE: False, ck.CKA_LABEL: obj.label, ck.CKA_ID: KEY_IDS[obj.label],
                 ck.CKA_SUBJECT: obj.subject, ck.CKA_ISSUER: obj.issuer, ck.CKA_SERIAL_NUMBER: obj.serial,
                 ck.CKA_VALUE: obj.value, ck.CKA_MODIFIABLE: False,
             })
         else:
-            self.p11.create_object(session, {
+            p11.create_object(session, {
                 ck.CKA_CLASS: ck.CKO_DATA, ck.CKA_TOKEN: True, ck.CKA_PRIVATE: obj.private,
                 ck.CKA_APPLICATION: APPLICATION, ck.CKA_LABEL: obj.label, ck.CKA_VALUE: obj.value,
             })
 
     def destroy(self, number: str, serial: str | None) -> bool:
         """Remove a half-made card: its token folder and its counter (all-or-nothing issuance)."""
+        tokens = self._tokens(number)
         session = self._open.pop(number, None)
-        if session is not None:
-            self.p11.close_session(session)
-        entry = self.slots.pop(number, None)
+        if session is not None and tokens is not None:
+            tokens.p11.close_session(session)
+        entry = tokens.slots.pop(number, None) if tokens is not None else None
         serial = serial or (entry[1] if entry else None)
-        folder = token_folder(self.settings.token_dir, serial) if serial else None
+        folder = token_folder(self.settings.shard_of(number).token_dir, serial) if serial else None
         self.counter(number).remove()
-        if folder is None:
+        if folder is None or tokens is None:
             return False
         shutil.rmtree(folder, ignore_errors=True)
-        self._reinitialise()  # SoftHSM must forget the deleted token before the next lookup
+        self._reinitialise(tokens)  # SoftHSM must forget the deleted token before the next lookup
         return True
 
     # -- PIN-protected changes --------------------------------------------------------------
-    def _user_session(self, number: str, pin: str) -> int:
+    def _user_session(self, number: str, pin: str) -> tuple[ck.Cryptoki, int]:
         """A session logged in with the user PIN, the try counted first (cardsim.pins)."""
         check_pin_form(pin)
-        slot = self._slot(number)
-        session = self.p11.open_session(slot)
+        p11, slot = self._slot(number)
+        session = p11.open_session(slot)
         try:
-            self.counter(number).attempt_pin(lambda: self.p11.login(session, ck.CKU_USER, pin), _wrong_pin)
+            self.counter(number).attempt_pin(lambda: p11.login(session, ck.CKU_USER, pin), _wrong_pin)
         except BaseException:
-            self.p11.close_session(session)  # a failed login must not leak its session
+            p11.close_session(session)  # a failed login must not leak its session
             raise
-        return session
+        return p11, session
 
     def replace_objects(self, number: str, pin: str, objects: list[CardObject]) -> None:
         """Replace data objects by label (a department's record update and the new security object)."""
-        session = self._user_session(number, pin)
+        p11, session = self._user_session(number, pin)
         try:
             try:
-                old = {obj.label: self.p11.find_objects(session, {ck.CKA_CLASS: ck.CKO_DATA, ck.CKA_LABEL: obj.label})
+                old = {obj.label: p11.find_objects(session, {ck.CKA_CLASS: ck.CKO_DATA, ck.CKA_LABEL: obj.label})
                        for obj in objects}
                 for obj in objects:
-                    self._create(session, obj)
+                    self._create(p11, session, obj)
                 for handles in old.values():
                     for handle in handles:
-                        self.p11.destroy_object(session, handle)
+                        p11.destroy_object(session, handle)
             except ck.CryptokiError as exc:
                 raise errors.CardWriteFailed(f"card {number}: {exc}") from None
         finally:
-            self.p11.close_session(session)
+            p11.close_session(session)
 
     def change_pin(self, number: str, old_pin: str, new_pin: str) -> None:
         check_pin_form(new_pin)
-        session = self._user_session(number, old_pin)
+        p11, session = self._user_session(number, old_pin)
         try:
-            self.p11.set_pin(session, old_pin, new_pin)
+            p11.set_pin(session, old_pin, new_pin)
         except ck.CryptokiError as exc:
             raise errors.CardWriteFailed(f"card {number}: {exc}") from None
         finally:
-            self.p11.close_session(session)
+            p11.close_session(session)
 
     def unblock(self, number: str, puk: str, new_pin: str) -> None:
         """Log in as SO with the PUK (counted) and set a new user PIN (C_InitPIN)."""
         check_pin_form(new_pin)
         check_puk_form(puk)
-        slot = self._slot(number)
-        session = self.p11.open_session(slot)
+        p11, slot = self._slot(number)
+        session = p11.open_session(slot)
         counter = self.counter(number)
         try:
-            counter.attempt_puk(lambda: self.p11.login(session, ck.CKU_SO, puk), _wrong_pin)
-            self.p11.init_pin(session, new_pin)
+            counter.attempt_puk(lambda: p11.login(session, ck.CKU_SO, puk), _wrong_pin)
+            p11.init_pin(session, new_pin)
             counter.reset_after_unblock()
         finally:
-            self.p11.close_session(session)
+            p11.close_session(session)
 
     def statistics(self) -> dict[str, int]:
-        return {"cards_indexed": len(self.slots), "full_scans": self.full_scans}
+        return {"cards_indexed": sum(len(t.slots) for t in self._shards.values()),
+                "full_scans": sum(t.full_scans for t in self._shards.values()), "shards_open": len(self._shards)}
 
     def try_state(self, number: str) -> dict[str, int]:
         state = self.counter(number).read()
@@ -356,8 +392,8 @@ class PersonalisationStation:
         if self._process is not None and self._process.poll() is None:
             return self._process
         self.settings.require()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_CARD_")}
-        env.update(SOFTHSM2_CONF=str(self.settings.softhsm_conf), TESSERA_CARD_DIR=str(self.settings.folder),
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_CARD_", "SOFTHSM2_"))}
+        env.update(TESSERA_CARD_DIR=str(self.settings.folder),
                    TESSERA_CARD_KEY_TYPE=self.settings.key_type, TESSERA_CARD_PKCS11_MODULE=self.settings.module_path,
                    TESSERA_CARD_FSYNC="1" if self.settings.fsync_counters else "0",
                    TESSERA_CARD_VALIDITY_DAYS=str(self.settings.validity.days))

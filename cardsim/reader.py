@@ -13,19 +13,18 @@ security object, and checks, each with its own outcome and reason (:class:`CardV
 * active authentication (after the PIN): the card signs a fresh random challenge with its
   authentication key, verified with the certificate's key (ICAO 9303-11 section 6.1 in spirit).
 
-A bad card is a result, never an exception. The process must point SoftHSM2 at the card folder
-(``SOFTHSM2_CONF``) before PKCS#11 is first loaded; cards are found through a label index built
-once (shared/FIELD-NOTES.md: ``get_token`` scans every slot), rebuilt only when a number is not
+A bad card is a result, never an exception. A card's shard comes from its number; the reader
+opens each shard it needs once, through a private copy of the PKCS#11 module (cardsim.shard_module,
+so ``SOFTHSM2_CONF`` of the process is left alone), and finds cards through a label index per
+shard (shared/FIELD-NOTES.md: ``get_token`` scans every slot), rebuilt only when a number is not
 in it (a card made after the index). Every PIN use goes through the card's try counter.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,11 +41,12 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardsim.config import CardSettings
-from cardsim.errors import CardConfigurationError, CardError
+from cardsim.errors import CardError
 from cardsim.numbers import is_card_number
 from cardsim.personalisation import APPLICATION, AUTH_KEY, SIGN_KEY
 from cardsim.pins import TryCounter, check_pin_form
 from cardsim.records import LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJECT, parse_content, sha256_hex
+from cardsim.shard_module import ShardLibrary
 from cardsim.trust import Check, ChainValidator, CrlStatus, OcspStatus, SignedContent, issuer_of, open_signed_data
 
 _LABEL_TO_RECORD = {label: kind for kind, label in LABELS.items()}
@@ -171,36 +171,31 @@ class CardReader:
 
     def __init__(self, settings: CardSettings, trust: ReaderTrust) -> None:
         settings.require()
-        current = os.environ.get("SOFTHSM2_CONF")
-        if current and os.path.realpath(current) != os.path.realpath(settings.softhsm_conf):
-            raise CardConfigurationError(
-                "this process's SoftHSM2 points elsewhere (SOFTHSM2_CONF): a card reader needs the card folder's")
-        os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
         self.settings = settings
         self.trust = trust
-        self._lib = pkcs11.lib(settings.module_path)
         self._chains = ChainValidator(trust.roots)
         self._signer_checks: dict[bytes, tuple[Check, Check]] = {}
-        self._index()
+        self._shards: dict[int, ShardLibrary] = {}
 
     # -- finding cards ----------------------------------------------------------------------
-    def _index(self) -> None:
-        self._tokens: dict[str, Any] = {}
-        for slot in self._lib.get_slots(token_present=True):
-            try:
-                token = slot.get_token()
-            except pkcs11.exceptions.PKCS11Error:
-                continue
-            if token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
-                self._tokens.setdefault(token.label, token)
+    def _shard(self, number: str) -> "ShardLibrary | None":
+        shard = self.settings.shard_of(number)
+        reader = self._shards.get(shard.index)
+        if reader is None:
+            if not shard.exists():
+                return None
+            reader = self._shards[shard.index] = ShardLibrary(shard, self.settings.module_path)
+        return reader
 
-    def _token(self, number: str) -> Any | None:
-        token = self._tokens.get(number)
+    def _token(self, number: str) -> tuple["ShardLibrary", Any] | None:
+        shard = self._shard(number)
+        if shard is None:
+            return None
+        token = shard.tokens.get(number)
         if token is None:
-            self._lib.reinitialize()  # a card made after our index: see it (FIELD-NOTES)
-            self._index()
-            token = self._tokens.get(number)
-        return token
+            shard.reinitialise()  # a card made after our index: see it (FIELD-NOTES)
+            token = shard.tokens.get(number)
+        return (shard, token) if token is not None else None
 
     def __contains__(self, number: str) -> bool:
         return self._token(number) is not None
@@ -209,9 +204,10 @@ class CardReader:
     def read(self, number: str, pin: str | None = None, challenge: bytes | None = None) -> CardContents | None:
         """Read the card's objects; with the PIN also the private records and, given a challenge,
         the card's signature over SHA-256(challenge) with its authentication key."""
-        token = self._token(number)
-        if token is None:
+        found = self._token(number)
+        if found is None:
             return None
+        shard, token = found
         pin_check: Check | None = None
         session = None
         if pin is not None:
@@ -222,7 +218,7 @@ class CardReader:
                 pin_check = Check("pin", True)
             except CardError as exc:
                 # python-pkcs11 leaks the session of a failed login: close it (FIELD-NOTES)
-                ctypes.CDLL(self.settings.module_path).C_CloseAllSessions(ctypes.c_ulong(token.slot.slot_id))
+                shard.close_all_sessions(token.slot.slot_id)
                 pin_check = Check("pin", False, exc.kind, str(exc))
         if session is None:
             session = token.open()

@@ -22,6 +22,7 @@ from ca.profiles import get_profile
 from ca.subjects import SubjectRequest
 from cardsim.config import CardSettings
 from cardsim.models import CardDepartment
+from cardsim.shard_migration import migrate
 
 #: department name -> (the record type it signs, its display name)
 DEPARTMENTS: dict[str, tuple[str, str]] = {
@@ -37,8 +38,9 @@ def prepare_card_issuer(home: Path, ca: CertificateAuthority) -> list[str]:
     """Create whatever card issuance needs that is missing; a line per step done."""
     done: list[str] = []
     settings = CardSettings.from_env(home)
+    done += migrate(settings)
     if settings.prepare():
-        done.append(f"created the card token folder {settings.token_dir}")
+        done.append(f"created the card folder {settings.folder} (tokens in shards under {settings.shards_dir})")
     staff = ca.authority_certificate("staff")
     organisation = staff.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
     country = staff.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value

@@ -2,8 +2,8 @@
 
 Cards are made in the session's Tessera home (`tessera init` prepared its card folder and the
 department signers). Everything touching the card tokens runs in subprocesses: the real CLI, or
-a small Python program with SoftHSM2 pointed at the card folder, because one process can load
-only one SoftHSM2 configuration and the pytest process may already hold the CA's.
+an outside tool (pkcs11-tool, a plain python-pkcs11 program) with SoftHSM2 pointed at the card's
+shard, as a service without the card layer would open it.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ class IssuedCard:
     puk: str
 
 
-def card_env(home: Any) -> dict[str, str]:
-    return {**home.env, "SOFTHSM2_CONF": str(home.path / "cards" / "softhsm2.conf")}
+def card_env(home: Any, number: str) -> dict[str, str]:
+    """The environment of an outside tool (pkcs11-tool, a plain python-pkcs11 program) that opens
+    card ``number``: SoftHSM2 pointed at the card's shard."""
+    from cardsim.config import CardSettings
+
+    shard = CardSettings.from_env(home.path, {}).shard_of(number)
+    return {**home.env, "SOFTHSM2_CONF": str(shard.softhsm_conf)}
 
 
 def issue_card(home: Any, i: int, tmp: Path, **overrides: str) -> IssuedCard:
@@ -69,9 +74,9 @@ def verify_json(home: Any, number: str, pin: str | None = None, *extra: str) -> 
     return out
 
 
-def on_card(home: Any, code: str) -> str:
-    """Run ``code`` in a process whose SoftHSM2 is the card folder (python-pkcs11 as ``pkcs11``,
-    ``lib`` loaded, helper ``token(number)``); returns its standard output."""
+def on_card(home: Any, number: str, code: str) -> str:
+    """Run ``code`` in a process whose SoftHSM2 is the shard of card ``number`` (python-pkcs11 as
+    ``pkcs11``, ``lib`` loaded, helper ``token(number)``); returns its standard output."""
     program = textwrap.dedent('''
         import pkcs11, sys
         from pkcs11 import Attribute, ObjectClass
@@ -79,14 +84,16 @@ def on_card(home: Any, code: str) -> str:
         def token(number):
             return lib.get_token(token_label=number)
     ''') + textwrap.dedent(code)
-    result = subprocess.run([PYTHON, "-c", program], env=card_env(home), capture_output=True, timeout=120, cwd=REPO)
+    result = subprocess.run([PYTHON, "-c", program], env=card_env(home, number), capture_output=True, timeout=120,
+                            cwd=REPO)
     if result.returncode != 0:
         raise AssertionError(result.stderr.decode())
     return result.stdout.decode()
 
 
 def token_folders(home: Any) -> int:
-    return sum(1 for p in (home.path / "cards" / "tokens").iterdir() if p.is_dir())
+    """Card tokens on disk, every shard."""
+    return sum(1 for p in (home.path / "cards" / "shards").glob("*/tokens/*") if p.is_dir())
 
 
 def registered_cards(home: Any) -> int:

@@ -10,15 +10,16 @@ import pytest
 
 from cardsim.citizens import parse_application
 from cardsim.errors import InvalidApplication
-from cardsim.numbers import is_card_number, luhn_digit, new_card_number, parse_card_number
+from cardsim.numbers import is_card_number, luhn_digit, new_card_number, parse_card_number, shard_of
 from tests.conftest import Home
 from tests.fixtures_cards import IssuedCard, card_env, citizen, on_card
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
-def pkcs11_tool(home: Home, *args: str) -> str:
-    result = subprocess.run(["pkcs11-tool", "--module", MODULE, *args], env=card_env(home),
+def pkcs11_tool(home: Home, number: str, *args: str) -> str:
+    result = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", number, *args],
+                            env=card_env(home, number),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -33,7 +34,7 @@ def blocks(listing: str, kind: str) -> dict[str, str]:
 
 
 def test_pkcs11_tool_lists_the_card_and_its_keys_stay_on_it(home: Home, card: IssuedCard) -> None:
-    listing = pkcs11_tool(home, "--token-label", card.number, "--login", "--pin", card.pin, "--list-objects")
+    listing = pkcs11_tool(home, card.number, "--login", "--pin", card.pin, "--list-objects")
     keys = blocks(listing, "Private Key Object")
     assert set(keys) == {"citizen-auth", "citizen-sign"}
     for label, block in keys.items():
@@ -45,10 +46,10 @@ def test_pkcs11_tool_lists_the_card_and_its_keys_stay_on_it(home: Home, card: Is
     data = blocks(listing, "Data object")
     assert set(data) == {"record:identity", "record:tax", "record:insurance", "security-object"}
     # without the PIN the personal records are invisible, identity and security object are not
-    public = blocks(pkcs11_tool(home, "--token-label", card.number, "--list-objects"), "Data object")
+    public = blocks(pkcs11_tool(home, card.number, "--list-objects"), "Data object")
     assert set(public) == {"record:identity", "security-object"}
     # and the private value cannot be read out even after login (CKR_ATTRIBUTE_SENSITIVE)
-    out = on_card(home, f"""
+    out = on_card(home, card.number, f"""
         with token("{card.number}").open(user_pin="{card.pin}") as session:
             key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="citizen-auth")
             try:
@@ -66,7 +67,7 @@ def test_openssl_cms_verifies_each_record_read_from_the_card(home: Home, card: I
                                                              label: str, private: bool, tmp_path: Path) -> None:
     login = ["--login", "--pin", card.pin] if private else []
     out = tmp_path / "record.der"
-    pkcs11_tool(home, "--token-label", card.number, *login, "--read-object", "--type", "data", "--label", label,
+    pkcs11_tool(home, card.number, *login, "--read-object", "--type", "data", "--label", label,
                 "--output-file", str(out))
     verified = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(out), "-CAfile",
                                str(chain_files / "root.pem"), "-purpose", "any"], capture_output=True, timeout=30)
@@ -90,7 +91,7 @@ def test_openssl_cms_verifies_each_record_read_from_the_card(home: Home, card: I
 def test_card_certificates_chain_to_the_citizen_ca(home: Home, card: IssuedCard, chain_files: Path, tmp_path: Path) -> None:
     for label in ("citizen-auth", "citizen-sign"):
         out = tmp_path / f"{label}.der"
-        pkcs11_tool(home, "--token-label", card.number, "--read-object", "--type", "cert", "--label", label,
+        pkcs11_tool(home, card.number, "--read-object", "--type", "cert", "--label", label,
                     "--output-file", str(out))
         pem = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(out)], capture_output=True, check=True).stdout
         (tmp_path / f"{label}.pem").write_bytes(pem)
@@ -100,9 +101,12 @@ def test_card_certificates_chain_to_the_citizen_ca(home: Home, card: IssuedCard,
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_card_numbers_carry_a_luhn_check_digit() -> None:
-    number = new_card_number()
+def test_card_numbers_carry_a_luhn_check_digit_and_their_shard() -> None:
+    number = new_card_number(37)
     assert is_card_number(number) and len(number) == 11
+    assert shard_of(number) == 37 and number.startswith("9037")
+    with pytest.raises(ValueError):
+        new_card_number(1000)
     assert parse_card_number(number[:3] + " " + number[3:]) == number
     for i in range(10):  # every single-digit change is caught
         for d in "0123456789":

@@ -27,15 +27,13 @@ def _issuer(ctx: click.Context) -> Any:
 
 
 def _reader(ctx: click.Context, online: bool) -> Any:
-    """A card reader in this process: SoftHSM2 must point at the card folder before PKCS#11 loads."""
+    """A card reader in this process (it opens the card shards through its own module copies)."""
     from cardsim.config import CardSettings
     from cardsim.reader import CardReader, ReaderTrust
 
     obj: CliContext = ctx.obj
-    settings = CardSettings.from_env(obj.settings.home)
-    settings.require()
-    os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
-    return CardReader(settings, ReaderTrust.from_registry(obj.deployment.sessions, online=online))
+    return CardReader(CardSettings.from_env(obj.settings.home),
+                      ReaderTrust.from_registry(obj.deployment.sessions, online=online))
 
 
 def _secret(prompt: str) -> str:
