@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Integer, String, select
+from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from ca.models import Base, UtcDateTime
@@ -195,6 +195,21 @@ def _consistent(values: Mapping[str, int]) -> None:
                              f"({values['session.absolute_seconds']} < {values['session.idle_seconds']} seconds)")
 
 
+_PG_LOCK = text("LOCK TABLE idp_runtime_setting IN SHARE ROW EXCLUSIVE MODE")
+_SQLITE_CLAIM = text("UPDATE idp_runtime_setting SET value = value WHERE 0 = 1")
+
+
+def _claim(session: Session) -> None:
+    """Serialise setters before they read: the rule between two settings (absolute >= idle) must
+    hold against a concurrent change of the other one. PostgreSQL: a table lock that excludes other
+    writers (readers go on). SQLite: a write statement first, so the transaction holds the write
+    lock before its reads (in WAL mode a reader that writes later fails instead of waiting)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_PG_LOCK)
+    else:
+        session.execute(_SQLITE_CLAIM)
+
+
 class RuntimeSettings:
     """The runtime settings of one deployment: a cached accessor for every worker, and the audited setter."""
 
@@ -251,8 +266,9 @@ class RuntimeSettings:
             raise InvalidSetting(f"unknown setting {str(name)[:64]!r}: one of {', '.join(TUNABLES)}")
         value = parse_value(tunable, raw)
         with self.sessions.begin() as session:
-            row = session.get(RuntimeSetting, name, with_for_update=True)
+            _claim(session)
             rows = self._rows(session)
+            row = rows.get(name)
             values = self._effective(rows)
             old = values[name]
             if old == value:

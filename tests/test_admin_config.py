@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from audit.errors import AuditEventInvalid, AuditUnavailable
 from audit.models import AuditEntry
@@ -113,6 +113,39 @@ def test_the_absolute_timeout_is_never_shorter_than_the_idle_one(audit_store: Au
     with pytest.raises(InvalidSetting, match="may not be shorter than the idle timeout"):
         runtime.set("session.idle_seconds", "7200", audit_store.trail, _event, "staff:sysadmin")
     assert runtime.get("session.idle_seconds") == 1800
+
+
+def test_concurrent_changes_cannot_break_the_rule_between_two_settings(audit_store: AuditStore) -> None:
+    """Alone each change is fine (idle 7200 < absolute 43200; absolute 3600 > idle 1800); together
+    they would make the absolute timeout shorter than the idle one: exactly one of them wins."""
+    import threading
+
+    for _ in range(5):
+        with audit_store.sessions.begin() as s:
+            s.execute(delete(RuntimeSetting))
+        barrier = threading.Barrier(2)
+        outcome: dict[str, str] = {}
+
+        def change(name: str, value: str) -> None:
+            runtime = _runtime(audit_store)
+            barrier.wait()
+            try:
+                runtime.set(name, value, audit_store.trail, _event, "staff:sysadmin")
+                outcome[name] = "changed"
+            except InvalidSetting:
+                outcome[name] = "refused"
+            except Exception as exc:  # noqa: BLE001  (reported by the assertion below)
+                outcome[name] = repr(exc)
+
+        threads = [threading.Thread(target=change, args=a) for a in
+                   (("session.idle_seconds", "7200"), ("session.absolute_seconds", "3600"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(outcome.values()) == ["changed", "refused"], outcome
+        runtime = _runtime(audit_store)
+        assert runtime.get("session.absolute_seconds") >= runtime.get("session.idle_seconds")
 
 
 def test_every_worker_sees_a_change_within_its_ttl(audit_store: AuditStore) -> None:
