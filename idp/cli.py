@@ -24,7 +24,7 @@ from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS, parse_reason
-from idp.commands import admin, audit, card_agent, cards, certs, clients, config, directory  # noqa: F401  (card_agent adds `card agent`)
+from idp.commands import admin, audit, card_agent, cards, certs, clients, config, directory, services  # noqa: F401  (card_agent adds `card agent`)
 from idp.commands.context import CliContext as _Context
 from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError
@@ -276,7 +276,8 @@ def ca_export_chain(obj: _Context, name: str, out: str | None) -> None:
     _write(out, b"".join(c.public_bytes(Encoding.PEM) for c in chain))
 
 
-for _group in (directory.group, clients.group, certs.group, cards.group, audit.group, admin.group, config.group):
+for _group in (directory.group, clients.group, certs.group, cards.group, audit.group, admin.group, config.group,
+               services.group):
     main.add_command(_group)
 
 

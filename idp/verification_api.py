@@ -26,6 +26,8 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,36 +61,117 @@ class BadInput(Exception):
 # --- service authentication ---------------------------------------------------------------
 @dataclass(frozen=True)
 class ServiceIdentity:
+    """Who calls: the service's name and the credential it showed (a certificate or an OAuth client)."""
+
     name: str
-    certificate_serial: str
+    certificate_serial: str | None = None
+    client_id: str | None = None
+
+    @property
+    def rate_key(self) -> str:
+        """Whose budget a call spends: the service account, or the certificate holder's name."""
+        return f"client:{self.client_id}" if self.client_id else f"certificate:{self.name}"
+
+    @property
+    def audit_details(self) -> dict[str, str]:
+        if self.client_id:
+            return {"client_id": self.client_id}
+        return {"service_certificate": self.certificate_serial or "-"}
+
+
+class InsufficientScope(PermissionError):
+    """A good access token without the ``verify`` scope (RFC 6750 section 3.1: 403 insufficient_scope)."""
+
+
+#: the scope a service account's access token needs here (idp.oidc.clients.SERVICE_SCOPES)
+SCOPE = "verify"
 
 
 class ServiceAuthenticator:
-    """Validates service assertions (JWT with x5c); a good one is remembered until min(exp, 60 s)."""
+    """Who is calling, from ``Authorization: Bearer <JWT>``: either
 
-    def __init__(self, audience: str) -> None:
+    * a service assertion: a JWT signed by the service's key with its ``service`` certificate in
+      ``x5c`` (RFC 7515 section 4.1.6), ``aud`` this API; remembered until min(exp, 60 s); or
+    * a service account's access token from the IdP's token endpoint (client credentials, RFC 6749
+      section 4.4; RFC 9068 profile, ``typ`` at+jwt): signature by the IdP's key, ``iss``, ``aud``
+      this API, ``exp`` and the ``verify`` scope checked once and remembered for the token's
+      lifetime; on every call the token store confirms it is still live (not revoked, its account
+      not removed), so a removal is seen by the next call.
+
+    Verified tokens are remembered by the SHA-256 of the token, never the token itself.
+    """
+
+    def __init__(self, audience: str, issuer: str, idp_keys: Callable[[], Any],
+                 live_token: Callable[[str], Any]) -> None:
         self.audience = audience
-        self._known: dict[str, tuple[float, ServiceIdentity]] = {}
+        self.issuer = issuer
+        self._idp_keys = idp_keys
+        self._live_token = live_token
+        #: token hash -> (remember until, identity or the access token's client id)
+        self._known: dict[str, tuple[float, ServiceIdentity | str]] = {}
         self._lock = threading.Lock()
 
     def authenticate(self, header: str | None) -> ServiceIdentity:
         import jwt
 
         if not header or not header.startswith("Bearer ") or len(header) > 16384:
-            raise PermissionError("a Bearer service assertion (JWT signed with the service certificate) is required")
-        assertion = header[7:].strip()
-        key = hashlib.sha256(assertion.encode()).hexdigest()
+            raise PermissionError("a Bearer credential is required: a service assertion (JWT signed with the service "
+                                  "certificate) or a service account's access token (client credentials)")
+        credential = header[7:].strip()
+        key = hashlib.sha256(credential.encode()).hexdigest()
         now = time.time()
         known = self._known.get(key)
-        if known is not None and known[0] > now:
+        if known is None or known[0] <= now:
+            try:
+                head = jwt.get_unverified_header(credential)
+            except (jwt.PyJWTError, ValueError) as exc:
+                raise PermissionError(f"the credential cannot be read: {type(exc).__name__}") from None
+            if "x5c" in head:
+                known = self._assertion(credential, head, now)
+            elif head.get("typ") == "at+jwt":
+                known = self._access_token(credential, now)
+            else:
+                raise PermissionError("neither a service assertion (x5c) nor a service access token (typ at+jwt)")
+            with self._lock:
+                if len(self._known) > 10000:
+                    self._known = {k: v for k, v in self._known.items() if v[0] > now}
+                self._known[key] = known
+        if isinstance(known[1], ServiceIdentity):
             return known[1]
+        live = self._live_token(credential)
+        if live is None:
+            raise PermissionError("the access token was revoked, or its service account removed")
+        return ServiceIdentity(live.name[:255], client_id=live.client_id)
+
+    def _access_token(self, token: str, now: float) -> tuple[float, str]:
+        """RFC 9068 section 4: signature, typ, iss, aud, exp; then the scope (RFC 6750 section 3.1)."""
+        from joserfc import jwt as jose_jwt
+        from joserfc.errors import JoseError
+
         try:
-            head = jwt.get_unverified_header(assertion)
-            chain = head.get("x5c")
+            decoded = jose_jwt.decode(token, self._idp_keys(), algorithms=["ES256", "RS256"])
+            jose_jwt.JWTClaimsRegistry(leeway=30, iss={"essential": True, "value": self.issuer},
+                                       aud={"essential": True, "value": self.audience}, exp={"essential": True},
+                                       client_id={"essential": True}).validate(decoded.claims)
+        except (JoseError, ValueError) as exc:
+            raise PermissionError(f"the access token does not verify: {getattr(exc, 'error', type(exc).__name__)}") from None
+        claims = decoded.claims
+        if SCOPE not in str(claims.get("scope") or "").split():
+            raise InsufficientScope(f"the access token lacks the {SCOPE!r} scope")
+        client_id = claims["client_id"]
+        if not isinstance(client_id, str) or not isinstance(claims["exp"], int):
+            raise PermissionError("the access token does not verify: bad claims")
+        return float(claims["exp"]), client_id
+
+    def _assertion(self, assertion: str, head: dict[str, Any], now: float) -> tuple[float, ServiceIdentity]:
+        import jwt
+
+        chain = head.get("x5c")
+        try:
             if not isinstance(chain, list) or not chain or not all(isinstance(c, str) for c in chain) or len(chain) > 4:
                 raise PermissionError("the assertion has no x5c certificate chain")
             certs = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in chain]
-        except (jwt.PyJWTError, ValueError, binascii.Error) as exc:
+        except (ValueError, binascii.Error) as exc:
             raise PermissionError(f"the assertion cannot be read: {type(exc).__name__}") from None
         verdict = services().certificates.validate(certs[0], "service", certs[1:], revocation_source="store")
         if not verdict.valid:
@@ -105,12 +188,7 @@ class ServiceAuthenticator:
         cn = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         org = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
         name = (str(org[0].value) + "/" if org else "") + (str(cn[0].value) if cn else subject.rfc4514_string())
-        identity = ServiceIdentity(name[:255], format(certs[0].serial_number, "x"))
-        with self._lock:
-            if len(self._known) > 10000:
-                self._known = {k: v for k, v in self._known.items() if v[0] > now}
-            self._known[key] = (min(float(exp), now + 60), identity)
-        return identity
+        return min(float(exp), now + 60), ServiceIdentity(name[:255], format(certs[0].serial_number, "x"))
 
 
 class RateLimiter:
@@ -321,11 +399,15 @@ def _authenticated(cost: int) -> ServiceIdentity | Response:
     state = _state()
     try:
         identity = state.authenticator.authenticate(request.headers.get("Authorization"))
+    except InsufficientScope as exc:
+        response = problem(403, "Insufficient scope", str(exc), "api/insufficient-scope")
+        response.headers["WWW-Authenticate"] = f'Bearer realm="tessera-api", error="insufficient_scope", scope="{SCOPE}"'
+        return response
     except PermissionError as exc:
         response = problem(401, "Service authentication required", str(exc), "api/unauthenticated")
         response.headers["WWW-Authenticate"] = 'Bearer realm="tessera-api"'
         return response
-    wait = state.limiter.take(identity.name, cost)
+    wait = state.limiter.take(identity.rate_key, cost)
     if wait > 0:
         response = problem(429, "Too many requests", f"rate limit of {state.limiter.rate:g}/s for {identity.name}",
                            "api/rate-limited")
@@ -334,33 +416,168 @@ def _authenticated(cost: int) -> ServiceIdentity | Response:
     return identity
 
 
-_LOG = None
+class GroupCommit:
+    """Writes what concurrent calls of one process hand it in shared transactions (group commit).
+
+    Each call takes a :meth:`ticket` when it starts. A call that has its records hands them in and
+    waits; the first one to find no write in progress becomes the writer: it waits (at most
+    :data:`LINGER` seconds) for the calls still in progress in this process, then writes everything
+    handed in so far in ONE transaction and wakes the others. Nobody is answered before the
+    transaction holding their record has committed, and a failed transaction fails every call in
+    it, so each call stays recorded-or-refused; a group pays one BEGIN/COMMIT, one turn of the
+    store's write lock and one audit entry per service instead of one per call.
+    """
+
+    LINGER = 0.002
+
+    def __init__(self, write: Callable[[list[Any]], None]) -> None:
+        self._write = write
+        self._ready = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._writing = False
+        self._running = 0  # calls holding a ticket that have not handed in their records yet
+
+    @contextmanager
+    def ticket(self) -> Iterator["_Ticket"]:
+        """For the duration of one call: its way to :meth:`_Ticket.submit` its records."""
+        ticket = _Ticket(self)
+        with self._ready:
+            self._running += 1
+        try:
+            yield ticket
+        finally:
+            if not ticket.used:
+                with self._ready:
+                    self._running -= 1
+                    self._ready.notify_all()
+
+    def _submit(self, ticket: "_Ticket", item: Any) -> None:
+        mine = _Pending(item)
+        with self._ready:
+            ticket.used = True
+            self._running -= 1
+            self._pending.append(mine)
+            self._ready.notify_all()
+            while self._writing and not mine.done:
+                self._ready.wait()
+            if mine.done:
+                if mine.error is not None:
+                    raise mine.error
+                return
+            self._writing = True
+            deadline = time.monotonic() + self.LINGER
+            while self._running > 0 and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(left)
+            group, self._pending = self._pending, []
+        error: BaseException | None = None
+        try:
+            self._write([p.item for p in group])
+        except BaseException as exc:  # noqa: BLE001  (handed to every call of the group, then raised)
+            error = exc
+        with self._ready:
+            for pending in group:
+                pending.done, pending.error = True, error
+            self._writing = False
+            self._ready.notify_all()
+        if error is not None:
+            raise error
 
 
-def _record(identity: ServiceIdentity, operation: str, outcomes: list[Outcome]) -> None:
-    """One transaction: a verification-log row per item and one ``api.verify`` audit entry."""
-    from sqlalchemy import insert
+class _Ticket:
+    def __init__(self, group: GroupCommit) -> None:
+        self.group = group
+        self.used = False
 
-    from audit.trail import AuditEvent
-    from idp.citizen_models import VerificationLog
+    def submit(self, item: Any) -> None:
+        """Return once ``item`` is committed; raise what the write raised if it was not."""
+        if self.used:
+            raise RuntimeError("a ticket records one call")
+        self.group._submit(self, item)
 
-    global _LOG
-    if _LOG is None:
-        _LOG = insert(VerificationLog.__table__)
-    svc = services()
-    now = svc.deployment.now()
-    subjects = sorted({o.national_id for o in outcomes if o.national_id})
+
+@dataclass
+class _Pending:
+    item: Any
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one API call leaves behind: its verification-log rows and what its audit entry says."""
+
+    service: str
+    object: str
+    source_address: str | None
+    details: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+#: an audit entry's details are at most 4 KiB (audit.trail.MAX_DETAILS_BYTES): calls per shared entry
+_CALLS_PER_ENTRY_BYTES = 3000
+
+
+def _record(ticket: _Ticket, identity: ServiceIdentity, operation: str, outcomes: list[Outcome]) -> None:
+    """A verification-log row per item and the call in an ``api.verify`` audit entry, committed
+    (with the records of concurrent calls, :class:`GroupCommit`) before the answer goes out."""
+    now = services().deployment.now()
     rows = [{"at": now, "service": identity.name, "operation": operation, "national_id": o.national_id,
              "subject": o.subject or "-", "certificate_serial": o.serial, "outcome": "valid" if o.valid else "invalid"}
             for o in outcomes]
-    event = AuditEvent("api.verify", f"service:{identity.name}"[:255], "success", subject_role="service",
-                       object=f"{operation}:{outcomes[0].serial or '-'}" if len(outcomes) == 1 else f"{operation}:batch",
-                       source_address=(request.remote_addr or "")[:64] or None,
-                       details={"citizens": subjects[:50], "items": len(outcomes), "valid": sum(o.valid for o in outcomes),
-                                "service_certificate": identity.certificate_serial})
+    details: dict[str, Any] = {"citizens": sorted({o.national_id for o in outcomes if o.national_id})[:50],
+                               "items": len(outcomes), "valid": sum(o.valid for o in outcomes)}
+    details.update(identity.audit_details)
+    obj = f"{operation}:{outcomes[0].serial or '-'}" if len(outcomes) == 1 else f"{operation}:batch"
+    ticket.submit(_Call(identity.name, obj, (request.remote_addr or "")[:64] or None, details, rows))
+
+
+def _audit_events(calls: list[_Call]) -> list[Any]:
+    """The ``api.verify`` entries of a group: a call alone is one entry (subject ``service:<name>``,
+    the citizens concerned, item and valid counts, the credential); concurrent calls of one service
+    share an entry that lists each call (``calls``), as a batch request's items do."""
+    from audit.trail import AuditEvent
+
+    by_service: dict[str, list[_Call]] = {}
+    for call in calls:
+        by_service.setdefault(call.service, []).append(call)
+    events = []
+    for service, mine in by_service.items():
+        chunks: list[list[_Call]] = [[]]
+        size = 0
+        for call in mine:
+            cost = len(json.dumps(call.details)) + len(call.object) + 40
+            if chunks[-1] and size + cost > _CALLS_PER_ENTRY_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(call)
+            size += cost
+        for chunk in chunks:
+            addresses = {c.source_address for c in chunk}
+            address = chunk[0].source_address if len(addresses) == 1 else None
+            if len(chunk) == 1:
+                obj, details = chunk[0].object, chunk[0].details
+            else:
+                obj = f"calls:{len(chunk)}"
+                details = {"calls": [{"object": c.object, **c.details} | ({} if address else {"source_address": c.source_address})
+                                     for c in chunk]}
+            events.append(AuditEvent("api.verify", f"service:{service}"[:255], "success", subject_role="service",
+                                     object=obj, source_address=address, details=details))
+    return events
+
+
+def _write_calls(calls: list[_Call]) -> None:
+    """One transaction for a group of calls: every log row (one Core insert), their audit entries."""
+    from sqlalchemy import insert
+
+    from idp.citizen_models import VerificationLog
+
+    svc = services()
+    rows = [row for call in calls for row in call.rows]
+    events = _audit_events(calls)
     with svc.deployment.sessions.begin() as session:
-        session.execute(_LOG, rows)  # Core insert: no unit of work for rows nobody reads back
-        svc.trail.append(session, event)
+        session.execute(insert(VerificationLog.__table__), rows)  # Core: no unit of work for rows nobody reads back
+        for event in events:
+            svc.trail.append(session, event)
 
 
 def _json_body() -> Any:
@@ -373,6 +590,11 @@ def _json_body() -> Any:
 
 
 def _single(operation: str) -> Response:
+    with _state().recorder.ticket() as ticket:
+        return _single_call(ticket, operation)
+
+
+def _single_call(ticket: _Ticket, operation: str) -> Response:
     identity = _authenticated(1)
     if isinstance(identity, Response):
         return identity
@@ -380,11 +602,16 @@ def _single(operation: str) -> Response:
         outcome = _OPERATIONS[operation](_json_body())
     except BadInput as exc:
         return problem(400, "Bad request", str(exc), "api/bad-request")
-    _record(identity, operation, [outcome])
+    _record(ticket, identity, operation, [outcome])
     return Response(json.dumps(outcome.body), mimetype="application/json")
 
 
 def _batch(operation: str) -> Response:
+    with _state().recorder.ticket() as ticket:
+        return _batch_call(ticket, operation)
+
+
+def _batch_call(ticket: _Ticket, operation: str) -> Response:
     try:
         body = _json_body()
         body = _object(body, {"items"}, {"items"})
@@ -405,7 +632,7 @@ def _batch(operation: str) -> Response:
             outcomes.append(_OPERATIONS[operation](item))
         except BadInput as exc:
             return problem(400, "Bad request", f"items[{i}]: {exc}", "api/bad-request")
-    _record(identity, operation, outcomes)
+    _record(ticket, identity, operation, outcomes)
     return Response(json.dumps({"results": [o.body for o in outcomes]}), mimetype="application/json")
 
 
@@ -457,6 +684,7 @@ def openapi() -> Response:
 class _ApiState:
     authenticator: ServiceAuthenticator
     limiter: RateLimiter
+    recorder: GroupCommit
 
 
 def _state() -> _ApiState:
@@ -469,11 +697,13 @@ def install(app: Flask) -> None:
     """Per-process state; the API's endpoints carry no cookies, so CSRF does not apply to them."""
     from idp import csrf
 
-    settings = app.extensions["tessera"].settings
     rate = float(os.environ.get("TESSERA_API_RATE_PER_SECOND") or 100)
     burst = float(os.environ.get("TESSERA_API_RATE_BURST") or max(rate * 2, MAX_BATCH))
-    app.extensions["tessera.api"] = _ApiState(ServiceAuthenticator(settings.public_url + "/api/v1"),
-                                              RateLimiter(rate, burst))
+    provider = app.extensions["tessera.oidc"]
+    authenticator = ServiceAuthenticator(provider.service_audience, provider.issuer, provider.keys.key_set,
+                                         provider.tokens.service_token)
+    app.extensions["tessera.api"] = _ApiState(authenticator,
+                                              RateLimiter(rate, burst), GroupCommit(_write_calls))
     csrf.EXEMPT.update({"verification_api." + name for name in (
         "certificate", "certificate_batch", "signed_record", "signed_record_batch", "signature", "signature_batch")})
 
@@ -486,6 +716,7 @@ def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
 def document(public_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of ``/api/v1`` (served at ``/api/v1/openapi.json``)."""
     problem_ref = {"$ref": "#/components/responses/Problem"}
+    security: list[dict[str, list[str]]] = [{"serviceAssertion": []}, {"serviceAccount": [SCOPE]}]
     time_field = {"type": "string", "format": "date-time", "description": "validation time (RFC 3339), default now"}
     source = {"type": "string", "enum": list(SOURCES), "default": "ocsp",
               "description": "where revocation status comes from: our OCSP responder, the latest CRL, or the store"}
@@ -559,10 +790,11 @@ def document(public_url: str) -> dict[str, Any]:
                    "properties": {"items": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": req}}}
             res = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": res}}}
         return {"post": {
-            "summary": summary + (" (batch)" if batch else ""), "security": [{"serviceAssertion": []}],
+            "summary": summary + (" (batch)" if batch else ""), "security": security,
             "requestBody": {"required": True, "content": {"application/json": {"schema": req}}},
             "responses": {"200": {"description": "the verdict", "content": {"application/json": {"schema": res}}},
-                          "400": problem_ref, "401": problem_ref, "413": problem_ref, "429": problem_ref}}}
+                          "400": problem_ref, "401": problem_ref, "403": problem_ref, "413": problem_ref,
+                          "429": problem_ref}}}
 
     paths: dict[str, Any] = {}
     for path, summary, req_name, res_name in (
@@ -582,10 +814,18 @@ def document(public_url: str) -> dict[str, Any]:
         "servers": [{"url": public_url + "/api/v1"}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"serviceAssertion": {
-                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "A JWT (ES256/ES384/RS256/PS256) signed by the service's key, its `service` "
-                               "certificate chain in the x5c header, aud = this API's URL, exp - iat <= 600 s."}},
+            "securitySchemes": {
+                "serviceAssertion": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "A JWT (ES256/ES384/RS256/PS256) signed by the service's key, its `service` "
+                                   "certificate chain in the x5c header, aud = this API's URL, exp - iat <= 600 s."},
+                "serviceAccount": {
+                    "type": "oauth2",
+                    "description": "A service account's access token from the IdP (client credentials, RFC 6749 "
+                                   "section 4.4), sent as `Authorization: Bearer <token>`.",
+                    "flows": {"clientCredentials": {"tokenUrl": public_url + "/oidc/token",
+                                                    "scopes": {SCOPE: "verify certificates, signed records and "
+                                                                      "signatures"}}}}},
             "schemas": {**requests, **results, "Reason": reason, "Subject": subject,
                         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
                             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -594,5 +834,5 @@ def document(public_url: str) -> dict[str, Any]:
                                       "content": {"application/problem+json": {
                                           "schema": {"$ref": "#/components/schemas/Problem"}}}}},
         },
-        "security": [{"serviceAssertion": []}],
+        "security": security,
     }

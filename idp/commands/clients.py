@@ -1,4 +1,8 @@
-"""`tessera client`: Register and manage OpenID Connect clients."""
+"""`tessera client`: Register and manage OpenID Connect clients.
+
+A registration or removal and its audit entry (``client.add`` / ``client.remove``) commit in one
+transaction; service accounts (client credentials) are managed by ``tessera service``.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,19 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def _audited(obj: CliContext, event_type: str, **details: Any) -> Any:
+    """The registry's in-transaction hook: the audit entry of the change, written with it."""
+    from audit.trail import AuditEvent
+
+    trail = obj.deployment.audit
+
+    def sink(session: Any, client_id: str) -> None:
+        trail.append(session, AuditEvent(event_type, _actor()[:255], "success", subject_role="operator",
+                                         object=f"client:{client_id}", details=details))
+
+    return sink
+
+
 @group.command("add")
 @click.argument("name")
 @click.option("--redirect-uri", "redirect_uris", multiple=True, required=True,
@@ -73,11 +90,11 @@ def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: s
     try:
         new = registry.add(name, list(redirect_uris), client_id=client_id, auth_method=auth_method,
                            post_logout_redirect_uris=list(post_logout), scopes=list(scopes) or list(SCOPES),
-                           trusted=trusted, jwks=jwks, id_token_alg=id_token_alg, refresh_tokens=not no_refresh)
+                           trusted=trusted, jwks=jwks, id_token_alg=id_token_alg, refresh_tokens=not no_refresh,
+                           on_change=_audited(obj, "client.add", auth_method=auth_method, trusted=trusted))
     except ClientRegistrationError as exc:
         events.record("client.add", _actor(), f"client:{client_id}", "failure", reason=str(exc))
         raise click.ClickException(str(exc)) from None
-    events.record("client.add", _actor(), f"client:{new.client_id}", "success", auth_method=auth_method, trusted=trusted)
     client = registry.get(new.client_id)
     assert client is not None
     if as_json:
@@ -127,10 +144,9 @@ def show(obj: CliContext, client_id: str, as_json: bool) -> None:
 @click.pass_obj
 def remove(obj: CliContext, client_id: str) -> None:
     """Remove a client with its codes, tokens and consents."""
-    if not obj.deployment.clients.remove(client_id):
+    if not obj.deployment.clients.remove(client_id, on_change=_audited(obj, "client.remove")):
         events.record("client.remove", _actor(), f"client:{client_id}", "failure", reason="not-found")
         raise click.ClickException(f"no client {client_id!r}")
-    events.record("client.remove", _actor(), f"client:{client_id}", "success")
     click.echo(f"removed client {client_id}")
 
 

@@ -1,4 +1,8 @@
-"""The client registry: relying parties allowed to log staff in.
+"""The client registry: relying parties allowed to log staff in, and service accounts.
+
+A *service account* is a confidential client of the client credentials grant only (RFC 6749
+section 4.4): no redirect URIs, no user, scopes among :data:`SERVICE_SCOPES` (the verification
+API's ``verify``), limited to those it was registered for.
 
 Metadata names are those of OpenID Connect Dynamic Client Registration 1.0 section 2 and RFC 7591
 section 2 (``redirect_uris``, ``token_endpoint_auth_method``, ``jwks``, ...). Redirect URIs are
@@ -27,7 +31,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.models import OAuthClient
 
 SCOPES = ("openid", "profile", "email", "department", "roles", "offline_access")
+#: what a service account may be granted: ``verify`` is the verification API (/api/v1)
+SERVICE_SCOPES = ("verify",)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+#: a service account authenticates itself: never "none" (RFC 6749 4.4: confidential clients only)
+SERVICE_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+#: called inside the registration's transaction with the client id: raising undoes the change (the audit entry)
+ChangeSink = Callable[[Session, str], None]
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{3,128}$")
 
 
@@ -99,6 +109,15 @@ class RegisteredClient(ClientMixin):  # type: ignore[misc]
         return self.token_endpoint_auth_method == "none"
 
     @property
+    def is_service(self) -> bool:
+        """A service account: the client credentials grant and nothing else."""
+        return self.client_metadata.get("grant_types") == ["client_credentials"]
+
+    @property
+    def scopes(self) -> list[str]:
+        return list(scope_to_list(self.client_metadata.get("scope", "")) or [])
+
+    @property
     def id_token_signed_response_alg(self) -> str:
         return str(self.client_metadata.get("id_token_signed_response_alg", "ES256"))
 
@@ -137,13 +156,12 @@ class ClientRegistry:
     def add(self, name: str, redirect_uris: Sequence[str], *, client_id: str | None = None,
             auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
             scopes: Sequence[str] = SCOPES, trusted: bool = False, jwks: dict[str, Any] | None = None,
-            id_token_alg: str = "ES256", refresh_tokens: bool = True) -> NewClient:
-        """Register a client; its secret (for the client_secret_* methods) is returned once."""
+            id_token_alg: str = "ES256", refresh_tokens: bool = True, on_change: ChangeSink | None = None) -> NewClient:
+        """Register a client; its secret (for the client_secret_* methods) is returned once.
+
+        ``on_change`` runs inside the transaction (the audit entry): if it raises, nothing is registered."""
         client_id = client_id or new_client_id()
-        if not _CLIENT_ID.match(client_id) or client_id.startswith("-"):
-            raise ClientRegistrationError("client id: 3-128 characters of A-Z a-z 0-9 . _ ~ -, not starting with -")
-        if not name.strip() or len(name) > 200:
-            raise ClientRegistrationError("a client needs a name of at most 200 characters")
+        self._check_identity(client_id, name)
         if not redirect_uris:
             raise ClientRegistrationError("at least one redirect URI is required")
         if auth_method not in AUTH_METHODS:
@@ -168,12 +186,55 @@ class ClientRegistry:
         }
         if jwks:
             metadata["jwks"] = jwks
-        secret = secrets.token_urlsafe(32) if auth_method in ("client_secret_basic", "client_secret_post") else None
+        return self._register(client_id, name, metadata, trusted, on_change)
+
+    def add_service(self, name: str, scopes: Sequence[str] = SERVICE_SCOPES, *, client_id: str | None = None,
+                    auth_method: str = "client_secret_basic", jwks: dict[str, Any] | None = None,
+                    on_change: ChangeSink | None = None) -> NewClient:
+        """Register a service account: a confidential client of the client credentials grant only
+        (RFC 6749 section 4.4), no redirect URIs, granted at most ``scopes``; its secret (for the
+        client_secret_* methods) is returned once. ``on_change`` as in :meth:`add`."""
+        client_id = client_id or new_client_id()
+        self._check_identity(client_id, name)
+        if auth_method not in SERVICE_AUTH_METHODS:
+            raise ClientRegistrationError(f"a service account authenticates with one of {', '.join(SERVICE_AUTH_METHODS)}")
+        if auth_method == "private_key_jwt" and not (jwks and jwks.get("keys")):
+            raise ClientRegistrationError("private_key_jwt needs the service's public keys (jwks)")
+        unknown = [s for s in scopes if s not in SERVICE_SCOPES]
+        if unknown or not scopes:
+            raise ClientRegistrationError(f"a service account's scopes are among {', '.join(SERVICE_SCOPES)}")
+        metadata: dict[str, Any] = {
+            "client_name": name,
+            "redirect_uris": [],
+            "token_endpoint_auth_method": auth_method,
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "scope": " ".join(dict.fromkeys(scopes)),
+        }
+        if jwks:
+            metadata["jwks"] = jwks
+        return self._register(client_id, name, metadata, False, on_change)
+
+    @staticmethod
+    def _check_identity(client_id: str, name: str) -> None:
+        if not _CLIENT_ID.match(client_id) or client_id.startswith("-"):
+            raise ClientRegistrationError("client id: 3-128 characters of A-Z a-z 0-9 . _ ~ -, not starting with -")
+        if not name.strip() or len(name) > 200:
+            raise ClientRegistrationError("a client needs a name of at most 200 characters")
+
+    def _register(self, client_id: str, name: str, metadata: dict[str, Any], trusted: bool,
+                  on_change: ChangeSink | None) -> NewClient:
+        method = metadata["token_endpoint_auth_method"]
+        secret = secrets.token_urlsafe(32) if method in ("client_secret_basic", "client_secret_post") else None
         with self.sessions.begin() as session:
             if session.get(OAuthClient, client_id) is not None:
                 raise ClientRegistrationError(f"client {client_id!r} already exists")
             session.add(OAuthClient(client_id=client_id, name=name.strip(), secret_hash=_secret_hash(secret) if secret else None,
                                     metadata_json=json.dumps(metadata), trusted=trusted, created_at=self.clock()))
+            if on_change is not None:
+                session.flush()
+                on_change(session, client_id)
+        self._cache.pop(client_id, None)
         return NewClient(client_id, secret)
 
     def get(self, client_id: str) -> RegisteredClient | None:
@@ -196,8 +257,9 @@ class ClientRegistry:
         with self.sessions() as session:
             return [RegisteredClient(r) for r in session.scalars(select(OAuthClient).order_by(OAuthClient.created_at))]
 
-    def remove(self, client_id: str) -> bool:
-        """Remove the client with its codes, tokens and consents (cascade)."""
+    def remove(self, client_id: str, on_change: ChangeSink | None = None) -> bool:
+        """Remove the client with its codes, tokens and consents (cascade): its access tokens stop
+        working at once. ``on_change`` runs inside the transaction (the audit entry)."""
         from idp.models import AuthorizationCode, Consent, OAuthToken
 
         with self.sessions.begin() as session:
@@ -207,5 +269,8 @@ class ClientRegistry:
             for model in (AuthorizationCode, OAuthToken, Consent):
                 session.query(model).filter(model.client_id == client_id).delete()
             session.delete(row)
+            if on_change is not None:
+                session.flush()
+                on_change(session, client_id)
         self._cache.pop(client_id, None)
         return True

@@ -6,6 +6,7 @@
   (RFC 9700 section 2.1.1).
 - :class:`OpenIdCode`: OpenID Connect Core 3.1: id_token with nonce, at_hash, auth_time, acr, amr.
 - :class:`RotatingRefreshGrant`: refresh (RFC 6749 section 6) with rotation and reuse detection.
+- :class:`ServiceCredentialsGrant`: client credentials (RFC 6749 section 4.4) for service accounts.
 - :class:`PrivateKeyJwt`: private_key_jwt client authentication (RFC 7523 section 2.2, OIDC Core 9).
 """
 
@@ -16,7 +17,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, UnauthorizedClientError, grants
+from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 CODE_SECONDS = 60
 ID_TOKEN_SECONDS = 600
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+#: a service account's access token lives this long (it asks again, with its credentials, after)
+SERVICE_TOKEN_SECONDS = 300
 ACR_TWO_FACTOR = "urn:tessera:acr:pwd+otp"
 #: a citizen's login with the ID card and its PIN (amr ["sc", "pin"]); idp.citizen_login uses the same value
 ACR_CARD = "urn:tessera:acr:card"
@@ -240,6 +244,48 @@ class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def revoke_old_credential(self, refresh_token: Any) -> None:
         pass  # spent in authenticate_refresh_token, before the new token was issued
+
+
+class ServiceCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    """Client credentials (RFC 6749 section 4.4) for service accounts: a confidential client
+    (section 2.1) authenticated at the token endpoint (section 3.2.1) gets a short-lived bearer
+    access token (RFC 6750), no refresh token (section 4.4.3). The scope (section 3.3) is what it
+    asks for, each scope among those it was registered for (else ``invalid_scope``), or all of
+    them when it asks for none.
+
+    The access token is a JWT in the RFC 9068 profile (``typ`` at+jwt; ``iss``, ``aud`` the
+    verification API, ``sub`` and ``client_id`` the account, ``scope``, ``iat``, ``exp``, ``jti``)
+    signed with the provider's key, so the API checks audience and scope without a lookup; it is
+    also stored (hashed) like every access token, and the API asks the store on each call, so a
+    removed account's tokens stop working at once."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    def validate_token_request(self) -> None:
+        client = self.authenticate_token_endpoint_client()
+        if not client.is_service or not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError("only a service account may use grant_type=client_credentials")
+        self.request.client = client
+        asked = scope_to_list(self.request.payload.scope) or []
+        beyond = [s for s in asked if s not in client.scopes]
+        if beyond:
+            raise InvalidScopeError(f"not registered for: {' '.join(beyond)[:200]}")
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        from joserfc import jwt
+
+        provider = _provider(self)
+        client_id = self.request.client.get_client_id()
+        scope = " ".join(scope_to_list(self.request.payload.scope) or self.request.client.scopes)
+        now = int(time.time())
+        kid, key = provider.keys.signing_key("ES256")
+        claims = {"iss": provider.issuer, "aud": provider.service_audience, "sub": client_id, "client_id": client_id,
+                  "scope": scope, "iat": now, "exp": now + SERVICE_TOKEN_SECONDS, "jti": secrets.token_urlsafe(16)}
+        access_token = jwt.encode({"alg": "ES256", "kid": kid, "typ": "at+jwt"}, claims, key)
+        token = {"access_token": access_token, "token_type": "Bearer", "expires_in": SERVICE_TOKEN_SECONDS, "scope": scope}
+        self.save_token(token)
+        events.record("oidc.service_token", f"client:{client_id}", f"client:{client_id}", "success", scope=scope)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]

@@ -7,6 +7,7 @@ the signing keys, the token store, and how a staff member becomes claims (OIDC C
 from __future__ import annotations
 
 import datetime
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,9 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
-from idp.oidc.clients import SCOPES, ClientRegistry, RegisteredClient
-from idp.oidc.grants import CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant, S256CodeChallenge
+from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
+from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
+                             S256CodeChallenge, ServiceCredentialsGrant)
 from idp.oidc.keys import SigningKeys
 from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore
 from idp.staff import StaffUser
@@ -78,15 +80,22 @@ class Provider:
     def end_session_endpoint(self) -> str:
         return self.issuer + "/oidc/logout"
 
+    @property
+    def service_audience(self) -> str:
+        """The ``aud`` of service accounts' access tokens: the verification API (idp.verification_api)."""
+        return self.issuer + "/api/v1"
+
     # -- wiring ----------------------------------------------------------------------------
     def init_app(self, app: Flask) -> None:
         app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
         app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ACCESS_TOKEN_SECONDS,
-                                                          "refresh_token": ACCESS_TOKEN_SECONDS})
-        app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES))
+                                                          "refresh_token": ACCESS_TOKEN_SECONDS,
+                                                          "client_credentials": SERVICE_TOKEN_SECONDS})
+        app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES) + list(SERVICE_SCOPES))
         self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
         self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIdCode(self)])
         self.server.register_grant(RotatingRefreshGrant)
+        self.server.register_grant(ServiceCredentialsGrant)
         self.server.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self))
         provider = self
 
@@ -121,6 +130,11 @@ class Provider:
 
     # -- storage callbacks -----------------------------------------------------------------
     def _save_token(self, token: dict[str, Any], request: Any) -> None:
+        if request.payload.grant_type == ServiceCredentialsGrant.GRANT_TYPE:
+            # a service account's token: no user, a family of its own (RFC 6749 4.4.3: no refresh token)
+            client_id = request.client.get_client_id()
+            self.tokens.save(token, client_id, f"service:{client_id}", secrets.token_hex(16), int(self.clock().timestamp()), "")
+            return
         if request.authorization_code is not None:
             code = request.authorization_code
             family, auth_time, amr = code.family, code.auth_time, code.amr
@@ -165,10 +179,10 @@ class Provider:
             "userinfo_endpoint": self.userinfo_endpoint,
             "jwks_uri": self.jwks_uri,
             "end_session_endpoint": self.end_session_endpoint,
-            "scopes_supported": list(SCOPES),
+            "scopes_supported": list(SCOPES) + list(SERVICE_SCOPES),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256", "RS256"],
             "userinfo_signing_alg_values_supported": ["ES256", "RS256"],

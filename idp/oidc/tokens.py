@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import TokenMixin
@@ -32,6 +33,10 @@ _INSERT = text(
     "issued_at, expires_in, refresh_expires_at, access_revoked) VALUES (:client_id, :uid, :family, :access, :refresh, "
     ":scope, :auth_time, :amr, :issued_at, :expires_in, :refresh_expires_at, :revoked)"
 ).bindparams(bindparam("issued_at", type_=_T), bindparam("refresh_expires_at", type_=_T))
+#: a service account's access token with its account's name (the join fails once the account is removed)
+_SERVICE = text("SELECT t.client_id, t.uid, t.scope, t.issued_at, t.expires_in, t.access_revoked, c.name "
+                "FROM idp_oauth_token t JOIN idp_oauth_client c ON c.client_id = t.client_id "
+                "WHERE t.access_token_hash = :h").columns(issued_at=_T)
 _SPEND = text("UPDATE idp_oauth_token SET refresh_used_at = :now WHERE id = :id AND refresh_used_at IS NULL").bindparams(
     bindparam("now", type_=_T))
 
@@ -89,6 +94,16 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
         return self._load_client(self.client_id)
 
 
+@dataclass(frozen=True)
+class ServiceToken:
+    """A live access token of a service account (client credentials, RFC 6749 section 4.4)."""
+
+    client_id: str
+    name: str
+    scopes: frozenset[str]
+    expires_at: datetime.datetime
+
+
 class TokenStore:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
                  load_user: Callable[[str], Any], load_client: Callable[[str], Any]) -> None:
@@ -115,6 +130,18 @@ class TokenStore:
     def by_access_token(self, value: str) -> IssuedToken | None:
         with self.engine.connect() as conn:
             return self._wrap(conn.execute(_BY_ACCESS, {"h": token_hash(value)}).first())
+
+    def service_token(self, value: str) -> ServiceToken | None:
+        """The service account behind a bearer access token (RFC 6750 section 2.1), read now: None
+        when unknown, expired, revoked, not a service's or its account was removed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_SERVICE, {"h": token_hash(value)}).first()
+        if row is None or row.access_revoked or row.uid != f"service:{row.client_id}":
+            return None
+        expires_at = row.issued_at + datetime.timedelta(seconds=row.expires_in)
+        if self.clock() >= expires_at:
+            return None
+        return ServiceToken(row.client_id, row.name, frozenset(row.scope.split()), expires_at)
 
     def by_refresh_token(self, value: str) -> IssuedToken | None:
         with self.engine.connect() as conn:
