@@ -25,6 +25,7 @@ only; the auditor and everyone else neither (refused and audited by the caller).
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from ca.models import Base, UtcDateTime
+from idp.password_policy import MIN_LENGTH as PASSWORD_FLOOR
 from idp.roles import ADMIN_ROLES, SECURITY_ADMIN, SYSTEM_ADMIN, Forbidden, GovernanceError, admin_roles_of
 from idp.settings import Settings
 
@@ -46,8 +48,6 @@ __all__ = ["RuntimeSetting", "RuntimeSettings", "SettingChange", "SettingView", 
 
 #: seconds a worker serves its cached values before reading the table again
 DEFAULT_TTL = 2.0
-#: the password policy's floor: the runtime value may be raised, never lowered below this
-PASSWORD_FLOOR = 12
 
 
 class RuntimeSetting(Base):
@@ -74,8 +74,6 @@ class Tunable:
 
 
 def _api_rate(_settings: Settings) -> int:
-    import os
-
     # the verification API reads this variable itself (idp/verification_api.py); same default
     return int(float(os.environ.get("TESSERA_API_RATE_PER_SECOND") or 100))
 
@@ -163,6 +161,8 @@ class SettingView:
 
 @dataclass(frozen=True)
 class SettingChange:
+    """The outcome of :meth:`RuntimeSettings.set`: ``changed`` is False when ``new`` was in force already."""
+
     name: str
     old: int
     new: int
