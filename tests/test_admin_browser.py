@@ -191,3 +191,34 @@ def test_auditor_reports_render_svg_charts(idp: IdpServer, slapd, people: People
     assert ("audit.report", "success") in reads and ("audit.read", "success") in reads
     assert ("admin.people.read", "refused") in reads
     assert not people.errors, people.errors
+
+
+def test_system_administrator_changes_a_setting_from_the_keyboard(idp: IdpServer, slapd, people: People) -> None:  # type: ignore[no-untyped-def]
+    sysadmin = new_uid("bsys")
+    slapd.create_user(sysadmin, PASSWORD, department="it-centre", groups=("system-administrators",))
+    page = people.page()
+    first_login(page, idp, sysadmin, PASSWORD)
+    expect(page.locator("#home-title")).to_have_text("System administration")
+    page.get_by_role("link", name="Configuration", exact=True).first.click()
+    field = page.get_by_label("New value of throttle.account_failures (failures)")
+    expect(field).to_have_value("10")
+    before = audit_tip(idp)
+    try:
+        field.fill("8")
+        field.press("Enter")
+        confirm_with_keyboard(page)
+        expect(page.locator("main")).to_contain_text("throttle.account_failures: 10 -> 8")
+        changes = [e for e in audit_entries(idp, f"staff:{sysadmin}", before) if e["event_type"] == "admin.config.set"]
+        assert [(c["result"], c["object"]) for c in changes] == [("success", "config:throttle.account_failures")]
+        page.goto(idp.url("/admin/config"))
+        field = page.get_by_label("New value of throttle.account_failures (failures)")
+        field.fill("2")  # below the range: the browser's own check stops it, nothing is sent
+        field.press("Enter")
+        expect(page.locator("#confirm")).to_have_count(0)
+        assert len([e for e in audit_entries(idp, f"staff:{sysadmin}", before) if e["event_type"] == "admin.config.set"]) == 1
+    finally:
+        page.goto(idp.url("/admin/config"))
+        page.get_by_label("New value of throttle.account_failures (failures)").fill("10")
+        page.get_by_label("New value of throttle.account_failures (failures)").press("Enter")
+        confirm_with_keyboard(page)
+    assert not people.errors, people.errors
