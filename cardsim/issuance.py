@@ -7,8 +7,8 @@ Every operation is all-or-nothing across the card token, the CA and SQL:
   the card row -> objects written to the card -> commit -> journal entry dropped. Any failure
   before the commit deletes the token; a killed process leaves a journal entry that the next
   issuer sweeps (token deleted, nothing registered).
-* lost / renew / expire: certificate revocation, the new CRL and the card's state change in one
-  SQL transaction.
+* lost / renew / expire: certificate revocation, the new CRL, the card's state change and the
+  audit entry (cardsim.events.record) in one SQL transaction.
 * record update: the department's new record and a new security object are written to the card
   inside the SQL transaction that registers them; the card write needs the citizen's PIN
   (tax and insurance records are private objects).
@@ -41,6 +41,7 @@ from ca.profiles import Profile, get_profile
 from ca.signing import sign_certificate
 from ca.subjects import SubjectRequest
 from cardsim import events, journal
+from cardsim.events import CardEventSink
 from cardsim.citizens import Application, parse_application, parse_record_update
 from cardsim.config import CardSettings
 from cardsim.errors import (CardBlocked, CardConfigurationError, CardError, CardNotFound, CardWriteFailed,
@@ -161,8 +162,9 @@ class CardIssuer:
     """Issue, update and retire cards; one per process, over the deployment's CA."""
 
     def __init__(self, ca: CertificateAuthority, settings: CardSettings, actor: str = "cli",
-                 station: PersonalisationStation | None = None) -> None:
+                 station: PersonalisationStation | None = None, events: CardEventSink | None = None) -> None:
         self.ca = ca
+        self._events = events
         self.settings = settings
         self.actor = actor
         self.station = station or PersonalisationStation(settings)
@@ -170,6 +172,12 @@ class CardIssuer:
         self._swept = False
         self._shard: list[int] | None = None  # [open shard, cards in it]
         self._more_stations: list[PersonalisationStation] = []
+
+    @property
+    def event_sink(self) -> CardEventSink | None:
+        """Where registry changes are audited, inside their transaction: the sink given, else the
+        one the deployment installed for this process (cardsim.events)."""
+        return self._events if self._events is not None else events.installed_sink()
 
     def close(self) -> None:
         self.station.close()
@@ -293,10 +301,6 @@ class CardIssuer:
                     continue
                 crash_point("committed")
                 flight.entry.close()
-                events.emit("card.issued", flight.number, self.actor, serial=flight.serial or "",
-                            replaces=flight.job.replaces or "")
-                if flight.job.replaces:
-                    events.emit("card.renewed", flight.job.replaces, self.actor, new_card=flight.number)
                 on_issued(issued)
                 start(k)
 
@@ -404,6 +408,12 @@ class CardIssuer:
                 session.add(CardRecord(card_id=card.id, record_type=record_type, version=version, issued_at=now,
                                        department_id=departments[record_type], sha256=sha256_hex(der), der=der,
                                        current=True))
+            events.record(session, self.event_sink, "card.issued", flight.number, self.actor,
+                          serial=flight.serial or "", replaces=job.replaces or "",
+                          auth_certificate=rows[AUTH_KEY].serial_hex, sign_certificate=rows[SIGN_KEY].serial_hex)
+            if job.replaces:
+                events.record(session, self.event_sink, "card.renewed", job.replaces, self.actor,
+                              new_card=flight.number)
         return IssuedCard(flight.number, card.holder, card.national_id, flight.pin, flight.puk, flight.expires_at,
                           rows[AUTH_KEY].serial_hex, rows[SIGN_KEY].serial_hex)
 
@@ -488,7 +498,7 @@ class CardIssuer:
             self._revoke_certificates(session, card, x509.ReasonFlags.key_compromise, now)
             card.status, card.status_changed_at = "lost", now
             number = card.number
-        events.emit("card.lost", number, self.actor)
+            events.record(session, self.event_sink, "card.lost", number, self.actor)
         return self.summary(number)
 
     def renew(self, number: str) -> IssuedCard:
@@ -498,16 +508,23 @@ class CardIssuer:
             raise InvalidCardState(f"card {old.number} is {old.status}: it cannot be renewed")
         return self.issue(self.application_of(old.number), replaces=old.number)
 
-    def expire_due(self) -> list[str]:
-        """Mark every active card past its expiry date expired."""
+    def expire_due(self, dry_run: bool = False) -> list[str]:
+        """Mark every active card whose certificates are past notAfter (RFC 5280 section 4.1.2.5)
+        expired, in one transaction with one audit entry per card; ``dry_run`` only lists them.
+        A card's ``expires_at`` is the earlier notAfter of its two certificates (or the card
+        validity, if shorter), so this is the certificates' expiry."""
         now = self.ca.clock()
+        query = select(Card).where(Card.status == "active", Card.expires_at <= now).order_by(Card.number)
+        if dry_run:
+            with self.ca.sessions() as session:
+                return [card.number for card in session.scalars(query)]
         with self.ca.sessions.begin() as session:
-            due = list(session.scalars(select(Card).where(Card.status == "active", Card.expires_at <= now)))
+            due = list(session.scalars(query))
+            numbers = [c.number for c in due]
             for card in due:
                 card.status, card.status_changed_at = "expired", now
-            numbers = [c.number for c in due]
-        for number in numbers:
-            events.emit("card.expired", number, self.actor)
+                events.record(session, self.event_sink, "card.expired", card.number, self.actor,
+                              expired_at=card.expires_at.isoformat())
         return numbers
 
     # -- record updates ---------------------------------------------------------------------
@@ -540,6 +557,9 @@ class CardIssuer:
             public_keys = self._card_public_keys(session, card)
             so_der = self._security_object(session, signers, card, current[SECURITY_OBJECT].version + 1,
                                            public_keys, records, now, departments)
+            # audited before the card is written: no audit entry, no change on the card
+            events.record(session, self.event_sink, "card.record-updated", card.number, self.actor,
+                          record=record_type, version=str(version))
             try:
                 self.station.call("replace_objects", number=card.number, pin=pin, objects=[
                     CardObject(LABELS[record_type], der, private=record_type in PRIVATE_RECORDS),
@@ -548,8 +568,6 @@ class CardIssuer:
                 events.emit("card.pin-blocked", card.number, self.actor, "failure")
                 raise
             crash_point("record-written")
-            number = card.number
-        events.emit("card.record-updated", number, self.actor, record=record_type, version=str(version))
         return version
 
     def _card_public_keys(self, session: Session, card: Card) -> dict[str, bytes]:
@@ -577,17 +595,18 @@ class CardIssuer:
             events.emit("card.pin-blocked", number, self.actor, "failure")
             raise
         except CardBlocked:
-            events.emit("card.blocked", number, self.actor, "failure")
             self._mark_blocked(number)
             raise
         events.emit(event, number, self.actor)
 
     def _mark_blocked(self, number: str) -> None:
+        """The card blocked itself (10 wrong PUKs): the registry follows, audited in its transaction."""
         now = self.ca.clock()
         with self.ca.sessions.begin() as session:
             card = session.scalar(select(Card).where(Card.number == number))
             if card is not None and card.status == "active":
                 card.status, card.status_changed_at = "blocked", now
+            events.record(session, self.event_sink, "card.blocked", number, self.actor, "failure")
 
     # -- batches ----------------------------------------------------------------------------
     def issued_batch_keys(self, keys: Iterable[str]) -> set[str]:

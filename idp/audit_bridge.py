@@ -1,10 +1,13 @@
 """Wiring the audit trail into the service: every security event becomes an audit entry.
 
-- CA operations (certificate issue, revoke, release) are written by the CA's event sink INSIDE the
-  operation's transaction: if the entry cannot be written, the operation rolls back.
+- CA operations (certificate issue, revoke, release) and card registry changes (issued, renewed,
+  lost, expired, record updated, blocked: :func:`cardsim.events.record`) are written by the CA's
+  and the card layer's event sinks INSIDE the operation's transaction: if the entry cannot be
+  written, the operation rolls back.
 - Identity provider events (:mod:`idp.events`: logins and their factors, TOTP enrolment, logout,
-  OIDC consent, code and refresh-token reuse, client changes) and card events (:mod:`cardsim.events`)
-  are recorded as they happen, each in a transaction of its own; a failure to write raises, so the
+  OIDC consent, code and refresh-token reuse, client changes) and the card events with no registry
+  change (PIN changed or blocked, unblocked, issuance undone: :func:`cardsim.events.emit`) are
+  recorded as they happen, each in a transaction of its own; a failure to write raises, so the
   request that caused the event fails instead of going on unaudited.
 
 Source address and request id come from the Flask request when there is one.
@@ -76,6 +79,20 @@ def ca_sink(trail: "AuditTrail") -> Any:
     return sink
 
 
+def card_sink(trail: "AuditTrail") -> card_events.CardEventSink:
+    """The card layer's event sink: append inside the registry change's own transaction."""
+
+    def sink(session: Session, event: card_events.CardEvent) -> None:
+        trail.append(session, _card_event(event))
+
+    return sink
+
+
+def _card_event(event: card_events.CardEvent) -> AuditEvent:
+    return _event(event.kind.replace("-", "_"), event.actor or "unknown", event.outcome, f"card:{event.card}",
+                  dict(event.detail))
+
+
 def _on_idp_event(event: idp_events.SecurityEvent) -> None:
     trail = _current.get("trail")
     if trail is None or (event.action in _WRITTEN_IN_TRANSACTION and event.result == "success"):
@@ -87,13 +104,14 @@ def _on_card_event(event: card_events.CardEvent) -> None:
     trail = _current.get("trail")
     if trail is None:
         return
-    trail.record(_event(event.kind.replace("-", "_"), event.actor or "unknown", event.outcome, f"card:{event.card}",
-                        dict(event.detail)))
+    trail.record(_card_event(event))
 
 
 def install(trail: "AuditTrail") -> None:
-    """Send this process's idp and card events to ``trail`` (idempotent; the newest trail wins)."""
+    """Send this process's idp and card events to ``trail`` (idempotent; the newest trail wins):
+    card registry changes through the in-transaction sink, the rest as they happen."""
     if not _current:
         idp_events.subscribe(_on_idp_event)
         card_events.SUBSCRIBERS.append(_on_card_event)
     _current["trail"] = trail
+    card_events.install_sink(card_sink(trail))

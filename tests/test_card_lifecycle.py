@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TESSERA, Home
-from tests.fixtures_cards import PYTHON, REPO, citizen, issue_card, registered_cards, token_folders, verify_json
+from tests.fixtures_cards import citizen, issue_card, registered_cards, token_folders, verify_json
 
 
 def certificates_requested_by(home: Home, number: str) -> int:
@@ -101,26 +101,55 @@ def test_lost_card_can_be_replaced(home: Home, card_dir: Path) -> None:
     assert json.loads(home.cli("card", "show", lost.number, "--json").stdout)["status"] == "renewed"
 
 
-def test_cards_past_their_date_are_marked_expired(home: Home, card_dir: Path) -> None:
-    source = card_dir / "short.json"
-    source.write_text(json.dumps(citizen(330)))
-    envelope = card_dir / "short-envelope.json"
-    result = subprocess.run([TESSERA, "card", "issue", "--from", str(source), "--envelope", str(envelope)],
-                            env={**home.env, "TESSERA_CARD_VALIDITY_DAYS": "1"}, capture_output=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    number = json.loads(envelope.read_text())["card"]
-    program = """
-import datetime
-from idp.settings import Settings
-from idp.deployment import Deployment
-from cardsim.config import CardSettings
-from cardsim.issuance import CardIssuer
-d = Deployment(Settings.from_env(None))
-d.ca.clock = lambda: datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2)
-print(" ".join(CardIssuer(d.ca, CardSettings.from_env(d.settings.home)).expire_due()))
-"""
-    out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [number]  # only the card past its date
-    assert json.loads(home.cli("card", "show", number, "--json").stdout)["status"] == "expired"
-    assert verify_json(home, number)["reasons"]["registry"] == "card-expired"
+def audit_entries(home: Home, number: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(home.path / "tessera.db") as db:
+        return [(r[0], r[1]) for r in db.execute(
+            "select event_type, result from audit_entry where object = ? order by seq", (f"card:{number}",))]
+
+
+def test_tessera_card_expire_marks_the_cards_past_their_date_all_audited(home: Home, card_dir: Path) -> None:
+    due, fresh = issue_card(home, 330, card_dir), issue_card(home, 331, card_dir)
+    with sqlite3.connect(home.path / "tessera.db") as db:  # the card's date has passed
+        db.execute("update card set expires_at = '2020-01-01 00:00:00.000000' where number = ?", (due.number,))
+    assert "--dry-run" in home.cli("card", "expire", "--help").stdout.decode()
+    listed = json.loads(home.cli("card", "expire", "--dry-run", "--json").stdout)
+    assert listed == {"dry_run": True, "cards": [due.number]}
+    assert json.loads(home.cli("card", "show", due.number, "--json").stdout)["status"] == "active"  # dry run
+    assert home.cli("card", "expire").stdout.decode().strip() == f"1 card(s) marked expired: {due.number}"
+    assert json.loads(home.cli("card", "show", due.number, "--json").stdout)["status"] == "expired"
+    assert json.loads(home.cli("card", "show", fresh.number, "--json").stdout)["status"] == "active"
+    assert ("card.expired", "success") in audit_entries(home, due.number)
+    assert verify_json(home, due.number)["reasons"]["registry"] == "card-expired"
+    assert home.cli("card", "expire").stdout.decode().strip() == "0 card(s) marked expired"
+
+
+def test_no_audit_entry_no_card_change(home: Home, card_dir: Path) -> None:
+    """Issue 6: if the audit trail cannot be written, the audited action does not happen."""
+    victim = issue_card(home, 332, card_dir)
+    assert ("card.issued", "success") in audit_entries(home, victim.number)
+    source = card_dir / "unaudited.json"
+    source.write_text(json.dumps(citizen(333)))
+    before = (token_folders(home), registered_cards(home))
+    db = sqlite3.connect(home.path / "tessera.db")
+    try:
+        head = db.execute("SELECT seq, entry_hash FROM audit_head").fetchone()
+        db.execute("DELETE FROM audit_head")  # the trail can no longer be written (no chain head)
+        db.commit()
+        for args in (("card", "issue", "--from", str(source), "--envelope", str(card_dir / "unaudited-env.json")),
+                     ("card", "lost", victim.number)):
+            result = home.cli(*args, check=False)
+            err = result.stderr.decode()
+            assert result.returncode == 1 and "audit trail" in err and "Traceback" not in err, err
+        assert (token_folders(home), registered_cards(home)) == before  # no token, no registry row
+        assert pending(home) == []
+        statuses = db.execute("select status from ca_certificate where requester = ?",
+                              (f"card:{victim.number}",)).fetchall()
+        assert statuses == [("valid",), ("valid",)]  # no revocation
+    finally:
+        db.execute("INSERT INTO audit_head (id, seq, entry_hash) VALUES (1, ?, ?)", head)
+        db.commit()
+        db.close()
+    assert json.loads(home.cli("card", "show", victim.number, "--json").stdout)["status"] == "active"
+    home.cli("card", "lost", victim.number)
+    assert ("card.lost", "success") in audit_entries(home, victim.number)
+

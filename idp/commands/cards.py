@@ -205,6 +205,21 @@ def lost(ctx: click.Context, number: str) -> None:
                f"{summary.sign_serial} revoked (keyCompromise)")
 
 
+@group.command("expire")
+@click.option("--dry-run", is_flag=True, help="Only list the cards that are due; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def expire(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Mark every active card past its expiry date expired (the earlier of its certificates'
+    notAfter and the card's validity): all of them in one transaction, each audited, or none."""
+    numbers = _issuer(ctx).expire_due(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "cards": numbers}))
+        return
+    verb = "would be marked" if dry_run else "marked"
+    click.echo(f"{len(numbers)} card(s) {verb} expired" + (": " + " ".join(numbers) if numbers else ""))
+
+
 @group.command("renew")
 @click.argument("number")
 @click.option("--envelope", default=None, help="Where to write the new card's PIN envelope.")
