@@ -6,22 +6,109 @@ Each server gets its own port and folder and is stopped by PID; nothing touches 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+#: the `tessera` command of this virtual environment
+TESSERA = str(Path(sys.executable).parent / "tessera")
+
+
+def tessera_env(home: Path, public_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment for `tessera` on ``home``: no TESSERA_*/SOFTHSM2_* of ours leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
+    env.update(TESSERA_HOME=str(home), TESSERA_PUBLIC_URL=public_url, **extra)
+    return env
+
+
+def run_tessera(env: dict[str, str], *args: str, check: bool = True,
+                input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the `tessera` CLI; with ``check``, a non-zero exit fails the test with its stderr."""
+    result = subprocess.run([TESSERA, *args], env=env, capture_output=True, input=input, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"tessera {' '.join(args)} failed: {result.stderr.decode()}")
+    return result
+
+
+class _PortReservations:
+    """This process's ports: one byte-range lock per port (fcntl record locks) in one shared file,
+    held by the test process that reserved the port and released by the kernel when that process
+    ends, however it ends."""
+
+    FILE = Path(tempfile.gettempdir()) / "tessera-test-ports.lock"
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.pid = -1
+        self.fd = -1
+        self.ports: set[int] = set()
+
+    def reserve(self, port: int) -> bool:
+        with self.guard:
+            if self.pid != os.getpid():  # a forked child holds none of its parent's locks
+                self.pid, self.ports = os.getpid(), set()
+                self.fd = os.open(self.FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            if port in self.ports:
+                return False
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
+            except OSError:
+                return False  # another test process reserved it
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            except OSError:  # in use by something that takes no part in reservations
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, port, os.SEEK_SET)
+                return False
+            self.ports.add(port)
+            return True
+
+
+_reservations = _PortReservations()
+
+
+def _candidate_ports() -> range:
+    """Ports outside the kernel's ephemeral range, which port-0 binds and outgoing connections draw
+    from: a port there can be taken by anyone between our choice and the server's bind."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 1024 >= 4096:
+        return range(max(1024, low - 12000), low)
+    if 65535 - high >= 4096:
+        return range(high + 1, 65536)
+    return range(1024, 65536)
+
+
+def reserve_port(port: int) -> bool:
+    """Reserve ``port`` for this process: False when another test process holds it or something
+    listens on it. A reservation lasts as long as the process, so two suites that run at the same
+    time never start servers on the same port."""
+    return _reservations.reserve(port)
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that is free now and stays this process's own (see :func:`reserve_port`)."""
+    ports = _candidate_ports()
+    start = random.randrange(len(ports))
+    for i in range(len(ports)):
+        port = ports[(start + i) % len(ports)]
+        if reserve_port(port):
+            return port
+    raise RuntimeError(f"no free port left in {ports.start}-{ports.stop - 1}")
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
@@ -35,6 +122,57 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def wait_healthy(url: str, timeout: float = 30.0) -> None:
+    """Wait until ``url`` answers 200 (a service's /healthz)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def start_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Start a server in its own session, output to ``log``, and wait for its port; stopped again
+    when it does not come up."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, proc, timeout=timeout)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL to its whole session when it does not stop in ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+                   timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`start_server` for the length of a ``with`` block."""
+    proc = start_server(cmd, port, log, env, cwd, timeout)
+    try:
+        yield proc
+    finally:
+        stop_server(proc)
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
