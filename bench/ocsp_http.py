@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, ca_home, table  # noqa: E402
+from harness import ca_home, table  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -43,9 +43,7 @@ from sqlalchemy import insert  # noqa: E402
 
 from ca.models import Certificate  # noqa: E402
 from idp.deployment import Deployment  # noqa: E402
-from tests.servers import free_port, wait_for_port  # noqa: E402
-
-TESSERA = str(Path(sys.executable).parent / "tessera")
+from tests.servers import TESSERA, free_port, tessera_env, wait_for_port  # noqa: E402
 
 
 def csr_for(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
@@ -176,8 +174,7 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env.update(TESSERA_HOME=str(deployment.settings.home), TESSERA_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    env = tessera_env(deployment.settings.home, f"http://127.0.0.1:{port}")
     server = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", str(cores)], env=env,
                               stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"), start_new_session=True)
 

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import base64
 import datetime
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +32,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.fixtures_cards import IssuedCard, issue_card
-from tests.servers import free_port, wait_for_port
+from tests.servers import TESSERA, free_port, run_tessera, start_server, stop_server, tessera_env, wait_healthy
 
 __all__ = ["CitizenIdp", "Agent", "Credential", "citizen_idp", "card_login", "software_token", "csrf_from",
            "TESSERA", "PYTHON", "REPO"]
 
-TESSERA = str(Path(sys.executable).parent / "tessera")
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 CARDS = {"alice": 501, "bob": 502, "lost": 503, "pin": 504, "renewed": 505}
@@ -93,15 +89,10 @@ class CitizenIdp:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-        env.update(TESSERA_HOME=str(self.path), TESSERA_PUBLIC_URL=self.base)
-        return env
+        return tessera_env(self.path, self.base)
 
     def cli(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        result = subprocess.run([TESSERA, *args], env=self.env, capture_output=True, input=input, timeout=120)
-        if check and result.returncode != 0:
-            raise AssertionError(f"tessera {' '.join(args)} failed: {result.stderr.decode()}")
-        return result
+        return run_tessera(self.env, *args, check=check, input=input)
 
     def assertion(self, credential: Credential | None = None, lifetime: int = 300, audience: str | None = None,
                   **claims: Any) -> str:
@@ -121,13 +112,11 @@ class CitizenIdp:
 
     def start_agent(self, name: str, card: IssuedCard, origin: str | None = None) -> Agent:
         port = free_port()
-        log = open(self.path.parent / f"agent-{name}.log", "wb")
         args = [TESSERA, "card", "agent", "--port", str(port), "--card", card.number]
         if origin:
             args += ["--origin", origin]
-        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = start_server(args, port, self.path.parent / f"agent-{name}.log", env=self.env, timeout=20)
         self.procs.append(proc)
-        wait_for_port(port, proc, timeout=20)
         agent = Agent(name, card, f"http://127.0.0.1:{port}", proc)
         self.agents[name] = agent
         return agent
@@ -223,38 +212,12 @@ def foreign_citizen(national_id: str) -> Credential:
     return Credential(key, cert, [ca])
 
 
-def _wait_healthy(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def start_serve(idp: CitizenIdp, port: int, extra_env: dict[str, str], workers: int = 2) -> subprocess.Popen[bytes]:
-    log = open(idp.path.parent / f"serve-{port}.log", "wb")
     env = {**idp.env, "TESSERA_PUBLIC_URL": f"http://127.0.0.1:{port}", **extra_env}
-    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", str(workers)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_server([TESSERA, "serve", "--port", str(port), "--workers", str(workers)], port,
+                        idp.path.parent / f"serve-{port}.log", env=env)
     idp.procs.append(proc)
-    wait_for_port(port, proc, timeout=30)
-    _wait_healthy(f"http://127.0.0.1:{port}/healthz")
+    wait_healthy(f"http://127.0.0.1:{port}/healthz")
     return proc
 
 
@@ -280,7 +243,7 @@ def citizen_idp() -> Iterator[CitizenIdp]:
         yield idp
     finally:
         for proc in reversed(idp.procs):
-            _stop(proc)
+            stop_server(proc)
         shutil.rmtree(base, ignore_errors=True)
 
 

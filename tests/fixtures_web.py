@@ -13,16 +13,14 @@ Import at the top of a test module: ``from tests.fixtures_web import *``.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +32,14 @@ import pytest
 import requests
 
 from tests.fixtures_directory import SlapdServer, new_uid, slapd  # noqa: F401  (slapd is a fixture)
-from tests.servers import free_port, wait_for_port
+from tests.servers import TESSERA, free_port, run_tessera, running_server, tessera_env, wait_healthy
+
+#: tests/test_oidc_service_accounts.py imports it under this name: drop once it imports tests.servers.wait_healthy
+_wait_healthy = wait_healthy
 
 __all__ = ["IdpServer", "StaffAgent", "idp", "staff_user", "slapd", "csrf_of", "new_uid", "TESSERA"]
 
-TESSERA = str(Path(sys.executable).parent / "tessera")
+REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "Correct-horse-7-battery"
 
 
@@ -65,32 +66,14 @@ class IdpServer:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-        env.update(TESSERA_HOME=str(self.home), TESSERA_PUBLIC_URL=self.base, **self.directory.env, **self.extra_env)
-        return env
+        return tessera_env(self.home, self.base, **self.directory.env, **self.extra_env)
 
     def cli(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        result = subprocess.run([TESSERA, *args], env=self.env, capture_output=True, input=input, timeout=120)
-        if check and result.returncode != 0:
-            raise AssertionError(f"tessera {' '.join(args)} failed: {result.stderr.decode()}")
-        return result
+        return run_tessera(self.env, *args, check=check, input=input)
 
     def add_client(self, name: str, redirect_uri: str, *extra: str) -> dict[str, Any]:
         out = self.cli("client", "add", name, "--redirect-uri", redirect_uri, "--json", *extra)
         return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-def _wait_healthy(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -99,20 +82,10 @@ def idp(slapd: SlapdServer) -> Iterator[IdpServer]:  # noqa: F811
     base = Path(tempfile.mkdtemp(prefix="tessera-idp-"))
     server = IdpServer(base / "home", free_port(), slapd, base / "server.log")
     server.cli("init")
-    with open(server.log, "wb") as log:
-        proc = subprocess.Popen([TESSERA, "serve", "--port", str(server.port), "--workers", "2"], env=server.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_port(server.port, proc, timeout=30)
-            _wait_healthy(server.url("/healthz"))
-            yield server
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with running_server([TESSERA, "serve", "--port", str(server.port), "--workers", "2"], server.port, server.log,
+                        env=server.env):
+        wait_healthy(server.url("/healthz"))
+        yield server
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -193,33 +166,28 @@ class DemoApp:
     client: dict[str, Any]
 
 
+@contextlib.contextmanager
+def running_demo_app(issuer: str, client: dict[str, Any], folder: Path, port: int) -> Iterator[None]:
+    """The demo departmental application (python -m demo) as ``client`` of ``issuer`` on ``port``."""
+    client_file = folder / "demo-client.json"
+    client_file.write_text(json.dumps(client))
+    with running_server([sys.executable, "-m", "demo", "--port", str(port), "--issuer", issuer,
+                         "--client-file", str(client_file)], port, folder / "demo.log", cwd=REPO, timeout=20):
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_app(idp: IdpServer) -> Iterator[DemoApp]:
-    """The demo departmental application (python -m demo) registered as an untrusted client
-    (so the consent page shows), stopped by PID."""
+    """The demo departmental application registered as an untrusted client (so the consent page
+    shows), stopped by PID."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     client = idp.add_client("Travel claims (demo)", base + "/callback", "--post-logout-redirect-uri", base + "/")
-    client_file = idp.home / "demo-client.json"
-    client_file.write_text(json.dumps(client))
-    log = open(idp.home.parent / "demo.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port), "--issuer", idp.base,
-                             "--client-file", str(client_file)], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)
-    try:
-        wait_for_port(port, proc, timeout=20)
+    with running_demo_app(idp.base, client, idp.home.parent, port):
         yield DemoApp(base, client)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
-__all__ += ["DemoApp", "demo_app"]
+__all__ += ["DemoApp", "demo_app", "running_demo_app"]
 
 
 def post_login(session: requests.Session, idp: IdpServer, username: str, password: str) -> requests.Response:

@@ -5,48 +5,22 @@ logout through the provider's end_session_endpoint."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pyotp
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.fixtures_browser import *  # noqa: F401,F403
 from tests.fixtures_web import *  # noqa: F401,F403
 from tests.fixtures_web import DemoApp, IdpServer
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    pg.errors = errors  # type: ignore[attr-defined]
-    try:
-        yield pg
-    finally:
-        context.close()
-
 
 def test_first_login_consent_demo_app_and_logout(page: Page, idp: IdpServer, demo_app: DemoApp,
                                                  staff_user: tuple[str, str]) -> None:
     uid, password = staff_user
     page.goto(demo_app.base + "/")
     page.click("#login")
-    # Tessera's login page
-    expect(page).to_have_url(re.compile("^" + re.escape(idp.base + "/login")))
+    # Tessera's login form (on /login, or shown in place by the authorization endpoint)
+    expect(page).to_have_url(re.compile("^" + re.escape(idp.base + "/")))
+    expect(page.locator("input[name=username]")).to_be_visible()
     page.fill("input[name=username]", uid)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")

@@ -6,41 +6,18 @@ the card's answer with the tries left."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
+from tests.fixtures_browser import *  # noqa: F401,F403
 from tests.fixtures_citizen import *  # noqa: F401,F403
 from tests.fixtures_citizen import CitizenIdp
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.errors = errors  # type: ignore[attr-defined]
-    try:
-        yield pg
-    finally:
-        context.close()
-
+from tests.fixtures_web import running_demo_app
+from tests.servers import free_port
 
 def test_log_in_with_id_card_lands_on_the_portal(page: Page, citizen_idp: CitizenIdp) -> None:
     agent = citizen_idp.agents["alice"]  # the service's TESSERA_CARD_AGENT_URL points at this agent
@@ -77,36 +54,12 @@ def test_wrong_pin_in_the_browser_shows_the_tries_left(page: Page, citizen_idp: 
 @pytest.fixture(scope="module")
 def citizen_demo(citizen_idp: CitizenIdp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The demo departmental application registered with this IdP (untrusted: consent is asked)."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.servers import free_port, wait_for_port
-
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     client = json.loads(citizen_idp.cli("client", "add", "Travel claims (demo)", "--redirect-uri", base + "/callback",
                                         "--post-logout-redirect-uri", base + "/", "--json").stdout)
-    folder = tmp_path_factory.mktemp("citizen-demo")
-    (folder / "client.json").write_text(json.dumps(client))
-    log = open(folder / "demo.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port), "--issuer", citizen_idp.base,
-                             "--client-file", str(folder / "client.json")], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=str(Path(__file__).resolve().parent.parent), start_new_session=True)
-    try:
-        wait_for_port(port, proc, timeout=20)
+    with running_demo_app(citizen_idp.base, client, tmp_path_factory.mktemp("citizen-demo"), port):
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_card_login_through_openid_connect_lands_on_the_demo_application(page: Page, citizen_idp: CitizenIdp,
