@@ -5,12 +5,10 @@ One run on this machine (slapd, the service and the load generator share its cor
   2. the limit, in the same run: the raw ldap3 search+bind loop (sso_raw_ldap.raw_logins_per_second);
   3. a Tessera home (`tessera init`) pointed at that directory, one trusted client registered with
      `tessera client add`, every staff member's TOTP enrolled (secret sealed as in production);
-  4. `tessera serve` (gunicorn, one worker per core) and L load processes, each doing complete
+  4. `tessera serve` (granian, then gunicorn: --server; one worker per core) and L load processes, each doing complete
      browser-shaped logins on keep-alive connections, every staff member at most once:
-        GET  /oidc/authorize            -> 302 /login            (no session yet)
-        GET  /login                     -> the form and its CSRF token
-        POST /login                     -> directory bind        -> 302 /login/code
-        GET  /login/code                -> the code form
+        GET  /oidc/authorize            -> 200 the login form in place (no session yet)
+        POST /login                     -> directory search+bind -> 200 the code form
         POST /login/code                -> TOTP verified         -> 302 back to /oidc/authorize
         GET  /oidc/authorize            -> 302 redirect_uri?code=...
         POST /oidc/token (Basic auth, PKCE verifier) -> access, refresh and id_token (ES256)
@@ -156,16 +154,11 @@ def one_login(port: int, uid: str, password: str, client: dict[str, str], step: 
         "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256"})
     b = Browser(port)
     try:
-        status, location, _ = b.request("GET", authorize)
-        assert status == 302 and "/login?" in location, (status, location)
-        status, _, page = b.request("GET", urlsplit(location).path + "?" + urlsplit(location).query)
-        assert status == 200
-        nxt = authorize
-        status, location, _ = b.request("POST", "/login", {"username": uid, "password": password,
-                                                          "csrf_token": _CSRF.search(page).group(1), "next": nxt})  # type: ignore[union-attr]
-        assert status == 302 and location.endswith("/login/code"), (status, location)
-        status, _, page = b.request("GET", "/login/code")
-        assert status == 200
+        status, _, page = b.request("GET", authorize)  # no session yet: the login form in place
+        assert status == 200 and 'name="password"' in page, status
+        status, _, page = b.request("POST", "/login", {"username": uid, "password": password,
+                                                      "csrf_token": _CSRF.search(page).group(1), "next": authorize})  # type: ignore[union-attr]
+        assert status == 200 and 'name="code"' in page, status
         code = pyotp.TOTP(totp_secret(uid)).generate_otp(step)
         status, location, _ = b.request("POST", "/login/code", {"code": code, "csrf_token": _CSRF.search(page).group(1)})  # type: ignore[union-attr]
         assert status == 302 and location.startswith("/oidc/authorize"), (status, location)
@@ -255,7 +248,9 @@ def main() -> None:
     parser.add_argument("--staff", type=int, default=10_000, help="generated staff in the directory")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     parser.add_argument("--load", type=int, nargs="+", default=[2, 4], help="load processes to try")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server worker processes")
+    parser.add_argument("--server", nargs="+", default=["granian", "gunicorn"], choices=["granian", "gunicorn"],
+                        help="HTTP servers to measure, one after the other (TESSERA_HTTP_SERVER)")
     parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
     args = parser.parse_args()
     if not 100 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 60 or not all(1 <= n <= 8 for n in args.load):
@@ -277,27 +272,29 @@ def main() -> None:
         cores = os.cpu_count() or 2
         raw_if_ours = max(cores * 1000 / sum(c) for c in raw_cpu.values())
         env, client = prepare_home(staff, base, port)
-        proc = serve(env, port, args.workers, base / "server.log")
         rows = [[f"raw ldap3 search+bind, {p} process{'es' if p > 1 else ''}", raw[p], "", "100%" if raw[p] == limit else "",
                  "", raw_cpu[p][0], raw_cpu[p][1], cores * 1000 / sum(raw_cpu[p])] for p in raw]
-        try:
-            offset = 0
-            for load in args.load:
-                rate, failed, errors, cpu = full_logins_per_second(port, staff, client, args.seconds, load, offset, proc.pid)
-                offset += int(rate * args.seconds) + load * 2 + 10
-                total = sum(cpu.values())
-                projected = cores * 1000 / total
-                rows.append([f"full login (7 requests), {load} load processes", rate, failed, f"{rate / limit:.0%}",
-                             cpu["tessera"], cpu["slapd"], cpu["load"], f"{projected:,.1f} ({projected / raw_if_ours:.0%} of raw)"])
-                if errors:
-                    print(f"errors with {load} load processes: {errors}", file=sys.stderr)
-        finally:
-            proc.send_signal(signal.SIGTERM)
+        offset = 0
+        for server in args.server:
+            proc = serve({**env, "TESSERA_HTTP_SERVER": server}, port, args.workers, base / f"server-{server}.log")
             try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                for load in args.load:
+                    rate, failed, errors, cpu = full_logins_per_second(port, staff, client, args.seconds, load, offset,
+                                                                       proc.pid)
+                    offset += int(rate * args.seconds) + load * 2 + 10
+                    projected = cores * 1000 / sum(cpu.values())
+                    rows.append([f"full login (5 requests), {server}, {load} load processes", rate, failed,
+                                 f"{rate / limit:.0%}", cpu["tessera"], cpu["slapd"], cpu["load"],
+                                 f"{projected:,.1f} ({projected / raw_if_ours:.0%} of raw)"])
+                    if errors:
+                        print(f"errors with {server}, {load} load processes: {errors}", file=sys.stderr)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
     print(table(f"Staff logins/s: {args.staff:,} staff (argon2id m=4 MiB t=3), slapd + Tessera ({args.workers} workers) "
                 f"+ load on {multiprocessing.cpu_count()} cores (load average before: {load_before})",
                 ["what", "per second", "failed", "of raw limit", "CPU ms/login Tessera", "slapd", "load generator",

@@ -78,20 +78,26 @@ def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str |
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Worker processes (default: one per core).")
-@click.option("--dev", is_flag=True, help="Flask's development server with the reloader instead of gunicorn.")
+@click.option("--dev", is_flag=True, help="Flask's development server with the reloader instead of the production server.")
 @click.pass_obj
 def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -> None:
-    """Run the web service (gunicorn; each worker opens PKCS#11 after the fork).
+    """Run the web service (gunicorn, or granian with TESSERA_HTTP_SERVER=granian; each worker
+    opens PKCS#11 after the fork).
 
     With the embedded directory (no TESSERA_LDAP_URLS), its private slapd is started first and
     stopped by PID when the service exits, also on Ctrl-C or SIGTERM.
     """
     import signal
 
+    from idp.server import chosen_server, run
     from idp.slapd import DirectoryFolder, EmbeddedSlapd
 
     if not obj.deployment.ca.is_initialised():
         raise click.ClickException(f"{obj.settings.home} has no CA yet: run `tessera init` first")
+    try:
+        chosen_server()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     obj.deployment.close()  # nothing PKCS#11 or SQL may cross the fork into the workers
     os.environ["TESSERA_HOME"] = str(obj.settings.home)
     slapd: EmbeddedSlapd | None = None
@@ -105,7 +111,7 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
             slapd.start()
             click.echo(f"started the staff directory on {folder.url} (pid {slapd.pid})")
     previous = signal.getsignal(signal.SIGTERM)
-    if dev:  # gunicorn handles SIGTERM itself; Flask's server would die without cleaning up
+    if dev:  # the production servers handle SIGTERM themselves; Flask's server would die without cleaning up
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         click.echo(f"Tessera is serving on http://{host}:{port}/  (home {obj.settings.home})")
@@ -114,13 +120,11 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
 
             create_app(obj.settings).run(host=host, port=port, debug=True, use_reloader=True)
             return
-        from idp.server import run_gunicorn
-
-        run_gunicorn(host, port, workers or os.cpu_count() or 1)
+        run(host, port, workers or os.cpu_count() or 1)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if slapd is not None:
-            slapd.stop()  # by PID, and only in this process (gunicorn's forked workers skip it)
+            slapd.stop()  # by PID, and only in this process (the forked workers skip it)
 
 
 # --- ca ---------------------------------------------------------------------------------

@@ -133,10 +133,15 @@ class StaffAgent(requests.Session):
         return self.finish(self.password_step(next_path), next_path)
 
     def finish(self, response: requests.Response, next_path: str = "/account") -> requests.Response:
-        """The second factor after a successful password step."""
-        assert response.status_code == 302, response.text
-        target = response.headers["Location"]
-        page = self.get(self.idp.url(target) if target.startswith("/") else target)
+        """The second factor after a successful password step: the code form answered in place, or
+        (first login) a redirect to the enrolment."""
+        if response.status_code == 200 and 'action="/login/code"' in response.text:
+            page = response
+            target = "/login/code"
+        else:
+            assert response.status_code == 302, response.text
+            target = response.headers["Location"]
+            page = self.get(self.idp.url(target) if target.startswith("/") else target)
         if target.endswith("/login/enrol"):
             match = re.search(r'id="totp-secret">([^<]+)<', page.text)
             assert match, "enrolment page shows no secret"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import html
 import json
+import re
 import secrets
 import sqlite3
 import time
@@ -205,15 +207,26 @@ def test_prompt_none_without_session_is_login_required(idp: IdpServer, client: d
     assert query["error"] == "login_required" and query["state"] == "s-123"
 
 
-def test_no_session_redirects_to_login_and_prompt_login_forces_it(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> None:
+def _login_form_back_to_authorize(response: requests.Response) -> str:
+    """The password form answered in place by the authorization endpoint; the request it returns to."""
+    assert response.status_code == 200 and 'action="/login"' in response.text, response.status_code
+    match = re.search(r'name="next" value="([^"]+)"', response.text)
+    assert match, "the login form carries no way back"
+    back = html.unescape(match.group(1))
+    assert back.startswith("/oidc/authorize?"), back
+    return back
+
+
+def test_no_session_shows_login_and_prompt_login_forces_it(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> None:
     _, challenge = pkce()
     anonymous = authorize(requests.Session(), idp, client["client_id"], challenge)
-    assert anonymous.status_code == 302 and "/login?" in anonymous.headers["Location"]
-    # logged in, but prompt=login and max_age=0 both ask for a fresh login
+    assert "Location" not in anonymous.headers
+    assert query_of(_login_form_back_to_authorize(anonymous))["client_id"] == client["client_id"]
+    # logged in, but prompt=login and max_age=0 both ask for a fresh login; the way back does not ask again
     for extra in ({"prompt": "login"}, {"max_age": "0"}):
         time.sleep(1.1)
-        forced = authorize(agent, idp, client["client_id"], challenge, **extra)
-        assert forced.status_code == 302 and "/login?" in forced.headers["Location"], extra
+        back = query_of(_login_form_back_to_authorize(authorize(agent, idp, client["client_id"], challenge, **extra)))
+        assert "prompt" not in back and "max_age" not in back, extra
     # prompt=none with a session: a code at once
     assert code_of(authorize(agent, idp, client["client_id"], challenge, prompt="none"))
 
