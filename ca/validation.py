@@ -141,35 +141,69 @@ class CertificateVerdict:
         }
 
 
-_FACTS: dict[x509.Certificate, dict[str, Any]] = {}
+class _Known:
+    """What this process worked out once about one certificate object.
+
+    cryptography's ``Certificate`` hashes and compares by re-encoding its DER (3-4 us each here),
+    so every dict keyed by the object paid that several times per verdict. Keyed instead by the
+    SHA-256 of the DER, found through the object's ``id()`` (the object is held here, so its id
+    cannot be reused while the entry lives), a repeated lookup is one probe on an int."""
+
+    __slots__ = ("cert", "digest", "subject_der", "facts", "entry")
+
+    def __init__(self, cert: x509.Certificate) -> None:
+        self.cert = cert
+        self.digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+        self.subject_der: bytes | None = None
+        self.facts: dict[str, Any] | None = None
+        self.entry: dict[str, str] | None = None
+
+
+_KNOWN: dict[int, _Known] = {}
+_KNOWN_LIMIT = 4096
+
+
+def _known(cert: x509.Certificate) -> _Known:
+    known = _KNOWN.get(id(cert))
+    if known is None or known.cert is not cert:
+        if len(_KNOWN) >= _KNOWN_LIMIT:
+            _KNOWN.clear()
+        known = _KNOWN[id(cert)] = _Known(cert)
+    return known
+
+
+def certificate_key(cert: x509.Certificate) -> bytes:
+    """SHA-256 of the certificate's DER, computed once per certificate object (a cache key)."""
+    return _known(cert).digest
+
+
+def subject_der(cert: x509.Certificate) -> bytes:
+    """The subject Name's DER (RFC 5280 section 4.1.2.6), encoded once per certificate object."""
+    known = _known(cert)
+    if known.subject_der is None:
+        known.subject_der = cert.subject.public_bytes()
+    return known.subject_der
 
 
 def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
     """What a verdict says about a certificate (subject, serial, validity, profile), computed once
     per certificate per process: name walking is most of a verdict's cost otherwise."""
-    facts = _FACTS.get(cert)
-    if facts is None:
-        if len(_FACTS) > 10000:
-            _FACTS.clear()
-        facts = _FACTS[cert] = {"subject": describe_subject(cert), "serial": format(cert.serial_number, "x"),
-                                "not_before": cert.not_valid_before_utc.isoformat(),
-                                "not_after": cert.not_valid_after_utc.isoformat(), "profile": profile_of(cert),
-                                "national_id": national_id_of(cert)}
-    return facts
-
-
-_ENTRIES: dict[x509.Certificate, dict[str, str]] = {}
+    known = _known(cert)
+    if known.facts is None:
+        known.facts = {"subject": describe_subject(cert), "serial": format(cert.serial_number, "x"),
+                       "not_before": cert.not_valid_before_utc.isoformat(),
+                       "not_after": cert.not_valid_after_utc.isoformat(), "profile": profile_of(cert),
+                       "national_id": national_id_of(cert)}
+    return known.facts
 
 
 def chain_entry(cert: x509.Certificate) -> dict[str, str]:
     """subject, serial and SHA-256 fingerprint of a path element (kept per process: CAs are few)."""
-    entry = _ENTRIES.get(cert)
-    if entry is None:
-        if len(_ENTRIES) > 10000:
-            _ENTRIES.clear()
-        entry = _ENTRIES[cert] = {"subject": cert.subject.rfc4514_string(), "serial": format(cert.serial_number, "x"),
-                                  "sha256": cert.fingerprint(hashes.SHA256()).hex()}
-    return dict(entry)
+    known = _known(cert)
+    if known.entry is None:
+        known.entry = {"subject": cert.subject.rfc4514_string(), "serial": format(cert.serial_number, "x"),
+                       "sha256": known.digest.hex()}
+    return dict(known.entry)
 
 
 def national_id_of(cert: x509.Certificate) -> str | None:
@@ -193,22 +227,37 @@ def describe_subject(cert: x509.Certificate) -> dict[str, Any]:
             "national_id": national_id_of(cert)}
 
 
+_LOADED: dict[bytes, x509.Certificate] = {}
+
+
 def load_certificate(data: str | bytes) -> x509.Certificate:
-    """A certificate from PEM text or base64 DER (or raw DER); ``ValueError`` when it is neither."""
+    """A certificate from PEM text or base64 DER (or raw DER); ``ValueError`` when it is neither.
+
+    The same text gives the same (immutable) object again from a bounded per-process table, so a
+    service asking about the same certificate repeatedly finds everything worked out about it
+    (:class:`_Known`) at once."""
     import base64
     import binascii
 
     raw = data.encode() if isinstance(data, str) else data
     stripped = raw.strip()
+    loaded = _LOADED.get(stripped)
+    if loaded is not None:
+        return loaded
     if stripped.startswith(b"-----BEGIN"):
-        return x509.load_pem_x509_certificate(stripped)
-    if stripped[:1] == b"\x30":
-        return x509.load_der_x509_certificate(stripped)
-    try:
-        der = base64.b64decode(b"".join(stripped.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("neither PEM nor base64 DER") from None
-    return x509.load_der_x509_certificate(der)
+        cert = x509.load_pem_x509_certificate(stripped)
+    elif stripped[:1] == b"\x30":
+        cert = x509.load_der_x509_certificate(stripped)
+    else:
+        try:
+            der = base64.b64decode(b"".join(stripped.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("neither PEM nor base64 DER") from None
+        cert = x509.load_der_x509_certificate(der)
+    if len(_LOADED) >= _KNOWN_LIMIT:
+        _LOADED.clear()
+    _LOADED[stripped] = cert
+    return cert
 
 
 # --- extension policies per purpose ---------------------------------------------------------
@@ -304,7 +353,7 @@ class RevocationChecker:
         self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
         self._crls: dict[bytes, tuple[Any, Any]] = {}
         self._responders: dict[bytes, bool] = {}
-        self._requests: dict[tuple[x509.Certificate, x509.Certificate], bytes] = {}
+        self._requests: dict[tuple[bytes, bytes], bytes] = {}
         self._answers: dict[tuple[bytes, int], Any] = {}
         self._status_sql = text("SELECT status, revoked_at, revocation_reason FROM ca_certificate "
                                 "WHERE serial_hex = :s")
@@ -334,7 +383,7 @@ class RevocationChecker:
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime) -> RevocationStatus:
         """The issuer's latest published CRL (its number read each time, so a new CRL is seen at once)."""
-        key = issuer.subject.public_bytes()
+        key = subject_der(issuer)
         issuer_der = issuer.public_bytes(serialization.Encoding.DER)
         with self.engine.connect() as conn:
             latest = conn.execute(select(Crl.id).join(Authority, Authority.id == Crl.authority_id)
@@ -368,13 +417,14 @@ class RevocationChecker:
         responder (id-kp-OCSPSigning, issued by the CA; section 4.2.2.2), the CertID, freshness."""
         if self.responder is None:
             return RevocationStatus("unknown", "ocsp", detail="no OCSP responder configured")
-        request_der = self._requests.get((cert, issuer))
+        request_key = (certificate_key(cert), certificate_key(issuer))
+        request_der = self._requests.get(request_key)
         if request_der is None:
             request_der = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256()).build().public_bytes(
                 serialization.Encoding.DER)
             if len(self._requests) > 10000:
                 self._requests = {}
-            self._requests[(cert, issuer)] = request_der
+            self._requests[request_key] = request_der
         reply = self.responder.respond(request_der)
         # a stored (pre-produced) answer is the same bytes until the status changes: checked once
         answer_key = (reply.der, cert.serial_number)
@@ -497,7 +547,7 @@ class CertificateValidator:
         if revocation_source not in REVOCATION_SOURCES:
             raise ValueError(f"unknown revocation source {revocation_source!r}")
         at = at or self.clock()
-        key = (cert, purpose, tuple(chain))
+        key = (certificate_key(cert), purpose, tuple(certificate_key(c) for c in chain))
         cached = self._paths.get(key)
         if cached is not None and cached[0] <= at <= cached[1]:
             reasons, built = list(cached[2]), cached[3]
@@ -510,7 +560,7 @@ class CertificateValidator:
                 self._paths[key] = (window[0], window[1], tuple(reasons), built)
         revocation = RevocationStatus("unknown", "none", detail="not checked: no trusted path")
         issuer = built[1] if len(built) > 1 else None
-        if issuer is not None and issuer.subject.public_bytes() in self.anchors.ours:
+        if issuer is not None and subject_der(issuer) in self.anchors.ours:
             revocation = self.revocation.check(cert, issuer, revocation_source, at)
             if revocation.status == "revoked":
                 when = f" at {revocation.revoked_at:%Y-%m-%d %H:%M:%SZ}" if revocation.revoked_at else ""
