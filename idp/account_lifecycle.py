@@ -172,7 +172,7 @@ class Lifecycle:
         self._trail = trail
         self._writer = writer
         self.four_eyes = FourEyes(self.sessions, self.clock)
-        self.passwords = PasswordPolicy(self.sessions, self.clock)
+        self.passwords = PasswordPolicy(self.sessions, self.clock, tuning=deployment.runtime.get)
 
     @property
     def trail(self) -> "AuditTrail":

@@ -505,12 +505,7 @@ def remove_client(client_id: str) -> Any:
 
 def runtime_settings() -> RuntimeSettings:
     """This worker's cached accessor of the runtime settings (idp/runtime_settings.py)."""
-    found = current_app.extensions.get("tessera.runtime_settings")
-    if found is None:
-        d = deployment()
-        found = RuntimeSettings(d.sessions, d.settings, d.now)
-        current_app.extensions["tessera.runtime_settings"] = found
-    return found  # type: ignore[no-any-return]
+    return deployment().runtime
 
 
 def _config_access(change: bool, event_type: str, object_: str | None = None) -> Actor:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from idp.directory import Directory
     from idp.oidc.clients import ClientRegistry
     from idp.oidc.keys import SigningKeys
+    from idp.runtime_settings import RuntimeSettings
     from idp.second_factor import SecondFactor
     from idp.secretbox import SecretBox
     from idp.sessions import SessionStore
@@ -105,14 +106,23 @@ class Deployment:
     def second_factor(self) -> "SecondFactor":
         from idp.second_factor import SecondFactor
 
-        return SecondFactor(self.sessions, self.secret_box, utc_now)
+        from idp.totp import TotpVerifier
+
+        return SecondFactor(self.sessions, self.secret_box, utc_now, TotpVerifier(tuning=self.runtime.get))
+
+    @cached_property
+    def runtime(self) -> "RuntimeSettings":
+        """The settings the system administrator may change at run time (cached a few seconds)."""
+        from idp.runtime_settings import RuntimeSettings
+
+        return RuntimeSettings(self.sessions, self.settings, utc_now)
 
     @cached_property
     def web_sessions(self) -> "SessionStore":
         from idp.sessions import SessionStore
 
         return SessionStore(self.sessions, utc_now, datetime.timedelta(seconds=self.settings.session_idle_seconds),
-                            datetime.timedelta(seconds=self.settings.session_absolute_seconds))
+                            datetime.timedelta(seconds=self.settings.session_absolute_seconds), self.runtime.get)
 
     @cached_property
     def throttle(self) -> "LoginThrottle":
@@ -120,7 +130,7 @@ class Deployment:
 
         return LoginThrottle(self.sessions, utc_now, self.settings.throttle_account_failures,
                              self.settings.throttle_address_failures,
-                             datetime.timedelta(seconds=self.settings.throttle_window_seconds))
+                             datetime.timedelta(seconds=self.settings.throttle_window_seconds), self.runtime.get)
 
     @cached_property
     def clients(self) -> "ClientRegistry":

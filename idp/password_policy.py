@@ -75,13 +75,15 @@ def is_common(password: str) -> bool:
     return False
 
 
-def problems(password: str, username: str, names: Iterable[str] = ()) -> list[str]:
-    """Every rule ``password`` breaks (empty: it passes), history aside."""
+def problems(password: str, username: str, names: Iterable[str] = (), min_length: int = MIN_LENGTH) -> list[str]:
+    """Every rule ``password`` breaks (empty: it passes), history aside. ``min_length`` may raise
+    the minimum (a runtime setting), never lower it below :data:`MIN_LENGTH`."""
     if not isinstance(password, str):
         return ["The password must be text."]
     found: list[str] = []
-    if len(password) < MIN_LENGTH:
-        found.append(f"Use at least {MIN_LENGTH} characters.")
+    min_length = max(MIN_LENGTH, min_length)
+    if len(password) < min_length:
+        found.append(f"Use at least {min_length} characters.")
     if len(password) > MAX_LENGTH or "\x00" in password:
         found.append(f"Use at most {MAX_LENGTH} printable characters.")
     if is_common(password):
@@ -109,10 +111,16 @@ class PasswordPolicy:
     """The rules above plus the hashed history of each staff member's recent passwords."""
 
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
-                 history: int = HISTORY) -> None:
+                 history: int = HISTORY, tuning: Callable[[str], int] | None = None) -> None:
         self.sessions = sessions
         self.clock = clock
         self.history = history
+        #: the runtime settings in force (idp/runtime_settings.py): password.min_length; None: the floor
+        self._tuning = tuning
+
+    @property
+    def min_length(self) -> int:
+        return max(MIN_LENGTH, self._tuning("password.min_length")) if self._tuning else MIN_LENGTH
 
     def recently_used(self, uid: str, password: str) -> bool:
         with self.sessions() as session:
@@ -122,7 +130,7 @@ class PasswordPolicy:
 
     def check(self, uid: str, password: str, names: Iterable[str] = ()) -> None:
         """Raise :class:`WeakPassword` with every broken rule, including reuse of a recent password."""
-        found = problems(password, uid, names)
+        found = problems(password, uid, names, self.min_length)
         if isinstance(password, str) and not found and self.recently_used(uid, password):
             found.append(f"This password was one of your last {self.history}: choose a new one.")
         if found:

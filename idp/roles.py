@@ -51,12 +51,12 @@ GRANTABLE = (APPROVERS, *ADMIN_ROLES)
 #: what each administrator role may do; anything not listed is refused (and audited)
 PERMISSIONS: dict[str, frozenset[str]] = {
     SYSTEM_ADMIN: frozenset({
-        "config.read", "client.read", "client.add", "client.remove",
+        "config.read", "config.change", "client.read", "client.add", "client.remove",
     }),
     SECURITY_ADMIN: frozenset({
         "people.read", "account.read", "account.issue", "account.change-post", "account.leaver",
         "role.grant", "role.remove", "cert.read", "cert.revoke", "card.read", "card.block",
-        "four-eyes.request", "four-eyes.approve",
+        "four-eyes.request", "four-eyes.approve", "config.read",
     }),
     AUDITOR: frozenset({"audit.read", "audit.export", "audit.report"}),
 }

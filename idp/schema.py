@@ -18,6 +18,7 @@ def metadata() -> MetaData:
     import idp.citizen_models  # noqa: F401  (citizen login nonces, verification log)
     import idp.governance_models  # noqa: F401  (applications, approvals, four-eyes requests)
     import idp.models  # noqa: F401  (registers the identity provider's tables)
+    import idp.runtime_settings  # noqa: F401  (runtime settings changed by the system administrator)
     from ca.models import Base
 
     return Base.metadata

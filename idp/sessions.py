@@ -79,12 +79,23 @@ class SessionStore:
     """The SQL side: load, save, end one, end all of a staff member, list them."""
 
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
-                 idle: datetime.timedelta, absolute: datetime.timedelta) -> None:
+                 idle: datetime.timedelta, absolute: datetime.timedelta,
+                 tuning: Callable[[str], int] | None = None) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
-        self.idle = idle
-        self.absolute = absolute
+        self._idle = idle
+        self._absolute = absolute
+        #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
+        self._tuning = tuning
+
+    @property
+    def idle(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self._tuning("session.idle_seconds")) if self._tuning else self._idle
+
+    @property
+    def absolute(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self._tuning("session.absolute_seconds")) if self._tuning else self._absolute
 
     def load(self, sid: str) -> StaffSession | None:
         now = self.clock()

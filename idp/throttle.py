@@ -28,13 +28,28 @@ _EXISTS = text("SELECT 1 FROM idp_login_throttle WHERE key = :key")
 
 class LoginThrottle:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
-                 account_limit: int, address_limit: int, window: datetime.timedelta) -> None:
+                 account_limit: int, address_limit: int, window: datetime.timedelta,
+                 tuning: Callable[[str], int] | None = None) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
-        self.account_limit = account_limit
-        self.address_limit = address_limit
-        self.window = window
+        self._account_limit = account_limit
+        self._address_limit = address_limit
+        self._window = window
+        #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
+        self._tuning = tuning
+
+    @property
+    def account_limit(self) -> int:
+        return self._tuning("throttle.account_failures") if self._tuning else self._account_limit
+
+    @property
+    def address_limit(self) -> int:
+        return self._tuning("throttle.address_failures") if self._tuning else self._address_limit
+
+    @property
+    def window(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self._tuning("throttle.window_seconds")) if self._tuning else self._window
 
     @staticmethod
     def _keys(username: str, address: str | None) -> list[str]:

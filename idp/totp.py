@@ -38,11 +38,19 @@ def new_secret() -> str:
 
 
 class TotpVerifier:
-    def __init__(self, parameters: TotpParameters = TotpParameters(), window: int = 1) -> None:
+    def __init__(self, parameters: TotpParameters = TotpParameters(), window: int = 1,
+                 tuning: Callable[[str], int] | None = None) -> None:
         if parameters.algorithm not in _DIGESTS:
             raise ValueError(f"unsupported TOTP algorithm {parameters.algorithm}")
         self.parameters = parameters
-        self.window = window
+        self._window = window
+        #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
+        self._tuning = tuning
+
+    @property
+    def window(self) -> int:
+        """Time steps accepted either side of now (RFC 6238 section 5.2: at most one is recommended)."""
+        return self._tuning("totp.window_steps") if self._tuning else self._window
 
     def _otp(self, secret_b32: str) -> pyotp.TOTP:
         p = self.parameters

@@ -279,3 +279,54 @@ def entry_channel(entry: dict[str, Any]) -> str:
     channel = json.loads(entry["details"]).get("channel", "")
     assert channel.startswith("cli:")
     return str(channel)
+
+
+# -- the consumers read the value in force ---------------------------------------------------------
+def test_each_consumer_follows_a_change(audit_store: AuditStore) -> None:
+    from idp.password_policy import PasswordPolicy, WeakPassword
+    from idp.sessions import SessionStore
+    from idp.throttle import LoginThrottle
+    from idp.totp import TotpVerifier
+
+    runtime = _runtime(audit_store)
+    day = datetime.timedelta(days=1)
+    sessions = SessionStore(audit_store.sessions, _now, day, day, runtime.get)
+    throttle = LoginThrottle(audit_store.sessions, _now, 50, 500, day, runtime.get)
+    verifier = TotpVerifier(tuning=runtime.get)
+    passwords = PasswordPolicy(audit_store.sessions, _now, tuning=runtime.get)
+    assert (sessions.idle, sessions.absolute) == (datetime.timedelta(minutes=30), datetime.timedelta(hours=12))
+    assert (throttle.account_limit, throttle.window, verifier.window, passwords.min_length) == (
+        10, datetime.timedelta(minutes=15), 1, 12)
+    for name, value in [("session.idle_seconds", "600"), ("session.absolute_seconds", "3600"),
+                        ("throttle.account_failures", "4"), ("throttle.address_failures", "40"),
+                        ("throttle.window_seconds", "120"), ("totp.window_steps", "0"), ("password.min_length", "16")]:
+        runtime.set(name, value, audit_store.trail, _event, "staff:sysadmin")
+    assert (sessions.idle, sessions.absolute) == (datetime.timedelta(minutes=10), datetime.timedelta(hours=1))
+    assert (throttle.account_limit, throttle.address_limit, throttle.window) == (4, 40, datetime.timedelta(minutes=2))
+    # window 0: only the current step's code is accepted, the previous step's is not
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    now = time.time()
+    assert verifier.match(secret, verifier.code_at(secret, now - 30), now) is None
+    assert verifier.match(secret, verifier.code_at(secret, now), now) is not None
+    with pytest.raises(WeakPassword, match="at least 16"):
+        passwords.check("someone", "Fjord-Quilt-93x")  # 15 characters: enough for the floor, not for 16
+
+
+def test_a_lower_throttle_limit_applies_to_the_running_server(idp: IdpServer, admins: dict[str, str], slapd) -> None:  # type: ignore[no-untyped-def]
+    import requests
+
+    from tests.fixtures_web import PASSWORD, new_uid, post_login
+
+    uid = new_uid("thr")
+    slapd.create_user(uid, PASSWORD)
+    idp.cli("config", "set", "throttle.account_failures", "3", "--as", admins["system-admin"])
+    try:
+        time.sleep(2.5)  # every worker's cached value is at most 2 s old
+        for _ in range(3):
+            assert post_login(requests.Session(), idp, uid, "not the password").status_code == 401
+        # the account's third failure reached the new limit (ppolicy would lock only at 5): the right
+        # password now gets the generic sentence too
+        blocked = post_login(requests.Session(), idp, uid, PASSWORD)
+        assert blocked.status_code == 401 and "too many attempts" in blocked.text
+    finally:
+        idp.cli("config", "set", "throttle.account_failures", "10", "--as", admins["system-admin"])

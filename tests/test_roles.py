@@ -47,6 +47,8 @@ ACTIONS: list[tuple[str, str, str, dict[str, str] | None, str, str]] = [
      "client.add", "admin.client.add"),
     ("remove client", "POST", "/admin/clients/{client}/remove", {}, "client.remove", "admin.client.remove"),
     ("configuration", "GET", "/admin/config", None, "config.read", "admin.config.read"),
+    ("change setting", "POST", "/admin/config/session.idle_seconds", {"value": "1800"}, "config.change",
+     "admin.config.set"),
     ("audit trail", "GET", "/admin/audit", None, "audit.read", "audit.read"),
     ("audit entry", "GET", "/admin/audit/1", None, "audit.read", "audit.read"),
     ("audit export", "POST", "/admin/audit/export", {"format": "jsonl"}, "audit.export", "audit.export"),
@@ -61,10 +63,10 @@ ACTIONS: list[tuple[str, str, str, dict[str, str] | None, str, str]] = [
 
 #: what each role may do, written out here independently of idp.roles (the issue's words)
 MAY: dict[str, set[str]] = {
-    "system-admin": {"config.read", "client.read", "client.add", "client.remove"},
+    "system-admin": {"config.read", "config.change", "client.read", "client.add", "client.remove"},
     "security-admin": {"people.read", "account.change-post", "account.leaver", "account.issue", "role.grant",
                        "role.remove", "cert.read", "cert.revoke", "card.read", "card.block", "four-eyes.request",
-                       "four-eyes.approve", LIST_APPLICATIONS},
+                       "four-eyes.approve", "config.read", LIST_APPLICATIONS},
     "auditor": {"audit.read", "audit.export", "audit.report"},
     "officer": {APPLY, LIST_APPLICATIONS},  # APPROVE: none of these four is a finance approver
 }
