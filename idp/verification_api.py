@@ -23,6 +23,7 @@ import base64
 import binascii
 import datetime
 import hashlib
+import json  # the standard library's: Flask's provider sorts keys and goes through the app context
 import os
 import threading
 import time
@@ -36,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-from flask import Blueprint, Flask, Response, json, request
+from flask import Blueprint, Flask, Response, request
 
 from ca.validation import CertificateVerdict, Reason, describe_subject, load_certificate, national_id_of
 from idp.citizen_blueprints import services

@@ -33,10 +33,11 @@ _INSERT = text(
     "issued_at, expires_in, refresh_expires_at, access_revoked) VALUES (:client_id, :uid, :family, :access, :refresh, "
     ":scope, :auth_time, :amr, :issued_at, :expires_in, :refresh_expires_at, :revoked)"
 ).bindparams(bindparam("issued_at", type_=_T), bindparam("refresh_expires_at", type_=_T))
-#: a service account's access token with its account's name (the join fails once the account is removed)
-_SERVICE = text("SELECT t.client_id, t.uid, t.scope, t.issued_at, t.expires_in, t.access_revoked, c.name "
-                "FROM idp_oauth_token t JOIN idp_oauth_client c ON c.client_id = t.client_id "
-                "WHERE t.access_token_hash = :h").columns(issued_at=_T)
+#: a service account's access token with its account's name (the join fails once the account is removed);
+#: run on the driver (one per API call: SQLAlchemy's statement overhead would be four times the query)
+_SERVICE = ("SELECT t.client_id, t.uid, t.scope, t.issued_at, t.expires_in, t.access_revoked, c.name "
+            "FROM idp_oauth_token t JOIN idp_oauth_client c ON c.client_id = t.client_id "
+            "WHERE t.access_token_hash = ?")
 _SPEND = text("UPDATE idp_oauth_token SET refresh_used_at = :now WHERE id = :id AND refresh_used_at IS NULL").bindparams(
     bindparam("now", type_=_T))
 
@@ -134,14 +135,30 @@ class TokenStore:
     def service_token(self, value: str) -> ServiceToken | None:
         """The service account behind a bearer access token (RFC 6750 section 2.1), read now: None
         when unknown, expired, revoked, not a service's or its account was removed."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_SERVICE, {"h": token_hash(value)}).first()
-        if row is None or row.access_revoked or row.uid != f"service:{row.client_id}":
+        sql = _SERVICE if self.engine.dialect.paramstyle == "qmark" else _SERVICE.replace("?", "%s")
+        connection = self.engine.raw_connection()  # from the pool; returned (rolled back) on close
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, (token_hash(value),))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+        if row is None:
             return None
-        expires_at = row.issued_at + datetime.timedelta(seconds=row.expires_in)
+        client_id, uid, scope, issued_at, expires_in, revoked, name = row
+        if revoked or uid != f"service:{client_id}":
+            return None
+        if isinstance(issued_at, str):  # SQLite hands DATETIME back as text
+            issued_at = datetime.datetime.fromisoformat(issued_at)
+        if issued_at.tzinfo is None:
+            issued_at = issued_at.replace(tzinfo=datetime.timezone.utc)
+        expires_at = issued_at + datetime.timedelta(seconds=int(expires_in))
         if self.clock() >= expires_at:
             return None
-        return ServiceToken(row.client_id, row.name, frozenset(row.scope.split()), expires_at)
+        return ServiceToken(client_id, name, frozenset(str(scope).split()), expires_at)
 
     def by_refresh_token(self, value: str) -> IssuedToken | None:
         with self.engine.connect() as conn:
