@@ -185,7 +185,13 @@ def main() -> None:
     issued: list[IssuedCard] = []
     counter = [0]
 
-    def run(count: int, label: str) -> float:
+    def writers_cpu() -> float:
+        return sum(s.call("statistics")["cpu_seconds"] for s in [issuer.station, *issuer._more_stations[:args.writers - 1]])
+
+    def run(count: int, label: str) -> tuple[float, float, float]:
+        """(cards per second, CPU ms per card in this process, CPU ms per card in the writers)."""
+        issuer._extra_stations(args.writers - 1)
+        writer_start = writers_cpu()
         jobs = (CardJob(parse_application(_citizen(counter[0] + i))) for i in range(count))
         counter[0] += count
         failures: list[BaseException] = []
@@ -194,12 +200,12 @@ def main() -> None:
                 issued.append(card)
                 bar.update(1)
 
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             issuer.issue_many(jobs, ok, lambda job, exc: failures.append(exc), writers=args.writers)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         if failures:
             raise SystemExit(f"{len(failures)} cards failed: {failures[0]}")
-        return count / elapsed
+        return count / elapsed, 1000 * cpu / count, 1000 * (writers_cpu() - writer_start) / count
 
     rows = []
     for level in args.levels:
@@ -207,8 +213,8 @@ def main() -> None:
             print(f"stopping before level {level}: --max-minutes reached", file=sys.stderr)
             break
         fill = level - len(issued)
-        fill_rate = run(fill, f"filling to {level:>6} cards") if fill > 0 else 0.0
-        rate = run(args.sample, f"timed sample at {level:>6}")
+        fill_rate = run(fill, f"filling to {level:>6} cards")[0] if fill > 0 else 0.0
+        rate, parent_ms, writer_ms = run(args.sample, f"timed sample at {level:>6}")
         raw = raw_softhsm(settings.folder, settings.existing_shards()[-1].index, args.raw)
         sample = [(c.number, c.pin) for c in random.sample(issued, min(500, len(issued)))]
         public = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
@@ -216,8 +222,9 @@ def main() -> None:
         pinned2 = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=2)
         floor = raw_reads(base, sample, args.reader_seconds)
         scans = sum(s.call("statistics")["full_scans"] for s in [issuer.station, *issuer._more_stations])
-        rows.append((level, rate, fill_rate, raw, public, pinned, pinned2, floor, scans))
-        print(f"level {level}: {rate:.1f} cards/s (fill {fill_rate:.1f}), raw SoftHSM {raw:.1f}/s, reader "
+        rows.append((level, rate, fill_rate, raw, parent_ms, writer_ms, public, pinned, pinned2, floor, scans))
+        print(f"level {level}: {rate:.1f} cards/s (fill {fill_rate:.1f}), raw SoftHSM {raw:.1f}/s, CPU per card "
+              f"{parent_ms:.1f} ms CA side + {writer_ms:.1f} ms writers, reader "
               f"{public:.0f}/s without PIN, {pinned:.0f}/s with PIN, {pinned2:.0f}/s with PIN in 2 processes, "
               f"raw PKCS#11 read+login+sign {floor:.0f}/s",
               file=sys.stderr)
@@ -225,12 +232,13 @@ def main() -> None:
     deployment.close()
     print()
     print("| cards already issued | cards/s (timed sample) | cards/s (fill) | raw SoftHSM init+2 keygen /s "
+          "| ratio | CPU ms/card CA side | CPU ms/card writers "
           "| verifications/s no PIN | with PIN + active auth | with PIN, 2 processes | raw PKCS#11 login+read+sign /s "
           "| writer full scans |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for level, rate, fill, raw, public, pinned, pinned2, floor, scans in rows:
-        print(f"| {level:,} | {rate:.1f} | {fill:.1f} | {raw:.1f} | {public:.0f} | {pinned:.0f} | {pinned2:.0f} "
-              f"| {floor:.0f} | {scans} |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for level, rate, fill, raw, parent_ms, writer_ms, public, pinned, pinned2, floor, scans in rows:
+        print(f"| {level:,} | {rate:.1f} | {fill:.1f} | {raw:.1f} | {rate / raw:.2f} | {parent_ms:.1f} | {writer_ms:.1f} "
+              f"| {public:.0f} | {pinned:.0f} | {pinned2:.0f} | {floor:.0f} | {scans} |")
     print(f"\nwriters={args.writers} sample={args.sample} raw={args.raw} cores={os.cpu_count()} home={base}")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
