@@ -193,9 +193,11 @@ class ServiceAuthenticator:
 
 
 class RateLimiter:
-    """A token bucket per service (per worker process): ``rate`` per second, ``burst`` at most."""
+    """A token bucket per service (per worker process): ``rate()`` per second (the value in force:
+    the system administrator may change it at run time, idp.runtime_settings ``api.rate_per_second``),
+    ``burst`` at most (default twice the rate, at least one full batch)."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: Callable[[], float], burst: float | None = None) -> None:
         self.rate = rate
         self.burst = burst
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -203,15 +205,17 @@ class RateLimiter:
 
     def take(self, service: str, cost: int) -> float:
         """0 when allowed; otherwise the seconds to wait."""
+        rate = float(self.rate())
+        burst = self.burst if self.burst is not None else max(rate * 2, MAX_BATCH)
         now = time.monotonic()
         with self._lock:
-            tokens, at = self._buckets.get(service, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            tokens, at = self._buckets.get(service, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
             if tokens >= cost:
                 self._buckets[service] = (tokens - cost, now)
                 return 0.0
             self._buckets[service] = (tokens, now)
-            return (cost - tokens) / self.rate if self.rate > 0 else 3600.0
+            return (cost - tokens) / rate if rate > 0 else 3600.0
 
 
 # --- input ------------------------------------------------------------------------------
@@ -410,7 +414,7 @@ def _authenticated(cost: int) -> ServiceIdentity | Response:
         return response
     wait = state.limiter.take(identity.rate_key, cost)
     if wait > 0:
-        response = problem(429, "Too many requests", f"rate limit of {state.limiter.rate:g}/s for {identity.name}",
+        response = problem(429, "Too many requests", f"rate limit of {state.limiter.rate():g}/s for {identity.name}",
                            "api/rate-limited")
         response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return response
@@ -699,13 +703,13 @@ def install(app: Flask) -> None:
     """Per-process state; the API's endpoints carry no cookies, so CSRF does not apply to them."""
     from idp import csrf
 
-    rate = float(os.environ.get("TESSERA_API_RATE_PER_SECOND") or 100)
-    burst = float(os.environ.get("TESSERA_API_RATE_BURST") or max(rate * 2, MAX_BATCH))
+    runtime = app.extensions["tessera"].runtime
+    burst = os.environ.get("TESSERA_API_RATE_BURST")
     provider = app.extensions["tessera.oidc"]
     authenticator = ServiceAuthenticator(provider.service_audience, provider.issuer, provider.keys.key_set,
                                          provider.tokens.service_token)
-    app.extensions["tessera.api"] = _ApiState(authenticator,
-                                              RateLimiter(rate, burst), GroupCommit(_write_calls))
+    limiter = RateLimiter(lambda: runtime.get("api.rate_per_second"), float(burst) if burst else None)
+    app.extensions["tessera.api"] = _ApiState(authenticator, limiter, GroupCommit(_write_calls))
     csrf.EXEMPT.update({"verification_api." + name for name in (
         "certificate", "certificate_batch", "signed_record", "signed_record_batch", "signature", "signature_batch")})
 

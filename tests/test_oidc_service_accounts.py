@@ -211,13 +211,17 @@ def test_client_add_and_remove_are_audited_with_the_change(idp: IdpServer) -> No
                        ("client.remove", f"client:{rp['client_id']}", "operator")]
 
 
-def test_rate_limit_is_per_service_account(idp: IdpServer, admins: dict[str, str]) -> None:
-    """A second server on the same home, 2 requests/s and a burst of 3, one worker: one account
-    spending its budget leaves another's untouched."""
+def test_rate_limit_is_per_service_account_and_follows_the_runtime_setting(idp: IdpServer,
+                                                                          admins: dict[str, str]) -> None:
+    """A second server on the same home, burst 3, one worker, the rate set to 2 requests/s at run
+    time by the system administrator: one account spending its budget leaves another's untouched;
+    a higher rate set while the server runs is in force within a few seconds, no restart."""
+    sysadmin = admins["system-admin"]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**idp.env, "TESSERA_PUBLIC_URL": base, "TESSERA_API_RATE_PER_SECOND": "2", "TESSERA_API_RATE_BURST": "3"}
+    env = {**idp.env, "TESSERA_PUBLIC_URL": base, "TESSERA_API_RATE_BURST": "3"}
     log = open(idp.home.parent / f"serve-{port}.log", "wb")
+    idp.cli("config", "set", "api.rate_per_second", "2", "--as", sysadmin)
     proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", "1"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -225,8 +229,8 @@ def test_rate_limit_is_per_service_account(idp: IdpServer, admins: dict[str, str
         deadline = time.monotonic() + 30
         while requests.get(base + "/healthz", timeout=5).status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        busy = add_service(idp, admins["system-admin"], "Busy service")
-        quiet = add_service(idp, admins["system-admin"], "Quiet service")
+        busy = add_service(idp, sysadmin, "Busy service")
+        quiet = add_service(idp, sysadmin, "Quiet service")
         busy_token = token_for(base, busy).json()["access_token"]
         quiet_token = token_for(base, quiet).json()["access_token"]
         certificate = some_certificate(idp)
@@ -234,9 +238,14 @@ def test_rate_limit_is_per_service_account(idp: IdpServer, admins: dict[str, str
         assert codes[:3] == [200, 200, 200] and 429 in codes[3:]
         limited = verify(base, busy_token, certificate)
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert "2/s" in limited.json()["detail"]
         assert verify(base, quiet_token, certificate).status_code == 200
         assert verify(idp.base, busy_token, certificate).status_code == 401  # minted for the other server's API
+        idp.cli("config", "set", "api.rate_per_second", "1000", "--as", sysadmin)
+        time.sleep(2.5)  # the workers' runtime-settings cache
+        assert [verify(base, busy_token, certificate).status_code for _ in range(8)] == [200] * 8
     finally:
+        idp.cli("config", "set", "api.rate_per_second", "100", "--as", sysadmin)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=15)
