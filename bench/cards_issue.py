@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--sample", type=int, default=150, help="cards timed at each level")
     parser.add_argument("--raw", type=int, default=60, help="raw SoftHSM tokens timed at each level")
-    parser.add_argument("--writers", type=int, default=2, help="personalisation processes")
+    parser.add_argument("--writers", type=int, default=3, help="personalisation processes")
     parser.add_argument("--reader-seconds", type=float, default=5.0)
     parser.add_argument("--max-minutes", type=float, default=30.0)
     parser.add_argument("--keep", action="store_true")

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from cardsim.citizens import parse_application
 from cardsim.errors import InvalidApplication
-from cardsim.issuance import CardIssuer, CardJob, IssuedCard
+from cardsim.issuance import WRITERS, CardIssuer, CardJob, IssuedCard
 from cardsim.models import Card
 
 
@@ -38,7 +38,7 @@ class BatchReport:
 
 def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, envelope_dir: Path | None,
                 progress: Callable[[int], None], envelope: Callable[[Path, IssuedCard], None],
-                writers: int = 2) -> BatchReport:
+                writers: int = WRITERS) -> BatchReport:
     """Issue a card for each valid row (row 1 is the CSV header, so data rows start at 2)."""
     started = time.monotonic()
     report = BatchReport()

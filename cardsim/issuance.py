@@ -55,6 +55,8 @@ from cardsim.records import (LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJ
 from cardsim.setup import DEPARTMENTS
 
 CITIZEN_CA = "citizen"
+#: personalisation processes of a batch: three keep two cores busy while the CA side signs
+WRITERS = 3
 
 
 def crash_point(name: str) -> None:
@@ -243,14 +245,15 @@ class CardIssuer:
         return outcome[0]
 
     def issue_many(self, jobs: Iterable["CardJob"], on_issued: Callable[[IssuedCard], None],
-                   on_failed: Callable[["CardJob", BaseException], None], writers: int = 2) -> None:
+                   on_failed: Callable[["CardJob", BaseException], None], writers: int = WRITERS) -> None:
         """Issue cards through ``writers`` personalisation processes at once.
 
         Per card: the writer makes the token and keys; this process signs the certificates,
         records and security object in memory; the writer puts them on the card; then one short
         SQL transaction registers everything. While this process signs for one card, the other
-        writer generates keys for the next, so the two cores both work. Card errors go to
-        ``on_failed`` (the token undone); a process kill is undone by the next sweep.
+        writers generate keys for the next ones, so both cores work (the writers' SoftHSM work
+        is ~80 % of a card's CPU: docs/cards.md, "Benchmark"). Card errors go to ``on_failed``
+        (the token undone); a process kill is undone by the next sweep.
         """
         self._ensure_swept()
         signers = self.signers()
