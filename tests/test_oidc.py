@@ -21,7 +21,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fixtures_web import *  # noqa: F401,F403
-from tests.fixtures_web import IdpServer, StaffAgent, query_of
+from tests.fixtures_web import IdpServer, StaffAgent, csrf_of, query_of
 
 REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the tests read the Location header
 SCOPE = "openid profile email department roles"
@@ -310,7 +310,6 @@ def test_consent_for_untrusted_client(idp: IdpServer, agent: StaffAgent) -> None
     page = authorize(agent, idp, rp["client_id"], challenge)
     assert page.status_code == 200 and "Allow" in page.text and "Third party" in page.text
     action = page.url.replace(idp.base, "")
-    from tests.fixtures_web import csrf_of
 
     no_csrf = agent.post(idp.url(action), data={"decision": "allow"}, allow_redirects=False)
     assert no_csrf.status_code == 400
@@ -391,3 +390,46 @@ def test_refresh_refused_for_a_leaver(idp: IdpServer, client: dict[str, Any], sl
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
     gone = requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": f"Bearer {first['access_token']}"}, timeout=10)
     assert gone.status_code == 401
+
+
+def test_a_login_started_by_an_application_answers_with_the_code(idp: IdpServer, client: dict[str, Any],
+                                                                 agent: StaffAgent) -> None:
+    """Four requests, as Keycloak's flow: authorize (the login form in place), password (the code form in
+    place), code (the authorization carried on in place: the redirect to the application), token."""
+    verifier, challenge = pkce()
+    browser = StaffAgent(idp, agent.uid, agent.password, agent.secret)
+    browser.last_step = agent.last_step
+    form = authorize(browser, idp, client["client_id"], challenge, state="st-4")
+    back = _login_form_back_to_authorize(form)
+    page = browser.post(idp.url("/login"), data={"username": agent.uid, "password": agent.password,
+                                                 "csrf_token": csrf_of(form.text), "next": back}, allow_redirects=False)
+    assert page.status_code == 200 and 'action="/login/code"' in page.text
+    done = browser.post(idp.url("/login/code"), data={"code": browser.code(), "csrf_token": csrf_of(page.text)},
+                        allow_redirects=False)
+    assert query_of(done.headers["Location"])["state"] == "st-4"
+    tokens = exchange(idp, client, code_of(done), verifier)
+    assert tokens.status_code == 200, tokens.text
+    claims = verify_id_token(idp, tokens.json()["id_token"], client["client_id"])
+    assert claims["sub"] == agent.uid and claims["amr"] == ["pwd", "otp"]
+    # the session that carried the authorization on is the logged-in one: the next request needs no login
+    assert code_of(authorize(browser, idp, client["client_id"], challenge, prompt="none"))
+
+
+def test_an_untrusted_application_gets_its_consent_page_in_place(idp: IdpServer, agent: StaffAgent) -> None:
+    untrusted = idp.add_client("Leave requests", REDIRECT)
+    _, challenge = pkce()
+    browser = StaffAgent(idp, agent.uid, agent.password, agent.secret)
+    browser.last_step = agent.last_step
+    form = authorize(browser, idp, untrusted["client_id"], challenge)
+    page = browser.post(idp.url("/login"), data={"username": agent.uid, "password": agent.password,
+                                                 "csrf_token": csrf_of(form.text),
+                                                 "next": _login_form_back_to_authorize(form)}, allow_redirects=False)
+    consent = browser.post(idp.url("/login/code"), data={"code": browser.code(), "csrf_token": csrf_of(page.text)},
+                           allow_redirects=False)
+    assert consent.status_code == 200 and "Leave requests" in consent.text
+    # the decision goes to the authorization endpoint (the page's other form is the log-out button)
+    [action] = [html.unescape(a) for a in re.findall(r'<form[^>]+action="([^"]+)"', consent.text)
+                if a.startswith("/oidc/authorize?")]
+    allowed = browser.post(idp.url(action), data={"decision": "allow", "csrf_token": csrf_of(consent.text)},
+                           allow_redirects=False)
+    assert code_of(allowed)
