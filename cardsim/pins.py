@@ -11,6 +11,7 @@ beside the tokens, not in the registry database: a service reading a card needs 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import struct
@@ -84,9 +85,30 @@ class TryCounter:
         flags = os.O_WRONLY | (os.O_CREAT if create else 0)
         fd = os.open(self.path, flags, 0o600)
         try:
-            os.pwrite(fd, _FORMAT.pack(state.pin_failures, state.puk_failures), 0)
-            if self.fsync:
-                os.fsync(fd)
+            self._put(fd, state)
+        finally:
+            os.close(fd)
+
+    def _put(self, fd: int, state: TryState) -> None:
+        os.pwrite(fd, _FORMAT.pack(state.pin_failures, state.puk_failures), 0)
+        if self.fsync:
+            os.fsync(fd)
+
+    @contextmanager
+    def _locked(self) -> Iterator[tuple[int | None, TryState]]:
+        """The counter file held under an exclusive flock, and its state: one try at a time per
+        card across every process (two concurrent wrong tries cannot both read the old count,
+        and SoftHSM2, which rewrites the token file at each login, never sees two logins to one
+        card at once). A missing or short file is a blocked card, as in :meth:`read`."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            yield None, TryState(PIN_TRIES, PUK_TRIES)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the kernel if we are killed
+            data = os.pread(fd, _FORMAT.size, 0)
+            yield fd, (TryState(*_FORMAT.unpack(data)) if len(data) == _FORMAT.size else TryState(PIN_TRIES, PUK_TRIES))
         finally:
             os.close(fd)
 
@@ -94,22 +116,23 @@ class TryCounter:
         self.path.unlink(missing_ok=True)
 
     @contextmanager
-    def _counted(self, which: str) -> Iterator[TryState]:
-        state = self.read()
-        if state.card_blocked:
-            raise CardBlocked("the card is blocked for good (10 wrong PUKs)")
-        if which == "pin" and state.pin_blocked:
-            raise PinBlocked("the PIN is blocked after 3 wrong tries: unblock it with the PUK")
-        counted = (TryState(state.pin_failures + 1, state.puk_failures) if which == "pin"
-                   else TryState(state.pin_failures, state.puk_failures + 1))
-        self._write(counted)  # counted BEFORE the attempt
-        if os.environ.get("TESSERA_CARD_CRASH_AT") == f"{which}-attempt":  # fault injection (tests)
-            os.kill(os.getpid(), 9)
-        yield counted
+    def _counted(self, which: str) -> Iterator[tuple[int, TryState]]:
+        with self._locked() as (fd, state):
+            if state.card_blocked:
+                raise CardBlocked("the card is blocked for good (10 wrong PUKs)")
+            if which == "pin" and state.pin_blocked:
+                raise PinBlocked("the PIN is blocked after 3 wrong tries: unblock it with the PUK")
+            assert fd is not None  # a missing counter reads as blocked
+            counted = (TryState(state.pin_failures + 1, state.puk_failures) if which == "pin"
+                       else TryState(state.pin_failures, state.puk_failures + 1))
+            self._put(fd, counted)  # counted BEFORE the attempt
+            if os.environ.get("TESSERA_CARD_CRASH_AT") == f"{which}-attempt":  # fault injection (tests)
+                os.kill(os.getpid(), 9)
+            yield fd, counted
 
     def attempt_pin(self, login: Callable[[], T], is_wrong: Callable[[Exception], bool]) -> T:
         """Run ``login`` (a PKCS#11 C_Login with the user PIN) as one counted try."""
-        with self._counted("pin") as counted:
+        with self._counted("pin") as (fd, counted):
             try:
                 result = login()
             except Exception as exc:
@@ -118,14 +141,14 @@ class TryCounter:
                     if remaining == 0:
                         raise PinBlocked("wrong PIN: the PIN is now blocked (3 wrong tries)") from None
                     raise WrongPin(f"wrong PIN: {remaining} tries left", remaining) from None
-                self._write(TryState(counted.pin_failures - 1, counted.puk_failures))  # not a PIN try
+                self._put(fd, TryState(counted.pin_failures - 1, counted.puk_failures))  # not a PIN try
                 raise
-            self._write(TryState(0, counted.puk_failures))
+            self._put(fd, TryState(0, counted.puk_failures))
             return result
 
     def attempt_puk(self, login: Callable[[], T], is_wrong: Callable[[Exception], bool]) -> T:
         """Run ``login`` (C_Login as SO with the PUK) as one counted try; success resets both."""
-        with self._counted("puk") as counted:
+        with self._counted("puk") as (fd, counted):
             try:
                 result = login()
             except Exception as exc:
@@ -134,7 +157,7 @@ class TryCounter:
                     if remaining == 0:
                         raise CardBlocked("wrong PUK: the card is now blocked for good (10 wrong PUKs)") from None
                     raise WrongPin(f"wrong PUK: {remaining} tries left", remaining) from None
-                self._write(TryState(counted.pin_failures, counted.puk_failures - 1))
+                self._put(fd, TryState(counted.pin_failures, counted.puk_failures - 1))
                 raise
             return result
 

@@ -65,3 +65,29 @@ def test_a_process_killed_during_a_pin_attempt_gives_no_extra_try(home: Home, ca
     assert refused.returncode == 1 and b"blocked" in refused.stderr
     home.cli("card", "unblock", card.number, input=f"{card.puk}\n13572468\n".encode())
     assert verify_json(home, card.number, "13572468")["ok"]
+
+
+def test_readers_in_several_processes_log_in_to_one_card_one_at_a_time(home: Home, card_dir: Path) -> None:
+    """SoftHSM2 rewrites a token's file at each login: two processes logging in to one card at
+    once made one of them fail (CKR_GENERAL_ERROR, ~10 % of logins under contention). The try
+    counter's lock takes the tries one at a time, and every try is still counted."""
+    import subprocess
+
+    from tests.fixtures_cards import PYTHON, REPO
+
+    card = issue_card(home, 204, card_dir)
+    program = f"""
+from cardsim.config import CardSettings
+from idp.deployment import Deployment
+from idp.settings import Settings
+from cardsim.reader import CardReader, ReaderTrust
+deployment = Deployment(Settings.from_env(None))
+reader = CardReader(CardSettings.from_env(deployment.settings.home), ReaderTrust.from_registry(deployment.sessions))
+results = [reader.verify("{card.number}", pin="{card.pin}") for _ in range(40)]
+print(sum(r.ok for r in results), sorted({{reason for r in results for reason in r.reasons}}))
+"""
+    readers = [subprocess.Popen([PYTHON, "-c", program], env=home.env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [reader.communicate(timeout=120) for reader in readers]
+    assert [out for out, _ in outputs] == ["40 []\n"] * 3, outputs
+    assert json.loads(home.cli("card", "show", card.number, "--json").stdout)["status"] == "active"
