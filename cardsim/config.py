@@ -2,11 +2,11 @@
 
 The card tokens live in their own SoftHSM2 folders, never in the CA token's folder, and are
 sharded: ``<home>/cards/shards/<NNN>/tokens``, each shard with its own ``softhsm2.conf``, at most
-:attr:`CardSettings.shard_capacity` cards each (1,000 unless configured). SoftHSM2 reads every token of its folder when it initialises
-(and C_InitToken slows with the folder's size), so one folder of 10,000 cards made every
-issuance, reader and agent pay for all of them. The shard is part of the card number
-(:func:`cardsim.numbers.shard_of`), so every process finds a card's folder without a scan
-(docs/cards.md, "Where cards live").
+:attr:`CardSettings.shard_capacity` cards each (1,000 unless configured). SoftHSM2 reads every
+token of its folder when it initialises (and C_InitToken slows with the folder's size), so one
+folder of 10,000 cards made every issuance, reader and agent pay for all of them. The shard is
+part of the card number (:func:`cardsim.numbers.shard_of`), so every process finds a card's
+folder without a scan (docs/cards.md, "Where cards live").
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ class CardReader:
         self.settings = settings
         self.trust = trust
         self._chains = ChainValidator(trust.roots)
-        self._signer_checks: dict[bytes, tuple[Check, Check]] = {}
+        self._signer_checks: dict[bytes, tuple[Check, x509.Certificate | None, Check | None]] = {}
         self._shards: dict[int, ShardLibrary] = {}
 
     # -- finding cards ----------------------------------------------------------------------
@@ -315,33 +315,35 @@ class CardReader:
 
     def _signer(self, signed: SignedContent, expected: x509.Name | None, at: datetime.datetime) -> Check:
         """The signer's department, its chain at signing time (a record outlives the two-year
-        signer certificate, as a signed document does) and its status now; cached per signer
-        and signing day."""
+        signer certificate, as a signed document does) and its status now. Every card shares
+        these few signers, so the chain is validated once per signer and signing day, and the
+        status is kept per CRL generation, or (online) the OCSP answer until its nextUpdate."""
         if expected is None or signed.signer.subject != expected:
             return Check("signer", False, "wrong-department",
                          f"signed by {signed.signer.subject.rfc4514_string()}, not the owning department")
         signed_at = signed.signing_time or at
         if signed_at > at + datetime.timedelta(minutes=5):
             return Check("signer", False, "signed-in-the-future", f"signing time {signed_at:%Y-%m-%d %H:%M:%SZ}")
-        generation = getattr(self.trust.status, "generation", 0)
+        status_source = self.trust.status
+        generation = status_source.generation if isinstance(status_source, CrlStatus) else 0
         key = signed.signer.fingerprint(hashes.SHA256()) + signed_at.strftime("%Y%m%d").encode() + bytes([generation % 256])
         cached = self._signer_checks.get(key)
         if cached is None:
             pool = [*signed.intermediates, *self.trust.intermediates]
             chain = self._chains.validate(signed.signer, pool, signed_at)
-            status = Check("status", True)
-            if chain.ok:
-                issuer = issuer_of(signed.signer, pool, verified=True)
-                assert issuer is not None
-                status = self.trust.status.status(signed.signer, issuer, at)
-            cached = (chain, status)
-            if isinstance(self.trust.status, CrlStatus):  # OCSP answers are not kept
-                if len(self._signer_checks) > 1_000:
-                    self._signer_checks.clear()
-                self._signer_checks[key] = cached
-        chain, status = cached
+            issuer = issuer_of(signed.signer, pool, verified=True) if chain.ok else None
+            status = None  # online: kept_status below
+            if isinstance(status_source, CrlStatus) and issuer is not None:
+                status = status_source.status(signed.signer, issuer, at)
+            if len(self._signer_checks) > 1_000:
+                self._signer_checks.clear()
+            cached = self._signer_checks[key] = (chain, issuer, status)
+        chain, issuer, status = cached
         if not chain.ok:
             return Check("signer", False, "signer-" + chain.reason, chain.detail)
+        if status is None:  # online: asked again once the kept answer is past its nextUpdate
+            assert isinstance(status_source, OcspStatus) and issuer is not None
+            status = status_source.kept_status(signed.signer, issuer, at)
         if not status.ok:
             return Check("signer", False, "signer-" + status.reason, status.detail)
         return Check("signer", True)

@@ -196,3 +196,32 @@ def test_an_update_killed_before_its_registration_is_detected_and_repaired(home:
     repaired = verify_json(home, victim.number, victim.pin)
     assert repaired["ok"], repaired["reasons"]
     assert repaired["records"]["insurance"]["coverage_class"] == "extended"
+
+
+@pytest.mark.usefixtures("server")
+def test_online_reader_keeps_the_signers_ocsp_answers_but_asks_fresh_for_the_card(home: Home, card_dir: Path) -> None:
+    """Every card shares the departments' signers: their OCSP answers are kept until nextUpdate;
+    the card's own two certificates are asked about (with a fresh nonce) at every verification."""
+    victim = issue_card(home, 112, card_dir)
+    program = f"""
+from cardsim.config import CardSettings
+from cardsim.reader import CardReader, ReaderTrust
+from idp.deployment import Deployment
+from idp.settings import Settings
+deployment = Deployment(Settings.from_env(None))
+trust = ReaderTrust.from_registry(deployment.sessions, online=True)
+asked = []
+post = trust.status._fetch
+trust.status._fetch = lambda url, body: asked.append(url) or post(url, body)
+reader = CardReader(CardSettings.from_env(deployment.settings.home), trust)
+counts = []
+for _ in range(3):
+    result = reader.verify("{victim.number}")
+    assert result.ok, result.reasons
+    counts.append(len(asked))
+print(counts)
+"""
+    out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # first: 2 card certificates + 2 signers (identity, security object; no PIN); then 2 each
+    assert out.stdout.split("\n")[0] == "[4, 6, 8]"
