@@ -34,9 +34,6 @@ import requests
 from tests.fixtures_directory import SlapdServer, new_uid, slapd  # noqa: F401  (slapd is a fixture)
 from tests.servers import TESSERA, free_port, run_tessera, running_server, tessera_env, wait_healthy
 
-#: tests/test_oidc_service_accounts.py imports it under this name: drop once it imports tests.servers.wait_healthy
-_wait_healthy = wait_healthy
-
 __all__ = ["IdpServer", "StaffAgent", "idp", "staff_user", "slapd", "csrf_of", "new_uid", "TESSERA"]
 
 REPO = Path(__file__).resolve().parent.parent
