@@ -17,7 +17,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, InvalidScopeError, UnauthorizedClientError, grants
+from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
+                                    UnauthorizedClientError, grants)
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -25,6 +26,7 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, delete, text
+from sqlalchemy.exc import IntegrityError
 
 from ca.models import UtcDateTime
 from idp import events
@@ -283,7 +285,10 @@ class ServiceCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mi
                   "scope": scope, "iat": now, "exp": now + SERVICE_TOKEN_SECONDS, "jti": secrets.token_urlsafe(16)}
         access_token = jwt.encode({"alg": "ES256", "kid": kid, "typ": "at+jwt"}, claims, key)
         token = {"access_token": access_token, "token_type": "Bearer", "expires_in": SERVICE_TOKEN_SECONDS, "scope": scope}
-        self.save_token(token)
+        try:
+            self.save_token(token)
+        except IntegrityError:  # removed a moment ago (another worker still had the account cached)
+            raise InvalidClientError("the service account was removed") from None
         events.record("oidc.service_token", f"client:{client_id}", f"client:{client_id}", "success", scope=scope)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
