@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import table  # noqa: E402
-from sso_logins import free_port, full_logins_per_second, prepare_home, serve  # noqa: E402
+from sso_logins import full_logins_per_second, prepare_home, serve  # noqa: E402
+from tests.servers import free_port, stop_server  # noqa: E402
 from sso_raw_ldap import raw_logins_per_second, staff_directory  # noqa: E402
 
 AUDIT_OFF = Path(__file__).resolve().parent / "audit_off"
@@ -82,22 +81,13 @@ def audit_cpu_per_entry(env: dict[str, str], count: int) -> tuple[float, float]:
         deployment.close()
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--staff", type=int, default=6_000, help="generated staff in the directory")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
     parser.add_argument("--load", type=int, default=2, help="load processes")
     parser.add_argument("--rounds", type=int, default=2, help="measurements per mode (alternating)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server worker processes")
     parser.add_argument("--entries", type=int, default=3000, help="entries appended in process at the end")
     parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
     args = parser.parse_args()
@@ -129,7 +119,7 @@ def main() -> None:
                                                                        offset, proc.pid)
                     offset += int(rate * args.seconds) + failed + args.load * 2 + 10
                 finally:
-                    stop(proc)
+                    stop_server(proc)
                 done = max(int(rate * args.seconds), 1)
                 results[mode].append((rate, failed, cpu["tessera"], (audit_tip(home) - before) / done))
                 if errors:

@@ -30,22 +30,20 @@ import multiprocessing
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, table  # noqa: E402
+from tests.servers import TESSERA, free_port, start_server, stop_server, wait_healthy  # noqa: E402
 from sso_raw_ldap import StaffDirectory, raw_logins_per_second, staff_directory  # noqa: E402
 
 import pyotp  # noqa: E402
 
-TESSERA = str(Path(sys.executable).parent / "tessera")
 REDIRECT = "http://127.0.0.1:9/callback"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _COOKIE = re.compile(r"tessera_session=([^;]+)")
@@ -82,14 +80,6 @@ def _children_cpu() -> float:
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare_home(staff: StaffDirectory, base: Path, port: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -227,18 +217,14 @@ def full_logins_per_second(port: int, staff: StaffDirectory, client: dict[str, s
 
 
 def serve(env: dict[str, str], port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")
-    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tessera serve did not start, see {log}") from None
-            time.sleep(0.2)
+    """`tessera serve` in its own session, answering /healthz; stop it with tests.servers.stop_server."""
+    proc = start_server([TESSERA, "serve", "--port", str(port), "--workers", str(workers)], port, log, env=env)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz")
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc
 
 
 def main() -> None:
@@ -287,12 +273,7 @@ def main() -> None:
                     if errors:
                         print(f"errors with {server}, {load} load processes: {errors}", file=sys.stderr)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_server(proc)
     print(table(f"Staff logins/s: {args.staff:,} staff (argon2id m=4 MiB t=3), slapd + Tessera ({args.workers} workers) "
                 f"+ load on {multiprocessing.cpu_count()} cores (load average before: {load_before})",
                 ["what", "per second", "failed", "of raw limit", "CPU ms/login Tessera", "slapd", "load generator",

@@ -8,7 +8,6 @@ registry lookup and the audit trail.
 from __future__ import annotations
 
 import os
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from cryptography import x509
 from flask import Flask, current_app
 from sqlalchemy import text
 
+from ca.held_connection import HeldStatement
 from idp.deployment import Deployment
 
 if TYPE_CHECKING:
@@ -46,10 +46,8 @@ class CitizenServices:
         self.agent_url = (os.environ.get("TESSERA_CARD_AGENT_URL") or DEFAULT_AGENT_URL).rstrip("/")
         #: fail closed unless the operator says otherwise (TESSERA_CARD_LOGIN_REVOCATION=ocsp|crl|store)
         self.revocation_source = os.environ.get("TESSERA_CARD_LOGIN_REVOCATION") or "ocsp"
-        self._local = threading.local()
-        mark = "?" if deployment.engine.dialect.paramstyle == "qmark" else "%s"
-        self._registry_sql = ("SELECT card.number, card.status FROM card JOIN ca_certificate c "
-                              f"ON c.id = card.auth_certificate_id WHERE c.serial_hex = {mark}")
+        self._registry = HeldStatement(deployment.engine, "SELECT card.number, card.status FROM card JOIN ca_certificate c "
+                                       "ON c.id = card.auth_certificate_id WHERE c.serial_hex = ?", "card registry")
 
     @cached_property
     def certificates(self) -> "CertificateValidator":
@@ -65,31 +63,14 @@ class CitizenServices:
     def registry(self, serial_hex: str) -> tuple[str, str] | None:
         """The card carrying the authentication certificate ``serial_hex``: (number, status).
 
-        On the login's hot path: one query on a DBAPI connection held per thread (autocommit on
-        PostgreSQL, so each read sees the latest committed card state); any driver error drops
-        the connection and the query goes through the engine."""
-        engine = self.deployment.engine
-        held = getattr(self._local, "held", None)
-        try:
-            if held is None or held[0] != os.getpid():
-                fairy = engine.raw_connection()
-                if engine.dialect.name == "postgresql":
-                    fairy.driver_connection.autocommit = True  # type: ignore[union-attr]
-                held = (os.getpid(), fairy)
-                self._local.held = held
-            cursor = held[1].cursor()
-            try:
-                cursor.execute(self._registry_sql, (serial_hex,))
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-            if engine.dialect.name == "sqlite":
-                held[1].commit()  # end the read so the next one sees new commits
-        except Exception:  # noqa: BLE001  any driver error: forget the connection, ask the engine
-            self._local.held = None
-            if held is not None:
-                held[1].invalidate()
-            with engine.connect() as conn:
+        On the login's hot path: one query on a driver connection held per thread
+        (:class:`ca.held_connection.HeldStatement`: each read sees the latest committed card state);
+        when the driver fails, the query goes through the engine."""
+        executed = self._registry.execute((serial_hex,))
+        if executed is not None:
+            row = executed.row
+        else:
+            with self.deployment.engine.connect() as conn:
                 row = conn.execute(_REGISTRY, {"s": serial_hex}).first()
         return (str(row[0]), str(row[1])) if row is not None else None
 

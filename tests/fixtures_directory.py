@@ -47,6 +47,7 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, S
 from idp.directory import Directory
 from idp.directory_config import DirectoryConfig
 from idp.slapd import DirectoryFolder, EmbeddedSlapd, build_directory
+from tests.servers import free_port
 
 __all__ = ["SlapdServer", "slapd", "new_uid"]
 
@@ -65,7 +66,7 @@ class SlapdServer:
         self.base = base
         self.folder = DirectoryFolder(base / "ldap")
         self.secrets = base / "secrets"
-        build_directory(self.folder, self.secrets, max_failure=max_failure, durable=False, tls=tls)
+        build_directory(self.folder, self.secrets, port=free_port(), max_failure=max_failure, durable=False, tls=tls)
         self.process = EmbeddedSlapd(self.folder)
         self.config = DirectoryConfig.embedded_for(self.folder.path, self.secrets)
         self.suffix = self.folder.suffix

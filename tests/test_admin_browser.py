@@ -12,23 +12,13 @@ from collections.abc import Iterator
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import PASSWORD, IdpServer, audit_entries, audit_tip, new_uid
+from tests.fixtures_browser import browser  # noqa: F401  (the fixture)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 NEW_PASSWORD = "Harbour-violet-8-slow-comet"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class People:
