@@ -247,7 +247,8 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
              f"latency avg {oauth_latency}, non-2xx {oauth_non2xx}, {oauth_recorded} calls recorded"],
             [f"API verifications over HTTP, batch form ({BATCH} per request)", batch_rate * BATCH,
              f"{batch_rate:,.0f} requests/s, non-2xx {batch_non2xx.group(1) if batch_non2xx else 0}"],
-            ["GET /healthz on the same server (ceiling of Flask + gunicorn here)", health_rate, "no work, no SQL"],
+            ["GET /healthz on the same server (ceiling of Flask + the HTTP server here)", health_rate,
+             f"no work, no SQL; server {args.server or 'tessera serve default'}"],
             ["openssl verify -crl_check (one process)", openssl_rate, f"{len(files)} certificate files, same chain and CRL"],
             ["card signatures through the agent (HTTP + PIN + PKCS#11)", signing_rate, "setup step, for scale"],
         ]))
