@@ -577,13 +577,14 @@ def _write_calls(calls: list[_Call]) -> None:
 
     from idp.citizen_models import VerificationLog
 
-    svc = services()
+    deployment = services().deployment
+    trail = deployment.audit  # the deployment's trail: it also makes the periodic signed checkpoints
     rows = [row for call in calls for row in call.rows]
     events = _audit_events(calls)
-    with svc.deployment.sessions.begin() as session:
+    with deployment.sessions.begin() as session:
         session.execute(insert(VerificationLog.__table__), rows)  # Core: no unit of work for rows nobody reads back
         for event in events:
-            svc.trail.append(session, event)
+            trail.append(session, event)
 
 
 def _json_body() -> Any:

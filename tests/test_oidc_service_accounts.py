@@ -4,12 +4,15 @@ the running service (gunicorn), a real slapd and the CLI as an administrator run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,41 +214,22 @@ def test_client_add_and_remove_are_audited_with_the_change(idp: IdpServer) -> No
                        ("client.remove", f"client:{rp['client_id']}", "operator")]
 
 
-def test_rate_limit_is_per_service_account_and_follows_the_runtime_setting(idp: IdpServer,
-                                                                          admins: dict[str, str]) -> None:
-    """A second server on the same home, burst 3, one worker, the rate set to 2 requests/s at run
-    time by the system administrator: one account spending its budget leaves another's untouched;
-    a higher rate set while the server runs is in force within a few seconds, no restart."""
-    sysadmin = admins["system-admin"]
+@contextlib.contextmanager
+def second_server(idp: IdpServer, **env: str) -> Iterator[str]:
+    """Another `tessera serve` (one worker) on the same home with extra environment; its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**idp.env, "TESSERA_PUBLIC_URL": base, "TESSERA_API_RATE_BURST": "3"}
     log = open(idp.home.parent / f"serve-{port}.log", "wb")
-    idp.cli("config", "set", "api.rate_per_second", "2", "--as", sysadmin)
-    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", "1"], env=env, stdout=log,
+    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", "1"],
+                            env={**idp.env, "TESSERA_PUBLIC_URL": base, **env}, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, proc, timeout=30)
         deadline = time.monotonic() + 30
         while requests.get(base + "/healthz", timeout=5).status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        busy = add_service(idp, sysadmin, "Busy service")
-        quiet = add_service(idp, sysadmin, "Quiet service")
-        busy_token = token_for(base, busy).json()["access_token"]
-        quiet_token = token_for(base, quiet).json()["access_token"]
-        certificate = some_certificate(idp)
-        codes = [verify(base, busy_token, certificate).status_code for _ in range(6)]
-        assert codes[:3] == [200, 200, 200] and 429 in codes[3:]
-        limited = verify(base, busy_token, certificate)
-        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-        assert "2/s" in limited.json()["detail"]
-        assert verify(base, quiet_token, certificate).status_code == 200
-        assert verify(idp.base, busy_token, certificate).status_code == 401  # minted for the other server's API
-        idp.cli("config", "set", "api.rate_per_second", "1000", "--as", sysadmin)
-        time.sleep(2.5)  # the workers' runtime-settings cache
-        assert [verify(base, busy_token, certificate).status_code for _ in range(8)] == [200] * 8
+        yield base
     finally:
-        idp.cli("config", "set", "api.rate_per_second", "100", "--as", sysadmin)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=15)
@@ -253,3 +237,54 @@ def test_rate_limit_is_per_service_account_and_follows_the_runtime_setting(idp: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_api_entries_take_part_in_the_trail_checkpoints(idp: IdpServer, admins: dict[str, str]) -> None:
+    """The API's audit entries are appended by the deployment's trail, which makes a signed
+    checkpoint every N entries (here 5), also when the Nth entry is an API call's."""
+    with second_server(idp, TESSERA_AUDIT_CHECKPOINT_EVERY="5") as base:
+        account = add_service(idp, admins["system-admin"], "Checkpointed service")
+        token = token_for(base, account).json()["access_token"]
+        certificate = some_certificate(idp)
+        conn = sqlite3.connect(f"file:{idp.home / 'tessera.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            before = conn.execute("SELECT count(*) FROM audit_checkpoint").fetchone()[0]
+            for _ in range(12):  # one after the other: one entry each
+                assert verify(base, token, certificate).status_code == 200
+            after = conn.execute("SELECT count(*) FROM audit_checkpoint").fetchone()[0]
+        finally:
+            conn.close()
+    assert after >= before + 2
+
+
+def test_rate_limit_is_per_service_account_and_follows_the_runtime_setting(idp: IdpServer,
+                                                                          admins: dict[str, str]) -> None:
+    """A second server on the same home, burst 3, one worker, the rate set to 2 requests/s at run
+    time by the system administrator: one account spending its budget leaves another's untouched;
+    a higher rate set while the server runs is in force within a few seconds, no restart."""
+    sysadmin = admins["system-admin"]
+    idp.cli("config", "set", "api.rate_per_second", "2", "--as", sysadmin)
+    try:
+        with second_server(idp, TESSERA_API_RATE_BURST="3") as base:
+            _rate_limited(idp, sysadmin, base)
+    finally:
+        idp.cli("config", "set", "api.rate_per_second", "100", "--as", sysadmin)
+
+
+def _rate_limited(idp: IdpServer, sysadmin: str, base: str) -> None:
+    """Per-account budgets at 2/s (burst 3) on ``base``, then a higher rate set at run time."""
+    busy = add_service(idp, sysadmin, "Busy service")
+    quiet = add_service(idp, sysadmin, "Quiet service")
+    busy_token = token_for(base, busy).json()["access_token"]
+    quiet_token = token_for(base, quiet).json()["access_token"]
+    certificate = some_certificate(idp)
+    codes = [verify(base, busy_token, certificate).status_code for _ in range(6)]
+    assert codes[:3] == [200, 200, 200] and 429 in codes[3:]
+    limited = verify(base, busy_token, certificate)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert "2/s" in limited.json()["detail"]
+    assert verify(base, quiet_token, certificate).status_code == 200
+    assert verify(idp.base, busy_token, certificate).status_code == 401  # minted for the other server's API
+    idp.cli("config", "set", "api.rate_per_second", "1000", "--as", sysadmin)
+    time.sleep(2.5)  # the workers' runtime-settings cache
+    assert [verify(base, busy_token, certificate).status_code for _ in range(8)] == [200] * 8
