@@ -33,18 +33,20 @@ def _citizen(i: int) -> dict[str, str]:
     return citizen(i)
 
 
-def raw_softhsm(settings_folder: Path, shard: int, count: int) -> float:
+def raw_softhsm(folder: Path, count: int) -> float:
     """Tokens per second for C_InitToken + C_InitPIN + two P-256 key generations, nothing else
-    (the same ctypes calls the card writer makes), in a process of its own on the shard new cards
-    go into. The tokens are deleted afterwards."""
+    (the same ctypes calls the card writer makes), in a process of its own on a scratch shard
+    folder of the same kind as the one new cards go into (at most a few hundred tokens at every
+    level). Not the live shard: deleting tokens from a folder that the writers hold open breaks
+    their SoftHSM2 lookups (shared/FIELD-NOTES.md). The tokens are deleted afterwards."""
     code = f"""
 import sys, time, pathlib, shutil
 sys.path.insert(0, {str(ROOT)!r})
-from cardsim.config import CardSettings
+from cardsim.config import CardSettings, CardShard
 from cardsim import cryptoki as ck
 from cardsim.personalisation import CardWriter, ShardTokens, token_folder
-settings = CardSettings.from_env(pathlib.Path("/nonexistent"), {{"TESSERA_CARD_DIR": {str(settings_folder)!r}}})
-shard = settings.shard({shard})
+settings = CardSettings.from_env(pathlib.Path({str(folder)!r}), {{"TESSERA_CARD_DIR": {str(folder)!r}}})
+shard = CardShard(0, pathlib.Path({str(folder)!r}))
 shard.prepare()
 tokens = ShardTokens(shard, settings.module_path)
 writer = CardWriter(settings)
@@ -222,9 +224,9 @@ def main() -> None:
         fill = level - len(issued)
         fill_rate = run(fill, f"filling to {level:>6} cards")[0] if fill > 0 else 0.0
         # the raw limit just before and just after the sample: the machine is shared, its load moves
-        raw_before = raw_softhsm(settings.folder, settings.existing_shards()[-1].index, args.raw)
+        raw_before = raw_softhsm(base / "raw-shard", args.raw)
         rate, parent_ms, writer_ms = run(args.sample, f"timed sample at {level:>6}")
-        raw = (raw_before + raw_softhsm(settings.folder, settings.existing_shards()[-1].index, args.raw)) / 2
+        raw = (raw_before + raw_softhsm(base / "raw-shard", args.raw)) / 2
         sample = [(c.number, c.pin) for c in random.sample(issued, min(500, len(issued)))]
         public, opening = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
         pinned = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=1)[0]
