@@ -46,10 +46,12 @@ class CardShard:
         """Create the shard's folder and configuration (idempotent; the configuration is written last)."""
         self.token_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.softhsm_conf.exists():
-            partial = self.softhsm_conf.with_suffix(".tmp")
+            # several writers may open a new shard at once: each writes its own file and renames
+            # it into place (atomic, and every copy is the same), so none reads a half-written one
+            partial = self.folder / f".softhsm2.conf.{os.getpid()}"
             partial.write_text(f"directories.tokendir = {self.token_dir}\nobjectstore.backend = file\n"
                                "log.level = ERROR\nslots.removable = false\n")
-            partial.replace(self.softhsm_conf)
+            os.replace(partial, self.softhsm_conf)
 
     def token_count(self) -> int:
         """Token folders in the shard (one listing of one shard's folder)."""

@@ -4,6 +4,7 @@ finds it there without a scan, and a card folder made before shards is moved int
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -91,3 +92,67 @@ def test_a_full_shard_sends_new_cards_to_the_next_and_every_command_finds_them(h
     assert verify_json(home, first["card"], "13572468")["ok"]
     home.cli("card", "lost", last["card"])
     assert verify_json(home, last["card"])["reasons"]["registry"] == "card-lost"
+
+
+def test_a_token_deleted_by_another_process_does_not_break_the_next_card(home: Home, card_dir: Path) -> None:
+    """SoftHSM2 fails (CKR_GENERAL_ERROR) after another process adds and deletes a token in a
+    folder it holds open, as a writer undoing a half-made card does beside the others: the writer
+    re-initialises the shard and goes on."""
+    program = """
+import sys
+from cardsim.citizens import parse_application
+from cardsim.config import CardSettings
+from cardsim.issuance import CardIssuer
+from idp.deployment import Deployment
+from idp.settings import Settings
+from tests.fixtures_cards import citizen
+deployment = Deployment(Settings.from_env(None))
+issuer = CardIssuer(deployment.ca, CardSettings.from_env(deployment.settings.home))
+print(issuer.issue(parse_application(citizen(350))).number, flush=True)
+sys.stdin.readline()
+print(issuer.issue(parse_application(citizen(351))).number, flush=True)
+issuer.close()
+"""
+    issuer = subprocess.Popen([PYTHON, "-c", program], env=home.env, cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert issuer.stdout is not None and issuer.stdin is not None
+        first = issuer.stdout.readline().strip()
+        shard = CardSettings.from_env(home.path, {}).shard_of(first)
+        for i in range(3):  # another process makes tokens in the shard and deletes them
+            init_token(shard.softhsm_conf, f"scratch-{i}")
+        for folder in shard.token_dir.iterdir():
+            if b"scratch-" in (folder / "token.object").read_bytes():
+                shutil.rmtree(folder)
+        issuer.stdin.write("\n")
+        issuer.stdin.flush()
+        out, err = issuer.communicate(timeout=120)
+    finally:
+        if issuer.poll() is None:
+            issuer.kill()
+            issuer.wait()
+    assert issuer.returncode == 0, err
+    second = out.strip()
+    assert shard_of(second) == shard.index
+    assert verify_json(home, second)["ok"] and verify_json(home, first)["ok"]
+
+
+def test_writers_opening_a_new_shard_at_once_all_get_a_whole_configuration(tmp_path: Path) -> None:
+    """Three writers reach a new shard together when the last one fills up: none may fail, or
+    read a configuration another is still writing."""
+    program = f"""
+import pathlib
+from cardsim.config import CardSettings
+settings = CardSettings.from_env(pathlib.Path({str(tmp_path)!r}), {{"TESSERA_CARD_DIR": {str(tmp_path / "cards")!r}}})
+for index in range(200):
+    shard = settings.shard(index)
+    shard.prepare()
+    assert shard.softhsm_conf.read_text().count("\\n") == 4, shard.softhsm_conf.read_text()
+"""
+    writers = [subprocess.Popen([PYTHON, "-c", program], cwd=REPO, stderr=subprocess.PIPE, text=True)
+               for _ in range(6)]
+    errors = [writer.communicate(timeout=120)[1] for writer in writers]
+    assert [writer.returncode for writer in writers] == [0] * 6, errors
+    settings = CardSettings.from_env(tmp_path, {"TESSERA_CARD_DIR": str(tmp_path / "cards")})
+    assert len(settings.existing_shards()) == 200
+    assert not list((tmp_path / "cards" / "shards").glob("*/.softhsm2.conf.*"))  # no half-written leftovers
