@@ -607,23 +607,24 @@ class Lifecycle:
 
         event_type = "admin.client.add"
         self.authorise(actor, "client.add", event_type, None)
+        def audited(session: Any, client_id: str) -> None:  # inside the registration's transaction
+            self.trail.append(session, self.event(actor, event_type, "success", f"client:{client_id}", trusted=trusted))
+
         try:
-            new = self.d.clients.add(_text(name, "the client name"), [_text(redirect_uri, "the redirect URI", 2000)],
-                                     trusted=trusted)
+            return self.d.clients.add(_text(name, "the client name"), [_text(redirect_uri, "the redirect URI", 2000)],
+                                      trusted=trusted, on_change=audited)
         except (ClientRegistrationError, GovernanceError) as exc:
             raise self._refuse(actor, event_type, None, GovernanceError(str(exc)))
-        self.trail.record(self.event(actor, event_type, "success", f"client:{new.client_id}", trusted=trusted))
-        return new
 
     def remove_client(self, actor: Actor, client_id: str) -> bool:
         event_type = "admin.client.remove"
         self.authorise(actor, "client.remove", event_type, f"client:{client_id[:128]}")
         if self.d.clients.get(client_id) is None:
             raise self._refuse(actor, event_type, f"client:{client_id[:128]}", NotFoundError(f"no client {client_id!r}"))
-        # the registry commits its own transaction; the audit entry is written first so a trail that
-        # cannot be written stops the removal
-        self.trail.record(self.event(actor, event_type, "success", f"client:{client_id}"))
-        return self.d.clients.remove(client_id)
+        def audited(session: Any, removed: str) -> None:  # inside the removal's transaction
+            self.trail.append(session, self.event(actor, event_type, "success", f"client:{removed}"))
+
+        return self.d.clients.remove(client_id, on_change=audited)
 
     # -- passwords ---------------------------------------------------------------------------------
     def change_initial_password(self, uid: str, old_password: str, new_password: str,

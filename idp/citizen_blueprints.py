@@ -87,11 +87,10 @@ class CitizenServices:
 
         return NonceStore(self.deployment.engine, self.deployment.now)
 
-    @cached_property
+    @property
     def trail(self) -> "AuditTrail":
-        from audit.trail import AuditTrail
-
-        return AuditTrail(self.deployment.sessions, self.deployment.now)
+        """The deployment's audit trail (its signed checkpoints count these entries too)."""
+        return self.deployment.audit
 
 
 def services() -> CitizenServices:

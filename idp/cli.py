@@ -26,6 +26,7 @@ from ca.profiles import PROFILES
 from ca.revocation import REASONS, parse_reason
 from idp.commands import admin, audit, card_agent, cards, certs, clients, config, directory, services  # noqa: F401  (card_agent adds `card agent`)
 from idp.commands.context import CliContext as _Context
+from idp import schema
 from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError
 
@@ -98,6 +99,10 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
         chosen_server()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    missing = schema.pending(obj.deployment.engine)
+    if missing:  # every worker would fail on the tables it lacks
+        raise click.ClickException(f"the database of {obj.settings.home} lacks migrations {', '.join(missing)}: "
+                                   "run `tessera init` to bring it up to date")
     obj.deployment.close()  # nothing PKCS#11 or SQL may cross the fork into the workers
     os.environ["TESSERA_HOME"] = str(obj.settings.home)
     slapd: EmbeddedSlapd | None = None

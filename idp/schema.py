@@ -37,3 +37,19 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def pending(engine: Engine) -> list[str]:
+    """The migrations this code has and the database has not applied yet (empty: up to date)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    with engine.connect() as connection:
+        applied = set(MigrationContext.configure(connection).get_current_heads())
+    missing: list[str] = []
+    for revision in script.walk_revisions():  # newest first
+        if revision.revision in applied:
+            break
+        missing.append(revision.revision)
+    return list(reversed(missing))

@@ -43,3 +43,33 @@ def test_an_unknown_server_is_refused(idp: IdpServer) -> None:
                             capture_output=True, timeout=60)
     assert result.returncode != 0 and b"TESSERA_HTTP_SERVER must be one of gunicorn, granian" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_a_home_behind_the_code_is_refused_until_tessera_init(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from tests.servers import run_tessera, tessera_env
+
+    env = tessera_env(tmp_path / "home", "http://127.0.0.1:9")
+    run_tessera(env, "init")
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from idp.schema import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'home' / 'tessera.db'}"
+    with sqlite3.connect(tmp_path / "home" / "tessera.db") as db:
+        (head,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    engine = create_engine(url)
+    config = alembic_config(url)
+    with engine.begin() as connection:  # as the Tessera one migration older left it
+        config.attributes["connection"] = connection
+        command.downgrade(config, "-1")
+    engine.dispose()
+    result = run_tessera(env, "serve", "--port", str(free_port()), check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and f"lacks migrations {head}" in err and "tessera init" in err, err
+    assert "Traceback" not in err
+    run_tessera(env, "init")  # brings it up to date
+    with sqlite3.connect(tmp_path / "home" / "tessera.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (head,)
