@@ -433,3 +433,13 @@ def test_an_untrusted_application_gets_its_consent_page_in_place(idp: IdpServer,
     allowed = browser.post(idp.url(action), data={"decision": "allow", "csrf_token": csrf_of(consent.text)},
                            allow_redirects=False)
     assert code_of(allowed)
+
+
+def test_a_nonce_is_used_once_per_client(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> None:
+    _, challenge = pkce()
+    nonce = secrets.token_urlsafe(16)
+    assert code_of(authorize(agent, idp, client["client_id"], challenge, nonce=nonce))
+    replay = authorize(agent, idp, client["client_id"], challenge, nonce=nonce)
+    assert replay.status_code == 302 and query_of(replay.headers["Location"])["error"] == "invalid_request"
+    assert "code" not in query_of(replay.headers["Location"])
+    assert code_of(authorize(agent, idp, client["client_id"], challenge, nonce=secrets.token_urlsafe(16)))

@@ -28,6 +28,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, delete, text
 from sqlalchemy.exc import IntegrityError
 
+from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 from idp import events
 from idp.models import ClientAssertionJti
@@ -189,10 +190,17 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
     def __init__(self, provider: "Provider") -> None:
         super().__init__(require_nonce=False)
         self.provider = provider
+        # checked at every authorization request of a login (OIDC Core 3.1.2.1 nonce replay): on the driver
+        self._nonce_seen = HeldStatement(provider.engine, "SELECT 1 FROM idp_authorization_code "
+                                         "WHERE client_id = ? AND nonce = ? LIMIT 1", "code nonce")
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
+        client_id = request.payload.client_id
+        executed = self._nonce_seen.execute((client_id, nonce))
+        if executed is not None:
+            return executed.row is not None
         with self.provider.engine.connect() as conn:
-            return conn.execute(_CODE_NONCE, {"client_id": request.payload.client_id, "nonce": nonce}).first() is not None
+            return conn.execute(_CODE_NONCE, {"client_id": client_id, "nonce": nonce}).first() is not None
 
     def get_client_algorithm(self, client: Any) -> str:
         return str(client.id_token_signed_response_alg)
