@@ -78,14 +78,7 @@ def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: s
         post_logout: tuple[str, ...], scopes: tuple[str, ...], trusted: bool, jwks_file: str | None, id_token_alg: str,
         no_refresh: bool, as_json: bool) -> None:
     """Register a client. Its secret is printed once: Tessera stores only a hash."""
-    jwks = None
-    if jwks_file:
-        try:
-            jwks = json.loads(Path(jwks_file).read_text())
-        except ValueError as exc:
-            raise click.ClickException(f"{jwks_file} is not JSON: {exc}") from None
-        if not isinstance(jwks, dict):
-            raise click.ClickException(f"{jwks_file} is not a JWK Set")
+    jwks = read_jwks(jwks_file) if jwks_file else None
     registry = obj.deployment.clients
     try:
         new = registry.add(name, list(redirect_uris), client_id=client_id, auth_method=auth_method,
@@ -105,6 +98,17 @@ def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: s
     if new.client_secret:
         click.echo(f"client_secret: {new.client_secret}   (shown once)")
     click.echo(f"issuer:        {obj.settings.public_url}")
+
+
+def read_jwks(path: str) -> dict[str, Any]:
+    """A client's public JWK Set (RFC 7517 section 5) from a JSON file, for private_key_jwt."""
+    try:
+        jwks = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise click.ClickException(f"{path} is not JSON: {exc}") from None
+    if not isinstance(jwks, dict):
+        raise click.ClickException(f"{path} is not a JWK Set")
+    return jwks
 
 
 @group.command("list")

@@ -11,13 +11,12 @@ is audited too.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import click
 
 from idp.commands.admin import _actor, _errors, _lifecycle, _out
+from idp.commands.clients import read_jwks
 from idp.commands.context import CliContext
 from idp.oidc.clients import SERVICE_AUTH_METHODS, SERVICE_SCOPES, ClientRegistrationError, RegisteredClient
 
@@ -58,14 +57,7 @@ def add(obj: CliContext, name: str, as_uid: str, scopes: tuple[str, ...], auth_m
     lc, who = _lifecycle(obj), _actor(obj, as_uid)
     event_type = "admin.service.add"
     lc.authorise(who, "client.add", event_type, f"client:{client_id}" if client_id else None)
-    jwks = None
-    if jwks_file:
-        try:
-            jwks = json.loads(Path(jwks_file).read_text())
-        except ValueError as exc:
-            raise click.ClickException(f"{jwks_file} is not JSON: {exc}") from None
-        if not isinstance(jwks, dict):
-            raise click.ClickException(f"{jwks_file} is not a JWK Set")
+    jwks = read_jwks(jwks_file) if jwks_file else None
     granted = list(scopes) or list(SERVICE_SCOPES)
 
     def audit(session: Any, new_id: str) -> None:
