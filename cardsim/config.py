@@ -12,7 +12,10 @@ folder without a scan (docs/cards.md, "Where cards live").
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,19 @@ class CardShard:
             partial.write_text(f"directories.tokendir = {self.token_dir}\nobjectstore.backend = file\n"
                                "log.level = ERROR\nslots.removable = false\n")
             os.replace(partial, self.softhsm_conf)
+
+    @contextmanager
+    def locked(self, exclusive: bool) -> Iterator[None]:
+        """The shard's lock (flock on ``<shard>/.lock``): exclusive while a process creates or
+        deletes a token, shared while SoftHSM2 reads the folder (C_Initialize and the slot index).
+        SoftHSM2 reading a token that another process is still creating fails with
+        CKR_GENERAL_ERROR, or aborts the process (an assertion in its slot manager)."""
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock (as the kernel does for a killed process)
 
     def token_count(self) -> int:
         """Token folders in the shard (one listing of one shard's folder)."""

@@ -95,9 +95,10 @@ class ShardTokens:
 
     def __init__(self, shard: CardShard, module_path: str) -> None:
         self.shard = shard
-        self.p11 = ck.Cryptoki(module_path, shard.softhsm_conf)
         self.full_scans = 0  # how often the index had to be rebuilt (the benchmark reports it)
-        self.index()
+        with shard.locked(exclusive=False):
+            self.p11 = ck.Cryptoki(module_path, shard.softhsm_conf)
+            self.index()
 
     def index(self) -> None:
         self.slots: dict[str, tuple[int, str]] = {}
@@ -112,8 +113,9 @@ class ShardTokens:
     def reinitialise(self) -> None:
         """See cards made by other processes (and forget deleted ones): C_Finalize, C_Initialize.
         Every open session of this shard is invalid afterwards."""
-        self.p11.reinitialize()
-        self.index()
+        with self.shard.locked(exclusive=False):
+            self.p11.reinitialize()
+            self.index()
 
     def next_free_slot(self, used: int) -> int:
         """SoftHSM2 appends a fresh free slot after C_InitToken: try the next id, then the last
@@ -183,15 +185,16 @@ class CardWriter:
         assert tokens is not None
         if number in tokens.slots:
             raise errors.InvalidCardState(f"a card labelled {number} already exists in the card folder")
-        if tokens.free_slot is None:
-            tokens.index()
-        slot = tokens.free_slot
-        assert slot is not None
         p11 = tokens.p11
-        p11.init_token(slot, puk, number)
-        label, serial, _ = p11.token_info(slot)
-        tokens.slots[number] = (slot, serial)
-        tokens.free_slot = tokens.next_free_slot(slot)
+        with tokens.shard.locked(exclusive=True):  # no other process reads the folder meanwhile
+            if tokens.free_slot is None:
+                tokens.index()
+            slot = tokens.free_slot
+            assert slot is not None
+            p11.init_token(slot, puk, number)
+            label, serial, _ = p11.token_info(slot)
+            tokens.slots[number] = (slot, serial)
+            tokens.free_slot = tokens.next_free_slot(slot)
         counter = self.counter(number)
         counter.create()
         session = p11.open_session(slot)
@@ -262,7 +265,8 @@ class CardWriter:
         self.counter(number).remove()
         if folder is None or tokens is None:
             return False
-        shutil.rmtree(folder, ignore_errors=True)
+        with tokens.shard.locked(exclusive=True):
+            shutil.rmtree(folder, ignore_errors=True)
         self._reinitialise(tokens)  # SoftHSM must forget the deleted token before the next lookup
         return True
 

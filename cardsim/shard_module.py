@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,23 +71,34 @@ class ShardLibrary:
     def __init__(self, shard: CardShard, module_path: str) -> None:
         self.shard = shard
         self.module = module_copy(module_path, shard.softhsm_conf)
-        self.lib = initialised_for(shard.softhsm_conf, lambda: pkcs11.lib(self.module))
-        self.index()
+        with shard.locked(exclusive=False):  # never while a writer is creating a token
+            self.lib = initialised_for(shard.softhsm_conf, lambda: pkcs11.lib(self.module))
+            self.index()
 
     def index(self) -> None:
         self.tokens: dict[str, Any] = {}
         for slot in self.lib.get_slots(token_present=True):
-            try:
-                token = slot.get_token()
-            except pkcs11.exceptions.PKCS11Error:
-                continue
-            if token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
+            token = _token_in(slot)
+            if token is not None and token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
                 self.tokens.setdefault(token.label, token)
 
     def reinitialise(self) -> None:
-        initialised_for(self.shard.softhsm_conf, self.lib.reinitialize)
-        self.index()
+        with self.shard.locked(exclusive=False):
+            initialised_for(self.shard.softhsm_conf, self.lib.reinitialize)
+            self.index()
 
     def close_all_sessions(self, slot_id: int) -> None:
         """python-pkcs11 leaks the session of a failed login: close them (FIELD-NOTES)."""
         ctypes.CDLL(self.module).C_CloseAllSessions(ctypes.c_ulong(slot_id))
+
+
+def _token_in(slot: Any, tries: int = 5) -> Any | None:
+    """The slot's token; None if it cannot be read. SoftHSM2 rewrites a token's file at every
+    login, and C_GetTokenInfo in another process meanwhile fails (CKR_GENERAL_ERROR): a card
+    someone is logging in to is read again rather than left out of the index."""
+    for attempt in range(tries):
+        try:
+            return slot.get_token()
+        except pkcs11.exceptions.PKCS11Error:
+            time.sleep(0.002 * (attempt + 1))
+    return None
