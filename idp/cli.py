@@ -82,7 +82,7 @@ def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str |
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader instead of the production server.")
 @click.pass_obj
 def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -> None:
-    """Run the web service (gunicorn, or granian with TESSERA_HTTP_SERVER=granian; each worker
+    """Run the web service (granian, or gunicorn with TESSERA_HTTP_SERVER=gunicorn; each worker
     opens PKCS#11 after the fork).
 
     With the embedded directory (no TESSERA_LDAP_URLS), its private slapd is started first and

@@ -177,7 +177,8 @@ def test_removed_account_is_refused_at_once(idp: IdpServer, admins: dict[str, st
     assert json.loads(removed.stdout) == {"removed": account["client_id"]}
     refused = verify(idp.base, token, certificate)  # the next call, a token that has not expired
     assert refused.status_code == 401 and "removed" in refused.json()["detail"]
-    assert token_for(idp.base, account).status_code == 401
+    again_token = token_for(idp.base, account)
+    assert again_token.status_code == 401, again_token.text
     entries = [e for e in audit_entries(idp, since_seq=since) if e["event_type"] == "admin.service.remove"]
     assert entries and entries[0]["result"] == "success" and entries[0]["object"] == f"client:{account['client_id']}"
     again = idp.cli("service", "remove", account["client_id"], "--as", admins["system-admin"], check=False)

@@ -41,7 +41,7 @@ def test_serve_on_each_server(idp: IdpServer, staff_user: tuple[str, str], serve
 def test_an_unknown_server_is_refused(idp: IdpServer) -> None:
     result = subprocess.run([TESSERA, "serve", "--port", str(free_port())], env={**idp.env, "TESSERA_HTTP_SERVER": "bjoern"},
                             capture_output=True, timeout=60)
-    assert result.returncode != 0 and b"TESSERA_HTTP_SERVER must be one of gunicorn, granian" in result.stderr
+    assert result.returncode != 0 and b"TESSERA_HTTP_SERVER must be one of granian, gunicorn" in result.stderr
     assert b"Traceback" not in result.stderr
 
 

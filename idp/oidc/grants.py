@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
@@ -115,6 +117,17 @@ def _acr(amr: tuple[str, ...] | list[str]) -> str | None:
     return ACR_TWO_FACTOR if "otp" in amr else None
 
 
+@contextmanager
+def client_still_registered() -> Iterator[None]:
+    """A code or token stored for a client removed a moment ago (another worker still had it in its
+    cache, :meth:`ClientRegistry.get`) breaks the client foreign key: that is invalid_client (RFC 6749
+    section 5.2, 401 as for any client whose authentication fails), never a 500."""
+    try:
+        yield
+    except IntegrityError:
+        raise InvalidClientError("the client was removed", status_code=401) from None
+
+
 class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
@@ -122,7 +135,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         user = request.user
         now = _provider(self).clock()
         payload = request.payload.data
-        with _provider(self).engine.begin() as conn:
+        with client_still_registered(), _provider(self).engine.begin() as conn:
             conn.execute(_SAVE_CODE, dict(
                 code_hash=token_hash(code), client_id=request.client.get_client_id(), uid=user.uid,
                 redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
@@ -293,10 +306,7 @@ class ServiceCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mi
                   "scope": scope, "iat": now, "exp": now + SERVICE_TOKEN_SECONDS, "jti": secrets.token_urlsafe(16)}
         access_token = jwt.encode({"alg": "ES256", "kid": kid, "typ": "at+jwt"}, claims, key)
         token = {"access_token": access_token, "token_type": "Bearer", "expires_in": SERVICE_TOKEN_SECONDS, "scope": scope}
-        try:
-            self.save_token(token)
-        except IntegrityError:  # removed a moment ago (another worker still had the account cached)
-            raise InvalidClientError("the service account was removed") from None
+        self.save_token(token)
         events.record("oidc.service_token", f"client:{client_id}", f"client:{client_id}", "success", scope=scope)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 

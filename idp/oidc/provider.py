@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
-                             S256CodeChallenge, ServiceCredentialsGrant)
+                             S256CodeChallenge, ServiceCredentialsGrant, client_still_registered)
 from idp.oidc.keys import SigningKeys
 from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore
 from idp.staff import StaffUser
@@ -130,6 +130,10 @@ class Provider:
 
     # -- storage callbacks -----------------------------------------------------------------
     def _save_token(self, token: dict[str, Any], request: Any) -> None:
+        with client_still_registered():
+            self._store_token(token, request)
+
+    def _store_token(self, token: dict[str, Any], request: Any) -> None:
         if request.payload.grant_type == ServiceCredentialsGrant.GRANT_TYPE:
             # a service account's token: no user, a family of its own (RFC 6749 4.4.3: no refresh token)
             client_id = request.client.get_client_id()
