@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import table  # noqa: E402
-from sso_logins import full_logins_per_second, prepare_home, serve  # noqa: E402
+from sso_logins import StaffQueue, full_logins_per_second, prepare_home, serve  # noqa: E402
 from tests.servers import free_port, stop_server  # noqa: E402
 from sso_raw_ldap import raw_logins_per_second, staff_directory  # noqa: E402
 
@@ -105,19 +105,16 @@ def main() -> None:
         envs = {"audit on": env,
                 "audit off": dict(env, TESSERA_BENCH_AUDIT_OFF="1",
                                   PYTHONPATH=os.pathsep.join(p for p in (str(AUDIT_OFF), env.get("PYTHONPATH")) if p))}
-        offset = 0
+        queue = StaffQueue(staff)  # every login of the run by a different staff member
         for r in range(args.rounds):
             for mode in (("audit on", "audit off") if r % 2 == 0 else ("audit off", "audit on")):
                 proc = serve(envs[mode], port, args.workers, base / f"server-{mode.replace(' ', '-')}-{r}.log")
                 try:
                     # warm-up: each worker builds its deployment (token, directory pool, keys) on first use
-                    rate, failed, _, _ = full_logins_per_second(port, staff, client, WARM_UP, args.load, offset,
-                                                                proc.pid)
-                    offset += int(rate * WARM_UP) + failed + args.load * 2 + 10
+                    full_logins_per_second(port, queue, client, WARM_UP, args.load, proc.pid)
                     before = audit_tip(home)
-                    rate, failed, errors, cpu = full_logins_per_second(port, staff, client, args.seconds, args.load,
-                                                                       offset, proc.pid)
-                    offset += int(rate * args.seconds) + failed + args.load * 2 + 10
+                    rate, failed, errors, cpu = full_logins_per_second(port, queue, client, args.seconds, args.load,
+                                                                       proc.pid)
                 finally:
                     stop_server(proc)
                 done = max(int(rate * args.seconds), 1)

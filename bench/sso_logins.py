@@ -166,8 +166,31 @@ def one_login(port: int, uid: str, password: str, client: dict[str, str], step: 
         b.conn.close()
 
 
-def _load_worker(args: tuple[int, list[str], str, dict[str, str], float, float]) -> tuple[int, int, str]:
-    port, uids, password, client, start_at, deadline = args
+class StaffQueue:
+    """Hands out staff members across the load processes of every round of a run, each at most once:
+    a staff member's TOTP code is accepted once per time step, so a second login in the same step
+    would fail (and count towards the address throttle, refusing every later login)."""
+
+    def __init__(self, staff: StaffDirectory) -> None:
+        self.staff = staff
+        self._next = multiprocessing.get_context("fork").Value("i", 0)
+
+    def take(self) -> str | None:
+        with self._next.get_lock():
+            self._next.value += 1
+            number = self._next.value
+        return self.staff.uid(number) if number <= self.staff.count else None
+
+
+#: the queue of the round running now; the load processes are forked after it is set and inherit it
+#: (a shared counter cannot be pickled into a pool's arguments)
+_ROUND_QUEUE: StaffQueue | None = None
+
+
+def _load_worker(args: tuple[int, str, dict[str, str], float, float]) -> tuple[int, int, str, float]:
+    port, password, client, start_at, deadline = args
+    queue = _ROUND_QUEUE
+    assert queue is not None
     while time.time() < start_at:
         time.sleep(0.001)
     done = failed = 0
@@ -177,8 +200,10 @@ def _load_worker(args: tuple[int, list[str], str, dict[str, str], float, float])
     cpu_at_start = time.process_time()
 
     keys = jwt.PyJWKClient(f"http://127.0.0.1:{port}/oidc/jwks.json")
-    for uid in uids:
-        if time.time() >= deadline:
+    while time.time() < deadline:
+        uid = queue.take()
+        if uid is None:
+            first_error = first_error or "ran out of staff: use more --staff or fewer --seconds"
             break
         try:
             id_token = one_login(port, uid, password, client, int(time.time() // 30))
@@ -190,20 +215,19 @@ def _load_worker(args: tuple[int, list[str], str, dict[str, str], float, float])
         except Exception as exc:  # noqa: BLE001  (a failed login is counted, the first one reported)
             failed += 1
             first_error = first_error or f"{uid}: {exc!r}"[:300]
-    else:
-        first_error = first_error or "ran out of staff: use more --staff or fewer --seconds"
-    return done, failed, first_error, time.process_time() - cpu_at_start  # type: ignore[return-value]
+    return done, failed, first_error, time.process_time() - cpu_at_start
 
 
-def full_logins_per_second(port: int, staff: StaffDirectory, client: dict[str, str], seconds: float, load: int,
-                           offset: int, server_pgid: int) -> tuple[float, int, str, dict[str, float]]:
+def full_logins_per_second(port: int, queue: StaffQueue, client: dict[str, str], seconds: float, load: int,
+                           server_pgid: int) -> tuple[float, int, str, dict[str, float]]:
     """Logins/s, failures, errors, and CPU milliseconds per login of Tessera, slapd and the load."""
+    staff = queue.staff
     slapd_pid = int(staff.folder.pid_file.read_text().strip())
     tessera_cpu, slapd_cpu = cpu_seconds(pgid=server_pgid), cpu_seconds(pid=slapd_pid)
     start_at = time.time() + 1.0
-    per = (staff.count - offset) // load
-    jobs = [(port, [staff.uid(offset + 1 + p * per + i) for i in range(per)], staff.password, client, start_at,
-             start_at + seconds) for p in range(load)]
+    jobs = [(port, staff.password, client, start_at, start_at + seconds) for _ in range(load)]
+    global _ROUND_QUEUE
+    _ROUND_QUEUE = queue
     with multiprocessing.get_context("fork").Pool(load) as pool:
         results = pool.map(_load_worker, jobs)
     done = sum(r[0] for r in results)
@@ -258,14 +282,13 @@ def main() -> None:
         env, client = prepare_home(staff, base, port)
         rows = [[f"raw ldap3 search+bind, {p} process{'es' if p > 1 else ''}", raw[p], "", "100%" if raw[p] == limit else "",
                  "", raw_cpu[p][0], raw_cpu[p][1], cores * 1000 / sum(raw_cpu[p])] for p in raw]
-        offset = 0
+        queue = StaffQueue(staff)
         for server in args.server:
             proc = serve({**env, "TESSERA_HTTP_SERVER": server}, port, args.workers, base / f"server-{server}.log")
             try:
                 for load in args.load:
-                    rate, failed, errors, cpu = full_logins_per_second(port, staff, client, args.seconds, load, offset,
+                    rate, failed, errors, cpu = full_logins_per_second(port, queue, client, args.seconds, load,
                                                                        proc.pid)
-                    offset += int(rate * args.seconds) + load * 2 + 10
                     projected = cores * 1000 / sum(cpu.values())
                     rows.append([f"full login (4 requests), {server}, {load} load processes", rate, failed,
                                  f"{rate / limit:.0%}", cpu["tessera"], cpu["slapd"], cpu["load"],
