@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=2, help="load processes")
     parser.add_argument("--rounds", type=int, default=2, help="measurements per mode (alternating)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server worker processes")
+    parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian",
+                        help="the HTTP server (TESSERA_HTTP_SERVER)")
     parser.add_argument("--entries", type=int, default=3000, help="entries appended in process at the end")
     parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
     args = parser.parse_args()
@@ -102,6 +104,7 @@ def main() -> None:
         limit = raw_logins_per_second(staff, args.seconds, 2)
         env, client = prepare_home(staff, base, port)
         home = Path(env["TESSERA_HOME"])
+        env = dict(env, TESSERA_HTTP_SERVER=args.server)
         envs = {"audit on": env,
                 "audit off": dict(env, TESSERA_BENCH_AUDIT_OFF="1",
                                   PYTHONPATH=os.pathsep.join(p for p in (str(AUDIT_OFF), env.get("PYTHONPATH")) if p))}
