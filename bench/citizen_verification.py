@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import requests  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.fixtures_cards import citizen  # noqa: E402
-from tests.servers import free_port, wait_for_port  # noqa: E402
+from tests.servers import free_port, stop_server, wait_for_port  # noqa: E402
 
 TESSERA = str(Path(sys.executable).parent / "tessera")
 BATCH = 20
@@ -254,13 +253,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
         ]))
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_server(proc)
         shutil.rmtree(base, ignore_errors=True)
 
 

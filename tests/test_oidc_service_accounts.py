@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import sqlite3
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import IdpServer, audit_entries, audit_tip
 from tests.fixtures_web import TESSERA
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, running_server, wait_healthy
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -220,24 +217,10 @@ def second_server(idp: IdpServer, **env: str) -> Iterator[str]:
     """Another `tessera serve` (one worker) on the same home with extra environment; its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(idp.home.parent / f"serve-{port}.log", "wb")
-    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", "1"],
-                            env={**idp.env, "TESSERA_PUBLIC_URL": base, **env}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_port(port, proc, timeout=30)
-        deadline = time.monotonic() + 30
-        while requests.get(base + "/healthz", timeout=5).status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with running_server([TESSERA, "serve", "--port", str(port), "--workers", "1"], port,
+                        idp.home.parent / f"serve-{port}.log", env={**idp.env, "TESSERA_PUBLIC_URL": base, **env}):
+        wait_healthy(base + "/healthz")
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_api_entries_take_part_in_the_trail_checkpoints(idp: IdpServer, admins: dict[str, str]) -> None:
