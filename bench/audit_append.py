@@ -33,6 +33,7 @@ from audit.trail import AuditEvent, AuditTrail  # noqa: E402
 from audit.verification import verify  # noqa: E402
 from ca.database import make_engine, make_session_factory  # noqa: E402
 from idp import schema  # noqa: E402
+from tests.servers import tessera_env  # noqa: E402
 
 
 def _event(i: int) -> AuditEvent:
@@ -156,11 +157,9 @@ def generate(url: str, count: int, every: int, folder: Path, batch: int = 20_000
 
 def time_cli_verify(url: str, folder: Path) -> float:
     """Wall time of the real command (process start included) on the same database."""
-    import os
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env.update(TESSERA_HOME=str(folder / "home"), TESSERA_DATABASE_URL=url)
+    env = tessera_env(folder / "home", TESSERA_DATABASE_URL=url)
     start = time.perf_counter()
     result = subprocess.run([str(Path(sys.executable).parent / "tessera"), "audit", "verify", "--no-record"], env=env,
                             capture_output=True, text=True, timeout=600)

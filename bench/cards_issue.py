@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.servers import tessera_env  # noqa: E402
+
 
 def _citizen(i: int) -> dict[str, str]:
     from tests.fixtures_cards import citizen
@@ -173,8 +175,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="tessera-cards-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env["TESSERA_HOME"] = str(base)
+    env = tessera_env(base)
     subprocess.run([str(Path(sys.executable).parent / "tessera"), "init"], env=env, check=True, capture_output=True)
     os.environ.update(TESSERA_HOME=str(base))
     os.environ.pop("SOFTHSM2_CONF", None)

@@ -43,7 +43,7 @@ import requests  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.fixtures_cards import citizen  # noqa: E402
-from tests.servers import free_port, stop_server, wait_for_port  # noqa: E402
+from tests.servers import free_port, stop_server, tessera_env, wait_for_port  # noqa: E402
 
 TESSERA = str(Path(sys.executable).parent / "tessera")
 BATCH = 20
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
     home = base / "home"
     port, agent_port = free_port(), free_port()
     public = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env.update(TESSERA_HOME=str(home), TESSERA_PUBLIC_URL=public, TESSERA_API_RATE_PER_SECOND="1000000")
+    env = tessera_env(home, public, TESSERA_API_RATE_PER_SECOND="1000000")
     if args.server:
         env["TESSERA_HTTP_SERVER"] = args.server
     if database_url:

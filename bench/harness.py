@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
 
 from idp.deployment import Deployment  # noqa: E402
 from idp.settings import Settings  # noqa: E402
+from tests.servers import tessera_env  # noqa: E402
 
 
 def ca_home(database_url: str | None = None, base: Path | None = None) -> Deployment:
@@ -27,8 +28,7 @@ def ca_home(database_url: str | None = None, base: Path | None = None) -> Deploy
     One per process: SoftHSM reads SOFTHSM2_CONF once, when the process first initialises it.
     """
     home = Path(tempfile.mkdtemp(prefix="tessera-bench-", dir=base))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env["TESSERA_HOME"] = str(home)
+    env = tessera_env(home)
     if database_url:
         env["TESSERA_DATABASE_URL"] = database_url
     subprocess.run([str(Path(sys.executable).parent / "tessera"), "init"], env=env, check=True, capture_output=True)

@@ -39,7 +39,7 @@ from urllib.parse import urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, table  # noqa: E402
-from tests.servers import TESSERA, free_port, start_server, stop_server, wait_healthy  # noqa: E402
+from tests.servers import TESSERA, free_port, start_server, stop_server, tessera_env, wait_healthy  # noqa: E402
 from sso_raw_ldap import StaffDirectory, raw_logins_per_second, staff_directory  # noqa: E402
 
 import pyotp  # noqa: E402
@@ -84,8 +84,7 @@ def _children_cpu() -> float:
 
 def prepare_home(staff: StaffDirectory, base: Path, port: int) -> tuple[dict[str, str], dict[str, str]]:
     """`tessera init` against the directory, a trusted client, TOTP enrolled for every staff member."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env.update(TESSERA_HOME=str(base / "home"), TESSERA_PUBLIC_URL=f"http://127.0.0.1:{port}", **staff.env)
+    env = tessera_env(base / "home", f"http://127.0.0.1:{port}", **staff.env)
     subprocess.run([TESSERA, "init"], env=env, check=True, capture_output=True)
     client = json.loads(subprocess.run([TESSERA, "client", "add", "Bench RP", "--redirect-uri", REDIRECT, "--trusted",
                                         "--json"], env=env, check=True, capture_output=True).stdout)

@@ -26,10 +26,12 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TESSERA = str(Path(sys.executable).parent / "tessera")
 
 
-def tessera_env(home: Path, public_url: str, **extra: str) -> dict[str, str]:
+def tessera_env(home: Path, public_url: str | None = None, **extra: str) -> dict[str, str]:
     """This process's environment for `tessera` on ``home``: no TESSERA_*/SOFTHSM2_* of ours leaks in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env.update(TESSERA_HOME=str(home), TESSERA_PUBLIC_URL=public_url, **extra)
+    env.update(TESSERA_HOME=str(home), **extra)
+    if public_url is not None:
+        env["TESSERA_PUBLIC_URL"] = public_url
     return env
 
 

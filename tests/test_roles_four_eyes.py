@@ -17,14 +17,14 @@ import pytest
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import AdminAgent, IdpServer
 from tests.fixtures_web import TESSERA
+from tests.servers import tessera_env
 
 
 @pytest.fixture(scope="module")
 def own_home(slapd) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
     """`tessera init` on a fresh home that uses the test directory; the environment to run the CLI."""
     base = Path(tempfile.mkdtemp(prefix="tessera-4eyes-"))
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TESSERA_", "SOFTHSM2_"))}
-    env.update(TESSERA_HOME=str(base / "home"), TESSERA_PUBLIC_URL="http://127.0.0.1:9", **slapd.env)
+    env = tessera_env(base / "home", "http://127.0.0.1:9", **slapd.env)
     subprocess.run([TESSERA, "init"], env=env, check=True, capture_output=True, timeout=180)
     try:
         yield env
