@@ -4,7 +4,10 @@ Why not python-pkcs11 here: it has no C_InitToken, and it hands out a Slot objec
 ``get_slots()``, which walks every slot (~14 ms with 10,000 cards). Personalising a new card must
 not cost more with 10,000 cards than with 100, so the card writer keeps slot ids itself: the slot
 it initialised keeps its id for the life of the process (SoftHSM2 appends the next free slot).
-Services read cards through python-pkcs11 (:mod:`cardsim.reader`).
+Services find cards through python-pkcs11 (:mod:`cardsim.shard_module` loads and indexes a shard)
+and read them through :meth:`Cryptoki.attached` on that same loaded module: one C_FindObjects for
+all of a card's objects and one C_GetAttributeValue per object (python-pkcs11 sizes every value
+in a call of its own and each search walks the token again; about half of a read's PKCS#11 time).
 
 Every function is one PKCS#11 call with its section of the specification; a non-zero CK_RV
 becomes :class:`CryptokiError` carrying the code. One instance per process, no threads
@@ -41,12 +44,18 @@ CKF_OS_LOCKING_OK = 0x2
 CKF_TOKEN_INITIALIZED = 0x400
 
 CKR_OK = 0x0
+CKR_ATTRIBUTE_SENSITIVE = 0x11
+CKR_ATTRIBUTE_TYPE_INVALID = 0x12
+CKR_BUFFER_TOO_SMALL = 0x150
 CKR_PIN_INCORRECT = 0xA0
 CKR_PIN_INVALID = 0xA1
 CKR_PIN_LEN_RANGE = 0xA2
 CKR_PIN_LOCKED = 0xA4
 CKR_USER_ALREADY_LOGGED_IN = 0x100
+CKR_USER_PIN_NOT_INITIALIZED = 0x102
 CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
+#: ulValueLen of an attribute the token could not return (section 3.1, CK_UNAVAILABLE_INFORMATION)
+CK_UNAVAILABLE_INFORMATION = CK_ULONG(-1).value
 
 #: DER of the named curve OIDs (RFC 5480 section 2.1.1.1), the CKA_EC_PARAMS value
 EC_PARAMS = {
@@ -130,10 +139,19 @@ class Cryptoki:
     copy of the module, over the token folder that SoftHSM2 configuration names (one card shard,
     :mod:`cardsim.shard_module`)."""
 
-    def __init__(self, module_path: str, conf: Path | None = None) -> None:
+    def __init__(self, module_path: str, conf: Path | None = None, initialise: bool = True) -> None:
         self._lib = ctypes.CDLL(module_copy(module_path, conf) if conf is not None else module_path)
         self._conf = conf
-        self._initialize()
+        if initialise:
+            self._initialize()
+
+    @classmethod
+    def attached(cls, loaded_module: str) -> "Cryptoki":
+        """The functions of a module this process has loaded and initialised already (a shard's
+        module copy that python-pkcs11 loaded: :class:`cardsim.shard_module.ShardLibrary`). The
+        dynamic loader hands back the same library, so sessions and logins are that module's;
+        no C_Initialize here, and re-initialisation stays with its owner."""
+        return cls(loaded_module, initialise=False)
 
     def _initialize(self) -> None:
         args = _InitArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
@@ -184,10 +202,10 @@ class Cryptoki:
         self._call("C_InitToken", CK_ULONG(slot_id), pin, CK_ULONG(len(pin)), raw_label.ljust(32, b" "))
 
     # -- sessions (section 5.6/5.7) ----------------------------------------------------
-    def open_session(self, slot_id: int) -> int:
+    def open_session(self, slot_id: int, rw: bool = True) -> int:
         handle = CK_ULONG()
-        self._call("C_OpenSession", CK_ULONG(slot_id), CK_ULONG(CKF_SERIAL_SESSION | CKF_RW_SESSION), None, None,
-                   ctypes.byref(handle))
+        flags = CKF_SERIAL_SESSION | (CKF_RW_SESSION if rw else 0)
+        self._call("C_OpenSession", CK_ULONG(slot_id), CK_ULONG(flags), None, None, ctypes.byref(handle))
         return handle.value
 
     def close_session(self, session: int) -> None:
@@ -230,6 +248,54 @@ class Cryptoki:
             return list(found[: count.value])
         finally:
             self._lib.C_FindObjectsFinal(CK_ULONG(session))
+
+    def all_objects(self, session: int, batch: int = 32) -> list[int]:
+        """Every object the session can see (an empty template, section 5.7: C_FindObjectsInit),
+        in one search however many there are."""
+        self._call("C_FindObjectsInit", CK_ULONG(session), None, CK_ULONG(0))
+        try:
+            out: list[int] = []
+            found = (CK_ULONG * batch)()
+            count = CK_ULONG()
+            while True:
+                self._call("C_FindObjects", CK_ULONG(session), found, CK_ULONG(batch), ctypes.byref(count))
+                out += found[: count.value]
+                if count.value < batch:
+                    return out
+        finally:
+            self._lib.C_FindObjectsFinal(CK_ULONG(session))
+
+    def attributes(self, session: int, handle: int, kinds: tuple[int, ...],
+                   sizes: tuple[int, ...]) -> dict[int, bytes | None]:
+        """Several attributes of one object in one C_GetAttributeValue (section 5.7), into buffers
+        of ``sizes`` bytes; a value that does not fit is sized and read again. An attribute the
+        object lacks (CKR_ATTRIBUTE_TYPE_INVALID) or hides (CKR_ATTRIBUTE_SENSITIVE, a private
+        key's value) is None: the call still returns every other one (section 5.7)."""
+        template = (_Attribute * len(kinds))()
+        buffers = [ctypes.create_string_buffer(size) for size in sizes]
+        for i, (kind, buffer) in enumerate(zip(kinds, buffers)):
+            template[i].type = kind
+            template[i].pValue = ctypes.cast(buffer, ctypes.c_void_p)
+            template[i].ulValueLen = len(buffer)
+        rv = self._lib.C_GetAttributeValue(CK_ULONG(session), CK_ULONG(handle), template, CK_ULONG(len(kinds)))
+        if rv == CKR_BUFFER_TOO_SMALL:
+            for i in range(len(kinds)):  # size every value (a NULL pValue asks for the length) ...
+                template[i].pValue, template[i].ulValueLen = None, 0
+            rv = self._lib.C_GetAttributeValue(CK_ULONG(session), CK_ULONG(handle), template, CK_ULONG(len(kinds)))
+            if rv in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID):
+                for i in range(len(kinds)):  # ... and read them into buffers of that size
+                    size = template[i].ulValueLen
+                    if size != CK_UNAVAILABLE_INFORMATION:
+                        buffers[i] = ctypes.create_string_buffer(max(size, 1))
+                        template[i].pValue = ctypes.cast(buffers[i], ctypes.c_void_p)
+                rv = self._lib.C_GetAttributeValue(CK_ULONG(session), CK_ULONG(handle), template, CK_ULONG(len(kinds)))
+        if rv not in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID):
+            raise CryptokiError("C_GetAttributeValue", rv)
+        out: dict[int, bytes | None] = {}
+        for i, kind in enumerate(kinds):
+            size = template[i].ulValueLen
+            out[kind] = None if size == CK_UNAVAILABLE_INFORMATION else ctypes.string_at(buffers[i], size)
+        return out
 
     def attribute(self, session: int, handle: int, kind: int) -> bytes:
         """C_GetAttributeValue (section 5.7) of one attribute, sized in a first call."""

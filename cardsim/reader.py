@@ -25,7 +25,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import fcntl
+import os
 import secrets
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,19 +39,21 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pkcs11 import Attribute, Mechanism, ObjectClass
-from pkcs11.util.ec import encode_ecdsa_signature
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.held_connection import HeldStatement
+from cardsim import cryptoki as ck
 from cardsim.config import CardSettings
+from cardsim.cryptoki import Cryptoki
 from cardsim.errors import CardError
 from cardsim.numbers import is_card_number
 from cardsim.personalisation import APPLICATION, AUTH_KEY, SIGN_KEY
 from cardsim.pins import TryCounter, check_pin_form
 from cardsim.records import LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJECT, parse_content, sha256_hex
 from cardsim.shard_module import ShardLibrary
-from cardsim.trust import Check, ChainValidator, CrlStatus, OcspStatus, SignedContent, issuer_of, open_signed_data
+from cardsim.trust import Check, ChainValidator, CrlStatus, OcspStatus, SignedContent, open_signed_data
 
 _LABEL_TO_RECORD = {label: kind for kind, label in LABELS.items()}
 
@@ -61,6 +67,30 @@ class RegistryEntry:
     replaced_by: str | None = None
     #: record type -> SHA-256 (hex) of the current version's CMS encoding
     hashes: dict[str, str] = field(default_factory=dict)
+
+
+#: the registry's word on a card in one row (one statement on a held driver connection,
+#: ca.held_connection): its state and the version and hash of each current record, or no row
+#: when the registry lacks the card or lists none of its records
+_REGISTERED = (*RECORD_TYPES, SECURITY_OBJECT)
+_REGISTRY_SQL = (
+    "SELECT c.status, c.replaced_by, "
+    + ", ".join(f"MAX(CASE WHEN r.record_type = '{kind}' THEN r.version END), "
+                f"MAX(CASE WHEN r.record_type = '{kind}' THEN r.sha256 END)" for kind in _REGISTERED)
+    + " FROM card c JOIN card_record r ON r.card_id = c.id AND r.current = ? WHERE c.number = ?"
+    " GROUP BY c.id, c.status, c.replaced_by"
+)
+
+
+def _registry_entry(row: tuple[Any, ...] | None) -> RegistryEntry | None:
+    if row is None:
+        return None
+    versions, hashes = {}, {}
+    for i, kind in enumerate(_REGISTERED):
+        version, sha256 = row[2 + 2 * i], row[3 + 2 * i]
+        if version is not None:
+            versions[kind], hashes[kind] = version, sha256
+    return RegistryEntry(row[0], versions, row[1], hashes)
 
 
 @dataclass(frozen=True)
@@ -140,9 +170,13 @@ class ReaderTrust:
                  .join(CardRecord, (CardRecord.card_id == Card.id) & CardRecord.current.is_(True))
                  .where(Card.number == bindparam("number")))
         engine = sessions.kw["bind"]
+        held = HeldStatement(engine, _REGISTRY_SQL, "card registry entry")
 
         def registry(number: str) -> RegistryEntry | None:
-            with engine.connect() as connection:
+            executed = held.execute((True, number))
+            if executed is not None:
+                return _registry_entry(executed.row)
+            with engine.connect() as connection:  # the driver failed: the same through the engine
                 rows = connection.execute(query, {"number": number}).all()
             if not rows:
                 return None
@@ -162,8 +196,21 @@ class CardContents:
     pin_check: Check | None = None
 
 
-def _pkcs11_wrong_pin(exc: Exception) -> bool:
-    return isinstance(exc, (pkcs11.exceptions.PinIncorrect, pkcs11.exceptions.PinLocked))
+def _wrong_pin(exc: Exception) -> bool:
+    return isinstance(exc, ck.CryptokiError) and exc.rv in (ck.CKR_PIN_INCORRECT, ck.CKR_PIN_LOCKED)
+
+
+class CardUnreadable(CardError):
+    """The card answered, but not as a Tessera card does (e.g. no authentication key to sign with)."""
+
+    kind = "card-unreadable"
+
+
+#: what a read asks of every object, and the buffer sizes that fit a Tessera card's values
+_READ = (ck.CKA_CLASS, ck.CKA_LABEL, ck.CKA_APPLICATION, ck.CKA_VALUE)
+_READ_SIZES = (8, 64, 64, 8192)
+_APPLICATION = APPLICATION.encode("utf-8")
+_RELOAD_SECONDS = 10.0
 
 
 class CardReader:
@@ -174,8 +221,11 @@ class CardReader:
         self.settings = settings
         self.trust = trust
         self._chains = ChainValidator(trust.roots)
-        self._signer_checks: dict[bytes, tuple[Check, x509.Certificate | None, Check | None]] = {}
+        #: (signer, record type, signing day, CRL generation) -> (chain, issuer, CRL status)
+        self._signer_checks: dict[tuple[Any, ...], tuple[Check, x509.Certificate | None, Check | None]] = {}
         self._shards: dict[int, ShardLibrary] = {}
+        self._cryptokis: dict[int, Cryptoki] = {}
+        self._reloaded: dict[int, float] = {}
 
     # -- finding cards ----------------------------------------------------------------------
     def _shard(self, number: str) -> "ShardLibrary | None":
@@ -201,44 +251,103 @@ class CardReader:
         return self._token(number) is not None
 
     # -- reading ----------------------------------------------------------------------------
+    def _cryptoki(self, shard: ShardLibrary) -> Cryptoki:
+        p11 = self._cryptokis.get(shard.shard.index)
+        if p11 is None:
+            p11 = self._cryptokis[shard.shard.index] = Cryptoki.attached(shard.module)
+        return p11
+
+    def _reload(self, shard: ShardLibrary, counter: TryCounter) -> bool:
+        """Read the shard's tokens again after a login refused with CKR_USER_PIN_NOT_INITIALIZED,
+        at most once per shard every ``_RELOAD_SECONDS``; False when it was reloaded just now.
+
+        SoftHSM2 takes a token's PIN blobs from its file once, when the module is initialised; a
+        file that another process's login was rewriting at that moment leaves this process with a
+        card that "has no user PIN" until it initialises again (seen with three readers starting
+        at once, old reader too). The card's try counter is held meanwhile, so no login to this
+        card rewrites its file while it is read again (pins.TryCounter: an exclusive flock)."""
+        now = time.monotonic()
+        if now - self._reloaded.get(shard.shard.index, -_RELOAD_SECONDS) < _RELOAD_SECONDS:
+            return False
+        self._reloaded[shard.shard.index] = now
+        try:
+            fd = os.open(counter.path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            shard.reinitialise()
+        finally:
+            os.close(fd)
+        return True
+
     def read(self, number: str, pin: str | None = None, challenge: bytes | None = None) -> CardContents | None:
         """Read the card's objects; with the PIN also the private records and, given a challenge,
-        the card's signature over SHA-256(challenge) with its authentication key."""
+        the card's signature over SHA-256(challenge) with its authentication key.
+
+        One read-only session (PKCS#11 v2.40 section 5.6), logged in on when a PIN is given and
+        closed at the end, which logs the card out: a failed login leaves it open, not logged
+        in, and the public objects are read on it (FIELD-NOTES: open a public session, log in on
+        it, close it whatever happens). One C_FindObjects for every object the session sees and
+        one C_GetAttributeValue per object."""
         found = self._token(number)
         if found is None:
             return None
         shard, token = found
+        p11 = self._cryptoki(shard)
+        slot = token.slot.slot_id
+        opened: list[int] = []
         pin_check: Check | None = None
-        session = None
         if pin is not None:
             check_pin_form(pin)
             counter = TryCounter(self.settings.counter_dir, number, self.settings.fsync_counters)
+
+            def log_in() -> None:
+                # the session too is opened under the counter's lock: SoftHSM2 rewrites the token
+                # file at each login, and opening a session on a card another process is logging
+                # in to fails (the lock takes both one at a time, across processes)
+                opened.append(p11.open_session(slot, rw=False))
+                p11.login(opened[0], ck.CKU_USER, pin)
+
             try:
-                session = counter.attempt_pin(lambda: token.open(user_pin=pin), _pkcs11_wrong_pin)
+                counter.attempt_pin(log_in, _wrong_pin)
                 pin_check = Check("pin", True)
             except CardError as exc:
-                # python-pkcs11 leaks the session of a failed login: close it (FIELD-NOTES)
-                shard.close_all_sessions(token.slot.slot_id)
                 pin_check = Check("pin", False, exc.kind, str(exc))
-        if session is None:
-            session = token.open()
+            except BaseException as exc:
+                for handle in opened:
+                    p11.close_session(handle)
+                if (isinstance(exc, ck.CryptokiError) and exc.rv == ck.CKR_USER_PIN_NOT_INITIALIZED
+                        and self._reload(shard, counter)):
+                    return self.read(number, pin, challenge)
+                raise
+        session = opened[0] if opened else p11.open_session(slot, rw=False)
         try:
-            certificates = {}
-            wanted = [Attribute.LABEL, Attribute.VALUE]  # one C_GetAttributeValue per object
-            for obj in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE}):
-                values = obj.get_attributes(wanted)
-                certificates[values[Attribute.LABEL]] = bytes(values[Attribute.VALUE])
+            certificates: dict[str, bytes] = {}
             objects: dict[str, list[bytes]] = {}
-            for obj in session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: APPLICATION}):
-                values = obj.get_attributes(wanted)
-                objects.setdefault(values[Attribute.LABEL], []).append(bytes(values[Attribute.VALUE]))
+            auth_keys: list[int] = []
+            for handle in p11.all_objects(session):
+                values = p11.attributes(session, handle, _READ, _READ_SIZES)
+                kind, label = values[ck.CKA_CLASS], values[ck.CKA_LABEL]
+                if kind is None or label is None:
+                    continue
+                object_class = int.from_bytes(kind, sys.byteorder)
+                text = label.decode("utf-8", "replace")
+                if object_class == ck.CKO_CERTIFICATE and values[ck.CKA_VALUE] is not None:
+                    certificates[text] = values[ck.CKA_VALUE]
+                elif (object_class == ck.CKO_DATA and values[ck.CKA_APPLICATION] == _APPLICATION
+                      and values[ck.CKA_VALUE] is not None):
+                    objects.setdefault(text, []).append(values[ck.CKA_VALUE])
+                elif object_class == ck.CKO_PRIVATE_KEY and text == AUTH_KEY:
+                    auth_keys.append(handle)
             signature = None
             if challenge is not None and pin_check is not None and pin_check.ok:
-                key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=AUTH_KEY)
+                if len(auth_keys) != 1:
+                    raise CardUnreadable(f"{len(auth_keys)} private keys labelled {AUTH_KEY}")
                 # SoftHSM has no CKM_ECDSA_SHA256: hash here, sign the digest (FIELD-NOTES)
-                signature = bytes(key.sign(hashlib.sha256(challenge).digest(), mechanism=Mechanism.ECDSA))
+                signature = p11.sign_ecdsa(session, auth_keys[0], hashlib.sha256(challenge).digest())
         finally:
-            session.close()
+            p11.close_session(session)
         return CardContents(certificates, objects, signature, challenge, pin_check)
 
     # -- verifying --------------------------------------------------------------------------
@@ -254,8 +363,8 @@ class CardReader:
             contents = self.read(number, pin, secrets.token_bytes(32) if pin is not None else None)
         except CardError as exc:
             return CardVerification(number, (Check("card", False, exc.kind, str(exc)),))
-        except pkcs11.exceptions.PKCS11Error as exc:
-            return CardVerification(number, (Check("card", False, "card-unreadable", type(exc).__name__),))
+        except (pkcs11.exceptions.PKCS11Error, ck.CryptokiError) as exc:
+            return CardVerification(number, (Check("card", False, "card-unreadable", str(exc) or type(exc).__name__),))
         if contents is None:
             return CardVerification(number, (Check("card", False, "card-not-found", "no card with that number"),))
         checks.append(Check("card", True))
@@ -302,36 +411,37 @@ class CardReader:
                 checks.append(Check(name, False, "certificate-malformed", "cannot parse the certificate"))
                 continue
             out[label] = cert
-            chain = self._chains.validate(cert, self.trust.intermediates, at, name)
-            if not chain.ok:
+            chain, path = self._chains.validate_path(cert, self.trust.intermediates, at, name)
+            if not chain.ok or path is None:
                 reason = "card-expired" if chain.reason == "expired" or cert.not_valid_after_utc < at else chain.reason
                 checks.append(Check(name, False, reason, chain.detail))
                 continue
-            issuer = issuer_of(cert, self.trust.intermediates, verified=True)
-            assert issuer is not None  # the chain validated
+            issuer = path[1] if len(path) > 1 else path[0]  # the chain validated: the CA that issued it
             status = self.trust.status.status(cert, issuer, at, name)
             checks.append(status if not status.ok else Check(name, True, "good", status.detail))
         return out, checks
 
-    def _signer(self, signed: SignedContent, expected: x509.Name | None, at: datetime.datetime) -> Check:
+    def _signer(self, signed: SignedContent, record_type: str, at: datetime.datetime) -> Check:
         """The signer's department, its chain at signing time (a record outlives the two-year
         signer certificate, as a signed document does) and its status now. Every card shares
-        these few signers, so the chain is validated once per signer and signing day, and the
-        status is kept per CRL generation, or (online) the OCSP answer until its nextUpdate."""
-        if expected is None or signed.signer.subject != expected:
-            return Check("signer", False, "wrong-department",
-                         f"signed by {signed.signer.subject.rfc4514_string()}, not the owning department")
+        these few signers, so the department and chain are checked once per signer and signing
+        day, and the status is kept per CRL generation, or (online) the OCSP answer until its
+        nextUpdate."""
         signed_at = signed.signing_time or at
         if signed_at > at + datetime.timedelta(minutes=5):
+            if not self._is_department(signed.signer, record_type):
+                return self._wrong_department(signed)
             return Check("signer", False, "signed-in-the-future", f"signing time {signed_at:%Y-%m-%d %H:%M:%SZ}")
         status_source = self.trust.status
         generation = status_source.generation if isinstance(status_source, CrlStatus) else 0
-        key = signed.signer.fingerprint(hashes.SHA256()) + signed_at.strftime("%Y%m%d").encode() + bytes([generation % 256])
+        key = (signed.signer, record_type, signed_at.date(), generation)
         cached = self._signer_checks.get(key)
         if cached is None:
+            if not self._is_department(signed.signer, record_type):
+                return self._wrong_department(signed)
             pool = [*signed.intermediates, *self.trust.intermediates]
-            chain = self._chains.validate(signed.signer, pool, signed_at)
-            issuer = issuer_of(signed.signer, pool, verified=True) if chain.ok else None
+            chain, path = self._chains.validate_path(signed.signer, pool, signed_at)
+            issuer = (path[1] if len(path) > 1 else path[0]) if path is not None else None
             status = None  # online: kept_status below
             if isinstance(status_source, CrlStatus) and issuer is not None:
                 status = status_source.status(signed.signer, issuer, at)
@@ -347,6 +457,15 @@ class CardReader:
         if not status.ok:
             return Check("signer", False, "signer-" + status.reason, status.detail)
         return Check("signer", True)
+
+    def _is_department(self, signer: x509.Certificate, record_type: str) -> bool:
+        expected = self.trust.departments.get(record_type)
+        return expected is not None and signer.subject == expected
+
+    @staticmethod
+    def _wrong_department(signed: SignedContent) -> Check:
+        return Check("signer", False, "wrong-department",
+                     f"signed by {signed.signer.subject.rfc4514_string()}, not the owning department")
 
     def _security_object(self, number: str, contents: CardContents, certs: dict[str, x509.Certificate],
                          registry: RegistryEntry | None, at: datetime.datetime) -> tuple[dict[str, Any] | None, list[Check]]:
@@ -366,7 +485,7 @@ class CardReader:
             return None, [Check(name, False, "malformed", str(exc))]
         if at > expires_at:  # said first: an expired card's signers and CRLs may be stale too
             return None, [Check(name, False, "card-expired", f"the card expired at {so['expires_at']}")]
-        signer = self._signer(signed, self.trust.departments.get(SECURITY_OBJECT), at)
+        signer = self._signer(signed, SECURITY_OBJECT, at)
         if not signer.ok:
             return None, [Check(name, False, signer.reason, signer.detail)]
         if so.get("card") != number:
@@ -401,7 +520,7 @@ class CardReader:
         if signed is None:
             reason = "record-modified" if check.reason in ("digest-mismatch", "bad-signature") else check.reason
             return Check(name, False, reason, check.detail), None
-        signer = self._signer(signed, self.trust.departments.get(record_type), at)
+        signer = self._signer(signed, record_type, at)
         if not signer.ok:
             return Check(name, False, signer.reason, signer.detail), None
         try:
@@ -439,9 +558,12 @@ class CardReader:
         if cert is None or contents.signature is None or contents.challenge is None:
             return Check(name, False, "certificate-missing", "no authentication certificate to check against")
         public = cert.public_key()
+        raw = contents.signature
         try:
-            assert isinstance(public, ec.EllipticCurvePublicKey)
-            public.verify(encode_ecdsa_signature(contents.signature), contents.challenge, ec.ECDSA(hashes.SHA256()))
+            assert isinstance(public, ec.EllipticCurvePublicKey) and raw and len(raw) % 2 == 0
+            half = len(raw) // 2  # raw r||s (PKCS#11 v2.40 section 2.3.1) to DER (RFC 3279 section 2.2.3)
+            der_signature = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+            public.verify(der_signature, contents.challenge, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, AssertionError, ValueError):
             return Check(name, False, "key-mismatch", "the card's key does not match its authentication certificate")
         return Check(name, True, "ok", "the card signed a fresh challenge with the certified key")

@@ -12,6 +12,7 @@ Every function returns a :class:`Check` (outcome and reason) instead of raising 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import time
 import urllib.request
@@ -77,6 +78,21 @@ _DIGESTS = {
     bytes.fromhex("608648016503040203"): hashes.SHA512(),
 }
 _CERTIFICATES: dict[bytes, tuple[x509.Certificate, bytes]] = {}
+#: the DER of a SignedData's whole certificates field -> its parsed certificates (signers are few)
+_CERTIFICATE_SETS: dict[bytes, list[tuple[x509.Certificate, bytes]]] = {}
+
+
+_PUBLIC_KEYS: dict[x509.Certificate, object] = {}
+
+
+def _public_key(certificate: x509.Certificate) -> object:
+    """A signer certificate's public key, loaded once per process (signers are few)."""
+    key = _PUBLIC_KEYS.get(certificate)
+    if key is None:
+        if len(_PUBLIC_KEYS) > 1000:
+            _PUBLIC_KEYS.clear()
+        key = _PUBLIC_KEYS[certificate] = certificate.public_key()
+    return key
 
 
 def _certificate(raw: bytes) -> tuple[x509.Certificate, bytes]:
@@ -90,6 +106,62 @@ def _certificate(raw: bytes) -> tuple[x509.Certificate, bytes]:
     return cached
 
 
+def _certificate_set(raw: bytes) -> list[tuple[x509.Certificate, bytes]]:
+    """The certificates of a SignedData's certificates field (its DER, tag and length included),
+    kept per process by those bytes: every record of a department carries the same signer
+    certificate and CA."""
+    cached = _CERTIFICATE_SETS.get(raw)
+    if cached is None:
+        if len(_CERTIFICATE_SETS) > 1000:
+            _CERTIFICATE_SETS.clear()
+        cached = _CERTIFICATE_SETS[raw] = [_certificate(raw[c.start:c.end])
+                                           for c in der.children(raw, der.read_tlv(raw))]
+    return cached
+
+
+def _tlv(data: bytes, pos: int, limit: int) -> tuple[int, int, int, int]:
+    """(tag, start, content start, end) of the DER element at ``pos``, which must end by
+    ``limit``: the rules of :func:`ca.der.read_tlv` (single-byte tags, definite lengths of at
+    most 4 bytes) in a plain tuple, since a SignedData walk reads some 40 elements."""
+    if pos + 2 > limit:
+        raise ValueError("truncated DER element")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise ValueError("multi-byte DER tags are not supported")
+    length = data[pos + 1]
+    content = pos + 2
+    if length >= 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or content + count > limit:
+            raise ValueError("invalid DER length")
+        length = int.from_bytes(data[content:content + count], "big")
+        content += count
+    if content + length > limit:
+        raise ValueError("DER element runs past the end of its data")
+    return tag, pos, content, content + length
+
+
+def _inside(data: bytes, element: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+    """The elements directly inside ``element``."""
+    out = []
+    pos, end = element[2], element[3]
+    while pos < end:
+        child = _tlv(data, pos, end)
+        out.append(child)
+        pos = child[3]
+    return out
+
+
+def utc_time(raw: bytes) -> datetime.datetime:
+    """A DER UTCTime ``YYMMDDHHMMSSZ`` (X.690 section 11.8), two-digit years as ``strptime``'s
+    ``%y`` reads them (69-99: 19xx)."""
+    if len(raw) != 13 or raw[12:] != b"Z" or not raw[:12].isdigit():
+        raise ValueError("not a DER UTCTime")
+    year = int(raw[0:2])
+    return datetime.datetime(year + (1900 if year >= 69 else 2000), int(raw[2:4]), int(raw[4:6]), int(raw[6:8]),
+                             int(raw[8:10]), int(raw[10:12]), tzinfo=datetime.timezone.utc)
+
+
 def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
     """Parse a ContentInfo/SignedData with encapsulated id-data content and verify its one
     signature (RFC 5652 sections 5.1-5.6): messageDigest over the content, contentType id-data,
@@ -99,60 +171,59 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
     the expected shape is refused."""
     name = "signature"
     try:
-        outer = der.read_tlv(data)
-        if outer.end != len(data) or outer.tag != der.SEQUENCE:
+        outer = _tlv(data, 0, len(data))
+        if outer[3] != len(data) or outer[0] != der.SEQUENCE:
             raise ValueError("trailing data")
-        oid, explicit = der.children(data, outer)
-        if data[oid.content_start:oid.end] != _OID_SIGNED_DATA:
+        oid, explicit = _inside(data, outer)
+        if data[oid[2]:oid[3]] != _OID_SIGNED_DATA:
             return None, Check(name, False, "not-signed-data", "not a CMS SignedData")
-        (signed,) = der.children(data, explicit)
-        parts = der.children(data, signed)
-        encap = der.children(data, parts[2])
-        if data[encap[0].content_start:encap[0].end] != _OID_DATA or len(encap) != 2:
+        (signed,) = _inside(data, explicit)
+        parts = _inside(data, signed)
+        encap = _inside(data, parts[2])
+        if data[encap[0][2]:encap[0][3]] != _OID_DATA or len(encap) != 2:
             return None, Check(name, False, "no-content", "the SignedData encapsulates no id-data content")
-        octets = der.children(data, encap[1])[0]
-        content = data[octets.content_start:octets.end]
-        certificates = []
+        octets = _inside(data, encap[1])[0]
+        content = data[octets[2]:octets[3]]
+        certificates: list[tuple[x509.Certificate, bytes]] = []
         signer_infos = parts[-1]
         for part in parts[3:-1]:
-            if part.tag == 0xA0:
-                certificates = [_certificate(data[c.start:c.end]) for c in der.children(data, part)]
-        infos = der.children(data, signer_infos)
+            if part[0] == 0xA0:
+                certificates = _certificate_set(data[part[1]:part[3]])
+        infos = _inside(data, signer_infos)
         if len(infos) != 1:
             return None, Check(name, False, "signer-count", "expected exactly one signer")
-        fields = der.children(data, infos[0])
-        sid = der.children(data, fields[1])
-        issuer_der = data[sid[0].start:sid[0].end]
-        serial = int.from_bytes(data[sid[1].content_start:sid[1].end], "big", signed=True)
+        fields = _inside(data, infos[0])
+        sid = _inside(data, fields[1])
+        issuer_der = data[sid[0][1]:sid[0][3]]
+        serial = int.from_bytes(data[sid[1][2]:sid[1][3]], "big", signed=True)
         signer = next((c for c, issuer in certificates if c.serial_number == serial and issuer == issuer_der), None)
         if signer is None:
             return None, Check(name, False, "signer-missing", "the signer's certificate is not in the SignedData")
-        digest_oid = der.children(data, fields[2])[0]
-        hash_algorithm = _DIGESTS.get(data[digest_oid.content_start:digest_oid.end])
+        digest_oid = _inside(data, fields[2])[0]
+        hash_algorithm = _DIGESTS.get(data[digest_oid[2]:digest_oid[3]])
         if hash_algorithm is None:
             return None, Check(name, False, "weak-digest", "the digest algorithm is not accepted")
         attrs = fields[3]
-        if attrs.tag != 0xA0:
+        if attrs[0] != 0xA0:
             return None, Check(name, False, "malformed", "no signed attributes")
         values: dict[bytes, bytes] = {}
-        for attribute in der.children(data, attrs):
-            attr_oid, attr_set = der.children(data, attribute)
-            (value,) = der.children(data, attr_set)
-            values[data[attr_oid.content_start:attr_oid.end]] = data[value.content_start:value.end]
+        for attribute in _inside(data, attrs):
+            attr_oid, attr_set = _inside(data, attribute)
+            (value,) = _inside(data, attr_set)
+            values[data[attr_oid[2]:attr_oid[3]]] = data[value[2]:value[3]]
         if values.get(_OID_CONTENT_TYPE) != _OID_DATA:
             return None, Check(name, False, "content-type", "contentType attribute is not id-data")
-        digest = hashes.Hash(hash_algorithm)
-        digest.update(content)
-        if values.get(_OID_MESSAGE_DIGEST) != digest.finalize():
+        if values.get(_OID_MESSAGE_DIGEST) != hashlib.new(hash_algorithm.name, content).digest():
             return None, Check(name, False, "digest-mismatch", "the content does not match its signed digest")
         signature_field = fields[5]
-        signature = data[signature_field.content_start:signature_field.end]
+        signature = data[signature_field[2]:signature_field[3]]
         # the signature covers the attributes with the SET OF tag, not the [0] IMPLICIT one (section 5.4)
-        _verify_signature(signer.public_key(), signature, b"\x31" + data[attrs.start + 1:attrs.end], hash_algorithm)
+        signed_attributes = b"\x31" + data[attrs[1] + 1:attrs[3]]
+        _verify_signature(_public_key(signer), signature, signed_attributes, hash_algorithm)
         signing_time = None
         raw_time = values.get(_OID_SIGNING_TIME)
         if raw_time is not None and len(raw_time) == 13:
-            signing_time = datetime.datetime.strptime(raw_time.decode(), "%y%m%d%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+            signing_time = utc_time(raw_time)
         intermediates = tuple(c for c, _ in certificates if c is not signer)
         return SignedContent(content, signer, intermediates, signing_time), Check(name, True)
     except InvalidSignature:
@@ -162,44 +233,110 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
 
 
 class ChainValidator:
-    """Path validation to a fixed set of roots (cryptography.x509.verification)."""
+    """Path validation to a fixed set of roots (cryptography.x509.verification).
+
+    The CA part of a path is shared by every certificate its CA issued (thousands of cards, one
+    citizen CA): once a certificate has validated through the whole path (RFC 5280 section 6.1:
+    CA policy, signatures, validity), the CAs above it are kept, with the period in which all of
+    them are valid. A later certificate from the same issuer is then validated by the same
+    verifier with its issuer as the anchor: its own signature, validity and policy, the per
+    certificate part, are checked in full every time. Only CAs without name constraints are kept
+    (an anchor's constraints would not be applied); anything that does not validate that way is
+    validated along the whole path again, so failures read as they always did."""
 
     def __init__(self, roots: Sequence[x509.Certificate]) -> None:
         self._store = Store(list(roots))
         self._builders: dict[datetime.datetime, PolicyBuilder] = {}
+        #: DER of an issuer's name -> [(issuer, its store, start and end of the path's validity)]
+        self._issuers: dict[bytes, list[tuple[x509.Certificate, Store, datetime.datetime, datetime.datetime]]] = {}
+        self._issuer_builders: dict[tuple[bytes, int, datetime.datetime], PolicyBuilder] = {}
 
-    def _verifier(self, at: datetime.datetime) -> object:
+    @staticmethod
+    def _builder(store: Store, at: datetime.datetime) -> PolicyBuilder:
         # Web PKI rules for the CAs; end entities here (card, department certificates) carry no
         # subjectAltName, so their extensions are checked by the caller (key usage, EKU)
+        return (PolicyBuilder().store(store).time(at)
+                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                    ee_policy=ExtensionPolicy.permit_all()))
+
+    def _verifier(self, at: datetime.datetime) -> object:
         at = at.replace(microsecond=0)
         builder = self._builders.get(at)
         if builder is None:
-            builder = (PolicyBuilder().store(self._store).time(at)
-                       .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
-                                           ee_policy=ExtensionPolicy.permit_all()))
+            builder = self._builder(self._store, at)
             self._builders = {at: builder}
         return builder.build_client_verifier()
 
-    def validate(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
-                 at: datetime.datetime, name: str = "chain", eku: x509.ObjectIdentifier | None = None) -> Check:
-        """RFC 5280 section 6 path validation at ``at``; ``eku`` is required when given."""
-        try:
-            chain = self._verifier(at).verify(leaf, list(intermediates))  # type: ignore[attr-defined]
-        except VerificationError as exc:
-            text = str(exc)
-            reason = "expired" if "expired" in text or "not valid" in text else "untrusted"
-            return Check(name, False, reason, text[:200])
-        except ValueError as exc:
-            return Check(name, False, "untrusted", str(exc)[:200])
+    def _keep_issuer(self, chain: Sequence[x509.Certificate]) -> None:
+        """Keep the CA part of a validated ``chain`` (leaf, issuer, ..., root)."""
+        cas = list(chain[1:])
+        if len(cas) < 2:  # issued by a root: the whole path is the short one already
+            return
+        for ca in cas:
+            try:
+                ca.extensions.get_extension_for_class(x509.NameConstraints)
+                return
+            except x509.ExtensionNotFound:
+                pass
+        issuer = cas[0]
+        key = issuer.subject.public_bytes()
+        kept = self._issuers.setdefault(key, [])
+        if any(entry[0] == issuer for entry in kept) or len(kept) >= 8:
+            return
+        kept.append((issuer, Store([issuer]), max(c.not_valid_before_utc for c in cas),
+                     min(c.not_valid_after_utc for c in cas)))
+
+    def _by_kept_issuer(self, leaf: x509.Certificate, at: datetime.datetime) -> list[x509.Certificate] | None:
+        """The path through a kept issuer, or None when none validates ``leaf`` that way."""
+        name = leaf.issuer.public_bytes()
+        kept = self._issuers.get(name)
+        if not kept:
+            return None
+        at = at.replace(microsecond=0)
+        for index, (issuer, store, valid_from, valid_until) in enumerate(kept):
+            if not valid_from <= at <= valid_until:
+                continue
+            builder = self._issuer_builders.get((name, index, at))
+            if builder is None:
+                if len(self._issuer_builders) > 64:
+                    self._issuer_builders.clear()
+                builder = self._issuer_builders[(name, index, at)] = self._builder(store, at)
+            try:
+                builder.build_client_verifier().verify(leaf, [])
+            except (VerificationError, ValueError):
+                continue
+            return [leaf, issuer]
+        return None
+
+    def validate_path(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
+                      at: datetime.datetime, name: str = "chain",
+                      eku: x509.ObjectIdentifier | None = None) -> tuple[Check, list[x509.Certificate] | None]:
+        """RFC 5280 section 6 path validation at ``at``; ``eku`` is required when given. With the
+        path on success: the leaf, its issuer, and (when validated in full) the CAs up to the root."""
+        chain = self._by_kept_issuer(leaf, at)
+        if chain is None:
+            try:
+                chain = list(self._verifier(at).verify(leaf, list(intermediates)).chain)  # type: ignore[attr-defined]
+            except VerificationError as exc:
+                text = str(exc)
+                reason = "expired" if "expired" in text or "not valid" in text else "untrusted"
+                return Check(name, False, reason, text[:200]), None
+            except ValueError as exc:
+                return Check(name, False, "untrusted", str(exc)[:200]), None
+            self._keep_issuer(chain)
         if eku is not None:
             try:
                 usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
                 if eku not in usages:
-                    return Check(name, False, "wrong-purpose", "the certificate lacks the required extended key usage")
+                    return Check(name, False, "wrong-purpose", "the certificate lacks the required extended key usage"), None
             except x509.ExtensionNotFound:
-                return Check(name, False, "wrong-purpose", "the certificate has no extended key usage")
-        del chain
-        return Check(name, True)
+                return Check(name, False, "wrong-purpose", "the certificate has no extended key usage"), None
+        return Check(name, True), chain
+
+    def validate(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
+                 at: datetime.datetime, name: str = "chain", eku: x509.ObjectIdentifier | None = None) -> Check:
+        """RFC 5280 section 6 path validation at ``at``; ``eku`` is required when given."""
+        return self.validate_path(leaf, intermediates, at, name, eku)[0]
 
 
 def issuer_of(certificate: x509.Certificate, candidates: Sequence[x509.Certificate],
