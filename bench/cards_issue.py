@@ -74,51 +74,65 @@ print({count} / elapsed)
     return float(out.stdout.strip())
 
 
-def raw_reads(home: Path, cards: list[tuple[str, str]], seconds: float) -> float:
-    """The PKCS#11 floor of a verification with the PIN, nothing checked: open a session with the
-    PIN, read every certificate and data object, sign a challenge digest, close (python-pkcs11,
-    one module copy per shard as the reader has, tokens found through a prebuilt index)."""
+def raw_reads(home: Path, cards: list[tuple[str, str]], seconds: float) -> tuple[float, float]:
+    """(verifications per second, CPU ms per verification) of the PKCS#11 floor of a verification
+    with the PIN, nothing checked: the reader's own calls (cardsim.cryptoki on the shard's module
+    copy, tokens found through the prebuilt index): open a session, log in (under the card's try
+    counter, as the reader does), one C_FindObjects, one C_GetAttributeValue per object, sign a
+    challenge digest, close. Before 25 November 2026 this was python-pkcs11's calls (three
+    searches, every value sized in a call of its own): the tables before then say "floor (old)"."""
     sample = home / "raw-sample.json"
     sample.write_text(json.dumps(cards))
     code = f"""
 import hashlib, json, os, pathlib, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from pkcs11 import Attribute, Mechanism, ObjectClass
+from cardsim import cryptoki as ck
 from cardsim.config import CardSettings
+from cardsim.pins import TryCounter
 from cardsim.shard_module import ShardLibrary
 settings = CardSettings.from_env(pathlib.Path({str(home)!r}))
 cards = json.loads(pathlib.Path({str(sample)!r}).read_text())
-libraries = {{}}
-tokens = {{}}
+libraries, slots = {{}}, {{}}
 for number, _ in cards:
     shard = settings.shard_of(number)
     if shard.index not in libraries:
-        libraries[shard.index] = ShardLibrary(shard, settings.module_path)
-    tokens[number] = libraries[shard.index].tokens[number]
+        library = ShardLibrary(shard, settings.module_path)
+        libraries[shard.index] = (library, ck.Cryptoki.attached(library.module))
+    library, p11 = libraries[shard.index]
+    slots[number] = (p11, library.tokens[number].slot.slot_id)
+kinds, sizes = (ck.CKA_CLASS, ck.CKA_LABEL, ck.CKA_APPLICATION, ck.CKA_VALUE), (8, 64, 64, 8192)
 done = 0
 deadline = time.perf_counter() + {seconds}
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 while time.perf_counter() < deadline:
     number, pin = cards[done % len(cards)]
-    with tokens[number].open(user_pin=pin) as session:
-        for obj in session.get_objects({{Attribute.CLASS: ObjectClass.CERTIFICATE}}):
-            obj.get_attributes([Attribute.LABEL, Attribute.VALUE])
-        for obj in session.get_objects({{Attribute.CLASS: ObjectClass.DATA}}):
-            obj.get_attributes([Attribute.LABEL, Attribute.VALUE])
-        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="citizen-auth")
-        key.sign(hashlib.sha256(os.urandom(32)).digest(), mechanism=Mechanism.ECDSA)
+    p11, slot = slots[number]
+    counter = TryCounter(settings.counter_dir, number)
+    opened = []
+    counter.attempt_pin(lambda: opened.append(p11.open_session(slot, rw=False)) or p11.login(opened[0], ck.CKU_USER, pin),
+                        lambda exc: False)
+    key = None
+    for handle in p11.all_objects(opened[0]):
+        values = p11.attributes(opened[0], handle, kinds, sizes)
+        if int.from_bytes(values[ck.CKA_CLASS], sys.byteorder) == ck.CKO_PRIVATE_KEY and values[ck.CKA_LABEL] == b"citizen-auth":
+            key = handle
+    p11.sign_ecdsa(opened[0], key, hashlib.sha256(os.urandom(32)).digest())
+    p11.close_session(opened[0])
     done += 1
-print(done / (time.perf_counter() - start))
+print(done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
+    rate, cpu_ms = out.stdout.split()
+    return float(rate), float(cpu_ms)
 
 
 def reader_rate(home: Path, cards: list[tuple[str, str]], seconds: float, with_pin: bool,
-                processes: int) -> tuple[float, float]:
+                processes: int) -> tuple[float, float, float]:
     """(verifications per second by ``processes`` reader processes (CRL status, registry on), seconds
-    a reader took to open the sample's shards). Each reader opens every shard of the sample before
-    the clock starts, as a long-running service has (and as the raw floor does)."""
+    a reader took to open the sample's shards, CPU ms per verification in a reader process: its
+    process time, far less disturbed by other work on the machine than the rate). Each reader
+    opens every shard of the sample before the clock starts, as a long-running service has (and
+    as the raw floor does)."""
     sample = home / "reader-sample.json"
     sample.write_text(json.dumps(cards))
     code = f"""
@@ -139,7 +153,7 @@ opening = time.perf_counter() - opening
 reader.verify(cards[0][0])
 done, bad = 0, 0
 deadline = time.perf_counter() + {seconds}
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 while time.perf_counter() < deadline:
     number, pin = cards[done % len(cards)]
     result = reader.verify(number, pin={'pin' if with_pin else 'None'})
@@ -147,20 +161,37 @@ while time.perf_counter() < deadline:
         bad += 1
         print(number, sorted(result.reasons), [c.detail for c in result.failures][:2], file=sys.stderr)
     done += 1
-print(done / (time.perf_counter() - start), bad, opening)
+print(done / (time.perf_counter() - start), bad, opening, 1000 * (time.process_time() - cpu) / done)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTHSM2_")}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(processes)]
-    total, opening = 0.0, 0.0
+    total, opening, cpu_ms = 0.0, 0.0, 0.0
     for proc in procs:
         out, _ = proc.communicate()
-        rate, bad, opened = out.split()
+        rate, bad, opened, cpu = out.split()
         if int(bad):
             raise SystemExit(f"{bad} sample cards failed verification: the benchmark is invalid")
         total += float(rate)
         opening = max(opening, float(opened))
-    return total, opening
+        cpu_ms += float(cpu) / processes
+    return total, opening, cpu_ms
+
+
+def readers_only(home: Path, seconds: float) -> None:
+    """The reader columns alone, on a home kept by an earlier run (``--keep``) and its sample."""
+    sample = json.loads((home / "reader-sample.json").read_text())
+    public, opening, public_ms = reader_rate(home, sample, seconds, with_pin=False, processes=1)
+    pinned, _, pinned_ms = reader_rate(home, sample, seconds, with_pin=True, processes=1)
+    pinned2, _, pinned2_ms = reader_rate(home, sample, seconds, with_pin=True, processes=2)
+    floor, floor_ms = raw_reads(home, sample, seconds)
+    print("| cards in the sample | verif./s no PIN (CPU ms) | with PIN + active auth (CPU ms) "
+          "| with PIN, 2 processes (CPU ms each) | raw PKCS#11 floor /s (CPU ms) | shards, s to open |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    shards = len({n[1:4] for n, _ in sample})
+    print(f"| {len(sample)} | {public:.0f} ({public_ms:.2f}) | {pinned:.0f} ({pinned_ms:.2f}) "
+          f"| {pinned2:.0f} ({pinned2_ms:.2f}) | {floor:.0f} ({floor_ms:.2f}) | {shards}, {opening:.1f} |")
+    print(f"\ncores={os.cpu_count()} home={home} load average {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:
@@ -172,7 +203,13 @@ def main() -> None:
     parser.add_argument("--reader-seconds", type=float, default=5.0)
     parser.add_argument("--max-minutes", type=float, default=30.0)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--readers-only", type=Path, metavar="HOME",
+                        help="only the reader columns, on a home an earlier run kept (--keep)")
     args = parser.parse_args()
+    if args.readers_only is not None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+        readers_only(args.readers_only, args.reader_seconds)
+        return
 
     base = Path(tempfile.mkdtemp(prefix="tessera-cards-bench-"))
     env = tessera_env(base)
@@ -229,30 +266,32 @@ def main() -> None:
         rate, parent_ms, writer_ms = run(args.sample, f"timed sample at {level:>6}")
         raw = (raw_before + raw_softhsm(base / "raw-shard", args.raw)) / 2
         sample = [(c.number, c.pin) for c in random.sample(issued, min(500, len(issued)))]
-        public, opening = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
-        pinned = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=1)[0]
+        public, opening, _ = reader_rate(base, sample, args.reader_seconds, with_pin=False, processes=1)
+        pinned, _, pinned_ms = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=1)
         pinned2 = reader_rate(base, sample, args.reader_seconds, with_pin=True, processes=2)[0]
         shards = len({n[1:4] for n, _ in sample})
-        floor = raw_reads(base, sample, args.reader_seconds)
+        floor, floor_ms = raw_reads(base, sample, args.reader_seconds)
         scans = sum(s.call("statistics")["full_scans"] for s in [issuer.station, *issuer._more_stations])
-        rows.append((level, rate, fill_rate, raw, parent_ms, writer_ms, public, pinned, pinned2, floor, scans, shards,
-                     opening))
+        rows.append((level, rate, fill_rate, raw, parent_ms, writer_ms, public, pinned, pinned_ms, pinned2, floor,
+                     floor_ms, scans, shards, opening))
         print(f"level {level}: {rate:.1f} cards/s (fill {fill_rate:.1f}), raw SoftHSM {raw:.1f}/s, CPU per card "
               f"{parent_ms:.1f} ms CA side + {writer_ms:.1f} ms writers, reader "
-              f"{public:.0f}/s without PIN, {pinned:.0f}/s with PIN, {pinned2:.0f}/s with PIN in 2 processes, "
-              f"raw PKCS#11 read+login+sign {floor:.0f}/s; a reader opened the sample's {shards} shard(s) in {opening:.1f} s",
+              f"{public:.0f}/s without PIN, {pinned:.0f}/s with PIN ({pinned_ms:.2f} ms CPU each), {pinned2:.0f}/s "
+              f"with PIN in 2 processes, raw PKCS#11 login+read+sign {floor:.0f}/s ({floor_ms:.2f} ms CPU); a reader opened the sample's {shards} shard(s) in {opening:.1f} s",
               file=sys.stderr)
     issuer.close()
     deployment.close()
     print()
     print("| cards already issued | cards/s (timed sample) | cards/s (fill) | raw SoftHSM init+2 keygen /s "
           "| ratio | CPU ms/card CA side | CPU ms/card writers "
-          "| verifications/s no PIN | with PIN + active auth | with PIN, 2 processes | raw PKCS#11 login+read+sign /s "
-          "| writer full scans | reader: shards opened, seconds |")
+          "| verifications/s no PIN | with PIN + active auth (CPU ms each) | with PIN, 2 processes "
+          "| raw PKCS#11 login+read+sign /s (CPU ms each) | writer full scans | reader: shards opened, seconds |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for level, rate, fill, raw, parent_ms, writer_ms, public, pinned, pinned2, floor, scans, shards, opening in rows:
+    for (level, rate, fill, raw, parent_ms, writer_ms, public, pinned, pinned_ms, pinned2, floor, floor_ms, scans, shards,
+         opening) in rows:
         print(f"| {level:,} | {rate:.1f} | {fill:.1f} | {raw:.1f} | {rate / raw:.2f} | {parent_ms:.1f} | {writer_ms:.1f} "
-              f"| {public:.0f} | {pinned:.0f} | {pinned2:.0f} | {floor:.0f} | {scans} | {shards}, {opening:.1f} |")
+              f"| {public:.0f} | {pinned:.0f} ({pinned_ms:.2f}) | {pinned2:.0f} | {floor:.0f} ({floor_ms:.2f}) | {scans} "
+              f"| {shards}, {opening:.1f} |")
     print(f"\nwriters={args.writers} sample={args.sample} raw={args.raw} cores={os.cpu_count()} home={base}")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
