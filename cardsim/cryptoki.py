@@ -267,35 +267,11 @@ class Cryptoki:
 
     def attributes(self, session: int, handle: int, kinds: tuple[int, ...],
                    sizes: tuple[int, ...]) -> dict[int, bytes | None]:
-        """Several attributes of one object in one C_GetAttributeValue (section 5.7), into buffers
-        of ``sizes`` bytes; a value that does not fit is sized and read again. An attribute the
-        object lacks (CKR_ATTRIBUTE_TYPE_INVALID) or hides (CKR_ATTRIBUTE_SENSITIVE, a private
-        key's value) is None: the call still returns every other one (section 5.7)."""
-        template = (_Attribute * len(kinds))()
-        buffers = [ctypes.create_string_buffer(size) for size in sizes]
-        for i, (kind, buffer) in enumerate(zip(kinds, buffers)):
-            template[i].type = kind
-            template[i].pValue = ctypes.cast(buffer, ctypes.c_void_p)
-            template[i].ulValueLen = len(buffer)
-        rv = self._lib.C_GetAttributeValue(CK_ULONG(session), CK_ULONG(handle), template, CK_ULONG(len(kinds)))
-        if rv == CKR_BUFFER_TOO_SMALL:
-            for i in range(len(kinds)):  # size every value (a NULL pValue asks for the length) ...
-                template[i].pValue, template[i].ulValueLen = None, 0
-            rv = self._lib.C_GetAttributeValue(CK_ULONG(session), CK_ULONG(handle), template, CK_ULONG(len(kinds)))
-            if rv in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID):
-                for i in range(len(kinds)):  # ... and read them into buffers of that size
-                    size = template[i].ulValueLen
-                    if size != CK_UNAVAILABLE_INFORMATION:
-                        buffers[i] = ctypes.create_string_buffer(max(size, 1))
-                        template[i].pValue = ctypes.cast(buffers[i], ctypes.c_void_p)
-                rv = self._lib.C_GetAttributeValue(CK_ULONG(session), CK_ULONG(handle), template, CK_ULONG(len(kinds)))
-        if rv not in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID):
-            raise CryptokiError("C_GetAttributeValue", rv)
-        out: dict[int, bytes | None] = {}
-        for i, kind in enumerate(kinds):
-            size = template[i].ulValueLen
-            out[kind] = None if size == CK_UNAVAILABLE_INFORMATION else ctypes.string_at(buffers[i], size)
-        return out
+        """Several attributes of one object in one C_GetAttributeValue (section 5.7), every one of
+        them asked for again if it reads as None (:class:`AttributeReader`, which reads object
+        after object into the same buffers, asks again only for the values the caller needs)."""
+        reader = AttributeReader(self, kinds, sizes)
+        return reader.complete(session, handle, reader.read(session, handle), kinds)
 
     def attribute(self, session: int, handle: int, kind: int) -> bytes:
         """C_GetAttributeValue (section 5.7) of one attribute, sized in a first call."""
@@ -327,3 +303,69 @@ class Cryptoki:
         length = CK_ULONG(len(out))
         self._call("C_Sign", CK_ULONG(session), digest, CK_ULONG(len(digest)), out, ctypes.byref(length))
         return out.raw[: length.value]
+
+
+class AttributeReader:
+    """Several attributes of an object in one C_GetAttributeValue (section 5.7), into buffers of
+    the given sizes, reused from object to object (one reader per thread).
+
+    An attribute the token does not return reads as None: one the object lacks
+    (CKR_ATTRIBUTE_TYPE_INVALID), hides (CKR_ATTRIBUTE_SENSITIVE, a private key's value), or
+    whose value did not fit its buffer: when several of these happen in one call the token may
+    report any one of them (section 5.7), so a value that must be there and reads as None is
+    asked for again by :meth:`complete`, sized first."""
+
+    def __init__(self, cryptoki: Cryptoki, kinds: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+        self._function = cryptoki._lib.C_GetAttributeValue
+        self._kinds = kinds
+        self._count = CK_ULONG(len(kinds))
+        self._template = (_Attribute * len(kinds))()
+        self._buffers = [ctypes.create_string_buffer(size) for size in sizes]
+        self._pointers = [ctypes.cast(buffer, ctypes.c_void_p).value for buffer in self._buffers]
+        for i, kind in enumerate(kinds):
+            self._template[i].type = kind
+
+    def read(self, session: int, handle: int) -> dict[int, bytes | None]:
+        template = self._template
+        for i, (buffer, pointer) in enumerate(zip(self._buffers, self._pointers)):
+            template[i].pValue, template[i].ulValueLen = pointer, len(buffer)
+        rv = self._function(CK_ULONG(session), CK_ULONG(handle), template, self._count)
+        if rv not in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL):
+            raise CryptokiError("C_GetAttributeValue", rv)
+        out: dict[int, bytes | None] = {}
+        for i, kind in enumerate(self._kinds):
+            size = template[i].ulValueLen
+            out[kind] = None if size == CK_UNAVAILABLE_INFORMATION else ctypes.string_at(self._buffers[i], size)
+        if rv == CKR_BUFFER_TOO_SMALL:
+            return self.complete(session, handle, out, self._kinds)
+        return out
+
+    def complete(self, session: int, handle: int, values: dict[int, bytes | None],
+                 needed: tuple[int, ...]) -> dict[int, bytes | None]:
+        """``values`` with those of ``needed`` that read as None asked for again: sized in one call
+        (a NULL pValue asks for the length), then read into buffers of that size; still None
+        when the object lacks or hides them."""
+        missing = [kind for kind in needed if values.get(kind) is None]
+        if not missing:
+            return values
+        template = (_Attribute * len(missing))()
+        for i, kind in enumerate(missing):
+            template[i].type, template[i].pValue, template[i].ulValueLen = kind, None, 0
+        count = CK_ULONG(len(missing))
+        rv = self._function(CK_ULONG(session), CK_ULONG(handle), template, count)
+        if rv not in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID):
+            raise CryptokiError("C_GetAttributeValue", rv)
+        buffers: list[ctypes.Array[ctypes.c_char] | None] = []
+        for i in range(len(missing)):
+            size = template[i].ulValueLen
+            buffer = ctypes.create_string_buffer(max(size, 1)) if size != CK_UNAVAILABLE_INFORMATION else None
+            buffers.append(buffer)
+            template[i].pValue = ctypes.cast(buffer, ctypes.c_void_p) if buffer is not None else None
+        rv = self._function(CK_ULONG(session), CK_ULONG(handle), template, count)
+        if rv not in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID):
+            raise CryptokiError("C_GetAttributeValue", rv)
+        out = dict(values)
+        for i, kind in enumerate(missing):
+            size, buffer = template[i].ulValueLen, buffers[i]
+            out[kind] = None if size == CK_UNAVAILABLE_INFORMATION or buffer is None else ctypes.string_at(buffer, size)
+        return out

@@ -27,6 +27,7 @@ import hashlib
 import json
 import fcntl
 import os
+import re
 import secrets
 import sys
 import time
@@ -196,6 +197,16 @@ class CardContents:
     pin_check: Check | None = None
 
 
+_UTC_FORMAT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def _utc(text: str) -> datetime.datetime:
+    """A record's ``YYYY-MM-DDTHH:MM:SSZ`` (cardsim.records), as strictly as it is written."""
+    if not isinstance(text, str) or not _UTC_FORMAT.fullmatch(text):
+        raise ValueError(f"not a UTC time: {text!r}")
+    return datetime.datetime.fromisoformat(text[:19]).replace(tzinfo=datetime.timezone.utc)
+
+
 def _wrong_pin(exc: Exception) -> bool:
     return isinstance(exc, ck.CryptokiError) and exc.rv in (ck.CKR_PIN_INCORRECT, ck.CKR_PIN_LOCKED)
 
@@ -209,6 +220,8 @@ class CardUnreadable(CardError):
 #: what a read asks of every object, and the buffer sizes that fit a Tessera card's values
 _READ = (ck.CKA_CLASS, ck.CKA_LABEL, ck.CKA_APPLICATION, ck.CKA_VALUE)
 _READ_SIZES = (8, 64, 64, 8192)
+_NEEDED = {ck.CKO_CERTIFICATE: (ck.CKA_LABEL, ck.CKA_VALUE),
+           ck.CKO_DATA: (ck.CKA_LABEL, ck.CKA_APPLICATION, ck.CKA_VALUE)}
 _APPLICATION = APPLICATION.encode("utf-8")
 _RELOAD_SECONDS = 10.0
 
@@ -326,12 +339,19 @@ class CardReader:
             certificates: dict[str, bytes] = {}
             objects: dict[str, list[bytes]] = {}
             auth_keys: list[int] = []
+            attributes = ck.AttributeReader(p11, _READ, _READ_SIZES)
             for handle in p11.all_objects(session):
-                values = p11.attributes(session, handle, _READ, _READ_SIZES)
-                kind, label = values[ck.CKA_CLASS], values[ck.CKA_LABEL]
-                if kind is None or label is None:
+                values = attributes.read(session, handle)
+                kind = values[ck.CKA_CLASS]
+                if kind is None:
                     continue
                 object_class = int.from_bytes(kind, sys.byteorder)
+                # a value that did not fit its buffer reads as None too: ask again for what this
+                # class of object must have (never for what keys and certificates lack or hide)
+                values = attributes.complete(session, handle, values, _NEEDED.get(object_class, (ck.CKA_LABEL,)))
+                label = values[ck.CKA_LABEL]
+                if label is None:
+                    continue
                 text = label.decode("utf-8", "replace")
                 if object_class == ck.CKO_CERTIFICATE and values[ck.CKA_VALUE] is not None:
                     certificates[text] = values[ck.CKA_VALUE]
@@ -479,8 +499,7 @@ class CardReader:
             return None, [Check(name, False, check.reason, check.detail)]
         try:
             so = parse_content(signed.content)
-            expires_at = datetime.datetime.strptime(so["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=datetime.timezone.utc)
+            expires_at = _utc(so["expires_at"])
         except (ValueError, KeyError, TypeError) as exc:
             return None, [Check(name, False, "malformed", str(exc))]
         if at > expires_at:  # said first: an expired card's signers and CRLs may be stale too

@@ -7,6 +7,7 @@ import datetime
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,3 +226,138 @@ print(counts)
     assert out.returncode == 0, out.stderr
     # first: 2 card certificates + 2 signers (identity, security object; no PIN); then 2 each
     assert out.stdout.split("\n")[0] == "[4, 6, 8]"
+
+
+def test_one_session_per_read_none_left_open_and_values_read_whole(home: Home, card_dir: Path) -> None:
+    """The reader reads a card in one session (one search, one C_GetAttributeValue per object)
+    and closes it whatever the PIN did; a value larger than its buffer is sized and read again;
+    the registry entry from the held statement is the one the ORM query gives."""
+    victim = issue_card(home, 113, card_dir)
+    update = card_dir / "tax-update-113.json"
+    update.write_text(json.dumps({"taxpayer_number": "1000113", "tax_office": "Narva", "status": "resident",
+                                  "last_assessed_year": "2026"}))
+    home.cli("card", "records", "update", victim.number, "--department", "tax-office", "--data", str(update),
+             input=(victim.pin + "\n").encode())
+    program = f"""
+import ctypes
+from sqlalchemy import select
+from cardsim import cryptoki as ck
+from cardsim.config import CardSettings
+from cardsim.models import Card, CardRecord
+from cardsim.reader import CardReader, ReaderTrust, RegistryEntry
+from idp.deployment import Deployment
+from idp.settings import Settings
+deployment = Deployment(Settings.from_env(None))
+trust = ReaderTrust.from_registry(deployment.sessions)
+reader = CardReader(CardSettings.from_env(deployment.settings.home), trust)
+number, pin = "{victim.number}", "{victim.pin}"
+wrong = "{'0' * 6 if victim.pin != '0' * 6 else '1' * 6}"
+shard, token = reader._token(number)
+p11 = ck.Cryptoki.attached(shard.module)
+
+def sessions():
+    # SoftHSM2 does not count sessions in its token info: ask about every handle it may have given
+    info = (ctypes.c_ulong * 4)()  # CK_SESSION_INFO
+    return sum(p11._lib.C_GetSessionInfo(ctypes.c_ulong(h), ctypes.byref(info)) == 0 for h in range(1, 257))
+
+outcomes = []
+for attempt in (pin, None, wrong, pin):
+    result = reader.verify(number, pin=attempt)
+    outcomes.append((result.ok, sorted(result.reasons), sessions()))
+print(outcomes)
+
+session = p11.open_session(token.slot.slot_id, rw=False)
+p11.login(session, ck.CKU_USER, pin)
+kinds = (ck.CKA_CLASS, ck.CKA_LABEL, ck.CKA_APPLICATION, ck.CKA_VALUE)
+handles = p11.all_objects(session)
+assert sorted(p11.all_objects(session, batch=3)) == sorted(handles) and len(handles) == 10, handles
+roomy = [p11.attributes(session, h, kinds, (8, 64, 64, 8192)) for h in handles]
+tight = [p11.attributes(session, h, kinds, (8, 4, 4, 16)) for h in handles]
+p11.close_session(session)
+assert roomy == tight
+print(sum(1 for values in roomy if values[ck.CKA_VALUE] is None), len(max((v[ck.CKA_VALUE] or b"" for v in roomy), key=len)))
+import cardsim.reader
+cardsim.reader._READ_SIZES = (8, 4, 4, 16)  # every label and value too long for its buffer
+tight_result = reader.verify(number, pin=pin)
+assert tight_result.ok and tight_result.records["tax"]["tax_office"] == "Narva", tight_result.reasons
+
+with deployment.sessions() as db:
+    rows = db.execute(select(Card.status, Card.replaced_by, CardRecord.record_type, CardRecord.version, CardRecord.sha256)
+                      .join(CardRecord, (CardRecord.card_id == Card.id) & CardRecord.current.is_(True))
+                      .where(Card.number == number)).all()
+expected = RegistryEntry(rows[0][0], {{r[2]: r[3] for r in rows}}, rows[0][1], {{r[2]: r[4] for r in rows}})
+print(trust.registry(number) == expected, trust.registry(number).versions["tax"], trust.registry("90000000000"))
+"""
+    out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == str([(True, [], 0), (True, [], 0), (False, ["wrong-pin"], 0), (True, [], 0)])
+    hidden, longest = lines[1].split()
+    assert hidden == "4" and int(longest) > 1000  # both keys' values withheld; the records read whole
+    assert lines[2] == "True 2 None"
+
+
+def _certificate(subject: str, issuer: tuple[Any, Any] | None, key: Any, ca: bool, days: tuple[int, int],
+                 constraints: bool = False) -> Any:
+    """A P-256 certificate for the chain validator's test: (issuer name, issuer key) or self-signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, issuer_key = issuer if issuer is not None else (name, key)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now + datetime.timedelta(days=days[0]))
+               .not_valid_after(now + datetime.timedelta(days=days[1]))
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                              critical=False))
+    if ca:
+        builder = (builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                                decipher_only=False), critical=True))
+    if constraints:
+        builder = builder.add_extension(x509.NameConstraints(
+            permitted_subtrees=[x509.DNSName("tessera.example")],
+            excluded_subtrees=None), critical=True)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def test_chain_validator_keeps_the_ca_part_and_checks_every_leaf_in_full() -> None:
+    """After one leaf validated along the whole path, leaves of the same CA are validated with
+    the CA as anchor; any leaf that fails that way is validated in full again, so every result
+    (and reason) is the one the whole path gives."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cardsim.trust import ChainValidator
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
+    root = _certificate("root", None, keys[0], True, (-1, 3650))
+    ca = _certificate("citizen CA", (root.subject, keys[0]), keys[1], True, (-1, 365))
+    leaf = lambda name, days=(-1, 300), issuer_key=keys[1]: _certificate(  # noqa: E731
+        name, (ca.subject, issuer_key), keys[2], False, days)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    later = now + datetime.timedelta(days=500)  # the CA has expired, the leaf below has not
+    kept = ChainValidator([root])
+    first, path = kept.validate_path(leaf("first"), [ca], now)
+    assert first.ok and path is not None and len(path) == 3 and path[1] == ca
+    second, path = kept.validate_path(leaf("second"), [ca], now)
+    assert second.ok and path is not None and len(path) == 2 and path[1] == ca  # through the kept CA
+
+    cases = [(leaf("forged", issuer_key=keys[3]), now), (leaf("expired", days=(-10, -5)), now),
+             (leaf("not yet", days=(5, 10)), now), (leaf("outlives its CA", days=(-1, 900)), later)]
+    for certificate, at in cases:
+        whole = ChainValidator([root]).validate(certificate, [ca], at)
+        assert not whole.ok
+        assert kept.validate(certificate, [ca], at) == whole, certificate.subject
+
+    constrained = _certificate("constrained CA", (root.subject, keys[0]), keys[4], True, (-1, 365), constraints=True)
+    validator = ChainValidator([root])
+    for name in ("a", "b"):
+        check, path = validator.validate_path(
+            _certificate(name, (constrained.subject, keys[4]), keys[2], False, (-1, 300)), [constrained], now)
+        assert check.ok and path is not None and len(path) == 3  # a CA with name constraints is never an anchor
