@@ -513,7 +513,7 @@ class CardReader:
         if registry is not None and registry.versions.get(SECURITY_OBJECT, 0) > so.get("version", 0):
             checks.append(Check(name, False, "superseded-version",
                                 f"version {so.get('version')} on the card, {registry.versions[SECURITY_OBJECT]} current"))
-        elif registry is not None and registry.hashes.get(SECURITY_OBJECT, sha256_hex(values[0])) != sha256_hex(values[0]):
+        elif registry is not None and registry.hashes.get(SECURITY_OBJECT, digest := sha256_hex(values[0])) != digest:
             checks.append(Check(name, False, "unregistered-version",
                                 f"version {so.get('version')} on the card is not the registry's current version"))
         keys = so.get("keys", {})
@@ -555,7 +555,8 @@ class CardReader:
             return Check(name, False, "superseded-version",
                          f"version {version} of {content.get('issued_at')} on the card; "
                          f"the registry's current version is {registry.versions[record_type]}"), content
-        if registry is not None and registry.hashes.get(record_type, sha256_hex(der)) != sha256_hex(der):
+        digest = sha256_hex(der)
+        if registry is not None and registry.hashes.get(record_type, digest) != digest:
             # e.g. an update written to the card whose registration never committed
             return Check(name, False, "unregistered-version",
                          f"version {version} on the card is not the registry's current version "
@@ -563,7 +564,7 @@ class CardReader:
         if so is None:
             return Check(name, False, "security-object-missing", "no valid security object to bind the record"), content
         listed = so.get("records", {}).get(record_type, {})
-        if listed.get("sha256") != sha256_hex(der):
+        if listed.get("sha256") != digest:
             reason = "superseded-version" if listed.get("version", 0) > (version or 0) else "not-in-security-object"
             return Check(name, False, reason, "the security object lists another version of this record"), content
         return Check(name, True, "ok", f"version {version} of {content.get('issued_at')}"), content
