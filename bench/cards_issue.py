@@ -178,6 +178,63 @@ print(done / (time.perf_counter() - start), bad, opening, 1000 * (time.process_t
     return total, opening, cpu_ms
 
 
+def reader_profile(home: Path, count: int) -> None:
+    """Where a reader's CPU goes: ``time.process_time`` around each part of ``CardReader.verify``
+    (with the PIN, CRL status, registry on), ``count`` verifications over the kept sample of a
+    home an earlier run kept; one process. Parts nested in another are indented."""
+    code = f"""
+import collections, functools, json, pathlib, random, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from cardsim import reader as R
+from cardsim.config import CardSettings
+from idp.deployment import Deployment
+from idp.settings import Settings
+home = pathlib.Path({str(home)!r})
+trust = R.ReaderTrust.from_registry(Deployment(Settings.from_env({str(home)!r})).sessions)
+reader = R.CardReader(CardSettings.from_env(home), trust)
+cards = json.loads((home / "reader-sample.json").read_text())
+random.shuffle(cards)
+assert all(number in reader for number, _ in cards)
+for number, pin in cards[:20]:
+    assert reader.verify(number, pin=pin).ok
+spent = collections.Counter()
+def timed(owner, name, label):
+    function = getattr(owner, name)
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[label] += time.process_time() - start
+    setattr(owner, name, wrapper)
+parts = [(reader, "read", "read the card (PKCS#11, try counter)"),
+         (trust, "registry", "registry entry"),
+         (reader, "_certificates", "card certificates (path, CRL status)"),
+         (reader._chains, "validate_path", "  of which path validation"),
+         (reader, "_security_object", "security object"),
+         (reader, "_record", "records (3)"),
+         (R, "open_signed_data", "  of which CMS SignedData (4, with the security object's)"),
+         (R, "parse_content", "  of which JSON parsing (4)"),
+         (reader, "_signer", "  of which signer checks (4)"),
+         (reader, "_active_authentication", "active authentication")]
+for owner, name, label in parts:
+    timed(owner, name, label)
+start = time.process_time()
+for i in range({count}):
+    number, pin = cards[i % len(cards)]
+    assert reader.verify(number, pin=pin).ok
+total = time.process_time() - start
+print("| part | CPU ms per verification |")
+print("|---|---:|")
+for _, _, label in parts:
+    print(f"| {{label}} | {{1000 * spent[label] / {count}:.3f}} |")
+print(f"| total (verify) | {{1000 * total / {count}:.3f}} |")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTHSM2_")}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
 def readers_only(home: Path, seconds: float) -> None:
     """The reader columns alone, on a home kept by an earlier run (``--keep``) and its sample."""
     sample = json.loads((home / "reader-sample.json").read_text())
@@ -205,7 +262,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--readers-only", type=Path, metavar="HOME",
                         help="only the reader columns, on a home an earlier run kept (--keep)")
+    parser.add_argument("--reader-profile", type=Path, metavar="HOME",
+                        help="where a reader's CPU goes, part by part, on a home an earlier run kept")
+    parser.add_argument("--profile-count", type=int, default=3000, help="verifications for --reader-profile")
     args = parser.parse_args()
+    if args.reader_profile is not None:
+        reader_profile(args.reader_profile, args.profile_count)
+        return
     if args.readers_only is not None:
         os.environ.pop("SOFTHSM2_CONF", None)
         readers_only(args.readers_only, args.reader_seconds)
