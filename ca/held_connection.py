@@ -2,9 +2,10 @@
 
 SQLAlchemy's per-statement overhead is most of the cost of a one-row lookup, so a request's hot
 statement (an OCSP answer, a card-login nonce) runs straight on the driver. The connection is
-held per thread and per process (a forked worker opens its own) and never leaves a transaction
-open: autocommit on PostgreSQL, a commit after each statement elsewhere, so every statement sees
-the latest committed state. Any driver error drops the connection and reports ``None``: the
+held per thread and per process (a forked worker opens its own) in autocommit mode, so every
+statement is its own transaction: it sees the latest committed state, and a writing statement
+holds SQLite's write lock only while the driver runs it (no return to Python, which may wait for
+the GIL, between the write and its commit). Any driver error drops the connection and reports ``None``: the
 caller then runs the same statement through the engine.
 """
 
@@ -38,7 +39,6 @@ class HeldStatement:
     def __init__(self, engine: Engine, sql: str, name: str) -> None:
         self._engine = engine
         self._sql = sql if engine.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
-        self._autocommit = engine.dialect.name == "postgresql"
         #: says which statement in the warning when the driver fails
         self.name = name
         self._local = threading.local()
@@ -47,8 +47,11 @@ class HeldStatement:
         held = getattr(self._local, "held", None)
         if held is None or held[0] != os.getpid():
             fairy = self._engine.raw_connection()
-            if self._autocommit:
-                fairy.driver_connection.autocommit = True  # type: ignore[union-attr]
+            driver = fairy.driver_connection
+            if self._engine.dialect.name == "sqlite":
+                driver.isolation_level = None  # type: ignore[union-attr]  (sqlite3: autocommit)
+            else:
+                driver.autocommit = True  # type: ignore[union-attr]  (psycopg)
             held = (os.getpid(), fairy)
             self._local.held = held
         return held[1]
@@ -64,8 +67,6 @@ class HeldStatement:
                 rowcount = cursor.rowcount
             finally:
                 cursor.close()
-            if not self._autocommit:
-                connection.commit()  # end the transaction so the next statement sees new commits
         except Exception as exc:  # noqa: BLE001  any driver error: forget the connection, the engine answers
             _log.warning("%s: held connection unavailable: %s", self.name, type(exc).__name__)
             held = getattr(self._local, "held", None)

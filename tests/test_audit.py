@@ -178,7 +178,10 @@ def test_forged_entry_appended_after_the_head_is_named(audit_store: AuditStore) 
     fill(audit_store, 12)
     tamper(audit_store, "INSERT INTO audit_entry SELECT 13, at, event_type, 'staff:ghost', subject_role, object, result, "
                         "source_address, request_id, details, entry_hash, entry_hash FROM audit_entry WHERE seq = 12")
-    assert ("inserted", 13) in kinds(audit_store)
+    # PostgreSQL: beyond the head, so inserted. SQLite: migration 0008's trigger moves the head to any
+    # inserted row, so the forged row is the head and its hash does not hold: changed. Named either way.
+    expected = "changed" if audit_store.sessions.kw["bind"].dialect.name == "sqlite" else "inserted"
+    assert (expected, 13) in kinds(audit_store)
 
 
 def test_two_swapped_entries_are_named(audit_store: AuditStore) -> None:
@@ -319,6 +322,51 @@ def test_concurrent_appenders_in_several_processes_keep_one_chain(audit_store: A
     assert subjects == {f"service:p{n}" for n in range(processes)}
     result = verify(audit_store.sessions)
     assert result.ok, [str(p) for p in result.problems]
+
+
+def test_an_append_that_loses_the_race_chains_to_the_winner(audit_store: AuditStore,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite's compare-and-set append (audit/trail.py): another appender commits between this one's
+    read of the head and its insert; the insert must not go in on the stale head, and the entry must
+    chain to the winner's. (PostgreSQL takes the head's row lock instead: the concurrency test covers it.)"""
+    from audit.trail import AuditTrail
+    if audit_store.dialect != "sqlite":
+        pytest.skip("PostgreSQL appends under the head's row lock: no race to lose")
+    fill(audit_store, 3)
+    other = AuditTrail(audit_store.sessions, audit_store.ca.clock)
+    trail = audit_store.trail
+    chained = trail._chained
+    raced: list[int] = []
+
+    def chained_then_lose(event: AuditEvent, seq: int, prev_hash: str) -> dict[str, object]:
+        values = chained(event, seq, prev_hash)
+        if not raced:  # the other appender wins between this one's read of the head and its insert
+            raced.append(other.record(AuditEvent("login.password", "staff:winner", "success")).seq)
+        return values
+
+    trail._chained = chained_then_lose  # type: ignore[method-assign]
+    entry = trail.record(AuditEvent("login", "staff:loser", "success"))
+    assert raced == [4] and entry.seq == 5
+    assert "held connection unavailable" not in caplog.text  # lost the compare, not a driver error
+    with audit_store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, subject, prev_hash, entry_hash FROM audit_entry WHERE seq >= 4 ORDER BY seq")).all()
+        head = conn.execute(text("SELECT seq, entry_hash FROM audit_head")).one()
+    assert [(r[0], r[1]) for r in rows] == [(4, "staff:winner"), (5, "staff:loser")]
+    assert rows[1][2] == rows[0][3] and tuple(head) == (5, rows[1][3])
+    assert verify(audit_store.sessions).ok
+
+
+def test_sqlite_without_the_head_trigger_appends_under_the_lock(audit_store: AuditStore) -> None:
+    """A store whose migration 0008 is missing still gets a correct chain (the locking path)."""
+    from audit.trail import HEAD_TRIGGER, AuditTrail
+    if audit_store.dialect != "sqlite":
+        pytest.skip("the trigger exists on SQLite only")
+    with audit_store.engine.begin() as conn:
+        conn.execute(text(f"DROP TRIGGER {HEAD_TRIGGER}"))
+    trail = AuditTrail(audit_store.sessions, audit_store.ca.clock)
+    for i in range(3):
+        trail.record(AuditEvent("login", f"staff:u{i}", "success"))
+    assert trail.head()[0] == 3 and verify(audit_store.sessions).ok
 
 
 # -- checkpoints judged by openssl -----------------------------------------------------------
