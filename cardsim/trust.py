@@ -152,21 +152,6 @@ def _inside(data: bytes, element: tuple[int, int, int, int]) -> list[tuple[int, 
     return out
 
 
-def issuer_name_der(certificate: x509.Certificate) -> bytes:
-    """The DER of the certificate's issuer Name as the certificate encodes it (RFC 5280 section
-    4.1: the fourth field of tbsCertificate after the optional [0] version), without building
-    the Name object (``certificate.issuer``), which costs more than the walk."""
-    data = certificate.public_bytes(serialization.Encoding.DER)
-    outer = _tlv(data, 0, len(data))
-    tbs = _tlv(data, outer[2], outer[3])
-    field = _tlv(data, tbs[2], tbs[3])
-    if field[0] == 0xA0:  # version
-        field = _tlv(data, field[3], tbs[3])
-    field = _tlv(data, field[3], tbs[3])  # signature algorithm, after the serial number
-    field = _tlv(data, field[3], tbs[3])  # issuer
-    return data[field[1]:field[3]]
-
-
 def utc_time(raw: bytes) -> datetime.datetime:
     """A DER UTCTime ``YYMMDDHHMMSSZ`` (X.690 section 11.8), two-digit years as ``strptime``'s
     ``%y`` reads them (69-99: 19xx)."""
@@ -303,7 +288,7 @@ class ChainValidator:
 
     def _by_kept_issuer(self, leaf: x509.Certificate, at: datetime.datetime) -> list[x509.Certificate] | None:
         """The path through a kept issuer, or None when none validates ``leaf`` that way."""
-        name = issuer_name_der(leaf)
+        name = leaf.issuer.public_bytes()
         kept = self._issuers.get(name)
         if not kept:
             return None
@@ -407,11 +392,8 @@ class CrlStatus:
     def status(self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime,
                name: str = "status") -> Check:
         self.refresh_if_old()
-        key = issuer_name_der(certificate)
+        key = certificate.issuer.public_bytes()
         crl = self._by_issuer.get(key)
-        if crl is None:  # the name as re-encoded, as the CRLs' issuers are keyed
-            key = certificate.issuer.public_bytes()
-            crl = self._by_issuer.get(key)
         if crl is None:
             return Check(name, False, "status-unknown", self._problems.get(key, "no CRL for the issuer"))
         if crl.next_update_utc is not None and crl.next_update_utc < at:
