@@ -1,4 +1,4 @@
-"""The reader library services use to verify a citizen card through PKCS#11 (python-pkcs11).
+"""The reader library services use to verify a citizen card through PKCS#11.
 
 ``CardReader.verify(number)`` opens the card by its number, reads its certificates, records and
 security object, and checks, each with its own outcome and reason (:class:`CardVerification`):
@@ -17,15 +17,18 @@ A bad card is a result, never an exception. A card's shard comes from its number
 opens each shard it needs once, through a private copy of the PKCS#11 module (cardsim.shard_module,
 so ``SOFTHSM2_CONF`` of the process is left alone), and finds cards through a label index per
 shard (shared/FIELD-NOTES.md: ``get_token`` scans every slot), rebuilt only when a number is not
-in it (a card made after the index). Every PIN use goes through the card's try counter.
+in it (a card made after the index). It reads a card through :mod:`cardsim.cryptoki` on that same
+module (one session, one search, one C_GetAttributeValue per object). Every PIN use goes through
+the card's try counter. Only what every card shares is kept between verifications (signer and CA
+certificates, signer checks, the CA part of certificate paths); nothing of a card is.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
-import fcntl
 import os
 import re
 import secrets

@@ -80,8 +80,7 @@ _DIGESTS = {
 _CERTIFICATES: dict[bytes, tuple[x509.Certificate, bytes]] = {}
 #: the DER of a SignedData's whole certificates field -> its parsed certificates (signers are few)
 _CERTIFICATE_SETS: dict[bytes, list[tuple[x509.Certificate, bytes]]] = {}
-
-
+#: a signer certificate -> its public key
 _PUBLIC_KEYS: dict[x509.Certificate, object] = {}
 
 
