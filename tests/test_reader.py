@@ -361,3 +361,43 @@ def test_chain_validator_keeps_the_ca_part_and_checks_every_leaf_in_full() -> No
         check, path = validator.validate_path(
             _certificate(name, (constrained.subject, keys[4]), keys[2], False, (-1, 300)), [constrained], now)
         assert check.ok and path is not None and len(path) == 3  # a CA with name constraints is never an anchor
+
+
+def test_a_card_whose_pin_blob_was_read_mid_login_is_read_again_once(home: Home, card: IssuedCard) -> None:
+    """SoftHSM2 takes a token's PIN blobs from its file at C_Initialize; a reader that started
+    while another process was logging in to the card can see "no user PIN" at every login. The
+    reader then initialises the shard again (once every 10 s at most) and reads the card again;
+    the refused login is not counted as a PIN try."""
+    program = f"""
+from cardsim import cryptoki as ck
+from cardsim.config import CardSettings
+from cardsim.pins import TryCounter
+from cardsim.reader import CardReader, ReaderTrust
+from idp.deployment import Deployment
+from idp.settings import Settings
+deployment = Deployment(Settings.from_env(None))
+settings = CardSettings.from_env(deployment.settings.home)
+reader = CardReader(settings, ReaderTrust.from_registry(deployment.sessions))
+number, pin = "{card.number}", "{card.pin}"
+assert reader.verify(number, pin=pin).ok
+shard, _ = reader._token(number)
+p11 = reader._cryptoki(shard)
+login, refusals, reloads = p11.login, [1], []
+
+def refusing_login(session, user, pin):
+    if refusals[0]:
+        refusals[0] -= 1
+        raise ck.CryptokiError("C_Login", ck.CKR_USER_PIN_NOT_INITIALIZED)
+    return login(session, user, pin)
+
+p11.login = refusing_login
+reinitialise = shard.reinitialise
+shard.reinitialise = lambda: reloads.append(1) or reinitialise()
+once = reader.verify(number, pin=pin)  # refused once, read again: passes
+refusals[0] = 1
+twice = reader.verify(number, pin=pin)  # refused again within 10 s: not read again
+print(once.ok, len(reloads), twice.ok, sorted(twice.reasons), TryCounter(settings.counter_dir, number).read().pin_failures)
+"""
+    out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1", "False", "['card-unreadable']", "0"]
