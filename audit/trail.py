@@ -147,7 +147,6 @@ class AuditTrail:
         self._trigger: bool | None = None
         self._read_head: HeldStatement
         self._set_if_head: HeldStatement
-        self._bind: list[Callable[[Any], Any] | None] = []
 
     def append(self, session: Session, event: AuditEvent) -> AuditEntry:
         """Write ``event`` as the next entry inside ``session``'s transaction (commits with it).
@@ -210,8 +209,8 @@ class AuditTrail:
             self._trigger = follows
             if follows:
                 self._read_head = HeldStatement(engine, _READ_HEAD, "audit head")
-                self._set_if_head = HeldStatement(engine, _SET_IF_HEAD, "audit append")
-                self._bind = [c.type.bind_processor(engine.dialect) for c in AuditEntry.__table__.columns]
+                self._set_if_head = HeldStatement(engine, _SET_IF_HEAD, "audit append",
+                                                  params=[c.type for c in AuditEntry.__table__.columns])
         return follows
 
     def _compare_and_set(self, event: AuditEvent) -> AuditEntry | None:
@@ -225,9 +224,7 @@ class AuditTrail:
                 raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
             prev_seq, prev_hash = int(head.row[0]), str(head.row[1])
             values = self._chained(event, prev_seq + 1, prev_hash)
-            row = [values[name] if process is None else process(values[name])
-                   for name, process in zip(_ENTRY_COLUMNS, self._bind)]
-            done = self._set_if_head.execute([*row, prev_seq, prev_hash])
+            done = self._set_if_head.execute([*(values[name] for name in _ENTRY_COLUMNS), prev_seq, prev_hash])
             if done is None:
                 return None
             if done.rowcount == 1:

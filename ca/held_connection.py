@@ -2,7 +2,8 @@
 
 SQLAlchemy's per-statement overhead is most of the cost of a one-row lookup, so a request's hot
 statement (an OCSP answer, a card-login nonce) runs straight on the driver. The connection is
-held per thread and per process (a forked worker opens its own) in autocommit mode, so every
+held per thread, process and engine (a forked worker opens its own; every held statement of a
+thread shares it) in autocommit mode, so every
 statement is its own transaction: it sees the latest committed state, and a writing statement
 holds SQLite's write lock only while the driver runs it (no return to Python, which may wait for
 the GIL, between the write and its commit). Any driver error drops the connection and reports ``None``: the
@@ -14,11 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.types import TypeEngine
 
 _log = logging.getLogger(__name__)
 
@@ -33,18 +36,41 @@ class Executed:
     rowcount: int
 
 
-class HeldStatement:
-    """One statement, written with ``?`` parameter marks, on a driver connection held per thread."""
+class _Held(threading.local):
+    """Per thread: engine -> (pid, pooled connection); one connection serves every held statement of
+    that engine in this thread, so a worker holds as many pooled connections as it has threads."""
 
-    def __init__(self, engine: Engine, sql: str, name: str) -> None:
+    def __init__(self) -> None:
+        self.connections: weakref.WeakKeyDictionary[Engine, tuple[int, Any]] = weakref.WeakKeyDictionary()
+
+
+_held = _Held()
+
+
+def _processors(engine: Engine, types: Sequence[TypeEngine[Any] | None], bind: bool) -> list[Callable[[Any], Any] | None]:
+    dialect = engine.dialect
+    return [None if t is None else
+            (t.dialect_impl(dialect).bind_processor(dialect) if bind else t.dialect_impl(dialect).result_processor(dialect, None))
+            for t in types]
+
+
+class HeldStatement:
+    """One statement, written with ``?`` parameter marks, on the driver connection held per thread.
+
+    ``params`` and ``results`` give SQLAlchemy types by position (None: passed as is), so values go
+    in and come out exactly as through the engine (e.g. :class:`ca.models.UtcDateTime` on SQLite)."""
+
+    def __init__(self, engine: Engine, sql: str, name: str, params: Sequence[TypeEngine[Any] | None] = (),
+                 results: Sequence[TypeEngine[Any] | None] = ()) -> None:
         self._engine = engine
         self._sql = sql if engine.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
         #: says which statement in the warning when the driver fails
         self.name = name
-        self._local = threading.local()
+        self._params = _processors(engine, params, bind=True)
+        self._results = _processors(engine, results, bind=False)
 
     def _connection(self) -> Any:
-        held = getattr(self._local, "held", None)
+        held = _held.connections.get(self._engine)
         if held is None or held[0] != os.getpid():
             fairy = self._engine.raw_connection()
             driver = fairy.driver_connection
@@ -53,25 +79,42 @@ class HeldStatement:
             else:
                 driver.autocommit = True  # type: ignore[union-attr]  (psycopg)
             held = (os.getpid(), fairy)
-            self._local.held = held
+            _held.connections[self._engine] = held
         return held[1]
 
     def execute(self, params: Sequence[Any]) -> Executed | None:
         """Run the statement once; None when the driver failed (the connection is dropped)."""
+        values = tuple(params)
+        if self._params:
+            values = tuple(v if p is None else p(v) for v, p in zip(values, self._params)) + values[len(self._params):]
         try:
             connection = self._connection()
             cursor = connection.cursor()
             try:
-                cursor.execute(self._sql, tuple(params))
+                cursor.execute(self._sql, values)
                 row = cursor.fetchone() if cursor.description is not None else None
                 rowcount = cursor.rowcount
             finally:
                 cursor.close()
         except Exception as exc:  # noqa: BLE001  any driver error: forget the connection, the engine answers
             _log.warning("%s: held connection unavailable: %s", self.name, type(exc).__name__)
-            held = getattr(self._local, "held", None)
-            self._local.held = None
-            if held is not None:
+            held = _held.connections.pop(self._engine, None)
+            if held is not None and held[0] == os.getpid():
                 held[1].invalidate()
             return None
+        if row is not None and self._results:
+            row = tuple(v if p is None else p(v) for v, p in zip(row, self._results)) + tuple(row[len(self._results):])
         return Executed(None if row is None else tuple(row), rowcount)
+
+    def run(self, params: Sequence[Any]) -> Executed:
+        """:meth:`execute`, tried once more on a fresh connection (a server restart drops every held
+        one); raises :class:`StatementFailed` when the database is unreachable both times."""
+        for _ in range(2):
+            executed = self.execute(params)
+            if executed is not None:
+                return executed
+        raise StatementFailed(f"{self.name}: the database cannot be reached")
+
+
+class StatementFailed(RuntimeError):
+    """A held statement failed on two connections in a row: the database is down or refusing."""

@@ -4,16 +4,18 @@ replaced."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, bindparam, text
 
 from ca.database import make_engine
 from ca.held_connection import HeldStatement
+from ca.models import UtcDateTime
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,3 +71,31 @@ def test_a_dropped_connection_is_reported_and_replaced(engine: tuple[Engine, str
     assert "secret-key" not in caplog.text  # parameters are never logged
     after = read.execute(("secret-key",))
     assert after is not None and after.row is not None and after.row[1] == 7 and after.row[0] != before.row[0]
+
+
+def test_typed_values_go_in_and_come_out_as_through_the_engine(engine: tuple[Engine, str]) -> None:
+    """A UtcDateTime parameter is stored as the engine stores it (on SQLite: the same text, so the
+    engine's comparisons hold) and comes back aware UTC; untyped positions pass through."""
+    eng, table = engine
+    with eng.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN at TIMESTAMP"))
+    at = datetime.datetime(2026, 11, 25, 14, 0, 0, tzinfo=datetime.timezone.utc)  # no microseconds
+    write = HeldStatement(eng, f"INSERT INTO {table} (k, v, at) VALUES (?, ?, ?)", "test write",
+                          params=(None, None, UtcDateTime()))
+    assert write.execute(("t", 1, at)) is not None
+    read = HeldStatement(eng, f"SELECT at, v FROM {table} WHERE k = ?", "test read", results=(UtcDateTime(),))
+    got = read.execute(("t",))
+    assert got is not None and got.row == (at, 1)
+    probe = text(f"SELECT count(*) FROM {table} WHERE at = :at").bindparams(bindparam("at", type_=UtcDateTime()))
+    with eng.connect() as conn:
+        assert conn.execute(probe, {"at": at}).scalar() == 1
+
+
+def test_the_statements_of_a_thread_share_one_connection(engine: tuple[Engine, str]) -> None:
+    eng, table = engine
+    if eng.dialect.name != "postgresql":
+        pytest.skip("the server names the connection: PostgreSQL")
+    first = HeldStatement(eng, "SELECT pg_backend_pid()", "first")
+    second = HeldStatement(eng, f"SELECT pg_backend_pid(), count(*) FROM {table}", "second")
+    a, b = first.execute(()), second.execute(())
+    assert a is not None and b is not None and a.row is not None and b.row is not None and a.row[0] == b.row[0]
