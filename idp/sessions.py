@@ -18,25 +18,29 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
-from sqlalchemy import Engine, bindparam, delete, select, text
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CallbackDict
 
+from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 from idp.models import WebSession
 
 _TOUCH_EVERY = datetime.timedelta(seconds=30)
 
-# Every request loads and most save a session: plain SQL here (about 5x cheaper than the ORM).
+# Every request loads and most save a session: one statement each, on the held driver connection
+# (ca.held_connection: autocommitted, no SQLAlchemy per-statement cost, SQLite's write lock held for
+# that statement only).
 _T = UtcDateTime()
-_LOAD = text("SELECT data_json, created_at, last_seen_at FROM idp_web_session WHERE id_hash = :h").columns(
-    data_json=None, created_at=_T, last_seen_at=_T)  # type: ignore[arg-type]
-_DELETE = text("DELETE FROM idp_web_session WHERE id_hash = :h")
-_INSERT = text("INSERT INTO idp_web_session (id_hash, uid, data_json, created_at, last_seen_at, address, user_agent) "
-               "VALUES (:h, :uid, :data, :now, :now, :address, :agent)").bindparams(bindparam("now", type_=_T))
-_UPDATE = text("UPDATE idp_web_session SET uid = :uid, data_json = :data, last_seen_at = :now WHERE id_hash = :h"
-               ).bindparams(bindparam("now", type_=_T))
-_TOUCH = text("UPDATE idp_web_session SET last_seen_at = :now WHERE id_hash = :h").bindparams(bindparam("now", type_=_T))
+_LOAD = "SELECT data_json, created_at, last_seen_at FROM idp_web_session WHERE id_hash = ?"
+_INSERT = ("INSERT INTO idp_web_session (id_hash, uid, data_json, created_at, last_seen_at, address, user_agent) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+#: rotation in one statement: the row takes the new id (and restarts its absolute timeout)
+_ROTATE = ("UPDATE idp_web_session SET id_hash = ?, uid = ?, data_json = ?, created_at = ?, last_seen_at = ?, "
+           "address = ?, user_agent = ? WHERE id_hash = ?")
+_UPDATE = "UPDATE idp_web_session SET uid = ?, data_json = ?, last_seen_at = ? WHERE id_hash = ?"
+_TOUCH = "UPDATE idp_web_session SET last_seen_at = ? WHERE id_hash = ?"
+_DELETE = "DELETE FROM idp_web_session WHERE id_hash = ?"
 
 
 def _hash(sid: str) -> str:
@@ -88,6 +92,13 @@ class SessionStore:
         self._absolute = absolute
         #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
         self._tuning = tuning
+        engine = self.engine
+        self._load = HeldStatement(engine, _LOAD, "session load", results=(None, _T, _T))
+        self._insert = HeldStatement(engine, _INSERT, "session insert", params=(None, None, None, _T, _T))
+        self._rotate = HeldStatement(engine, _ROTATE, "session rotation", params=(None, None, None, _T, _T))
+        self._update = HeldStatement(engine, _UPDATE, "session update", params=(None, None, _T))
+        self._touch = HeldStatement(engine, _TOUCH, "session touch", params=(_T,))
+        self._delete = HeldStatement(engine, _DELETE, "session end")
 
     @property
     def idle(self) -> datetime.timedelta:
@@ -99,42 +110,39 @@ class SessionStore:
 
     def load(self, sid: str) -> StaffSession | None:
         now = self.clock()
-        digest = _hash(sid)
-        with self.engine.connect() as conn:
-            row = conn.execute(_LOAD, {"h": digest}).first()
+        row = self._load.run((_hash(sid),)).row
         if row is None:
             return None
-        if now - row.last_seen_at > self.idle or now - row.created_at > self.absolute:
+        data_json, created_at, last_seen_at = row
+        if now - last_seen_at > self.idle or now - created_at > self.absolute:
             self.delete(sid)
             return None
-        return StaffSession(json.loads(row.data_json), sid, row.created_at, row.last_seen_at)
+        return StaffSession(json.loads(data_json), sid, created_at, last_seen_at)
 
     def save(self, data: StaffSession, address: str | None, user_agent: str | None) -> str:
         """Write the session; returns its (possibly new) id."""
         now = self.clock()
-        with self.engine.begin() as conn:
-            if data.sid and data.rotate_requested:
-                conn.execute(_DELETE, {"h": _hash(data.sid)})
-                data.sid = None
-            if data.sid is None:
-                data.sid = secrets.token_urlsafe(32)
-                data.created_at = now
-                conn.execute(_INSERT, {"h": _hash(data.sid), "uid": data.get("_user_id"), "data": json.dumps(dict(data)),
-                                       "now": now, "address": (address or "")[:64], "agent": (user_agent or "")[:255]})
-            else:
-                conn.execute(_UPDATE, {"h": _hash(data.sid), "uid": data.get("_user_id"), "data": json.dumps(dict(data)),
-                                       "now": now})
-            data.last_seen_at = now
-            data.rotate_requested = False
+        if data.sid is None or data.rotate_requested:
+            old = data.sid
+            data.sid = secrets.token_urlsafe(32)
+            data.created_at = now
+            row = (_hash(data.sid), data.get("_user_id"), json.dumps(dict(data)), now, now, (address or "")[:64],
+                   (user_agent or "")[:255])
+            # rotated: the old row takes the new id, so the old id is worthless at once; else (or if
+            # that row was ended meanwhile) a new row
+            if old is None or not self._rotate.run((*row, _hash(old))).rowcount:
+                self._insert.run(row)
+        else:
+            self._update.run((data.get("_user_id"), json.dumps(dict(data)), now, _hash(data.sid)))
+        data.last_seen_at = now
+        data.rotate_requested = False
         return data.sid
 
     def touch(self, data: StaffSession) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(_TOUCH, {"h": _hash(data.sid or ""), "now": self.clock()})
+        self._touch.run((self.clock(), _hash(data.sid or "")))
 
     def delete(self, sid: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(_DELETE, {"h": _hash(sid)})
+        self._delete.run((_hash(sid),))
 
     def end_all(self, uid: str, except_sid: str | None = None) -> int:
         """End every session of ``uid`` (log out everywhere, a leaver); the number ended."""
