@@ -13,12 +13,14 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, bindparam, select, text, update
+from sqlalchemy import Engine, LargeBinary, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 
 from idp.models import RecoveryCode, StaffAccount
@@ -31,11 +33,17 @@ _TOTP_PURPOSE = "totp-secret"
 # recovery codes carry ~49 bits of entropy: a cheap argon2 is enough, and they are checked rarely
 _RECOVERY_HASHER = PasswordHasher(time_cost=2, memory_cost=8 * 1024, parallelism=1)
 
-# the login path's statements in plain SQL (several times cheaper than the ORM, every login runs them)
-_ACCOUNT = text("SELECT claims_json, totp_secret_sealed, totp_last_step FROM idp_staff_account WHERE uid = :uid")
-_SET_CLAIMS = text("UPDATE idp_staff_account SET claims_json = :claims, updated_at = :now WHERE uid = :uid").bindparams(
-    bindparam("now", type_=UtcDateTime()))
-_ADVANCE = text("UPDATE idp_staff_account SET totp_last_step = :step WHERE uid = :uid AND totp_last_step < :step")
+# the login path's statements, on the held driver connection (ca.held_connection: no SQLAlchemy
+# per-statement cost, each statement its own transaction); every login runs them
+_ACCOUNT = "SELECT claims_json, totp_secret_sealed, totp_last_step FROM idp_staff_account WHERE uid = ?"
+_SET_CLAIMS = "UPDATE idp_staff_account SET claims_json = ?, updated_at = ? WHERE uid = ?"
+_ADVANCE = "UPDATE idp_staff_account SET totp_last_step = ? WHERE uid = ? AND totp_last_step < ?"
+
+
+class _Account(NamedTuple):
+    claims_json: str
+    totp_secret_sealed: bytes | None
+    totp_last_step: int
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,9 @@ class SecondFactor:
                  verifier: TotpVerifier | None = None, issuer: str = "Tessera") -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
+        self._account = HeldStatement(self.engine, _ACCOUNT, "staff account", results=(None, LargeBinary()))
+        self._set_claims = HeldStatement(self.engine, _SET_CLAIMS, "staff claims", params=(None, UtcDateTime()))
+        self._advance = HeldStatement(self.engine, _ADVANCE, "TOTP step")
         self.box = box
         self.clock = clock
         self.verifier = verifier or TotpVerifier()
@@ -61,20 +72,21 @@ class SecondFactor:
         """Create or refresh the account row with the directory's claims; True if TOTP is enrolled."""
         now = self.clock()
         encoded = json.dumps(claims, sort_keys=True)
-        with self.engine.connect() as conn:
-            row = conn.execute(_ACCOUNT, {"uid": uid}).first()
+        row = self._account_row(uid)
         if row is not None:
             if row.claims_json != encoded:
-                with self.engine.begin() as conn:
-                    conn.execute(_SET_CLAIMS, {"claims": encoded, "now": now, "uid": uid})
+                self._set_claims.run((encoded, now, uid))
             return row.totp_secret_sealed is not None
         with self.sessions.begin() as session:
             session.add(StaffAccount(uid=uid, claims_json=encoded, totp_last_step=0, updated_at=now))
         return False
 
+    def _account_row(self, uid: str) -> _Account | None:
+        row = self._account.run((uid,)).row
+        return None if row is None else _Account(*row)
+
     def claims(self, uid: str) -> dict[str, object] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_ACCOUNT, {"uid": uid}).first()
+        row = self._account_row(uid)
         return None if row is None else json.loads(row.claims_json)  # type: ignore[no-any-return]
 
     def is_enrolled(self, uid: str) -> bool:
@@ -125,8 +137,7 @@ class SecondFactor:
         (then used up), None otherwise. RFC 8176 names the methods: otp; recovery counts as otp."""
         code = code.strip()
         now = self.clock()
-        with self.engine.connect() as conn:
-            account = conn.execute(_ACCOUNT, {"uid": uid}).first()
+        account = self._account_row(uid)
         if account is None or account.totp_secret_sealed is None:
             return None
         secret = self.box.open(account.totp_secret_sealed, _TOTP_PURPOSE).decode()
@@ -136,8 +147,7 @@ class SecondFactor:
             step = self.verifier.match(secret, digits, now.timestamp(), after_step=last_step)
             if step is None:
                 return None
-            with self.engine.begin() as conn:
-                won = conn.execute(_ADVANCE, {"step": step, "uid": uid}).rowcount
+            won = self._advance.run((step, uid, step)).rowcount
             return "otp" if won == 1 else None
         return "recovery" if self._use_recovery_code(uid, code) else None
 
