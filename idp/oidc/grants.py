@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from authlib.oauth2.rfc6749 import (InvalidClientError, InvalidGrantError, InvalidRequestError, InvalidScopeError,
                                     UnauthorizedClientError, grants)
@@ -34,7 +34,7 @@ from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 from idp import events
 from idp.models import ClientAssertionJti
-from idp.oidc.tokens import token_hash
+from idp.oidc.tokens import new_token, token_hash
 
 if TYPE_CHECKING:
     from idp.oidc.provider import Provider
@@ -60,8 +60,12 @@ _SAVE_CODE = text(
 _FIND_CODE = text(
     "SELECT code_hash, client_id, uid, redirect_uri, scope, nonce, code_challenge, code_challenge_method, auth_time, "
     "acr, amr, family, expires_at FROM idp_authorization_code WHERE code_hash = :h").columns(expires_at=_T)
-_SPEND_CODE = text("UPDATE idp_authorization_code SET used_at = :now WHERE code_hash = :h AND used_at IS NULL").bindparams(
-    bindparam("now", type_=_T))
+_CODE_COLUMNS = ("code_hash", "client_id", "uid", "redirect_uri", "scope", "nonce", "code_challenge",
+                 "code_challenge_method", "auth_time", "acr", "amr", "family", "expires_at")
+#: find and spend in one statement (the token endpoint's hot path, on the held connection): a row
+#: comes back only for this client's code, unspent until now
+_SPEND_CODE = ("UPDATE idp_authorization_code SET used_at = ? WHERE code_hash = ? AND client_id = ? AND used_at IS NULL "
+               f"RETURNING {', '.join(_CODE_COLUMNS)}")
 _PURGE_CODES = text("DELETE FROM idp_authorization_code WHERE expires_at < :before").bindparams(
     bindparam("before", type_=_T))
 #: spent codes are kept (hashed) this long, to recognise a code presented again (RFC 6749 4.1.2)
@@ -71,6 +75,27 @@ _CODE_NONCE = text("SELECT 1 FROM idp_authorization_code WHERE client_id = :clie
 
 def _provider(grant: Any) -> "Provider":
     return grant.server.provider  # type: ignore[no-any-return]
+
+
+def spend_code_statement(engine: Any) -> HeldStatement:
+    """The held statement that finds and spends a code (:data:`_SPEND_CODE`)."""
+    return HeldStatement(engine, _SPEND_CODE, "authorization code", params=(_T,), results=(None,) * 12 + (_T,))
+
+
+class _CodeRow(NamedTuple):
+    code_hash: str
+    client_id: str
+    uid: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: int
+    acr: str
+    amr: str
+    family: str | None
+    expires_at: datetime.datetime
 
 
 class StoredCode:
@@ -131,6 +156,9 @@ def client_still_registered() -> Iterator[None]:
 class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
+    def generate_authorization_code(self) -> str:
+        return new_token()
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         user = request.user
         now = _provider(self).clock()
@@ -152,21 +180,19 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         provider = _provider(self)
         now = provider.clock()
         digest = token_hash(code)
-        with provider.engine.begin() as conn:
-            row = conn.execute(_FIND_CODE, {"h": digest}).first()
-            if row is None or row.client_id != client.get_client_id():
-                return None
-            spent = conn.execute(_SPEND_CODE, {"h": digest, "now": now}).rowcount
-            stored = StoredCode(row)
-            expired = now >= row.expires_at
-        if spent != 1:
-            ended = provider.tokens.revoke_family(stored.family)
-            events.record("oidc.code_reuse", f"client:{stored.client_id}", f"staff:{stored.uid}", "failure",
-                          tokens_revoked=ended)
+        spent = provider.spend_code.run((now, digest, client.get_client_id())).row
+        if spent is not None:
+            row = _CodeRow(*spent)
+            return None if now >= row.expires_at else StoredCode(row)
+        with provider.engine.connect() as conn:  # unknown, another client's, or presented again
+            found = conn.execute(_FIND_CODE, {"h": digest}).first()
+        if found is None or found.client_id != client.get_client_id():
             return None
-        if expired:
-            return None
-        return stored
+        stored = StoredCode(found)
+        ended = provider.tokens.revoke_family(stored.family)
+        events.record("oidc.code_reuse", f"client:{stored.client_id}", f"staff:{stored.uid}", "failure",
+                      tokens_revoked=ended)
+        return None
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         pass  # already spent in query_authorization_code; kept (hashed) to detect reuse until purged

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
-                             S256CodeChallenge, ServiceCredentialsGrant, client_still_registered)
+                             S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, spend_code_statement)
 from idp.oidc.keys import SigningKeys
-from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore
+from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore, new_token
 from idp.staff import StaffUser
 
 #: which claims each scope releases (OIDC Core 5.4, plus Tessera's department and roles scopes)
@@ -55,6 +55,8 @@ class Provider:
         #: claims of a citizen (``citizen:<national id>``) from the card registry, None without an active card
         self.citizen_claims = citizen_claims
         self.tokens = TokenStore(sessions, clock, self._token_user, clients.get)
+        #: the token endpoint's find-and-spend of an authorization code (idp.oidc.grants.CodeGrant)
+        self.spend_code = spend_code_statement(self.engine)
         self.server = AuthorizationServer()
         self.server.provider = self  # grants reach the stores through their server
         self.resource = ResourceProtector()
@@ -87,7 +89,8 @@ class Provider:
 
     # -- wiring ----------------------------------------------------------------------------
     def init_app(self, app: Flask) -> None:
-        app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+        app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", new_token)
+        app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", new_token)
         app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ACCESS_TOKEN_SECONDS,
                                                           "refresh_token": ACCESS_TOKEN_SECONDS,
                                                           "client_credentials": SERVICE_TOKEN_SECONDS})

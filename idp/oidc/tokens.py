@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,14 @@ _SPEND = text("UPDATE idp_oauth_token SET refresh_used_at = :now WHERE id = :id 
 
 ACCESS_TOKEN_SECONDS = 900
 REFRESH_TOKEN_LIFETIME = datetime.timedelta(hours=12)
+
+
+def new_token(*_args: object, **_kwargs: object) -> str:
+    """A fresh opaque credential (authorization code, access or refresh token): 256 bits from the OS
+    CSPRNG, base64url (RFC 6749 section 10.10; RFC 6750's b64token characters). Authlib's default
+    draws each character with its own ``SystemRandom().choice`` call (one getrandom per character,
+    a tenth of a millisecond per token); this is one call."""
+    return secrets.token_urlsafe(32)
 
 
 def token_hash(value: str) -> str:
