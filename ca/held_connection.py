@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
 _log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class HeldStatement:
         #: says which statement in the warning when the driver fails
         self.name = name
         self._params = _processors(engine, params, bind=True)
+        self._integrity: type[Exception] = engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
         self._results = _processors(engine, results, bind=False)
 
     def _connection(self) -> Any:
@@ -83,7 +85,8 @@ class HeldStatement:
         return held[1]
 
     def execute(self, params: Sequence[Any]) -> Executed | None:
-        """Run the statement once; None when the driver failed (the connection is dropped)."""
+        """Run the statement once; None when the driver failed (the connection is dropped). A row a
+        constraint refuses raises :class:`sqlalchemy.exc.IntegrityError`, as through the engine."""
         values = tuple(params)
         if self._params:
             values = tuple(v if p is None else p(v) for v, p in zip(values, self._params)) + values[len(self._params):]
@@ -96,6 +99,8 @@ class HeldStatement:
                 rowcount = cursor.rowcount
             finally:
                 cursor.close()
+        except self._integrity as exc:  # the data, not the connection: a constraint refused the row
+            raise IntegrityError(self._sql, None, exc) from None
         except Exception as exc:  # noqa: BLE001  any driver error: forget the connection, the engine answers
             _log.warning("%s: held connection unavailable: %s", self.name, type(exc).__name__)
             held = _held.connections.pop(self._engine, None)

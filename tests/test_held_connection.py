@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, bindparam, text
+from sqlalchemy.exc import IntegrityError
 
 from ca.database import make_engine
 from ca.held_connection import HeldStatement
@@ -99,3 +100,16 @@ def test_the_statements_of_a_thread_share_one_connection(engine: tuple[Engine, s
     second = HeldStatement(eng, f"SELECT pg_backend_pid(), count(*) FROM {table}", "second")
     a, b = first.execute(()), second.execute(())
     assert a is not None and b is not None and a.row is not None and b.row is not None and a.row[0] == b.row[0]
+
+
+def test_a_refused_row_raises_integrity_error_and_keeps_the_connection(engine: tuple[Engine, str],
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A constraint's refusal is the caller's to handle (e.g. invalid_client for a removed client),
+    as through the engine: not a dropped connection, not a retry."""
+    eng, table = engine
+    write = HeldStatement(eng, f"INSERT INTO {table} (k, v) VALUES (?, ?)", "test write")
+    assert write.run(("dup", 1)).rowcount == 1
+    with caplog.at_level(logging.WARNING, logger="ca.held_connection"), pytest.raises(IntegrityError):
+        write.run(("dup", 2))
+    assert "held connection unavailable" not in caplog.text
+    assert write.run(("other", 3)).rowcount == 1
