@@ -12,18 +12,20 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 
-from sqlalchemy import Engine, bindparam, delete, text
+from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 
 from idp.models import LoginThrottle as ThrottleRow
 
 
-_BLOCKED = text("SELECT 1 FROM idp_login_throttle WHERE key IN :keys AND blocked_until > :now LIMIT 1").bindparams(
-    bindparam("keys", expanding=True), bindparam("now", type_=UtcDateTime()))
-_EXISTS = text("SELECT 1 FROM idp_login_throttle WHERE key = :key")
+# every login asks twice whether it is blocked and once whether a count is to clear: on the held
+# driver connection (ca.held_connection), one statement each
+_BLOCKED = "SELECT 1 FROM idp_login_throttle WHERE key IN (?, ?) AND blocked_until > ? LIMIT 1"
+_EXISTS = "SELECT 1 FROM idp_login_throttle WHERE key = ?"
 
 
 class LoginThrottle:
@@ -38,6 +40,8 @@ class LoginThrottle:
         self._window = window
         #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
         self._tuning = tuning
+        self._blocked = HeldStatement(self.engine, _BLOCKED, "login throttle", params=(None, None, UtcDateTime()))
+        self._exists = HeldStatement(self.engine, _EXISTS, "login throttle")
 
     @property
     def account_limit(self) -> int:
@@ -60,8 +64,8 @@ class LoginThrottle:
 
     def blocked(self, username: str, address: str | None) -> bool:
         """True while the account or the address has used up its failures in the window."""
-        with self.engine.connect() as conn:
-            return conn.execute(_BLOCKED, {"keys": self._keys(username, address), "now": self.clock()}).first() is not None
+        keys = self._keys(username, address)
+        return self._blocked.run((keys[0], keys[-1], self.clock())).row is not None
 
     def failure(self, username: str, address: str | None) -> None:
         try:
@@ -87,8 +91,7 @@ class LoginThrottle:
     def success(self, username: str) -> None:
         """A complete login clears the account's count (not the address's)."""
         key = self._keys(username, None)[0]
-        with self.engine.connect() as conn:
-            if conn.execute(_EXISTS, {"key": key}).first() is None:
-                return  # the usual case: no write at all
+        if self._exists.run((key,)).row is None:
+            return  # the usual case: no write at all
         with self.sessions.begin() as session:
             session.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
