@@ -51,12 +51,9 @@ ACR_CARD = "urn:tessera:acr:card"
 
 _T = UtcDateTime()
 # the authorization and token endpoints' statements in plain SQL (several times cheaper than the ORM)
-_SAVE_CODE = text(
-    "INSERT INTO idp_authorization_code (code_hash, client_id, uid, redirect_uri, scope, nonce, code_challenge, "
-    "code_challenge_method, auth_time, acr, amr, session_id_hash, created_at, expires_at) VALUES (:code_hash, :client_id, "
-    ":uid, :redirect_uri, :scope, :nonce, :code_challenge, :code_challenge_method, :auth_time, :acr, :amr, "
-    ":session_id_hash, :created_at, :expires_at)"
-).bindparams(bindparam("created_at", type_=_T), bindparam("expires_at", type_=_T))
+_SAVE_CODE = ("INSERT INTO idp_authorization_code (code_hash, client_id, uid, redirect_uri, scope, nonce, code_challenge, "
+              "code_challenge_method, auth_time, acr, amr, session_id_hash, created_at, expires_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _FIND_CODE = text(
     "SELECT code_hash, client_id, uid, redirect_uri, scope, nonce, code_challenge, code_challenge_method, auth_time, "
     "acr, amr, family, expires_at FROM idp_authorization_code WHERE code_hash = :h").columns(expires_at=_T)
@@ -77,9 +74,11 @@ def _provider(grant: Any) -> "Provider":
     return grant.server.provider  # type: ignore[no-any-return]
 
 
-def spend_code_statement(engine: Any) -> HeldStatement:
-    """The held statement that finds and spends a code (:data:`_SPEND_CODE`)."""
-    return HeldStatement(engine, _SPEND_CODE, "authorization code", params=(_T,), results=(None,) * 12 + (_T,))
+def code_statements(engine: Any) -> tuple[HeldStatement, HeldStatement]:
+    """The held statements that store a code and that find and spend one (the authorization and
+    token endpoints' hot path)."""
+    return (HeldStatement(engine, _SAVE_CODE, "authorization code", params=(None,) * 12 + (_T, _T)),
+            HeldStatement(engine, _SPEND_CODE, "authorization code", params=(_T,), results=(None,) * 12 + (_T,)))
 
 
 class _CodeRow(NamedTuple):
@@ -161,17 +160,18 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         user = request.user
-        now = _provider(self).clock()
+        provider = _provider(self)
+        now = provider.clock()
         payload = request.payload.data
-        with client_still_registered(), _provider(self).engine.begin() as conn:
-            conn.execute(_SAVE_CODE, dict(
-                code_hash=token_hash(code), client_id=request.client.get_client_id(), uid=user.uid,
-                redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
-                scope=request.payload.scope or "", nonce=payload.get("nonce"),
-                code_challenge=payload.get("code_challenge"), code_challenge_method=payload.get("code_challenge_method"),
-                auth_time=int(user.auth_time), acr=_acr(user.amr), amr=" ".join(user.amr),
-                session_id_hash=user.session_hash, created_at=now, expires_at=now + datetime.timedelta(seconds=CODE_SECONDS)))
-            if secrets.randbelow(256) == 0:
+        with client_still_registered():
+            provider.save_code.run((
+                token_hash(code), request.client.get_client_id(), user.uid,
+                request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
+                request.payload.scope or "", payload.get("nonce"), payload.get("code_challenge"),
+                payload.get("code_challenge_method"), int(user.auth_time), _acr(user.amr), " ".join(user.amr),
+                user.session_hash, now, now + datetime.timedelta(seconds=CODE_SECONDS)))
+        if secrets.randbelow(256) == 0:
+            with provider.engine.begin() as conn:
                 conn.execute(_PURGE_CODES, {"before": now - CODE_KEPT})
 
     def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:

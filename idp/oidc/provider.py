@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
-                             S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, spend_code_statement)
+                             S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, code_statements)
 from idp.oidc.keys import SigningKeys
 from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore, new_token
 from idp.staff import StaffUser
@@ -55,8 +55,8 @@ class Provider:
         #: claims of a citizen (``citizen:<national id>``) from the card registry, None without an active card
         self.citizen_claims = citizen_claims
         self.tokens = TokenStore(sessions, clock, self._token_user, clients.get)
-        #: the token endpoint's find-and-spend of an authorization code (idp.oidc.grants.CodeGrant)
-        self.spend_code = spend_code_statement(self.engine)
+        #: authorization codes stored and spent (idp.oidc.grants.CodeGrant)
+        self.save_code, self.spend_code = code_statements(self.engine)
         self.server = AuthorizationServer()
         self.server.provider = self  # grants reach the stores through their server
         self.resource = ResourceProtector()

@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6749 import TokenMixin
 from sqlalchemy import Engine, bindparam, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 from idp.models import OAuthToken
 
@@ -29,13 +30,11 @@ _COLUMNS = ("id, client_id, uid, family, scope, auth_time, amr, issued_at, expir
 _TYPES = {"issued_at": _T, "refresh_expires_at": _T, "refresh_used_at": _T}
 _BY_ACCESS = text(f"SELECT {_COLUMNS} FROM idp_oauth_token WHERE access_token_hash = :h").columns(**_TYPES)
 _BY_REFRESH = text(f"SELECT {_COLUMNS} FROM idp_oauth_token WHERE refresh_token_hash = :h").columns(**_TYPES)
-_INSERT = text(
-    "INSERT INTO idp_oauth_token (client_id, uid, family, access_token_hash, refresh_token_hash, scope, auth_time, amr, "
-    "issued_at, expires_in, refresh_expires_at, access_revoked) VALUES (:client_id, :uid, :family, :access, :refresh, "
-    ":scope, :auth_time, :amr, :issued_at, :expires_in, :refresh_expires_at, :revoked)"
-).bindparams(bindparam("issued_at", type_=_T), bindparam("refresh_expires_at", type_=_T))
+#: one per login (the token endpoint): on the held driver connection
+_INSERT = ("INSERT INTO idp_oauth_token (client_id, uid, family, access_token_hash, refresh_token_hash, scope, auth_time, "
+           "amr, issued_at, expires_in, refresh_expires_at, access_revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 #: a service account's access token with its account's name (the join fails once the account is removed);
-#: run on the driver (one per API call: SQLAlchemy's statement overhead would be four times the query)
+#: on the held driver connection (one per API call: SQLAlchemy's statement overhead would be four times the query)
 _SERVICE = ("SELECT t.client_id, t.uid, t.scope, t.issued_at, t.expires_in, t.access_revoked, c.name "
             "FROM idp_oauth_token t JOIN idp_oauth_client c ON c.client_id = t.client_id "
             "WHERE t.access_token_hash = ?")
@@ -122,17 +121,16 @@ class TokenStore:
         self.clock = clock
         self.load_user = load_user
         self.load_client = load_client
+        self._insert = HeldStatement(self.engine, _INSERT, "token issue", params=(None,) * 8 + (_T, None, _T))
+        self._service = HeldStatement(self.engine, _SERVICE, "service token", results=(None, None, None, _T))
 
     def save(self, token: dict[str, Any], client_id: str, uid: str, family: str, auth_time: int, amr: str) -> None:
         now = self.clock()
         refresh = token.get("refresh_token")
-        with self.engine.begin() as conn:
-            conn.execute(_INSERT, {
-                "client_id": client_id, "uid": uid, "family": family, "access": token_hash(token["access_token"]),
-                "refresh": token_hash(refresh) if refresh else None, "scope": token.get("scope", ""),
-                "auth_time": auth_time, "amr": amr, "issued_at": now,
-                "expires_in": int(token.get("expires_in", ACCESS_TOKEN_SECONDS)),
-                "refresh_expires_at": now + REFRESH_TOKEN_LIFETIME if refresh else None, "revoked": False})
+        self._insert.run((client_id, uid, family, token_hash(token["access_token"]),
+                          token_hash(refresh) if refresh else None, token.get("scope", ""), auth_time, amr, now,
+                          int(token.get("expires_in", ACCESS_TOKEN_SECONDS)),
+                          now + REFRESH_TOKEN_LIFETIME if refresh else None, False))
 
     def _wrap(self, row: Any) -> IssuedToken | None:
         return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client)
@@ -144,26 +142,12 @@ class TokenStore:
     def service_token(self, value: str) -> ServiceToken | None:
         """The service account behind a bearer access token (RFC 6750 section 2.1), read now: None
         when unknown, expired, revoked, not a service's or its account was removed."""
-        sql = _SERVICE if self.engine.dialect.paramstyle == "qmark" else _SERVICE.replace("?", "%s")
-        connection = self.engine.raw_connection()  # from the pool; returned (rolled back) on close
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, (token_hash(value),))
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        finally:
-            connection.close()
+        row = self._service.run((token_hash(value),)).row
         if row is None:
             return None
         client_id, uid, scope, issued_at, expires_in, revoked, name = row
         if revoked or uid != f"service:{client_id}":
             return None
-        if isinstance(issued_at, str):  # SQLite hands DATETIME back as text
-            issued_at = datetime.datetime.fromisoformat(issued_at)
-        if issued_at.tzinfo is None:
-            issued_at = issued_at.replace(tzinfo=datetime.timezone.utc)
         expires_at = issued_at + datetime.timedelta(seconds=int(expires_in))
         if self.clock() >= expires_at:
             return None
