@@ -224,7 +224,10 @@ class AuditTrail:
                 raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
             prev_seq, prev_hash = int(head.row[0]), str(head.row[1])
             values = self._chained(event, prev_seq + 1, prev_hash)
-            done = self._set_if_head.execute([*(values[name] for name in _ENTRY_COLUMNS), prev_seq, prev_hash])
+            try:
+                done = self._set_if_head.execute([*(values[name] for name in _ENTRY_COLUMNS), prev_seq, prev_hash])
+            except SQLAlchemyError as exc:  # the database refused the row (a constraint, a full disk)
+                raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
             if done is None:
                 return None
             if done.rowcount == 1:
