@@ -64,9 +64,8 @@ class NonceStore:
         self._consume = HeldStatement(
             engine,
             "DELETE FROM citizen_login_nonce WHERE nonce_hash = ? AND binding_hash = ? AND expires_at > ?",
-            "card-login nonces",
+            "card-login nonces", params=(None, None, _T),
         )
-        self._sqlite = engine.dialect.name == "sqlite"
 
     def issue(self, binding: str) -> str:
         """A new nonce (base64 of 32 random bytes) bound to ``binding``."""
@@ -81,15 +80,12 @@ class NonceStore:
 
     def consume(self, nonce: str, binding: str) -> bool:
         """True exactly once for a nonce issued to ``binding`` and not yet expired."""
-        now = _T.process_bind_param(self.clock(), None)
-        assert now is not None
-        # SQLAlchemy keeps SQLite datetimes as ISO text with microseconds: compare in that form
-        when: Any = now.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else now
-        executed = self._consume.execute((_h(nonce), _h(binding), when))
+        now = self.clock()
+        executed = self._consume.execute((_h(nonce), _h(binding), now))
         if executed is not None:
             return executed.rowcount == 1
         with self.engine.begin() as conn:
-            done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding), "now": now})
+            done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding), "now": _T.process_bind_param(now, None)})
             return (done.rowcount or 0) == 1
 
 
