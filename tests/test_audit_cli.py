@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.conftest import Home
 from tests.fixtures_audit import *  # noqa: F401,F403
 from tests.fixtures_audit import run
+from tests.servers import run_tessera, tessera_env
 
 COMMANDS = ("verify", "checkpoint", "checkpoints", "export", "report", "list")
 
@@ -78,6 +79,23 @@ def test_verify_exits_non_zero_with_one_line_per_problem(audit_home: Home) -> No
     # the failed verification was itself recorded
     last = json.loads(audit_home.cli("audit", "list", "--limit", "1", "--json").stdout)[0]
     assert last["type"] == "audit.verify" and last["result"] == "failure" and last["details"]["problems"] == 2
+
+
+def test_verify_no_record_checks_a_copy_of_the_database_alone(audit_home: Home, tmp_path: Path) -> None:
+    """An auditor verifies a copy of the database: a home with no CA token, no secrets; nothing written."""
+    audit_home.cli("audit", "export", "--out", "/dev/null")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    source, target = sqlite3.connect(audit_home.path / "tessera.db"), sqlite3.connect(copy / "tessera.db")
+    source.backup(target)
+    source.close()
+    target.close()
+    env = tessera_env(copy)
+    result = run_tessera(env, "audit", "verify", "--no-record", check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"OK: " in result.stderr and b"Traceback" not in result.stderr
+    recorded = run_tessera(env, "audit", "verify", check=False)  # recording needs the CA (the audit key)
+    assert recorded.returncode != 0 and b"Traceback" not in recorded.stderr
 
 
 def test_bad_input_is_one_line_and_non_zero(audit_home: Home) -> None:

@@ -92,7 +92,8 @@ def _filter(since: datetime.datetime | None, until: datetime.datetime | None, ev
 @click.option("--anchor", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM root certificate(s) held outside the database to check the staff CA against.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--no-record", is_flag=True, help="Do not append an audit.verify entry (read-only databases).")
+@click.option("--no-record", is_flag=True,
+              help="Do not append an audit.verify entry: reads the database alone (read-only copies; no CA token needed).")
 @click.pass_obj
 @_errors
 def verify_cmd(obj: CliContext, anchor: str | None, as_json: bool, no_record: bool) -> None:
@@ -101,7 +102,8 @@ def verify_cmd(obj: CliContext, anchor: str | None, as_json: bool, no_record: bo
     from audit.verification import verify
 
     anchors = x509.load_pem_x509_certificates(Path(anchor).read_bytes()) if anchor else []
-    sessions = obj.deployment.sessions
+    # --no-record writes nothing: the database alone, so an auditor can check a copy of it
+    sessions = obj.read_only_sessions() if no_record else obj.deployment.sessions
     if sys.stderr.isatty() and not as_json:
         with click.progressbar(length=count_entries(sessions), label="verifying", file=sys.stderr) as bar:
             report = verify(sessions, anchors, progress=bar.update)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from idp.deployment import Deployment
 from idp.settings import Settings
 
@@ -17,3 +19,8 @@ class CliContext:
             self._deployment = Deployment(self.settings)
             self._deployment.audit  # card and security events of this command are audited (idp.audit_bridge)
         return self._deployment
+
+    def read_only_sessions(self) -> sessionmaker[Session]:
+        """The database alone, for a command that writes nothing: no CA token, no secrets, no audit
+        trail opened (an auditor's ``audit verify --no-record`` on a copy of the database)."""
+        return (self._deployment or Deployment(self.settings)).sessions
