@@ -118,39 +118,6 @@ def _certificate_set(raw: bytes) -> list[tuple[x509.Certificate, bytes]]:
     return cached
 
 
-def _tlv(data: bytes, pos: int, limit: int) -> tuple[int, int, int, int]:
-    """(tag, start, content start, end) of the DER element at ``pos``, which must end by
-    ``limit``: the rules of :func:`ca.der.read_tlv` (single-byte tags, definite lengths of at
-    most 4 bytes) in a plain tuple, since a SignedData walk reads some 40 elements."""
-    if pos + 2 > limit:
-        raise ValueError("truncated DER element")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise ValueError("multi-byte DER tags are not supported")
-    length = data[pos + 1]
-    content = pos + 2
-    if length >= 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or content + count > limit:
-            raise ValueError("invalid DER length")
-        length = int.from_bytes(data[content:content + count], "big")
-        content += count
-    if content + length > limit:
-        raise ValueError("DER element runs past the end of its data")
-    return tag, pos, content, content + length
-
-
-def _inside(data: bytes, element: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
-    """The elements directly inside ``element``."""
-    out = []
-    pos, end = element[2], element[3]
-    while pos < end:
-        child = _tlv(data, pos, end)
-        out.append(child)
-        pos = child[3]
-    return out
-
-
 def utc_time(raw: bytes) -> datetime.datetime:
     """A DER UTCTime ``YYMMDDHHMMSSZ`` (X.690 section 11.8), two-digit years as ``strptime``'s
     ``%y`` reads them (69-99: 19xx)."""
@@ -170,35 +137,35 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
     the expected shape is refused."""
     name = "signature"
     try:
-        outer = _tlv(data, 0, len(data))
+        outer = der.read_tlv(data)
         if outer[3] != len(data) or outer[0] != der.SEQUENCE:
             raise ValueError("trailing data")
-        oid, explicit = _inside(data, outer)
+        oid, explicit = der.children(data, outer)
         if data[oid[2]:oid[3]] != _OID_SIGNED_DATA:
             return None, Check(name, False, "not-signed-data", "not a CMS SignedData")
-        (signed,) = _inside(data, explicit)
-        parts = _inside(data, signed)
-        encap = _inside(data, parts[2])
+        (signed,) = der.children(data, explicit)
+        parts = der.children(data, signed)
+        encap = der.children(data, parts[2])
         if data[encap[0][2]:encap[0][3]] != _OID_DATA or len(encap) != 2:
             return None, Check(name, False, "no-content", "the SignedData encapsulates no id-data content")
-        octets = _inside(data, encap[1])[0]
+        octets = der.children(data, encap[1])[0]
         content = data[octets[2]:octets[3]]
         certificates: list[tuple[x509.Certificate, bytes]] = []
         signer_infos = parts[-1]
         for part in parts[3:-1]:
             if part[0] == 0xA0:
                 certificates = _certificate_set(data[part[1]:part[3]])
-        infos = _inside(data, signer_infos)
+        infos = der.children(data, signer_infos)
         if len(infos) != 1:
             return None, Check(name, False, "signer-count", "expected exactly one signer")
-        fields = _inside(data, infos[0])
-        sid = _inside(data, fields[1])
+        fields = der.children(data, infos[0])
+        sid = der.children(data, fields[1])
         issuer_der = data[sid[0][1]:sid[0][3]]
         serial = int.from_bytes(data[sid[1][2]:sid[1][3]], "big", signed=True)
         signer = next((c for c, issuer in certificates if c.serial_number == serial and issuer == issuer_der), None)
         if signer is None:
             return None, Check(name, False, "signer-missing", "the signer's certificate is not in the SignedData")
-        digest_oid = _inside(data, fields[2])[0]
+        digest_oid = der.children(data, fields[2])[0]
         hash_algorithm = _DIGESTS.get(data[digest_oid[2]:digest_oid[3]])
         if hash_algorithm is None:
             return None, Check(name, False, "weak-digest", "the digest algorithm is not accepted")
@@ -206,9 +173,9 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         if attrs[0] != 0xA0:
             return None, Check(name, False, "malformed", "no signed attributes")
         values: dict[bytes, bytes] = {}
-        for attribute in _inside(data, attrs):
-            attr_oid, attr_set = _inside(data, attribute)
-            (value,) = _inside(data, attr_set)
+        for attribute in der.children(data, attrs):
+            attr_oid, attr_set = der.children(data, attribute)
+            (value,) = der.children(data, attr_set)
             values[data[attr_oid[2]:attr_oid[3]]] = data[value[2]:value[3]]
         if values.get(_OID_CONTENT_TYPE) != _OID_DATA:
             return None, Check(name, False, "content-type", "contentType attribute is not id-data")
