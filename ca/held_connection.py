@@ -1,13 +1,13 @@
 """One hot SQL statement run on a DBAPI connection held per thread, beside SQLAlchemy.
 
 SQLAlchemy's per-statement overhead is most of the cost of a one-row lookup, so a request's hot
-statement (an OCSP answer, a card-login nonce) runs straight on the driver. The connection is
-held per thread, process and engine (a forked worker opens its own; every held statement of a
-thread shares it) in autocommit mode, so every
-statement is its own transaction: it sees the latest committed state, and a writing statement
-holds SQLite's write lock only while the driver runs it (no return to Python, which may wait for
-the GIL, between the write and its commit). Any driver error drops the connection and reports ``None``: the
-caller then runs the same statement through the engine.
+statement (an OCSP answer, a session, a card-login nonce) runs straight on the driver. The
+connection is held per thread, process and engine (a forked worker opens its own; every held
+statement of a thread shares it) in autocommit mode, so every statement is its own transaction:
+it sees the latest committed state, and a writing statement holds SQLite's write lock only while
+the driver runs it (no return to Python, which may wait for the GIL, between the write and its
+commit). Any driver error drops the connection: :meth:`HeldStatement.execute` reports ``None``
+(the caller may answer another way), :meth:`HeldStatement.run` tries once more on a fresh one.
 """
 
 from __future__ import annotations

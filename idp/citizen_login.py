@@ -44,7 +44,6 @@ _BINDING = "card_login_binding"
 _T = UtcDateTime()
 _INSERT = text("INSERT INTO citizen_login_nonce (nonce_hash, binding_hash, issued_at, expires_at) "
                "VALUES (:n, :b, :now, :exp)").bindparams()
-_CONSUME = text("DELETE FROM citizen_login_nonce WHERE nonce_hash = :n AND binding_hash = :b AND expires_at > :now")
 _PURGE = text("DELETE FROM citizen_login_nonce WHERE expires_at <= :now")
 
 
@@ -56,7 +55,7 @@ class NonceStore:
     """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired.
 
     ``consume`` is on the login's hot path: its DELETE runs on a held driver connection
-    (:mod:`ca.held_connection`), committed at once; when the driver fails it runs through the engine."""
+    (:mod:`ca.held_connection`), committed at once, and once more on a fresh one if the driver fails."""
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
         self.engine = engine
@@ -80,13 +79,7 @@ class NonceStore:
 
     def consume(self, nonce: str, binding: str) -> bool:
         """True exactly once for a nonce issued to ``binding`` and not yet expired."""
-        now = self.clock()
-        executed = self._consume.execute((_h(nonce), _h(binding), now))
-        if executed is not None:
-            return executed.rowcount == 1
-        with self.engine.begin() as conn:
-            done = conn.execute(_CONSUME, {"n": _h(nonce), "b": _h(binding), "now": _T.process_bind_param(now, None)})
-            return (done.rowcount or 0) == 1
+        return self._consume.run((_h(nonce), _h(binding), self.clock())).rowcount == 1
 
 
 class CitizenUser(StaffUser):

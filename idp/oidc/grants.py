@@ -67,7 +67,6 @@ _PURGE_CODES = text("DELETE FROM idp_authorization_code WHERE expires_at < :befo
     bindparam("before", type_=_T))
 #: spent codes are kept (hashed) this long, to recognise a code presented again (RFC 6749 4.1.2)
 CODE_KEPT = datetime.timedelta(days=1)
-_CODE_NONCE = text("SELECT 1 FROM idp_authorization_code WHERE client_id = :client_id AND nonce = :nonce LIMIT 1")
 
 
 def _provider(grant: Any) -> "Provider":
@@ -235,11 +234,7 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         client_id = request.payload.client_id
-        executed = self._nonce_seen.execute((client_id, nonce))
-        if executed is not None:
-            return executed.row is not None
-        with self.provider.engine.connect() as conn:
-            return conn.execute(_CODE_NONCE, {"client_id": client_id, "nonce": nonce}).first() is not None
+        return self._nonce_seen.run((client_id, nonce)).row is not None
 
     def get_client_algorithm(self, client: Any) -> str:
         return str(client.id_token_signed_response_alg)
