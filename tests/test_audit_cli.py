@@ -96,6 +96,11 @@ def test_verify_no_record_checks_a_copy_of_the_database_alone(audit_home: Home, 
     assert b"OK: " in result.stderr and b"Traceback" not in result.stderr
     recorded = run_tessera(env, "audit", "verify", check=False)  # recording needs the CA (the audit key)
     assert recorded.returncode != 0 and b"Traceback" not in recorded.stderr
+    elsewhere = tmp_path / "no-database"
+    elsewhere.mkdir()
+    wrong = run_tessera(tessera_env(elsewhere), "audit", "verify", "--no-record", check=False)
+    assert wrong.returncode != 0 and b"no database at" in wrong.stderr and b"Traceback" not in wrong.stderr
+    assert list(elsewhere.iterdir()) == []  # no empty database left behind
 
 
 def test_bad_input_is_one_line_and_non_zero(audit_home: Home) -> None:

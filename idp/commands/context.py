@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from sqlalchemy import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.deployment import Deployment
-from idp.settings import Settings
+from idp.settings import ConfigurationError, Settings
 
 
 class CliContext:
@@ -22,5 +25,9 @@ class CliContext:
 
     def read_only_sessions(self) -> sessionmaker[Session]:
         """The database alone, for a command that writes nothing: no CA token, no secrets, no audit
-        trail opened (an auditor's ``audit verify --no-record`` on a copy of the database)."""
+        trail opened (an auditor's ``audit verify --no-record`` on a copy of the database). A
+        SQLite file that is not there is an error, not a new empty database."""
+        url = make_url(self.settings.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
+            raise ConfigurationError(f"no database at {url.database}: check --home or TESSERA_DATABASE_URL")
         return (self._deployment or Deployment(self.settings)).sessions
