@@ -3,38 +3,36 @@
 The password is checked by binding as the user (RFC 4513 section 5.1.3), never by reading a
 hash. The bind carries the password policy request control, and the response control
 (:mod:`idp.ppolicy`) says whether the account is locked, the password expired or must change.
-Connections are pooled and reused (a search connection bound as the service account, and
-connections that only ever bind as users), every filter value is escaped (RFC 4515 section 3),
-and the configured servers are tried in order: one that fails is skipped for a while.
-A directory that cannot be reached raises :class:`DirectoryUnavailable` - never a failed login.
+Connections (:mod:`idp.ldap_connection`) are pooled and reused (a search connection bound as the
+service account, and connections that only ever bind as users); filters are built as structures
+(:mod:`idp.ldap_messages`), so no value can change a filter's meaning; the configured servers are
+tried in order: one that fails is skipped for a while. A directory that cannot be reached raises
+:class:`DirectoryUnavailable` - never a failed login.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
-import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
-from ldap3 import BASE, MODIFY_DELETE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import (LDAPCommunicationError, LDAPExceptionError, LDAPResponseTimeoutError,
-                                   LDAPStartTLSError)
-from ldap3.utils.conv import escape_filter_chars
+from ldap3.core.exceptions import LDAPExceptionError
 from ldap3.utils.dn import parse_dn
 
 from idp.directory_config import DirectoryConfig
 from idp.directory_errors import (AccountDisabled, AccountLocked, DirectoryError, DirectoryUnavailable,
                                   InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected)
+from idp.ldap_connection import LdapConnection, tls_context
+from idp.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, ProtocolError, Result, all_of, equals,
+                               password_modify_value, prepare_password, present)
 from idp.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
 
 __all__ = [
@@ -57,7 +55,12 @@ _AD_REASON = re.compile(r"\bdata ([0-9a-f]{3,4})\b")
 _RESULT_INVALID_CREDENTIALS = 49
 _RESULTS_UNAVAILABLE = {51, 52, 80}  # busy, unavailable, other (e.g. mdb full)
 _SKIP_FAILED_SERVER_SECONDS = 30.0
-_COMMUNICATION = (LDAPCommunicationError, LDAPResponseTimeoutError, LDAPStartTLSError, OSError)
+_POLICY_REQUEST = (Control(CONTROL_OID),)  # the ppolicy request control: no value (draft-behera 6.1)
+_PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # RFC 3062
+
+
+class _ServerBusy(OSError):
+    """The server answered busy / unavailable (results 51, 52, 80): try another one."""
 
 # The same argon2id cost as the directory's hashes, so an unknown user costs as long as a known one.
 _TIMING_HASHER = PasswordHasher(time_cost=3, memory_cost=4096, parallelism=1, type=Type.ID)
@@ -105,28 +108,22 @@ class _ServerList:
     """The configured servers in failover order; one that failed is skipped for a while."""
 
     def __init__(self, config: DirectoryConfig) -> None:
-        tls = None
+        self._config = config
+        self._tls = None
         if config.ca_file or config.start_tls or any(u.startswith("ldaps://") for u in config.urls):
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
-        self._targets: list[tuple[str, bool]] = []
-        for url in config.urls:
-            if url.startswith("ldapi://"):
-                # ldap3 wants the socket path itself, not the percent-encoded form of RFC 4516
-                url = "ldapi://" + urllib.parse.unquote(url[len("ldapi://"):])
-            self._targets.append((url, url.startswith("ldaps://")))
-        self._tls = tls
-        self._connect_timeout = config.connect_timeout
+            self._tls = tls_context(config.ca_file)
         self.urls = list(config.urls)
-        self._failed_until = [0.0] * len(self._targets)
+        self._failed_until = [0.0] * len(self.urls)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._targets)
+        return len(self.urls)
 
-    def server(self, index: int) -> Server:
-        """A new ldap3 Server each time: ldap3 would otherwise remember a failed address for a while."""
-        url, use_ssl = self._targets[index]
-        return Server(url, get_info=NONE, connect_timeout=self._connect_timeout, tls=self._tls, use_ssl=use_ssl)
+    def open(self, index: int) -> LdapConnection:
+        """A new connection to server ``index`` (StartTLS done, if configured)."""
+        cfg = self._config
+        return LdapConnection(self.urls[index], connect_timeout=cfg.connect_timeout,
+                              operation_timeout=cfg.operation_timeout, tls=self._tls, start_tls=cfg.start_tls)
 
     def in_order(self) -> list[int]:
         """Healthy servers first (configured order), then those that failed recently."""
@@ -152,39 +149,38 @@ class _Pool:
         self._config = config
         self._servers = servers
         self._service = service
-        self._idle: list[Connection] = []
+        self._idle: list[LdapConnection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.pool_size)
         self._pid = os.getpid()
 
-    def _connect(self) -> Connection:
+    def _connect(self) -> LdapConnection:
         cfg = self._config
         errors: list[str] = []
         for index in self._servers.in_order():
-            server = self._servers.server(index)
-            conn = Connection(server, user=cfg.bind_dn if self._service and cfg.bind_dn else None,
-                              password=cfg.bind_password if self._service and cfg.bind_dn else None,
-                              authentication=SIMPLE if self._service and cfg.bind_dn else None,
-                              receive_timeout=max(1, math.ceil(cfg.operation_timeout)), raise_exceptions=False,
-                              auto_referrals=False, read_only=cfg.read_only, return_empty_attributes=False)
+            conn = None
             try:
-                conn.open(read_server_info=False)
-                if cfg.start_tls and not self._servers.urls[index].startswith(("ldaps://", "ldapi://")):
-                    if not conn.start_tls(read_server_info=False):
-                        raise LDAPStartTLSError(f"StartTLS refused: {conn.result.get('description')}")
-                if self._service and cfg.bind_dn and not conn.bind(read_server_info=False):
-                    result = conn.result or {}
-                    if result.get("result") in _RESULTS_UNAVAILABLE:
-                        raise LDAPCommunicationError(str(result.get("description")))
-                    # the service account itself is refused: a configuration fault, not the user's
-                    log.error("directory %s refused the service account %s: %s", self._servers.urls[index],
-                              cfg.bind_dn, result.get("description"))
-                    conn.unbind()
-                    raise DirectoryUnavailable()
-            except _COMMUNICATION as exc:
+                conn = self._servers.open(index)
+                if self._service and cfg.bind_dn:
+                    result = conn.bind(cfg.bind_dn, cfg.bind_password.encode())
+                    _raise_if_busy(result)
+                    if result.code != 0:
+                        # the service account itself is refused: a configuration fault, not the user's
+                        log.error("directory %s refused the service account %s: result %d %s",
+                                  self._servers.urls[index], cfg.bind_dn, result.code, result.diagnostic)
+                        conn.close()
+                        raise DirectoryUnavailable()
+            except OSError as exc:
                 errors.append(f"{self._servers.urls[index]}: {exc}")
                 self._servers.failed(index)
-                _close_quietly(conn)
+                if conn is not None:
+                    conn.close()
+                continue
+            except ProtocolError as exc:
+                errors.append(f"{self._servers.urls[index]}: not LDAP: {exc}")
+                self._servers.failed(index)
+                if conn is not None:
+                    conn.close()
                 continue
             self._servers.succeeded(index)
             return conn
@@ -192,7 +188,7 @@ class _Pool:
         raise DirectoryUnavailable()
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def connection(self) -> Iterator[LdapConnection]:
         """A connection for one operation; returned to the pool unless it broke."""
         if os.getpid() != self._pid:  # forked (gunicorn worker): the parent's sockets are not ours
             self._idle, self._pid = [], os.getpid()
@@ -207,27 +203,27 @@ class _Pool:
             try:
                 yield conn
             except BaseException:
-                _close_quietly(conn)
+                conn.close()
                 raise
             with self._lock:
                 self._idle.append(conn)
         finally:
             self._slots.release()
 
-    def run(self, operation: Callable[[Connection], T]) -> T:
+    def run(self, operation: Callable[[LdapConnection], T]) -> T:
         """Run ``operation`` on a pooled connection; a broken connection is replaced and retried."""
         attempts = len(self._servers) + 1  # a stale pooled connection, then every server
         for _ in range(attempts):
             try:
                 with self.connection() as conn:
                     return operation(conn)
-            except _COMMUNICATION as exc:
+            except OSError as exc:
                 # the idle connections went the same way (a restarted server): drop them all
                 log.info("directory connection lost (%s); retrying", exc)
                 self.close()
                 continue
-            except LDAPExceptionError as exc:  # a reply ldap3 cannot handle: the directory's fault, not the user's
-                log.error("unexpected directory error: %s: %s", type(exc).__name__, exc)
+            except ProtocolError as exc:  # a reply that is not LDAP: the directory's fault, not the user's
+                log.error("unexpected reply from the directory: %s", exc)
                 raise DirectoryUnavailable() from exc
         raise DirectoryUnavailable()
 
@@ -235,26 +231,20 @@ class _Pool:
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
-            _close_quietly(conn)
+            conn.close()
 
 
-def _close_quietly(conn: Connection) -> None:
-    try:
-        conn.unbind()
-    except (LDAPExceptionError, OSError):
-        pass
+def _raise_if_busy(result: Result) -> None:
+    if result.code in _RESULTS_UNAVAILABLE:
+        raise _ServerBusy(f"result {result.code} {result.diagnostic}".strip())
 
 
-def _result_code(conn: Connection) -> int:
-    return int((conn.result or {}).get("result", -1))
-
-
-def _policy_response(conn: Connection) -> PolicyResponse | None:
-    control = ((conn.result or {}).get("controls") or {}).get(CONTROL_OID)
-    if not control or not isinstance(control.get("value"), bytes | bytearray):
+def _policy_response(result: Result) -> PolicyResponse | None:
+    control = result.controls.get(CONTROL_OID)
+    if control is None or control.value is None:
         return None
     try:
-        return decode_policy_response(bytes(control["value"]))
+        return decode_policy_response(control.value)
     except PolicyControlError as exc:
         log.warning("undecodable password policy control from the directory: %s", exc)
         return None
@@ -275,22 +265,21 @@ class Directory:
         self._departments_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
-    def _search_entries(self, base: str, ldap_filter: str, attributes: list[str], size_limit: int = 0,
-                        ) -> list[dict[str, Any]]:
-        def operation(conn: Connection) -> list[dict[str, Any]]:
-            conn.search(base, ldap_filter, search_scope=SUBTREE, attributes=attributes, size_limit=size_limit,
-                        time_limit=int(self.config.operation_timeout) or 1)
-            code = _result_code(conn)
-            if code in _RESULTS_UNAVAILABLE:
-                raise LDAPCommunicationError(str(conn.result.get("description")))
-            if code not in (0, 4, 32):  # success, sizeLimitExceeded, noSuchObject
-                log.error("directory search under %s failed: %s", base, conn.result.get("description"))
+    def _search_entries(self, base: str, search_filter: Filter, attributes: list[str], size_limit: int = 0,
+                        scope: int = SUBTREE) -> list[Entry]:
+        time_limit = int(self.config.operation_timeout) or 1
+
+        def operation(conn: LdapConnection) -> list[Entry]:
+            result, entries = conn.search(base, search_filter, attributes, scope=scope, size_limit=size_limit,
+                                          time_limit=time_limit)
+            _raise_if_busy(result)
+            if result.code not in (0, 4, 32):  # success, sizeLimitExceeded, noSuchObject
+                log.error("directory search under %s failed: result %d %s", base, result.code, result.diagnostic)
                 raise DirectoryUnavailable()
-            if code == 4 and not size_limit:
+            if result.code == 4 and not size_limit:
                 log.warning("the directory truncated a search under %s (its size limit for %s)", base,
                             self.config.bind_dn or "anonymous")
-            return [{"dn": e["dn"], "attributes": {k.lower(): v for k, v in e["attributes"].items()}}
-                    for e in (conn.response or []) if e.get("type") == "searchResEntry"]
+            return entries
 
         return self._search.run(operation)
 
@@ -300,12 +289,12 @@ class Directory:
             if time.monotonic() - self._departments_at < self.DEPARTMENT_CACHE_SECONDS:
                 return self._departments
         a = self.config.attributes
-        entries = self._search_entries(self.config.departments_base, "(objectClass=organizationalUnit)",
+        entries = self._search_entries(self.config.departments_base, equals("objectClass", "organizationalUnit"),
                                        [a.department_id, a.department_name])
         result: dict[str, str] = {}
         for entry in entries:
             ids = _values(entry, a.department_id)
-            if ids and entry["dn"].lower() != self.config.departments_base.lower():
+            if ids and entry.dn.lower() != self.config.departments_base.lower():
                 result[ids[0]] = (_values(entry, a.department_name) or ids)[0]
         with self._departments_lock:
             self._departments, self._departments_at = result, time.monotonic()
@@ -313,11 +302,11 @@ class Directory:
 
     def _group_names_by_search(self, dn: str) -> list[str]:
         a = self.config.attributes
-        ldap_filter = f"(&(objectClass={a.group_class})({a.group_member}={escape_filter_chars(dn)}))"
-        return [n for e in self._search_entries(self.config.groups_base, ldap_filter, [a.group_name])
+        search_filter = all_of(equals("objectClass", a.group_class), equals(a.group_member, dn))
+        return [n for e in self._search_entries(self.config.groups_base, search_filter, [a.group_name])
                 for n in _values(e, a.group_name)[:1]]
 
-    def _member(self, entry: dict[str, Any]) -> StaffMember:
+    def _member(self, entry: Entry) -> StaffMember:
         a = self.config.attributes
         uid = (_values(entry, a.uid) or [""])[0]
         given, surname = (_values(entry, a.given_name) or [""])[0], (_values(entry, a.surname) or [""])[0]
@@ -327,7 +316,7 @@ class Directory:
         if a.member_of:
             groups = [_first_rdn_value(dn) for dn in _values(entry, a.member_of)]
         else:
-            groups = self._group_names_by_search(entry["dn"])
+            groups = self._group_names_by_search(entry.dn)
         group_set = frozenset(g for g in groups if g)
         if a.account_control:
             try:
@@ -338,17 +327,17 @@ class Directory:
             enabled = _PERMANENT_LOCK not in (_values(entry, a.locked_time) if a.locked_time else [])
         departments = self.departments() if department else {}
         return StaffMember(
-            uid=uid, dn=entry["dn"], name=name, given_name=given, surname=surname,
+            uid=uid, dn=entry.dn, name=name, given_name=given, surname=surname,
             email=(_values(entry, a.mail) or [None])[0], department=department,
             department_name=departments.get(department, department), title=(_values(entry, a.title) or [None])[0],
             roles=group_set & self.config.role_groups, groups=group_set,
             is_approver=self.config.approver_group in group_set, enabled=enabled,
         )
 
-    def _entry(self, username: str) -> dict[str, Any] | None:
+    def _entry(self, username: str) -> Entry | None:
         a = self.config.attributes
-        ldap_filter = f"(&(objectClass={a.person_class})({a.uid}={escape_filter_chars(username)}))"
-        entries = self._search_entries(self.config.people_base, ldap_filter, a.person_attributes(), size_limit=2)
+        search_filter = all_of(equals("objectClass", a.person_class), equals(a.uid, username))
+        entries = self._search_entries(self.config.people_base, search_filter, a.person_attributes(), size_limit=2)
         if len(entries) != 1:
             if len(entries) > 1:
                 log.warning("user name %r matches %d directory entries: refused", username, len(entries))
@@ -368,17 +357,18 @@ class Directory:
             return []
         a = self.config.attributes
         groups = self._search_entries(
-            self.config.groups_base, f"(&(objectClass={a.group_class})({a.group_name}={escape_filter_chars(group)}))",
+            self.config.groups_base, all_of(equals("objectClass", a.group_class), equals(a.group_name, group)),
             [a.group_member], size_limit=2)
         if len(groups) != 1:
             return []
+        person = equals("objectClass", a.person_class)
         if a.member_of:
-            ldap_filter = f"(&(objectClass={a.person_class})({a.member_of}={escape_filter_chars(groups[0]['dn'])}))"
-            entries = self._search_entries(self.config.people_base, ldap_filter, a.person_attributes())
+            entries = self._search_entries(self.config.people_base, all_of(person, equals(a.member_of, groups[0].dn)),
+                                           a.person_attributes())
         else:
             members = {dn.lower() for dn in _values(groups[0], a.group_member)}
-            entries = [e for e in self._search_entries(self.config.people_base, f"(objectClass={a.person_class})",
-                                                       a.person_attributes()) if e["dn"].lower() in members]
+            entries = [e for e in self._search_entries(self.config.people_base, person, a.person_attributes())
+                       if e.dn.lower() in members]
         return sorted((self._member(e) for e in entries), key=lambda m: m.uid)
 
     # -- authenticating --------------------------------------------------------------------
@@ -392,6 +382,11 @@ class Directory:
             # an empty password would be an unauthenticated bind (RFC 4513 5.1.2): never a login
             _equalise_timing(password if isinstance(password, str) else "")
             raise InvalidCredentials()
+        try:
+            prepared = prepare_password(password)
+        except ValueError:  # a string SASLprep prohibits is nobody's password
+            _equalise_timing(password)
+            raise InvalidCredentials() from None
         if not valid_username(username):
             _equalise_timing(password)
             raise InvalidCredentials()
@@ -401,15 +396,13 @@ class Directory:
             raise InvalidCredentials()
         member = self._member(entry)
 
-        def bind(conn: Connection) -> tuple[int, str, PolicyResponse | None]:
-            conn.rebind(user=member.dn, password=password, read_server_info=False,
-                        controls=[(CONTROL_OID, False, None)])
-            code = _result_code(conn)
-            if code in _RESULTS_UNAVAILABLE:
-                raise LDAPCommunicationError(str(conn.result.get("description")))
-            return code, str((conn.result or {}).get("message") or ""), _policy_response(conn)
+        def bind(conn: LdapConnection) -> Result:
+            result = conn.bind(member.dn, prepared, _POLICY_REQUEST)
+            _raise_if_busy(result)
+            return result
 
-        code, message, policy = self._binds.run(bind)
+        result = self._binds.run(bind)
+        code, message, policy = result.code, result.diagnostic, _policy_response(result)
         if code == 0:
             if policy is not None and policy.must_change:
                 raise PasswordMustChange(member=member)
@@ -453,17 +446,19 @@ class Directory:
             member = exc.member  # type: ignore[assignment]
         assert member is not None
 
-        def change(conn: Connection) -> tuple[int, PolicyResponse | None]:
-            conn.rebind(user=member.dn, password=old_password, read_server_info=False)
-            if _result_code(conn) in _RESULTS_UNAVAILABLE:
-                raise LDAPCommunicationError(str(conn.result.get("description")))
-            if _result_code(conn) != 0:
-                return _result_code(conn), None
-            conn.extend.standard.modify_password(user=member.dn, old_password=old_password,
-                                                 new_password=new_password, controls=[(CONTROL_OID, False, None)])
-            if _result_code(conn) in _RESULTS_UNAVAILABLE:
-                raise LDAPCommunicationError(str(conn.result.get("description")))
-            return _result_code(conn), _policy_response(conn)
+        try:
+            old, new = prepare_password(old_password), prepare_password(new_password)
+        except ValueError:
+            raise PasswordRejected("The new password holds characters a password cannot have.") from None
+
+        def change(conn: LdapConnection) -> tuple[int, PolicyResponse | None]:
+            bound = conn.bind(member.dn, old)
+            _raise_if_busy(bound)
+            if bound.code != 0:
+                return bound.code, None
+            result = conn.extended(_PASSWORD_MODIFY_OID, password_modify_value(member.dn, old, new), _POLICY_REQUEST)
+            _raise_if_busy(result)
+            return result.code, _policy_response(result)
 
         code, policy = self._binds.run(change)
         if code == _RESULT_INVALID_CREDENTIALS:
@@ -495,14 +490,14 @@ class Directory:
         if not a.locked_time:
             raise DirectoryError("This directory has no ppolicy lockout to lift.")
 
-        def operation(conn: Connection) -> int:
+        def operation(conn: LdapConnection) -> int:
             # pwdFailureTime is NO-USER-MODIFICATION; slapd's ppolicy drops it with the lock
-            conn.search(member.dn, "(objectClass=*)", search_scope=BASE, attributes=[a.locked_time])
-            locked = any(v for e in (conn.response or []) if e.get("type") == "searchResEntry"
-                         for v in e["attributes"].values())
-            if locked:
-                conn.modify(member.dn, {a.locked_time: [(MODIFY_DELETE, [])]})
-                return _result_code(conn)
+            found, entries = conn.search(member.dn, present("objectClass"), [a.locked_time], scope=BASE)
+            _raise_if_busy(found)
+            if any(values for e in entries for values in e.attributes.values()):
+                result = conn.modify(member.dn, [(DELETE, a.locked_time, [])])
+                _raise_if_busy(result)
+                return result.code
             return 0
 
         code = self._search.run(operation)
@@ -512,7 +507,7 @@ class Directory:
 
     def check(self) -> str:
         """The URL of the first server that answers a search as the service account."""
-        self._search_entries(self.config.base_dn, "(objectClass=*)", ["1.1"], size_limit=1)
+        self._search_entries(self.config.base_dn, present("objectClass"), ["1.1"], size_limit=1, scope=BASE)
         return self._servers.urls[self._servers.in_order()[0]]
 
     def close(self) -> None:
@@ -527,15 +522,8 @@ class Directory:
         self.close()
 
 
-def _values(entry: dict[str, Any], attribute: str) -> list[str]:
-    if not attribute:
-        return []
-    value = entry["attributes"].get(attribute.lower())
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    return [str(value)]
+def _values(entry: Entry, attribute: str) -> list[str]:
+    return entry.attributes.get(attribute.lower(), []) if attribute else []
 
 
 def _first_rdn_value(dn: str) -> str:

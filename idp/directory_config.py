@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from idp.directory_errors import DirectoryError
+from idp.ldap_messages import is_attribute_description
 
 EMBEDDED_SUFFIX = "dc=tessera,dc=example"
 DEFAULT_ROLE_GROUPS = ("system-administrators", "security-administrators", "auditors", "approvers")
@@ -97,6 +98,9 @@ class DirectoryConfig:
             raise DirectoryConfigError("directory timeouts must be positive")
         if self.pool_size < 1:
             raise DirectoryConfigError("TESSERA_LDAP_POOL_SIZE must be at least 1")
+        for name, value in vars(self.attributes).items():
+            if value and name not in ("person_class", "group_class") and not is_attribute_description(value):
+                raise DirectoryConfigError(f"the directory attribute for {name} is not an attribute name: {value!r}")
 
     def with_urls(self, *urls: str) -> "DirectoryConfig":
         return replace(self, urls=tuple(urls))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ca.der import read_tlv
+
 CONTROL_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
 
 ERRORS = ("passwordExpired", "accountLocked", "changeAfterReset", "passwordModNotAllowed",
@@ -52,23 +54,11 @@ class PolicyResponse:
 
 def _read_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
     """One BER tag-length-value at ``pos`` (X.690 8.1): (tag, value, next position)."""
-    if pos + 2 > len(data):
-        raise PolicyControlError("truncated BER element")
-    tag = data[pos]
-    if tag & 0x1F == 0x1F:
-        raise PolicyControlError("multi-byte BER tags do not occur in this control")
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > len(data):
-            raise PolicyControlError("bad BER length")  # 0 = indefinite form, not allowed in LDAP (RFC 4511 5.1)
-        length = int.from_bytes(data[pos:pos + count], "big")
-        pos += count
-    end = pos + length
-    if end > len(data):
-        raise PolicyControlError("BER element longer than the control")
-    return tag, data[pos:end], end
+    try:
+        element = read_tlv(data, pos)
+    except ValueError as exc:  # truncated, indefinite length (not allowed in LDAP, RFC 4511 5.1), ...
+        raise PolicyControlError(str(exc)) from exc
+    return element.tag, data[element.content_start:element.end], element.end
 
 
 def _integer(content: bytes) -> int:

@@ -66,6 +66,8 @@ def test_active_directory_mapping(tmp_path: Path) -> None:
     ({"TESSERA_LDAP_URLS": "ldap://x", "TESSERA_LDAP_BASE_DN": "o=x", "TESSERA_LDAP_TIMEOUT": "-1"}, "positive"),
     ({"TESSERA_LDAP_URLS": "ldap://x", "TESSERA_LDAP_BASE_DN": "o=x",
       "TESSERA_LDAP_BIND_PASSWORD_FILE": "/nonexistent/file"}, "cannot read"),
+    ({"TESSERA_LDAP_URLS": "ldap://x", "TESSERA_LDAP_BASE_DN": "o=x", "TESSERA_LDAP_ATTR_UID": "uid)(cn=*"},
+     "not an attribute name"),
 ])
 def test_bad_settings_are_clear_errors(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(DirectoryConfigError, match=message):
