@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import Engine, bindparam, insert, select, text, update
@@ -78,6 +78,27 @@ _SET_IF_HEAD = (f"INSERT INTO audit_entry ({', '.join(chr(34) + c + chr(34) for 
 _CAS_ATTEMPTS = 8
 
 
+class AppendedEntry(NamedTuple):
+    """An entry as appended: the columns of :class:`audit.models.AuditEntry` (a plain value: building
+    an ORM instance cost a login's two entries about as much as hashing and inserting them)."""
+
+    seq: int
+    at: datetime.datetime
+    event_type: str
+    subject: str
+    subject_role: str | None
+    object: str | None
+    result: str
+    source_address: str | None
+    request_id: str | None
+    details: str
+    prev_hash: str
+    entry_hash: str
+
+
+assert list(AppendedEntry._fields) == _ENTRY_COLUMNS, "AppendedEntry must follow audit_entry's columns"
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -105,6 +126,8 @@ class AuditEvent:
     source_address: str | None = None
     request_id: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: ``details`` as stored and hashed (audit.chain.canonical_details), computed once when checked
+    canonical_details: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or len(self.type) > 64 or not _TYPE.match(self.type):
@@ -126,6 +149,7 @@ class AuditEvent:
             raise AuditEventInvalid("audit details must be JSON (strings, numbers, booleans, lists, objects)") from None
         if len(text.encode()) > MAX_DETAILS_BYTES:
             raise AuditEventInvalid(f"audit details are limited to {MAX_DETAILS_BYTES} bytes")
+        object.__setattr__(self, "canonical_details", text)
 
 
 class AuditTrail:
@@ -148,7 +172,7 @@ class AuditTrail:
         self._read_head: HeldStatement
         self._set_if_head: HeldStatement
 
-    def append(self, session: Session, event: AuditEvent) -> AuditEntry:
+    def append(self, session: Session, event: AuditEvent) -> AppendedEntry:
         """Write ``event`` as the next entry inside ``session``'s transaction (commits with it).
 
         Raises :class:`AuditUnavailable` when the trail cannot be written; the caller's
@@ -161,20 +185,21 @@ class AuditTrail:
             row = connection.execute(_ADVANCE).one_or_none()
             if row is None:
                 raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
-            values = self._chained(event, int(row[0]), str(row[1]))
+            entry = self._chained(event, int(row[0]), str(row[1]))
+            values = entry._asdict()
             if connection.dialect.name == "postgresql":
                 connection.execute(_INSERT_AND_MOVE, {"new_" + k: v for k, v in values.items()})
             else:
                 connection.execute(_INSERT, values)
                 if not self._head_follows_entries():
-                    connection.execute(_MOVE_TIP, {"tip": values["entry_hash"]})
+                    connection.execute(_MOVE_TIP, {"tip": entry.entry_hash})
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
-        if self.checkpointer is not None and values["seq"] % self.checkpoint_every == 0:
+        if self.checkpointer is not None and entry.seq % self.checkpoint_every == 0:
             sa_event.listen(session, "after_commit", lambda _s: self._checkpoint_after_commit(), once=True)
-        return AuditEntry(**values)
+        return entry
 
-    def record(self, event: AuditEvent) -> AuditEntry:
+    def record(self, event: AuditEvent) -> AppendedEntry:
         """Append ``event`` in a transaction of its own (for events with no business transaction)."""
         entry = self._compare_and_set(event) if self._head_follows_entries() else None
         if entry is None:
@@ -184,17 +209,16 @@ class AuditTrail:
             self._checkpoint_after_commit()
         return entry
 
-    def _chained(self, event: AuditEvent, seq: int, prev_hash: str) -> dict[str, Any]:
-        """The column values of ``event`` as entry ``seq`` chained to ``prev_hash`` (audit.chain)."""
+    def _chained(self, event: AuditEvent, seq: int, prev_hash: str) -> AppendedEntry:
+        """``event`` as entry ``seq`` chained to ``prev_hash`` (audit.chain)."""
         at = self.clock()
-        details = chain.canonical_details(dict(event.details))
+        details = event.canonical_details
         canonical = chain.canonical_bytes(seq, chain.canonical_time(at), event.type, event.subject,
                                           event.subject_role, event.object, event.result,
                                           event.source_address, event.request_id, details)
-        return dict(seq=seq, at=at, event_type=event.type, subject=event.subject, subject_role=event.subject_role,
-                    object=event.object, result=event.result, source_address=event.source_address,
-                    request_id=event.request_id, details=details, prev_hash=prev_hash,
-                    entry_hash=chain.entry_hash(prev_hash, canonical))
+        return AppendedEntry(seq, at, event.type, event.subject, event.subject_role, event.object, event.result,
+                             event.source_address, event.request_id, details, prev_hash,
+                             chain.entry_hash(prev_hash, canonical))
 
     def _head_follows_entries(self) -> bool:
         """SQLite with migration 0008's trigger (looked up once): the database moves the head."""
@@ -213,7 +237,7 @@ class AuditTrail:
                                                   params=[c.type for c in AuditEntry.__table__.columns])
         return follows
 
-    def _compare_and_set(self, event: AuditEvent) -> AuditEntry | None:
+    def _compare_and_set(self, event: AuditEvent) -> AppendedEntry | None:
         """SQLite: the entry appended by one autocommitted statement; None when the driver failed or
         other appenders kept winning (the caller then takes the head's lock)."""
         for _ in range(_CAS_ATTEMPTS):
@@ -223,15 +247,15 @@ class AuditTrail:
             if head.row is None:
                 raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
             prev_seq, prev_hash = int(head.row[0]), str(head.row[1])
-            values = self._chained(event, prev_seq + 1, prev_hash)
+            entry = self._chained(event, prev_seq + 1, prev_hash)
             try:
-                done = self._set_if_head.execute([*(values[name] for name in _ENTRY_COLUMNS), prev_seq, prev_hash])
+                done = self._set_if_head.execute([*entry, prev_seq, prev_hash])
             except SQLAlchemyError as exc:  # the database refused the row (a constraint, a full disk)
                 raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
             if done is None:
                 return None
             if done.rowcount == 1:
-                return AuditEntry(**values)
+                return entry
         return None
 
     def head(self) -> tuple[int, str]:

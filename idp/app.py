@@ -21,20 +21,21 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'no
        "frame-ancestors 'none'")  # no form-action: Chromium applies it to the redirect back to the RP
 
 
-def _security_log() -> None:
-    """Security events (idp.events) go to stderr, one JSON line each, unless logging is configured."""
+def _security_log(level: str) -> None:
+    """Security events (idp.events) go to stderr, one JSON line each, unless logging is configured:
+    failures at WARNING; successes at DEBUG, shown with TESSERA_SECURITY_LOG_LEVEL=DEBUG."""
     log = logging.getLogger("tessera.security")
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
+        log.setLevel(level)
         log.propagate = False
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    _security_log()
+    _security_log(settings.security_log_level)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False,
                       SESSION_COOKIE_SECURE=settings.cookie_secure, SESSION_COOKIE_HTTPONLY=True,

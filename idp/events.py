@@ -1,10 +1,12 @@
 """Security events of the identity provider: one place every event goes through.
 
 Login success and failure (with the factors used), TOTP enrolment, recovery code use, logout and
-logout everywhere, certificate issue and revocation, client registration and removal. Today they
-go to the ``tessera.security`` logger as one JSON object per line; the audit trail (a later issue)
-subscribes with :func:`subscribe`. Secrets never appear in an event: callers pass names, ids and
-outcomes only.
+logout everywhere, certificate issue and revocation, client registration and removal. The audit
+trail subscribes with :func:`subscribe` and keeps every event. Each event is also one JSON line
+on the ``tessera.security`` logger, as Keycloak's event logger does it: a success at DEBUG, anything
+else (failure, refusal, error) at WARNING, so the server's log shows what an operator must look at
+and the trail holds the rest (``TESSERA_SECURITY_LOG_LEVEL=DEBUG`` logs successes too). Secrets
+never appear in an event: callers pass names, ids and outcomes only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("tessera.security")
@@ -31,7 +33,8 @@ class SecurityEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=str)
+        return json.dumps({"action": self.action, "actor": self.actor, "at": self.at, "details": self.details,
+                           "result": self.result, "target": self.target}, sort_keys=True, default=str)
 
 
 _subscribers: list[Callable[[SecurityEvent], None]] = []
@@ -45,8 +48,9 @@ def subscribe(handler: Callable[[SecurityEvent], None]) -> None:
 def record(action: str, actor: str, target: str | None, result: str, **details: Any) -> SecurityEvent:
     """Record one security event."""
     event = SecurityEvent(action, actor, target, result, details=details)
-    if log.isEnabledFor(logging.INFO):
-        log.info(event.to_json())
+    level = logging.DEBUG if result == "success" else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(level, event.to_json())
     for handler in list(_subscribers):
         handler(event)
     return event

@@ -23,6 +23,20 @@ class ConfigurationError(Exception):
     """The deployment is not configured or prepared well enough to run the command."""
 
 
+def _number(env: dict[str, str], name: str, default: int) -> int:
+    """A whole-number setting; anything else is a ConfigurationError naming the variable."""
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
+
+
+SECURITY_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -46,6 +60,13 @@ class Settings:
     proxy_hops: int = 0
     #: an automatic signed, time-stamped audit checkpoint after this many entries
     audit_checkpoint_every: int = 1000
+    #: the security log on stderr (idp.events): INFO shows failures, DEBUG successes too
+    security_log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.security_log_level not in SECURITY_LOG_LEVELS:
+            raise ConfigurationError(f"TESSERA_SECURITY_LOG_LEVEL must be one of {', '.join(SECURITY_LOG_LEVELS)}, "
+                             f"not {self.security_log_level!r}")
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -58,17 +79,18 @@ class Settings:
             public_url=public_url,
             pkcs11_module=env.get("TESSERA_PKCS11_MODULE") or DEFAULT_PKCS11_MODULE,
             token_label=env.get("TESSERA_CA_TOKEN_LABEL") or "tessera-ca",
-            max_request_bytes=int(env.get("TESSERA_MAX_REQUEST_BYTES") or 64 * 1024),
+            max_request_bytes=_number(env, "TESSERA_MAX_REQUEST_BYTES", 64 * 1024),
             token_pin=env.get("TESSERA_CA_TOKEN_PIN") or None,
-            session_idle_seconds=int(env.get("TESSERA_SESSION_IDLE_SECONDS") or 30 * 60),
-            session_absolute_seconds=int(env.get("TESSERA_SESSION_MAX_SECONDS") or 12 * 3600),
+            session_idle_seconds=_number(env, "TESSERA_SESSION_IDLE_SECONDS", 30 * 60),
+            session_absolute_seconds=_number(env, "TESSERA_SESSION_MAX_SECONDS", 12 * 3600),
             cookie_secure=_flag(env.get("TESSERA_COOKIE_SECURE"), public_url.startswith("https://")),
-            throttle_account_failures=int(env.get("TESSERA_THROTTLE_ACCOUNT_FAILURES") or 10),
-            throttle_address_failures=int(env.get("TESSERA_THROTTLE_ADDRESS_FAILURES") or 100),
-            throttle_window_seconds=int(env.get("TESSERA_THROTTLE_WINDOW_SECONDS") or 15 * 60),
+            throttle_account_failures=_number(env, "TESSERA_THROTTLE_ACCOUNT_FAILURES", 10),
+            throttle_address_failures=_number(env, "TESSERA_THROTTLE_ADDRESS_FAILURES", 100),
+            throttle_window_seconds=_number(env, "TESSERA_THROTTLE_WINDOW_SECONDS", 15 * 60),
             data_key_b64=env.get("TESSERA_DATA_KEY") or None,
-            proxy_hops=int(env.get("TESSERA_PROXY_HOPS") or 0),
-            audit_checkpoint_every=int(env.get("TESSERA_AUDIT_CHECKPOINT_EVERY") or 1000),
+            proxy_hops=_number(env, "TESSERA_PROXY_HOPS", 0),
+            audit_checkpoint_every=_number(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000),
+            security_log_level=(env.get("TESSERA_SECURITY_LOG_LEVEL") or "INFO").upper(),
         )
 
     # -- embedded layout -----------------------------------------------------------------

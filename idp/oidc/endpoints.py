@@ -136,10 +136,10 @@ def authorize() -> Any:
                                        claims=SCOPE_CLAIMS, user=user, action=request.full_path)
             if request.form.get("decision") != "allow":
                 events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "failure", reason="denied")
-                return p.server.create_authorization_response(grant=grant, grant_user=None)
+                return p.server.authorization_response(grant, None)
             _save_consent(user.uid, client.client_id, scope)
             events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "success", scope=scope)
-        return p.server.create_authorization_response(grant=grant, grant_user=user)
+        return p.server.authorization_response(grant, user)
     except OAuth2Error as error:
         return _oauth_error(error)
 
