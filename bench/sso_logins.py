@@ -46,7 +46,7 @@ import pyotp  # noqa: E402
 
 REDIRECT = "http://127.0.0.1:9/callback"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-_COOKIE = re.compile(r"tessera_session=([^;]+)")
+_COOKIE = re.compile(r"([^=;\s]+)=([^;]*)")
 SEED = b"bench-totp-seed"
 
 
@@ -119,7 +119,7 @@ class Browser:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host = f"127.0.0.1:{port}".encode()
-        self.cookie: str | None = None
+        self.cookies: dict[str, str] = {}
         self.buffer = b""
 
     def close(self) -> None:
@@ -127,11 +127,11 @@ class Browser:
 
     def request(self, method: str, path: str, body: dict[str, str] | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, str, str]:
-        """(status, Location, body) of one request; the session cookie is kept as a browser keeps it."""
+        """(status, Location, body) of one request; cookies are kept as a browser keeps them."""
         head = [f"{method} {path} HTTP/1.1".encode(), b"Host: " + self.host]
         head += [f"{k}: {v}".encode() for k, v in (headers or {}).items()]
-        if self.cookie:
-            head.append(f"Cookie: tessera_session={self.cookie}".encode())
+        if self.cookies:
+            head.append(("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items())).encode())
         data = b""
         if body is not None:
             data = urlencode(body).encode()
@@ -155,9 +155,9 @@ class Browser:
             elif name == "transfer-encoding":
                 chunked = "chunked" in value.lower()
             elif name == "set-cookie":
-                match = _COOKIE.search(value)
+                match = _COOKIE.match(value)
                 if match:
-                    self.cookie = match.group(1)
+                    self.cookies[match.group(1)] = match.group(2)
         return status, location, (self._chunked() if chunked else self._take(length)).decode()
 
     def _fill(self) -> None:
@@ -203,7 +203,7 @@ def one_login(port: int, uid: str, password: str, client: dict[str, str], step: 
         assert status == 302 and location.startswith(REDIRECT + "?code="), (status, location)
         code_value = re.search(r"code=([^&]+)", location).group(1)  # type: ignore[union-attr]
         basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
-        b.cookie = None  # the relying party's back channel carries no browser cookie
+        b.cookies = {}  # the relying party's back channel carries no browser cookie
         status, _, body = b.request("POST", "/oidc/token", {"grant_type": "authorization_code", "code": code_value,
                                                            "redirect_uri": REDIRECT, "code_verifier": verifier},
                                     {"Authorization": f"Basic {basic}"})

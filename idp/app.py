@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
     app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
     problems.install(app)
-    csrf.install(app)
+    csrf.install(app, settings.data_key(), settings.cookie_secure)
     login.login_manager.init_app(app)
     provider = Provider(settings.public_url, deployment.sessions, deployment.signing_keys, deployment.clients,
                         deployment.now, deployment.second_factor.claims, oidc_endpoints.end_browser_session,

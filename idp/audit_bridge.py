@@ -44,11 +44,12 @@ def _request_context() -> tuple[str | None, str | None]:
         return None, None
     if not has_request_context():
         return None, None
+    current = request._get_current_object()  # type: ignore[attr-defined]
     request_id = g.get("audit_request_id")
     if request_id is None:
-        request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        request_id = current.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
         g.audit_request_id = request_id
-    return (request.remote_addr or None), request_id
+    return (current.remote_addr or None), request_id
 
 
 def _role(subject: str) -> str | None:

@@ -16,6 +16,7 @@ the tests' independent judge of this codec.
 
 from __future__ import annotations
 
+import functools
 import re
 import stringprep
 import unicodedata
@@ -196,10 +197,15 @@ def bind_request(dn: str, password: bytes) -> bytes:
 def search_request(base: str, search_filter: Filter, attributes: list[str] | tuple[str, ...], *,
                    scope: int = SUBTREE, size_limit: int = 0, time_limit: int = 0) -> bytes:
     """SearchRequest (section 4.5.1); aliases are never dereferenced, values are wanted."""
-    selection = b"".join(_attribute(a) if a not in ("1.1", "*", "+") else _string(a) for a in attributes)
     return encode(SEARCH_REQUEST, _string(base) + _int(_ENUMERATED, scope) + _int(_ENUMERATED, 0)
                   + _int(_INTEGER, size_limit) + _int(_INTEGER, time_limit) + encode(_BOOLEAN, b"\x00")
-                  + search_filter.ber + encode(_SEQUENCE, selection))
+                  + search_filter.ber + _selection(tuple(attributes)))
+
+
+@functools.lru_cache(maxsize=64)
+def _selection(attributes: tuple[str, ...]) -> bytes:
+    """AttributeSelection (section 4.5.1.8), encoded once per list: every login asks for the same."""
+    return encode(_SEQUENCE, b"".join(_attribute(a) if a not in ("1.1", "*", "+") else _string(a) for a in attributes))
 
 
 def modify_request(dn: str, changes: list[tuple[int, str, list[str]]]) -> bytes:

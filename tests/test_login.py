@@ -145,25 +145,35 @@ def test_directory_down_is_503_and_not_a_failure(idp: IdpServer, slapd, staff_us
     assert again.login().status_code == 302  # ppolicy did not lock, nothing was counted
 
 
-def test_session_id_rotates_and_cookie_flags(idp: IdpServer, staff_user: tuple[str, str]) -> None:
+def _session_rows(idp: IdpServer) -> int:
+    with sqlite3.connect(idp.home / "tessera.db") as db:
+        return int(db.execute("SELECT count(*) FROM idp_web_session").fetchone()[0])
+
+
+def test_login_form_keeps_no_record_and_session_id_rotates(idp: IdpServer, staff_user: tuple[str, str]) -> None:
     agent = StaffAgent(idp, *staff_user)
+    planted = "planted-by-an-attacker-" + "x" * 20
+    agent.cookies.set("tessera_session", planted, domain="127.0.0.1", path="/")  # session fixation: an id chosen before login
+    rows = _session_rows(idp)
     page = agent.get(idp.url("/login"))
-    before = cookie_value(page)
-    assert before, "the login form's CSRF token lives in a session"
+    assert cookie_value(page) is None and _session_rows(idp) == rows, "a login form must not create a session"
+    # its CSRF token is signed for a random value in a cookie of its own (signed double-submit)
     set_cookie = page.headers["Set-Cookie"]
-    assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Path=/" in set_cookie
+    assert cookie_value(page, "tessera_csrf") and "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+    assert "Path=/" in set_cookie
     after_password = agent.post(idp.url("/login"), data={"username": staff_user[0], "password": staff_user[1],
                                                          "csrf_token": csrf_of(page.text)}, allow_redirects=False)
-    rotated = cookie_value(after_password)
-    assert rotated and rotated != before
-    assert agent.cookies.get("tessera_session") == rotated
-    # the old id is worthless now
-    old = requests.Session()
-    old.cookies.set("tessera_session", before)
-    assert old.get(idp.url("/login/enrol"), allow_redirects=False).headers["Location"].endswith("/login")
+    first = cookie_value(after_password)
+    assert first and first != planted and agent.cookies.get("tessera_session") == first
+    set_cookie = after_password.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Path=/" in set_cookie
     agent.finish(after_password)
     final = agent.cookies.get("tessera_session")
-    assert final not in (before, rotated)
+    assert final not in (planted, first)
+    # the password step's id is worthless once the login completed
+    old = requests.Session()
+    old.cookies.set("tessera_session", first)
+    assert old.get(idp.url("/account"), allow_redirects=False).status_code in (302, 303)
     assert agent.get(idp.url("/account"), allow_redirects=False).status_code == 200
 
 
@@ -177,16 +187,26 @@ def test_security_headers(idp: IdpServer) -> None:
     assert "Strict-Transport-Security" not in response.headers  # plain HTTP: HSTS would be meaningless
 
 
-def test_secure_cookies_and_hsts_under_tls(idp: IdpServer) -> None:
+def test_secure_cookies_and_hsts_under_tls(idp: IdpServer, staff_user: tuple[str, str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from idp.app import create_app
     from idp.settings import Settings
 
     env = dict(idp.env, TESSERA_PUBLIC_URL="https://sso.tessera.example")
+    for name, value in idp.directory.env.items():  # the directory settings are read from the environment
+        monkeypatch.setenv(name, value)
     app = create_app(Settings.from_env(idp.home, env))
     try:
         client = app.test_client()
         response = client.get("/login", base_url="https://sso.tessera.example")
         assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+        cookie = response.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-tessera_csrf=") and "Secure" in cookie and "HttpOnly" in cookie \
+            and "Domain" not in cookie
+        response = client.post("/login", base_url="https://sso.tessera.example",
+                               data={"username": staff_user[0], "password": staff_user[1],
+                                     "csrf_token": csrf_of(response.get_data(as_text=True))})
+        assert response.status_code in (200, 302), response.get_data(as_text=True)[-1500:]
         cookie = response.headers["Set-Cookie"]
         assert cookie.startswith("__Host-tessera=") and "Secure" in cookie and "HttpOnly" in cookie and "Domain" not in cookie
     finally:
@@ -204,6 +224,15 @@ def test_csrf_required_on_forms(idp: IdpServer, staff_user: tuple[str, str]) -> 
                                                    "csrf_token": foreign_token}, allow_redirects=False)
     assert foreign.status_code == 400
     assert "CSRF" in foreign.text
+    # the signed token of a visitor without a session works only with that visitor's own cookie
+    pair = requests.Session()
+    token = csrf_of(pair.get(idp.url("/login")).text)
+    stolen = requests.Session()
+    stolen.cookies.set("tessera_csrf", "A" * 43)
+    assert stolen.post(idp.url("/login"), data={"username": staff_user[0], "password": "wrong",
+                                                "csrf_token": token}, allow_redirects=False).status_code == 400
+    assert pair.post(idp.url("/login"), data={"username": staff_user[0], "password": "wrong",
+                                              "csrf_token": token}, allow_redirects=False).status_code == 401
 
 
 def test_logout_everywhere_ends_other_sessions(idp: IdpServer, staff_user: tuple[str, str]) -> None:

@@ -70,11 +70,14 @@ def _ask_login(card: bool = False) -> Any:
 
     ``card``: the application asked for a card login (acr_values ``urn:tessera:acr:card``), so the
     browser goes to the ID-card login instead of the staff login."""
-    params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("prompt", "max_age")]
-    prompts = [p for p in (request.args.get("prompt") or "").split() if p != "login"]
-    if prompts:
-        params.append(("prompt", " ".join(prompts)))
-    back = url_for("oidc.authorize") + "?" + urlencode(params)
+    if "prompt" in request.args or "max_age" in request.args:
+        params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("prompt", "max_age")]
+        prompts = [p for p in (request.args.get("prompt") or "").split() if p != "login"]
+        if prompts:
+            params.append(("prompt", " ".join(prompts)))
+        back = url_for("oidc.authorize") + "?" + urlencode(params)
+    else:  # nothing to take out: the query as it came (encoding it again cost more than the form)
+        back = url_for("oidc.authorize") + "?" + request.query_string.decode("latin-1")
     if card:
         return redirect(url_for("citizen_login.login_page", next=back))
     return login_form(back)  # in place, not a redirect to /login: one round trip fewer per login
