@@ -2,20 +2,23 @@
 
 One run on this machine (slapd, the service and the load generator share its cores):
   1. a private slapd with N generated staff (argon2id m=4 MiB t=3), built by bench/sso_raw_ldap.py;
-  2. the limit, in the same run: the raw ldap3 search+bind loop (sso_raw_ldap.raw_logins_per_second);
-  3. a Tessera home (`tessera init`) pointed at that directory, one trusted client registered with
+  2. a Tessera home (`tessera init`) pointed at that directory, one trusted client registered with
      `tessera client add`, every staff member's TOTP enrolled (secret sealed as in production);
-  4. `tessera serve` (granian, then gunicorn: --server; one worker per core) and L load processes, each doing complete
-     browser-shaped logins on keep-alive connections, every staff member at most once:
+  3. `tessera serve` (granian, then gunicorn: --server; one worker per core) and, for each number of
+     load processes L, --rounds rounds of:
+       the limit: the raw ldap3 search+bind loop with 2 load processes (sso_raw_ldap.raw_logins_per_second),
+       then L load processes doing complete browser-shaped logins on keep-alive connections, every
+       staff member at most once:
         GET  /oidc/authorize            -> 200 the login form in place (no session yet)
         POST /login                     -> directory search+bind -> 200 the code form
         POST /login/code                -> TOTP verified, the authorization carried on in place
                                                                  -> 302 redirect_uri?code=...
         POST /oidc/token (Basic auth, PKCE verifier) -> access, refresh and id_token (ES256)
      A login counts only if every step answered as above; the id_token of every 50th login is
-     verified against the JWKS with PyJWT.
+     verified against the JWKS with PyJWT. The limit and the logins alternate, so a change in the
+     machine's speed (it is shared) hits both alike; the table shows medians and ranges.
 
-    .venv/bin/python bench/sso_logins.py [--staff 10000] [--seconds 10] [--load 2 3] [--keep DIR]
+    .venv/bin/python bench/sso_logins.py [--staff 10000] [--seconds 10] [--load 4 6] [--rounds 3] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import re
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,6 +112,19 @@ d.close()
     return env, client
 
 
+#: application/x-www-form-urlencoded for the ASCII values a login sends: only the characters that
+#: would change how the body splits or decodes are escaped (one str.translate; urlencode's
+#: per-character quoting was a third of the load generator's CPU)
+_FORM_ESCAPES = str.maketrans({"%": "%25", "&": "%26", "+": "%2B", "=": "%3D", "#": "%23", " ": "+"})
+
+
+def form_encode(fields: dict[str, str]) -> bytes:
+    """A form body the server decodes to exactly ``fields`` (values must be printable ASCII)."""
+    for value in fields.values():
+        assert value.isascii() and value.isprintable(), "form_encode takes printable ASCII only"
+    return "&".join(f"{k.translate(_FORM_ESCAPES)}={v.translate(_FORM_ESCAPES)}" for k, v in fields.items()).encode()
+
+
 class Browser:
     """One keep-alive connection and one cookie: what a browser does for a login, minus rendering.
 
@@ -134,7 +151,7 @@ class Browser:
             head.append(("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items())).encode())
         data = b""
         if body is not None:
-            data = urlencode(body).encode()
+            data = form_encode(body)
             head.append(b"Content-Type: application/x-www-form-urlencoded")
         if body is not None or method == "POST":
             head.append(b"Content-Length: " + str(len(data)).encode())
@@ -300,56 +317,74 @@ def serve(env: dict[str, str], port: int, workers: int, log: Path) -> subprocess
     return proc
 
 
+def raw_round(staff: StaffDirectory, seconds: float, processes: int) -> tuple[float, float, float]:
+    """The raw ldap3 search+bind loop once: (logins/s, slapd CPU ms/login, load generator CPU ms/login)."""
+    slapd_pid = int(staff.folder.pid_file.read_text().strip())
+    slapd_before, load_before_cpu = cpu_seconds(pid=slapd_pid), _children_cpu()
+    rate = raw_logins_per_second(staff, seconds, processes)
+    count = max(rate * seconds, 1)
+    return rate, (cpu_seconds(pid=slapd_pid) - slapd_before) * 1000 / count, (_children_cpu() - load_before_cpu) * 1000 / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--staff", type=int, default=10_000, help="generated staff in the directory")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
-    parser.add_argument("--load", type=int, nargs="+", default=[2, 4], help="load processes to try")
+    parser.add_argument("--load", type=int, nargs="+", default=[4, 6], help="load processes to try")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure the raw limit and the full logins alternately this many times; medians are shown")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server worker processes")
     parser.add_argument("--server", nargs="+", default=["granian", "gunicorn"], choices=["granian", "gunicorn"],
                         help="HTTP servers to measure, one after the other (TESSERA_HTTP_SERVER)")
     parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
     args = parser.parse_args()
-    if not 100 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 60 or not all(1 <= n <= 8 for n in args.load):
-        parser.error("--staff 100..1,000,000, --seconds 1..60, --load 1..8")
+    if not 100 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 60 or not all(1 <= n <= 8 for n in args.load) \
+            or not 1 <= args.rounds <= 9:
+        parser.error("--staff 100..1,000,000, --seconds 1..60, --load 1..8, --rounds 1..9")
     base = Path(tempfile.mkdtemp(prefix="tessera-bench-sso-"))
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     port = free_port()
+    cores = os.cpu_count() or 2
     with staff_directory(args.staff, args.keep) as staff:
-        raw: dict[int, float] = {}
-        raw_cpu: dict[int, tuple[float, float]] = {}
-        slapd_pid = int(staff.folder.pid_file.read_text().strip())
-        for p in (1, 2):
-            slapd_before, load_before_cpu = cpu_seconds(pid=slapd_pid), _children_cpu()
-            raw[p] = raw_logins_per_second(staff, args.seconds, p)
-            count = max(raw[p] * args.seconds, 1)
-            raw_cpu[p] = ((cpu_seconds(pid=slapd_pid) - slapd_before) * 1000 / count,
-                          (_children_cpu() - load_before_cpu) * 1000 / count)
-        limit = max(raw.values())
-        cores = os.cpu_count() or 2
-        raw_if_ours = max(cores * 1000 / sum(c) for c in raw_cpu.values())
+        one = raw_round(staff, args.seconds, 1)  # shown for scale: one load process cannot keep slapd busy
+        rows: list[list[object]] = [["raw ldap3 search+bind, 1 process", one[0], "", "", "", "", "", one[1], one[2],
+                                     cores * 1000 / (one[1] + one[2])]]
         env, client = prepare_home(staff, base, port)
-        rows = [[f"raw ldap3 search+bind, {p} process{'es' if p > 1 else ''}", raw[p], "", "100%" if raw[p] == limit else "",
-                 "", raw_cpu[p][0], raw_cpu[p][1], cores * 1000 / sum(raw_cpu[p])] for p in raw]
         queue = StaffQueue(staff)
         for server in args.server:
             proc = serve({**env, "TESSERA_HTTP_SERVER": server}, port, args.workers, base / f"server-{server}.log")
             try:
                 for load in args.load:
-                    rate, failed, errors, cpu = full_logins_per_second(port, queue, client, args.seconds, load,
-                                                                       proc.pid)
+                    raws: list[tuple[float, float, float]] = []
+                    fulls: list[tuple[float, int, dict[str, float]]] = []
+                    for _ in range(args.rounds):  # alternated, so a change in the machine's speed hits both alike
+                        raws.append(raw_round(staff, args.seconds, 2))
+                        rate, failed, errors, cpu = full_logins_per_second(port, queue, client, args.seconds, load,
+                                                                           proc.pid)
+                        fulls.append((rate, failed, cpu))
+                        if errors:
+                            print(f"errors with {server}, {load} load processes: {errors}", file=sys.stderr)
+                    raw = statistics.median(r[0] for r in raws)
+                    raw_cpu = [statistics.median(r[i] for r in raws) for i in (1, 2)]
+                    rows.append([f"raw ldap3 search+bind, 2 processes (beside {server}, {load})", raw,
+                                 f"{min(r[0] for r in raws):.0f}-{max(r[0] for r in raws):.0f}", "", "100%", "", "",
+                                 raw_cpu[0], raw_cpu[1], cores * 1000 / sum(raw_cpu)])
+                    rate = statistics.median(f[0] for f in fulls)
+                    cpu = {k: statistics.median(f[2][k] for f in fulls) for k in ("tessera", "slapd", "load")}
                     projected = cores * 1000 / sum(cpu.values())
-                    rows.append([f"full login (4 requests), {server}, {load} load processes", rate, failed,
-                                 f"{rate / limit:.0%}", cpu["tessera"], cpu["slapd"], cpu["load"],
-                                 f"{projected:,.1f} ({projected / raw_if_ours:.0%} of raw)"])
-                    if errors:
-                        print(f"errors with {server}, {load} load processes: {errors}", file=sys.stderr)
+                    rows.append([f"full login (4 requests), {server}, {load} load processes", rate,
+                                 f"{min(f[0] for f in fulls):.0f}-{max(f[0] for f in fulls):.0f}",
+                                 sum(f[1] for f in fulls), f"{rate / raw:.0%}",
+                                 f"{statistics.median(f[0] / r[0] for f, r in zip(fulls, raws)):.0%}",
+                                 cpu["tessera"], cpu["slapd"], cpu["load"], projected])
             finally:
                 stop_server(proc)
     print(table(f"Staff logins/s: {args.staff:,} staff (argon2id m=4 MiB t=3), slapd + Tessera ({args.workers} workers) "
-                f"+ load on {multiprocessing.cpu_count()} cores (load average before: {load_before})",
-                ["what", "per second", "failed", "of raw limit", "CPU ms/login Tessera", "slapd", "load generator",
-                 "per second if the cores were ours (CPU-bound)"], rows))
+                f"+ load on {multiprocessing.cpu_count()} cores, medians of {args.rounds} alternating rounds "
+                f"(load average before: {load_before})",
+                ["what", "per second", "range", "failed", "of raw limit", "of raw, round by round (median)",
+                 "CPU ms/login Tessera", "slapd", "load generator", "per second if the cores were ours (CPU-bound)"],
+                rows))
 
 
 if __name__ == "__main__":

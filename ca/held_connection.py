@@ -38,7 +38,7 @@ class Executed:
 
 
 class _Held(threading.local):
-    """Per thread: engine -> (pid, pooled connection); one connection serves every held statement of
+    """Per thread: engine -> (fork generation, pooled connection); one connection serves every held statement of
     that engine in this thread, so a worker holds as many pooled connections as it has threads."""
 
     def __init__(self) -> None:
@@ -46,6 +46,18 @@ class _Held(threading.local):
 
 
 _held = _Held()
+
+#: bumped in a forked child: a connection held before the fork belongs to the parent (a generation
+#: number instead of os.getpid(), which is a system call on every statement)
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _processors(engine: Engine, types: Sequence[TypeEngine[Any] | None], bind: bool) -> list[Callable[[Any], Any] | None]:
@@ -73,14 +85,14 @@ class HeldStatement:
 
     def _connection(self) -> Any:
         held = _held.connections.get(self._engine)
-        if held is None or held[0] != os.getpid():
+        if held is None or held[0] != _generation:
             fairy = self._engine.raw_connection()
             driver = fairy.driver_connection
             if self._engine.dialect.name == "sqlite":
                 driver.isolation_level = None  # type: ignore[union-attr]  (sqlite3: autocommit)
             else:
                 driver.autocommit = True  # type: ignore[union-attr]  (psycopg)
-            held = (os.getpid(), fairy)
+            held = (_generation, fairy)
             _held.connections[self._engine] = held
         return held[1]
 
@@ -104,7 +116,7 @@ class HeldStatement:
         except Exception as exc:  # noqa: BLE001  any driver error: forget the connection, the engine answers
             _log.warning("%s: held connection unavailable: %s", self.name, type(exc).__name__)
             held = _held.connections.pop(self._engine, None)
-            if held is not None and held[0] == os.getpid():
+            if held is not None and held[0] == _generation:
                 held[1].invalidate()
             return None
         if row is not None and self._results:

@@ -73,9 +73,10 @@ class TotpVerifier:
         if len(code) != self.parameters.digits or not code.isdigit():
             return None
         now = self.step(when)
+        otp = self._otp(secret_b32)
         found = None
         for step in range(now - self.window, now + self.window + 1):
-            if hmac.compare_digest(self.code_for_step(secret_b32, step), code) and step > after_step and found is None:
+            if hmac.compare_digest(otp.generate_otp(step), code) and step > after_step and found is None:
                 found = step
         return found
 

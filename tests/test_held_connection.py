@@ -113,3 +113,32 @@ def test_a_refused_row_raises_integrity_error_and_keeps_the_connection(engine: t
         write.run(("dup", 2))
     assert "held connection unavailable" not in caplog.text
     assert write.run(("other", 3)).rowcount == 1
+
+
+def test_a_forked_child_opens_its_own_connection(engine: tuple[Engine, str]) -> None:
+    """A worker forked after the parent used a held statement must not share the parent's driver
+    connection (two processes on one SQLite handle or one PostgreSQL socket corrupt both)."""
+    import os
+
+    from ca import held_connection
+
+    eng, table = engine
+    write = HeldStatement(eng, f"INSERT INTO {table} (k, v) VALUES (?, ?)", "test write")
+    assert write.execute(("parent", 1)) is not None
+    parents = held_connection._held.connections[eng][1]
+    read, written = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got a connection of its own, then leave at once
+        ok = False
+        try:
+            done = write.execute(("child", 2))
+            ok = done is not None and done.rowcount == 1 and held_connection._held.connections[eng][1] is not parents
+        finally:
+            os.write(written, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(written)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert (write.execute(("parent-again", 3)) or pytest.fail("driver failed")).rowcount == 1
+    assert held_connection._held.connections[eng][1] is parents  # the parent's own is untouched
