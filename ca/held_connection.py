@@ -38,11 +38,11 @@ class Executed:
 
 
 class _Held(threading.local):
-    """Per thread: engine -> (fork generation, pooled connection); one connection serves every held statement of
+    """Per thread: engine -> (fork generation, pooled connection, its driver connection); one connection serves every held statement of
     that engine in this thread, so a worker holds as many pooled connections as it has threads."""
 
     def __init__(self) -> None:
-        self.connections: weakref.WeakKeyDictionary[Engine, tuple[int, Any]] = weakref.WeakKeyDictionary()
+        self.connections: weakref.WeakKeyDictionary[Engine, tuple[int, Any, Any]] = weakref.WeakKeyDictionary()
 
 
 _held = _Held()
@@ -60,11 +60,18 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _processors(engine: Engine, types: Sequence[TypeEngine[Any] | None], bind: bool) -> list[Callable[[Any], Any] | None]:
+def _processors(engine: Engine, types: Sequence[TypeEngine[Any] | None], bind: bool) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """(position, processor) of every typed position that has a processor."""
     dialect = engine.dialect
-    return [None if t is None else
-            (t.dialect_impl(dialect).bind_processor(dialect) if bind else t.dialect_impl(dialect).result_processor(dialect, None))
-            for t in types]
+    found = []
+    for i, t in enumerate(types):
+        if t is None:
+            continue
+        impl = t.dialect_impl(dialect)
+        processor = impl.bind_processor(dialect) if bind else impl.result_processor(dialect, None)
+        if processor is not None:
+            found.append((i, processor))
+    return tuple(found)
 
 
 class HeldStatement:
@@ -84,6 +91,7 @@ class HeldStatement:
         self._results = _processors(engine, results, bind=False)
 
     def _connection(self) -> Any:
+        """The driver connection this thread holds for the engine (opened on first use)."""
         held = _held.connections.get(self._engine)
         if held is None or held[0] != _generation:
             fairy = self._engine.raw_connection()
@@ -92,19 +100,20 @@ class HeldStatement:
                 driver.isolation_level = None  # type: ignore[union-attr]  (sqlite3: autocommit)
             else:
                 driver.autocommit = True  # type: ignore[union-attr]  (psycopg)
-            held = (_generation, fairy)
+            held = (_generation, fairy, driver)
             _held.connections[self._engine] = held
-        return held[1]
+        return held[2]
 
     def execute(self, params: Sequence[Any]) -> Executed | None:
         """Run the statement once; None when the driver failed (the connection is dropped). A row a
         constraint refuses raises :class:`sqlalchemy.exc.IntegrityError`, as through the engine."""
-        values = tuple(params)
+        values: Sequence[Any] = params
         if self._params:
-            values = tuple(v if p is None else p(v) for v, p in zip(values, self._params)) + values[len(self._params):]
+            values = list(params)
+            for i, processor in self._params:
+                values[i] = processor(values[i])
         try:
-            connection = self._connection()
-            cursor = connection.cursor()
+            cursor = self._connection().cursor()  # the driver's own cursor: no pool wrapper per statement
             try:
                 cursor.execute(self._sql, values)
                 row = cursor.fetchone() if cursor.description is not None else None
@@ -119,9 +128,13 @@ class HeldStatement:
             if held is not None and held[0] == _generation:
                 held[1].invalidate()
             return None
-        if row is not None and self._results:
-            row = tuple(v if p is None else p(v) for v, p in zip(row, self._results)) + tuple(row[len(self._results):])
-        return Executed(None if row is None else tuple(row), rowcount)
+        if row is not None:
+            if self._results:
+                row = list(row)
+                for i, processor in self._results:
+                    row[i] = processor(row[i])
+            row = tuple(row)
+        return Executed(row, rowcount)
 
     def run(self, params: Sequence[Any]) -> Executed:
         """:meth:`execute`, tried once more on a fresh connection (a server restart drops every held
