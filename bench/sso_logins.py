@@ -3,7 +3,8 @@
 One run on this machine (slapd, the service and the load generator share its cores):
   1. a private slapd with N generated staff (argon2id m=4 MiB t=3), built by bench/sso_raw_ldap.py;
   2. a Tessera home (`tessera init`) pointed at that directory, one trusted client registered with
-     `tessera client add`, every staff member's TOTP enrolled (secret sealed as in production);
+     `tessera client add`, every staff member's account as their first login left it (TOTP enrolled,
+     secret sealed as in production; the directory's claims remembered);
   3. `tessera serve` (granian, then gunicorn: --server; one worker per core) and, for each number of
      load processes L, --rounds rounds of:
        the limit: the raw ldap3 search+bind loop with 2 load processes (sso_raw_ldap.raw_logins_per_second),
@@ -87,22 +88,27 @@ def _children_cpu() -> float:
 
 
 def prepare_home(staff: StaffDirectory, base: Path, port: int) -> tuple[dict[str, str], dict[str, str]]:
-    """`tessera init` against the directory, a trusted client, TOTP enrolled for every staff member."""
+    """`tessera init` against the directory, a trusted client, and every staff member's account as
+    their first login left it: TOTP enrolled and the directory's claims remembered (a login only
+    writes claims again when the directory changed them)."""
     env = tessera_env(base / "home", f"http://127.0.0.1:{port}", **staff.env)
     subprocess.run([TESSERA, "init"], env=env, check=True, capture_output=True)
     client = json.loads(subprocess.run([TESSERA, "client", "add", "Bench RP", "--redirect-uri", REDIRECT, "--trusted",
                                         "--json"], env=env, check=True, capture_output=True).stdout)
     code = f"""
-import datetime, sys
+import datetime, json, sys
 from sqlalchemy import insert
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from sso_logins import totp_secret
 from idp.settings import Settings
 from idp.deployment import Deployment
 from idp.models import StaffAccount
+from idp.staff import claims_of
 d = Deployment(Settings.from_env())
 now = datetime.datetime.now(datetime.timezone.utc)
-rows = [dict(uid=f"staff{{n:05d}}", claims_json="{{}}", totp_secret_sealed=d.secret_box.seal(totp_secret(f"staff{{n:05d}}").encode(), "totp-secret"),
+def claims(uid):  # as the login that enrolled them stored them (SecondFactor.remember)
+    return json.dumps(claims_of(d.directory.find(uid)), sort_keys=True)
+rows = [dict(uid=f"staff{{n:05d}}", claims_json=claims(f"staff{{n:05d}}"), totp_secret_sealed=d.secret_box.seal(totp_secret(f"staff{{n:05d}}").encode(), "totp-secret"),
              totp_enrolled_at=now, totp_last_step=0, updated_at=now) for n in range(1, {staff.count} + 1)]
 with d.sessions.begin() as s:
     s.execute(insert(StaffAccount), rows)

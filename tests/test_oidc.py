@@ -21,7 +21,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fixtures_web import *  # noqa: F401,F403
-from tests.fixtures_web import IdpServer, StaffAgent, csrf_of, query_of
+from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of, new_uid, query_of
 
 REDIRECT = "http://127.0.0.1:9/callback"  # never contacted: the tests read the Location header
 SCOPE = "openid profile email department roles"
@@ -443,3 +443,24 @@ def test_a_nonce_is_used_once_per_client(idp: IdpServer, client: dict[str, Any],
     assert replay.status_code == 302 and query_of(replay.headers["Location"])["error"] == "invalid_request"
     assert "code" not in query_of(replay.headers["Location"])
     assert code_of(authorize(agent, idp, client["client_id"], challenge, nonce=secrets.token_urlsafe(16)))
+
+
+def test_a_replayed_nonce_is_refused_after_the_login_it_interrupted(idp: IdpServer, client: dict[str, Any],
+                                                                    agent: StaffAgent, slapd) -> None:  # type: ignore[no-untyped-def]
+    """Without a session the login form comes first and the nonce is looked up when the request is
+    validated again after the login: the replay gets an error, never a code."""
+    _, challenge = pkce()
+    nonce = secrets.token_urlsafe(16)
+    assert code_of(authorize(agent, idp, client["client_id"], challenge, nonce=nonce))
+    uid = new_uid("nonce")
+    slapd.create_user(uid, PASSWORD)
+    other = StaffAgent(idp, uid, PASSWORD)  # another browser, no session
+    form = authorize(other, idp, client["client_id"], challenge, nonce=nonce)
+    assert form.status_code == 200 and 'name="password"' in form.text
+    back = html.unescape(re.search(r'name="next" value="([^"]+)"', form.text).group(1))  # type: ignore[union-attr]
+    done = other.finish(other.post(idp.url("/login"), data={"username": uid, "password": PASSWORD, "next": back,
+                                                          "csrf_token": csrf_of(form.text)}, allow_redirects=False),
+                        back)
+    assert done.status_code == 302 and done.headers["Location"].startswith(REDIRECT)
+    assert query_of(done.headers["Location"])["error"] == "invalid_request"
+    assert "code" not in query_of(done.headers["Location"])

@@ -233,6 +233,10 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
                                          "WHERE client_id = ? AND nonce = ? LIMIT 1", "code nonce")
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
+        if request.user is None:
+            # nobody has logged in yet (the login form comes next): the request is validated again,
+            # nonce included, before a code can be issued, so looking it up now would be done twice
+            return False
         client_id = request.payload.client_id
         return self._nonce_seen.run((client_id, nonce)).row is not None
 
