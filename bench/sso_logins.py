@@ -132,7 +132,7 @@ def form_encode(fields: dict[str, str]) -> bytes:
 
 
 class Browser:
-    """One keep-alive connection and one cookie: what a browser does for a login, minus rendering.
+    """One keep-alive connection and its cookies: what a browser does for a login, minus rendering.
 
     HTTP/1.1 written and read directly on the socket (as wrk does): http.client's header parsing
     (email.parser) cost the load generator about a millisecond of CPU per login, on the same cores

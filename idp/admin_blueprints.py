@@ -10,6 +10,7 @@ from idp.deployment import Deployment
 def register(app: Flask, deployment: Deployment) -> None:
     """Register the admin console (per-role home pages, tables, actions) on ``app``."""
     import idp.governance_models  # noqa: F401  (the governance tables on the one metadata)
-    from idp import admin_console
+    from idp import admin_console, password_change
 
     admin_console.register(app, deployment)
+    password_change.register(app)

@@ -7,8 +7,7 @@ checked against :mod:`idp.roles`; a forbidden one answers 403 (a page for a brow
 problem otherwise) and is audited as ``refused``. Forms carry the CSRF token (idp/csrf.py); the
 pages use no script at all, charts are inline SVG.
 
-Also here: the password change page (``/password/change``) where an account whose initial password
-must change (ppolicy pwdReset) chooses its own, under the password policy.
+The password change page (``/password/change``) lives in :mod:`idp.password_change`.
 """
 
 from __future__ import annotations
@@ -32,10 +31,8 @@ from cardsim.errors import CardError
 from idp import problems
 from idp.account_lifecycle import Actor, IssuedAccount, Lifecycle, audit_trail
 from idp.deployment import Deployment
-from idp.directory import valid_username
 from idp.directory_admin import DirectoryWriter
-from idp.directory_errors import DirectoryError, InvalidCredentials, PasswordRejected
-from idp.password_policy import MIN_LENGTH, WeakPassword
+from idp.directory_errors import DirectoryError
 from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, GovernanceError,
                        login_refusal, permissions_of, role_name)
 from idp.runtime_settings import InvalidSetting, RuntimeSettings
@@ -44,7 +41,6 @@ from idp.runtime_settings import may_read as may_read_config
 from idp.runtime_settings import require as require_config
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
-password_bp = Blueprint("password", __name__)
 PAGE_SIZE = 25
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -726,46 +722,6 @@ def audit_reports() -> Any:
                          ("By day (UTC)", bar_chart(by_day, "Audit entries by day"), by_day)])
 
 
-# -- password change (first login with a must-change initial password) --------------------------------
-@password_bp.route("/password/change", methods=["GET", "POST"])
-def change() -> Any:
-    """Choose a new password (RFC 3062 password modify as the user), under the password policy."""
-    # the runtime minimum (never below the policy's MIN_LENGTH of 12, see idp/runtime_settings.py)
-    min_length = max(MIN_LENGTH, runtime_settings().get("password.min_length"))
-    if request.method == "GET":
-        return render_template("admin_password.html", username=request.args.get("username", "")[:128],
-                               min_length=min_length), 200
-    username = (request.form.get("username") or "").strip()[:128]
-    old, new, again = (request.form.get(k) or "" for k in ("current_password", "new_password", "new_password_again"))
-    error: str | None = None
-    throttle = deployment().throttle
-    address = request.remote_addr
-    if not username or not old or not new:
-        error = "Fill in every field."
-    elif not valid_username(username) or throttle.blocked(username, address):
-        # the same words as a wrong password: this page is no oracle and no way around the login throttle
-        error = "The user name or current password is incorrect, or there were too many attempts."
-    elif new != again:
-        error = "The two new passwords differ."
-    elif len(new) < min_length:
-        error = f"Use at least {min_length} characters."
-    if error is None:
-        try:
-            lifecycle().change_initial_password(username, old, new, address)
-        except WeakPassword as exc:
-            error = " ".join(exc.reasons)
-        except InvalidCredentials:
-            throttle.failure(username, address)
-            error = "The user name or current password is incorrect, or there were too many attempts."
-        except PasswordRejected as exc:
-            error = exc.message
-    if error is not None:
-        return render_template("admin_password.html", username=username, min_length=min_length, error=error), 400
-    return render_template("admin_password.html", username=username, min_length=min_length, done=True,
-                           login_url=url_for("login.login")), 200
-
-
 def register(app: Flask, deployment_: Deployment) -> None:
-    """Called by idp.admin_blueprints.register: the console and the password change page."""
+    """Called by idp.admin_blueprints.register: the console."""
     app.register_blueprint(bp)
-    app.register_blueprint(password_bp)

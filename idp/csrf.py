@@ -49,8 +49,9 @@ class _PreSessionTokens:
         return base64.urlsafe_b64encode(hmac.new(self._key, nonce.encode(), hashlib.sha256).digest()).decode().rstrip("=")
 
     def matches(self, nonce: str | None, sent: str) -> bool:
-        return bool(nonce) and _NONCE.fullmatch(nonce or "") is not None \
-            and hmac.compare_digest(self.sign(nonce or ""), sent)
+        if nonce is None or _NONCE.fullmatch(nonce) is None:
+            return False
+        return hmac.compare_digest(self.sign(nonce), sent)
 
 
 def token() -> str:

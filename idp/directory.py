@@ -62,6 +62,7 @@ _PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # RFC 3062
 class _ServerBusy(OSError):
     """The server answered busy / unavailable (results 51, 52, 80): try another one."""
 
+
 # The same argon2id cost as the directory's hashes, so an unknown user costs as long as a known one.
 _TIMING_HASHER = PasswordHasher(time_cost=3, memory_cost=4096, parallelism=1, type=Type.ID)
 _TIMING_HASH = _TIMING_HASHER.hash("tessera timing equaliser")
@@ -170,14 +171,8 @@ class _Pool:
                                   self._servers.urls[index], cfg.bind_dn, result.code, result.diagnostic)
                         conn.close()
                         raise DirectoryUnavailable()
-            except OSError as exc:
-                errors.append(f"{self._servers.urls[index]}: {exc}")
-                self._servers.failed(index)
-                if conn is not None:
-                    conn.close()
-                continue
-            except ProtocolError as exc:
-                errors.append(f"{self._servers.urls[index]}: not LDAP: {exc}")
+            except (OSError, ProtocolError) as exc:  # unreachable, or not answering in LDAP
+                errors.append(f"{self._servers.urls[index]}: {type(exc).__name__}: {exc}")
                 self._servers.failed(index)
                 if conn is not None:
                     conn.close()
@@ -383,11 +378,10 @@ class Directory:
             _equalise_timing(password if isinstance(password, str) else "")
             raise InvalidCredentials()
         try:
-            prepared = prepare_password(password)
+            prepared: bytes | None = prepare_password(password)
         except ValueError:  # a string SASLprep prohibits is nobody's password
-            _equalise_timing(password)
-            raise InvalidCredentials() from None
-        if not valid_username(username):
+            prepared = None
+        if prepared is None or not valid_username(username):
             _equalise_timing(password)
             raise InvalidCredentials()
         entry = self._entry(username)

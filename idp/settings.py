@@ -66,7 +66,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.security_log_level not in SECURITY_LOG_LEVELS:
             raise ConfigurationError(f"TESSERA_SECURITY_LOG_LEVEL must be one of {', '.join(SECURITY_LOG_LEVELS)}, "
-                             f"not {self.security_log_level!r}")
+                                     f"not {self.security_log_level!r}")
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
