@@ -190,6 +190,13 @@ class CertificateAuthority:
                 query = query.where(Certificate.issuer_id == self.authority(session, issuer).id)
             return list(session.scalars(query.limit(max(1, min(limit, 10_000))).offset(max(0, offset))))
 
+    def certificate_counts(self) -> dict[str, int]:
+        """How many certificates there are by status (``valid``, ``revoked``, ``hold``): the public
+        home page's figures, which name nobody."""
+        with self.sessions() as session:
+            rows = session.execute(select(Certificate.status, func.count()).group_by(Certificate.status))
+            return {status: count for status, count in rows}
+
     # -- CRLs ----------------------------------------------------------------------------
     def _publish(self, session: Session, authority: Authority, now: datetime.datetime) -> Crl:
         return crl_module.build_crl(session, authority, _cert(authority), self.keyring.get(authority.key_ref),

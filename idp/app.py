@@ -84,8 +84,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/")
     def index() -> str:
         ca = deployment.ca
+        # public: endpoints and counts only, never a certificate's subject (names and identity
+        # numbers are personal information, PIPL art. 28)
         return render_template("index.html", authorities=ca.authorities(), urls=deployment.urls,
-                               certificates=ca.list_certificates(limit=20))
+                               counts=ca.certificate_counts())
 
     @app.get("/favicon.ico")
     def favicon() -> Response:
