@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, render_template, request
 
-from idp import account, admin_blueprints, citizen_blueprints, csrf, login, pki, problems
+from idp import account, admin_blueprints, citizen_blueprints, csrf, i18n, login, pki, problems
 from idp.deployment import Deployment
 from idp.ocsp_http import OcspHttpApp, PathDispatcher
 from idp.oidc import endpoints as oidc_endpoints
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
     app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
     problems.install(app)
+    i18n.init_app(app)
     csrf.install(app, settings.data_key(), settings.cookie_secure)
     login.login_manager.init_app(app)
     provider = Provider(settings.public_url, deployment.sessions, deployment.signing_keys, deployment.clients,
