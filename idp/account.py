@@ -8,6 +8,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+from flask_babel import gettext
 from flask_login import current_user, login_required
 
 from ca.errors import CaError
@@ -72,14 +73,14 @@ def request_certificate() -> Any:
     upload = request.files.get("csr_file")
     data = upload.read(MAX_CSR_BYTES + 1) if upload and upload.filename else (request.form.get("csr") or "").encode()
     if not data.strip():
-        return _overview(400, error="Paste a PKCS#10 certificate signing request (PEM) or choose a file.")
+        return _overview(400, error=gettext("Paste a certificate signing request (PKCS#10, PEM) or choose a file."))
     if len(data) > MAX_CSR_BYTES:
-        return _overview(413, error="That file is too large for a certificate signing request.")
+        return _overview(413, error=gettext("That file is too large for a certificate signing request."))
     try:
         row = certificates().issue(uid, current_user.claims, data)
     except CaError as exc:
         events.record("cert.issue", f"staff:{uid}", None, "failure", reason=exc.kind)
-        return _overview(400, error=f"The request was refused: {exc}")
+        return _overview(400, error=gettext("The request was refused: %(reason)s", reason=str(exc)))
     events.record("cert.issue", f"staff:{uid}", f"cert:{row.serial_hex}", "success", profile=row.profile)
     return _overview(201, issued=row)
 
@@ -90,7 +91,7 @@ def download_certificate(serial: str) -> Any:
     own = {c.serial_hex: c for c in certificates().list_for(current_user.uid)}
     row = own.get(serial.lower()) or own.get(serial.upper())
     if row is None:
-        return _overview(404, error="No such certificate of yours.")
+        return _overview(404, error=gettext("You have no certificate with that serial number."))
     pem = x509.load_der_x509_certificate(row.der).public_bytes(Encoding.PEM)
     return Response(pem, mimetype="application/x-pem-file",
                     headers={"Content-Disposition": f'attachment; filename="{row.serial_hex}.pem"'})
@@ -104,6 +105,7 @@ def revoke_certificate(serial: str) -> Any:
         row = certificates().revoke_own(uid, serial, request.form.get("reason") or "unspecified")
     except CaError as exc:
         events.record("cert.revoke", f"staff:{uid}", f"cert:{serial[:64]}", "failure", reason=exc.kind)
-        return _overview(404 if exc.kind == "not-found" else 409, error=str(exc))
+        return _overview(404 if exc.kind == "not-found" else 409,
+                         error=gettext("The certificate was not revoked: %(reason)s", reason=str(exc)))
     events.record("cert.revoke", f"staff:{uid}", f"cert:{row.serial_hex}", "success", reason=row.revocation_reason)
     return redirect(url_for("account.overview"))

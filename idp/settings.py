@@ -62,6 +62,10 @@ class Settings:
     audit_checkpoint_every: int = 1000
     #: the security log on stderr (idp.events): INFO shows failures, DEBUG successes too
     security_log_level: str = "INFO"
+    #: HTTP: seconds a client has for a request's headers, then again for its whole body (then cut off)
+    http_read_timeout: int = 10
+    #: HTTP: the largest request body the server reads at all (endpoints keep smaller limits of their own)
+    http_max_body_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.security_log_level not in SECURITY_LOG_LEVELS:
@@ -91,6 +95,8 @@ class Settings:
             proxy_hops=_number(env, "TESSERA_PROXY_HOPS", 0),
             audit_checkpoint_every=_number(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000),
             security_log_level=(env.get("TESSERA_SECURITY_LOG_LEVEL") or "INFO").upper(),
+            http_read_timeout=_number(env, "TESSERA_HTTP_READ_TIMEOUT", 10),
+            http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
         )
 
     # -- embedded layout -----------------------------------------------------------------

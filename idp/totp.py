@@ -88,5 +88,7 @@ class TotpVerifier:
 def qr_svg(data: str) -> str:
     """The QR code of ``data`` as inline SVG, rendered locally with segno (no outside service)."""
     import segno
+    from flask_babel import gettext
 
-    return segno.make(data, error="m").svg_inline(scale=5, dark="#111", light="#fff", title="TOTP enrolment QR code")
+    return segno.make(data, error="m").svg_inline(scale=5, dark="#111", light="#fff",
+                                                  title=gettext("QR code for your authenticator app"))

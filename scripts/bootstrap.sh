@@ -52,3 +52,12 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$sta
   .venv/bin/python -m pip install -q -e "$extras"
   touch "$stamp"
 fi
+
+# Translations (docs/i18n.md): the committed catalogues (.po) compiled to .mo, each only when its
+# .mo is missing or older than its .po.
+for po in idp/translations/*/LC_MESSAGES/messages.po; do
+  mo="${po%.po}.mo"
+  if [ ! -f "$mo" ] || [ "$po" -nt "$mo" ]; then
+    .venv/bin/pybabel --quiet compile -i "$po" -o "$mo"
+  fi
+done

@@ -22,6 +22,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Flask, request
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.i18n import LANGUAGE_TAGS
 from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
                              S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, code_statements)
@@ -234,6 +235,9 @@ class Provider:
             "acr_values_supported": ["urn:tessera:acr:pwd+otp", "urn:tessera:acr:card"],
             "claims_supported": sorted({c for claims in SCOPE_CLAIMS.values() for c in claims}
                                        | {"iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "at_hash"}),
+            # Discovery 1.0 section 3: BCP 47 tags of the pages' languages and of the claims' values
+            "ui_locales_supported": list(LANGUAGE_TAGS.values()),
+            "claims_locales_supported": list(LANGUAGE_TAGS.values()),
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,

@@ -11,6 +11,17 @@
 
   function showError(text) { errorBox.textContent = text; errorBox.hidden = false; }
 
+  // the page's words (in its language), by message name or by refusal code
+  function words(kind, name) {
+    var node = document.querySelector("#card-messages [data-" + kind + "=\"" + name + "\"]");
+    return node ? node.textContent : null;
+  }
+
+  function refusal(answer) {
+    var code = String(answer.type || "").split("/card-login/")[1];
+    return (code && words("refusal", code)) || words("message", "failed");
+  }
+
   function findCard() {
     fetch(agent + "/card", { method: "GET", mode: "cors", credentials: "omit" })
       .then(function (r) { if (!r.ok) { throw new Error("agent " + r.status); } return r.json(); })
@@ -18,11 +29,11 @@
         document.getElementById("card-number").textContent = card.card;
         document.getElementById("card-holder").textContent = card.holder;
         details.hidden = false;
-        status.textContent = "The card agent is ready. Enter your PIN to log in with this card.";
+        status.textContent = words("message", "agent-ready");
         status.className = "";
       })
       .catch(function () {
-        status.textContent = "No card agent found on this computer. Start it with `tessera card agent`, then reload.";
+        status.textContent = words("message", "agent-missing");
         status.className = "error";
       });
   }
@@ -43,7 +54,7 @@
     var csrf = { "X-CSRF-Token": root.dataset.csrf };
     var nonce;
     post(root.dataset.challenge, {}, csrf)
-      .then(function (r) { if (!r.ok) { throw new Error("The login service did not give a challenge."); } return r.json(); })
+      .then(function (r) { if (!r.ok) { throw new Error(words("message", "no-challenge")); } return r.json(); })
       .then(function (c) {
         nonce = c.nonce;
         return fetch(agent + "/authenticate", { method: "POST", mode: "cors", credentials: "omit",
@@ -51,19 +62,22 @@
       })
       .then(function (r) {
         return r.json().then(function (answer) {
-          if (!r.ok) { throw new Error("The card refused: " + (answer.detail || answer.error)); }
+          if (!r.ok) {  // the agent's own words (tries left) after ours
+            var said = answer.detail || answer.error;
+            throw new Error(words("message", "card-refused") + (said ? " (" + said + ")" : ""));
+          }
           return answer;
         });
       })
       .then(function (token) { return post(root.dataset.token, { token: token, nonce: nonce, next: root.dataset.next }, csrf); })
       .then(function (r) {
         return r.json().then(function (answer) {
-          if (!r.ok) { throw new Error("Login refused: " + (answer.detail || answer.title)); }
+          if (!r.ok) { throw new Error(refusal(answer)); }
           window.location.assign(answer.redirect);
         });
       })
       .catch(function (err) {
-        showError(err && err.message ? err.message : "The card login failed.");
+        showError(err && err.message ? err.message : words("message", "failed"));
         button.disabled = false;
       });
   });
