@@ -62,6 +62,10 @@ class Settings:
     audit_checkpoint_every: int = 1000
     #: the security log on stderr (idp.events): INFO shows failures, DEBUG successes too
     security_log_level: str = "INFO"
+    #: the language of pages when nothing else chooses one (Babel locale name: zh_CN or en)
+    default_locale: str = "zh_CN"
+    #: the IANA time zone in which pages show times (they are stored in UTC)
+    timezone: str = "Asia/Shanghai"
     #: HTTP: seconds a client has for a request's headers, then again for its whole body (then cut off)
     http_read_timeout: int = 10
     #: HTTP: the largest request body the server reads at all (endpoints keep smaller limits of their own)
@@ -95,6 +99,8 @@ class Settings:
             proxy_hops=_number(env, "TESSERA_PROXY_HOPS", 0),
             audit_checkpoint_every=_number(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000),
             security_log_level=(env.get("TESSERA_SECURITY_LOG_LEVEL") or "INFO").upper(),
+            default_locale=(env.get("TESSERA_DEFAULT_LOCALE") or "zh_CN").replace("-", "_"),
+            timezone=env.get("TESSERA_TIMEZONE") or "Asia/Shanghai",
             http_read_timeout=_number(env, "TESSERA_HTTP_READ_TIMEOUT", 10),
             http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
         )
