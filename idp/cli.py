@@ -49,6 +49,7 @@ class _TesseraGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, home: str | None) -> None:
     """Tessera: identity, certificate authority and citizen smart cards for e-government."""
+    os.umask(0o077)  # keys, PINs, the database and its WAL: owner only (docs/operations.md)
     ctx.obj = _Context(home)
     ctx.call_on_close(lambda: ctx.obj._deployment.close() if ctx.obj._deployment else None)
 

@@ -1,6 +1,9 @@
 """The embedded default: one home folder with database, SoftHSM2 tokens and secrets.
 
-``tessera init`` calls :func:`initialise_home`; running it again changes nothing.
+``tessera init`` calls :func:`initialise_home`; running it again changes nothing. The home holds
+keys, PINs and personal data: it and everything in it belong to the service's user alone (folders
+0700, files 0600, whatever existed before; :func:`restrict_modes`), and the ``tessera`` command runs
+with umask 077 so that what the service creates later (the SQLite WAL, slapd's files) is born so.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import base64
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -29,6 +33,37 @@ def _write_secret(path: Path, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
+
+
+#: modes of the home's folders and files (owner only)
+FOLDER_MODE, FILE_MODE = 0o700, 0o600
+
+
+def restrict_modes(home: Path) -> list[Path]:
+    """Make ``home`` and every folder in it 0700 and every file 0600; return what was changed.
+
+    Symbolic links are not followed (what they point to is not the home's); sockets and other
+    special files keep their modes."""
+    changed: list[Path] = []
+
+    def restrict(path: Path, mode: int) -> None:
+        if stat.S_IMODE(path.lstat().st_mode) != mode:
+            os.chmod(path, mode)
+            changed.append(path)
+
+    restrict(home, FOLDER_MODE)
+    for folder, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = Path(folder) / name
+            try:
+                kind = path.lstat().st_mode
+            except FileNotFoundError:  # gone meanwhile (a running service's temporary file)
+                continue
+            if stat.S_ISDIR(kind):
+                restrict(path, FOLDER_MODE)
+            elif stat.S_ISREG(kind):
+                restrict(path, FILE_MODE)
+    return changed
 
 
 def prepare_softhsm(settings: Settings) -> bool:
@@ -61,7 +96,9 @@ def prepare_softhsm(settings: Settings) -> bool:
 def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
     """Create whatever is missing; return a line per step done (empty when all was there)."""
     done: list[str] = []
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.home.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    if restrict_modes(settings.home):
+        done.append(f"made {settings.home} and everything in it private to its owner (0700 folders, 0600 files)")
     if prepare_softhsm(settings):
         done.append(f"initialised SoftHSM2 token {settings.token_label!r} in {settings.token_dir}")
     if (plan.backend == "file" or plan.root_backend == "file") and not os.environ.get("TESSERA_KEY_PASSPHRASE"):
@@ -87,4 +124,5 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
         done += prepare_audit_signer(deployment.ca)
     finally:
         deployment.close()
+    restrict_modes(settings.home)  # what the steps above created, whatever the umask of the caller
     return done
