@@ -3,8 +3,10 @@
 The first login enrols TOTP (QR code rendered locally as SVG, the secret as text, a confirming
 code) and shows ten recovery codes once. The session id is rotated when the password is accepted
 and again when the login completes. Failures are counted per account and per address on top of
-the directory's ppolicy, and answered with one generic sentence; an unreachable directory is a
-503 page and never a failure.
+the directory's ppolicy (:mod:`idp.throttle`: per account and address, per account, per address),
+and answered with one generic sentence, a lock included; an unreachable directory is a 503 page and
+never a failure. After the login the browser goes on to ``next`` only if it is a path of this site
+(:mod:`idp.redirect_target`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from markupsafe import Markup
 
 from idp import events
 from idp.deployment import Deployment
-from idp.directory_errors import DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordMustChange
+from idp.directory_errors import DirectoryError, DirectoryUnavailable, PasswordExpired, PasswordMustChange
+from idp.redirect_target import local_path
 from idp.roles import login_refusal
 from idp.sessions import StaffSession
 from idp.staff import StaffUser, claims_of
@@ -56,11 +59,10 @@ def deployment() -> Deployment:
     return current_app.extensions["tessera"]  # type: ignore[no-any-return]
 
 
-def safe_next(value: str | None) -> str:
-    """Only local paths: an open redirect would hand the login to anyone's page."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) < 4096:
-        return value
-    return url_for("account.overview")
+def safe_next(value: object) -> str:
+    """A path of this site rebuilt from ``value`` (:func:`idp.redirect_target.local_path`), else the
+    account page: an open redirect would hand the login to anyone's page."""
+    return local_path(value) or url_for("account.overview")
 
 
 def _address() -> str:
@@ -112,7 +114,9 @@ def login() -> Any:
     except DirectoryError as exc:
         d.throttle.failure(username, _address())
         events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure", reason=exc.kind)
-        message = GENERIC_FAILURE if isinstance(exc, InvalidCredentials) else exc.message
+        # only a password the directory accepted may hear more than the generic sentence: a ppolicy
+        # lock or an administrator's one is answered whatever the password, and unknown names never get it
+        message = exc.message if isinstance(exc, PasswordExpired) else GENERIC_FAILURE
         return _page("login.html", 401, next=nxt, error=message, username=username)
     if not member.enabled:
         d.throttle.failure(username, _address())
@@ -203,7 +207,7 @@ def _complete(uid: str, pending: dict[str, Any], method: str) -> str:
     session["auth_time"] = int(time.time())
     session["amr"] = ["pwd", "otp"]
     login_user(StaffUser(claims, session["auth_time"], ("pwd", "otp")))
-    d.throttle.success(uid)
+    d.throttle.success(uid, _address())
     events.record("login", f"staff:{uid}", f"staff:{uid}", "success", factors=["pwd", method], address=_address())
     return nxt
 

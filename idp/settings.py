@@ -55,6 +55,12 @@ class Settings:
     throttle_account_failures: int = 10
     throttle_address_failures: int = 100
     throttle_window_seconds: int = 15 * 60
+    #: login throttling: failures per window for one account from all addresses together (generous);
+    #: an address the account logged in from in the last throttle_usual_address_days is exempt from it
+    throttle_account_wide_failures: int = 50
+    throttle_usual_address_days: int = 90
+    #: the embedded directory's ppolicy pwdMaxFailure: a backstop, kept above the throttle's limits
+    directory_max_failures: int = 100
     data_key_b64: str | None = field(default=None, repr=False)
     #: reverse proxies in front of the service whose X-Forwarded-For/-Proto are trusted (0: none)
     proxy_hops: int = 0
@@ -95,6 +101,9 @@ class Settings:
             throttle_account_failures=_number(env, "TESSERA_THROTTLE_ACCOUNT_FAILURES", 10),
             throttle_address_failures=_number(env, "TESSERA_THROTTLE_ADDRESS_FAILURES", 100),
             throttle_window_seconds=_number(env, "TESSERA_THROTTLE_WINDOW_SECONDS", 15 * 60),
+            throttle_account_wide_failures=_number(env, "TESSERA_THROTTLE_ACCOUNT_WIDE_FAILURES", 50),
+            throttle_usual_address_days=_number(env, "TESSERA_THROTTLE_USUAL_ADDRESS_DAYS", 90),
+            directory_max_failures=_number(env, "TESSERA_DIRECTORY_MAX_FAILURES", 100),
             data_key_b64=env.get("TESSERA_DATA_KEY") or None,
             proxy_hops=_number(env, "TESSERA_PROXY_HOPS", 0),
             audit_checkpoint_every=_number(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000),

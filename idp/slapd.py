@@ -54,7 +54,9 @@ SLAPADD = "/usr/sbin/slapadd"
 # argon2id cost of every stored password (FIELD-NOTES: t=3, m=4 MiB is ~5 ms a check)
 ARGON2_ITERATIONS = 3
 ARGON2_MEMORY_KIB = 4096
-DEFAULT_MAX_FAILURE = 5
+#: ppolicy pwdMaxFailure: a backstop ABOVE the login throttle's limits (idp.throttle), never the
+#: working lockout, or anyone could lock any account with a few wrong passwords from anywhere
+DEFAULT_MAX_FAILURE = 100
 DEFAULT_LOCKOUT_SECONDS = 900
 DEFAULT_MAX_AGE_SECONDS = 180 * 86400
 DEPARTMENTS = ("finance", "health", "interior", "education", "it-centre")
@@ -296,7 +298,17 @@ def prepare_embedded_directory(settings: Settings) -> list[str]:
     """Create the private slapd's configuration and seed data if missing; a line per step done."""
     if os.environ.get("TESSERA_LDAP_URLS"):
         return []  # an external directory: nothing of ours to prepare
-    return build_directory(DirectoryFolder(settings.home / "ldap"), settings.secrets_dir)
+    return build_directory(DirectoryFolder(settings.home / "ldap"), settings.secrets_dir,
+                           max_failure=backstop_max_failure(settings))
+
+
+def backstop_max_failure(settings: Settings) -> int:
+    """The directory's pwdMaxFailure for ``settings``: above what the login throttle lets through
+    to the directory for one account in a window (the account-wide limit, plus the pair limit of
+    the account's usual address), so that the ppolicy lock stays a backstop."""
+    through = max(settings.throttle_account_wide_failures, settings.throttle_account_failures) \
+        + settings.throttle_account_failures
+    return max(settings.directory_max_failures, through + 1)
 
 
 # --- generated staff for load tests ---------------------------------------------------------

@@ -1,10 +1,27 @@
-"""Login throttling on top of the directory's password policy.
+"""Login throttling in front of the directory: failures counted so that nobody can lock anybody out.
 
-ppolicy locks an account after N wrong passwords; this adds limits per account (also counting
-wrong TOTP codes, which the directory never sees) and per client address (password spraying
-across many accounts). While a limit is reached the login page says the same generic sentence as
-for a wrong password, so the throttle reveals nothing about which accounts exist.
-A directory that cannot be reached never counts (:class:`idp.directory_errors.DirectoryUnavailable`).
+Three counters, each over a window (``throttle.window_seconds``, 15 minutes by default), each
+blocking for one window once its limit is reached:
+
+- per account AND source address (``pair:<account>|<address>``), the low limit
+  (``throttle.account_failures``, 10): guessing one account's password from one place;
+- per account from every address together (``account:<account>``), a generous limit
+  (``throttle_account_wide_failures``, 50): guessing from many places at once;
+- per source address across accounts (``address:<address>``, ``throttle.address_failures``, 100):
+  password spraying.
+
+An address the account completed a login from in the last ``throttle_usual_address_days`` (90)
+days (``usual:<account>|<address>``) is held back by its own pair counter only: an attacker
+failing from elsewhere, however often, never stops the owner logging in from their usual place.
+The directory's own ppolicy lockout (pwdMaxFailure, :mod:`idp.slapd`) sits above all this as a
+backstop, so the directory lock is not the way to deny an account service.
+
+Every counter is kept by the user name as typed (lower-cased), whether the account exists or not:
+an unknown account is counted, blocked and answered exactly as a known one, so the throttle
+reveals nothing about which accounts exist. Wrong TOTP codes count like wrong passwords. A
+directory that cannot be reached never counts (:class:`idp.directory_errors.DirectoryUnavailable`).
+All rows live in ``idp_login_throttle`` (key, failures, window_start, blocked_until): a ``usual:``
+row's ``window_start`` is the time of the last login from there.
 """
 
 from __future__ import annotations
@@ -21,17 +38,36 @@ from ca.models import UtcDateTime
 
 from idp.models import LoginThrottle as ThrottleRow
 
+ACCOUNT_WIDE_FAILURES = 50
+USUAL_ADDRESS_DAYS = 90
+#: a usual address's row is written again after a login at most this often (a write per login otherwise)
+_USUAL_REFRESH = datetime.timedelta(days=1)
 
-# every login asks twice whether it is blocked and once whether a count is to clear: on the held
-# driver connection (ca.held_connection), one statement each
-_BLOCKED = "SELECT 1 FROM idp_login_throttle WHERE key IN (?, ?) AND blocked_until > ? LIMIT 1"
-_EXISTS = "SELECT 1 FROM idp_login_throttle WHERE key = ?"
+# every login asks whether it is blocked: one statement on the held driver connection
+# (ca.held_connection). The pair counter always applies; the account-wide and address counters do
+# not for an address the account logged in from recently.
+_BLOCKED = ("SELECT 1 FROM idp_login_throttle WHERE blocked_until > ? AND (key = ? OR (key IN (?, ?) AND NOT EXISTS "
+            "(SELECT 1 FROM idp_login_throttle WHERE key = ? AND window_start > ?))) LIMIT 1")
+# after a login: the pair's failures (to clear) and when the usual address was last written
+_AFTER_LOGIN = ("SELECT (SELECT failures FROM idp_login_throttle WHERE key = ?), "
+                "(SELECT window_start FROM idp_login_throttle WHERE key = ?)")
+
+
+def _account(username: str) -> str:
+    return username.strip().lower()[:120]
+
+
+def _source(address: str | None) -> str:
+    return (address or "unknown")[:64]
 
 
 class LoginThrottle:
+    """The counters above on the ``idp_login_throttle`` table."""
+
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
                  account_limit: int, address_limit: int, window: datetime.timedelta,
-                 tuning: Callable[[str], int] | None = None) -> None:
+                 tuning: Callable[[str], int] | None = None, *,
+                 account_wide_limit: int = ACCOUNT_WIDE_FAILURES, usual_address_days: int = USUAL_ADDRESS_DAYS) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
@@ -40,12 +76,22 @@ class LoginThrottle:
         self._window = window
         #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
         self._tuning = tuning
-        self._blocked = HeldStatement(self.engine, _BLOCKED, "login throttle", params=(None, None, UtcDateTime()))
-        self._exists = HeldStatement(self.engine, _EXISTS, "login throttle")
+        self.usual_address_age = datetime.timedelta(days=usual_address_days)
+        self._account_wide_limit = account_wide_limit
+        self._blocked = HeldStatement(self.engine, _BLOCKED, "login throttle",
+                                      params=(UtcDateTime(), None, None, None, None, UtcDateTime()))
+        self._after_login = HeldStatement(self.engine, _AFTER_LOGIN, "login throttle", results=(None, UtcDateTime()))
 
     @property
     def account_limit(self) -> int:
+        """Failures of one account from one address in a window (the low limit)."""
         return self._tuning("throttle.account_failures") if self._tuning else self._account_limit
+
+    @property
+    def account_wide_limit(self) -> int:
+        """Failures of one account from all addresses not usual for it, in a window. Never below
+        the pair limit."""
+        return max(self._account_wide_limit, self.account_limit)
 
     @property
     def address_limit(self) -> int:
@@ -56,18 +102,19 @@ class LoginThrottle:
         return datetime.timedelta(seconds=self._tuning("throttle.window_seconds")) if self._tuning else self._window
 
     @staticmethod
-    def _keys(username: str, address: str | None) -> list[str]:
-        keys = [f"account:{username.strip().lower()[:150]}"]
-        if address:
-            keys.append(f"address:{address[:64]}")
-        return keys
+    def _keys(username: str, address: str | None) -> tuple[str, str, str, str]:
+        """(pair, account, address, usual) keys."""
+        account, source = _account(username), _source(address)
+        return f"pair:{account}|{source}", f"account:{account}", f"address:{source}", f"usual:{account}|{source}"
 
     def blocked(self, username: str, address: str | None) -> bool:
-        """True while the account or the address has used up its failures in the window."""
-        keys = self._keys(username, address)
-        return self._blocked.run((keys[0], keys[-1], self.clock())).row is not None
+        """True while a counter that applies to this account from this address is used up."""
+        pair, account, source, usual = self._keys(username, address)
+        now = self.clock()
+        return self._blocked.run((now, pair, account, source, usual, now - self.usual_address_age)).row is not None
 
     def failure(self, username: str, address: str | None) -> None:
+        """Count one failed password (or code) of ``username`` from ``address`` on all three counters."""
         try:
             self._count(username, address)
         except IntegrityError:  # two workers created the same row at once: count again on it
@@ -75,9 +122,10 @@ class LoginThrottle:
 
     def _count(self, username: str, address: str | None) -> None:
         now = self.clock()
+        pair, account, source, _ = self._keys(username, address)
+        limits = {pair: self.account_limit, account: self.account_wide_limit, source: self.address_limit}
         with self.sessions.begin() as session:
-            for key in self._keys(username, address):
-                limit = self.account_limit if key.startswith("account:") else self.address_limit
+            for key in sorted(limits):  # one order in every worker: no deadlock between two counts
                 row = session.get(ThrottleRow, key, with_for_update=True)
                 if row is None:
                     row = ThrottleRow(key=key, failures=0, window_start=now)
@@ -85,13 +133,31 @@ class LoginThrottle:
                 if now - row.window_start > self.window:
                     row.failures, row.window_start, row.blocked_until = 0, now, None
                 row.failures += 1
-                if row.failures >= limit:
+                if row.failures >= limits[key]:
                     row.blocked_until = now + self.window
 
-    def success(self, username: str) -> None:
-        """A complete login clears the account's count (not the address's)."""
-        key = self._keys(username, None)[0]
-        if self._exists.run((key,)).row is None:
+    def success(self, username: str, address: str | None = None) -> None:
+        """A complete login: clears the pair's count (not the account-wide or address count, which
+        an attacker elsewhere may be filling) and remembers ``address`` as usual for the account
+        (no address: nothing to remember)."""
+        pair, _, _, usual = self._keys(username, address)
+        now = self.clock()
+        failures, seen = self._after_login.run((pair, usual)).row or (None, None)
+        fresh = address is None or (seen is not None and now - seen < _USUAL_REFRESH)
+        if not failures and fresh:
             return  # the usual case: no write at all
+        try:
+            self._remember(pair, usual if not fresh else None, now)
+        except IntegrityError:  # another worker wrote the same row at once
+            self._remember(pair, usual if not fresh else None, now)
+
+    def _remember(self, pair: str, usual: str | None, now: datetime.datetime) -> None:
         with self.sessions.begin() as session:
-            session.execute(delete(ThrottleRow).where(ThrottleRow.key == key))
+            session.execute(delete(ThrottleRow).where(ThrottleRow.key == pair))
+            if usual is None:
+                return
+            row = session.get(ThrottleRow, usual, with_for_update=True)
+            if row is None:
+                session.add(ThrottleRow(key=usual, failures=0, window_start=now))
+            else:
+                row.window_start = now

@@ -88,22 +88,52 @@ def test_sessions_rotate_time_out_and_end_everywhere(db) -> None:  # type: ignor
 
 def test_throttle_per_account_and_address(db) -> None:  # type: ignore[no-untyped-def]
     sessions, clock = db
-    throttle = LoginThrottle(sessions, clock, account_limit=3, address_limit=5, window=datetime.timedelta(minutes=15))
+    throttle = LoginThrottle(sessions, clock, account_limit=3, address_limit=5, window=datetime.timedelta(minutes=15),
+                             account_wide_limit=6)
     for _ in range(3):
         assert not throttle.blocked("alice", "10.0.0.1")
         throttle.failure("alice", "10.0.0.1")
-    assert throttle.blocked("alice", "10.0.0.9") and throttle.blocked("ALICE ", None)
-    assert not throttle.blocked("bob", "10.0.0.2")
+    # the pair (alice, 10.0.0.1) is used up; alice from elsewhere is not
+    assert throttle.blocked("alice", "10.0.0.1") and throttle.blocked("ALICE ", "10.0.0.1")
+    assert not throttle.blocked("alice", "10.0.0.9") and not throttle.blocked("bob", "10.0.0.2")
     throttle.failure("bob", "10.0.0.1")
     throttle.failure("carol", "10.0.0.1")
     assert throttle.blocked("dave", "10.0.0.1")  # the address sprayed five failures
     assert not throttle.blocked("dave", "10.0.0.3")
     clock.advance(minutes=16)
     assert not throttle.blocked("alice", "10.0.0.1")
-    throttle.failure("bob", None)
-    throttle.success("bob")
-    throttle.failure("bob", None)
-    assert not throttle.blocked("bob", None)
+    throttle.failure("bob", "10.0.0.4")
+    throttle.success("bob", "10.0.0.4")
+    throttle.failure("bob", "10.0.0.4")
+    throttle.failure("bob", "10.0.0.4")
+    assert not throttle.blocked("bob", "10.0.0.4")  # the success cleared the pair's count
+
+
+def test_throttle_account_wide_limit_spares_the_usual_address(db) -> None:  # type: ignore[no-untyped-def]
+    sessions, clock = db
+    throttle = LoginThrottle(sessions, clock, account_limit=3, address_limit=100,
+                             window=datetime.timedelta(minutes=15), account_wide_limit=6)
+    throttle.success("erin", "192.0.2.7")  # erin's usual address
+    for n in range(6):  # an attacker on six addresses, one failure each
+        throttle.failure("erin", f"198.51.100.{n}")
+    assert throttle.blocked("erin", "198.51.100.200")  # the account-wide limit for every other place
+    assert throttle.blocked("ERIN", "203.0.113.1")
+    assert not throttle.blocked("erin", "192.0.2.7")  # ... but not from where erin logs in
+    # an account that does not exist is counted and blocked the same way
+    for n in range(6):
+        throttle.failure("nobody-here", f"198.51.100.{n}")
+    assert throttle.blocked("nobody-here", "203.0.113.1")
+    # the usual address is still held by its own pair counter
+    for _ in range(3):
+        throttle.failure("erin", "192.0.2.7")
+    assert throttle.blocked("erin", "192.0.2.7")
+    # an address stops being usual after the configured days without a login
+    clock.advance(minutes=16)
+    assert not throttle.blocked("erin", "192.0.2.7")
+    clock.advance(days=91)
+    for n in range(6):
+        throttle.failure("erin", f"198.51.100.{n}")
+    assert throttle.blocked("erin", "192.0.2.7")
 
 
 def test_second_factor_on_both_databases(db) -> None:  # type: ignore[no-untyped-def]
