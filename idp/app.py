@@ -10,11 +10,12 @@ from typing import Any
 
 from flask import Flask, Response, render_template, request
 
-from idp import account, admin_blueprints, citizen_blueprints, csrf, i18n, login, pki, problems
+from idp import account, admin_blueprints, citizen_blueprints, csrf, database_ids, i18n, login, pki, problems
 from idp.deployment import Deployment
 from idp.ocsp_http import OcspHttpApp, PathDispatcher
 from idp.oidc import endpoints as oidc_endpoints
 from idp.oidc.provider import Provider
+from idp.response_guard import ResponseGuard
 from idp.sessions import StaffSessionInterface
 from idp.settings import Settings
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     _security_log(settings.security_log_level)
     app = Flask(__name__)
+    database_ids.install(app)  # before any blueprint: every route may use <dbid:...>
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, JSON_SORT_KEYS=False,
                       SESSION_COOKIE_SECURE=settings.cookie_secure, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=settings.cookie_secure,
@@ -119,4 +121,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
+    # outermost: no status line or header the server cannot send (idp/response_guard.py)
+    app.wsgi_app = ResponseGuard(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from flask import Flask, Response, json, render_template, request
+from markupsafe import escape
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from ca.errors import CaError, InvalidStateTransition, KeyUnavailable, NotFound, NotInitialised
+from ca.held_connection import StatementFailed
 
 PROBLEM_BASE = "https://tessera.invalid/problems/"
 
@@ -42,8 +45,31 @@ def _respond(status: int, title: str, detail: str | None, kind: str | None) -> R
             return Response(render_template("error.html", title=title, detail=detail or title), status=status,
                             mimetype="text/html")
         except Exception:  # noqa: BLE001  (a broken template must not hide the error itself)
-            pass
+            # e.g. the session could not be loaded (database down): the page without the site's frame
+            page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+                    f'</head><body><h1>{escape(title)}</h1><p>{escape(detail or title)}</p></body></html>')
+            return Response(page, status=status, mimetype="text/html")
     return problem(status, title, detail, kind)
+
+
+def database_outage(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the database cannot be reached or used just now (server down, connection
+    lost, pool exhausted, SQLite locked or unopenable, a held statement of ``ca.held_connection``
+    failing on two connections), as opposed to a bug in a statement (``IntegrityError``,
+    ``ProgrammingError``, ``DataError``), which stays a logged 500. The answer is 503 (RFC 9110
+    section 15.6.4)."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                        sa_exc.DisconnectionError, StatementFailed)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+def _database_unavailable() -> Response:
+    """503 with Retry-After (RFC 9110 section 15.6.4): the request may be repeated unchanged later."""
+    response = _respond(503, "Database unavailable", "the database cannot be reached just now, so nothing was "
+                        "done; try again in a minute", "database-unavailable")
+    response.headers["Retry-After"] = "30"
+    return response
 
 
 def install(app: Flask) -> None:
@@ -69,9 +95,26 @@ def install(app: Flask) -> None:
         return _respond(503, "Audit trail unavailable", "the audit trail cannot be written, so nothing was done; "
                         "try again later", "audit-unavailable")
 
+    @app.errorhandler(sa_exc.SQLAlchemyError)
+    def _database_error(exc: sa_exc.SQLAlchemyError) -> Response:
+        if database_outage(exc):
+            cause = getattr(exc, "orig", None) or exc  # the driver's message: no statement, no parameters
+            app.logger.error("database unavailable: %s: %s", type(cause).__name__, str(cause)[:200])
+            return _database_unavailable()
+        return _unexpected(exc)
+
+    @app.errorhandler(StatementFailed)
+    def _statement_failed(exc: StatementFailed) -> Response:
+        app.logger.error("database unavailable: %s", exc)
+        return _database_unavailable()
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
+        if code == 500 and database_outage(getattr(exc, "original_exception", None)):
+            # raised outside a view (loading or saving the session): Flask wraps it in a 500
+            app.logger.error("database unavailable (outside a view)")
+            return _database_unavailable()
         response = _respond(code, exc.name, exc.description, None)
         valid = getattr(exc, "valid_methods", None)
         if code == 405 and valid:
