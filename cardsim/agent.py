@@ -15,7 +15,12 @@ browser sets it and pages cannot forge it), and CORS answers name only that orig
 the card signs is the configured one, never one taken from the request. The PIN goes from the
 page to this agent on the same machine and never to the IdP.
 
-One thread (shared/FIELD-NOTES.md: threads destroy SoftHSM tokens), one card per agent.
+Connections are served concurrently (one idle or slow connection must not block the page), each
+on its own thread, at most :data:`MAX_CONNECTIONS` at once, and closed after
+:data:`IDLE_TIMEOUT` seconds without a complete request. Every PKCS#11 call goes through one lock
+(:attr:`CardSigner.lock`): SoftHSM2 tokens are damaged by concurrent PKCS#11 calls from several
+threads of one process (docs/operations.md). Methods other than GET, POST and OPTIONS get a 405
+problem detail (RFC 9457) with an ``Allow`` header (RFC 9110 section 15.5.6). One card per agent.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cardsim.config import CardSettings
@@ -38,6 +44,11 @@ APP_VERSION = "https://tessera.invalid/card-agent/1.0"
 MAX_BODY = 4096
 #: Web eID nonces are base64 of at least 32 bytes; refuse anything silly before touching the card
 MAX_NONCE = 256
+#: seconds a connection may stay without sending a complete request (headers and body)
+IDLE_TIMEOUT = 10.0
+#: connections served at once; more are closed at once (the login page needs one or two)
+MAX_CONNECTIONS = 32
+ALLOWED_METHODS = "GET, POST, OPTIONS"
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class CardSigner:
         settings.require()
         self.settings = settings
         self._pkcs11 = pkcs11
+        #: held around every PKCS#11 call once the agent serves (concurrent calls damage SoftHSM2 tokens)
+        self.lock = threading.Lock()
         if number is not None:  # its shard, from the number
             shards = [settings.shard_of(number)] if is_card_number(number) else []
         else:  # "the card in the reader": only shards that hold a token are opened
@@ -100,9 +113,16 @@ class CardSigner:
         self._hash = {"ES256": hashlib.sha256, "ES384": hashlib.sha384, "ES512": hashlib.sha512}[algorithm]
 
     def authenticate(self, origin: str, nonce: str, pin: str) -> dict[str, str]:
-        """The Web eID token: the card signs hash(origin) || hash(nonce) after a counted PIN try."""
-        pkcs11 = self._pkcs11
+        """The Web eID token: the card signs hash(origin) || hash(nonce) after a counted PIN try.
+
+        One at a time (:attr:`lock`): the PIN try, the login and the signature of two requests never
+        interleave on the token."""
         check_pin_form(pin)
+        with self.lock:
+            return self._authenticate(origin, nonce, pin)
+
+    def _authenticate(self, origin: str, nonce: str, pin: str) -> dict[str, str]:
+        pkcs11 = self._pkcs11
         counter = TryCounter(self.settings.counter_dir, self.number, self.settings.fsync_counters)
 
         def wrong(exc: Exception) -> bool:
@@ -127,18 +147,63 @@ class CardSigner:
                 "format": "web-eid:1.0", "appVersion": APP_VERSION}
 
 
-class AgentServer(HTTPServer):
-    """The agent's HTTP server (one thread) with its card and the one origin it serves."""
+class AgentServer(ThreadingHTTPServer):
+    """The agent's HTTP server (a thread per connection, at most :data:`MAX_CONNECTIONS`) with its
+    card and the one origin it serves."""
 
-    def __init__(self, port: int, origin: str, signer: CardSigner) -> None:
+    daemon_threads = True  # Ctrl-C does not wait for idle connections
+
+    def __init__(self, port: int, origin: str, signer: CardSigner, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.origin = origin.rstrip("/")
         self.signer = signer
+        self.idle_timeout = idle_timeout
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # full: refuse at once rather than queue
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: AgentServer
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # socket timeout: an idle or slow connection is closed
+        super().setup()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any other method (PUT, DELETE, PATCH, HEAD, ...): 405
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _method_not_allowed(self) -> None:
+        raw = json.dumps({"type": "about:blank", "title": "Method Not Allowed", "status": 405,
+                          "detail": f"this agent answers {ALLOWED_METHODS} only",
+                          "error": "method-not-allowed"}).encode()
+        self.send_response(405)
+        self.send_header("Allow", ALLOWED_METHODS)
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (never log bodies: PINs)
         pass
@@ -151,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("Vary", "Origin")
         self.send_header("Connection", "close")
-        self.close_connection = True  # one thread: never hold a connection open for the next caller
+        self.close_connection = True  # one request per connection: nothing idles between the page's calls
         if cors:
             self.send_header("Access-Control-Allow-Origin", self.server.origin)
         self.end_headers()
@@ -224,10 +289,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(settings: CardSettings, origin: str, port: int, number: str | None = None,
-          ready: Any = None) -> None:
+          ready: Any = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
     """Run the agent until interrupted."""
     signer = CardSigner(settings, number)
-    server = AgentServer(port, origin, signer)
+    server = AgentServer(port, origin, signer, idle_timeout)
     if ready is not None:
         ready(server, signer)
     try:

@@ -16,8 +16,10 @@ from idp.commands.cards import group
               help="Port on 127.0.0.1 (the login page looks for the agent there).")
 @click.option("--card", "number", default=None, help="The card number (token label) to use; "
               "default: the only card in the reader.")
+@click.option("--idle-timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 300),
+              help="Seconds a connection may stay open without sending a complete request.")
 @click.pass_context
-def agent(ctx: click.Context, origin: str | None, port: int, number: str | None) -> None:
+def agent(ctx: click.Context, origin: str | None, port: int, number: str | None, idle_timeout: float) -> None:
     """Run the card agent on 127.0.0.1: the "Log in with ID card" page signs its challenge with
     the card (after the PIN, counted by the card layer) through PKCS#11. Stop it with Ctrl-C."""
     from urllib.parse import urlsplit
@@ -40,7 +42,7 @@ def agent(ctx: click.Context, origin: str | None, port: int, number: str | None)
         sys.stderr.flush()
 
     try:
-        serve(CardSettings.from_env(obj.settings.home), origin, port, number, ready)
+        serve(CardSettings.from_env(obj.settings.home), origin, port, number, ready, idle_timeout)
     except CardError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
