@@ -431,15 +431,25 @@ class Directory:
         """
         if self.config.read_only:
             raise PasswordRejected("Passwords are changed in the organisation's own directory, not here.")
-        if not isinstance(new_password, str) or not new_password or len(new_password) > MAX_PASSWORD_LENGTH \
-                or "\x00" in new_password:
-            raise PasswordRejected()
         try:
             member = self.authenticate(username, old_password)
         except PasswordMustChange as exc:
             member = exc.member  # type: ignore[assignment]
         assert member is not None
+        self.modify_own_password(member, old_password, new_password)
 
+    def modify_own_password(self, member: StaffMember, old_password: str, new_password: str) -> None:
+        """RFC 3062 password modify of ``member``'s password, bound as ``member`` with
+        ``old_password`` (a password :meth:`authenticate` accepted just before), with the ppolicy
+        control so the directory's own policy (pwdInHistory, pwdMinLength) says why it refuses.
+
+        Raises InvalidCredentials when the bind fails after all, PasswordRejected with the reason.
+        """
+        if self.config.read_only:
+            raise PasswordRejected("Passwords are changed in the organisation's own directory, not here.")
+        if not isinstance(new_password, str) or not new_password or len(new_password) > MAX_PASSWORD_LENGTH \
+                or "\x00" in new_password:
+            raise PasswordRejected()
         try:
             old, new = prepare_password(old_password), prepare_password(new_password)
         except ValueError:
