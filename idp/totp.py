@@ -90,5 +90,7 @@ def qr_svg(data: str) -> str:
     import segno
     from flask_babel import gettext
 
-    return segno.make(data, error="m").svg_inline(scale=5, dark="#111", light="#fff",
+    # a viewBox, not a fixed size: the page's stylesheet scales the whole code, quiet zone included
+    # (with width and height it cut off the right and bottom edges, and phones could not read it)
+    return segno.make(data, error="m").svg_inline(scale=5, dark="#111", light="#fff", omitsize=True,
                                                   title=gettext("QR code for your authenticator app"))

@@ -21,6 +21,7 @@ declare -A testing=(
   [/usr/lib/postgresql/15/bin/initdb]=postgresql
   [/usr/sbin/runuser]=util-linux
   [/usr/bin/chromium]=chromium
+  [/usr/share/fonts/truetype/wqy/wqy-microhei.ttc]=fonts-wqy-microhei  # Chinese text in the browser tests' screenshots
 )
 missing=()
 for f in "${!runtime[@]}"; do [ -e "$f" ] || missing+=("${runtime[$f]}"); done
