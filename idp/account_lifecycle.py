@@ -46,7 +46,7 @@ from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, AccountApplication
 from idp.password_policy import PasswordPolicy
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
-                       GovernanceError, admin_roles_of, check_grant, require, role_name)
+                       GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
 
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail
@@ -413,6 +413,11 @@ class Lifecycle:
         member = self.member(uid, actor, event_type)
         if actor.uid == uid:
             raise self._refuse(actor, event_type, f"staff:{uid}", Forbidden("You cannot process yourself as a leaver."))
+        for role in admin_roles_of(member.groups):  # a leaver must not take the last holders of a role away
+            try:
+                check_removal(role, uid, self._holders(role))
+            except GovernanceError as exc:
+                raise self._refuse(actor, event_type, f"staff:{uid}", exc)
         flag = revocation.parse_reason(reason)
         sessions_ended, tokens = self.d.end_staff_access(uid)
         groups = sorted(member.groups & (set(ADMIN_ROLES) | {APPROVERS} | set(self.d.directory.config.role_groups)))
@@ -481,15 +486,55 @@ class Lifecycle:
             self.writer.add_to_group(uid, group)
         return None
 
-    def remove_role(self, actor: Actor, uid: str, group: str) -> None:
+    def remove_role(self, actor: Actor, uid: str, group: str) -> FourEyesView | None:
+        """Remove ``group``; an administrator role becomes a four-eyes request (returned), and the
+        last holders of one are never removed (:func:`idp.roles.check_removal`)."""
         event_type = "admin.role.revoke"
         self.authorise(actor, "role.remove", event_type, f"staff:{uid}")
         member = self.member(uid, actor, event_type)
         if group not in member.groups:
             raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(f"{uid} is not in {group!r}"))
+        if group in ADMIN_ROLES:
+            try:
+                check_removal(group, uid, self._holders(group))
+            except GovernanceError as exc:
+                raise self._refuse(actor, event_type, f"staff:{uid}", exc)
+            return self.request_four_eyes(actor, "remove-administrator", f"staff:{uid}", {"group": group})
         with self.sessions.begin() as session:
             self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}", group=group))
             self.writer.remove_from_group(uid, group)
+        return None
+
+    def _holders(self, group: str) -> list[str]:
+        """The active staff members holding ``group`` now, as the directory says."""
+        return [m.uid for m in self.d.directory.members_of(group) if m.enabled]
+
+    def _check_target(self, operation: str, target: str, details: dict[str, Any]) -> None:
+        """A four-eyes request names something that exists and may be asked for: a staff member in
+        the directory (and an administrator role) or an issuing CA of the store (never the root)."""
+        from idp.directory import valid_username
+
+        kind, _, name = target.partition(":")
+        if operation in ("add-administrator", "remove-administrator"):
+            if kind != "staff" or not valid_username(name):
+                raise GovernanceError(f"{target[:80]!r} is not a staff member's user name")
+            group = details.get("group")
+            if group not in ADMIN_ROLES:
+                raise GovernanceError(f"{str(group)[:80]!r} is not an administrator role ({', '.join(ADMIN_ROLES)})")
+            member = self.member(name)
+            if operation == "remove-administrator" and group not in member.groups:
+                raise InvalidState(f"{name} is not in {group!r}")
+            return
+        if operation == "revoke-issuing-ca":
+            with self.sessions() as session:
+                authority = session.scalar(select(Authority).where(Authority.name == name)) if kind == "ca" else None
+                issuing = [a.name for a in session.scalars(select(Authority).where(Authority.parent_id.is_not(None))
+                                                           .order_by(Authority.name))]
+            if authority is None or authority.parent_id is None:
+                raise GovernanceError(f"{name[:80]!r} is not an issuing certificate authority of this service "
+                                      f"(one of: {', '.join(issuing) or 'none'}); the root is never revoked this way")
+            return
+        raise GovernanceError(f"{operation!r} is not a four-eyes operation")
 
     # -- four eyes -----------------------------------------------------------------------------------
     def request_four_eyes(self, actor: Actor, operation: str, target: str,
@@ -500,6 +545,10 @@ class Lifecycle:
             raise self._refuse(actor, event_type, target, GovernanceError(f"{operation!r} is not a four-eyes operation"))
         self.authorise(actor, "four-eyes.request", event_type, target)
         self.authorise(actor, permission, event_type, target)
+        try:
+            self._check_target(operation, target, details or {})
+        except GovernanceError as exc:
+            raise self._refuse(actor, event_type, target[:255], exc)
         try:
             with self.sessions.begin() as session:
                 row = self.four_eyes.request(session, operation, target, actor.uid, details)
@@ -542,6 +591,13 @@ class Lifecycle:
             check_grant(self.member(uid).groups, group)  # again: the directory may have changed since
             self.writer.add_to_group(uid, group)
             return f"{uid} added to {group}"
+        if operation == "remove-administrator":
+            uid, group = target.removeprefix("staff:"), str(details.get("group"))
+            if group not in self.member(uid).groups:
+                raise InvalidState(f"{uid} is not in {group!r} any more")
+            check_removal(group, uid, self._holders(group))  # again: another removal may have run since
+            self.writer.remove_from_group(uid, group)
+            return f"{uid} removed from {group}"
         if operation == "revoke-issuing-ca":
             name = target.removeprefix("ca:")
             authority = session.scalar(select(Authority).where(Authority.name == name))

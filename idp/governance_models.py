@@ -1,7 +1,7 @@
-"""Tables of governance: account applications and their approvals, four-eyes requests, and the
-hashed password history of the password policy.
+"""Tables of governance: account applications and their approvals, four-eyes requests, the
+hashed password history of the password policy, and the command line's operator tokens.
 
-On :class:`ca.models.Base` (one metadata); created by migration 0006. The directory stays the
+On :class:`ca.models.Base` (one metadata); created by migrations 0006 and 0009. The directory stays the
 source of truth for who exists and which groups (roles) they hold: these tables record the
 workflow around it (who applied, who approved, who issued) and never hold a password in clear.
 """
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ca.models import Base, UtcDateTime
 
-__all__ = ["AccountApplication", "FourEyesRequest", "PasswordHistory"]
+__all__ = ["AccountApplication", "FourEyesRequest", "OperatorToken", "PasswordHistory"]
 
 #: states of an application: applied -> approved -> issued; or rejected / cancelled
 APPLICATION_STATES = ("applied", "approved", "rejected", "issued", "cancelled")
@@ -58,7 +58,8 @@ class FourEyesRequest(Base):
     __tablename__ = "gov_four_eyes_request"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    operation: Mapped[str] = mapped_column(String(32))  # "add-administrator" or "revoke-issuing-ca"
+    #: "add-administrator", "remove-administrator" or "revoke-issuing-ca"
+    operation: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(255))  # "staff:<uid>" or "ca:<name>"
     details_json: Mapped[str] = mapped_column(Text, default="{}")
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -78,3 +79,23 @@ class PasswordHistory(Base):
     uid: Mapped[str] = mapped_column(String(128), index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+
+
+class OperatorToken(Base):
+    """A staff member's proof, for the command line, that they logged in with password and TOTP.
+
+    Only the SHA-256 of the token is kept (the token itself is 256 random bits held by the
+    operator); it names one staff member, ends at ``expires_at`` or when revoked (``tessera admin
+    logout``), whichever comes first.
+    """
+
+    __tablename__ = "gov_operator_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    uid: Mapped[str] = mapped_column(String(128), index=True)
+    issued_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
+    #: where the login happened: "cli:<operating system user>"
+    channel: Mapped[str] = mapped_column(String(128))

@@ -17,8 +17,11 @@ No account may hold two of them: :func:`check_grant` refuses granting a second, 
 :func:`login_refusal` gives the clear message a login must show when the directory says otherwise
 (the admin console refuses such an account on every request as well).
 
-Four eyes (:class:`FourEyes`): adding an administrator and revoking an issuing CA are asked for by
-one security administrator and run only when a second, different security administrator approves.
+Four eyes (:class:`FourEyes`): adding an administrator, removing one and revoking an issuing CA
+are asked for by one security administrator and run only when a second, different security
+administrator approves (on the command line both must have logged in: :mod:`idp.operators`). The
+last holder of an administrator role is never removed (:func:`check_removal`): without an auditor
+nobody reads the trail, without two security administrators nothing needing four eyes can be done.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ ALL_PERMISSIONS: frozenset[str] = frozenset().union(*PERMISSIONS.values())
 #: operations that need a second administrator: operation -> permission both people must hold
 FOUR_EYES_OPERATIONS: dict[str, str] = {
     "add-administrator": "role.grant",
+    "remove-administrator": "role.remove",
     "revoke-issuing-ca": "cert.revoke",
 }
 
@@ -165,6 +169,26 @@ def check_grant(target_groups: Iterable[str], group: str) -> None:
             raise ConflictingRoles(
                 f"Refused: the account is already a {ADMIN_ROLES[others[0]][1]}; no account may hold two "
                 f"administrator roles. Remove that role first.")
+
+
+#: the fewest active holders an administrator role keeps: two security administrators, or no
+#: four-eyes request (not even adding a security administrator) could ever be approved again
+MINIMUM_HOLDERS: dict[str, int] = {SYSTEM_ADMIN: 1, SECURITY_ADMIN: 2, AUDITOR: 1}
+
+
+def check_removal(group: str, uid: str, holders: Iterable[str]) -> None:
+    """Refuse removing ``group`` from ``uid`` when fewer than :data:`MINIMUM_HOLDERS` of ``holders``
+    (the active members of the group now) would hold it afterwards."""
+    if group not in ADMIN_ROLES:
+        return
+    others = set(holders) - {uid}
+    needed = MINIMUM_HOLDERS[group]
+    if len(others) < needed:
+        name = ADMIN_ROLES[group][1]
+        last = f"the last {name}" if not others else f"one of the last {needed} {name}s"
+        raise GovernanceError(
+            f"Refused: {uid} is {last}; an administrator role always keeps at least {needed} "
+            f"holder{'s' if needed > 1 else ''}. Add another one first (four eyes), then remove this one.")
 
 
 # -- four eyes -------------------------------------------------------------------------------------

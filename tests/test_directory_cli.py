@@ -16,6 +16,8 @@ import pytest
 from idp.directory import Directory
 from idp.directory_config import DirectoryConfig
 from tests.conftest import TESSERA, Home, free_port
+from tests.fixtures_operators import enrol, token_of
+from tests.servers import run_tessera
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +65,26 @@ def test_start_status_show_stop(own_home: Home) -> None:
     try:
         status = json.loads(own_home.cli("directory", "status", "--json").stdout)
         assert status["embedded"] is True and status["answering"] == f"ldap://127.0.0.1:{_ldap_port(own_home)}"
-        shown = json.loads(own_home.cli("directory", "show", "aorg", "--json").stdout)
+        # the seed's security administrator proves both factors; the show is theirs to ask for
+        demo_password = (own_home.path / "secrets" / "ldap-demo.password").read_text().strip()
+        env = own_home.env | {"TESSERA_OPERATOR_TOKEN": token_of(own_home.env, enrol(own_home.env, "ajogi",
+                                                                                     demo_password))}
+        unproven = own_home.cli("directory", "show", "aorg", "--as", "ajogi", check=False)
+        assert unproven.returncode == 4 and b"not logged in" in unproven.stderr
+        shown = json.loads(run_tessera(env, "directory", "show", "aorg", "--as", "ajogi", "--json").stdout)
         assert shown["department"] == "interior" and shown["is_approver"] is True
         assert shown["department_name"] == "Ministry of the Interior"
-        missing = own_home.cli("directory", "show", "*)(uid=*", check=False)
+        missing = run_tessera(env, "directory", "show", "*)(uid=*", "--as", "ajogi", check=False)
         assert missing.returncode == 1 and b"no staff member" in missing.stderr and b"Traceback" not in missing.stderr
+        # removing one of the seed's two auditors is a four-eyes request (and nobody else can approve
+        # it here); its one security administrator is never removed
+        asked = run_tessera(env, "admin", "remove-role", "kkask", "auditors", "--as", "ajogi")
+        assert b"four-eyes request #" in asked.stdout
+        kept = run_tessera(env, "admin", "remove-role", "ajogi", "security-administrators", "--as", "ajogi", check=False)
+        assert kept.returncode == 1 and b"ajogi is the last security administrator" in kept.stderr, kept.stderr
+        for uid, group in [("kkask", "auditors"), ("ajogi", "security-administrators")]:
+            assert group in json.loads(run_tessera(env, "directory", "show", uid, "--as", "ajogi", "--json").stdout)[
+                "groups"]
         unknown = own_home.cli("directory", "unlock", "nobody", check=False)
         assert unknown.returncode == 1 and b"No staff member" in unknown.stderr and b"Traceback" not in unknown.stderr
         assert b"unlocked jsaar" in own_home.cli("directory", "unlock", "jsaar").stdout

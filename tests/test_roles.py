@@ -11,6 +11,7 @@ from ldap3 import MODIFY_ADD
 from idp.roles import ADMIN_ROLES, PERMISSIONS, login_refusal, may
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import PASSWORD, AdminAgent, IdpServer, audit_entries, audit_tip, new_uid
+from tests.fixtures_operators import operator_tokens, run_as  # noqa: F401
 from tests.fixtures_web import post_login
 
 ROLES = ("system-admin", "security-admin", "auditor", "officer")
@@ -100,6 +101,27 @@ def test_the_table_covers_every_permission() -> None:
         if group:
             assert {p for p in covered if p in PERMISSIONS[group]} == MAY[role] - {LIST_APPLICATIONS}
     assert len(FORBIDDEN) > 50
+
+
+@pytest.mark.parametrize("group,holders,refused", [
+    ("auditors", ["a1"], "the last auditor"),
+    ("auditors", ["a1", "a2"], None),
+    ("system-administrators", ["a1"], "the last system administrator"),
+    ("security-administrators", ["a1", "a2"], "one of the last 2 security administrators"),
+    ("security-administrators", ["a1", "a2", "a3"], None),
+    ("security-administrators", ["a2", "a3"], None),  # a1 does not hold it (any more): the others stay
+    ("approvers", ["a1"], None),  # not an administrator role
+])
+def test_an_administrator_role_never_loses_its_last_holders(group: str, holders: list[str],
+                                                            refused: str | None) -> None:
+    from idp.roles import GovernanceError, check_removal
+
+    if refused is None:
+        check_removal(group, "a1", holders)
+        return
+    with pytest.raises(GovernanceError) as caught:
+        check_removal(group, "a1", holders)
+    assert refused in str(caught.value) and "Refused: a1 is" in str(caught.value)
 
 
 @pytest.mark.parametrize("role,action", FORBIDDEN, ids=[f"{r}-{a[0].replace(' ', '_')}" for r, a in FORBIDDEN])
@@ -217,9 +239,11 @@ def test_nobody_grants_themselves_a_role(idp: IdpServer, admins: dict[str, str],
     assert response.status_code == 403 and "themselves" in response.text
 
 
-def test_cli_refuses_a_forbidden_act_with_exit_3_and_audits_it(idp: IdpServer, admins: dict[str, str]) -> None:
+def test_cli_refuses_a_forbidden_act_with_exit_3_and_audits_it(idp: IdpServer, admins: dict[str, str],
+                                                                operator_tokens: dict[str, str]) -> None:
     before = audit_tip(idp)
-    result = idp.cli("admin", "leaver", admins["officer"], "--as", admins["auditor"], "--yes", check=False)
+    result = run_as(idp, operator_tokens, "admin", "leaver", admins["officer"], "--as", admins["auditor"], "--yes",
+                    check=False)
     assert result.returncode == 3 and b"refused" in result.stderr and b"Traceback" not in result.stderr
     entries = audit_entries(idp, f"staff:{admins['auditor']}", before)
     assert [(e["event_type"], e["result"]) for e in entries] == [("admin.account.leaver", "refused")]
@@ -228,4 +252,4 @@ def test_cli_refuses_a_forbidden_act_with_exit_3_and_audits_it(idp: IdpServer, a
                     "four-eyes"):
         assert idp.cli("admin", command, "--help").returncode == 0
     unknown = idp.cli("admin", "issue", "1", "--as", "nobody-here", check=False)
-    assert unknown.returncode != 0 and b"Traceback" not in unknown.stderr
+    assert unknown.returncode == 4 and b"not logged in" in unknown.stderr and b"Traceback" not in unknown.stderr

@@ -1,9 +1,12 @@
-"""`tessera admin`: administrator roles, account applications and the staff account lifecycle.
+"""`tessera admin`: operator login, administrator roles, account applications and the staff
+account lifecycle.
 
-Every command acts as a named staff member (``--as UID``): their role is read from the directory
-and checked exactly as in the admin console, and the act is audited with that person as subject
-and the operating system user as channel. The CLI runs on the service's host with access to its
-home folder; it trusts the operator to name themselves, as ``sudo`` trusts the local account.
+Every command acts as a named staff member (``--as UID``) who must have proven it first:
+``tessera admin login --as UID`` asks for their directory password and authenticator code and
+keeps a short-lived operator token (:mod:`idp.operators`); a command whose token is missing,
+expired, ended or another person's is refused (exit status 4) and audited. The person's role is
+then read from the directory and checked exactly as in the admin console, and the act is audited
+with that person as subject and the operating system user as channel.
 """
 
 from __future__ import annotations
@@ -27,27 +30,35 @@ def group() -> None:
 
 
 def _errors(fn: F) -> F:
-    """Refusals as one line (stderr) and exit status 1; a forbidden act exits 3."""
+    """Refusals as one line (stderr) and exit status 1; a forbidden act exits 3, an operator who has
+    not proven who they are (no live token: ``tessera admin login``) exits 4."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from audit.errors import AuditError
+        from idp.directory_errors import DirectoryUnavailable
         from idp.password_policy import WeakPassword
         from idp.roles import GovernanceError
 
         try:
             return fn(*args, **kwargs)
         except GovernanceError as exc:
+            if exc.status == 401:
+                click.echo(f"Error: {exc}", err=True)
+                raise SystemExit(4) from None
             if exc.status == 403 or exc.kind == "conflicting-roles":
                 click.echo(f"Error: refused: {exc}", err=True)
                 raise SystemExit(3) from None
             raise click.ClickException(str(exc)) from None
         except (AuditError, WeakPassword) as exc:
             raise click.ClickException(str(exc)) from None
+        except DirectoryUnavailable as exc:
+            raise click.ClickException(exc.message) from None
     return wrapper  # type: ignore[return-value]
 
 
 _as = click.option("--as", "as_uid", required=True, metavar="UID",
-                   help="The staff member (directory user name) acting; their role is checked.")
+                   help="The staff member (directory user name) acting; they must have run "
+                        "`tessera admin login --as UID`, and their role is checked.")
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -59,13 +70,78 @@ def _lifecycle(obj: CliContext) -> Any:
 
 
 def _actor(obj: CliContext, uid: str) -> Any:
+    """The staff member ``uid`` acting, after their operator token proved it (authentication
+    before anything else), as the directory describes them now."""
     from idp.account_lifecycle import Actor
+    from idp.operators import Operators, channel, presented_token
     from idp.roles import Forbidden
 
+    Operators(obj.deployment).prove(presented_token(obj.settings.home), uid)
     member = obj.deployment.directory.find(uid)
     if member is None or not member.enabled:
         raise Forbidden(f"{uid!r} is not an active staff member in the directory")
-    return Actor.of(member, "local", channel=f"cli:{getpass.getuser()}")
+    return Actor.of(member, "local", channel=channel())
+
+
+@_errors
+def authorised_operator(obj: CliContext, as_uid: str, permission: str, event_type: str,
+                        object_: str | None = None) -> Any:
+    """The proven staff member ``as_uid`` if their role allows ``permission``; otherwise one line on
+    stderr and exit (no live operator token: status 4; the role may not: status 3), audited. For
+    commands that read personal data or the audit trail, called before they read anything."""
+    lc, who = _lifecycle(obj), _actor(obj, as_uid)
+    lc.authorise(who, permission, event_type, object_)
+    return who
+
+
+def _read_secrets(from_stdin: bool) -> tuple[str, str]:
+    """The password and the authenticator code: two lines on standard input, or asked for on the
+    terminal without echo. Never from the command line or the environment."""
+    if from_stdin:
+        stream = click.get_text_stream("stdin")
+        password = stream.readline().rstrip("\r\n")
+        code = stream.readline().strip()
+        if not password or not code:
+            raise click.UsageError("--password-stdin: give the password and the authenticator code, one line each")
+        return password, code
+    password = getpass.getpass("Directory password: ")
+    code = click.prompt("Authenticator code", err=True)
+    return password, code
+
+
+@group.command("login")
+@click.option("--as", "as_uid", required=True, metavar="UID", help="Your directory user name.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password, then the authenticator code, one line each from standard input (scripts).")
+@click.option("--print-token", is_flag=True,
+              help="Print the token on standard output (for TESSERA_OPERATOR_TOKEN) instead of saving it.")
+@click.pass_obj
+@_errors
+def login(obj: CliContext, as_uid: str, password_stdin: bool, print_token: bool) -> None:
+    """Prove who you are (directory password and authenticator code) for the --as commands."""
+    from idp.operators import Operators, save_token, token_file
+
+    password, code = _read_secrets(password_stdin)
+    token, proven = Operators(obj.deployment).login(as_uid, password, code)
+    if print_token:
+        click.echo(token)
+    else:
+        path = token_file(obj.settings.home)
+        save_token(path, token)
+        click.echo(f"token saved in {path}", err=True)
+    click.echo(f"logged in as {proven.uid} until {proven.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
+
+
+@group.command("logout")
+@click.pass_obj
+@_errors
+def logout(obj: CliContext) -> None:
+    """End your operator token now (and remove its file)."""
+    from idp.operators import Operators, presented_token, token_file
+
+    ended = Operators(obj.deployment).revoke(presented_token(obj.settings.home))
+    token_file(obj.settings.home).unlink(missing_ok=True)
+    click.echo(f"logged out {ended.uid}" if ended else "no live operator token: nothing to end", err=True)
 
 
 def _out(data: Any, as_json: bool, text: str) -> None:
@@ -219,10 +295,14 @@ def grant(obj: CliContext, as_uid: str, uid: str, role_group: str, as_json: bool
 @click.pass_obj
 @_errors
 def remove_role(obj: CliContext, as_uid: str, uid: str, role_group: str) -> None:
-    """Remove a role group from a staff member."""
+    """Remove a role group; an administrator role becomes a four-eyes request (never its last holders)."""
     lc, who = _lifecycle(obj), _actor(obj, as_uid)
-    lc.remove_role(who, uid, role_group)
-    click.echo(f"{uid} is no longer in {role_group}")
+    request_made = lc.remove_role(who, uid, role_group)
+    if request_made is None:
+        click.echo(f"{uid} is no longer in {role_group}")
+    else:
+        click.echo(f"four-eyes request #{request_made.id}: a second security administrator must approve it "
+                   "(tessera admin four-eyes approve)")
 
 
 @group.group("four-eyes")
@@ -232,9 +312,10 @@ def four_eyes() -> None:
 
 @four_eyes.command("request")
 @_as
-@click.argument("operation", type=click.Choice(["add-administrator", "revoke-issuing-ca"]))
+@click.argument("operation", type=click.Choice(["add-administrator", "remove-administrator", "revoke-issuing-ca"]))
 @click.argument("target")
-@click.option("--group", "role_group", default=None, help="add-administrator: the role group to add.")
+@click.option("--group", "role_group", default=None,
+              help="add-administrator, remove-administrator: the role group to add or remove.")
 @click.option("--reason", default="cACompromise", show_default=True, help="revoke-issuing-ca: RFC 5280 reason.")
 @_json
 @click.pass_obj
@@ -243,10 +324,13 @@ def four_eyes_request(obj: CliContext, as_uid: str, operation: str, target: str,
                       as_json: bool) -> None:
     """Ask for OPERATION on TARGET (a user name, or an issuing CA's name such as 'staff')."""
     lc, who = _lifecycle(obj), _actor(obj, as_uid)
-    if operation == "add-administrator":
-        if not role_group:
-            raise click.UsageError("add-administrator needs --group")
-        view = lc.grant_role(who, target, role_group)
+    if operation in ("add-administrator", "remove-administrator"):
+        from idp.roles import ADMIN_ROLES
+
+        if role_group not in ADMIN_ROLES:
+            raise click.UsageError(f"{operation} needs --group with an administrator role ({', '.join(ADMIN_ROLES)})")
+        view = (lc.grant_role if operation == "add-administrator" else lc.remove_role)(who, target, role_group)
+        assert view is not None  # an administrator role is always a four-eyes request
     else:
         view = lc.request_four_eyes(who, operation, f"ca:{target}", {"reason": reason})
     _out(view.__dict__, as_json, f"four-eyes request #{view.id}: pending")

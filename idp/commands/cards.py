@@ -103,17 +103,35 @@ def issue(ctx: click.Context, source: str, envelope: str | None, as_json: bool) 
                    f"PIN envelope -> {path}")
 
 
+#: what ``card show`` prints only to a proven operator whose role may read citizens' cards
+_PERSONAL = ("holder", "national_id", "records")
+
+
+def _card_reader_operator(ctx: click.Context, as_uid: str, number: str) -> None:
+    """Refuse (one line, exit 4 or 3, audited) unless ``as_uid`` logged in and may read cards."""
+    from idp.commands.admin import authorised_operator
+
+    authorised_operator(ctx.obj, as_uid, "card.read", "admin.card.read", f"card:{number[:32]}")
+
+
 @group.command("show")
 @click.argument("number")
+@click.option("--as", "as_uid", default=None, metavar="UID",
+              help="Show the holder and records too: a logged-in staff member whose role may read cards.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def show(ctx: click.Context, number: str, as_json: bool) -> None:
-    """Show a card as the registry knows it: holder, state, certificates, record versions."""
+def show(ctx: click.Context, number: str, as_uid: str | None, as_json: bool) -> None:
+    """Show a card as the registry knows it: state, certificates; with --as, holder and records too."""
     summary = _issuer(ctx).summary(number)
+    shown = summary.as_dict()
+    if as_uid is None:
+        shown = {k: v for k, v in shown.items() if k not in _PERSONAL}
+    else:
+        _card_reader_operator(ctx, as_uid, summary.number)
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), indent=2))
+        click.echo(json.dumps(shown, indent=2))
         return
-    for key, value in summary.as_dict().items():
+    for key, value in shown.items():
         if value is not None:
             click.echo(f"{key.replace('_', ' '):>18}: {value}")
 
@@ -125,11 +143,15 @@ def records() -> None:
 
 @records.command("read")
 @click.argument("number")
+@click.option("--as", "as_uid", required=True, metavar="UID",
+              help="The staff member reading (logged in with `tessera admin login`; their role must allow it).")
 @click.option("--with-pin", is_flag=True, help="Ask for the PIN (standard input) to read tax and insurance too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def records_read(ctx: click.Context, number: str, with_pin: bool, as_json: bool) -> None:
-    """Read the records from the card; only records whose checks pass are shown."""
+def records_read(ctx: click.Context, number: str, as_uid: str, with_pin: bool, as_json: bool) -> None:
+    """Read the records from the card (a citizen's personal data: a security administrator's duty,
+    audited); only records whose checks pass are shown."""
+    _card_reader_operator(ctx, as_uid, number)
     reader = _reader(ctx, online=False)
     pin = _secret("PIN") if with_pin else None
     result = reader.verify(number, pin=pin)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.errors import CaError
 from idp import events
 from idp.commands.context import CliContext
-from idp.directory_errors import DirectoryError, DirectoryUnavailable
+from idp.directory_errors import DirectoryUnavailable
 from idp.staff import claims_of
 from idp.staff_certificates import OWN_REVOCATION_REASONS, StaffCertificates
 
@@ -24,25 +24,20 @@ def group() -> None:
 
 
 def _login(obj: CliContext, username: str, password: str | None, code: str | None) -> dict[str, object]:
-    """Both factors, as on the login page: the directory password, then a TOTP or recovery code."""
-    d = obj.deployment
+    """Both factors, as on the login page (:meth:`idp.operators.Operators.authenticate`: the
+    directory password, then a TOTP or recovery code; failures counted in the login throttle)."""
+    from idp.operators import NotAuthenticated, Operators
+
     password = password if password is not None else click.prompt("Directory password", hide_input=True, err=True)
+    code = code if code is not None else click.prompt("Authenticator code", err=True)
     try:
-        member = d.directory.authenticate(username, password)
+        member = Operators(obj.deployment).authenticate(username, password, code)
     except DirectoryUnavailable as exc:
         raise click.ClickException(exc.message) from None
-    except DirectoryError as exc:
-        events.record("login.password", "cli", f"staff:{username[:64]}", "failure", reason=exc.kind, via="cli")
-        raise click.ClickException(exc.message) from None
-    claims = claims_of(member)
-    if not d.second_factor.remember(member.uid, claims):
-        raise click.ClickException("no authenticator is set up for this account yet: log in once on the web page first")
-    code = code if code is not None else click.prompt("Authenticator code", err=True)
-    if d.second_factor.verify(member.uid, code) is None:
-        events.record("login.otp", "cli", f"staff:{member.uid}", "failure", reason="wrong-code", via="cli")
-        raise click.ClickException("that code is not correct or was already used")
+    except NotAuthenticated as exc:
+        raise click.ClickException(str(exc)) from None
     events.record("login", f"staff:{member.uid}", f"staff:{member.uid}", "success", factors=["pwd", "otp"], via="cli")
-    return claims
+    return claims_of(member)
 
 
 @group.command("request")

@@ -94,10 +94,15 @@ def stop(obj: CliContext) -> None:
 
 @group.command("show")
 @click.argument("username")
+@click.option("--as", "as_uid", required=True, metavar="UID",
+              help="The staff member asking (logged in with `tessera admin login`; their role must allow it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def show(obj: CliContext, username: str, as_json: bool) -> None:
-    """Show one staff member as the IdP sees them (department, roles, groups)."""
+def show(obj: CliContext, username: str, as_uid: str, as_json: bool) -> None:
+    """Show one staff member as the IdP sees them (department, roles, groups); audited."""
+    from idp.commands.admin import authorised_operator
+
+    authorised_operator(obj, as_uid, "people.read", "admin.people.read", f"staff:{username[:64]}")
     directory = Directory(DirectoryConfig.from_env(obj.settings.home))
     try:
         member = directory.find(username)
