@@ -19,6 +19,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, url_for
@@ -33,7 +34,8 @@ from idp.account_lifecycle import Actor, IssuedAccount, Lifecycle, audit_trail
 from idp.deployment import Deployment
 from idp.directory_admin import DirectoryWriter
 from idp.directory_errors import DirectoryError
-from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, GovernanceError,
+from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
+from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, GovernanceError, admin_roles_of,
                        login_refusal, permissions_of, role_name)
 from idp.runtime_settings import InvalidSetting, RuntimeSettings
 from idp.runtime_settings import may_change as may_change_config
@@ -42,6 +44,10 @@ from idp.runtime_settings import require as require_config
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 PAGE_SIZE = 25
+#: the states a certificate of the store can be in (ca.models.Certificate.status)
+CERTIFICATE_STATES = ("valid", "revoked", "on-hold")
+#: the query parameters the tables filter by (carried over by the pager's links)
+TABLE_FILTERS = frozenset({"q", "status", "department", "since", "until", "type", "subject"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -103,19 +109,35 @@ def guarded(permission: str | None, event_type: str) -> Callable[[F], F]:
     return wrap
 
 
-def _page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+def may_apply(who: Actor | None) -> bool:
+    """Whether ``who`` may apply for accounts: a department's officer (staff or approver), never an
+    administrator (``Lifecycle.apply`` refuses them; the console does not offer them the form)."""
+    return who is not None and not admin_roles_of(who.groups)
+
+
+def _page(template: str, /, *, http_status: HTTPStatus = HTTPStatus.OK, **context: Any) -> Response:
+    """A console page. The HTTP status is an :class:`HTTPStatus` under a name no template uses, so a
+    template variable (``status``: a filter, a state) can never become the response's status."""
     who: Actor | None = getattr(request, "_tessera_actor", None)
-    return render_template(template, me=who, role=role_name(who.groups) if who else None,
+    html = render_template(template, me=who, role=role_name(who.groups) if who else None,
                            perms=permissions_of(who.groups) if who else frozenset(),
-                           is_approver=bool(who and APPROVERS in who.groups),
-                           sees_config=bool(who and may_read_config(who.groups)), **context), status
+                           is_approver=bool(who and APPROVERS in who.groups), may_apply=may_apply(who),
+                           sees_config=bool(who and may_read_config(who.groups)), **context)
+    return Response(html, status=HTTPStatus(http_status).value, mimetype="text/html")
 
 
 def _refusal(status: int, title: str, detail: str, kind: str) -> Response:
     if problems.wants_html():
-        html, _ = _page("admin_error.html", status, title=title, detail=detail)
-        return Response(html, status=status, mimetype="text/html")
+        return _page("admin_error.html", http_status=HTTPStatus(status), title=title, detail=detail)
     return problems.problem(status, title, detail, kind)
+
+
+def _state_filter(states: tuple[str, ...]) -> str | None:
+    """The ``status`` filter of a table: one of ``states``, or None for all; anything else is refused (400)."""
+    value = request.args.get("status") or None
+    if value is not None and value not in states:
+        raise GovernanceError(f"Unknown status {value[:32]!r}: choose one of {', '.join(states)}, or none for all.")
+    return value
 
 
 @bp.errorhandler(NotLoggedIn)
@@ -125,7 +147,7 @@ def _login_first(_exc: NotLoggedIn) -> Any:
 
 @bp.errorhandler(GovernanceError)
 def _governance_error(exc: GovernanceError) -> Response:
-    titles = {403: "Not allowed", 404: "Not found", 409: "Refused"}
+    titles = {400: "Not understood", 403: "Not allowed", 404: "Not found", 409: "Refused"}
     return _refusal(exc.status, titles.get(exc.status, "Refused"), str(exc), exc.kind)
 
 
@@ -154,7 +176,9 @@ def _paging(total: int) -> dict[str, Any]:
         page = 1
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(page, pages)
-    args = {k: v for k, v in request.args.items() if k != "page"}
+    # only the tables' own filters go into the pager's links: any other name (``_external``,
+    # ``_scheme``, ``endpoint``) would be an argument of url_for, not a query value
+    args = {k: v for k, v in request.args.items() if k in TABLE_FILTERS}
     return {"page": page, "pages": pages, "total": total, "offset": (page - 1) * PAGE_SIZE, "args": args}
 
 
@@ -293,18 +317,22 @@ def _applications_scope(who: Actor) -> str | None:
 def applications() -> Any:
     who = actor()
     department = _applications_scope(who)
-    status = request.args.get("status") or None
+    status = _state_filter(APPLICATION_STATES)
     total = lifecycle().applications(status, _q(), department, limit=1)[1]
     paging = _paging(total)
     rows, _ = lifecycle().applications(status, _q(), department, limit=PAGE_SIZE, offset=paging["offset"])
-    return _page("admin_applications.html", rows=rows, q=_q(), status=status, paging=paging,
-                 endpoint="admin_console.applications")
+    return _page("admin_applications.html", rows=rows, q=_q(), status=status, states=APPLICATION_STATES,
+                 paging=paging, endpoint="admin_console.applications")
 
 
 @bp.route("/applications/new", methods=["GET", "POST"])
 @guarded(None, "admin.account.apply")
 def apply() -> Any:
     who = actor()
+    if not may_apply(who):
+        refusal = "Administrators do not apply for accounts: a department officer does."
+        lifecycle().refused(who, "admin.account.apply", None, refusal, kind=Forbidden.kind)
+        raise Forbidden(refusal)
     if request.method == "GET":
         return _page("admin_apply.html", form={}, departments=deployment().directory.departments())
     form = request.form
@@ -319,12 +347,12 @@ def apply() -> Any:
     except GovernanceError as exc:
         if exc.status == 403:
             raise
-        return _page("admin_apply.html", 400 if exc.status == 400 else exc.status, form=form, error=str(exc),
+        return _page("admin_apply.html", http_status=HTTPStatus(exc.status), form=form, error=str(exc),
                      departments=deployment().directory.departments())
     return redirect(url_for("admin_console.application", application_id=view.id))
 
 
-@bp.get("/applications/<int:application_id>")
+@bp.get("/applications/<dbid:application_id>")
 @guarded(None, "admin.account.read")
 def application(application_id: int) -> Any:
     who = actor()
@@ -336,7 +364,7 @@ def application(application_id: int) -> Any:
     return _page("admin_application.html", app=view)
 
 
-@bp.post("/applications/<int:application_id>/approve")
+@bp.post("/applications/<dbid:application_id>/approve")
 @guarded(None, "admin.account.approve")
 def approve(application_id: int) -> Any:
     page = _confirm("Approve", f"Approve application #{application_id}?", danger=False)
@@ -346,7 +374,7 @@ def approve(application_id: int) -> Any:
     return redirect(url_for("admin_console.application", application_id=application_id))
 
 
-@bp.post("/applications/<int:application_id>/reject")
+@bp.post("/applications/<dbid:application_id>/reject")
 @guarded(None, "admin.account.reject")
 def reject(application_id: int) -> Any:
     page = _confirm("Reject", f"Reject application #{application_id}?")
@@ -356,7 +384,7 @@ def reject(application_id: int) -> Any:
     return redirect(url_for("admin_console.application", application_id=application_id))
 
 
-@bp.post("/applications/<int:application_id>/issue")
+@bp.post("/applications/<dbid:application_id>/issue")
 @guarded("account.issue", "admin.account.issue")
 def issue(application_id: int) -> Any:
     page = _confirm("Issue", f"Issue application #{application_id}? A new account gets a one-time initial password.",
@@ -375,7 +403,7 @@ def issue(application_id: int) -> Any:
 def certificates() -> Any:
     from ca.models import Certificate
 
-    q, status = _q(), request.args.get("status") or None
+    q, status = _q(), _state_filter(CERTIFICATE_STATES)
     with deployment().sessions() as s:
         query = select(Certificate)
         if q:
@@ -386,7 +414,7 @@ def certificates() -> Any:
             query = query.where(Certificate.status == status)
         paging = _paging(int(s.scalar(select(func.count()).select_from(query.subquery())) or 0))
         rows = s.scalars(query.order_by(Certificate.id.desc()).limit(PAGE_SIZE).offset(paging["offset"])).all()
-    return _page("admin_certificates.html", rows=rows, q=q, status=status, paging=paging,
+    return _page("admin_certificates.html", rows=rows, q=q, status=status, states=CERTIFICATE_STATES, paging=paging,
                  endpoint="admin_console.certificates")
 
 
@@ -555,14 +583,15 @@ def set_config(name: str) -> Any:
 @bp.get("/four-eyes")
 @guarded("four-eyes.request", "admin.four-eyes.read")
 def four_eyes() -> Any:
-    status = request.args.get("status") or None
+    status = _state_filter(FOUR_EYES_STATES)
     total = lifecycle().four_eyes.list(status, limit=1)[1]
     paging = _paging(total)
     rows, _ = lifecycle().four_eyes.list(status, limit=PAGE_SIZE, offset=paging["offset"])
-    return _page("admin_four_eyes.html", rows=rows, status=status, paging=paging, endpoint="admin_console.four_eyes")
+    return _page("admin_four_eyes.html", rows=rows, status=status, states=FOUR_EYES_STATES, paging=paging,
+                 endpoint="admin_console.four_eyes")
 
 
-@bp.get("/four-eyes/<int:request_id>")
+@bp.get("/four-eyes/<dbid:request_id>")
 @guarded("four-eyes.request", "admin.four-eyes.read")
 def four_eyes_detail(request_id: int) -> Any:
     view = lifecycle().four_eyes.get(request_id)
@@ -586,7 +615,7 @@ def request_ca_revocation() -> Any:
     return redirect(url_for("admin_console.four_eyes_detail", request_id=view.id))
 
 
-@bp.post("/four-eyes/<int:request_id>/approve")
+@bp.post("/four-eyes/<dbid:request_id>/approve")
 @guarded("four-eyes.approve", "admin.four-eyes.approve")
 def four_eyes_approve(request_id: int) -> Any:
     page = _confirm("Approve (four eyes)", f"Approve and carry out request #{request_id}?")
@@ -596,7 +625,7 @@ def four_eyes_approve(request_id: int) -> Any:
     return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
 
 
-@bp.post("/four-eyes/<int:request_id>/reject")
+@bp.post("/four-eyes/<dbid:request_id>/reject")
 @guarded("four-eyes.approve", "admin.four-eyes.reject")
 def four_eyes_reject(request_id: int) -> Any:
     page = _confirm("Reject (four eyes)", f"Reject request #{request_id}?")
@@ -640,7 +669,7 @@ def audit() -> Any:
     return _page("admin_audit.html", rows=rows, where=where, paging=paging, endpoint="admin_console.audit")
 
 
-@bp.get("/audit/<int:seq>")
+@bp.get("/audit/<dbid(bits=64):seq>")
 @guarded("audit.read", "audit.read")
 def audit_entry(seq: int) -> Any:
     from audit.export import iter_entries
