@@ -55,35 +55,29 @@ class Settings:
     throttle_account_failures: int = 10
     throttle_address_failures: int = 100
     throttle_window_seconds: int = 15 * 60
+    #: command-line operator tokens (`tessera admin login`): lifetime in seconds
+    operator_token_seconds: int = 15 * 60
     #: login throttling: failures per window for one account from all addresses together (generous);
     #: an address the account logged in from in the last throttle_usual_address_days is exempt from it
     throttle_account_wide_failures: int = 50
     throttle_usual_address_days: int = 90
     #: the embedded directory's ppolicy pwdMaxFailure: a backstop, kept above the throttle's limits
     directory_max_failures: int = 100
-    #: command-line operator tokens (`tessera admin login`): lifetime in seconds
-    operator_token_seconds: int = 15 * 60
     data_key_b64: str | None = field(default=None, repr=False)
     #: reverse proxies in front of the service whose X-Forwarded-For/-Proto are trusted (0: none)
     proxy_hops: int = 0
     #: an automatic signed, time-stamped audit checkpoint after this many entries
     audit_checkpoint_every: int = 1000
-    #: a time-based audit checkpoint at least this often (seconds) while entries are appended (0: none)
-    audit_checkpoint_interval: int = 60
-    #: the append-only file each checkpoint is also witnessed in ("": <home>/audit-witness.log; "off": none)
-    audit_witness: str = ""
-    #: remote syslog for the witness (udp://host:514, tcp://host:514 or a socket path; None: none)
-    audit_syslog: str | None = None
     #: the security log on stderr (idp.events): INFO shows failures, DEBUG successes too
     security_log_level: str = "INFO"
-    #: HTTP: seconds a client has for a request's headers, then again for its whole body (then cut off)
-    http_read_timeout: int = 10
-    #: HTTP: the largest request body the server reads at all (endpoints keep smaller limits of their own)
-    http_max_body_bytes: int = 8 * 1024 * 1024
     #: the language of pages when nothing else chooses one (Babel locale name: zh_CN or en)
     default_locale: str = "zh_CN"
     #: the IANA time zone in which pages show times (they are stored in UTC)
     timezone: str = "Asia/Shanghai"
+    #: HTTP: seconds a client has for a request's headers, then again for its whole body (then cut off)
+    http_read_timeout: int = 10
+    #: HTTP: the largest request body the server reads at all (endpoints keep smaller limits of their own)
+    http_max_body_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.security_log_level not in SECURITY_LOG_LEVELS:
@@ -109,21 +103,18 @@ class Settings:
             throttle_account_failures=_number(env, "TESSERA_THROTTLE_ACCOUNT_FAILURES", 10),
             throttle_address_failures=_number(env, "TESSERA_THROTTLE_ADDRESS_FAILURES", 100),
             throttle_window_seconds=_number(env, "TESSERA_THROTTLE_WINDOW_SECONDS", 15 * 60),
+            operator_token_seconds=_number(env, "TESSERA_OPERATOR_TOKEN_SECONDS", 15 * 60),
             throttle_account_wide_failures=_number(env, "TESSERA_THROTTLE_ACCOUNT_WIDE_FAILURES", 50),
             throttle_usual_address_days=_number(env, "TESSERA_THROTTLE_USUAL_ADDRESS_DAYS", 90),
             directory_max_failures=_number(env, "TESSERA_DIRECTORY_MAX_FAILURES", 100),
-            operator_token_seconds=_number(env, "TESSERA_OPERATOR_TOKEN_SECONDS", 15 * 60),
             data_key_b64=env.get("TESSERA_DATA_KEY") or None,
             proxy_hops=_number(env, "TESSERA_PROXY_HOPS", 0),
             audit_checkpoint_every=_number(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000),
-            audit_checkpoint_interval=_number(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60),
-            audit_witness=env.get("TESSERA_AUDIT_WITNESS") or "",
-            audit_syslog=env.get("TESSERA_AUDIT_SYSLOG") or None,
             security_log_level=(env.get("TESSERA_SECURITY_LOG_LEVEL") or "INFO").upper(),
-            http_read_timeout=_number(env, "TESSERA_HTTP_READ_TIMEOUT", 10),
-            http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
             default_locale=(env.get("TESSERA_DEFAULT_LOCALE") or "zh_CN").replace("-", "_"),
             timezone=env.get("TESSERA_TIMEZONE") or "Asia/Shanghai",
+            http_read_timeout=_number(env, "TESSERA_HTTP_READ_TIMEOUT", 10),
+            http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
         )
 
     # -- embedded layout -----------------------------------------------------------------
