@@ -18,14 +18,13 @@ import datetime
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
@@ -149,7 +148,7 @@ class _Known:
     SHA-256 of the DER, found through the object's ``id()`` (the object is held here, so its id
     cannot be reused while the entry lives), a repeated lookup is one probe on an int."""
 
-    __slots__ = ("cert", "digest", "subject_der", "facts", "entry")
+    __slots__ = ("cert", "digest", "subject_der", "facts", "entry", "malformed")
 
     def __init__(self, cert: x509.Certificate) -> None:
         self.cert = cert
@@ -157,6 +156,8 @@ class _Known:
         self.subject_der: bytes | None = None
         self.facts: dict[str, Any] | None = None
         self.entry: dict[str, str] | None = None
+        #: the part that does not parse ("" when every part does; None until looked at)
+        self.malformed: str | None = None
 
 
 _KNOWN: dict[int, _Known] = {}
@@ -170,6 +171,71 @@ def _known(cert: x509.Certificate) -> _Known:
             _KNOWN.clear()
         known = _KNOWN[id(cert)] = _Known(cert)
     return known
+
+
+#: what cryptography raises, lazily (on ``.extensions``, ``.subject``, ``.public_key()``), when a part
+#: of a loaded certificate does not parse; DuplicateExtension and UnsupportedGeneralNameType are
+#: not ValueErrors
+MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm)
+
+#: RFC 5280 section 4.2 names of the extensions asn1crypto calls otherwise
+_EXTENSION_NAMES = {"subject_alt_name": "subjectAltName", "issuer_alt_name": "issuerAltName",
+                    "extended_key_usage": "extendedKeyUsage", "authority_information_access": "authorityInfoAccess",
+                    "subject_information_access": "subjectInfoAccess", "crl_distribution_points": "cRLDistributionPoints",
+                    "certificate_policies": "certificatePolicies", "key_usage": "keyUsage",
+                    "basic_constraints": "basicConstraints", "name_constraints": "nameConstraints",
+                    "policy_constraints": "policyConstraints", "policy_mappings": "policyMappings",
+                    "authority_key_identifier": "authorityKeyIdentifier", "key_identifier": "subjectKeyIdentifier",
+                    "inhibit_any_policy": "inhibitAnyPolicy", "freshest_crl": "freshestCRL"}
+
+
+def _extension_at_fault(cert: x509.Certificate, error: Exception) -> str:
+    """Which extension made cryptography give up (RFC 5280 section 4.2): a duplicate, one that
+    asn1crypto cannot parse either, or an empty SEQUENCE SIZE (1..MAX); else ``extensions``."""
+    from asn1crypto import x509 as asn1_x509
+
+    if isinstance(error, x509.DuplicateExtension):
+        oid = error.oid.dotted_string
+        name = str(asn1_x509.ExtensionId.map(oid))
+        name = _EXTENSION_NAMES.get(name, name)
+        return f"extensions (duplicate {name})"
+    try:
+        extensions = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))["tbs_certificate"]["extensions"]
+        for extension in extensions:
+            name = str(extension["extn_id"].native)
+            try:
+                value = extension["extn_value"].parsed.native
+            except MALFORMED:
+                return _EXTENSION_NAMES.get(name, name)
+            if isinstance(value, list) and not value:
+                return _EXTENSION_NAMES.get(name, name)
+    except MALFORMED:
+        pass  # asn1crypto cannot walk the extensions either: the list as a whole is named
+    return "extensions"
+
+
+def malformed_part(cert: x509.Certificate) -> str | None:
+    """The first part of ``cert`` that does not parse (RFC 5280 section 4.1: subject, issuer,
+    subjectPublicKeyInfo, extensions, naming the extension), or None; looked at once per object."""
+    known = _known(cert)
+    if known.malformed is None:
+        known.malformed = ""
+        for part, read in (("subject", lambda: cert.subject.rfc4514_string()),
+                           ("issuer", lambda: cert.issuer.rfc4514_string()),
+                           ("subjectPublicKeyInfo", cert.public_key),
+                           ("extensions", lambda: cert.extensions)):
+            try:
+                read()
+            except MALFORMED as exc:
+                known.malformed = _extension_at_fault(cert, exc) if part == "extensions" else part
+                break
+    return known.malformed or None
+
+
+def malformed_verdict(purpose: str, part: str, at: datetime.datetime | None, where: str = "certificate") -> CertificateVerdict:
+    """``valid: false`` with reason ``malformed-certificate`` naming the part (no subject, no chain)."""
+    return CertificateVerdict(False, purpose, (Reason("malformed-certificate", f"the {where}'s {part} cannot be parsed"),),
+                              None, validated_at=at)
 
 
 def certificate_key(cert: x509.Certificate) -> bytes:
@@ -547,6 +613,13 @@ class CertificateValidator:
         if revocation_source not in REVOCATION_SOURCES:
             raise ValueError(f"unknown revocation source {revocation_source!r}")
         at = at or self.clock()
+        part = malformed_part(cert)
+        if part is not None:
+            return malformed_verdict(purpose, part, at)
+        for i, extra in enumerate(chain):
+            part = malformed_part(extra)
+            if part is not None:
+                return malformed_verdict(purpose, part, at, f"chain[{i}] certificate")
         key = (certificate_key(cert), purpose, tuple(certificate_key(c) for c in chain))
         cached = self._paths.get(key)
         if cached is not None and cached[0] <= at <= cached[1]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
@@ -194,7 +194,9 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         return SignedContent(content, signer, intermediates, signing_time), Check(name, True)
     except InvalidSignature:
         return None, Check(name, False, "bad-signature", "the signature does not verify with the signer's key")
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm) as exc:
+        # UnsupportedAlgorithm: the signer certificate's key is of a kind cryptography cannot load;
+        # the walk itself is flat (ca.der reads one level at a time), so nesting cannot recurse
         return None, Check(name, False, "malformed", f"cannot parse the SignedData: {type(exc).__name__}")
 
 

@@ -39,8 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from flask import Blueprint, Flask, Response, request
 
-from ca.validation import CertificateVerdict, Reason, describe_subject, load_certificate, national_id_of
+from ca.validation import MALFORMED, CertificateVerdict, Reason, load_certificate
 from idp.citizen_blueprints import services
+from idp.json_input import JsonInputError, parse_json
 from idp.problems import problem
 
 bp = Blueprint("verification_api", __name__, url_prefix="/api/v1")
@@ -174,18 +175,23 @@ class ServiceAuthenticator:
             certs = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in chain]
         except (ValueError, binascii.Error) as exc:
             raise PermissionError(f"the assertion cannot be read: {type(exc).__name__}") from None
-        verdict = services().certificates.validate(certs[0], "service", certs[1:], revocation_source="store")
-        if not verdict.valid:
-            raise PermissionError("the service certificate is not valid: " + "; ".join(r.code for r in verdict.reasons))
+        # the JWT's signature first (with the key the assertion names), so an unauthenticated caller
+        # gets no deep examination of the certificates it sends
         try:
-            claims = jwt.decode(assertion, key=certs[0].public_key(), algorithms=["ES256", "ES384", "RS256", "PS256"],  # type: ignore[arg-type]
+            key = certs[0].public_key()
+            claims = jwt.decode(assertion, key=key, algorithms=["ES256", "ES384", "RS256", "PS256"],  # type: ignore[arg-type]
                                 audience=self.audience, options={"require": ["exp", "iat", "iss"]}, leeway=30)
         except jwt.PyJWTError as exc:
             raise PermissionError(f"the assertion does not verify: {exc}") from None
+        except MALFORMED as exc:
+            raise PermissionError(f"the assertion's certificate cannot be read: {type(exc).__name__}") from None
+        verdict = services().certificates.validate(certs[0], "service", certs[1:], revocation_source="store")
+        if not verdict.valid:
+            raise PermissionError("the service certificate is not valid: " + "; ".join(r.code for r in verdict.reasons))
         exp, iat = claims.get("exp"), claims.get("iat")
         if not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)) or exp - iat > MAX_ASSERTION_LIFETIME:
             raise PermissionError(f"an assertion lives at most {MAX_ASSERTION_LIFETIME} seconds")
-        subject = certs[0].subject
+        subject = certs[0].subject  # parsed: the verdict above found no malformed part
         cn = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         org = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
         name = (str(org[0].value) + "/" if org else "") + (str(cn[0].value) if cn else subject.rfc4514_string())
@@ -327,7 +333,7 @@ def verify_signed_record(item: Any) -> Outcome:
     content_json = None
     national_id = None
     try:
-        content_json = json.loads(signed.content)
+        content_json = parse_json(signed.content)
         if isinstance(content_json, dict):
             data = content_json.get("data")
             if isinstance(data, dict) and isinstance(data.get("national_id"), str):
@@ -336,12 +342,18 @@ def verify_signed_record(item: Any) -> Outcome:
                 national_id = _card_holder(content_json["card"])
     except ValueError:
         content_json = None
+    signer = verdict.as_dict()
     body = {"valid": verdict.valid, "reasons": [r.as_dict() for r in verdict.reasons],
-            "signer": verdict.as_dict(), "content": base64.b64encode(signed.content).decode(),
+            "signer": signer, "content": base64.b64encode(signed.content).decode(),
             "content_json": content_json if isinstance(content_json, (dict, list)) else None,
             "signing_time": signed.signing_time.isoformat() if signed.signing_time else None}
-    return Outcome(body, national_id, signed.signer.subject.rfc4514_string()[:255],
-                   format(signed.signer.serial_number, "x"), verdict.valid)
+    return Outcome(body, national_id, _subject_text(signer), format(signed.signer.serial_number, "x"), verdict.valid)
+
+
+def _subject_text(verdict: dict[str, Any]) -> str:
+    """The signer's DN for the verification log, from its verdict (none for a malformed certificate)."""
+    subject = verdict.get("subject")
+    return str(subject["dn"])[:255] if subject else "malformed certificate"
 
 
 def _card_holder(number: str) -> str | None:
@@ -372,13 +384,13 @@ def verify_signature(item: Any) -> Outcome:
     reasons: list[Reason] = []
     try:
         _check_signature(cert.public_key(), signature, message, algorithm, prehashed)
-    except (InvalidSignature, ValueError, TypeError):
+    except (InvalidSignature, *MALFORMED):
         reasons.append(Reason("bad-signature", "the signature does not verify with the certificate's key"))
     verdict = services().certificates.validate(cert, purpose, _chain(item), _time(item), source)
     reasons += list(verdict.reasons)
-    body = {"valid": not reasons, "reasons": [r.as_dict() for r in reasons], "signer": verdict.as_dict()}
-    return Outcome(body, verdict.national_id, cert.subject.rfc4514_string()[:255], format(cert.serial_number, "x"),
-                   not reasons)
+    signer = verdict.as_dict()
+    body = {"valid": not reasons, "reasons": [r.as_dict() for r in reasons], "signer": signer}
+    return Outcome(body, verdict.national_id, _subject_text(signer), format(cert.serial_number, "x"), not reasons)
 
 
 def _check_signature(key: Any, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm,
@@ -588,12 +600,13 @@ def _write_calls(calls: list[_Call]) -> None:
 
 
 def _json_body() -> Any:
+    """The request's JSON (bounded: :mod:`idp.json_input`)."""
     if request.mimetype != "application/json":
         raise BadInput("send application/json")
     try:
-        return json.loads(request.get_data(cache=False) or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise BadInput("the body is not valid JSON") from None
+        return parse_json(request.get_data(cache=False))
+    except JsonInputError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _single(operation: str) -> Response:
@@ -647,6 +660,14 @@ def _batch_call(ticket: _Ticket, operation: str) -> Response:
 def _batch_size() -> None:
     if request.endpoint and request.endpoint.endswith("_batch"):
         request.max_content_length = MAX_BATCH_BYTES
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    """Verdicts name citizens (subject, national id, record content): no cache may keep an answer
+    (RFC 9111 section 5.2.2.5), errors included; the OpenAPI description sets its own."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 @bp.post("/certificates/verify")
