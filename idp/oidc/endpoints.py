@@ -8,9 +8,12 @@ client, unregistered redirect_uri) are a page here and never a redirect (RFC 674
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import scope_to_list
@@ -35,6 +38,57 @@ def deployment() -> Deployment:
 
 def provider() -> Provider:
     return current_app.extensions["tessera.oidc"]  # type: ignore[no-any-return]
+
+
+#: a control character (C0, DEL, C1): never part of any OAuth parameter (RFC 6749 appendix A)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: the ABNF of the parameters Authlib echoes into error descriptions and Location headers
+#: (RFC 6749 appendix A; redirect_uri: the characters of an RFC 3986 URI-reference)
+_SYNTAX = {
+    "response_type": re.compile(r"[A-Za-z0-9_ ]*"),
+    "redirect_uri": re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*"),
+    "client_id": re.compile(r"[\x20-\x7e]*"),
+    "state": re.compile(r"[\x20-\x7e]*"),
+    "scope": re.compile(r"[\x21\x23-\x5b\x5d-\x7e ]*"),
+}
+
+
+def _malformed_parameter_error() -> OAuth2Error | None:
+    """``invalid_request`` when a query or form value (or name) has a control character, or a
+    parameter breaks its RFC 6749 appendix A syntax; decided before Authlib, which would put the
+    value into an error text (and raise on characters error_description may not carry)."""
+    from authlib.oauth2.rfc6749 import InvalidRequestError
+
+    for values in (request.args, request.form):
+        for name, value in values.items(multi=True):
+            syntax = _SYNTAX.get(name)
+            if _CONTROL.search(name) or _CONTROL.search(value) or (syntax is not None and not syntax.fullmatch(value)):
+                shown = name if name in _SYNTAX else "a parameter"
+                return InvalidRequestError(f"{shown} contains characters OAuth 2.0 does not allow there")
+    return None
+
+
+def _basic_credentials_error() -> Response | None:
+    """RFC 6749 section 2.3.1 / RFC 7617: Basic credentials are base64 of UTF-8 ``id:secret``
+    (each form-urlencoded); anything else is ``invalid_client`` with 401 (section 5.2), decided here
+    because Authlib's own decoding raises on bytes that are not UTF-8."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        text = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        client_id, secret = text.split(":", 1)
+        if _CONTROL.search(unquote(client_id)) or _CONTROL.search(unquote(secret)):
+            raise ValueError("control character")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        response = jsonify(error="invalid_client",
+                           error_description="the Basic credentials are not base64 of UTF-8 client_id:client_secret")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="tessera"'
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return None
 
 
 def _error_page(error: OAuth2Error) -> tuple[str, int]:
@@ -107,6 +161,9 @@ def _save_consent(uid: str, client_id: str, scope: str) -> None:
 @bp.route("/oidc/authorize", methods=["GET", "POST"])
 def authorize() -> Any:
     """Authorization endpoint (OIDC Core 3.1.2.1): login, prompt, max_age, consent, code."""
+    refused = _malformed_parameter_error()
+    if refused is not None:  # never redirected: the redirect_uri itself may be the bad value
+        return _error_page(refused)
     p = provider()
     prompts = (request.values.get("prompt") or "").split()
     card = ACR_CARD in (request.values.get("acr_values") or "").split()
@@ -150,6 +207,9 @@ def authorize() -> Any:
 @bp.post("/oidc/token")
 def token() -> Any:
     """Token endpoint (RFC 6749 section 3.2, OIDC Core 3.1.3)."""
+    refused = _basic_credentials_error()
+    if refused is not None:
+        return refused
     return provider().server.create_token_response()
 
 
