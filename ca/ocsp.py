@@ -60,7 +60,8 @@ class OcspReply:
     this_update: datetime.datetime | None = None
 
 
-def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspReply:
+def unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspReply:
+    """An OCSPResponse with only a responseStatus (RFC 6960 section 4.2.1: no responseBytes)."""
     der = ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
     return OcspReply(der, status.name.lower())
 
@@ -160,37 +161,39 @@ class OcspResponder:
     def respond(self, request_der: bytes) -> OcspReply:
         """Answer one DER OCSPRequest (RFC 6960 section 4.1) with a DER OCSPResponse (4.2)."""
         if not request_der or len(request_der) > MAX_REQUEST_BYTES:
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         try:
             request = ocsp.load_der_ocsp_request(request_der)
             hash_name = request.hash_algorithm.name
             name_hash, key_hash, serial = request.issuer_name_hash, request.issuer_key_hash, request.serial_number
             nonce = _nonce(request)
         except (ValueError, x509.UnsupportedGeneralNameType):
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        except NotImplementedError:  # several Requests: RFC 5019 section 2.1.1 allows exactly one
+            return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         except UnsupportedAlgorithm:  # a CertID hash cryptography does not know
-            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+            return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE_LENGTH:
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        if serial < 0:  # CertificateSerialNumber is a positive INTEGER (RFC 5280 section 4.1.2.2)
+            return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         if hash_name not in _CERT_ID_HASHES:
-            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+            return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         if not self._issuers:
             with self._lock:
                 self._load_issuers()
         issuer = self._issuer(hash_name, name_hash, key_hash)
         if issuer is None:
-            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+            return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
 
         now = self.clock()
-        serial_hex = format(serial, "x") if serial >= 0 else None
-        if serial_hex is not None and nonce is None:
+        serial_hex = format(serial, "x")
+        if nonce is None:
             stored = self._pre_produced.get(serial_hex, hash_name)
             if stored is not None and stored[0] == issuer.authority_id and stored[3] - now > self.refresh_before:
                 return OcspReply(stored[2], "successful", _cert_status(stored[1]), stored[3], stored[3] - self.validity)
-        row = None
-        if serial_hex is not None:
-            with self.engine.connect() as conn:
-                row = conn.execute(self._lookup, {"serial": serial_hex, "hash_algorithm": hash_name}).first()
+        with self.engine.connect() as conn:
+            row = conn.execute(self._lookup, {"serial": serial_hex, "hash_algorithm": hash_name}).first()
         if row is not None and row.issuer_id != issuer.authority_id:
             row = None  # same serial under another CA: not ours to answer for this issuer
         if row is not None and nonce is None and row.der is not None and row.next_update - now > self.refresh_before:

@@ -12,18 +12,24 @@ import binascii
 import datetime
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
-from ca.ocsp import MAX_REQUEST_BYTES, OcspResponder
+from cryptography.x509.ocsp import OCSPResponseStatus
+from sqlalchemy.exc import DBAPIError
+
+from ca.errors import KeyUnavailable
+from ca.ocsp import MAX_REQUEST_BYTES, OcspReply, OcspResponder, unsuccessful
 
 StartResponse = Callable[..., Any]
 #: How long HTTP caches may keep a nonce-less answer. RFC 5019 section 6.2 allows up to its
 #: nextUpdate, but a cache would then hide a revocation, so by default caches must revalidate.
 HTTP_CACHE_SECONDS = 0
 _SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff")]
+_log = logging.getLogger(__name__)
 
 
 def _problem(start_response: StartResponse, status: int, reason: str, title: str, detail: str) -> list[bytes]:
@@ -80,7 +86,7 @@ class OcspHttpApp:
             start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Length", "0")])
             return [b""]
 
-        reply = self._responder().respond(request_der)
+        reply = self._answer(request_der)
         headers = [("Content-Type", "application/ocsp-response"), ("Content-Length", str(len(reply.der))),
                    *_SECURITY_HEADERS]
         if reply.next_update is not None and reply.this_update is not None:
@@ -95,6 +101,21 @@ class OcspHttpApp:
             headers.append(("Cache-Control", "no-store"))
         start_response("200 OK", headers)
         return [b"" if method == "HEAD" else reply.der]
+
+
+    def _answer(self, request_der: bytes) -> OcspReply:
+        """The responder's answer; when it cannot answer, still an OCSP response (RFC 6960
+        section 2.3), never an HTTP 500 with an empty body: ``tryLater`` while the store or the
+        signing key is unavailable, ``internalError`` (logged) for a fault of ours. Bad requests
+        are the responder's own ``malformedRequest``."""
+        try:
+            return self._responder().respond(request_der)
+        except (DBAPIError, KeyUnavailable) as exc:
+            _log.warning("OCSP: tryLater (%s)", type(exc).__name__)
+            return unsuccessful(OCSPResponseStatus.TRY_LATER)
+        except Exception:  # noqa: BLE001  (outside Flask: nothing else would turn it into an answer)
+            _log.exception("OCSP: internalError")
+            return unsuccessful(OCSPResponseStatus.INTERNAL_ERROR)
 
 
 class PathDispatcher:
