@@ -307,8 +307,8 @@ def test_consent_for_untrusted_client(idp: IdpServer, agent: StaffAgent) -> None
     _, challenge = pkce()
     page = authorize(agent, idp, rp["client_id"], challenge, prompt="none")
     assert page.status_code == 302 and query_of(page.headers["Location"])["error"] == "consent_required"
-    page = authorize(agent, idp, rp["client_id"], challenge)
-    # the default language (zh-CN: this client sends no Accept-Language), each claim in words, no jargon
+    page = authorize(agent, idp, rp["client_id"], challenge, ui_locales="zh-CN")
+    # in the language the application asked for (OIDC ui_locales), each claim in words, no jargon
     assert page.status_code == 200 and 'id="allow">同意<' in page.text and "Third party" in page.text
     scopes = page.text.split('id="consent-scopes"')[1].split("</ul>")[0]
     assert "您的姓名" in scopes and "openid" not in scopes and "sub" not in scopes
