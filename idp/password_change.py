@@ -138,7 +138,8 @@ def change() -> Any:
         return render_template("admin_password.html", username=request.args.get("username", "")[:MAX_USERNAME],
                                min_length=min_length), 200
     username = (request.form.get("username") or "").strip()[:MAX_USERNAME]
-    current, new, again = (request.form.get(k) or "" for k in ("current_password", "new_password", "new_password_again"))
+    fields = ("current_password", "new_password", "new_password_again")
+    current, new, again = (request.form.get(k) or "" for k in fields)
     address = request.remote_addr or "unknown"
     error: str | None = None
     status = 400
