@@ -51,21 +51,36 @@ _HEADERS = [("Content-Type", "application/problem+json"), ("Content-Length", str
 _STATUS_400 = "400 Bad Request"
 
 
+#: the bytes a field name (token) and a field value may hold, for ``bytes.translate``'s delete table:
+#: a C loop over all the response's names and values at once, a few microseconds per response
+_TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100))
+
+
 def response_fault(status: object, headers: object) -> str | None:
     """Why the status line or headers cannot be sent (a short reason without their values); None if fine."""
     if not isinstance(status, str) or not _STATUS.fullmatch(status):
         return "invalid status line"
     if not isinstance(headers, list):
         return "headers are not a list"
-    for field in headers:
-        if not (isinstance(field, tuple) and len(field) == 2 and all(isinstance(part, str) for part in field)):
-            return "header is not a pair of strings"
-        name, value = field
+    try:
+        names = [name for name, _ in headers]
+        values = "".join([value for _, value in headers])
+        joined = "".join(names)
+    except (TypeError, ValueError):
+        return "header is not a pair of strings"
+    if all(names) and joined.isascii() and not joined.encode().translate(None, _TCHAR_BYTES):
+        try:
+            if not values.encode("latin-1").translate(None, _VALUE_BYTES):
+                return None
+        except UnicodeEncodeError:
+            pass
+    for name, value in headers:  # the slow path, only to say which header
         if not _TOKEN.fullmatch(name):
             return "invalid header name"
         if not _FIELD_VALUE.fullmatch(value):
             return f"invalid value of header {name}"
-    return None
+    return "header is not a pair of strings"
 
 
 class ResponseGuard:
