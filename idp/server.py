@@ -9,11 +9,15 @@ Two servers, chosen with ``TESSERA_HTTP_SERVER``:
   interface behind :class:`idp.http_front.BufferedBodies`: a request's body is read on the
   worker's event loop, within ``TESSERA_HTTP_READ_TIMEOUT`` seconds and
   ``TESSERA_HTTP_MAX_BODY_BYTES``, before one of :data:`THREADS` threads runs the Flask
-  application (a2wsgi). granian's own WSGI interface hands the socket to the application's
-  thread, where a client that announces more body than it sends held the thread for ever: eight
-  such clients stopped ``--workers 2``. The headers have granian's deadline (the same setting)
-  and a 64 KiB ceiling. Measured (bench/sso_logins.py, docs/operations.md), the front costs a
-  staff login well under a millisecond of its ~11 ms of CPU.
+  application (:class:`idp.http_front.WholeRequests`). granian's own WSGI interface lets the
+  application's thread read the body from the socket with no deadline: eight clients that
+  announced more body than they sent stopped ``--workers 2``. The headers have granian's
+  deadline (the same setting) and a buffer of :data:`MAX_HEADER_BYTES` (431 beyond about
+  40-70 KB). The price, measured with one worker on a busy 2-core machine: 1.18 ms of server CPU
+  per small request against 0.62 ms on granian's WSGI (0.25 ms of it is granian's async
+  interface itself), so about 2 ms more per 4-request staff login (docs/operations.md). Still
+  the default: gunicorn costs more per login (13-15 ms against 11 ms, docs/sso.md) and does not
+  bound body reads either.
 * ``gunicorn``: gthread workers. It does not bound body reads (a thread reads the socket
   itself): put a buffering proxy in front if you choose it.
 
@@ -25,7 +29,10 @@ Supervision, two layers, so that a worker failing on one request never takes the
   gives up: a crashed worker is logged and respawned, after a pause that doubles from 0.5 s to
   5 s while the same worker keeps dying within 5.5 s (so a worker that cannot start does not
   spin). The other workers serve meanwhile. (This overrides granian's ``_respawn_workers``; the
-  pin ``granian>=2.8,<3`` and tests/test_slow_clients.py guard it.)
+  pin ``granian>=2.8,<3`` and tests/test_slow_clients.py guard it.) On Linux each granian
+  worker listens itself (SO_REUSEPORT): while every worker is down at once, connections are
+  refused, and one the kernel had queued for a worker as it died is reset
+  (``sysctl net.ipv4.tcp_migrate_req=1`` moves those to a live worker).
 * :func:`run` restarts the server whenever it stops on its own anyway (gunicorn halts when a
   worker fails to boot), with a backoff from 1 s doubling to 30 s, reset after a minute of
   service, and logs each restart. Only SIGTERM or SIGINT end it.
@@ -48,8 +55,9 @@ from idp.settings import ConfigurationError, Settings
 
 SERVERS = ("granian", "gunicorn")
 THREADS = 4
-#: the largest request head (request line and headers) granian reads, bytes
-MAX_HEADER_BYTES = 64 * 1024
+#: granian's HTTP/1 read buffer, which bounds a request head (line and headers): it checks as the buffer
+#: grows, so heads of up to about twice this pass (measured: 40 KB passes, 70 KB gets 431)
+MAX_HEADER_BYTES = 32 * 1024
 #: restart backoff after the server stopped on its own: first, ceiling, and calm period that resets it
 BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET_AFTER = 1.0, 30.0, 60.0
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.fixtures_web import *  # noqa: F401,F403
+from tests.fixtures_web import *  # the idp fixture and its slapd
 from tests.fixtures_web import IdpServer, StaffAgent
 from tests.servers import TESSERA, free_port, start_server, wait_healthy
 
@@ -39,7 +39,7 @@ def test_serve_on_each_server(idp: IdpServer, staff_user: tuple[str, str], serve
 
 
 def test_an_unknown_server_is_refused(idp: IdpServer) -> None:
-    result = subprocess.run([TESSERA, "serve", "--port", str(free_port())], env={**idp.env, "TESSERA_HTTP_SERVER": "bjoern"},
+    result = subprocess.run([TESSERA, "serve", "--port", str(free_port())], check=False, env={**idp.env, "TESSERA_HTTP_SERVER": "bjoern"},
                             capture_output=True, timeout=60)
     assert result.returncode != 0 and b"TESSERA_HTTP_SERVER must be one of granian, gunicorn" in result.stderr
     assert b"Traceback" not in result.stderr
@@ -73,3 +73,17 @@ def test_a_home_behind_the_code_is_refused_until_tessera_init(tmp_path) -> None:
     run_tessera(env, "init")  # brings it up to date
     with sqlite3.connect(tmp_path / "home" / "tessera.db") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (head,)
+
+
+def test_the_server_is_restarted_with_backoff_until_a_signal_stops_it() -> None:
+    """idp.server.supervise: a server that stops on its own is started again (1 s, 2 s, 4 s ...);
+    one stopped by SIGTERM/SIGINT is not; a stop signal during the pause ends it too."""
+    from idp.server import supervise
+
+    runs = iter([False, False, False, True])
+    pauses: list[float] = []
+    assert supervise(lambda: next(runs), sleep=lambda s: pauses.append(s) or False) == 3
+    assert pauses == [1.0, 2.0, 4.0]
+    pauses.clear()
+    assert supervise(lambda: False, sleep=lambda s: pauses.append(s) or len(pauses) == 2) == 2
+    assert pauses == [1.0, 2.0]
