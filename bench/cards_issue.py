@@ -30,9 +30,9 @@ from tests.servers import tessera_env  # noqa: E402
 
 
 def _citizen(i: int) -> dict[str, str]:
-    from tests.fixtures_cards import citizen
+    from cardsim.demo_citizens import chinese_citizen
 
-    return citizen(i)
+    return chinese_citizen(i)
 
 
 def raw_softhsm(folder: Path, count: int) -> float:
@@ -302,7 +302,7 @@ def main() -> None:
         """(cards per second, CPU ms per card in this process, CPU ms per card in the writers)."""
         issuer._extra_stations(args.writers - 1)
         writer_start = writers_cpu()
-        jobs = (CardJob(parse_application(_citizen(counter[0] + i))) for i in range(count))
+        jobs = (CardJob(parse_application(_citizen(counter[0] + i), scheme="cn-gb11643")) for i in range(count))
         counter[0] += count
         failures: list[BaseException] = []
         with click.progressbar(length=count, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:

@@ -42,7 +42,7 @@ from harness import ROOT, table  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from tests.fixtures_cards import citizen  # noqa: E402
+from cardsim.demo_citizens import chinese_citizen as citizen  # noqa: E402
 from tests.servers import free_port, stop_server, tessera_env, wait_for_port  # noqa: E402
 
 TESSERA = str(Path(sys.executable).parent / "tessera")

@@ -37,7 +37,7 @@ class HierarchyPlan:
     """What ``tessera init`` asks for."""
 
     organisation: str = "Tessera Government PKI"
-    country: str = "EE"
+    country: str = "CN"
     key_type: KeyType = KeyType.EC_P256
     backend: str = "pkcs11"
     root_backend: str | None = None  # e.g. "file" for an offline root; default: same as backend

@@ -65,7 +65,7 @@ class SubjectRequest:
 
     @classmethod
     def parse(cls, subject: str, alt_names: list[str] | tuple[str, ...] = ()) -> "SubjectRequest":
-        """Parse ``CN=Jane Doe,O=Ministry,C=EE`` and ``email:jane@gov.example``-style alt names."""
+        """Parse ``CN=张伟,O=财政局,C=CN`` and ``email:jane@gov.example``-style alt names."""
         attributes: list[tuple[ObjectIdentifier, str]] = []
         if subject.strip():
             try:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from cardsim.citizens import parse_application
 from cardsim.errors import InvalidApplication
+from cardsim.identity_schemes import mask_any
 from cardsim.issuance import WRITERS, CardIssuer, CardJob, IssuedCard
 from cardsim.models import Card
 
@@ -64,7 +65,7 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
                     continue
                 holder = _active_card(issuer, national_id)
                 if holder is not None:
-                    raise InvalidApplication(f"national_id {national_id} already holds active card {holder}")
+                    raise InvalidApplication(f"national_id {mask_any(national_id)} already holds active card {holder}")
             except InvalidApplication as exc:
                 report.invalid.append((number, str(exc)))
                 progress(1)

@@ -16,7 +16,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cardsim.errors import CardConfigurationError
@@ -90,6 +90,17 @@ class CardSettings:
     fsync_counters: bool
     #: cards per shard (``TESSERA_CARD_SHARD_CAPACITY``) before issuance opens the next shard
     shard_capacity: int = DEFAULT_SHARD_CAPACITY
+    #: ``TESSERA_DATA_KEY`` if set (else the embedded secrets file): the pseudonym key's source
+    data_key_b64: str | None = field(default=None, repr=False)
+
+    def pseudonym_key(self) -> bytes:
+        """The key of the pseudonyms in citizen certificates (cardsim.pseudonyms), derived from
+        the deployment's data key."""
+        from cardsim.pseudonyms import pseudonym_key
+        from idp.settings import Settings
+
+        env = {"TESSERA_DATA_KEY": self.data_key_b64} if self.data_key_b64 else {}
+        return pseudonym_key(Settings.from_env(self.home, env).data_key())
 
     @classmethod
     def from_env(cls, home: Path, env: dict[str, str] | None = None) -> "CardSettings":
@@ -118,6 +129,7 @@ class CardSettings:
             validity=datetime.timedelta(days=days),
             fsync_counters=(env.get("TESSERA_CARD_FSYNC") or "0") == "1",
             shard_capacity=capacity,
+            data_key_b64=env.get("TESSERA_DATA_KEY") or None,
         )
 
     @property

@@ -42,11 +42,13 @@ from ca.signing import sign_certificate
 from ca.subjects import SubjectRequest
 from cardsim import events, journal
 from cardsim.events import CardEventSink
-from cardsim.citizens import Application, parse_application, parse_record_update
+from cardsim.citizens import Application, citizen_subject, parse_application, parse_record_update
 from cardsim.config import CardSettings
 from cardsim.errors import (CardBlocked, CardConfigurationError, CardError, CardNotFound, CardWriteFailed,
                             InvalidApplication, InvalidCardState, PinBlocked)
 from cardsim.models import Card, CardDepartment, CardRecord
+from cardsim.pseudonyms import pseudonym
+from cardsim.pseudonyms import register as register_pseudonym
 from cardsim.numbers import SHARDS, new_card_number, parse_card_number
 from cardsim.personalisation import (AUTH_KEY, SIGN_KEY, CardObject, PersonalisationStation, find_token_folder_by_label,
                                      token_folder)
@@ -174,6 +176,7 @@ class CardIssuer:
         self._swept = False
         self._shard: list[int] | None = None  # [open shard, cards in it]
         self._more_stations: list[PersonalisationStation] = []
+        self._pseudonym_key: bytes | None = None
 
     @property
     def event_sink(self) -> CardEventSink | None:
@@ -359,16 +362,9 @@ class CardIssuer:
     def _sign_card(self, flight: "_Flight", context: IssuerContext, signers: dict[str, Signer]) -> list[CardObject]:
         """Certificates for the on-card keys (RFC 5280, profiles citizen-auth/-sign), the three
         records and the security object, all signed in memory; stored only by :meth:`_store`."""
-        identity = flight.job.application.identity
+        application = flight.job.application
         country = context.certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
-        subject = SubjectRequest((
-            (NameOID.COUNTRY_NAME, str(country)),
-            (NameOID.SURNAME, identity.surname[:64]),
-            (NameOID.GIVEN_NAME, identity.given_names[:64]),
-            (NameOID.COMMON_NAME, f"{identity.surname},{identity.given_names},{identity.national_id}"[:64]),
-            # ETSI EN 319 412-1 section 5.1.3 semantics identifier: PNO + country + national id
-            (NameOID.SERIAL_NUMBER, f"PNO{country}-{identity.national_id}"),
-        ))
+        subject = SubjectRequest(citizen_subject(application, str(country), self._pseudonym(application)))
         now = flight.now
         for label in (AUTH_KEY, SIGN_KEY):
             public_key = serialization.load_der_public_key(flight.public_keys[label])
@@ -391,6 +387,12 @@ class CardIssuer:
         objects += [CardObject(LABELS[t], der, private=t in PRIVATE_RECORDS) for t, (_, der) in flight.records.items()]
         return objects
 
+    def _pseudonym(self, application: Application) -> str:
+        """The citizen's pseudonym in this deployment (cardsim.pseudonyms); the key is derived once."""
+        if self._pseudonym_key is None:
+            self._pseudonym_key = self.settings.pseudonym_key()
+        return pseudonym(self._pseudonym_key, application.scheme, application.identity.national_id)
+
     def _store(self, flight: "_Flight", context: IssuerContext, signers: dict[str, Signer]) -> IssuedCard:
         """One short transaction: certificates, card, records (and the replaced card's retirement)."""
         job, now = flight.job, flight.now
@@ -403,6 +405,9 @@ class CardIssuer:
                         auth_certificate_id=rows[AUTH_KEY].id, sign_certificate_id=rows[SIGN_KEY].id,
                         replaces=job.replaces, batch_key=job.batch_key)
             session.add(card)
+            application = job.application
+            register_pseudonym(session, self._pseudonym(application), application.scheme,
+                               application.identity.national_id, now)
             if job.replaces:
                 self._retire_replaced(session, job.replaces, flight.number, now)
             session.flush()
@@ -488,7 +493,7 @@ class CardIssuer:
         data = {t: json.loads(record_content_of(records[t]))["data"] for t in RECORD_TYPES}
         row = {**data["identity"], **{("tax_status" if k == "status" else k): str(v) for k, v in data["tax"].items()},
                **{("insurance_valid_until" if k == "valid_until" else k): str(v) for k, v in data["insurance"].items()}}
-        return parse_application(row)
+        return parse_application(row, scheme="cn-gb11643" if "name" in data["identity"] else "ee-evs585")
 
     # -- lifecycle --------------------------------------------------------------------------
     def report_lost(self, number: str) -> CardSummary:
@@ -536,11 +541,11 @@ class CardIssuer:
         if department not in DEPARTMENTS or DEPARTMENTS[department][0] not in ("tax", "insurance"):
             raise InvalidApplication("only the tax-office and the insurance-fund update records on a card")
         record_type = DEPARTMENTS[department][0]
-        content_data = parse_record_update(record_type, data)
         signers = self.signers()
         now = self.ca.clock()
         with self.ca.sessions.begin() as session:
             card = self._card_row(session, number)
+            content_data = parse_record_update(record_type, data, national_id=card.national_id)
             if card.status != "active":
                 raise InvalidCardState(f"card {card.number} is {card.status}: its records cannot be updated")
             current = {r.record_type: r for r in session.scalars(

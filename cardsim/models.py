@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ca.models import Base, UtcDateTime
 
-__all__ = ["Base", "CardDepartment", "Card", "CardRecord"]
+__all__ = ["Base", "CardDepartment", "Card", "CardRecord", "CitizenPseudonym"]
 
 
 class CardDepartment(Base):
@@ -40,7 +40,8 @@ class Card(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(16), unique=True)
-    national_id: Mapped[str] = mapped_column(String(16))
+    #: the citizen identity number (18 characters for cn-gb11643; migration 0010 widened it)
+    national_id: Mapped[str] = mapped_column(String(32))
     holder: Mapped[str] = mapped_column(String(255))
     #: ``active``, ``lost``, ``renewed`` (replaced by a new card), ``expired`` or ``blocked``
     status: Mapped[str] = mapped_column(String(16), default="active")
@@ -74,3 +75,16 @@ class CardRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     der: Mapped[bytes] = mapped_column(LargeBinary)
     current: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CitizenPseudonym(Base):
+    """The pseudonym a citizen's certificates carry (cardsim.pseudonyms) -> the citizen (migration 0010)."""
+
+    __tablename__ = "citizen_pseudonym"
+    __table_args__ = (Index("ix_citizen_pseudonym_citizen", "national_id"),)
+
+    pseudonym: Mapped[str] = mapped_column(String(40), primary_key=True)
+    national_id: Mapped[str] = mapped_column(String(32))
+    #: the identity scheme of the number (cardsim.identity_schemes): cn-gb11643 or ee-evs585
+    scheme: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())

@@ -42,7 +42,7 @@ class VerificationLog(Base):
     at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     service: Mapped[str] = mapped_column(String(255))
     operation: Mapped[str] = mapped_column(String(32))
-    national_id: Mapped[str | None] = mapped_column(String(16))
+    national_id: Mapped[str | None] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(255))
     certificate_serial: Mapped[str | None] = mapped_column(String(40))
     outcome: Mapped[str] = mapped_column(String(16))

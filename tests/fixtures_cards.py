@@ -8,7 +8,6 @@ shard, as a service without the card layer would open it.
 
 from __future__ import annotations
 
-import datetime
 import json
 import subprocess
 import sys
@@ -19,23 +18,17 @@ from typing import Any
 
 import pytest
 
-from cardsim.citizens import make_national_id
+from cardsim.citizens import configured_scheme_name
+from cardsim.demo_citizens import demo_citizen
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 
 
 def citizen(i: int, **overrides: str) -> dict[str, str]:
-    """A valid application for citizen number ``i`` (distinct national ids for distinct i < 10,000)."""
-    dob = datetime.date(1950 + i % 50, 1 + (i // 50) % 12, 1 + (i // 600) % 28)
-    sex = "FM"[i % 2]
-    row = {
-        "national_id": make_national_id(dob, sex, (i * 7) % 1000), "given_names": f"Kadri{i}", "surname": "Tamm",
-        "date_of_birth": dob.isoformat(), "sex": sex, "nationality": "EST", "address": f"Pikk {i}, Tallinn",
-        "taxpayer_number": f"{1000000 + i}", "tax_office": "Tallinn", "tax_status": "resident",
-        "last_assessed_year": "2025", "insurer": "Health Insurance Fund", "policy_number": f"POL-{100000 + i}",
-        "coverage_class": "standard", "insurance_valid_until": "2028-12-31",
-    }
+    """A valid application for citizen number ``i`` in the configured scheme (``TESSERA_CITIZEN_ID_SCHEME``,
+    default cn-gb11643); distinct identity numbers for distinct i < 10,000."""
+    row = demo_citizen(i, configured_scheme_name())
     row.update(overrides)
     return row
 

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from cardsim.citizens import FIELDS
+from cardsim.citizens import CN_FIELDS as FIELDS
 from tests.conftest import TESSERA, Home
 from tests.fixtures_cards import citizen, registered_cards, token_folders
 
@@ -32,16 +32,17 @@ def batch_cards(home: Home, name: str) -> int:
 def test_bad_rows_are_reported_with_their_row_number(home: Home, tmp_path: Path) -> None:
     good = [citizen(400 + i) for i in range(4)]
     wrong_digit = citizen(410)
-    wrong_digit["national_id"] = wrong_digit["national_id"][:-1] + str((int(wrong_digit["national_id"][-1]) + 1) % 10)
-    rows = [good[0], wrong_digit, good[1], citizen(411, surname=""), citizen(412, date_of_birth="1970-13-01"),
+    number = wrong_digit["national_id"]
+    wrong_digit["national_id"] = number[:-1] + ("0" if number[-1] != "0" else "1")
+    rows = [good[0], wrong_digit, good[1], citizen(411, name=""), citizen(412, date_of_birth="1970-13-01"),
             good[2], dict(good[1]), good[3], citizen(413)]
     path = tmp_path / "citizens.csv"
     write_csv(path, rows, extra={8: ["surplus"]})
     result = home.cli("card", "issue-batch", str(path), "--envelopes", str(tmp_path / "env"), check=False)
     assert result.returncode == 3
     err = result.stderr.decode()
-    assert "row 3: national_id has a wrong check digit" in err
-    assert "row 5: surname is missing" in err
+    assert "row 3: national_id is refused (bad-check-character)" in err
+    assert "row 5: name is missing" in err
     assert "row 6: date_of_birth '1970-13-01' is not a date" in err
     assert "row 8: the same national_id as row 4" in err
     assert "row 10: more values than header columns" in err

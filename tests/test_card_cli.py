@@ -23,11 +23,11 @@ def test_every_card_command_has_help(home: Home, command: list[str]) -> None:
 
 def test_bad_input_is_one_line(home: Home, card: IssuedCard, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(citizen(9, sex="X", nationality="Estonia")))
+    bad.write_text(json.dumps(citizen(9, sex="X", ethnicity="Estonian")))
     cases = [
         (["card", "show", "123"], b"is not a card number"),
         (["card", "show", card.number[:-1] + str((int(card.number[-1]) + 1) % 10)], b"check digit"),
-        (["card", "issue", "--from", str(bad)], b"sex must be F or M"),
+        (["card", "issue", "--from", str(bad)], b"sex must be M or F"),
         (["card", "lost", "96000000000"], b"card number"),
     ]
     not_json = tmp_path / "list.json"
@@ -40,8 +40,7 @@ def test_bad_input_is_one_line(home: Home, card: IssuedCard, tmp_path: Path) -> 
         assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
         assert expected in result.stderr, (args, result.stderr)
     update = tmp_path / "update.json"
-    update.write_text(json.dumps({"taxpayer_number": "12", "tax_office": "x", "status": "resident",
-                                  "last_assessed_year": "2025"}))
+    update.write_text(json.dumps({"tax_office": "x", "tax_credit_rating": "E"}))
     refused = home.cli("card", "records", "update", card.number, "--department", "tax-office", "--data", str(update),
                        check=False, input=f"{card.pin}\n".encode())
-    assert refused.returncode == 1 and b"taxpayer_number must be 6 to 12 digits" in refused.stderr
+    assert refused.returncode == 1 and b"tax_credit_rating must be one of A, B, M, C, D" in refused.stderr

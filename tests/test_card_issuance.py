@@ -101,6 +101,56 @@ def test_card_certificates_chain_to_the_citizen_ca(home: Home, card: IssuedCard,
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_citizen_certificates_carry_a_pseudonym_not_the_identity_number(home: Home, card: IssuedCard,
+                                                                        tmp_path: Path) -> None:
+    """openssl's text of both card certificates has no identity number, nor any 8-digit run of
+    it; the subject serialNumber is the pseudonym the registry maps back to the citizen."""
+    import re
+    import sqlite3
+
+    number = citizen(1)["national_id"]
+    with sqlite3.connect(home.path / "tessera.db") as db:
+        (registered,) = db.execute("SELECT national_id FROM card WHERE number = ?", (card.number,)).fetchone()
+        pseudonyms = {row[0] for row in db.execute("SELECT pseudonym FROM citizen_pseudonym WHERE national_id = ?",
+                                                    (number,))}
+    assert registered == number and len(pseudonyms) == 1
+    for label in ("citizen-auth", "citizen-sign"):
+        out = tmp_path / f"{label}.der"
+        pkcs11_tool(home, card.number, "--read-object", "--type", "cert", "--label", label, "--output-file", str(out))
+        text = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(out), "-noout", "-text",
+                               "-nameopt", "RFC2253,-esc_msb"], capture_output=True, check=True, text=True).stdout
+        assert number not in text and number.lower() not in text
+        runs = {number[i:i + 8] for i in range(len(number) - 7)}
+        assert not [r for r in runs if r in text], "a digit run of the identity number is in the certificate"
+        subject = next(line for line in text.splitlines() if line.strip().startswith("Subject:"))
+        found = re.search(r"serialNumber=(PSN-[A-Z2-7]{24})", subject)
+        assert found and found.group(1) in pseudonyms, subject
+        assert f"CN={citizen(1)['name']}" in subject and re.search(r"\bC=(CN|EE)\b", subject), subject
+
+
+def test_the_estonian_scheme_still_issues_cards_when_selected(home: Home, tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from cardsim.demo_citizens import estonian_citizen
+    from tests.servers import run_tessera
+
+    env = {**home.env, "TESSERA_CITIZEN_ID_SCHEME": "ee-evs585"}
+    row = estonian_citizen(7)
+    (tmp_path / "ee.json").write_text(json.dumps(row))
+    run_tessera(env, "card", "issue", "--from", str(tmp_path / "ee.json"), "--envelope", str(tmp_path / "env.json"))
+    number = json.loads((tmp_path / "env.json").read_text())["card"]
+    verified = json.loads(run_tessera(env, "card", "verify", number, "--json").stdout)
+    assert verified["ok"] and verified["records"]["identity"]["surname"] == "Tamm"
+    with sqlite3.connect(home.path / "tessera.db") as db:
+        assert db.execute("SELECT scheme FROM citizen_pseudonym WHERE national_id = ?",
+                          (row["national_id"],)).fetchall() == [("ee-evs585",)]
+    # a Chinese application is refused under the Estonian scheme, and the reverse
+    (tmp_path / "cn.json").write_text(json.dumps(citizen(8)))
+    refused = run_tessera(env, "card", "issue", "--from", str(tmp_path / "cn.json"), check=False)
+    assert refused.returncode == 1 and b"unknown fields" in refused.stderr
+
+
 def test_card_numbers_carry_a_luhn_check_digit_and_their_shard() -> None:
     number = new_card_number(37)
     assert is_card_number(number) and len(number) == 11
@@ -117,13 +167,12 @@ def test_card_numbers_carry_a_luhn_check_digit_and_their_shard() -> None:
 
 
 def test_applications_are_checked_field_by_field() -> None:
-    assert parse_application(citizen(5)).identity.surname == "Tamm"
-    bad = citizen(5, national_id=citizen(5)["national_id"][:-1] + "0", date_of_birth="1999-02-30",
-                  tax_status="maybe", coverage_class="gold")
-    if citizen(5)["national_id"][-1] == "0":
-        bad["national_id"] = bad["national_id"][:-1] + "1"
+    assert parse_application(citizen(5)).holder == citizen(5)["name"]
+    number = citizen(5)["national_id"]
+    bad = citizen(5, national_id=number[:-1] + ("0" if number[-1] != "0" else "1"), valid_from="1999-02-30",
+                  tax_credit_rating="maybe", insurance_status="gold")
     with pytest.raises(InvalidApplication) as caught:
         parse_application(bad)
     message = str(caught.value)
-    for expected in ("check digit", "date_of_birth", "tax_status", "coverage_class"):
+    for expected in ("bad-check-character", "valid_from", "tax_credit_rating", "insurance_status"):
         assert expected in message

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TESSERA, Home
-from tests.fixtures_cards import PYTHON, REPO, IssuedCard, issue_card, on_card, verify_json
+from tests.fixtures_cards import PYTHON, REPO, IssuedCard, citizen, issue_card, on_card, verify_json
 
 
 def read_object(home: Home, card: IssuedCard, label: str, kind: str = "DATA") -> bytes:
@@ -46,8 +46,8 @@ def test_a_good_card_passes_every_check(home: Home, card: IssuedCard) -> None:
     outcomes = {c["check"]: c["outcome"] for c in result["checks"]}
     assert set(outcomes.values()) == {"pass"}
     assert {"active-authentication", "record:tax", "record:insurance", "security-object"} <= set(outcomes)
-    assert result["records"]["identity"]["surname"] == "Tamm"
-    assert result["records"]["tax"]["taxpayer_number"] == "1000001"
+    assert result["records"]["identity"]["name"] == citizen(1)["name"]
+    assert result["records"]["tax"]["taxpayer_number"] == citizen(1)["national_id"]
     # without the PIN the personal records and the key check are skipped, not passed
     public = verify_json(home, card.number)
     skipped = {c["check"] for c in public["checks"] if c["outcome"] == "skipped"}
@@ -58,7 +58,9 @@ def test_a_good_card_passes_every_check(home: Home, card: IssuedCard) -> None:
 def test_changed_record(home: Home, card_dir: Path) -> None:
     victim = issue_card(home, 101, card_dir)
     record = read_object(home, victim, "record:identity")
-    replace_object(home, victim, "record:identity", record.replace(b"Tamm", b"Lamm"))
+    name = citizen(101)["name"]
+    other = ("吴" if name[0] != "吴" else "周") + name[1:]  # as many UTF-8 bytes
+    replace_object(home, victim, "record:identity", record.replace(name.encode(), other.encode()))
     assert verify_json(home, victim.number)["reasons"] == {"record:identity": "record-modified"}
 
 
@@ -96,13 +98,12 @@ def test_superseded_record_version(home: Home, card_dir: Path) -> None:
     victim = issue_card(home, 105, card_dir)
     old_tax = read_object(home, victim, "record:tax")
     update = card_dir / "tax-update.json"
-    update.write_text(json.dumps({"taxpayer_number": "1000105", "tax_office": "Tartu", "status": "exempt",
-                                  "last_assessed_year": "2026"}))
+    update.write_text(json.dumps({"tax_office": "国家税务总局吉首市税务局", "tax_credit_rating": "B"}))
     home.cli("card", "records", "update", victim.number, "--department", "tax-office", "--data", str(update),
              input=(victim.pin + "\n").encode())
     current = verify_json(home, victim.number, victim.pin)
     assert current["ok"] and current["records"]["tax"]["version"] == 2
-    assert current["records"]["tax"]["tax_office"] == "Tartu"
+    assert current["records"]["tax"]["tax_office"] == "国家税务总局吉首市税务局"
     replace_object(home, victim, "record:tax", old_tax, private=True)
     stale = verify_json(home, victim.number, victim.pin)
     assert stale["reasons"] == {"record:tax": "superseded-version"}
@@ -183,8 +184,8 @@ print(result.ok, result.check("certificate:citizen-auth").reason)
 def test_an_update_killed_before_its_registration_is_detected_and_repaired(home: Home, card_dir: Path) -> None:
     victim = issue_card(home, 111, card_dir)
     update = card_dir / "insurance-update.json"
-    update.write_text(json.dumps({"insurer": "Health Insurance Fund", "policy_number": "POL-999111",
-                                  "coverage_class": "extended", "valid_until": "2030-12-31"}))
+    update.write_text(json.dumps({"insured_place": "湖南省湘西土家族苗族自治州吉首市",
+                                  "insurance_types": "pension,medical,unemployment", "insurance_status": "suspended"}))
     killed = subprocess.run([TESSERA, "card", "records", "update", victim.number, "--department", "insurance-fund",
                              "--data", str(update)], env={**home.env, "TESSERA_CARD_CRASH_AT": "record-written"},
                             input=(victim.pin + "\n").encode(), capture_output=True, timeout=120)
@@ -196,7 +197,7 @@ def test_an_update_killed_before_its_registration_is_detected_and_repaired(home:
              input=(victim.pin + "\n").encode())
     repaired = verify_json(home, victim.number, victim.pin)
     assert repaired["ok"], repaired["reasons"]
-    assert repaired["records"]["insurance"]["coverage_class"] == "extended"
+    assert repaired["records"]["insurance"]["insurance_status"] == "suspended"
 
 
 @pytest.mark.usefixtures("server")
@@ -234,8 +235,7 @@ def test_one_session_per_read_none_left_open_and_values_read_whole(home: Home, c
     the registry entry from the held statement is the one the ORM query gives."""
     victim = issue_card(home, 113, card_dir)
     update = card_dir / "tax-update-113.json"
-    update.write_text(json.dumps({"taxpayer_number": "1000113", "tax_office": "Narva", "status": "resident",
-                                  "last_assessed_year": "2026"}))
+    update.write_text(json.dumps({"tax_office": "国家税务总局龙山县税务局", "tax_credit_rating": "M"}))
     home.cli("card", "records", "update", victim.number, "--department", "tax-office", "--data", str(update),
              input=(victim.pin + "\n").encode())
     program = f"""
@@ -279,7 +279,7 @@ print(sum(1 for values in roomy if values[ck.CKA_VALUE] is None), len(max((v[ck.
 import cardsim.reader
 cardsim.reader._READ_SIZES = (8, 4, 4, 16)  # every label and value too long for its buffer
 tight_result = reader.verify(number, pin=pin)
-assert tight_result.ok and tight_result.records["tax"]["tax_office"] == "Narva", tight_result.reasons
+assert tight_result.ok and tight_result.records["tax"]["tax_office"] == "国家税务总局龙山县税务局", tight_result.reasons
 
 with deployment.sessions() as db:
     rows = db.execute(select(Card.status, Card.replaced_by, CardRecord.record_type, CardRecord.version, CardRecord.sha256)

@@ -1,0 +1,52 @@
+"""Pseudonymous citizen identifiers for certificates.
+
+A citizen certificate is read by everyone the citizen shows it to, so it must not carry the
+identity number (sensitive personal information under the PIPL, GB/T 35273-2020 section 3.2).
+Its subject serialNumber (X.520 section 6.2.9) holds instead ``PSN-`` and the first 120 bits of
+HMAC-SHA256 (RFC 2104) of ``<scheme>:<number>``, base32 (RFC 4648 section 6) without padding:
+stable for one deployment (the same citizen gets the same pseudonym on every card), unlinkable
+across deployments, and not reversible without the deployment's key. The key is derived from the
+deployment's data key (HMAC-SHA256 of the data key over a fixed label, as the CSRF token key is);
+the registry table ``citizen_pseudonym`` (migration 0010) maps a pseudonym back to the citizen.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cardsim.models import CitizenPseudonym
+
+PREFIX = "PSN-"
+_LABEL = b"tessera citizen pseudonym key v1"
+
+
+def pseudonym_key(data_key: bytes) -> bytes:
+    """The deployment's pseudonym key, derived from its data key."""
+    return hmac.new(data_key, _LABEL, hashlib.sha256).digest()
+
+
+def pseudonym(key: bytes, scheme: str, number: str) -> str:
+    """``PSN-`` + 24 base32 characters (120 bits) for citizen ``number`` of ``scheme``."""
+    digest = hmac.new(key, f"{scheme}:{number}".encode(), hashlib.sha256).digest()[:15]
+    return PREFIX + base64.b32encode(digest).decode()
+
+
+def is_pseudonym(text: str | None) -> bool:
+    return bool(text) and str(text).startswith(PREFIX) and len(str(text)) == len(PREFIX) + 24
+
+
+def register(session: Session, value: str, scheme: str, number: str, now: datetime.datetime) -> None:
+    """Keep ``value -> number`` in the registry (inside the caller's transaction; idempotent)."""
+    if session.get(CitizenPseudonym, value) is None:
+        session.add(CitizenPseudonym(pseudonym=value, national_id=number, scheme=scheme, created_at=now))
+
+
+def citizen_of(session: Session, value: str) -> str | None:
+    """The identity number behind a pseudonym, or None."""
+    return session.scalar(select(CitizenPseudonym.national_id).where(CitizenPseudonym.pseudonym == value))
