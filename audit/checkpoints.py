@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import chain
-from audit.errors import CheckpointUnavailable
-from audit.models import AuditCheckpoint, AuditHead
+from audit.errors import CheckpointRefused, CheckpointUnavailable
+from audit.models import AuditCheckpoint, AuditEntry, AuditHead
+from audit.verification import Problem, check_extension
+from audit.witness import Witness, WitnessLine
 from ca.authority import CertificateAuthority, utc_now
 from ca.cms import sign_data
 from ca.errors import CaError, NotFound
@@ -37,12 +40,13 @@ from ca.profiles import get_profile
 from ca.subjects import SubjectRequest
 from ca.tsa import TimeStampResp, TimestampReply
 
+log = logging.getLogger("tessera.audit")
+
 #: ca_signer.role of the audit key (one per deployment, under the staff CA)
 SIGNER_ROLE = "audit"
 SIGNER_AUTHORITY = "staff"
 KEY_LABEL = "tessera-audit-signer"
-#: eContentType of a signed checkpoint statement (under Tessera's example arc, like the policies)
-CHECKPOINT_CONTENT_TYPE = "2.999.1863.3.1"
+CHECKPOINT_CONTENT_TYPE = chain.CHECKPOINT_CONTENT_TYPE
 
 
 class TimeStamper(Protocol):
@@ -103,10 +107,19 @@ def timestamp_query(data: bytes) -> bytes:
 
 
 class Checkpointer:
-    """Makes checkpoints of the current head: on demand, or from :class:`audit.trail.AuditTrail` every N entries."""
+    """Makes checkpoints of the current head: on demand, from :class:`audit.trail.AuditTrail` every
+    N entries, or by time (audit.checkpoint_schedule).
+
+    With a ``witness`` (audit.witness) every checkpoint is also appended there, and the
+    checkpointer refuses (:class:`CheckpointRefused`) to sign a chain that does not extend the
+    head it last witnessed: that head's entry must still have the witnessed hash and its checkpoint
+    must still be in the database, and every entry after it must chain correctly to the head.
+    Without a witness the same is checked from the database's newest checkpoint.
+    """
 
     def __init__(self, ca: CertificateAuthority, sessions: sessionmaker[Session],
-                 tsa: TimeStamper | None = None, clock: Callable[[], datetime.datetime] = utc_now) -> None:
+                 tsa: TimeStamper | None = None, clock: Callable[[], datetime.datetime] = utc_now,
+                 witness: Witness | None = None) -> None:
         self.ca = ca
         self.sessions = sessions
         if tsa is None:
@@ -115,24 +128,85 @@ class Checkpointer:
             tsa = StoredTimeStampAuthority(ca, sessions)
         self.tsa = tsa
         self.clock = clock
+        self.witness = witness if witness is not None and witness.enabled else None
+        #: told about every refusal (AuditTrail records it as an ``audit.checkpoint`` entry)
+        self.on_refusal: Callable[[CheckpointRefused], None] | None = None
 
     def checkpoint(self) -> AuditCheckpoint:
-        """Sign and time-stamp the committed head; returns the existing checkpoint if it already has one."""
+        """Sign and time-stamp the committed head; returns the existing checkpoint if it already has one.
+        Raises :class:`CheckpointRefused` (logged, and reported to ``on_refusal``) when the chain
+        does not extend the last signed head, :class:`CheckpointUnavailable` when it cannot sign."""
+        try:
+            if self.witness is None:
+                return self._checkpoint(None)
+            try:
+                with self.witness.locked():
+                    return self._checkpoint(self.witness)
+            except OSError as exc:
+                raise CheckpointUnavailable(f"the audit witness file cannot be written: {exc.strerror or exc}") from None
+        except (ValueError, TypeError) as exc:  # a tampered row the ORM cannot even read
+            refused = CheckpointRefused("trail-malformed", f"a row of the trail cannot be read ({type(exc).__name__}): "
+                                        "run `tessera audit verify`")
+            log.error("%s", refused)
+            if self.on_refusal is not None:
+                self.on_refusal(refused)
+            raise refused from None
+        except CheckpointRefused as refused:
+            log.error("%s", refused)
+            if self.on_refusal is not None:
+                self.on_refusal(refused)
+            raise
+
+    def _checkpoint(self, witness: Witness | None) -> AuditCheckpoint:
+        witnessed = witness.last() if witness is not None else None
         with self.sessions() as session:
             head = session.execute(select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
             if head is None:
                 raise CheckpointUnavailable("the audit trail is not initialised: run the migrations")
             seq, head_hash = int(head[0]), str(head[1])
-            if seq == 0:
+            if witnessed is None and seq == 0:
                 raise CheckpointUnavailable("the audit trail is empty: nothing to checkpoint")
+            start_seq, start_hash = self._last_signed(session, witnessed, seq)
+            problems = extension_problems(session, start_seq, start_hash, seq, head_hash)
+            if problems:
+                first = problems[0]
+                raise CheckpointRefused(str(first).split(":", 1)[0], f"the chain does not extend the head last "
+                                        f"signed (seq {start_seq}): {first.message}"
+                                        + (f" (and {len(problems) - 1} more finding(s))" if len(problems) > 1 else ""))
             existing = session.scalar(select(AuditCheckpoint).where(AuditCheckpoint.seq == seq))
             if existing is not None:
+                if witness is not None and (witnessed is None or witnessed.seq < seq):
+                    witness.append(WitnessLine.of(existing.id, existing.seq, existing.entry_hash, existing.created_at,
+                                                  existing.previous_seq, existing.signature))
                 return existing
             previous = int(session.scalar(select(func.max(AuditCheckpoint.seq)).where(AuditCheckpoint.seq < seq)) or 0)
-        return self._make(seq, head_hash, previous)
+        return self._make(seq, head_hash, previous, witness)
 
-    def _make(self, seq: int, head_hash: str, previous: int) -> AuditCheckpoint:
-        """Sign, time-stamp and store the checkpoint of entry ``seq`` with hash ``head_hash``."""
+    def _last_signed(self, session: Session, witnessed: WitnessLine | None, head_seq: int) -> tuple[int, str]:
+        """(seq, hash) of the head last signed: the witness's newest line, checked against the
+        database (refused if its checkpoint is gone or differs, or the trail is shorter), else the
+        database's newest checkpoint, else the genesis."""
+        if witnessed is None:
+            row = session.execute(select(AuditCheckpoint.seq, AuditCheckpoint.entry_hash)
+                                  .order_by(AuditCheckpoint.seq.desc()).limit(1)).one_or_none()
+            return (int(row[0]), str(row[1])) if row is not None else (0, chain.GENESIS)
+        if head_seq < witnessed.seq:
+            raise CheckpointRefused(f"trail-truncated after seq={head_seq}",
+                                    f"the witness records entries up to {witnessed.seq} ({witnessed.time}) but the "
+                                    f"chain head is at {head_seq}")
+        stored = session.execute(select(AuditCheckpoint.id, AuditCheckpoint.signature)
+                                 .where(AuditCheckpoint.seq == witnessed.seq)).one_or_none()
+        if stored is None:
+            raise CheckpointRefused(f"checkpoint-missing seq={witnessed.seq}",
+                                    f"the checkpoint witnessed at {witnessed.time} is not in the database")
+        if not isinstance(stored[1], bytes) or hashlib.sha256(stored[1]).hexdigest() != witnessed.signature_sha256:
+            raise CheckpointRefused(f"checkpoint-changed seq={witnessed.seq}",
+                                    f"checkpoint #{stored[0]} is not the one witnessed at {witnessed.time}")
+        return witnessed.seq, witnessed.entry_hash
+
+    def _make(self, seq: int, head_hash: str, previous: int, witness: Witness | None = None) -> AuditCheckpoint:
+        """Sign, time-stamp and store the checkpoint of entry ``seq`` with hash ``head_hash``
+        (and witness it, inside the storing transaction: a checkpoint that cannot be witnessed is not stored)."""
         try:
             certificate, key_ref = self.ca.signer(SIGNER_ROLE, SIGNER_AUTHORITY)
             key = self.ca.keyring.get(key_ref)
@@ -156,6 +230,9 @@ class Checkpointer:
                 row = AuditCheckpoint(seq=seq, previous_seq=previous, entry_hash=head_hash, created_at=now, signature=signature,
                                       signer_certificate=certificate.public_bytes(Encoding.DER), timestamp_token=token)
                 session.add(row)
+                session.flush()
+                if witness is not None:
+                    witness.append(WitnessLine.of(row.id, seq, head_hash, now, previous, signature))
             return row
         except IntegrityError:  # another process checkpointed the same head a moment ago
             with self.sessions() as session:
@@ -163,6 +240,20 @@ class Checkpointer:
                 if other is None:
                     raise
                 return other
+
+
+def extension_problems(session: Session, start_seq: int, start_hash: str, head_seq: int, head_hash: str) -> list[Problem]:
+    """Findings if the entries from ``start_seq`` (which must still hash to ``start_hash``) to the
+    head do not form an unbroken chain ending in ``head_hash``: the check before signing."""
+    connection = session.connection()
+    if start_seq > 0:
+        row = connection.execute(select(AuditEntry.entry_hash).where(AuditEntry.seq == start_seq)).one_or_none()
+        if row is None:
+            return [Problem("deleted", start_seq, f"entry {start_seq}, last signed, is missing")]
+        if row[0] != start_hash:
+            return [Problem("changed", start_seq, f"entry {start_seq} no longer has the hash last signed: the entries "
+                                                  "up to it were rewritten")]
+    return check_extension(connection, start_seq, start_hash, head_seq, head_hash)
 
 
 def list_checkpoints(sessions: sessionmaker[Session], limit: int = 100, offset: int = 0) -> list[AuditCheckpoint]:

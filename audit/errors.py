@@ -25,3 +25,15 @@ class CheckpointUnavailable(AuditError):
     """No checkpoint could be made (no audit signer yet, key or time-stamping failed)."""
 
     kind = "checkpoint-unavailable"
+
+
+class CheckpointRefused(CheckpointUnavailable):
+    """The checkpointer will not sign: the chain does not extend the head it last signed (witnessed),
+    or is broken after it. ``finding`` names what, e.g. ``checkpoint-missing seq=12``."""
+
+    kind = "checkpoint-refused"
+
+    def __init__(self, finding: str, reason: str) -> None:
+        super().__init__(f"audit checkpoint refused: {finding}: {reason}")
+        self.finding = finding
+        self.reason = reason

@@ -68,4 +68,16 @@ class AuditCheckpoint(Base):
     timestamp_token: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-__all__ = ["AuditCheckpoint", "AuditEntry", "AuditHead", "Base"]
+class AuditCheckpointSchedule(Base):
+    """The one row (id 1) electing who makes the next time-based checkpoint: a process claims the
+    round with ``UPDATE ... SET due_at = <next> WHERE id = 1 AND due_at <= <now>``; the one whose
+    update changed the row makes it (audit.checkpoint_schedule)."""
+
+    __tablename__ = "audit_checkpoint_schedule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    due_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
+    holder: Mapped[str | None] = mapped_column(String(255))
+
+
+__all__ = ["AuditCheckpoint", "AuditCheckpointSchedule", "AuditEntry", "AuditHead", "Base"]

@@ -169,6 +169,9 @@ class AuditTrail:
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self._trigger: bool | None = None
+        self._recording_refusal = False
+        if checkpointer is not None:
+            checkpointer.on_refusal = self._record_refusal
         self._read_head: HeldStatement
         self._set_if_head: HeldStatement
 
@@ -265,6 +268,20 @@ class AuditTrail:
         if row is None:
             raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
         return int(row[0]), str(row[1])
+
+    def _record_refusal(self, refused: Exception) -> None:
+        """A refused checkpoint is itself an audit event (``audit.checkpoint``, result ``refused``)."""
+        if self._recording_refusal:  # the refusal's own entry may trigger an automatic checkpoint
+            return
+        self._recording_refusal = True
+        try:
+            self.record(AuditEvent("audit.checkpoint", "service:audit-checkpointer", "refused", subject_role="service",
+                                   object="audit:trail", details={"finding": getattr(refused, "finding", ""),
+                                                                  "reason": getattr(refused, "reason", str(refused))[:1000]}))
+        except Exception:  # noqa: BLE001  (the refusal is raised and logged whatever happens here)
+            log.exception("the refused audit checkpoint could not be recorded")
+        finally:
+            self._recording_refusal = False
 
     def _checkpoint_after_commit(self) -> None:
         # The entry is committed already; a failed checkpoint must not undo it. The next

@@ -21,12 +21,14 @@ entry it covers must still carry the signed hash: a chain recomputed end to end 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asn1crypto import cms, tsp
@@ -36,32 +38,53 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import chain
-from audit.checkpoints import CHECKPOINT_CONTENT_TYPE
+from audit.chain import CHECKPOINT_CONTENT_TYPE
 from audit.models import AuditCheckpoint, AuditHead
+from audit.witness import WitnessLine, WitnessMalformed, read_witness
 from ca.models import Authority
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
 _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
 
 
+#: the name each kind of finding is reported by
+_CODES = {"changed": "entry-changed", "deleted": "entry-deleted", "inserted": "entry-inserted",
+          "swapped": "entry-swapped", "reordered": "entry-reordered", "truncated": "trail-truncated",
+          "malformed": "entry-malformed", "checkpoint": "checkpoint-invalid", "witness": "witness-invalid"}
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One finding: its kind, the entry it concerns (``None`` for the trail as a whole) and why."""
+    """One finding: its kind, the entry it concerns (``None`` for the trail as a whole) and why.
 
-    kind: str  # changed, deleted, inserted, swapped, reordered, truncated, checkpoint
+    ``code`` is the finding's name (``entry-changed``, ``trail-truncated``, ``checkpoint-missing``,
+    ``witness-forged`` ...); ``line`` the witness file's line for witness findings."""
+
+    kind: str  # changed, deleted, inserted, swapped, reordered, truncated, malformed, checkpoint, witness
     seq: int | None
     message: str
+    code: str = ""
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.code:
+            object.__setattr__(self, "code", _CODES.get(self.kind, self.kind))
 
     def __str__(self) -> str:
-        where = f"entry {self.seq}" if self.seq is not None else "trail"
-        return f"{where}: {self.kind}: {self.message}"
+        if self.code == "trail-truncated" and self.seq is not None:
+            return f"{self.code} after seq={self.seq - 1}: {self.message}"
+        if self.seq is not None:
+            return f"{self.code} seq={self.seq}: {self.message}"
+        if self.line is not None:
+            return f"{self.code} line={self.line}: {self.message}"
+        return f"{self.code}: {self.message}"
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "seq": self.seq, "message": self.message}
+        return {"kind": self.kind, "code": self.code, "seq": self.seq, "line": self.line, "message": self.message}
 
 
 @dataclass
@@ -86,6 +109,10 @@ class VerificationReport:
 
 _SELECT = ("SELECT seq, at, event_type, subject, subject_role, object, result, source_address, request_id, "
            "details, prev_hash, entry_hash FROM audit_entry ORDER BY seq")
+_SELECT_HEAD = "SELECT seq, entry_hash FROM audit_head WHERE id = 1"
+_SELECT_CHECKPOINTS = ("SELECT id, seq, previous_seq, entry_hash, created_at, signature, signer_certificate, "
+                       "timestamp_token FROM audit_checkpoint ORDER BY seq")
+_SELECT_AFTER = text(_SELECT.replace("ORDER BY", "WHERE seq > :start ORDER BY"))
 
 
 def _driver_time(at: object) -> str:
@@ -100,38 +127,97 @@ def _driver_time(at: object) -> str:
     return str(at)
 
 
+def _checkpoint_time(value: object) -> object:
+    """A checkpoint's stored time as an aware UTC datetime (the driver's value as is when it is not one)."""
+    try:
+        if isinstance(value, str):
+            value = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if isinstance(value, datetime.datetime):
+        return value.replace(tzinfo=datetime.timezone.utc) if value.tzinfo is None else value
+    return value
+
+
+def _whole(value: object) -> int | None:
+    """``value`` as a whole number if it is one (a tampered row may hold anything)."""
+    return value if type(value) is int else None
+
+
 def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] = (),
-           progress: Callable[[int], None] | None = None, batch: int = 20_000) -> VerificationReport:
+           progress: Callable[[int], None] | None = None, batch: int = 20_000,
+           witness: Path | None = None) -> VerificationReport:
     """Verify the whole trail. ``anchors``: trusted root certificates held outside the database
-    (default: trust the staff CA certificate stored in it). ``progress`` gets entry counts."""
+    (default: trust the staff CA certificate stored in it). ``progress`` gets entry counts.
+    ``witness``: the append-only witness file (audit.witness) to compare the database with.
+    Never raises on a malformed row: each is a finding."""
     started = time.perf_counter()
     report = VerificationReport()
+    witnessed = list(read_witness(witness)) if witness is not None and witness.exists() else []
     with sessions() as session:
-        head = session.execute(select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
-        checkpoints = list(session.execute(select(
-            AuditCheckpoint.id, AuditCheckpoint.seq, AuditCheckpoint.previous_seq, AuditCheckpoint.entry_hash, AuditCheckpoint.created_at,
-            AuditCheckpoint.signature, AuditCheckpoint.signer_certificate, AuditCheckpoint.timestamp_token,
-        ).order_by(AuditCheckpoint.seq)))
-        staff = session.scalar(select(Authority.certificate_der).where(Authority.name == "staff"))
-        wanted = {int(c[1]) for c in checkpoints}
-        # driver values, no type processing: the time is turned into its canonical text directly
+        # driver values, no type processing: a tampered column may hold anything
         connection = session.connection().execution_options(stream_results=True, yield_per=batch)
-        rows = connection.exec_driver_sql(_SELECT)
-        walk = _walk(_plain(rows, progress, batch), wanted)
+        with _tolerant_text(connection):
+            head = connection.exec_driver_sql(_SELECT_HEAD).first()
+            checkpoints = [(*r[:4], _checkpoint_time(r[4]), *r[5:]) for r in connection.exec_driver_sql(_SELECT_CHECKPOINTS)]
+            staff = connection.execute(select(Authority.certificate_der).where(Authority.name == "staff")).scalar()
+            wanted = {n for n in (_whole(c[1]) for c in checkpoints) if n is not None}
+            wanted.update(line.seq for _, line in witnessed if isinstance(line, WitnessLine))
+            rows = connection.exec_driver_sql(_SELECT)
+            walk = _walk(_plain(rows, progress, batch), wanted)
         report.problems.extend(walk.problems)
         report.entries, report.last_seq = walk.count, walk.last_seq
     if head is None:
         report.problems.append(Problem("truncated", None, "the chain head row is missing"))
+    elif _whole(head[0]) is None or not _is_hash(head[1]):
+        report.problems.append(Problem("malformed", None, "the chain head row is malformed "
+                                       "(its seq is not a whole number or its hash not 64 hex digits)",
+                                       code="head-malformed"))
     else:
         report.head_seq = int(head[0])
         report.problems.extend(_check_head(int(head[0]), str(head[1]), walk))
     report.checkpoints = len(checkpoints)
-    report.last_checkpoint_seq = int(checkpoints[-1][1]) if checkpoints else None
-    staff_cert = x509.load_der_x509_certificate(staff) if staff is not None else None
-    report.problems.extend(_check_checkpoints(checkpoints, walk, staff_cert, list(anchors)))
-    report.problems.sort(key=lambda p: (p.seq if p.seq is not None else -1, p.kind))
+    report.last_checkpoint_seq = _whole(checkpoints[-1][1]) if checkpoints else None
+    try:
+        staff_cert = x509.load_der_x509_certificate(staff) if staff is not None else None
+    except (ValueError, TypeError):
+        staff_cert = None
+    authentic: dict[int, str] = {}
+    report.problems.extend(_check_checkpoints(checkpoints, walk, staff_cert, list(anchors), authentic))
+    if witness is not None:
+        report.problems.extend(_check_witness(witnessed, checkpoints, authentic, walk, staff_cert))
+    report.problems = _distinct(report.problems)
+    report.problems.sort(key=lambda p: (p.seq if p.seq is not None else -1, p.line or 0, p.kind))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _distinct(problems: list[Problem]) -> list[Problem]:
+    """One finding per (name, seq): the witness and the database's own checkpoints may both see it."""
+    seen: set[tuple[str, int | None, int | None]] = set()
+    out = []
+    for p in problems:
+        key = (p.code, p.seq, p.line)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+@contextlib.contextmanager
+def _tolerant_text(connection: Any) -> Iterator[None]:
+    """SQLite: text that is not UTF-8 is read with surrogate escapes (it then fails its hash and is
+    named) instead of stopping the driver."""
+    raw = connection.connection.dbapi_connection if connection.dialect.name == "sqlite" else None
+    if raw is None:
+        yield
+        return
+    before = raw.text_factory
+    raw.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+    try:
+        yield
+    finally:
+        raw.text_factory = before
 
 
 def _plain(rows: Any, progress: Callable[[int], None] | None, batch: int) -> Iterable[Sequence[Any]]:
@@ -155,25 +241,48 @@ class _Walk:
     moved: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _walk(rows: Iterable[tuple], wanted: set[int]) -> _Walk:
+def check_extension(connection: Any, start_seq: int, start_hash: str, head_seq: int, head_hash: str) -> list[Problem]:
+    """Findings in the entries after ``start_seq`` (whose hash is ``start_hash``) up to the head row
+    (``head_seq``, ``head_hash``): the chain a checkpointer is about to sign must be unbroken."""
+    with _tolerant_text(connection):
+        rows = connection.execute(_SELECT_AFTER, {"start": start_seq}).all()
+    walk = _walk(rows, set(), start_seq, start_hash)
+    return _distinct(walk.problems + _check_head(head_seq, head_hash, walk))
+
+
+def _walk(rows: Iterable[tuple], wanted: set[int], start_seq: int = 0, start_hash: str = chain.GENESIS) -> _Walk:
     w = _Walk()
     sha256, fromhex, dumps, version = hashlib.sha256, bytes.fromhex, chain._dumps, chain.VERSION
     to_text, naive_datetime = _driver_time, datetime.datetime
-    expected = 1
-    prev_seq, prev_hash_stored, prev2_hash_stored = 0, chain.GENESIS, None
+    expected = start_seq + 1
+    prev_seq, prev_hash_stored, prev2_hash_stored = start_seq, start_hash, None
     prev_moved = False
     problems, flagged = w.problems, w.flagged
-    for seq, at, event_type, subject, role, obj, result, source, request_id, details, prev_hash, stored in rows:
+    for row in rows:
         w.count += 1
-        kind = type(at)
-        if kind is str and len(at) == 26:
-            t = at[:10] + "T" + at[11:] + "Z"
-        elif kind is naive_datetime and at.tzinfo is None:
-            t = at.isoformat(timespec="microseconds") + "Z"
-        else:
-            t = to_text(at)
-        ok = sha256(fromhex(prev_hash) + dumps([version, seq, t, event_type, subject, role, obj, result, source,
-                                                request_id, details]).encode()).hexdigest() == stored
+        try:
+            seq, at, event_type, subject, role, obj, result, source, request_id, details, prev_hash, stored = row
+            kind = type(at)
+            if kind is str and len(at) == 26:
+                t = at[:10] + "T" + at[11:] + "Z"
+            elif kind is naive_datetime and at.tzinfo is None:
+                t = at.isoformat(timespec="microseconds") + "Z"
+            else:
+                t = to_text(at)
+            ok = sha256(fromhex(prev_hash) + dumps([version, seq, t, event_type, subject, role, obj, result, source,
+                                                    request_id, details]).encode()).hexdigest() == stored
+            if type(seq) is not int:
+                raise TypeError("seq")
+        except (TypeError, ValueError, AttributeError, UnicodeError, OverflowError):
+            seq = _whole(row[0])
+            problems.append(Problem("malformed", seq, _malformed(row) or "the row cannot be read"))
+            if seq is not None:
+                flagged.add(seq)
+                if seq in wanted:
+                    w.covered[seq] = row[11] if _is_hash(row[11]) else "malformed"
+                expected, prev_seq = seq + 1, seq
+            prev2_hash_stored, prev_hash_stored, prev_moved = prev_hash_stored, row[11], True
+            continue
         gap = seq != expected
         if gap:
             missing = f"entry {expected} is" if seq - expected == 1 else f"entries {expected} to {seq - 1} are"
@@ -182,9 +291,12 @@ def _walk(rows: Iterable[tuple], wanted: set[int]) -> _Walk:
             flagged.update(range(expected, seq))
         moved = False
         if not ok:
-            original = _original_number(seq, t, event_type, subject, role, obj, result, source, request_id,
-                                        details, prev_hash, stored)
-            if original is not None:
+            reason = _malformed(row)
+            original = None if reason else _original_number(seq, t, event_type, subject, role, obj, result, source,
+                                                            request_id, details, prev_hash, stored)
+            if reason:
+                problems.append(Problem("malformed", seq, reason))
+            elif original is not None:
                 w.moved.append((seq, original))
                 moved = True
             else:
@@ -204,9 +316,57 @@ def _walk(rows: Iterable[tuple], wanted: set[int]) -> _Walk:
             w.covered[seq] = stored
         prev2_hash_stored, prev_hash_stored, prev_seq, prev_moved = prev_hash_stored, stored, seq, moved
         expected = seq + 1
-    w.last_seq, w.last_hash = prev_seq, prev_hash_stored
+    w.last_seq, w.last_hash = prev_seq, prev_hash_stored if isinstance(prev_hash_stored, str) else ""
     w.problems.extend(_explain_moves(w.moved))
     return w
+
+
+_HEX = frozenset("0123456789abcdef")
+_TEXT_COLUMNS = (("event_type", True), ("subject", True), ("subject_role", False), ("object", False),
+                 ("result", True), ("source_address", False), ("request_id", False))
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+def _malformed(row: Sequence[Any]) -> str | None:
+    """What is wrong with a row's form (None when each column has the form the trail writes)."""
+    if len(row) != 12:
+        return "the row does not have the trail's columns"
+    seq, at = row[0], row[1]
+    if type(seq) is not int:
+        return f"seq is {'NULL' if seq is None else 'not a whole number'}"
+    if at is None:
+        return "at is NULL"
+    if not isinstance(at, (str, datetime.datetime)) or (isinstance(at, str) and len(at) != 26):
+        return "at is not a time as the trail writes it"
+    for (name, required), value in zip(_TEXT_COLUMNS, row[2:9]):
+        if value is None and required:
+            return f"{name} is NULL"
+        if value is not None and not isinstance(value, str):
+            return f"{name} is not text"
+    details = row[9]
+    if details is None:
+        return "details is NULL"
+    try:
+        parsed = json.loads(details) if isinstance(details, str) and len(details) <= 65536 else None
+    except (ValueError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        return "details is not a JSON object"
+    for name, value in (("prev_hash", row[10]), ("entry_hash", row[11])):
+        if value is None:
+            return f"{name} is NULL"
+        if not _is_hash(value):
+            return f"{name} is not 64 lower-case hex digits"
+    for value in row[2:10]:
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeError:
+                return "a text column is not UTF-8"
+    return None
 
 
 def _original_number(seq: int, t: str, *rest: object) -> int | None:
@@ -272,24 +432,37 @@ def _check_head(head_seq: int, head_hash: str, w: _Walk) -> list[Problem]:
 
 # -- checkpoints ---------------------------------------------------------------------------
 def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
-                       anchors: list[x509.Certificate]) -> list[Problem]:
+                       anchors: list[x509.Certificate], authentic: dict[int, str] | None = None) -> list[Problem]:
+    """Each checkpoint's signature and time-stamp, and the entry it covers; ``authentic`` gets
+    seq -> SHA-256 of the signature of every checkpoint that proved authentic."""
     problems: list[Problem] = []
     if staff is None:
-        return [Problem("checkpoint", None, "the staff CA certificate is missing: checkpoints cannot be checked")] if rows else []
+        return [Problem("checkpoint", None, "the staff CA certificate is missing or unreadable: checkpoints "
+                        "cannot be checked")] if rows else []
     if anchors and not any(_issued_by(staff, a) or staff == a for a in anchors):
         return [Problem("checkpoint", None, "the staff CA stored in the database does not chain to the given anchor")]
     last_good = 0
-    present = {int(r[1]) for r in rows}
+    present = {n for n in (_whole(r[1]) for r in rows) if n is not None}
     for cid, seq, previous, entry_hash, created_at, signature, signer_der, token in rows:
-        seq = int(seq)
-        reason = _checkpoint_signature_problem(seq, int(previous), entry_hash, created_at, signature, signer_der,
-                                               token, staff)
+        if _whole(seq) is None or _whole(previous) is None or not _is_hash(entry_hash) or \
+                not isinstance(created_at, datetime.datetime) or \
+                not all(isinstance(v, bytes) for v in (signature, signer_der, token)):
+            problems.append(Problem("checkpoint", _whole(seq), f"checkpoint #{cid} is malformed (a column is NULL or "
+                                    "of the wrong type)", code="checkpoint-malformed"))
+            continue
+        try:
+            reason = _checkpoint_signature_problem(seq, previous, entry_hash, created_at, signature, signer_der,
+                                                   token, staff)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, InvalidSignature) as exc:
+            reason = f"unreadable ({type(exc).__name__})"
         if reason is not None:
             problems.append(Problem("checkpoint", seq, f"checkpoint #{cid} is not authentic: {reason}"))
             continue
-        if previous and int(previous) not in present:
-            problems.append(Problem("checkpoint", int(previous), f"the checkpoint of entries up to {previous} was "
-                                    f"deleted (checkpoint #{cid} names it as its predecessor)"))
+        if authentic is not None:
+            authentic[seq] = hashlib.sha256(signature).hexdigest()
+        if previous and previous not in present:
+            problems.append(Problem("checkpoint", previous, f"the checkpoint of entries up to {previous} was "
+                                    f"deleted (checkpoint #{cid} names it as its predecessor)", code="checkpoint-missing"))
         if seq > w.last_seq:
             gone = f"entry {w.last_seq + 1} is" if seq == w.last_seq + 1 else f"entries {w.last_seq + 1} to {seq} are"
             problems.append(Problem("truncated", w.last_seq + 1, f"the tail was cut: checkpoint #{cid} of "
@@ -304,6 +477,81 @@ def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
         else:
             last_good = seq
     return problems
+
+
+def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], rows: list,
+                   authentic: dict[int, str], w: _Walk, staff: x509.Certificate | None) -> list[Problem]:
+    """The database against the witness: each witnessed checkpoint must still be in the database
+    with the same signature, and the entry it covers must still have the witnessed hash."""
+    problems: list[Problem] = []
+    stored = {_whole(r[1]): r for r in rows}
+    last_seq, last_good, truncated = 0, 0, None
+    for number, line in witnessed:
+        if isinstance(line, WitnessMalformed):
+            problems.append(Problem("witness", None, f"not a witness line: {line}", code="witness-malformed",
+                                    line=number))
+            continue
+        if line.seq <= last_seq:
+            problems.append(Problem("witness", None, f"checkpoint of seq {line.seq} after one of seq {last_seq}: "
+                                    "the witness's heads must grow", code="witness-out-of-order", line=number))
+            continue
+        row = stored.get(line.seq)
+        if authentic.get(line.seq) != line.signature_sha256:
+            reason = _witness_signature_problem(line, staff)
+            if reason is not None:
+                problems.append(Problem("witness", None, f"the witnessed checkpoint of seq {line.seq} was not "
+                                        f"signed by the audit key: {reason}", code="witness-forged", line=number))
+                continue
+            if row is None:
+                problems.append(Problem("checkpoint", line.seq, f"the checkpoint of entries up to {line.seq} "
+                                        f"(witnessed on line {number}, {line.time}) is not in the database",
+                                        code="checkpoint-missing"))
+            else:
+                problems.append(Problem("checkpoint", line.seq, f"checkpoint #{row[0]} is not the one witnessed on "
+                                        f"line {number} ({line.time}): its signature differs",
+                                        code="checkpoint-changed"))
+        elif row is not None and row[0] != line.checkpoint:
+            problems.append(Problem("checkpoint", line.seq, f"checkpoint #{row[0]} was witnessed on line {number} "
+                                    f"as checkpoint #{line.checkpoint}: its row was renumbered",
+                                    code="checkpoint-changed"))
+        last_seq = line.seq
+        if line.seq > w.last_seq:
+            truncated = (line.seq, number)
+            continue
+        have = w.covered.get(line.seq)
+        if have is None:
+            if line.seq not in w.flagged:
+                problems.append(Problem("deleted", line.seq, f"entry {line.seq}, witnessed on line {number}, is missing"))
+        elif have != line.entry_hash:
+            if not any(last_good < s <= line.seq for s in w.flagged):
+                problems.append(Problem("changed", line.seq, f"entries {last_good + 1} to {line.seq} were rewritten "
+                                        "(changed, deleted, inserted or moved) and their hashes recomputed: entry "
+                                        f"{line.seq} no longer has the hash witnessed on line {number} ({line.time})"))
+        else:
+            last_good = line.seq
+    if truncated is not None:
+        seq, number = truncated
+        gone = f"entry {w.last_seq + 1} is" if seq == w.last_seq + 1 else f"entries {w.last_seq + 1} to {seq} are"
+        problems.append(Problem("truncated", w.last_seq + 1, f"the tail was cut: the witness (line {number}) records "
+                                f"entries up to {seq}, {gone} gone"))
+    return problems
+
+
+def _witness_signature_problem(line: WitnessLine, staff: x509.Certificate | None) -> str | None:
+    """Why a witness line's own signature does not prove it (None when it does)."""
+    if line.signature is None:
+        return "the line carries no signature and no checkpoint in the database has its signature's hash"
+    if staff is None:
+        return "the staff CA certificate is missing: the signature cannot be checked"
+    try:
+        content, signer, _ = open_signed_data(line.signature, CHECKPOINT_CONTENT_TYPE)
+    except (ValueError, InvalidSignature, TypeError) as exc:
+        return f"bad signature ({exc or type(exc).__name__})"
+    if content != line.statement():
+        return "the signature is over a different head, time or predecessor than the line states"
+    if not _issued_by(signer, staff):
+        return "the signer's certificate was not issued by the staff CA"
+    return None
 
 
 _ISSUED: dict[tuple[bytes, bytes], bool] = {}

@@ -68,6 +68,12 @@ class Settings:
     proxy_hops: int = 0
     #: an automatic signed, time-stamped audit checkpoint after this many entries
     audit_checkpoint_every: int = 1000
+    #: a time-based audit checkpoint at least this often (seconds) while entries are appended (0: none)
+    audit_checkpoint_interval: int = 60
+    #: the append-only file each checkpoint is also witnessed in ("": <home>/audit-witness.log; "off": none)
+    audit_witness: str = ""
+    #: remote syslog for the witness (udp://host:514, tcp://host:514 or a socket path; None: none)
+    audit_syslog: str | None = None
     #: the security log on stderr (idp.events): INFO shows failures, DEBUG successes too
     security_log_level: str = "INFO"
     #: the language of pages when nothing else chooses one (Babel locale name: zh_CN or en)
@@ -110,6 +116,9 @@ class Settings:
             data_key_b64=env.get("TESSERA_DATA_KEY") or None,
             proxy_hops=_number(env, "TESSERA_PROXY_HOPS", 0),
             audit_checkpoint_every=_number(env, "TESSERA_AUDIT_CHECKPOINT_EVERY", 1000),
+            audit_checkpoint_interval=_number(env, "TESSERA_AUDIT_CHECKPOINT_INTERVAL", 60),
+            audit_witness=env.get("TESSERA_AUDIT_WITNESS") or "",
+            audit_syslog=env.get("TESSERA_AUDIT_SYSLOG") or None,
             security_log_level=(env.get("TESSERA_SECURITY_LOG_LEVEL") or "INFO").upper(),
             default_locale=(env.get("TESSERA_DEFAULT_LOCALE") or "zh_CN").replace("-", "_"),
             timezone=env.get("TESSERA_TIMEZONE") or "Asia/Shanghai",

@@ -6,17 +6,22 @@
                      every 10 entries with the in-process TSA (see :class:`AuditStore`)
     audit_home       function scope: a fresh `tessera init` home (PKCS#11 token) for CLI tests
     tamper(store, *sql)  run SQL as the database administrator with the append-only triggers off
+    witnessed(store)     the store's trail and checkpointer rebuilt with a witness file (audit.witness)
+    rewrite_tail(store, first, edit)  the outside tester's attack: entries from ``first`` on read out,
+                         edited (changed, deleted, inserted, swapped, cut), re-chained with recomputed
+                         hashes, written back with the head moved to the new tip (triggers off)
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, delete, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoints import Checkpointer, prepare_audit_signer
@@ -30,7 +35,7 @@ from idp import schema
 from tests.conftest import Home
 from tests.servers import free_port
 
-__all__ = ["AuditStore", "audit_store", "audit_home", "tamper", "fill", "root_pem"]
+__all__ = ["AuditStore", "audit_store", "audit_home", "tamper", "fill", "root_pem", "witnessed", "rewrite_tail"]
 
 
 @dataclass
@@ -90,6 +95,41 @@ def tamper(store: AuditStore, *statements: str) -> None:
             conn.exec_driver_sql("ALTER TABLE audit_checkpoint DISABLE TRIGGER USER")
         for statement in statements:
             conn.exec_driver_sql(statement)
+
+
+def witnessed(store: AuditStore, checkpoint_every: int = 10, syslog: str | None = None) -> Path:
+    """Give ``store`` a trail and checkpointer whose checkpoints are witnessed in a file; its path."""
+    from audit.witness import Witness
+
+    path = store.folder / "audit-witness.log"
+    store.checkpointer = Checkpointer(store.ca, store.sessions, witness=Witness(path, syslog))
+    store.trail = AuditTrail(store.sessions, store.ca.clock, store.checkpointer, checkpoint_every=checkpoint_every)
+    return path
+
+
+def rewrite_tail(store: AuditStore, first: int, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+    """As a database administrator who knows the documented encoding: read entries ``first``..,
+    let ``edit`` change the list, then write it back as entries ``first``.. chained to entry
+    ``first - 1`` with recomputed hashes, and point the head at the new tip."""
+    from audit import chain
+    from audit.models import AuditEntry
+
+    table = AuditEntry.__table__
+    tamper(store)  # triggers off
+    with store.engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(select(table).where(table.c.seq >= first).order_by(table.c.seq)).mappings()]
+        previous = conn.execute(select(table.c.entry_hash).where(table.c.seq == first - 1)).scalar() or chain.GENESIS
+        conn.execute(delete(table).where(table.c.seq >= first))
+        seq = first - 1
+        for row in edit(rows):
+            seq += 1
+            canonical = chain.canonical_bytes(seq, chain.canonical_time(row["at"]), row["event_type"], row["subject"],
+                                              row["subject_role"], row["object"], row["result"], row["source_address"],
+                                              row["request_id"], row["details"])
+            row.update(seq=seq, prev_hash=previous, entry_hash=chain.entry_hash(previous, canonical))
+            conn.execute(insert(table).values(**row))
+            previous = row["entry_hash"]
+        conn.execute(text("UPDATE audit_head SET seq = :s, entry_hash = :h WHERE id = 1"), {"s": seq, "h": previous})
 
 
 def root_pem(ca: CertificateAuthority, folder: Path) -> Path:

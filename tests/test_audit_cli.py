@@ -73,8 +73,8 @@ def test_verify_exits_non_zero_with_one_line_per_problem(audit_home: Home) -> No
     result = audit_home.cli("audit", "verify", check=False)
     assert result.returncode == 1
     lines = result.stdout.decode().splitlines()
-    assert lines == ["entry 2: changed: its content no longer matches its hash",
-                     "entry 5: deleted: entry 5 is missing (the sequence jumps from 4 to 6)"]
+    assert lines == ["entry-changed seq=2: its content no longer matches its hash",
+                     "entry-deleted seq=5: entry 5 is missing (the sequence jumps from 4 to 6)"]
     assert b"TAMPERED (2 problem(s))" in result.stderr and b"Traceback" not in result.stderr
     # the failed verification was itself recorded
     last = json.loads(audit_home.cli("audit", "list", "--limit", "1", "--json").stdout)[0]
@@ -112,3 +112,74 @@ def test_bad_input_is_one_line_and_non_zero(audit_home: Home) -> None:
     assert empty.returncode == 1 and empty.stderr.decode().strip().endswith("nothing to checkpoint")
     missing = audit_home.cli("audit", "verify", "--anchor", "/nonexistent.pem", check=False)
     assert missing.returncode == 2 and b"Traceback" not in missing.stderr
+
+
+def _rechain(db: sqlite3.Connection, first: int) -> None:
+    """The outside tester's tool: recompute entries first.. and the head with docs/audit.md's encoding."""
+    import hashlib
+
+    previous = db.execute("SELECT entry_hash FROM audit_entry WHERE seq = ?", (first - 1,)).fetchone()[0]
+    rows = db.execute("SELECT seq, at, event_type, subject, subject_role, object, result, source_address, "
+                      "request_id, details FROM audit_entry WHERE seq >= ? ORDER BY seq", (first,)).fetchall()
+    for seq, at, *rest in rows:
+        body = json.dumps(["tessera-audit-v1", seq, at.replace(" ", "T") + "Z", *rest], ensure_ascii=False,
+                          separators=(",", ":")).encode()
+        digest = hashlib.sha256(bytes.fromhex(previous) + body).hexdigest()
+        db.execute("UPDATE audit_entry SET prev_hash = ?, entry_hash = ? WHERE seq = ?", (previous, digest, seq))
+        previous = digest
+    db.execute("UPDATE audit_head SET seq = ?, entry_hash = ? WHERE id = 1", (rows[-1][0], previous))
+
+
+def test_outside_testers_attack_is_named_and_not_signed(audit_home: Home) -> None:
+    """Issue 12, finding 4, as reproduced: with the database file, triggers dropped, a tail entry
+    changed and the hashes and head recomputed, the newest checkpoint deleted."""
+    for _ in range(3):
+        audit_home.cli("audit", "export", "--out", "/dev/null")
+    audit_home.cli("audit", "checkpoint")  # entries 1..3
+    for _ in range(3):
+        audit_home.cli("audit", "export", "--out", "/dev/null")
+    audit_home.cli("audit", "checkpoint")  # entries 1..6
+    for _ in range(2):
+        audit_home.cli("audit", "export", "--out", "/dev/null")
+    witness = audit_home.path / "audit-witness.log"
+    assert oct(witness.stat().st_mode & 0o777) == "0o600" and len(witness.read_text().splitlines()) == 2
+    db = sqlite3.connect(audit_home.path / "tessera.db")
+    with db:
+        for trigger in ("audit_entry_no_update", "audit_entry_no_delete", "audit_checkpoint_no_delete"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DELETE FROM audit_checkpoint WHERE seq = 6")
+        db.execute("UPDATE audit_entry SET subject = 'cli:nobody' WHERE seq = 5")
+        _rechain(db, 5)
+    db.close()
+    alone = run_tessera(dict(audit_home.env, TESSERA_AUDIT_WITNESS="off"), "audit", "verify", "--no-record", check=False)
+    assert alone.returncode == 0  # the database alone cannot tell: the finding as reported
+    result = audit_home.cli("audit", "verify", check=False)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["entry-changed seq=6", "checkpoint-missing seq=6"], lines
+    assert "entries 4 to 6 were rewritten" in lines[0]
+    refused = audit_home.cli("audit", "checkpoint", check=False)
+    assert refused.returncode == 1 and b"Traceback" not in refused.stderr
+    assert b"audit checkpoint refused: checkpoint-missing seq=6" in refused.stderr
+    assert len(witness.read_text().splitlines()) == 2  # nothing signed
+    last = json.loads(audit_home.cli("audit", "list", "--limit", "1", "--json").stdout)[0]
+    assert (last["type"], last["result"], last["details"]["finding"]) == ("audit.checkpoint", "refused",
+                                                                          "checkpoint-missing seq=6")
+
+
+def test_verify_names_a_malformed_row_instead_of_crashing(audit_home: Home) -> None:
+    for _ in range(3):
+        audit_home.cli("audit", "export", "--out", "/dev/null")
+    db = sqlite3.connect(audit_home.path / "tessera.db")
+    with db:
+        db.execute("DROP TRIGGER audit_entry_no_update")
+        db.execute("UPDATE audit_entry SET prev_hash = 'not hex' WHERE seq = 2")
+        db.execute("UPDATE audit_entry SET details = '{not json' WHERE seq = 3")
+    db.close()
+    result = audit_home.cli("audit", "verify", "--no-record", check=False)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[:2] == ["entry-malformed seq=2: prev_hash is not 64 lower-case hex digits",
+                         "entry-malformed seq=3: details is not a JSON object"], lines
+    refused = audit_home.cli("audit", "checkpoint", check=False)
+    assert refused.returncode == 1 and b"audit checkpoint refused: entry-malformed seq=2" in refused.stderr

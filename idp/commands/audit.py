@@ -10,7 +10,6 @@ import datetime
 import functools
 import getpass
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,12 +45,23 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _witness(obj: CliContext) -> Any:
+    """The deployment's witness (TESSERA_AUDIT_WITNESS, TESSERA_AUDIT_SYSLOG)."""
+    from audit.witness import witness_from_settings
+
+    settings = obj.settings
+    try:
+        return witness_from_settings(settings.home, settings.audit_witness, settings.audit_syslog)
+    except ValueError as exc:
+        raise click.ClickException(f"TESSERA_AUDIT_SYSLOG: {exc}") from None
+
+
 def _trail(obj: CliContext) -> Any:
     from audit import open_trail
 
-    every = int(os.environ.get("TESSERA_AUDIT_CHECKPOINT_EVERY") or 1000)
     d = obj.deployment
-    return open_trail(d.ca, d.sessions, d.tsa, checkpoint_every=max(1, every))
+    return open_trail(d.ca, d.sessions, d.tsa, checkpoint_every=max(1, d.settings.audit_checkpoint_every),
+                      witness=_witness(obj))
 
 
 def _operator() -> str:
@@ -91,24 +101,34 @@ def _filter(since: datetime.datetime | None, until: datetime.datetime | None, ev
 @group.command("verify")
 @click.option("--anchor", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM root certificate(s) held outside the database to check the staff CA against.")
+@click.option("--witness", "witness_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The witness file to compare with (default: the deployment's, TESSERA_AUDIT_WITNESS).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-record", is_flag=True,
               help="Do not append an audit.verify entry: reads the database alone (read-only copies; no CA token needed).")
 @click.pass_obj
 @_errors
-def verify_cmd(obj: CliContext, anchor: str | None, as_json: bool, no_record: bool) -> None:
-    """Recompute the hash chain and check every checkpoint; one line per problem, exit 1 if any."""
+def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, as_json: bool, no_record: bool) -> None:
+    """Recompute the hash chain, check every checkpoint and compare with the witness; one line per
+    finding (e.g. `checkpoint-missing seq=12`), exit 1 if any."""
     from audit.export import count_entries
     from audit.verification import verify
 
-    anchors = x509.load_pem_x509_certificates(Path(anchor).read_bytes()) if anchor else []
+    try:
+        anchors = x509.load_pem_x509_certificates(Path(anchor).read_bytes()) if anchor else []
+    except ValueError:
+        raise click.BadParameter("not PEM certificates", param_hint="--anchor") from None
+    witness = Path(witness_file) if witness_file else _witness(obj).path
+    if witness is not None and not witness.exists():
+        click.echo(f"no witness file at {witness}: the trail is checked against the database alone", err=True)
+        witness = None
     # --no-record writes nothing: the database alone, so an auditor can check a copy of it
     sessions = obj.read_only_sessions() if no_record else obj.deployment.sessions
     if sys.stderr.isatty() and not as_json:
         with click.progressbar(length=count_entries(sessions), label="verifying", file=sys.stderr) as bar:
-            report = verify(sessions, anchors, progress=bar.update)
+            report = verify(sessions, anchors, progress=bar.update, witness=witness)
     else:
-        report = verify(sessions, anchors)
+        report = verify(sessions, anchors, witness=witness)
     if not no_record:
         _record(obj, "audit.verify", "success" if report.ok else "failure", None,
                 entries=report.entries, problems=len(report.problems))
@@ -118,6 +138,8 @@ def verify_cmd(obj: CliContext, anchor: str | None, as_json: bool, no_record: bo
         for problem in report.problems:
             click.echo(str(problem))
         state = "OK" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"
+        if witness is not None:
+            click.echo(f"compared with the witness {witness}", err=True)
         click.echo(f"{state}: {report.entries} entries up to {report.last_seq}, {report.checkpoints} checkpoint(s), "
                    f"last checkpoint at {report.last_checkpoint_seq}, in {report.seconds:.2f}s", err=True)
     if not report.ok:
@@ -129,7 +151,8 @@ def verify_cmd(obj: CliContext, anchor: str | None, as_json: bool, no_record: bo
 @click.pass_obj
 @_errors
 def checkpoint_cmd(obj: CliContext, as_json: bool) -> None:
-    """Sign and time-stamp the current head now (creates the audit signer first if missing)."""
+    """Sign and time-stamp the current head now (creates the audit signer first if missing) and
+    witness it; refused, with exit status 1, when the chain does not extend the head last signed."""
     from audit.checkpoints import prepare_audit_signer
 
     for line in prepare_audit_signer(obj.deployment.ca):
