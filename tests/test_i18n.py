@@ -151,6 +151,20 @@ def test_the_scan_finds_untranslated_text() -> None:
     assert untranslated_text("<p>{{ _('Log out') }} <code>tessera init</code> {% trans %}Hi there{% endtrans %}</p>") == []
 
 
+def test_every_card_login_refusal_has_words() -> None:
+    """Each code a card login can be refused with (idp/webeid.py) has a sentence on the login page
+    saying what happened and what to do, rather than the code itself."""
+    source = (IDP / "webeid.py").read_text()
+    codes = set(re.findall(r'LoginRefused\("([a-z-]*[a-z])"', source))  # "card-" + status: below
+    codes |= {"card-" + s for s in ("lost", "renewed", "expired", "blocked", "revoked")}
+    codes |= {"certificate-" + c for c in ("untrusted-issuer", "expired", "not-yet-valid", "revoked",
+                                           "revocation-unknown", "wrong-purpose")}
+    assert "card-not-registered" in codes and "nonce-invalid" in codes
+    page = (TEMPLATES / "citizen_login.html").read_text()
+    worded = set(re.findall(r'data-refusal="([a-z-]+)">{{ _\(', page))
+    assert not codes - worded, f"card login refusals without words: {sorted(codes - worded)}"
+
+
 @pytest.mark.parametrize(("tag", "locale"), [
     ("zh-CN", "zh_CN"), ("zh-Hans-CN", "zh_CN"), ("zh", "zh_CN"), ("zh_CN", "zh_CN"), ("zh-Hans", "zh_CN"),
     ("zh-SG", "zh_CN"), ("en", "en"), ("en-US", "en"), ("en-GB", "en"), ("EN", "en"),
