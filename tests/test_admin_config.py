@@ -24,6 +24,7 @@ from idp.settings import Settings
 from tests.fixtures_admin import *  # noqa: F403
 from tests.fixtures_admin import AdminAgent, IdpServer, audit_entries, audit_tip
 from tests.fixtures_audit import AuditStore, audit_store, tamper  # noqa: F401
+from tests.fixtures_operators import operator_tokens, run_as  # noqa: F401
 
 
 def _now() -> datetime.datetime:
@@ -248,21 +249,21 @@ def test_the_auditor_does_not_see_the_configuration(idp: IdpServer, admins: dict
         ["admin.config.read", "admin.config.set"]
 
 
-def test_cli_config_show_and_set(idp: IdpServer, admins: dict[str, str]) -> None:
+def test_cli_config_show_and_set(idp: IdpServer, admins: dict[str, str], operator_tokens: dict[str, str]) -> None:
     assert b"Usage: tessera config set" in idp.cli("config", "set", "--help").stdout
-    shown = json.loads(idp.cli("config", "show", "--as", admins["security-admin"], "--json").stdout)
+    shown = json.loads(run_as(idp, operator_tokens, "config", "show", "--as", admins["security-admin"], "--json").stdout)
     assert {row["name"] for row in shown} == set(TUNABLES)
     before = audit_tip(idp)
     try:
-        done = idp.cli("config", "set", "throttle.window_seconds", "600", "--as", admins["system-admin"], "--json")
+        done = run_as(idp, operator_tokens, "config", "set", "throttle.window_seconds", "600", "--as", admins["system-admin"], "--json")
         assert json.loads(done.stdout) == {"name": "throttle.window_seconds", "old": 900, "new": 600, "changed": True}
         [entry] = [e for e in audit_entries(idp, f"staff:{admins['system-admin']}", before)
                    if e["event_type"] == "admin.config.set"]
         assert json.loads(entry["details"]) == {"old": 900, "new": 600, "channel": entry_channel(entry)}
-        text = idp.cli("config", "show", "--as", admins["system-admin"]).stdout.decode()
+        text = run_as(idp, operator_tokens, "config", "show", "--as", admins["system-admin"]).stdout.decode()
         assert re.search(rf"throttle\.window_seconds\s+600 .*staff:{admins['system-admin']}", text), text
     finally:
-        idp.cli("config", "set", "throttle.window_seconds", "900", "--as", admins["system-admin"])
+        run_as(idp, operator_tokens, "config", "set", "throttle.window_seconds", "900", "--as", admins["system-admin"])
     for args, status, words in [
         (("set", "password.min_length", "10", "--as", admins["system-admin"]), 1, "may not go below 12"),
         (("set", "no.such", "1", "--as", admins["system-admin"]), 1, "unknown setting 'no.such'"),
@@ -270,7 +271,8 @@ def test_cli_config_show_and_set(idp: IdpServer, admins: dict[str, str]) -> None
         (("show", "--as", admins["auditor"]), 3, "the auditor may not see"),
         (("set", "session.idle_seconds", "600"), 2, "Missing option '--as'"),
     ]:
-        result = idp.cli("config", *args, check=False)
+        result = run_as(idp, operator_tokens, "config", *args, check=False) if "--as" in args else \
+            idp.cli("config", *args, check=False)
         err = result.stderr.decode()
         assert result.returncode == status and words in err and "Traceback" not in err, (args, err)
 
@@ -312,14 +314,15 @@ def test_each_consumer_follows_a_change(audit_store: AuditStore) -> None:
         passwords.check("someone", "Fjord-Quilt-93x")  # 15 characters: enough for the floor, not for 16
 
 
-def test_a_lower_throttle_limit_applies_to_the_running_server(idp: IdpServer, admins: dict[str, str], slapd) -> None:  # type: ignore[no-untyped-def]
+def test_a_lower_throttle_limit_applies_to_the_running_server(idp: IdpServer, admins: dict[str, str], slapd,  # type: ignore[no-untyped-def]
+                                                              operator_tokens: dict[str, str]) -> None:
     import requests
 
     from tests.fixtures_web import PASSWORD, new_uid, post_login
 
     uid = new_uid("thr")
     slapd.create_user(uid, PASSWORD)
-    idp.cli("config", "set", "throttle.account_failures", "3", "--as", admins["system-admin"])
+    run_as(idp, operator_tokens, "config", "set", "throttle.account_failures", "3", "--as", admins["system-admin"])
     try:
         time.sleep(2.5)  # every worker's cached value is at most 2 s old
         for _ in range(3):
@@ -329,4 +332,4 @@ def test_a_lower_throttle_limit_applies_to_the_running_server(idp: IdpServer, ad
         blocked = post_login(requests.Session(), idp, uid, PASSWORD)
         assert blocked.status_code == 401 and "too many attempts" in blocked.text
     finally:
-        idp.cli("config", "set", "throttle.account_failures", "10", "--as", admins["system-admin"])
+        run_as(idp, operator_tokens, "config", "set", "throttle.account_failures", "10", "--as", admins["system-admin"])

@@ -20,14 +20,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import IdpServer, audit_entries, audit_tip
+from tests.fixtures_operators import operator_tokens, run_as  # noqa: F401
 from tests.fixtures_web import TESSERA
 from tests.servers import free_port, running_server, wait_healthy
 
 GRANT = {"grant_type": "client_credentials"}
+#: the administrators' operator tokens (`tessera admin login`), for the --as commands
+TOKENS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _logged_in_operators(operator_tokens: dict[str, str]) -> None:
+    TOKENS.update(operator_tokens)
 
 
 def add_service(idp: IdpServer, admin: str, name: str, *extra: str) -> dict[str, Any]:
-    out = idp.cli("service", "add", name, "--as", admin, "--json", *extra)
+    out = run_as(idp, TOKENS, "service", "add", name, "--as", admin, "--json", *extra)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
@@ -167,10 +175,10 @@ def test_removed_account_is_refused_at_once(idp: IdpServer, admins: dict[str, st
     token = token_for(idp.base, account).json()["access_token"]
     certificate = some_certificate(idp)
     assert verify(idp.base, token, certificate).status_code == 200
-    listed = json.loads(idp.cli("service", "list", "--as", admins["system-admin"], "--json").stdout)
+    listed = json.loads(run_as(idp, TOKENS, "service", "list", "--as", admins["system-admin"], "--json").stdout)
     assert account["client_id"] in {a["client_id"] for a in listed}
     since = audit_tip(idp)
-    removed = idp.cli("service", "remove", account["client_id"], "--as", admins["system-admin"], "--json")
+    removed = run_as(idp, TOKENS, "service", "remove", account["client_id"], "--as", admins["system-admin"], "--json")
     assert json.loads(removed.stdout) == {"removed": account["client_id"]}
     refused = verify(idp.base, token, certificate)  # the next call, a token that has not expired
     assert refused.status_code == 401 and "removed" in refused.json()["detail"]
@@ -178,26 +186,26 @@ def test_removed_account_is_refused_at_once(idp: IdpServer, admins: dict[str, st
     assert again_token.status_code == 401, again_token.text
     entries = [e for e in audit_entries(idp, since_seq=since) if e["event_type"] == "admin.service.remove"]
     assert entries and entries[0]["result"] == "success" and entries[0]["object"] == f"client:{account['client_id']}"
-    again = idp.cli("service", "remove", account["client_id"], "--as", admins["system-admin"], check=False)
+    again = run_as(idp, TOKENS, "service", "remove", account["client_id"], "--as", admins["system-admin"], check=False)
     assert again.returncode == 1 and "no service account" in again.stderr.decode()
 
 
 def test_only_the_system_administrator_manages_service_accounts(idp: IdpServer, admins: dict[str, str]) -> None:
     since = audit_tip(idp)
     for role in ("security-admin", "auditor", "officer"):
-        refused = idp.cli("service", "add", "Shadow service", "--as", admins[role], check=False)
+        refused = run_as(idp, TOKENS, "service", "add", "Shadow service", "--as", admins[role], check=False)
         assert refused.returncode == 3, refused.stderr
         assert "refused" in refused.stderr.decode() and "Traceback" not in refused.stderr.decode()
-        assert idp.cli("service", "list", "--as", admins[role], check=False).returncode == 3
+        assert run_as(idp, TOKENS, "service", "list", "--as", admins[role], check=False).returncode == 3
     kept = add_service(idp, admins["system-admin"], "Kept service")
-    assert idp.cli("service", "remove", kept["client_id"], "--as", admins["security-admin"], check=False).returncode == 3
-    assert idp.cli("service", "add", "Nobody's", "--as", "no-such-user", check=False).returncode == 3
+    assert run_as(idp, TOKENS, "service", "remove", kept["client_id"], "--as", admins["security-admin"], check=False).returncode == 3
+    assert run_as(idp, TOKENS, "service", "add", "Nobody's", "--as", "no-such-user", check=False).returncode == 4
     refusals = [e for e in audit_entries(idp, since_seq=since) if e["event_type"].startswith("admin.service.")
                 and e["result"] == "refused"]
     assert {e["subject"] for e in refusals} >= {f"staff:{admins[r]}" for r in ("security-admin", "auditor", "officer")}
-    names = [a["name"] for a in json.loads(idp.cli("service", "list", "--as", admins["system-admin"], "--json").stdout)]
+    names = [a["name"] for a in json.loads(run_as(idp, TOKENS, "service", "list", "--as", admins["system-admin"], "--json").stdout)]
     assert "Shadow service" not in names and "Kept service" in names
-    bad = idp.cli("service", "add", "x" * 300, "--as", admins["system-admin"], check=False)
+    bad = run_as(idp, TOKENS, "service", "add", "x" * 300, "--as", admins["system-admin"], check=False)
     assert bad.returncode == 1 and "at most 200" in bad.stderr.decode()
     assert idp.cli("service", "add", "--help").returncode == 0
 
@@ -247,12 +255,12 @@ def test_rate_limit_is_per_service_account_and_follows_the_runtime_setting(idp: 
     time by the system administrator: one account spending its budget leaves another's untouched;
     a higher rate set while the server runs is in force within a few seconds, no restart."""
     sysadmin = admins["system-admin"]
-    idp.cli("config", "set", "api.rate_per_second", "2", "--as", sysadmin)
+    run_as(idp, TOKENS, "config", "set", "api.rate_per_second", "2", "--as", sysadmin)
     try:
         with second_server(idp, TESSERA_API_RATE_BURST="3") as base:
             _rate_limited(idp, sysadmin, base)
     finally:
-        idp.cli("config", "set", "api.rate_per_second", "100", "--as", sysadmin)
+        run_as(idp, TOKENS, "config", "set", "api.rate_per_second", "100", "--as", sysadmin)
 
 
 def _rate_limited(idp: IdpServer, sysadmin: str, base: str) -> None:
@@ -269,6 +277,6 @@ def _rate_limited(idp: IdpServer, sysadmin: str, base: str) -> None:
     assert "2/s" in limited.json()["detail"]
     assert verify(base, quiet_token, certificate).status_code == 200
     assert verify(idp.base, busy_token, certificate).status_code == 401  # minted for the other server's API
-    idp.cli("config", "set", "api.rate_per_second", "1000", "--as", sysadmin)
+    run_as(idp, TOKENS, "config", "set", "api.rate_per_second", "1000", "--as", sysadmin)
     time.sleep(2.5)  # the workers' runtime-settings cache
     assert [verify(base, busy_token, certificate).status_code for _ in range(8)] == [200] * 8
