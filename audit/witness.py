@@ -144,13 +144,29 @@ def read_witness(path: Path) -> Iterator[tuple[int, WitnessLine | WitnessMalform
                 yield number, exc
 
 
-def last_line(path: Path) -> WitnessLine | None:
-    """The newest well-formed line of ``path`` (None when there is none)."""
-    newest = None
-    for _, line in read_witness(path):
-        if isinstance(line, WitnessLine):
-            newest = line
-    return newest
+def last_line(path: Path, block: int = 64 * 1024) -> WitnessLine | None:
+    """The newest well-formed line of ``path`` (None when there is none), read from the end of the
+    file a block at a time (the file grows by a line per checkpoint for as long as the trail lives)."""
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0:
+            start = max(0, end - block)
+            fh.seek(start)
+            tail = fh.read(end - start) + tail
+            end = start
+            lines = tail.split(b"\n")
+            complete = lines if start == 0 else lines[1:]  # the first piece may be part of a line
+            for raw in reversed(complete):
+                if raw.strip() and len(raw) <= MAX_LINE:
+                    try:
+                        return parse_line(raw.decode("utf-8"))
+                    except (UnicodeDecodeError, WitnessMalformed):
+                        continue
+            tail = lines[0] if start > 0 else b""
+            if len(tail) > MAX_LINE:
+                tail = b""
+    return None
 
 
 class Rfc5424Formatter(logging.Formatter):

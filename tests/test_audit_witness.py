@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from audit.checkpoint_schedule import CheckpointSchedule
@@ -268,3 +270,28 @@ def test_a_refused_time_based_checkpoint_is_logged_not_raised(trail25: tuple[Aud
     schedule = CheckpointSchedule(store.checkpointer, store.sessions, interval=60, clock=FakeClock())
     assert schedule.tick() is None
     assert "audit checkpoint refused: checkpoint-missing seq=25" in caplog.text
+
+
+# -- reading the newest line from the end ----------------------------------------------------
+def _witness_text(seq: int, signature: bytes) -> str:
+    import hashlib
+
+    return json.dumps({"v": "tessera-audit-witness-v1", "checkpoint": seq, "seq": seq * 10, "entry_hash": "ab" * 32,
+                       "time": "2026-12-02T20:00:00.000000Z", "previous": 0, "signature": base64.b64encode(signature).decode(),
+                       "signature_sha256": hashlib.sha256(signature).hexdigest()})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.one_of(st.binary(max_size=60000).map(lambda b: ("line", b)),
+                                 st.text(max_size=50).map(lambda t: ("junk", t))), max_size=12),
+       block=st.sampled_from([7, 100, 4096, 65536]), ending=st.sampled_from(["", "\n", "\n\n", "\n{"]))
+def test_newest_line_read_from_the_end_is_the_last_well_formed_one(tmp_path: Path, pieces: list[tuple[str, Any]],
+                                                                    block: int, ending: str) -> None:
+    from audit.witness import WitnessLine, last_line, read_witness
+
+    text = "\n".join(_witness_text(n + 1, v) if kind == "line" else v.replace("\n", " ")
+                     for n, (kind, v) in enumerate(pieces)) + ending
+    path = tmp_path / "w.log"
+    path.write_text(text)
+    expected = [line for _, line in read_witness(path) if isinstance(line, WitnessLine)]
+    assert last_line(path, block) == (expected[-1] if expected else None)
