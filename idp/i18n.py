@@ -189,9 +189,12 @@ def choose_language() -> Response:
 
 def _after(response: Response) -> Response:
     if request.endpoint == "oidc.authorize":
-        # the ui_locales of this authorization, for its login and consent pages; none: forget an old one
+        # the ui_locales of this authorization, for its login and consent pages; none: forget an old
+        # one; and forgotten when the authorization ends (the browser is sent back to the application)
         wanted = first_supported((request.values.get("ui_locales") or "").split())
-        if wanted:
+        leaving = response.status_code in (301, 302, 303, 307, 308) and \
+            urlsplit(response.location or "").netloc not in ("", request.host)
+        if wanted and not leaving:
             response.set_cookie(UI_LOCALES_COOKIE, wanted, path="/", samesite="Lax", httponly=True,
                                 secure=current_app.config["SESSION_COOKIE_SECURE"])
         elif UI_LOCALES_COOKIE in request.cookies:

@@ -123,8 +123,8 @@ class _TextNodes(html.parser.HTMLParser):
 def untranslated_text(source: str) -> list[str]:
     """English words of a template's source that no ``_()``/``{% trans %}`` carries: the source with
     translation blocks and every Jinja tag, expression and comment taken out, parsed as HTML."""
-    source = re.sub(r"{%-?\s*trans\b.*?{%-?\s*endtrans\s*-?%}", " ", source, flags=re.S)
-    source = re.sub(r"{#.*?#}|{%.*?%}|{{.*?}}", " ", source, flags=re.S)
+    source = re.sub(r"{%-?\s*trans\b.*?{%-?\s*endtrans\s*-?%}", " ", source, flags=re.DOTALL)
+    source = re.sub(r"{#.*?#}|{%.*?%}|{{.*?}}", " ", source, flags=re.DOTALL)
     parser = _TextNodes()
     parser.feed(source)
     found = []
@@ -213,8 +213,8 @@ def test_the_day_is_the_day_in_the_deployment_zone() -> None:
 
 # -- the web service -------------------------------------------------------------------------------
 
-from tests.fixtures_web import *  # noqa: E402,F403  (fixtures: idp, staff_user, StaffAgent, csrf_of)
-from tests.fixtures_web import IdpServer, StaffAgent, csrf_of  # noqa: E402
+from tests.fixtures_web import *
+from tests.fixtures_web import IdpServer, StaffAgent, csrf_of
 
 
 def _lang_of(page: requests.Response) -> str:
@@ -306,6 +306,14 @@ def test_ui_locales_carries_into_the_login_and_consent_pages(idp: IdpServer, sta
     assert _lang_of(browser.get(idp.url("/account"), timeout=30)) == "en"  # kept for that authorization
     again = browser.get(_authorize_url(idp, client, redirect_uri, state="s2"), timeout=30)
     assert _lang_of(again) == "zh-CN" and "您的姓名" in again.text and "您所在的部门" in again.text
+    assert _lang_of(browser.get(idp.url("/account"), timeout=30)) == "zh-CN"
+    # once the authorization ends (back to the application), its ui_locales is forgotten
+    third = browser.get(_authorize_url(idp, client, redirect_uri, state="s3", ui_locales="en"), timeout=30)
+    assert _lang_of(third) == "en" and _lang_of(browser.get(idp.url("/account"), timeout=30)) == "en"
+    action = re.search(r'<form method="post" action="([^"]+)" class="actions">', third.text).group(1).replace("&amp;", "&")
+    done = browser.post(idp.url(action), data={"decision": "allow", "csrf_token": csrf_of(third.text)},
+                        allow_redirects=False, timeout=30)
+    assert done.status_code == 302 and done.headers["Location"].startswith(redirect_uri + "?code=")
     assert _lang_of(browser.get(idp.url("/account"), timeout=30)) == "zh-CN"
 
 

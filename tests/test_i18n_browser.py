@@ -16,8 +16,8 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fixtures_browser import *  # noqa: F401,F403
-from tests.fixtures_web import *  # noqa: F401,F403
+from tests.fixtures_browser import *
+from tests.fixtures_web import *
 from tests.fixtures_web import IdpServer
 
 #: what each page says, per language; and English that must not show on the Chinese pages

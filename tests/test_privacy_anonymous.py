@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
-from tests.fixtures_citizen import *  # noqa: F401,F403
+from tests.fixtures_citizen import *
 from tests.fixtures_citizen import CitizenIdp
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def _forbidden(idp: CitizenIdp) -> dict[str, str]:
         found[national_id] = "a citizen's identity number"
         found[holder] = "a citizen's name"
     for ldif in (REPO / "ldap").glob("*.ldif"):
-        for mail in re.findall(r"^mail: *(\S+)", ldif.read_text(), re.M):
+        for mail in re.findall(r"^mail: *(\S+)", ldif.read_text(), re.MULTILINE):
             found[mail] = "a staff e-mail address"
     assert any(v == "a citizen's name" for v in found.values()), "the fixture issued no cards: nothing to look for"
     return found
