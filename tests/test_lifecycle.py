@@ -26,10 +26,17 @@ from sqlalchemy.orm import sessionmaker
 from idp.password_policy import PasswordPolicy, WeakPassword, problems
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import PASSWORD, AdminAgent, IdpServer, audit_entries, audit_tip, csrf_of, new_uid
+from tests.fixtures_operators import operator_tokens, run_as  # noqa: F401
 from tests.fixtures_web import TESSERA, StaffAgent, query_of
 
 REDIRECT = "http://127.0.0.1:9/callback"
 NEW_PASSWORD = "Lantern-orbit-4-quiet-meadow"
+
+
+def english(agent: StaffAgent) -> StaffAgent:
+    """The agent reads the pages in English (the default language is Chinese; the words asserted here are English)."""
+    agent.headers["Accept-Language"] = "en"
+    return agent
 
 
 def issue_through_the_console(idp: IdpServer, agents: dict[str, AdminAgent], uid: str) -> str:
@@ -173,7 +180,7 @@ def test_leaver_after_one_operation(idp: IdpServer, slapd, admins: dict[str, str
     uid = new_uid("leaver")
     slapd.create_user(uid, PASSWORD, department="finance", title="Clerk", groups=("approvers",))
     client = idp.add_client("Leaver test client", REDIRECT, "--trusted")
-    agent = StaffAgent(idp, uid, PASSWORD)
+    agent = english(StaffAgent(idp, uid, PASSWORD))
     agent.login()
     refresh = refresh_token_of(idp, agent, client)
     certs = [staff_certificate(idp, agent, tmp_path, f"c{i}") for i in range(2)]
@@ -206,17 +213,18 @@ def test_leaver_after_one_operation(idp: IdpServer, slapd, admins: dict[str, str
 
 
 def test_leaver_is_all_or_nothing_when_the_directory_refuses(idp: IdpServer, slapd, admins: dict[str, str],  # type: ignore[no-untyped-def]
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, operator_tokens: dict[str, str]) -> None:
     """The directory refuses the disable (here: Tessera may only read it): no certificate is
     revoked, the account stays enabled, and the trail has a refusal and no success."""
     uid = new_uid("ghost")
     slapd.create_user(uid, PASSWORD)
-    agent = StaffAgent(idp, uid, PASSWORD)
+    agent = english(StaffAgent(idp, uid, PASSWORD))
     agent.login()
     cert = staff_certificate(idp, agent, tmp_path, "ghost")
     before = audit_tip(idp)
+    token = {"TESSERA_OPERATOR_TOKEN": operator_tokens[admins["security-admin"]]}
     result = subprocess.run([TESSERA, "admin", "leaver", uid, "--as", admins["security-admin"], "--yes"],
-                            env=idp.env | {"TESSERA_LDAP_READ_ONLY": "true"}, capture_output=True, timeout=60)
+                            env=idp.env | token | {"TESSERA_LDAP_READ_ONLY": "true"}, capture_output=True, timeout=60)
     assert result.returncode == 1 and b"read-only" in result.stderr and b"Traceback" not in result.stderr
     assert f"{cert}: good" in ocsp_status(idp, tmp_path, cert)
     entries = [e for e in audit_entries(idp, since_seq=before) if e["event_type"] == "admin.account.leaver"]
@@ -225,7 +233,7 @@ def test_leaver_is_all_or_nothing_when_the_directory_refuses(idp: IdpServer, sla
         assert directory.find(uid).enabled
     # the same operation with a writable directory goes through
     done = subprocess.run([TESSERA, "admin", "leaver", uid, "--as", admins["security-admin"], "--yes", "--json"],
-                          env=idp.env, capture_output=True, timeout=60)
+                          env=idp.env | token, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert f"{cert}: revoked" in ocsp_status(idp, tmp_path, cert)
 
@@ -259,34 +267,35 @@ def test_password_policy_rules(tmp_path: Path) -> None:
     assert not any(w in h for w in words for h in stored)
 
 
-def test_the_whole_lifecycle_from_the_command_line(idp: IdpServer, slapd, admins: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_the_whole_lifecycle_from_the_command_line(idp: IdpServer, slapd, admins: dict[str, str],  # type: ignore[no-untyped-def]
+                                                   operator_tokens: dict[str, str]) -> None:
     import json
 
     uid = new_uid("cli")
-    applied = json.loads(idp.cli("admin", "apply", "--as", admins["officer"], "--uid", uid, "--given-name", "Kati",
+    applied = json.loads(run_as(idp, operator_tokens, "admin", "apply", "--as", admins["officer"], "--uid", uid, "--given-name", "Kati",
                                  "--surname", "Maasik", "--post", "Registry Officer", "--json").stdout)
     assert applied["status"] == "applied" and applied["department"] == "finance"
-    listed = json.loads(idp.cli("admin", "applications", "--as", admins["security-admin"], "--status", "applied",
+    listed = json.loads(run_as(idp, operator_tokens, "admin", "applications", "--as", admins["security-admin"], "--status", "applied",
                                 "--search", uid, "--json").stdout)
     assert [a["uid"] for a in listed["applications"]] == [uid]
-    not_theirs = idp.cli("admin", "approve", str(applied["id"]), "--as", admins["security-admin"], check=False)
+    not_theirs = run_as(idp, operator_tokens, "admin", "approve", str(applied["id"]), "--as", admins["security-admin"], check=False)
     assert not_theirs.returncode == 3  # administrators do not approve a department's applications
-    approved = json.loads(idp.cli("admin", "approve", str(applied["id"]), "--as", admins["approver"], "--json").stdout)
+    approved = json.loads(run_as(idp, operator_tokens, "admin", "approve", str(applied["id"]), "--as", admins["approver"], "--json").stdout)
     assert approved["status"] == "approved" and approved["decided_by"] == admins["approver"]
-    issued = json.loads(idp.cli("admin", "issue", str(applied["id"]), "--as", admins["security-admin"], "--json").stdout)
+    issued = json.loads(run_as(idp, operator_tokens, "admin", "issue", str(applied["id"]), "--as", admins["security-admin"], "--json").stdout)
     assert issued["uid"] == uid and len(issued["initial_password"]) >= 20
     before = audit_tip(idp)
-    twice = idp.cli("admin", "issue", str(applied["id"]), "--as", admins["security-admin"], check=False)
+    twice = run_as(idp, operator_tokens, "admin", "issue", str(applied["id"]), "--as", admins["security-admin"], check=False)
     assert twice.returncode == 1 and b"issued" in twice.stderr
-    nobody = idp.cli("admin", "leaver", "no-such-person", "--as", admins["security-admin"], "--yes", check=False)
+    nobody = run_as(idp, operator_tokens, "admin", "leaver", "no-such-person", "--as", admins["security-admin"], "--yes", check=False)
     assert nobody.returncode == 1 and b"no staff member" in nobody.stderr
     refusals = [(e["event_type"], e["result"]) for e in audit_entries(idp, f"staff:{admins['security-admin']}", before)]
     assert refusals == [("admin.account.issue", "refused"), ("admin.account.leaver", "refused")]
     with slapd.directory() as directory:
         assert directory.find(uid).title == "Registry Officer"
-    granted = idp.cli("admin", "grant", uid, "approvers", "--as", admins["security-admin"])
+    granted = run_as(idp, operator_tokens, "admin", "grant", uid, "approvers", "--as", admins["security-admin"])
     assert b"now in approvers" in granted.stdout
-    removed = idp.cli("admin", "remove-role", uid, "approvers", "--as", admins["security-admin"])
+    removed = run_as(idp, operator_tokens, "admin", "remove-role", uid, "approvers", "--as", admins["security-admin"])
     assert removed.returncode == 0
     with slapd.directory() as directory:
         assert "approvers" not in directory.find(uid).groups

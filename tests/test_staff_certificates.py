@@ -16,6 +16,12 @@ from tests.fixtures_web import *  # noqa: F401,F403
 from tests.fixtures_web import IdpServer, StaffAgent, csrf_of
 
 
+def english(agent: StaffAgent) -> StaffAgent:
+    """The agent reads the pages in English (the default language is Chinese; the words asserted here are English)."""
+    agent.headers["Accept-Language"] = "en"
+    return agent
+
+
 def hostile_csr() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder()
@@ -28,7 +34,7 @@ def hostile_csr() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
 
 
 def test_subject_from_directory_not_csr(idp: IdpServer, staff_user: tuple[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
-    agent = StaffAgent(idp, *staff_user)
+    agent = english(StaffAgent(idp, *staff_user))
     agent.login()
     key, csr = hostile_csr()
     page = agent.get(idp.url("/account"))
@@ -56,7 +62,7 @@ def test_subject_from_directory_not_csr(idp: IdpServer, staff_user: tuple[str, s
 
 
 def test_own_certificates_listed_and_revocable_only_by_owner(idp: IdpServer, staff_user: tuple[str, str], slapd) -> None:  # type: ignore[no-untyped-def]
-    owner = StaffAgent(idp, *staff_user)
+    owner = english(StaffAgent(idp, *staff_user))
     owner.login()
     _, csr = hostile_csr()
     page = owner.get(idp.url("/account"))
@@ -69,7 +75,7 @@ def test_own_certificates_listed_and_revocable_only_by_owner(idp: IdpServer, sta
 
     other_uid = new_uid("o")
     slapd.create_user(other_uid, PASSWORD)
-    other = StaffAgent(idp, other_uid, PASSWORD)
+    other = english(StaffAgent(idp, other_uid, PASSWORD))
     other_page = other.login()
     assert serial not in other_page.text
     stolen = other.post(idp.url(f"/account/certificates/{serial}/revoke"), data={"reason": "keyCompromise",
@@ -88,7 +94,7 @@ def test_own_certificates_listed_and_revocable_only_by_owner(idp: IdpServer, sta
 
 
 def test_bad_csr_is_a_clear_400(idp: IdpServer, staff_user: tuple[str, str]) -> None:
-    agent = StaffAgent(idp, *staff_user)
+    agent = english(StaffAgent(idp, *staff_user))
     agent.login()
     page = agent.get(idp.url("/account"))
     bad = agent.post(idp.url("/account/certificates"), data={"csr": "-----BEGIN CERTIFICATE REQUEST-----\nnonsense\n",
@@ -97,7 +103,7 @@ def test_bad_csr_is_a_clear_400(idp: IdpServer, staff_user: tuple[str, str]) -> 
 
 
 def test_cli_request_with_both_factors(idp: IdpServer, staff_user: tuple[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
-    agent = StaffAgent(idp, *staff_user)
+    agent = english(StaffAgent(idp, *staff_user))
     agent.login()
     _, csr = hostile_csr()
     (tmp_path / "req.pem").write_bytes(csr)
