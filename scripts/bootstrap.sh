@@ -22,6 +22,7 @@ declare -A testing=(
   [/usr/sbin/runuser]=util-linux
   [/usr/bin/chromium]=chromium
   [/usr/share/fonts/truetype/wqy/wqy-microhei.ttc]=fonts-wqy-microhei  # Chinese text in the browser tests' screenshots
+  [/usr/bin/zbarimg]=zbar-tools  # reads the enrolment QR code in tests/test_browser.py
 )
 missing=()
 for f in "${!runtime[@]}"; do [ -e "$f" ] || missing+=("${runtime[$f]}"); done

@@ -5,6 +5,9 @@ logout through the provider's end_session_endpoint."""
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 from playwright.sync_api import Page, expect
@@ -14,7 +17,7 @@ from tests.fixtures_web import *  # noqa: F401,F403
 from tests.fixtures_web import DemoApp, IdpServer
 
 def test_first_login_consent_demo_app_and_logout(page: Page, idp: IdpServer, demo_app: DemoApp,
-                                                 staff_user: tuple[str, str]) -> None:
+                                                 staff_user: tuple[str, str], tmp_path: Path) -> None:
     uid, password = staff_user
     page.goto(demo_app.base + "/")
     page.click("#login")
@@ -28,6 +31,13 @@ def test_first_login_consent_demo_app_and_logout(page: Page, idp: IdpServer, dem
     expect(page.locator("#totp-secret")).to_be_visible()
     assert page.locator(".qr svg").count() == 1
     secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+    # the QR code as the person's phone sees it, read by zbar: the whole code, carrying that secret
+    shot = tmp_path / "qr.png"
+    page.locator(".qr").screenshot(path=str(shot))
+    read = subprocess.run(["zbarimg", "--quiet", "--raw", str(shot)], capture_output=True, text=True, timeout=30)
+    assert read.returncode == 0, "zbarimg cannot read the QR code of the page"
+    uri = urlsplit(read.stdout.strip())
+    assert uri.scheme == "otpauth" and uri.netloc == "totp" and parse_qs(uri.query)["secret"] == [secret]
     page.fill("input[name=code]", pyotp.TOTP(secret).now())
     page.click("button[type=submit]")
     expect(page.locator("#recovery-codes li")).to_have_count(10)
