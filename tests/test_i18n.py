@@ -211,6 +211,45 @@ def test_the_day_is_the_day_in_the_deployment_zone() -> None:
         assert i18n.localtime(late, "date") == "2026-12-03"
 
 
+@pytest.mark.parametrize(("locale", "zone", "named"), [
+    ("fr_FR", "Asia/Shanghai", "TESSERA_DEFAULT_LOCALE"), ("zh_TW", "Asia/Shanghai", "TESSERA_DEFAULT_LOCALE"),
+    ("zh_CN", "Beijing", "TESSERA_TIMEZONE"), ("en", "../../etc/passwd", "TESSERA_TIMEZONE"),
+])
+def test_a_wrong_setting_stops_the_service_naming_it(locale: str, zone: str, named: str) -> None:
+    from types import SimpleNamespace
+
+    from idp.settings import ConfigurationError
+
+    app = Flask("idp", root_path=str(IDP))
+    app.extensions["tessera"] = SimpleNamespace(settings=SimpleNamespace(default_locale=locale, timezone=zone))
+    with pytest.raises(ConfigurationError, match=named):
+        i18n.init_app(app)
+
+
+def test_values_in_translated_text_are_escaped() -> None:
+    app = _time_app("Asia/Shanghai", "zh_CN")
+    app.jinja_env.globals["claim_words"] = i18n.claim_words
+    with app.test_request_context("/"):
+        from flask import render_template_string
+
+        shown = render_template_string(
+            "{{ _('Logged in as %(name)s (%(uid)s).', name=n, uid=u) }}|"
+            "{% trans serial=n, subject=u %}Certificate <code>{{ serial }}</code> issued for {{ subject }}.{% endtrans %}",
+            n="<script>x</script>", u="a&b")
+    assert shown == ("当前登录：&lt;script&gt;x&lt;/script&gt;（a&amp;b）。|"
+                     "已为 a&amp;b 签发证书 <code>&lt;script&gt;x&lt;/script&gt;</code>。")
+
+
+def test_claims_in_words_each_once() -> None:
+    from idp.oidc.provider import SCOPE_CLAIMS
+
+    with _time_app("Asia/Shanghai", "zh_CN").test_request_context("/"):
+        lines = i18n.claim_words(["openid", "profile", "email", "offline_access"], SCOPE_CLAIMS)
+    assert lines[0].startswith("确认是您本人") and lines.count("您的姓名") == 1 and "您的公民身份号码" in lines
+    assert "您的电子邮箱" in lines and lines[-1] == "在您离开期间保持对该应用的登录状态"
+    assert not [line for line in lines if re.search(r"[A-Za-z_]{3,}", line)]  # no claim names, no English
+
+
 # -- the web service -------------------------------------------------------------------------------
 
 from tests.fixtures_web import *
