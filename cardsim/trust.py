@@ -128,27 +128,63 @@ def utc_time(raw: bytes) -> datetime.datetime:
                              int(raw[8:10]), int(raw[10:12]), tzinfo=datetime.timezone.utc)
 
 
+_INTEGER, _OID, _OCTETS, _SEQUENCE, _SET, _CONTEXT_0, _CONTEXT_1 = 0x02, 0x06, 0x04, 0x30, 0x31, 0xA0, 0xA1
+
+
+def _shape(*expected: tuple[der.Tlv, int]) -> None:
+    """Each element has the tag RFC 5652's ASN.1 gives it (the walk reads by position, so a wrong
+    tag would otherwise be read as the field it stands in for)."""
+    for element, tag in expected:
+        if element[0] != tag:
+            raise ValueError(f"tag {element[0]:#x} where {tag:#x} belongs")
+
+
+def _algorithm(data: bytes, element: der.Tlv) -> der.Tlv:
+    """An AlgorithmIdentifier's OID; its parameters absent or NULL, the only forms of the SHA-2
+    digests (RFC 5754 section 2) and of the ECDSA / PKCS#1 v1.5 signatures accepted here."""
+    _shape((element, _SEQUENCE))
+    fields = der.children(data, element)
+    _shape((fields[0], _OID))
+    if len(fields) > 2 or (len(fields) == 2 and data[fields[1][1]:fields[1][3]] != b"\x05\x00"):
+        raise ValueError("algorithm parameters other than NULL")
+    return fields[0]
+
+
 def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
     """Parse a ContentInfo/SignedData with encapsulated id-data content and verify its one
     signature (RFC 5652 sections 5.1-5.6): messageDigest over the content, contentType id-data,
     the signature over the DER SET OF signed attributes with the signer's certificate key.
 
     A strict DER walk (ca.der) rather than asn1crypto: ten times faster, and anything that is not
-    the expected shape is refused."""
+    the expected shape (every tag, AlgorithmIdentifier parameters absent or NULL) is refused. It
+    reads one level at a time, so no nesting can exhaust the stack. Kept honest by a differential
+    test against asn1crypto on valid and mutated records
+    (tests/test_signed_record_differential.py)."""
     name = "signature"
     try:
         outer = der.read_tlv(data)
         if outer[3] != len(data) or outer[0] != der.SEQUENCE:
             raise ValueError("trailing data")
         oid, explicit = der.children(data, outer)
+        _shape((oid, _OID), (explicit, _CONTEXT_0))
         if data[oid[2]:oid[3]] != _OID_SIGNED_DATA:
             return None, Check(name, False, "not-signed-data", "not a CMS SignedData")
         (signed,) = der.children(data, explicit)
+        _shape((signed, _SEQUENCE))
         parts = der.children(data, signed)
+        optional = parts[3:-1]  # certificates [0], crls [1], each at most once, in that order
+        if len(parts) < 4 or [p[0] for p in optional] not in ([], [_CONTEXT_0], [_CONTEXT_1], [_CONTEXT_0, _CONTEXT_1]):
+            raise ValueError("not the fields of a SignedData")
+        _shape((parts[0], _INTEGER), (parts[1], _SET), (parts[2], _SEQUENCE), (parts[-1], _SET))
+        for algorithm in der.children(data, parts[1]):  # digestAlgorithms: SET OF AlgorithmIdentifier
+            _algorithm(data, algorithm)
         encap = der.children(data, parts[2])
+        _shape((encap[0], _OID))
         if data[encap[0][2]:encap[0][3]] != _OID_DATA or len(encap) != 2:
             return None, Check(name, False, "no-content", "the SignedData encapsulates no id-data content")
-        octets = der.children(data, encap[1])[0]
+        _shape((encap[1], _CONTEXT_0))
+        (octets,) = der.children(data, encap[1])
+        _shape((octets, _OCTETS))
         content = data[octets[2]:octets[3]]
         certificates: list[tuple[x509.Certificate, bytes]] = []
         signer_infos = parts[-1]
@@ -158,14 +194,23 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         infos = der.children(data, signer_infos)
         if len(infos) != 1:
             return None, Check(name, False, "signer-count", "expected exactly one signer")
+        _shape((infos[0], _SEQUENCE))
         fields = der.children(data, infos[0])
+        if len(fields) not in (6, 7):
+            raise ValueError("not the fields of a SignerInfo")
+        _shape((fields[0], _INTEGER), (fields[1], _SEQUENCE), (fields[2], _SEQUENCE), (fields[4], _SEQUENCE),
+               (fields[5], _OCTETS), *(((fields[6], _CONTEXT_1),) if len(fields) == 7 else ()))
         sid = der.children(data, fields[1])
+        if len(sid) != 2:
+            raise ValueError("not an IssuerAndSerialNumber")
+        _shape((sid[0], _SEQUENCE), (sid[1], _INTEGER))
         issuer_der = data[sid[0][1]:sid[0][3]]
         serial = int.from_bytes(data[sid[1][2]:sid[1][3]], "big", signed=True)
         signer = next((c for c, issuer in certificates if c.serial_number == serial and issuer == issuer_der), None)
         if signer is None:
             return None, Check(name, False, "signer-missing", "the signer's certificate is not in the SignedData")
-        digest_oid = der.children(data, fields[2])[0]
+        digest_oid = _algorithm(data, fields[2])
+        _algorithm(data, fields[4])
         hash_algorithm = _DIGESTS.get(data[digest_oid[2]:digest_oid[3]])
         if hash_algorithm is None:
             return None, Check(name, False, "weak-digest", "the digest algorithm is not accepted")
@@ -174,7 +219,9 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
             return None, Check(name, False, "malformed", "no signed attributes")
         values: dict[bytes, bytes] = {}
         for attribute in der.children(data, attrs):
+            _shape((attribute, _SEQUENCE))
             attr_oid, attr_set = der.children(data, attribute)
+            _shape((attr_oid, _OID), (attr_set, _SET))
             (value,) = der.children(data, attr_set)
             values[data[attr_oid[2]:attr_oid[3]]] = data[value[2]:value[3]]
         if values.get(_OID_CONTENT_TYPE) != _OID_DATA:
