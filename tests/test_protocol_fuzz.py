@@ -514,6 +514,7 @@ def test_api_answers_are_not_stored_by_caches(target: FuzzTarget) -> None:
     for response in (target.api("/certificates/verify", good.encode()),
                      target.api("/signed-records/verify", json.dumps({"record": base64.b64encode(target.record).decode()}).encode()),
                      target.api("/certificates/verify", b"{}"),
+                     target.api("/certificates/verify", b" " * (128 * 1024)),  # 413
                      target.client.post(API + "/certificates/verify", data=good)):  # no credentials: 401
         assert response.headers["Cache-Control"] == "no-store", response.headers
     assert target.client.get(API + "/openapi.json").headers["Cache-Control"].startswith("public")
