@@ -87,3 +87,11 @@ def test_the_server_is_restarted_with_backoff_until_a_signal_stops_it() -> None:
     pauses.clear()
     assert supervise(lambda: False, sleep=lambda s: pauses.append(s) or len(pauses) == 2) == 2
     assert pauses == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("value", ["0", "61", "ten"])
+def test_a_read_timeout_out_of_range_is_one_line(idp: IdpServer, value: str) -> None:
+    result = subprocess.run([TESSERA, "serve", "--port", str(free_port())], check=False, capture_output=True, timeout=60,
+                            env={**idp.env, "TESSERA_HTTP_READ_TIMEOUT": value})
+    assert result.returncode == 1 and b"TESSERA_HTTP_READ_TIMEOUT" in result.stderr, result.stderr
+    assert b"Traceback" not in result.stderr
