@@ -180,6 +180,13 @@ def test_acting_without_a_live_proof_is_refused(own_home: dict[str, str], admins
     assert json.loads(str(details))["reason"] == {"none": "no-token", "forged": "unknown-token"}.get(how, how)
 
 
+def test_odd_names_after_as_are_refused_in_one_line(own_home: dict[str, str], admins: dict[str, str],
+                                                    operators: dict[str, Operator]) -> None:
+    for uid in ("ü", "a" * 300, "x)(uid=*", " "):
+        out = tessera(own_home, "config", "show", "--as", uid, token=TOKENS[admins["system-admin"]])
+        assert out.returncode == 4 and "Traceback" not in out.stderr and not out.stdout, out.stderr
+
+
 def test_the_token_file_is_private_and_logout_ends_it(own_home: dict[str, str], admins: dict[str, str],
                                                       operators: dict[str, Operator], tmp_path: Path) -> None:
     uid, operator = admins["auditor"], operators["auditor"]
