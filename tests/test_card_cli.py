@@ -44,3 +44,16 @@ def test_bad_input_is_one_line(home: Home, card: IssuedCard, tmp_path: Path) -> 
     refused = home.cli("card", "records", "update", card.number, "--department", "tax-office", "--data", str(update),
                        check=False, input=f"{card.pin}\n".encode())
     assert refused.returncode == 1 and b"tax_credit_rating must be one of A, B, M, C, D" in refused.stderr
+
+
+def test_a_citizens_personal_data_needs_a_logged_in_operator(home: Home, card: IssuedCard) -> None:
+    """`card show` without --as gives the card's state only; the holder, national id and records,
+    and `card records read`, need a staff member who logged in (`tessera admin login`)."""
+    shown = json.loads(home.cli("card", "show", card.number, "--json").stdout)
+    assert shown["number"] == card.number and shown["status"] == "active"
+    assert not {"holder", "national_id", "records"} & set(shown)
+    for args in (["card", "show", card.number, "--as", "nobody"], ["card", "records", "read", card.number, "--as", "x"]):
+        refused = home.cli(*args, check=False)
+        assert refused.returncode == 4 and b"not logged in" in refused.stderr and not refused.stdout, refused.stderr
+    unnamed = home.cli("card", "records", "read", card.number, check=False)
+    assert unnamed.returncode == 2 and b"--as" in unnamed.stderr and not unnamed.stdout
