@@ -80,14 +80,17 @@ class CheckpointSchedule:
     def run(self) -> None:
         """Tick until :meth:`stop` (the thread's body)."""
         while not self._stop.wait(self.tick_seconds):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001  (the thread must outlive one bad round; the next one retries)
+                log.exception("time-based audit checkpoint failed")
 
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def start(self) -> "CheckpointSchedule":
+    def start(self) -> CheckpointSchedule:
         """Run :meth:`run` in a daemon thread of this process (PKCS#11 calls are serialised by ca.pkcs11_keys)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self.run, name="tessera-audit-checkpoints", daemon=True)
