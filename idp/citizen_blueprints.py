@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_AGENT_URL = "http://127.0.0.1:24727"
 
+_PSEUDONYM = text("SELECT national_id FROM citizen_pseudonym WHERE pseudonym = :p")
 _REGISTRY = text("SELECT card.number, card.status FROM card JOIN ca_certificate c ON c.id = card.auth_certificate_id "
                  "WHERE c.serial_hex = :s")
 
@@ -48,6 +49,8 @@ class CitizenServices:
         self.revocation_source = os.environ.get("TESSERA_CARD_LOGIN_REVOCATION") or "ocsp"
         self._registry = HeldStatement(deployment.engine, "SELECT card.number, card.status FROM card JOIN ca_certificate c "
                                        "ON c.id = card.auth_certificate_id WHERE c.serial_hex = ?", "card registry")
+        self._pseudonyms = HeldStatement(deployment.engine, "SELECT national_id FROM citizen_pseudonym WHERE pseudonym = ?",
+                                         "pseudonym registry")
 
     @cached_property
     def certificates(self) -> "CertificateValidator":
@@ -79,7 +82,17 @@ class CitizenServices:
         from idp.webeid import TokenValidator
 
         return TokenValidator(self.certificates, self.origin, self.citizen_ca, self.registry, self.revocation_source,
-                              self.deployment.now)
+                              self.deployment.now, citizens=self.citizen_of)
+
+    def citizen_of(self, pseudonym: str) -> str | None:
+        """The citizen identity number behind a certificate pseudonym (table citizen_pseudonym)."""
+        executed = self._pseudonyms.execute((pseudonym,))
+        if executed is not None:
+            row = executed.row
+        else:
+            with self.deployment.engine.connect() as conn:
+                row = conn.execute(_PSEUDONYM, {"p": pseudonym}).first()
+        return str(row[0]) if row is not None else None
 
     @cached_property
     def nonces(self) -> "NonceStore":

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 
 from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
+from cardsim.identity_schemes import mask_any
 from idp.citizen_blueprints import services
 from idp.problems import problem
 from idp.sessions import StaffSession
@@ -174,7 +175,7 @@ def token() -> Response:
     _audit("success", f"citizen:{login.national_id}", f"card:{login.card_number}",
            certificate=login.certificate_serial)
     return jsonify(ok=True, redirect=_safe_next(body.get("next") if isinstance(body.get("next"), str) else None),
-                   citizen={"national_id": login.national_id, "name": login.name, "card": login.card_number})
+                   citizen={"national_id": mask_any(login.national_id), "name": login.name, "card": login.card_number})
 
 
 @bp.post("/citizen/logout")

@@ -16,10 +16,14 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from cardsim.identity_schemes import mask_any
 from idp.citizen_blueprints import services
 from idp.citizen_login import current_citizen
 
 bp = Blueprint("portal", __name__)
+#: record fields that hold a citizen identity number (the tax and social security numbers of a
+#: person are their identity number)
+IDENTITY_NUMBER_FIELDS = frozenset({"national_id", "taxpayer_number", "social_security_number"})
 
 
 def _require_citizen() -> dict[str, Any] | Response:
@@ -51,6 +55,19 @@ def _records(card_id: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _masked_records(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The records with every copy of the identity number masked (PIPL article 28: sensitive
+    personal information; GB/T 35273-2020 section 6.2 de-identified display)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, record in records.items():
+        data = record.get("data")
+        if isinstance(data, dict):
+            data = {k: mask_any(v) if k in IDENTITY_NUMBER_FIELDS and isinstance(v, str) else v for k, v in data.items()}
+            record = {**record, "data": data}
+        out[kind] = record
+    return out
+
+
 @bp.get("/citizen/")
 def overview() -> Any:
     citizen = _require_citizen()
@@ -66,8 +83,9 @@ def overview() -> Any:
         log = list(session.scalars(select(VerificationLog).where(VerificationLog.national_id == citizen["national_id"])
                                    .order_by(VerificationLog.at.desc()).limit(100)))
     current = next((c for c in cards if c.number == citizen.get("card")), cards[0] if cards else None)
-    records = _records(current.id) if current is not None else {}
-    return render_template("portal.html", citizen=citizen, cards=cards, records=records, log=log,
+    records = _masked_records(_records(current.id) if current is not None else {})
+    shown = {**citizen, "national_id": mask_any(citizen["national_id"])}
+    return render_template("portal.html", citizen=shown, cards=cards, records=records, log=log,
                            notice=request.args.get("notice"))
 
 

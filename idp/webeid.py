@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ca.validation import CertificateValidator, CertificateVerdict
+from cardsim.citizens import holder_name
 
 FORMAT = "web-eid:1.0"
 MAX_TOKEN_FIELD = 8192
@@ -129,6 +130,8 @@ class CitizenLogin:
 
 #: the citizen registry: certificate serial (hex) -> (card number, card status) or None
 Registry = Callable[[str], "tuple[str, str] | None"]
+#: the pseudonym registry (cardsim.pseudonyms): certificate pseudonym -> citizen identity number or None
+Citizens = Callable[[str], "str | None"]
 
 
 class TokenValidator:
@@ -136,8 +139,9 @@ class TokenValidator:
 
     def __init__(self, certificates: CertificateValidator, origin: str, citizen_ca: x509.Certificate,
                  registry: Registry | None = None, revocation_source: str = "ocsp",
-                 clock: Callable[[], datetime.datetime] | None = None) -> None:
+                 clock: Callable[[], datetime.datetime] | None = None, citizens: Citizens | None = None) -> None:
         self.certificates = certificates
+        self.citizens = citizens
         self.origin = origin
         self.citizen_ca = citizen_ca
         self.registry = registry
@@ -171,9 +175,7 @@ class TokenValidator:
             raise LoginRefused("signature-invalid",
                                f"the signature does not cover origin {self.origin} and this challenge "
                                "with the certificate's key") from None
-        national_id = verdict.national_id
-        if not national_id:
-            raise LoginRefused("certificate-no-identity", "the certificate names no national identity number")
+        national_id = self._citizen(cert, verdict)
         serial = format(cert.serial_number, "x")
         card = None
         if self.registry is not None:
@@ -183,7 +185,22 @@ class TokenValidator:
             card, status = entry
             if status != "active":
                 raise LoginRefused("card-" + status, f"the registry lists card {card} as {status}")
-        cn = cert.subject.get_attributes_for_oid(x509.NameOID.GIVEN_NAME)
-        sn = cert.subject.get_attributes_for_oid(x509.NameOID.SURNAME)
-        name = " ".join(str(a[0].value) for a in (cn, sn) if a) or national_id
-        return CitizenLogin(national_id, name, card, serial, verdict)
+        return CitizenLogin(national_id, holder_name(cert) or national_id, card, serial, verdict)
+
+    def _citizen(self, cert: x509.Certificate, verdict: CertificateVerdict) -> str:
+        """The citizen identity number behind the certificate: its subject serialNumber is a
+        pseudonym (cardsim.pseudonyms) looked up in the registry; certificates made before
+        pseudonyms carry the number itself (``PNO<country>-<number>``, ETSI EN 319 412-1 5.1.3)."""
+        from cardsim.pseudonyms import is_pseudonym
+
+        values = cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+        serial_number = str(values[0].value) if values else ""
+        if is_pseudonym(serial_number):
+            national_id = self.citizens(serial_number) if self.citizens is not None else None
+            if not national_id:
+                raise LoginRefused("certificate-unknown-citizen",
+                                   "no citizen in the registry carries this certificate's pseudonym")
+            return national_id
+        if not verdict.national_id:
+            raise LoginRefused("certificate-no-identity", "the certificate names no citizen")
+        return verdict.national_id

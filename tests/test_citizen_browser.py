@@ -25,16 +25,17 @@ def test_log_in_with_id_card_lands_on_the_portal(page: Page, citizen_idp: Citize
     expect(page).to_have_url(re.compile(re.escape(citizen_idp.url("/citizen/login"))))
     # the page shows which card the agent talks to
     expect(page.locator("#card-number")).to_have_text(agent.card.number)
-    expect(page.locator("#card-holder")).to_contain_text("Kadri")
+    holder = str(citizen_idp.sql("SELECT holder FROM card WHERE number = ?", agent.card.number)[0][0])
+    # (#card-holder, from the agent, is tested by test_citizen_login.test_agent_names_the_holder_as_written)
     page.fill("#pin", agent.card.pin)
     page.click("#card-login-button")
     expect(page.locator("#welcome")).to_be_visible()
     assert page.url == citizen_idp.url("/citizen/")
     expect(page.locator("#citizen-card")).to_have_text(agent.card.number)
-    expect(page.locator('#record-identity [data-field="given_names"]')).to_contain_text("Kadri")
-    expect(page.locator('#record-tax [data-field="taxpayer_number"]')).to_be_visible()
-    expect(page.locator('#record-insurance [data-field="policy_number"]')).to_be_visible()
-    expect(page.locator(f'tr[data-card="{agent.card.number}"] [data-status]')).to_have_text("active")
+    expect(page.locator('#record-identity [data-field="name"]')).to_have_text(holder)  # 张伟: family name first
+    expect(page.locator('#record-tax [data-field="taxpayer_number"]')).to_have_text(re.compile(r"^\d{4}\*{10}[\dX]{4}$"))
+    expect(page.locator('#record-insurance [data-field="insurance_types"]')).to_be_visible()
+    expect(page.locator(f'tr[data-card="{agent.card.number}"] [data-status]')).to_have_attribute("data-status", "active")
     assert not page.errors  # type: ignore[attr-defined]  (no CSP violations or script errors)
 
 
@@ -76,4 +77,4 @@ def test_card_login_through_openid_connect_lands_on_the_demo_application(page: P
     assert page.url.startswith(citizen_demo)
     expect(page.locator('[data-claim="amr"]')).to_have_text("sc, pin")
     expect(page.locator('[data-claim="acr"]')).to_have_text("urn:tessera:acr:card")
-    expect(page.locator('[data-claim="sub"]')).to_have_text(re.compile(r"^citizen:\d{11}$"))
+    expect(page.locator('[data-claim="sub"]')).to_have_text(re.compile(r"^citizen:\d{17}[\dX]$"))

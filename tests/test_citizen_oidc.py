@@ -58,7 +58,9 @@ def test_card_login_through_oidc_gives_citizen_id_token(citizen_idp: CitizenIdp)
     assert urlsplit(first.headers["Location"]).path == "/citizen/login"
     answer, session = card_login(citizen_idp, agent.url, agent.card.pin, session=session)
     assert answer.status_code == 200, answer.text
-    national_id = answer.json()["citizen"]["national_id"]
+    # the answer masks the number; the ID token (for a client the citizen consented to) carries it
+    national_id = str(citizen_idp.sql("SELECT national_id FROM card WHERE number = ?", agent.card.number)[0][0])
+    assert answer.json()["citizen"]["national_id"] == national_id[:4] + "*" * (len(national_id) - 8) + national_id[-4:]
     again, verifier = _authorize(citizen_idp, session, client_id, "urn:tessera:acr:card")
     code = _consent_and_code(citizen_idp, session, again)
     tokens = requests.post(citizen_idp.url("/oidc/token"), auth=(client_id, secret), timeout=30, data={
