@@ -27,6 +27,8 @@ from idp import events as idp_events
 
 if TYPE_CHECKING:
     from audit import AuditTrail
+    from audit.checkpoint_schedule import CheckpointSchedule
+    from idp.deployment import Deployment
 
 #: events the CA sink already wrote inside their transaction (only their failures come through idp.events)
 _WRITTEN_IN_TRANSACTION = frozenset({"cert.issue", "cert.revoke", "cert.release"})
@@ -116,3 +118,21 @@ def install(trail: "AuditTrail") -> None:
         card_events.SUBSCRIBERS.append(_on_card_event)
     _current["trail"] = trail
     card_events.install_sink(card_sink(trail))
+
+
+def start_checkpoints(deployment: "Deployment") -> "CheckpointSchedule | None":
+    """This service process's checkpoints: witnessed as configured (``TESSERA_AUDIT_WITNESS``,
+    ``TESSERA_AUDIT_SYSLOG``; audit.witness) and made by time while entries are appended
+    (``TESSERA_AUDIT_CHECKPOINT_INTERVAL`` seconds, 0 for none; audit.checkpoint_schedule).
+    Call once per worker process, after it forked (the app factory). Returns the running schedule."""
+    from audit import checkpoint_schedule
+    from audit.witness import witness_from_settings
+
+    checkpointer = deployment.audit.checkpointer
+    if checkpointer is None:
+        return None
+    settings = deployment.settings
+    if checkpointer.witness is None:
+        witness = witness_from_settings(settings.home, settings.audit_witness, settings.audit_syslog)
+        checkpointer.witness = witness if witness.enabled else None
+    return checkpoint_schedule.start(checkpointer, deployment.sessions, settings.audit_checkpoint_interval)

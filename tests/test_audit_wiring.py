@@ -83,3 +83,38 @@ def test_security_events_become_entries_and_secrets_are_dropped(audit_home: Home
             assert stored == details
     finally:
         deployment.close()
+
+
+def test_service_checkpoints_by_time_into_the_witness(audit_home: Home) -> None:  # noqa: F811
+    """idp.audit_bridge.start_checkpoints (what the app factory calls per worker): a checkpoint of the
+    head within the interval, signed by the audit key on the PKCS#11 token, witnessed in the home."""
+    import time
+
+    from idp import events
+    from idp.audit_bridge import start_checkpoints
+    from idp.deployment import Deployment
+    from idp.settings import Settings
+
+    deployment = Deployment(Settings.from_env(audit_home.path, dict(audit_home.env,
+                                                                     TESSERA_AUDIT_CHECKPOINT_INTERVAL="1")))
+    schedule = None
+    try:
+        trail = deployment.audit  # subscribes this deployment's trail to the security events
+        for _ in range(2):
+            events.record("login.password", "address:192.0.2.1", "staff:ann", "failure", reason="wrong-password")
+        head = trail.head()[0]
+        assert head >= 2
+        schedule = start_checkpoints(deployment)
+        assert schedule is not None
+        witness = audit_home.path / "audit-witness.log"
+        deadline = time.monotonic() + 15
+        while not (witness.exists() and witness.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = json.loads(witness.read_text().splitlines()[0])
+        assert line["seq"] == head and oct(witness.stat().st_mode & 0o777) == "0o600"
+    finally:
+        if schedule is not None:
+            schedule.stop()
+        deployment.close()
+    verified = audit_home.cli("audit", "verify")
+    assert b"compared with the witness" in verified.stderr and b"OK: " in verified.stderr
