@@ -17,6 +17,8 @@ import datetime
 import hashlib
 import hmac
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,6 +41,13 @@ def pseudonym(key: bytes, scheme: str, number: str) -> str:
 
 def is_pseudonym(text: str | None) -> bool:
     return bool(text) and str(text).startswith(PREFIX) and len(str(text)) == len(PREFIX) + 24
+
+
+def subject_pseudonym(cert: x509.Certificate) -> str | None:
+    """The pseudonym in a certificate's subject serialNumber, or None (another kind of serialNumber)."""
+    values = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    value = str(values[0].value) if values else ""
+    return value if is_pseudonym(value) else None
 
 
 def register(session: Session, value: str, scheme: str, number: str, now: datetime.datetime) -> None:

@@ -191,12 +191,11 @@ class TokenValidator:
         """The citizen identity number behind the certificate: its subject serialNumber is a
         pseudonym (cardsim.pseudonyms) looked up in the registry; certificates made before
         pseudonyms carry the number itself (``PNO<country>-<number>``, ETSI EN 319 412-1 5.1.3)."""
-        from cardsim.pseudonyms import is_pseudonym
+        from cardsim.pseudonyms import subject_pseudonym
 
-        values = cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
-        serial_number = str(values[0].value) if values else ""
-        if is_pseudonym(serial_number):
-            national_id = self.citizens(serial_number) if self.citizens is not None else None
+        pseudonym = subject_pseudonym(cert)
+        if pseudonym is not None:
+            national_id = self.citizens(pseudonym) if self.citizens is not None else None
             if not national_id:
                 raise LoginRefused("certificate-unknown-citizen",
                                    "no citizen in the registry carries this certificate's pseudonym")

@@ -140,3 +140,24 @@ def test_demo_citizens_are_valid_and_distinct() -> None:
         GB.validate(row["national_id"], row["sex"], TODAY)
         numbers.add(row["national_id"])
     assert len(numbers) == len(range(0, 10_000, 13))
+
+
+def test_pseudonyms_are_stable_per_deployment_and_reveal_nothing() -> None:
+    import hashlib
+    import hmac
+
+    from cardsim.pseudonyms import is_pseudonym, pseudonym, pseudonym_key
+
+    key, other = pseudonym_key(b"\x01" * 32), pseudonym_key(b"\x02" * 32)
+    number = "11010519491231002X"
+    value = pseudonym(key, "cn-gb11643", number)
+    assert is_pseudonym(value) and value == pseudonym(key, "cn-gb11643", number)
+    assert value != pseudonym(other, "cn-gb11643", number)  # unlinkable across deployments
+    assert value != pseudonym(key, "cn-gb11643", "110105194912310029")
+    assert not any(number[i:i + 6] in value for i in range(13))
+    # RFC 2104 HMAC-SHA256, computed independently with the standard library
+    expected_key = hmac.new(b"\x01" * 32, b"tessera citizen pseudonym key v1", hashlib.sha256).digest()
+    digest = hmac.new(expected_key, f"cn-gb11643:{number}".encode(), hashlib.sha256).digest()[:15]
+    import base64
+
+    assert value == "PSN-" + base64.b32encode(digest).decode()
