@@ -85,36 +85,41 @@ def test_security_events_become_entries_and_secrets_are_dropped(audit_home: Home
         deployment.close()
 
 
+WORKER = """
+import sys, time
+from idp import events
+from idp.audit_bridge import start_checkpoints
+from idp.deployment import Deployment
+from idp.settings import Settings
+
+deployment = Deployment(Settings.from_env())
+trail = deployment.audit  # subscribes this deployment's trail to the security events
+for _ in range(2):
+    events.record("login.password", "address:192.0.2.1", "staff:ann", "failure", reason="wrong-password")
+head = trail.head()[0]
+schedule = start_checkpoints(deployment)
+witness = deployment.settings.home / "audit-witness.log"
+deadline = time.monotonic() + 20
+while not (witness.exists() and witness.read_text()) and time.monotonic() < deadline:
+    time.sleep(0.05)
+schedule.stop()
+deployment.close()
+print(head)
+"""
+
+
 def test_service_checkpoints_by_time_into_the_witness(audit_home: Home) -> None:  # noqa: F811
-    """idp.audit_bridge.start_checkpoints (what the app factory calls per worker): a checkpoint of the
-    head within the interval, signed by the audit key on the PKCS#11 token, witnessed in the home."""
-    import time
+    """idp.audit_bridge.start_checkpoints (what the app factory calls per worker), in a process of its
+    own like a worker: a checkpoint of the head within the interval, signed by the audit key on the
+    PKCS#11 token from the schedule thread, witnessed 0600 in the home, verified against it."""
+    import sys
 
-    from idp import events
-    from idp.audit_bridge import start_checkpoints
-    from idp.deployment import Deployment
-    from idp.settings import Settings
-
-    deployment = Deployment(Settings.from_env(audit_home.path, dict(audit_home.env,
-                                                                     TESSERA_AUDIT_CHECKPOINT_INTERVAL="1")))
-    schedule = None
-    try:
-        trail = deployment.audit  # subscribes this deployment's trail to the security events
-        for _ in range(2):
-            events.record("login.password", "address:192.0.2.1", "staff:ann", "failure", reason="wrong-password")
-        head = trail.head()[0]
-        assert head >= 2
-        schedule = start_checkpoints(deployment)
-        assert schedule is not None
-        witness = audit_home.path / "audit-witness.log"
-        deadline = time.monotonic() + 15
-        while not (witness.exists() and witness.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        line = json.loads(witness.read_text().splitlines()[0])
-        assert line["seq"] == head and oct(witness.stat().st_mode & 0o777) == "0o600"
-    finally:
-        if schedule is not None:
-            schedule.stop()
-        deployment.close()
+    done = subprocess.run([sys.executable, "-c", WORKER], env=dict(audit_home.env, TESSERA_AUDIT_CHECKPOINT_INTERVAL="1"),
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    head = int(done.stdout.split()[-1])
+    witness = audit_home.path / "audit-witness.log"
+    line = json.loads(witness.read_text().splitlines()[0])
+    assert head >= 2 and line["seq"] == head and oct(witness.stat().st_mode & 0o777) == "0o600"
     verified = audit_home.cli("audit", "verify")
     assert b"compared with the witness" in verified.stderr and b"OK: " in verified.stderr
