@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from cardsim.identity_schemes import mask_any
@@ -87,6 +87,25 @@ def overview() -> Any:
     shown = {**citizen, "national_id": mask_any(citizen["national_id"])}
     return render_template("portal.html", citizen=shown, cards=cards, records=records, log=log,
                            notice=request.args.get("notice"))
+
+
+@bp.post("/citizen/identity-number")
+def reveal_identity_number() -> Response:
+    """The citizen's own whole identity number, on explicit request (pages show it masked). Showing
+    it is an audited event (``pii.reveal``, GB/T 35273-2020 section 9.3: access to personal
+    information is recorded), written before the answer; never cached."""
+    from audit.trail import AuditEvent
+    from idp.problems import problem
+
+    citizen = current_citizen()
+    if citizen is None:
+        return problem(401, "Not logged in", "Log in with your ID card first.", "not-logged-in")
+    services().trail.record(AuditEvent("pii.reveal", citizen["sub"], "success", subject_role="citizen",
+                                       object=citizen["sub"], source_address=(request.remote_addr or "")[:64] or None,
+                                       details={"field": "national_id"}))
+    response = jsonify(national_id=citizen["national_id"])
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/citizen/cards/<number>/lost")

@@ -47,6 +47,16 @@ def test_card_login_lands_on_the_portal_as_the_card_holder(citizen_idp: CitizenI
     assert f'id="citizen-national-id">{masked}<' in portal.text
     assert 'data-field="national_id">' + masked in portal.text
     assert national_id not in portal.text  # masked everywhere on the page, records included
+    # the whole number on explicit request only, audited
+    token = re.search(r'name="csrf_token" value="([^"]+)"', portal.text)
+    assert token
+    revealed = session.post(citizen_idp.url("/citizen/identity-number"), headers={"X-CSRF-Token": token.group(1)})
+    assert revealed.status_code == 200 and revealed.json() == {"national_id": national_id}
+    assert revealed.headers["Cache-Control"] == "no-store"
+    assert citizen_idp.sql("SELECT result, object FROM audit_entry WHERE event_type = 'pii.reveal' AND subject = ?",
+                           f"citizen:{national_id}")[-1] == ("success", f"citizen:{national_id}")
+    anonymous = requests.post(citizen_idp.url("/citizen/identity-number"))
+    assert anonymous.status_code in (401, 403) and national_id not in anonymous.text
     # the audit trail has the login with the citizen and the card
     rows = citizen_idp.sql("SELECT result, object FROM audit_entry WHERE event_type = 'login.card' AND subject = ?",
                            f"citizen:{national_id}")
