@@ -244,9 +244,10 @@ class _Walk:
 def check_extension(connection: Any, start_seq: int, start_hash: str, head_seq: int, head_hash: str) -> list[Problem]:
     """Findings in the entries after ``start_seq`` (whose hash is ``start_hash``) up to the head row
     (``head_seq``, ``head_hash``): the chain a checkpointer is about to sign must be unbroken."""
-    with _tolerant_text(connection):
-        rows = connection.execute(_SELECT_AFTER, {"start": start_seq}).all()
-    walk = _walk(rows, set(), start_seq, start_hash)
+    streamed = connection.execution_options(stream_results=True, yield_per=20_000)
+    with _tolerant_text(streamed):
+        rows = streamed.execute(_SELECT_AFTER, {"start": start_seq})
+        walk = _walk(_plain(rows, None, 20_000), set(), start_seq, start_hash)
     return _distinct(walk.problems + _check_head(head_seq, head_hash, walk))
 
 
