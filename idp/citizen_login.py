@@ -22,13 +22,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy import Engine, text
 
 from ca.held_connection import HeldStatement
 from ca.models import UtcDateTime
 from cardsim.identity_schemes import mask_any
 from idp.citizen_blueprints import services
+from idp.json_input import JsonInputError, parse_json
 from idp.problems import problem
 from idp.sessions import StaffSession
 from idp.staff import StaffUser
@@ -39,6 +49,7 @@ NONCE_BYTES = 32
 NONCE_LIFETIME = datetime.timedelta(minutes=5)
 #: the acr value an application asks for to get a card login (OIDC Core 3.1.2.1 acr_values)
 from idp.oidc.grants import ACR_CARD  # noqa: E402  (one value for the login and the id_token)
+
 AMR_CARD = ("sc", "pin")
 _BINDING = "card_login_binding"
 
@@ -154,7 +165,10 @@ def token() -> Response:
     """Validate the Web eID token against the nonce of this session; log the citizen in."""
     from idp.webeid import LoginRefused
 
-    body = request.get_json(silent=True)
+    try:  # bounded: a deeply nested body is refused, never a RecursionError (idp.json_input)
+        body = parse_json(request.get_data(cache=False))
+    except JsonInputError:
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("nonce"), str):
         return problem(400, "Bad request", "expected {\"token\": {...web-eid:1.0...}, \"nonce\": text}", "bad-request")
     binding = str(session.get(_BINDING) or "")

@@ -62,7 +62,7 @@ def main(ctx: click.Context, home: str | None) -> None:
 @click.option("--root-key-backend", type=click.Choice(["pkcs11", "file"]), default=None,
               help="Keep the root key elsewhere, e.g. 'file' for an offline root (default: --key-backend).")
 @click.option("--organisation", default="Tessera Government PKI", show_default=True, help="O= of the CA names.")
-@click.option("--country", default="EE", show_default=True, help="C= of the CA names (ISO 3166 alpha-2).")
+@click.option("--country", default="CN", show_default=True, help="C= of the CA names (ISO 3166 alpha-2).")
 @click.pass_obj
 def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str | None, organisation: str, country: str) -> None:
     """Create the home folder, the CA token, the database and the CA hierarchy (idempotent)."""

@@ -104,6 +104,7 @@ class StaffAgent(requests.Session):
         self.password = password
         self.secret = secret
         self.last_step = -1
+        self.headers["Accept-Language"] = "en"  # the tests read English pages; the default is zh-CN
 
     def code(self) -> str:
         """A TOTP code of a step not used yet (waits for the next step when needed)."""

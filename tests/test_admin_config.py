@@ -209,7 +209,7 @@ def test_the_system_administrator_changes_a_setting_in_the_console(idp: IdpServe
         time.sleep(2.5)
         assert {_min_length_shown(agent) for _ in range(20)} == {14}
         short = agent.post(idp.url("/password/change"), data={
-            "csrf_token": agent.csrf(), "username": admins["officer"], "current_password": "whatever-it-is",
+            "csrf_token": agent.csrf(), "username": admins["officer"], "current_password": PASSWORD,
             "new_password": "Thirteen-ch4r", "new_password_again": "Thirteen-ch4r"})
         assert short.status_code == 400 and "Use at least 14 characters." in short.text
         bad = agent.act("/admin/config/password.min_length", value="8")
