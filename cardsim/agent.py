@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cardsim.citizens import holder_name
 from cardsim.config import CardSettings
 from cardsim.errors import CardError, CardNotFound
 from cardsim.numbers import is_card_number
@@ -106,10 +107,7 @@ class CardSigner:
         algorithm = {256: "ES256", 384: "ES384", 521: "ES512"}.get(size)
         if algorithm is None:
             raise CardError("the card's authentication key is not an EC P-256/P-384/P-521 key")
-        given = cert.subject.get_attributes_for_oid(x509.NameOID.GIVEN_NAME)
-        surname = cert.subject.get_attributes_for_oid(x509.NameOID.SURNAME)
-        holder = " ".join(str(a[0].value) for a in (given, surname) if a)
-        self.info = CardInfo(self.number, holder, der, algorithm)
+        self.info = CardInfo(self.number, holder_name(cert), der, algorithm)
         self._hash = {"ES256": hashlib.sha256, "ES384": hashlib.sha384, "ES512": hashlib.sha512}[algorithm]
 
     def authenticate(self, origin: str, nonce: str, pin: str) -> dict[str, str]:

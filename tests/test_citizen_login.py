@@ -16,12 +16,18 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.fixtures_citizen import *  # noqa: F401,F403
-from tests.fixtures_citizen import (PYTHON, REPO, CitizenIdp, agent_card, card_login, foreign_citizen,
-                                    software_token)
+from tests.fixtures_citizen import (
+    PYTHON,
+    REPO,
+    CitizenIdp,
+    agent_card,
+    card_login,
+    foreign_citizen,
+    software_token,
+)
 
 
 def _refusal(answer: requests.Response) -> str:
@@ -260,8 +266,6 @@ def test_agent_answers_only_its_configured_origin(citizen_idp: CitizenIdp) -> No
     assert card["card"] == agent.card.number
 
 
-@pytest.mark.xfail(strict=True, reason="cardsim/agent.py (not this area's) builds the holder from givenName + "
-                   "surname; a Chinese certificate names the holder in its commonName only (change requested)")
 def test_agent_names_the_holder_as_written(citizen_idp: CitizenIdp) -> None:
     agent = citizen_idp.agents["alice"]
     holder = str(citizen_idp.sql("SELECT holder FROM card WHERE number = ?", agent.card.number)[0][0])
