@@ -302,10 +302,26 @@ class Outcome:
     valid: bool
 
 
+def _citizen_of(subject: dict[str, Any] | None, national_id: str | None) -> str | None:
+    """The citizen behind a subject: the identity number a certificate carries (older card
+    certificates), else the one its pseudonymous serialNumber maps to in the citizen registry
+    (cardsim.pseudonyms: card certificates do not carry the number). Written into the subject
+    for the authenticated service that asked."""
+    from cardsim.pseudonyms import citizen_of, is_pseudonym
+
+    if national_id is None and subject and is_pseudonym(subject.get("serial_number")):
+        with services().deployment.sessions() as session:
+            national_id = citizen_of(session, str(subject["serial_number"]))
+        if national_id is not None:
+            subject["national_id"] = national_id
+    return national_id
+
+
 def _verdict_outcome(verdict: CertificateVerdict) -> Outcome:
     body = verdict.as_dict()
     subject = body["subject"]["dn"][:255] if body["subject"] else ""
-    return Outcome(body, verdict.national_id, subject, body["serial"], verdict.valid)
+    national_id = _citizen_of(body["subject"], verdict.national_id)
+    return Outcome(body, national_id, subject, body["serial"], verdict.valid)
 
 
 def verify_certificate(item: Any) -> Outcome:
@@ -337,7 +353,7 @@ def verify_signed_record(item: Any) -> Outcome:
         if isinstance(content_json, dict):
             data = content_json.get("data")
             if isinstance(data, dict) and isinstance(data.get("national_id"), str):
-                national_id = data["national_id"][:16]
+                national_id = data["national_id"][:32]
             elif isinstance(content_json.get("card"), str):
                 national_id = _card_holder(content_json["card"])
     except ValueError:
@@ -390,7 +406,8 @@ def verify_signature(item: Any) -> Outcome:
     reasons += list(verdict.reasons)
     signer = verdict.as_dict()
     body = {"valid": not reasons, "reasons": [r.as_dict() for r in reasons], "signer": signer}
-    return Outcome(body, verdict.national_id, _subject_text(signer), format(cert.serial_number, "x"), not reasons)
+    national_id = _citizen_of(signer.get("subject"), verdict.national_id)
+    return Outcome(body, national_id, _subject_text(signer), format(cert.serial_number, "x"), not reasons)
 
 
 def _check_signature(key: Any, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm,
