@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, Response, render_template, request
 
 from idp import account, admin_blueprints, citizen_blueprints, csrf, database_ids, i18n, login, pki, problems
+from idp.audit_bridge import start_checkpoints
 from idp.deployment import Deployment
 from idp.ocsp_http import OcspHttpApp, PathDispatcher
 from idp.oidc import endpoints as oidc_endpoints
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     deployment = Deployment(settings)
     app.extensions["tessera"] = deployment
     deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
+    start_checkpoints(deployment)  # witnessed checkpoints by time, in every worker (audit.checkpoint_schedule)
     app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
     problems.install(app)
     i18n.init_app(app)

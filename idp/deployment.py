@@ -73,7 +73,11 @@ class Deployment:
         ca = self.ca
         if "audit" in self.__dict__:  # building the CA built the trail already
             return self.__dict__["audit"]  # type: ignore[no-any-return]
-        trail = open_trail(ca, self.sessions, self.tsa, self.settings.audit_checkpoint_every)
+        from audit.witness import witness_from_settings
+
+        witness = witness_from_settings(self.settings.home, self.settings.audit_witness, self.settings.audit_syslog)
+        trail = open_trail(ca, self.sessions, self.tsa, self.settings.audit_checkpoint_every,
+                           witness=witness if witness.enabled else None)
         install(trail)
         return trail
 
