@@ -169,11 +169,9 @@ def localtime(value: datetime.datetime | str | None, show: str = "minutes") -> s
 
 def _local_path(value: str | None) -> str:
     """Only a path of this site (no scheme, no host): the switch must not be an open redirect."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) < 4096:
-        parts = urlsplit(value)
-        if not parts.scheme and not parts.netloc:
-            return value
-    return "/"
+    from idp.redirect_target import local_path
+
+    return local_path(value) or "/"
 
 
 @bp.get("/language")
