@@ -228,13 +228,38 @@ def _plain(rows: Any, progress: Callable[[int], None] | None, batch: int) -> Ite
             progress(len(chunk))
 
 
+class _Flagged:
+    """Entry numbers already named in a finding: single numbers and whole gaps. A gap is kept as a
+    range, never expanded: a tampered ``seq`` of 2**63 - 1 must not become 2**63 set members."""
+
+    def __init__(self) -> None:
+        self._single: set[int] = set()
+        self._gaps: list[range] = []
+
+    def add(self, seq: int) -> None:
+        self._single.add(seq)
+
+    def add_gap(self, first: int, stop: int) -> None:
+        """Numbers ``first`` up to ``stop`` - 1 (the missing entries of a jump in the sequence)."""
+        if stop > first:
+            self._gaps.append(range(first, stop))
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._single or any(seq in gap for gap in self._gaps)
+
+    def any_between(self, low: int, high: int) -> bool:
+        """Whether a number ``low`` < n <= ``high`` is flagged."""
+        return any(low < s <= high for s in self._single) or \
+            any(gap.start <= high and gap.stop - 1 > low for gap in self._gaps)
+
+
 @dataclass
 class _Walk:
     count: int = 0
     last_seq: int = 0
     last_hash: str = chain.GENESIS
     problems: list[Problem] = field(default_factory=list)
-    flagged: set[int] = field(default_factory=set)
+    flagged: _Flagged = field(default_factory=_Flagged)
     #: stored hash of the entries checkpoints cover
     covered: dict[int, str] = field(default_factory=dict)
     #: (position, original seq) of entries whose hash matches another number
@@ -289,7 +314,7 @@ def _walk(rows: Iterable[tuple], wanted: set[int], start_seq: int = 0, start_has
             missing = f"entry {expected} is" if seq - expected == 1 else f"entries {expected} to {seq - 1} are"
             problems.append(Problem("deleted", expected, f"{missing} missing (the sequence jumps "
                                                          f"from {prev_seq} to {seq})"))
-            flagged.update(range(expected, seq))
+            flagged.add_gap(expected, seq)
         moved = False
         if not ok:
             reason = _malformed(row)
@@ -471,7 +496,7 @@ def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
         elif w.covered.get(seq) is None:
             problems.append(Problem("deleted", seq, f"entry {seq}, covered by checkpoint #{cid}, is missing"))
         elif w.covered[seq] != entry_hash:
-            if not any(last_good < s <= seq for s in w.flagged):
+            if not w.flagged.any_between(last_good, seq):
                 problems.append(Problem("changed", seq, f"entries {last_good + 1} to {seq} were rewritten with "
                                         f"recomputed hashes: entry {seq} no longer has the hash signed in "
                                         f"checkpoint #{cid}"))
@@ -524,7 +549,7 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
             if line.seq not in w.flagged:
                 problems.append(Problem("deleted", line.seq, f"entry {line.seq}, witnessed on line {number}, is missing"))
         elif have != line.entry_hash:
-            if not any(last_good < s <= line.seq for s in w.flagged):
+            if not w.flagged.any_between(last_good, line.seq):
                 problems.append(Problem("changed", line.seq, f"entries {last_good + 1} to {line.seq} were rewritten "
                                         "(changed, deleted, inserted or moved) and their hashes recomputed: entry "
                                         f"{line.seq} no longer has the hash witnessed on line {number} ({line.time})"))
