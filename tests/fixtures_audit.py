@@ -4,7 +4,9 @@
     audit_store      function scope, on SQLite and on the private PostgreSQL cluster: a fresh schema,
                      a CA with file keys, the audit signer, and an :class:`AuditTrail` that checkpoints
                      every 10 entries with the in-process TSA (see :class:`AuditStore`)
-    audit_home       function scope: a fresh `tessera init` home (PKCS#11 token) for CLI tests
+    audit_home       function scope: a fresh `tessera init` home (PKCS#11 token) on the test slapd, for
+                     CLI tests, with a logged-in auditor: ``audit_home.auditor`` (their uid; the home's
+                     ``env`` presents their operator token), for ``tessera audit list --as ...``
     tamper(store, *sql)  run SQL as the database administrator with the append-only triggers off
     witnessed(store)     the store's trail and checkpointer rebuilt with a witness file (audit.witness)
     rewrite_tail(store, first, edit)  the outside tester's attack: entries from ``first`` on read out,
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,12 @@ from ca.keyring import Keyring
 from ca.urls import PublicUrls
 from idp import schema
 from tests.conftest import Home
-from tests.servers import free_port
+from tests.fixtures_directory import new_uid
+from tests.fixtures_operators import enrol, token_of
+from tests.fixtures_web import PASSWORD
+from tests.servers import free_port, tessera_env
 
-__all__ = ["AuditStore", "audit_store", "audit_home", "tamper", "fill", "root_pem", "witnessed", "rewrite_tail"]
+__all__ = ["AuditHome", "AuditStore", "audit_store", "audit_home", "tamper", "fill", "root_pem", "witnessed", "rewrite_tail"]
 
 
 @dataclass
@@ -140,13 +145,29 @@ def root_pem(ca: CertificateAuthority, folder: Path) -> Path:
     return path
 
 
+@dataclass
+class AuditHome(Home):
+    """A home on another directory than its own, with an auditor who logged in to it."""
+
+    extra: dict[str, str] = field(default_factory=dict)
+    auditor: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return tessera_env(self.path, self.public_url, **self.extra)
+
+
 @pytest.fixture()
-def audit_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    """A fresh home from the real `tessera init` (CA keys on its SoftHSM2 token)."""
+def audit_home(tmp_path_factory: pytest.TempPathFactory, slapd: Any) -> AuditHome:
+    """A fresh home from the real `tessera init` (CA keys on its SoftHSM2 token) using the test slapd,
+    and an auditor with TOTP enrolled on it and logged in (`tessera admin login`)."""
     port = free_port()
-    home = Home(tmp_path_factory.mktemp("audit-home"), f"http://127.0.0.1:{port}", port)
+    home = AuditHome(tmp_path_factory.mktemp("audit-home"), f"http://127.0.0.1:{port}", port, dict(slapd.env))
     made = home.cli("init")
     assert b"created the audit trail signer" in made.stdout + made.stderr  # `tessera init` prepares it
+    home.auditor = new_uid("aud")
+    slapd.create_user(home.auditor, PASSWORD, title="Auditor", groups=("auditors",))
+    home.extra["TESSERA_OPERATOR_TOKEN"] = token_of(home.env, enrol(home.env, home.auditor, PASSWORD))
     return home
 
 

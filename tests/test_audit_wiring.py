@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Home
+from tests.fixtures_audit import AuditHome
 from tests.fixtures_audit import audit_home  # noqa: F401  (a fresh `tessera init` home)
 
 
@@ -21,11 +21,11 @@ def _csr(work: Path, name: str) -> Path:
     return work / f"{name}.csr"
 
 
-def _entries(home: Home, event_type: str) -> list[dict[str, object]]:
-    return json.loads(home.cli("audit", "list", "--type", event_type, "--json").stdout)  # type: ignore[no-any-return]
+def _entries(home: AuditHome, event_type: str) -> list[dict[str, object]]:
+    return json.loads(home.cli("audit", "list", "--as", home.auditor, "--type", event_type, "--json").stdout)  # type: ignore[no-any-return]
 
 
-def test_issue_and_revoke_are_audited_with_who_and_what(audit_home: Home, tmp_path: Path) -> None:  # noqa: F811
+def test_issue_and_revoke_are_audited_with_who_and_what(audit_home: AuditHome, tmp_path: Path) -> None:  # noqa: F811
     issued = json.loads(audit_home.cli("ca", "issue", "--profile", "staff-auth", "--csr", str(_csr(tmp_path, "a")),
                                        "--subject", "CN=Ann Audit,O=Ministry of Finance,C=EE", "--json").stdout)
     audit_home.cli("ca", "revoke", issued["serial"], "--reason", "keyCompromise")
@@ -37,7 +37,7 @@ def test_issue_and_revoke_are_audited_with_who_and_what(audit_home: Home, tmp_pa
     assert audit_home.cli("audit", "verify").returncode == 0
 
 
-def test_no_audit_entry_no_revocation(audit_home: Home, tmp_path: Path) -> None:  # noqa: F811
+def test_no_audit_entry_no_revocation(audit_home: AuditHome, tmp_path: Path) -> None:  # noqa: F811
     issued = json.loads(audit_home.cli("ca", "issue", "--profile", "staff-auth", "--csr", str(_csr(tmp_path, "b")),
                                        "--subject", "CN=Bob Blocked,O=Ministry of Finance,C=EE", "--json").stdout)
     db = sqlite3.connect(audit_home.path / "tessera.db")
@@ -62,7 +62,7 @@ def test_no_audit_entry_no_revocation(audit_home: Home, tmp_path: Path) -> None:
 @pytest.mark.parametrize("action, details", [("login.password", {"reason": "wrong-password"}),
                                              ("logout.everywhere", {"sessions": 2, "tokens": 1}),
                                              ("totp.enrol", {"secret": "JBSWY3DP"})])
-def test_security_events_become_entries_and_secrets_are_dropped(audit_home: Home, action: str,  # noqa: F811
+def test_security_events_become_entries_and_secrets_are_dropped(audit_home: AuditHome, action: str,  # noqa: F811
                                                                 details: dict[str, object]) -> None:
     from idp import events
     from idp.deployment import Deployment
@@ -108,7 +108,7 @@ print(head)
 """
 
 
-def test_service_checkpoints_by_time_into_the_witness(audit_home: Home) -> None:  # noqa: F811
+def test_service_checkpoints_by_time_into_the_witness(audit_home: AuditHome) -> None:  # noqa: F811
     """idp.audit_bridge.start_checkpoints (what the app factory calls per worker), in a process of its
     own like a worker: a checkpoint of the head within the interval, signed by the audit key on the
     PKCS#11 token from the schedule thread, witnessed 0600 in the home, verified against it."""

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.exc import SQLAlchemyError
 
+from idp.commands.admin import authorised_operator
 from idp.commands.context import CliContext
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,11 +69,22 @@ def _operator() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def _record(obj: CliContext, event_type: str, result: str, object_: str | None = None, **details: Any) -> None:
+def _record(obj: CliContext, event_type: str, result: str, object_: str | None = None, actor: Any = None,
+            **details: Any) -> None:
+    """One entry by the command's operator: the proven staff member ``actor`` (an account_lifecycle.Actor)
+    when the command needed one, else the operating-system account."""
     from audit import AuditEvent
 
-    _trail(obj).record(AuditEvent(event_type, _operator(), result, subject_role="operator", object=object_,
+    subject, role = (actor.subject, actor.role) if actor is not None else (_operator(), "operator")
+    if actor is not None:
+        details = {"channel": actor.channel, **details}
+    _trail(obj).record(AuditEvent(event_type, subject, result, subject_role=role, object=object_,
                                   source_address="local", details=details))
+
+
+#: reading the trail is the auditor's (roles.py): who asks must have proved it (`tessera admin login`)
+_as = click.option("--as", "as_uid", required=True, metavar="UID",
+                   help="Your directory user name (an auditor, logged in with `tessera admin login`).")
 
 
 def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime.datetime | None:
@@ -207,15 +219,17 @@ def checkpoints_cmd(obj: CliContext, limit: int, export_dir: str | None, as_json
 @_type
 @_subject
 @click.option("--out", default=None, help="Write here (default: stdout).")
+@_as
 @click.pass_obj
 @_errors
 def export_cmd(obj: CliContext, fmt: str, since: datetime.datetime | None, until: datetime.datetime | None,
-               event_type: str | None, subject: str | None, out: str | None) -> None:
+               event_type: str | None, subject: str | None, out: str | None, as_uid: str) -> None:
     """Export entries (streamed); the export itself is recorded first as audit.export."""
     from audit.export import export
 
+    who = authorised_operator(obj, as_uid, "audit.export", "audit.export", out or "stdout")
     where = _filter(since, until, event_type, subject)
-    _record(obj, "audit.export", "success", out or "stdout", format=fmt, filter=where.as_dict())
+    _record(obj, "audit.export", "success", out or "stdout", actor=who, format=fmt, filter=where.as_dict())
     if out in (None, "-"):
         count = export(obj.deployment.sessions, fmt, sys.stdout, where)
         sys.stdout.flush()
@@ -233,12 +247,15 @@ def export_cmd(obj: CliContext, fmt: str, since: datetime.datetime | None, until
 @_type
 @_subject
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for charts).")
+@_as
 @click.pass_obj
 @_errors
 def report_cmd(obj: CliContext, by: str, since: datetime.datetime | None, until: datetime.datetime | None,
-               event_type: str | None, subject: str | None, as_json: bool) -> None:
+               event_type: str | None, subject: str | None, as_json: bool, as_uid: str) -> None:
     """Counts of events, split by result."""
     from audit.reports import report
+
+    authorised_operator(obj, as_uid, "audit.report", "audit.report")
 
     rows = report(obj.deployment.sessions, by, _filter(since, until, event_type, subject))
     if as_json:
@@ -257,12 +274,15 @@ def report_cmd(obj: CliContext, by: str, since: datetime.datetime | None, until:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000), help="Entries per page.")
 @click.option("--page", default=1, show_default=True, type=click.IntRange(1), help="Page number (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_as
 @click.pass_obj
 @_errors
 def list_cmd(obj: CliContext, since: datetime.datetime | None, until: datetime.datetime | None,
-             event_type: str | None, subject: str | None, limit: int, page: int, as_json: bool) -> None:
+             event_type: str | None, subject: str | None, limit: int, page: int, as_json: bool, as_uid: str) -> None:
     """List entries, newest first, a page at a time."""
     from audit.export import iter_entries
+
+    authorised_operator(obj, as_uid, "audit.read", "audit.read")
 
     rows = list(iter_entries(obj.deployment.sessions, _filter(since, until, event_type, subject),
                              limit=limit, offset=(page - 1) * limit, newest_first=True))
