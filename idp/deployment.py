@@ -134,7 +134,9 @@ class Deployment:
 
         return LoginThrottle(self.sessions, utc_now, self.settings.throttle_account_failures,
                              self.settings.throttle_address_failures,
-                             datetime.timedelta(seconds=self.settings.throttle_window_seconds), self.runtime.get)
+                             datetime.timedelta(seconds=self.settings.throttle_window_seconds), self.runtime.get,
+                             account_wide_limit=self.settings.throttle_account_wide_failures,
+                             usual_address_days=self.settings.throttle_usual_address_days)
 
     @cached_property
     def clients(self) -> "ClientRegistry":

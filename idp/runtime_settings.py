@@ -83,7 +83,7 @@ TUNABLES: dict[str, Tunable] = {t.name: t for t in (
             lambda s: s.session_idle_seconds),
     Tunable("session.absolute_seconds", "Staff session absolute timeout", "seconds", 5 * 60, 7 * 24 * 3600,
             lambda s: s.session_absolute_seconds),
-    Tunable("throttle.account_failures", "Login failures per account before a pause", "failures", 3, 100,
+    Tunable("throttle.account_failures", "Login failures per account from one address before a pause", "failures", 3, 100,
             lambda s: s.throttle_account_failures),
     Tunable("throttle.address_failures", "Login failures per client address before a pause", "failures", 10, 10_000,
             lambda s: s.throttle_address_failures),

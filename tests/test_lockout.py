@@ -118,3 +118,24 @@ def test_unknown_and_known_accounts_answer_alike_under_throttling(proxied_idp: I
     assert answers[known] == answers[unknown] == [(401, GENERIC)] * 16
     median = {name: sorted(values)[len(values) // 2] for name, values in timings.items()}
     print(f"median answer: known {median[known] * 1000:.1f} ms, unknown {median[unknown] * 1000:.1f} ms")
+
+
+def test_the_deployment_takes_the_account_wide_limits_from_its_settings(tmp_path: Path) -> None:
+    """TESSERA_THROTTLE_ACCOUNT_WIDE_FAILURES and TESSERA_THROTTLE_USUAL_ADDRESS_DAYS reach the throttle."""
+    import datetime
+
+    from ca.database import make_engine
+    from idp import schema
+    from idp.deployment import Deployment
+
+    engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
+    schema.upgrade(engine)
+    engine.dispose()
+    env = {"TESSERA_HOME": str(tmp_path), "TESSERA_DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}",
+           "TESSERA_THROTTLE_ACCOUNT_WIDE_FAILURES": "77", "TESSERA_THROTTLE_USUAL_ADDRESS_DAYS": "30"}
+    deployment = Deployment(Settings.from_env(env=env))
+    try:
+        throttle = deployment.throttle
+        assert throttle.account_wide_limit == 77 and throttle.usual_address_age == datetime.timedelta(days=30)
+    finally:
+        deployment.close()
