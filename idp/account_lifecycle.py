@@ -9,7 +9,7 @@ leader, issued centrally, applied for again on a change of post):
    applicant) approves or rejects it;
 3. ``issue``  - a security administrator issues it: the directory entry is created with a one-time
    initial password marked must-change (ppolicy ``pwdReset``); the first login changes it
-   (:meth:`Lifecycle.change_initial_password`, the password policy applies) and enrols TOTP
+   (``/password/change``, idp/password_change.py: current password first, then the policy) and enrols TOTP
    (the login flow enrols every account without a second factor);
 4. ``change_post`` - a security administrator records a change of post: the old post's groups
    are removed at once and a new application (kind ``change-of-post``) must be approved by the
@@ -44,7 +44,6 @@ from ca.models import Authority, Certificate
 from idp.directory_admin import DirectoryWriter, initial_password
 from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, AccountApplication
-from idp.password_policy import PasswordPolicy
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
                        GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
 
@@ -172,7 +171,6 @@ class Lifecycle:
         self._trail = trail
         self._writer = writer
         self.four_eyes = FourEyes(self.sessions, self.clock)
-        self.passwords = PasswordPolicy(self.sessions, self.clock, tuning=deployment.runtime.get)
 
     @property
     def trail(self) -> "AuditTrail":
@@ -681,29 +679,3 @@ class Lifecycle:
             self.trail.append(session, self.event(actor, event_type, "success", f"client:{removed}"))
 
         return self.d.clients.remove(client_id, on_change=audited)
-
-    # -- passwords ---------------------------------------------------------------------------------
-    def change_initial_password(self, uid: str, old_password: str, new_password: str,
-                                source_address: str | None = None) -> None:
-        """The first login's password change (also any later change): policy, history, directory."""
-        from audit.trail import AuditEvent
-
-        member = self.d.directory.find(uid) if isinstance(uid, str) else None
-        names = [member.given_name, member.surname] if member else []
-        try:
-            self.passwords.check(uid, new_password, names)
-        except ValueError as exc:
-            self.trail.record(AuditEvent("password.change", f"staff:{str(uid)[:64]}", "refused",
-                                         subject_role="staff", source_address=source_address,
-                                         details={"reason": "policy"}))
-            raise
-        try:
-            with self.sessions.begin() as session:
-                self.trail.append(session, AuditEvent("password.change", f"staff:{uid}", "success",
-                                                      subject_role="staff", source_address=source_address))
-                self.passwords.remember(session, uid, new_password)
-                self.d.directory.change_password(uid, old_password, new_password)
-        except DirectoryError as exc:
-            self.trail.record(AuditEvent("password.change", f"staff:{str(uid)[:64]}", "failure", subject_role="staff",
-                                         source_address=source_address, details={"reason": exc.kind}))
-            raise
