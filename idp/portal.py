@@ -85,8 +85,7 @@ def overview() -> Any:
     current = next((c for c in cards if c.number == citizen.get("card")), cards[0] if cards else None)
     records = _masked_records(_records(current.id) if current is not None else {})
     shown = {**citizen, "national_id": mask_any(citizen["national_id"])}
-    return render_template("portal.html", citizen=shown, cards=cards, records=records, log=log,
-                           notice=request.args.get("notice"))
+    return render_template("portal.html", citizen=shown, cards=cards, records=records, log=log)
 
 
 @bp.post("/citizen/identity-number")
@@ -108,13 +107,19 @@ def reveal_identity_number() -> Response:
     return response
 
 
-@bp.post("/citizen/cards/<number>/lost")
+@bp.route("/citizen/cards/<number>/lost", methods=["GET", "POST"])
 def report_lost(number: str) -> Any:
+    """Report a card lost, in two steps: a page saying exactly what will happen (GET, or a POST
+    without ``confirm=yes``), then the act and a page of next steps. Only the holder's own card,
+    only while it is in use; the act is irreversible (its certificates are revoked)."""
     citizen = _require_citizen()
     if isinstance(citizen, Response):
         return citizen
+    from flask_babel import gettext
+
     from audit.trail import AuditEvent
     from cardsim.config import CardSettings
+    from cardsim.errors import InvalidCardState
     from cardsim.issuance import CardIssuer
     from cardsim.models import Card
 
@@ -122,14 +127,21 @@ def report_lost(number: str) -> Any:
     with deployment.sessions() as session:
         card = session.scalar(select(Card).where(Card.number == number[:16]))
         if card is None or card.national_id != citizen["national_id"]:
-            abort(404, description="You have no card with that number.")
+            abort(404, description=gettext("You have no card with that number."))
+        status = card.status
+    if status != "active":
+        abort(409, description=gettext("This card is not in use any more, so it cannot be reported lost."))
+    if request.method == "GET" or request.form.get("confirm") != "yes":
+        return render_template("portal_lost_confirm.html", card={"number": number[:16]})
     issuer = CardIssuer(deployment.ca, CardSettings.from_env(deployment.settings.home), actor=citizen["sub"])
     try:
         summary = issuer.report_lost(number)
+    except InvalidCardState:  # reported from another window in between
+        abort(409, description=gettext("This card is not in use any more, so it cannot be reported lost."))
     finally:
         issuer.close()
     services().trail.record(AuditEvent("card.lost", citizen["sub"], "success", subject_role="citizen",
                                        object=f"card:{summary.number}",
                                        source_address=(request.remote_addr or "")[:64] or None,
                                        details={"certificates": [summary.auth_serial, summary.sign_serial]}))
-    return redirect(url_for("portal.overview", notice=f"Card {summary.number} is reported lost: its certificates are revoked."))
+    return render_template("portal_lost_done.html", card={"number": summary.number}, reported_at=deployment.ca.clock())

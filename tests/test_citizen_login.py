@@ -197,9 +197,17 @@ def test_revoked_card_is_refused_after_the_citizen_reports_it_lost(citizen_idp: 
     portal = session.get(citizen_idp.url("/citizen/")).text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', portal)
     assert csrf and f'data-card="{agent.card.number}"' in portal
-    lost = session.post(citizen_idp.url(f"/citizen/cards/{agent.card.number}/lost"), data={"csrf_token": csrf.group(1)})
-    assert lost.status_code == 200 and "reported lost" in lost.text
-    assert re.search(rf'data-card="{agent.card.number}">.*?data-status="lost"', lost.text, re.S)
+    where = citizen_idp.url(f"/citizen/cards/{agent.card.number}/lost")
+    # first a page saying what will happen; nothing is done yet (GET, or a POST without confirm=yes)
+    for asked in (session.get(where), session.post(where, data={"csrf_token": csrf.group(1)})):
+        assert asked.status_code == 200 and 'id="confirm-lost"' in asked.text and 'id="lost-consequences"' in asked.text
+    assert citizen_idp.sql("SELECT status FROM card WHERE number = ?", agent.card.number) == [("active",)]
+    lost = session.post(where, data={"csrf_token": csrf.group(1), "confirm": "yes"})
+    assert lost.status_code == 200 and 'id="lost-done"' in lost.text, lost.text
+    portal = session.get(citizen_idp.url("/citizen/")).text
+    assert re.search(rf'data-card="{agent.card.number}">.*?data-status="lost"', portal, re.S)
+    again_asked = session.post(where, data={"csrf_token": csrf.group(1), "confirm": "yes"})
+    assert again_asked.status_code == 409  # a card not in use cannot be reported lost twice
     # the certificates are revoked at once: the next login with the card is refused
     again, _ = card_login(citizen_idp, agent.url, agent.card.pin)
     assert _refusal(again) == "certificate-revoked"
@@ -212,8 +220,10 @@ def test_someone_elses_card_cannot_be_reported_lost(citizen_idp: CitizenIdp) -> 
     assert answer.status_code == 200
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', session.get(citizen_idp.url("/citizen/")).text)
     assert csrf
-    refused = session.post(citizen_idp.url(f"/citizen/cards/{bob.card.number}/lost"), data={"csrf_token": csrf.group(1)})
-    assert refused.status_code == 404
+    where = citizen_idp.url(f"/citizen/cards/{bob.card.number}/lost")
+    for refused in (session.get(where),
+                    session.post(where, data={"csrf_token": csrf.group(1), "confirm": "yes"})):
+        assert refused.status_code == 404 and bob.card.number not in refused.text
     assert citizen_idp.sql("SELECT status FROM card WHERE number = ?", bob.card.number) == [("active",)]
 
 
