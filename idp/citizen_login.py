@@ -110,7 +110,7 @@ def current_citizen() -> dict[str, Any] | None:
 
 
 def citizen_user() -> CitizenUser | None:
-    """The citizen as a user object for the OIDC provider (``sub`` = ``citizen:<national id>``)."""
+    """The citizen as a user object for the OIDC provider (``sub`` = ``citizen:<pseudonym>``, webeid.CitizenLogin)."""
     citizen = current_citizen()
     if citizen is None:
         return None
@@ -183,10 +183,10 @@ def token() -> Response:
     session.pop(_BINDING, None)
     if isinstance(session, StaffSession):
         session.rotate()  # a new session id at the privilege change (session fixation)
-    session["citizen"] = {"sub": f"citizen:{login.national_id}", "national_id": login.national_id,
+    session["citizen"] = {"sub": login.subject, "national_id": login.national_id,
                           "name": login.name, "card": login.card_number, "certificate": login.certificate_serial,
                           "auth_time": int(time.time()), "amr": list(AMR_CARD), "acr": ACR_CARD}
-    _audit("success", f"citizen:{login.national_id}", f"card:{login.card_number}",
+    _audit("success", login.subject, f"card:{login.card_number}",
            certificate=login.certificate_serial)
     return jsonify(ok=True, redirect=_safe_next(body.get("next") if isinstance(body.get("next"), str) else None),
                    citizen={"national_id": mask_any(login.national_id), "name": login.name, "card": login.card_number})

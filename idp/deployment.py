@@ -151,13 +151,18 @@ class Deployment:
         return SigningKeys(self.sessions, self.secret_box, utc_now)
 
     def citizen_claims(self, uid: str) -> dict[str, Any] | None:
-        """``citizen:<national id>``'s claims from the card registry; None without an active card."""
+        """The claims of ``citizen:<pseudonym>`` (``citizen:<national id>`` for certificates made before
+        pseudonyms) from the citizen and card registries; None without an active card."""
         from sqlalchemy import select
 
         from cardsim.models import Card
+        from cardsim.pseudonyms import citizen_of, is_pseudonym
 
-        national_id = uid.removeprefix("citizen:")
+        value = uid.removeprefix("citizen:")
         with self.sessions() as session:
+            national_id = citizen_of(session, value) if is_pseudonym(value) else value
+            if national_id is None:
+                return None
             holder = session.scalar(select(Card.holder).where(Card.national_id == national_id, Card.status == "active")
                                     .order_by(Card.issued_at.desc()).limit(1))
         if holder is None:

@@ -126,6 +126,15 @@ class CitizenLogin:
     card_number: str | None
     certificate_serial: str
     verdict: CertificateVerdict
+    #: the certificate's pseudonym (cardsim.pseudonyms); None for certificates made before pseudonyms
+    pseudonym: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """How the citizen is named to applications (OIDC ``sub``) and in the audit trail:
+        ``citizen:<pseudonym>``, never the identity number (PIPL art. 28; GB/T 35273-2020 6.2).
+        The pseudonym is per citizen and deployment, the same on every card of the citizen."""
+        return f"citizen:{self.pseudonym or self.national_id}"
 
 
 #: the citizen registry: certificate serial (hex) -> (card number, card status) or None
@@ -185,7 +194,10 @@ class TokenValidator:
             card, status = entry
             if status != "active":
                 raise LoginRefused("card-" + status, f"the registry lists card {card} as {status}")
-        return CitizenLogin(national_id, holder_name(cert) or national_id, card, serial, verdict)
+        from cardsim.pseudonyms import subject_pseudonym
+
+        return CitizenLogin(national_id, holder_name(cert) or national_id, card, serial, verdict,
+                            subject_pseudonym(cert))
 
     def _citizen(self, cert: x509.Certificate, verdict: CertificateVerdict) -> str:
         """The citizen identity number behind the certificate: its subject serialNumber is a

@@ -59,13 +59,18 @@ def test_card_login_lands_on_the_portal_as_the_card_holder(citizen_idp: CitizenI
     revealed = session.post(citizen_idp.url("/citizen/identity-number"), headers={"X-CSRF-Token": token.group(1)})
     assert revealed.status_code == 200 and revealed.json() == {"national_id": national_id}
     assert revealed.headers["Cache-Control"] == "no-store"
+    # the trail names the citizen by the pseudonym of their certificates, never by the number
+    pseudonym = str(citizen_idp.sql("SELECT pseudonym FROM citizen_pseudonym WHERE national_id = ?", national_id)[0][0])
+    subject = f"citizen:{pseudonym}"
     assert citizen_idp.sql("SELECT result, object FROM audit_entry WHERE event_type = 'pii.reveal' AND subject = ?",
-                           f"citizen:{national_id}")[-1] == ("success", f"citizen:{national_id}")
+                           subject)[-1] == ("success", subject)
+    assert not citizen_idp.sql("SELECT seq FROM audit_entry WHERE subject LIKE ? OR object LIKE ? OR details LIKE ?",
+                               f"%{national_id}%", f"%{national_id}%", f"%{national_id}%")
     anonymous = requests.post(citizen_idp.url("/citizen/identity-number"))
     assert anonymous.status_code in (401, 403) and national_id not in anonymous.text
     # the audit trail has the login with the citizen and the card
     rows = citizen_idp.sql("SELECT result, object FROM audit_entry WHERE event_type = 'login.card' AND subject = ?",
-                           f"citizen:{national_id}")
+                           subject)
     assert ("success", f"card:{agent.card.number}") in rows
 
 

@@ -71,7 +71,10 @@ def test_card_login_through_oidc_gives_citizen_id_token(citizen_idp: CitizenIdp)
     signing_key = jwt.PyJWKClient(discovery["jwks_uri"]).get_signing_key_from_jwt(tokens.json()["id_token"])
     claims = jwt.decode(tokens.json()["id_token"], signing_key.key, algorithms=["ES256", "RS256"], audience=client_id,
                         issuer=discovery["issuer"])
-    assert claims["sub"] == f"citizen:{national_id}" and claims["national_id"] == national_id
+    # sub is the citizen's pseudonym (the same on every card), the number only as the consented claim
+    pseudonym = str(citizen_idp.sql("SELECT pseudonym FROM citizen_pseudonym WHERE national_id = ?", national_id)[0][0])
+    assert claims["sub"] == f"citizen:{pseudonym}" and claims["national_id"] == national_id
+    assert national_id not in claims["sub"]
     assert claims["amr"] == ["sc", "pin"] and claims["acr"] == "urn:tessera:acr:card" and claims["nonce"] == "n1"
     assert claims["name"] == answer.json()["citizen"]["name"]
 

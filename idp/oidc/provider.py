@@ -87,7 +87,7 @@ class Provider:
         self.end_staff_session = end_staff_session
         #: asks the directory whether a staff member may still get tokens (None: cannot tell now)
         self.still_active = still_active
-        #: claims of a citizen (``citizen:<national id>``) from the card registry, None without an active card
+        #: claims of a citizen (``citizen:<pseudonym>``) from the citizen and card registries, None without an active card
         self.citizen_claims = citizen_claims
         self.tokens = TokenStore(sessions, clock, self._token_user, clients.get)
         #: authorization codes stored and spent (idp.oidc.grants.CodeGrant)
