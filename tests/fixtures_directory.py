@@ -5,7 +5,7 @@ Fixture API (session-scoped ``slapd``; one slapd on its own free port and folder
     slapd.config          DirectoryConfig for this slapd (IdP service account, embedded layout)
     slapd.url             "ldap://127.0.0.1:PORT"
     slapd.suffix          "dc=tessera,dc=example"
-    slapd.seed_password   the password of every seed staff member (e.g. "tkivi", "mtamm", ...)
+    slapd.seed_password   the password of every seed staff member (e.g. "heguiying", "wangfang", ...)
     slapd.admin_password  the rootdn's (cn=admin,<suffix>) password
     slapd.env             {"TESSERA_LDAP_URLS": ..., "TESSERA_LDAP_BASE_DN": ..., ...}: this directory
                           as an external one (read_only=false), for a `tessera serve` under test

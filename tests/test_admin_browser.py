@@ -80,8 +80,8 @@ def confirm_with_keyboard(page: Page) -> None:
 
 def test_application_approval_issue_first_login_in_a_browser(idp: IdpServer, slapd, people: People) -> None:  # type: ignore[no-untyped-def]
     officer, approver, security = new_uid("bof"), new_uid("bap"), new_uid("bsa")
-    slapd.create_user(officer, PASSWORD, department="health", title="HR Officer")
-    slapd.create_user(approver, PASSWORD, department="health", title="Head of Department", groups=("approvers",))
+    slapd.create_user(officer, PASSWORD, department="tax", title="HR Officer")
+    slapd.create_user(approver, PASSWORD, department="tax", title="Head of Department", groups=("approvers",))
     slapd.create_user(security, PASSWORD, department="it-centre", title="Security Officer",
                       groups=("security-administrators",))
     newcomer = new_uid("bnew")
@@ -90,7 +90,7 @@ def test_application_approval_issue_first_login_in_a_browser(idp: IdpServer, sla
     # 1. the department officer applies
     op = people.page()
     first_login(op, idp, officer, PASSWORD)
-    expect(op.locator("#home-title")).to_contain_text("Accounts of health")
+    expect(op.locator("#home-title")).to_contain_text("Accounts of tax")
     op.click("#apply-link")
     op.get_by_label("User name").fill(newcomer)
     op.get_by_label("Given name").fill("Helena")

@@ -47,15 +47,15 @@ def _ldapwhoami(slapd: SlapdServer, dn: str, password: str) -> subprocess.Comple
 
 # --- the seed organisation ---------------------------------------------------------------
 def test_seed_staff_member_binds_and_is_described_from_the_directory(slapd: SlapdServer, directory: Directory) -> None:
-    member = directory.authenticate("tkivi", slapd.seed_password)
+    member = directory.authenticate("heguiying", slapd.seed_password)
     assert member == StaffMember(
-        uid="tkivi", dn=f"uid=tkivi,ou=people,{slapd.suffix}", name="Tiina Kivi", given_name="Tiina", surname="Kivi",
-        email="tkivi@it-centre.tessera.example", department="it-centre", department_name="Government IT Centre",
-        title="Director of the Government IT Centre", roles=frozenset({"system-administrators", "approvers"}),
+        uid="heguiying", dn=f"uid=heguiying,ou=people,{slapd.suffix}", name="何桂英", given_name="桂英", surname="何",
+        email="heguiying@it-centre.tessera.example", department="it-centre", department_name="湘西土家族苗族自治州信息中心",
+        title="信息中心主任", roles=frozenset({"system-administrators", "approvers"}),
         groups=frozenset({"system-administrators", "approvers"}), is_approver=True, enabled=True)
     # the independent judge agrees the seed password is right, and slapd stored it as argon2id
     assert _ldapwhoami(slapd, member.dn, slapd.seed_password).returncode == 0
-    stored = _ldapsearch(slapd, "(uid=tkivi)", "userPassword")
+    stored = _ldapsearch(slapd, "(uid=heguiying)", "userPassword")
     assert "userPassword:: " in stored  # base64: the value is binary-safe text
     value = base64.b64decode(stored.split("userPassword:: ")[1].split()[0]).decode()
     assert value.startswith("{ARGON2}$argon2id$v=19$m=4096,t=3,p=1$")
@@ -63,24 +63,25 @@ def test_seed_staff_member_binds_and_is_described_from_the_directory(slapd: Slap
 
 def test_seed_organisation_layout(directory: Directory) -> None:
     departments = directory.departments()
-    assert len(departments) >= 4 and departments["finance"] == "Ministry of Finance"
+    assert len(departments) >= 4 and departments["finance"] == "湘西土家族苗族自治州财政局"
     approvers = directory.members_of("approvers")
     assert sorted(m.department for m in approvers) == sorted(departments)  # one approver per department
     assert all(m.is_approver and "approvers" in m.roles for m in approvers)
     for role in ("system-administrators", "security-administrators", "auditors"):
         members = directory.members_of(role)
         assert members and all(role in m.roles for m in members)
-    staff = [directory.find(uid) for uid in ("mtamm", "jsaar", "kkask", "rmets", "lkuusk", "pilves", "trebane",
-                                             "hkoppel", "aorg", "mlepp", "kraud", "ssepp", "emagi", "ovaher",
-                                             "lmolder", "kpold", "tkivi", "rlaur", "ajogi", "mkuld")]
+    staff = [directory.find(uid) for uid in ("wangfang", "liqiang", "zhangmin", "liuyang", "chenjing", "yanglei",
+                                             "huangli", "zhaojun", "wuxiuying", "zhoujie", "xugang", "sunjuan",
+                                             "maxia", "zhutao", "huyan", "guoming", "heguiying", "linyong", "luochao",
+                                             "pengxiulan")]
     assert all(m is not None and m.email and m.title and m.department in departments for m in staff)
-    plain = directory.find("jsaar")
+    plain = directory.find("liqiang")
     assert plain is not None and plain.roles == frozenset() and not plain.is_approver
 
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(slapd: SlapdServer, directory: Directory) -> None:
     with pytest.raises(InvalidCredentials) as wrong:
-        directory.authenticate("mtamm", "not the password")
+        directory.authenticate("wangfang", "not the password")
     with pytest.raises(InvalidCredentials) as unknown:
         directory.authenticate("nobody-here", "not the password")
     assert wrong.value.message == unknown.value.message and wrong.value.kind == unknown.value.kind
@@ -88,7 +89,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(slapd: SlapdServer,
     assert directory.find("nobody-here") is None
     # an empty password would be an unauthenticated bind (RFC 4513 5.1.2): never a login
     with pytest.raises(InvalidCredentials):
-        directory.authenticate("mtamm", "")
+        directory.authenticate("wangfang", "")
 
 
 # --- ppolicy -------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def test_expiry_warning_and_grace_logins(slapd: SlapdServer, directory: Director
     assert directory.authenticate(uid, PASSWORD).grace_logins_remaining == 0
     with pytest.raises(PasswordExpired):
         directory.authenticate(uid, PASSWORD)
-    plain = directory.authenticate("mtamm", slapd.seed_password)
+    plain = directory.authenticate("wangfang", slapd.seed_password)
     assert plain.password_expires_in is None and plain.grace_logins_remaining is None
 
 
@@ -222,9 +223,9 @@ def test_unknown_user_costs_about_as_much_as_a_wrong_password(slapd: SlapdServer
 
 
 # --- injection -----------------------------------------------------------------------------
-INJECTIONS = ["*)(uid=*", "admin)(|(uid=*", "*", "tkivi)(uid=*", "tkivi\x00", "\x00", "ad\x00min",
-              "a" * 129, "b" * 100_000, "tkivi*", "(uid=tkivi)", "tkivi\\", "tkivi\n", " tkivi", "",
-              "uid=tkivi,ou=people,dc=tessera,dc=example", "tkivi,ou=people", "тимо", "tkivi\u202e"]
+INJECTIONS = ["*)(uid=*", "admin)(|(uid=*", "*", "heguiying)(uid=*", "heguiying\x00", "\x00", "ad\x00min",
+              "a" * 129, "b" * 100_000, "heguiying*", "(uid=heguiying)", "heguiying\\", "heguiying\n", " heguiying",
+              "", "uid=heguiying,ou=people,dc=tessera,dc=example", "heguiying,ou=people", "тимо", "heguiying\u202e"]
 
 
 @pytest.mark.parametrize("username", INJECTIONS, ids=range(len(INJECTIONS)))
@@ -233,8 +234,8 @@ def test_injection_strings_fail_cleanly(slapd: SlapdServer, directory: Directory
         directory.authenticate(username, slapd.seed_password)
     assert directory.find(username) is None
     with pytest.raises(InvalidCredentials):
-        directory.authenticate("tkivi", "*")  # a wildcard is not a password
-    assert directory.authenticate("tkivi", slapd.seed_password).uid == "tkivi"  # and nothing got locked
+        directory.authenticate("heguiying", "*")  # a wildcard is not a password
+    assert directory.authenticate("heguiying", slapd.seed_password).uid == "heguiying"  # and nothing got locked
 
 
 def test_group_names_are_escaped(directory: Directory) -> None:
@@ -247,9 +248,9 @@ def test_group_names_are_escaped(directory: Directory) -> None:
 
 def test_nul_and_oversized_passwords(directory: Directory, slapd: SlapdServer) -> None:
     with pytest.raises(InvalidCredentials):
-        directory.authenticate("tkivi", slapd.seed_password + "\x00")
+        directory.authenticate("heguiying", slapd.seed_password + "\x00")
     with pytest.raises(InvalidCredentials):
-        directory.authenticate("tkivi", "p" * 5000)
+        directory.authenticate("heguiying", "p" * 5000)
 
 
 # --- availability --------------------------------------------------------------------------
@@ -285,8 +286,9 @@ def test_concurrent_logins_share_the_pool(slapd: SlapdServer) -> None:
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(uid,)) for uid in ("mtamm", "jsaar", "lkuusk", "aorg", "emagi",
-                                                                          "ovaher", "rlaur", "ajogi", "mkuld", "kraud")]
+    threads = [threading.Thread(target=worker, args=(uid,)) for uid in ("wangfang", "liqiang", "chenjing", "wuxiuying",
+                                                                          "maxia", "zhutao", "linyong", "luochao",
+                                                                          "pengxiulan", "xugang")]
     for t in threads:
         t.start()
     for t in threads:
@@ -315,7 +317,7 @@ def test_failover_to_the_second_server(slapd: SlapdServer) -> None:
         shared.unbind()
         directory = Directory(config)
         try:
-            assert directory.authenticate("tkivi", slapd.seed_password).uid == "tkivi"
+            assert directory.authenticate("heguiying", slapd.seed_password).uid == "heguiying"
             with pytest.raises(InvalidCredentials):
                 directory.authenticate(only_second, PASSWORD)  # served by the first
             slapd.stop()
@@ -329,7 +331,7 @@ def test_failover_to_the_second_server(slapd: SlapdServer) -> None:
         # a dead first URL is skipped from the start
         directory = Directory(slapd.config.with_urls(_dead_url(), slapd.url))
         try:
-            assert directory.authenticate("mtamm", slapd.seed_password).uid == "mtamm"
+            assert directory.authenticate("wangfang", slapd.seed_password).uid == "wangfang"
         finally:
             directory.close()
     finally:
@@ -341,7 +343,7 @@ def test_all_servers_down_is_unavailable(slapd: SlapdServer) -> None:
     directory = Directory(slapd.config.with_urls(_dead_url(), _dead_url()))
     started = time.monotonic()
     with pytest.raises(DirectoryUnavailable):
-        directory.authenticate("tkivi", slapd.seed_password)
+        directory.authenticate("heguiying", slapd.seed_password)
     assert time.monotonic() - started < 5
 
 
@@ -355,7 +357,7 @@ def test_a_server_that_never_answers_times_out(slapd: SlapdServer) -> None:
         directory = Directory(config)
         started = time.monotonic()
         with pytest.raises(DirectoryUnavailable):
-            directory.authenticate("tkivi", slapd.seed_password)
+            directory.authenticate("heguiying", slapd.seed_password)
         assert time.monotonic() - started < 8
     finally:
         silent.close()
@@ -364,7 +366,7 @@ def test_a_server_that_never_answers_times_out(slapd: SlapdServer) -> None:
 def test_wrong_service_password_is_unavailable_not_a_failed_login(slapd: SlapdServer) -> None:
     directory = Directory(replace(slapd.config, bind_password="not-the-service-password"))
     with pytest.raises(DirectoryUnavailable):
-        directory.authenticate("tkivi", slapd.seed_password)
+        directory.authenticate("heguiying", slapd.seed_password)
     directory.close()
 
 
@@ -374,7 +376,7 @@ def test_the_service_account_cannot_be_locked_out(slapd: SlapdServer, directory:
         assert _ldapwhoami(slapd, slapd.config.bind_dn, "guessing").returncode != 0
     fresh = slapd.directory()
     try:
-        assert fresh.authenticate("mtamm", slapd.seed_password).uid == "mtamm"
+        assert fresh.authenticate("wangfang", slapd.seed_password).uid == "wangfang"
     finally:
         fresh.close()
     assert "pwdAccountLockedTime" not in _ldapsearch(slapd, "(cn=idp)", "pwdAccountLockedTime")
@@ -384,9 +386,9 @@ def test_groups_found_by_member_search_when_there_is_no_memberof(slapd: SlapdSer
     """Directories without the memberof overlay: roles come from a search of the groups."""
     config = replace(slapd.config, attributes=replace(slapd.config.attributes, member_of=""))
     with Directory(config) as directory:
-        member = directory.authenticate("tkivi", slapd.seed_password)
+        member = directory.authenticate("heguiying", slapd.seed_password)
         assert member.groups == frozenset({"system-administrators", "approvers"}) and member.is_approver
-        assert [m.uid for m in directory.members_of("auditors")] == ["kkask", "mkuld"]
+        assert [m.uid for m in directory.members_of("auditors")] == ["pengxiulan", "zhangmin"]  # sorted by user name
 
 
 def test_read_only_directory_is_never_written(slapd: SlapdServer) -> None:
@@ -410,11 +412,11 @@ def test_members_of_a_group_larger_than_the_size_limit(slapd: SlapdServer) -> No
     try:
         for n in range(1, 2101):  # plain entries without password: fast to add
             conn.add(f"uid={group}m{n},ou=people,{slapd.suffix}", ["inetOrgPerson"],
-                     {"uid": f"{group}m{n}", "cn": f"M {n}", "sn": str(n), "departmentNumber": "health"})
+                     {"uid": f"{group}m{n}", "cn": f"M {n}", "sn": str(n), "departmentNumber": "tax"})
         members = [f"uid={group}m{n},ou=people,{slapd.suffix}" for n in range(1, 2101)]
         conn.add(f"cn={group},ou=groups,{slapd.suffix}", ["groupOfNames"], {"cn": group, "member": members})
     finally:
         conn.unbind()
     with Directory(slapd.config) as directory:
         found = directory.members_of(group)
-    assert len(found) == 2100 and all(m.department_name == "Ministry of Health" for m in found)
+    assert len(found) == 2100 and all(m.department_name == "国家税务总局湘西土家族苗族自治州税务局" for m in found)

@@ -67,27 +67,27 @@ def test_start_status_show_stop(own_home: Home) -> None:
         assert status["embedded"] is True and status["answering"] == f"ldap://127.0.0.1:{_ldap_port(own_home)}"
         # the seed's security administrator proves both factors; the show is theirs to ask for
         demo_password = (own_home.path / "secrets" / "ldap-demo.password").read_text().strip()
-        env = own_home.env | {"TESSERA_OPERATOR_TOKEN": token_of(own_home.env, enrol(own_home.env, "ajogi",
+        env = own_home.env | {"TESSERA_OPERATOR_TOKEN": token_of(own_home.env, enrol(own_home.env, "luochao",
                                                                                      demo_password))}
-        unproven = own_home.cli("directory", "show", "aorg", "--as", "ajogi", check=False)
+        unproven = own_home.cli("directory", "show", "wuxiuying", "--as", "luochao", check=False)
         assert unproven.returncode == 4 and b"not logged in" in unproven.stderr
-        shown = json.loads(run_tessera(env, "directory", "show", "aorg", "--as", "ajogi", "--json").stdout)
-        assert shown["department"] == "interior" and shown["is_approver"] is True
-        assert shown["department_name"] == "Ministry of the Interior"
-        missing = run_tessera(env, "directory", "show", "*)(uid=*", "--as", "ajogi", check=False)
+        shown = json.loads(run_tessera(env, "directory", "show", "wuxiuying", "--as", "luochao", "--json").stdout)
+        assert shown["department"] == "public-security" and shown["is_approver"] is True
+        assert shown["department_name"] == "湘西土家族苗族自治州公安局"
+        missing = run_tessera(env, "directory", "show", "*)(uid=*", "--as", "luochao", check=False)
         assert missing.returncode == 1 and b"no staff member" in missing.stderr and b"Traceback" not in missing.stderr
         # removing one of the seed's two auditors is a four-eyes request (and nobody else can approve
         # it here); its one security administrator is never removed
-        asked = run_tessera(env, "admin", "remove-role", "kkask", "auditors", "--as", "ajogi")
+        asked = run_tessera(env, "admin", "remove-role", "zhangmin", "auditors", "--as", "luochao")
         assert b"four-eyes request #" in asked.stdout
-        kept = run_tessera(env, "admin", "remove-role", "ajogi", "security-administrators", "--as", "ajogi", check=False)
-        assert kept.returncode == 1 and b"ajogi is the last security administrator" in kept.stderr, kept.stderr
-        for uid, group in [("kkask", "auditors"), ("ajogi", "security-administrators")]:
-            assert group in json.loads(run_tessera(env, "directory", "show", uid, "--as", "ajogi", "--json").stdout)[
+        kept = run_tessera(env, "admin", "remove-role", "luochao", "security-administrators", "--as", "luochao", check=False)
+        assert kept.returncode == 1 and b"luochao is the last security administrator" in kept.stderr, kept.stderr
+        for uid, group in [("zhangmin", "auditors"), ("luochao", "security-administrators")]:
+            assert group in json.loads(run_tessera(env, "directory", "show", uid, "--as", "luochao", "--json").stdout)[
                 "groups"]
         unknown = own_home.cli("directory", "unlock", "nobody", check=False)
         assert unknown.returncode == 1 and b"No staff member" in unknown.stderr and b"Traceback" not in unknown.stderr
-        assert b"unlocked jsaar" in own_home.cli("directory", "unlock", "jsaar").stdout
+        assert b"unlocked liqiang" in own_home.cli("directory", "unlock", "liqiang").stdout
         # bulk loading needs the server stopped: a one-line refusal, not a corrupted database
         refused = own_home.cli("directory", "generate", "--count", "5", check=False)
         assert refused.returncode == 1 and b"stop it first" in refused.stderr
@@ -108,11 +108,11 @@ def test_generate_loads_staff_that_can_log_in(own_home: Home) -> None:
         config = DirectoryConfig.from_env(own_home.path, {})
         with Directory(config) as directory:
             member = directory.authenticate("staff00040", "Load-test-password-1")
-            assert member.department and member.department_name.startswith(("Ministry", "Government"))
+            assert member.department and "湘西土家族苗族自治州" in member.department_name  # the name, not the key
             assert directory.find("staff00041") is None and directory.find("staff00051") is None
             assert directory.find("staff00061") is not None
-            assert directory.authenticate("tkivi", (own_home.path / "secrets" / "ldap-demo.password")
-                                          .read_text().strip()).uid == "tkivi"  # the seed is still there
+            assert directory.authenticate("heguiying", (own_home.path / "secrets" / "ldap-demo.password")
+                                          .read_text().strip()).uid == "heguiying"  # the seed is still there
     finally:
         own_home.cli("directory", "stop")
 
@@ -134,7 +134,7 @@ def test_serve_starts_the_embedded_slapd_and_stops_it(own_home: Home, how: signa
         time.sleep(1.0)  # the workers have forked: one of them leaving must not stop slapd
         config = DirectoryConfig.from_env(own_home.path, {})
         with Directory(config) as directory:
-            assert directory.find("tkivi") is not None
+            assert directory.find("heguiying") is not None
         proc.send_signal(how)
         proc.wait(timeout=20)
     finally:

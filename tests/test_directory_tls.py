@@ -72,13 +72,13 @@ def test_ldaps_with_the_right_ca(tls_slapd: tuple[SlapdServer, Path, Path]) -> N
     server, ca_file, _ = tls_slapd
     assert server.folder.ldaps_url is not None
     with Directory(replace(server.config, urls=(server.folder.ldaps_url,), ca_file=str(ca_file))) as directory:
-        assert directory.authenticate("tkivi", server.seed_password).uid == "tkivi"
+        assert directory.authenticate("heguiying", server.seed_password).uid == "heguiying"
 
 
 def test_start_tls_with_the_right_ca(tls_slapd: tuple[SlapdServer, Path, Path]) -> None:
     server, ca_file, _ = tls_slapd
     with Directory(replace(server.config, start_tls=True, ca_file=str(ca_file))) as directory:
-        assert directory.authenticate("mtamm", server.seed_password).uid == "mtamm"
+        assert directory.authenticate("wangfang", server.seed_password).uid == "wangfang"
 
 
 @pytest.mark.parametrize("mode", ["ldaps", "starttls"])
@@ -90,10 +90,10 @@ def test_another_ca_is_refused(tls_slapd: tuple[SlapdServer, Path, Path], mode: 
         config = replace(server.config, start_tls=True, ca_file=str(other_ca))
     with Directory(config) as directory:
         with pytest.raises(DirectoryUnavailable):
-            directory.authenticate("tkivi", server.seed_password)
+            directory.authenticate("heguiying", server.seed_password)
 
 
 def test_start_tls_against_a_server_without_tls_is_refused(slapd: SlapdServer) -> None:
     with Directory(replace(slapd.config, start_tls=True)) as directory:
         with pytest.raises(DirectoryUnavailable):
-            directory.find("tkivi")
+            directory.find("heguiying")

@@ -43,12 +43,12 @@ def _op(data: bytes, name: str):  # type: ignore[no-untyped-def]
 
 # -- requests: ours, read by ldap3 --------------------------------------------------------
 def test_bind_request_with_the_policy_control() -> None:
-    data = m.message(7, m.bind_request("uid=tkivi,ou=people,dc=tessera,dc=example", b"p\xc3\xa4ss"),
+    data = m.message(7, m.bind_request("uid=heguiying,ou=people,dc=tessera,dc=example", b"p\xc3\xa4ss"),
                      (m.Control(CONTROL_OID),))
     message = _decoded(data)
     assert int(message["messageID"]) == 7
     request = bind_request_to_dict(message["protocolOp"].getComponent())
-    assert request["version"] == 3 and request["name"] == "uid=tkivi,ou=people,dc=tessera,dc=example"
+    assert request["version"] == 3 and request["name"] == "uid=heguiying,ou=people,dc=tessera,dc=example"
     assert request["authentication"]["simple"] == "päss"  # ldap3 shows the octets as UTF-8 text
     controls = message["controls"]
     assert len(controls) == 1 and str(controls[0]["controlType"]) == CONTROL_OID
@@ -65,7 +65,7 @@ def _ldap3_search(base: str, text_filter: str, scope: int, attributes: list[str]
     return encoder.encode(op.getComponent())  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("value", ["tkivi", "*)(uid=*", "admin)(|(uid=*", "x\x00y", "\\2a", "ä" * 300])
+@pytest.mark.parametrize("value", ["heguiying", "*)(uid=*", "admin)(|(uid=*", "x\x00y", "\\2a", "ä" * 300])
 def test_search_filter_values_are_data_not_syntax(value: str) -> None:
     """Whatever the value holds, the filter stays one AND of two equality matches: the same octets
     as ldap3 encodes from the RFC 4515 string with the value escaped."""
@@ -164,10 +164,10 @@ def test_bind_response_with_a_policy_control() -> None:
 
 def test_search_result_entry_and_done() -> None:
     entry = SearchResultEntry()
-    entry["object"] = LDAPDN("uid=tkivi,ou=people,dc=tessera,dc=example")
+    entry["object"] = LDAPDN("uid=heguiying,ou=people,dc=tessera,dc=example")
     attributes = PartialAttributeList()
-    for i, (name, values) in enumerate([("uid", [b"tkivi"]), ("memberOf", [b"cn=approvers,ou=groups", b"cn=x"]),
-                                        ("cn", ["Tõnu Kivi".encode()]), ("description", [b"\xff\xfe"])]):
+    for i, (name, values) in enumerate([("uid", [b"heguiying"]), ("memberOf", [b"cn=approvers,ou=groups", b"cn=x"]),
+                                        ("cn", ["何桂英".encode()]), ("description", [b"\xff\xfe"])]):
         attribute = PartialAttribute()
         attribute["type"] = AttributeDescription(name)
         vals = Vals()
@@ -177,8 +177,8 @@ def test_search_result_entry_and_done() -> None:
         attributes.setComponentByPosition(i, attribute)
     entry["attributes"] = attributes
     found = m.read_message(_server_message(6, "searchResEntry", entry)).entry()
-    assert found.dn == "uid=tkivi,ou=people,dc=tessera,dc=example"
-    assert found.attributes["uid"] == ["tkivi"] and found.attributes["cn"] == ["Tõnu Kivi"]
+    assert found.dn == "uid=heguiying,ou=people,dc=tessera,dc=example"
+    assert found.attributes["uid"] == ["heguiying"] and found.attributes["cn"] == ["何桂英"]
     assert found.attributes["memberof"] == ["cn=approvers,ou=groups", "cn=x"]
     assert found.attributes["description"] == ["\ufffd\ufffd"]  # not UTF-8: shown, not trusted
     done = m.read_message(_server_message(6, "searchResDone", _result(SearchResultDone, 4))).result()
@@ -333,4 +333,4 @@ def test_a_server_that_does_not_speak_ldap_is_unavailable(fake_server: tuple[str
                              departments_base="ou=departments,dc=x", operation_timeout=1)
     with Directory(config) as directory:
         with pytest.raises(DirectoryUnavailable):
-            directory.authenticate("tkivi", "a password")
+            directory.authenticate("heguiying", "a password")

@@ -44,8 +44,8 @@ def now() -> datetime.datetime:
 def test_applications_are_searched_and_paged(deployment: Deployment) -> None:
     with deployment.sessions.begin() as s:
         for i in range(30):
-            s.add(AccountApplication(kind="new-account", uid=f"user{i:02d}", given_name="Mari", surname=f"Tamm{i}",
-                                     department="finance" if i % 2 else "health", post="Analyst" if i < 20 else "Head",
+            s.add(AccountApplication(kind="new-account", uid=f"user{i:02d}", given_name="芳", surname=f"王{i}",
+                                     department="finance" if i % 2 else "tax", post="Analyst" if i < 20 else "Head",
                                      groups_json="[]", status="applied" if i < 25 else "issued", applied_by="officer",
                                      applied_at=now()))
     lc = Lifecycle(deployment)
@@ -55,7 +55,7 @@ def test_applications_are_searched_and_paged(deployment: Deployment) -> None:
     assert total == 30 and [r.uid for r in rows] == [f"user{i:02d}" for i in range(4, -1, -1)]
     assert lc.applications(text="HEAD")[1] == 10  # case-insensitive, on the post too
     assert lc.applications(status="issued", department="finance")[1] == 3
-    assert lc.applications(text="tamm1")[1] == 11  # Tamm1 and Tamm10..19
+    assert lc.applications(text="王1")[1] == 11  # 王1 and 王10..19
     with pytest.raises(GovernanceError):
         lc.applications(status="bogus")
 
@@ -63,19 +63,19 @@ def test_applications_are_searched_and_paged(deployment: Deployment) -> None:
 def test_four_eyes_requests(deployment: Deployment) -> None:
     lc = Lifecycle(deployment)
     with deployment.sessions.begin() as s:
-        row = lc.four_eyes.request(s, "add-administrator", "staff:kraud", "ajogi", {"group": "auditors"})
+        row = lc.four_eyes.request(s, "add-administrator", "staff:xugang", "luochao", {"group": "auditors"})
     with pytest.raises(FourEyesViolation, match="already waiting"):
         with deployment.sessions.begin() as s:
-            lc.four_eyes.request(s, "add-administrator", "staff:kraud", "someone", {"group": "auditors"})
+            lc.four_eyes.request(s, "add-administrator", "staff:xugang", "someone", {"group": "auditors"})
     with pytest.raises(GovernanceError, match="not a four-eyes operation"):
         with deployment.sessions.begin() as s:
-            lc.four_eyes.request(s, "delete-everything", "x", "ajogi")
+            lc.four_eyes.request(s, "delete-everything", "x", "luochao")
     with pytest.raises(FourEyesViolation, match="second administrator"):
         with deployment.sessions.begin() as s:
-            lc.four_eyes.pending_row(s, row.id, "ajogi")
+            lc.four_eyes.pending_row(s, row.id, "luochao")
     with deployment.sessions.begin() as s:
         pending = lc.four_eyes.pending_row(s, row.id, "second")
-        lc.four_eyes.decide(pending, "second", "executed", "kraud added to auditors")
+        lc.four_eyes.decide(pending, "second", "executed", "xugang added to auditors")
     with pytest.raises(FourEyesViolation, match="executed"):
         with deployment.sessions.begin() as s:
             lc.four_eyes.pending_row(s, row.id, "third")
@@ -88,9 +88,9 @@ def test_password_history_is_hashed_and_trimmed(deployment: Deployment) -> None:
     words = ["Quiet-harbour-1-lamp-post", "Quiet-harbour-2-lamp-post", "Quiet-harbour-3-lamp-post"]
     for word in words:
         with deployment.sessions.begin() as s:
-            policy.remember(s, "kraud", word)
+            policy.remember(s, "xugang", word)
     with deployment.sessions() as s:
         assert s.scalar(select(func.count()).select_from(PasswordHistory)) == 2
     with pytest.raises(WeakPassword):
-        policy.check("kraud", words[2])
-    policy.check("kraud", words[0])
+        policy.check("xugang", words[2])
+    policy.check("xugang", words[0])

@@ -57,7 +57,7 @@ def test_wrong_password_and_unknown_user_look_the_same(idp: IdpServer, staff_use
     assert strip(wrong.text, staff_user[0]) .count("error") == strip(unknown.text, "x").count("error")
 
 
-@pytest.mark.parametrize("username", ["*)(uid=*", "admin)(|(uid=*", "*", "tk\x00ivi", "a" * 5000, "(&)", "\\2a",
+@pytest.mark.parametrize("username", ["*)(uid=*", "admin)(|(uid=*", "*", "he\x00guiying", "a" * 5000, "(&)", "\\2a",
                                       "uid=admin,ou=people,dc=tessera,dc=example", "ä" * 300])
 def test_injection_strings_fail_cleanly(idp: IdpServer, slapd, username: str) -> None:  # type: ignore[no-untyped-def]
     response = post_login(requests.Session(), idp, username, slapd.seed_password)

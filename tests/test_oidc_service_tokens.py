@@ -56,7 +56,7 @@ def test_live_service_token_and_every_way_it_ends(store: Any) -> None:
                      {"t": True, "u": f"service:{account.client_id}"})
     assert tokens.service_token(revoked) is None
     rp = clients.add("Payroll", ["https://payroll.example/cb"])
-    staff = _issue(tokens, rp.client_id, uid="tkivi")
+    staff = _issue(tokens, rp.client_id, uid="heguiying")
     assert tokens.service_token(staff) is None  # a staff member's token is no service's
     kept = _issue(tokens, clients.add_service("Insurance fund").client_id)
     fresh = _issue(tokens, account.client_id)

@@ -53,9 +53,10 @@ def _forbidden(idp: CitizenIdp) -> dict[str, str]:
         found[national_id] = "a citizen's identity number"
         found[holder] = "a citizen's name"
     for ldif in (REPO / "ldap").glob("*.ldif"):
-        for mail in re.findall(r"^mail: *(\S+)", ldif.read_text(), re.MULTILINE):
+        for mail in re.findall(r"^mail: *(\S+)", ldif.read_text(encoding="utf-8"), re.MULTILINE):
             found[mail] = "a staff e-mail address"
     assert any(v == "a citizen's name" for v in found.values()), "the fixture issued no cards: nothing to look for"
+    assert any(v == "a staff e-mail address" for v in found.values()), "no seed staff e-mail: nothing to look for"
     return found
 
 
@@ -80,12 +81,12 @@ def _problems(body: str, forbidden: dict[str, str]) -> list[str]:
 
 def test_the_checks_can_fail() -> None:
     """The patterns find what they are for, and not a serial number or a date."""
-    body = "<td>433101199001011234</td> 4331011990010112 3X 43310119900101123X 38001010000 mtamm@finance.tessera.example"
+    body = "<td>433101199001011234</td> 4331011990010112 3X 43310119900101123X 38001010000 wangfang@finance.tessera.example"
     found = _problems(body, {"张伟": "a citizen's name"})
     assert found == ["an 18-character identity number: 433101199001011234",
                      "an 18-character identity number: 43310119900101123X",
                      "an 11-digit personal code: 38001010000",
-                     "an e-mail address: mtamm@finance.tessera.example"]
+                     "an e-mail address: wangfang@finance.tessera.example"]
     assert _problems("张伟", {"张伟": "a citizen's name"}) == ["a citizen's name: 张伟"]
     assert not _problems("serial 0x4f3a9b12c0d1e2f3a4b5c6d7e8f9 2026-12-02 20:15", {})
 
