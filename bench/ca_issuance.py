@@ -22,6 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, ca_home, table  # noqa: E402
 
+#: the seed's finance department (ldap/seed-organisation.ldif), the staff certificates' organisation
+FINANCE = "湘西土家族苗族自治州财政局"
+
 
 def child(store: str, database_url: str | None, count: int) -> dict[str, float]:
     from cryptography import x509
@@ -29,16 +32,19 @@ def child(store: str, database_url: str | None, count: int) -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    from cardsim.demo_citizens import name_of
+
     deployment = ca_home(database_url)
     ca = deployment.ca
     csrs = []
+    names = [name_of(i) for i in range(count)]  # (王芳, "Wang Fang"): staff named like the seed's
     for i in range(count):
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Staff Member {i}")])
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[i][0])])
         csrs.append(x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
                     .public_bytes(serialization.Encoding.DER))
 
-    first = ca.issue("staff-auth", csrs[0], "bench", subject="CN=Warm Up,O=Ministry of Finance,C=EE")
+    first = ca.issue("staff-auth", csrs[0], "bench", subject=f"CN=预热,O={FINANCE},C=CN")
     tbs = x509.load_der_x509_certificate(first.der).tbs_certificate_bytes
     with ca.sessions() as session:
         staff_key = ca.keyring.get(ca.authority(session, "staff").key_ref)
@@ -49,8 +55,9 @@ def child(store: str, database_url: str | None, count: int) -> dict[str, float]:
 
     def issue_all(share: list[bytes]) -> None:
         for i, csr in enumerate(share):
-            ca.issue("staff-auth", csr, "bench", subject=f"CN=Staff Member {i},O=Ministry of Finance,C=EE",
-                     alt_names=[f"email:staff{i}@fin.gov.example"])
+            uid = names[i][1].replace(" ", "").lower() + str(i)  # pinyin, numbered: wangfang17
+            ca.issue("staff-auth", csr, "bench", subject=f"CN={names[i][0]},O={FINANCE},C=CN",
+                     alt_names=[f"email:{uid}@finance.tessera.example"])
 
     start = time.perf_counter()
     issue_all(csrs)

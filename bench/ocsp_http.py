@@ -42,6 +42,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from ca.models import Certificate  # noqa: E402
+from cardsim.demo_citizens import name_of  # noqa: E402
 from idp.deployment import Deployment  # noqa: E402
 from tests.servers import TESSERA, free_port, tessera_env, wait_for_port  # noqa: E402
 
@@ -141,8 +142,9 @@ def main() -> None:
     print(f"issuing {args.certs} certificates ...", file=sys.stderr)
     issued: list[tuple[x509.Certificate, str, datetime.datetime | None]] = []
     for i in range(args.certs):
-        _, csr = csr_for(f"Staff {i}")
-        row = ca.issue("staff-auth", csr, "bench", subject=f"CN=Staff {i},O=Ministry of Finance,C=EE")
+        name, _ = name_of(i)  # staff named like the seed's (王芳), in its finance department
+        _, csr = csr_for(name)
+        row = ca.issue("staff-auth", csr, "bench", subject=f"CN={name},O=湘西土家族苗族自治州财政局,C=CN")
         if i % 10 == 0:
             row = ca.revoke(row.serial_hex, "keyCompromise")
         issued.append((x509.load_der_x509_certificate(row.der), row.status, row.revoked_at))
