@@ -35,10 +35,14 @@ def birth_date(i: int) -> datetime.date:
     return datetime.date(1950 + i % 50, 1 + (i // 50) % 12, 1 + (i // 600) % 28)
 
 
+def name_parts(i: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((family name, its pinyin), (given name, its pinyin)) of person ``i``."""
+    return SURNAMES[i % len(SURNAMES)], GIVEN_NAMES[(i // len(SURNAMES) + i) % len(GIVEN_NAMES)]
+
+
 def name_of(i: int) -> tuple[str, str]:
     """(汉字 name, pinyin) of citizen ``i``: family name first, no space (张伟, "Zhang Wei")."""
-    family, family_pinyin = SURNAMES[i % len(SURNAMES)]
-    given, given_pinyin = GIVEN_NAMES[(i // len(SURNAMES) + i) % len(GIVEN_NAMES)]
+    (family, family_pinyin), (given, given_pinyin) = name_parts(i)
     return family + given, f"{family_pinyin} {given_pinyin}"
 
 

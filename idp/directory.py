@@ -33,6 +33,7 @@ from idp.directory_errors import (AccountDisabled, AccountLocked, DirectoryError
 from idp.ldap_connection import LdapConnection, tls_context
 from idp.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, ProtocolError, Result, all_of, equals,
                                password_modify_value, prepare_password, present)
+from idp.person_names import written_name
 from idp.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
 
 __all__ = [
@@ -306,7 +307,7 @@ class Directory:
         uid = (_values(entry, a.uid) or [""])[0]
         given, surname = (_values(entry, a.given_name) or [""])[0], (_values(entry, a.surname) or [""])[0]
         name = ((_values(entry, a.display_name) if a.display_name else []) or _values(entry, a.name)
-                or [f"{given} {surname}".strip() or uid])[0]
+                or [written_name(given, surname) or uid])[0]
         department = (_values(entry, a.department) or [""])[0]
         if a.member_of:
             groups = [_first_rdn_value(dn) for dn in _values(entry, a.member_of)]

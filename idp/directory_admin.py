@@ -25,6 +25,7 @@ from ldap3.utils.dn import escape_rdn
 from idp.directory import valid_username
 from idp.directory_config import DirectoryConfig
 from idp.directory_errors import DirectoryError, DirectoryUnavailable
+from idp.person_names import written_name
 
 PERMANENT_LOCK = "000001010000Z"
 _RESULT_NO_SUCH_ATTRIBUTE = 16
@@ -145,11 +146,12 @@ class DirectoryWriter:
         a = self.config.attributes
         dn = self.person_dn(uid)
         mail_domain = f"{department}.{self.config.base_dn.replace('dc=', '').replace(',', '.')}"
-        attributes = {a.uid: uid, a.name: f"{given_name} {surname}", a.given_name: given_name, a.surname: surname,
+        written = written_name(given_name, surname)
+        attributes = {a.uid: uid, a.name: written, a.given_name: given_name, a.surname: surname,
                       a.department: department, a.title: title, a.mail: f"{uid}@{mail_domain}",
                       "userPassword": password}
         if a.display_name:
-            attributes[a.display_name] = f"{given_name} {surname}"
+            attributes[a.display_name] = written
 
         def operation(conn: Connection) -> str:
             conn.add(dn, [a.person_class], attributes)

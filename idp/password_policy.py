@@ -27,6 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.governance_models import PasswordHistory
+from idp.person_names import is_han, written_name
 
 MIN_LENGTH = 12
 MAX_LENGTH = 1024
@@ -76,8 +77,9 @@ def is_common(password: str) -> bool:
 
 
 def problems(password: str, username: str, names: Iterable[str] = (), min_length: int = MIN_LENGTH) -> list[str]:
-    """Every rule ``password`` breaks (empty: it passes), history aside. ``min_length`` may raise
-    the minimum (a runtime setting), never lower it below :data:`MIN_LENGTH`."""
+    """Every rule ``password`` breaks (empty: it passes), history aside. ``names``: the given name,
+    then the family name. ``min_length`` may raise the minimum (a runtime setting), never lower it
+    below :data:`MIN_LENGTH`."""
     if not isinstance(password, str):
         return ["The password must be text."]
     found: list[str] = []
@@ -89,8 +91,12 @@ def problems(password: str, username: str, names: Iterable[str] = (), min_length
     if is_common(password):
         found.append("This password is on the list of common passwords: choose one nobody would guess.")
     lowered = password.lower()
-    for name in [username, *names]:
-        if name and len(name) >= 3 and name.lower() in lowered:
+    names = [n for n in names if n]
+    # a Chinese name is one or two characters a part: the whole name (张伟) counts from two
+    whole = [written_name(names[0], names[1])] if len(names) >= 2 else []
+    for name in [username, *names, *whole]:
+        shortest = 2 if is_han(name) else 3
+        if name and len(name) >= shortest and name.lower() in lowered:
             found.append("The password may not contain your user name or your name.")
             break
     return found

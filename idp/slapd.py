@@ -17,6 +17,7 @@ slapadd bypasses overlays, so the loader writes memberOf and pwdChangedTime itse
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -36,6 +37,7 @@ from types import TracebackType
 
 from argon2 import PasswordHasher, Type
 
+from cardsim.demo_citizens import name_parts
 from idp.directory_config import EMBEDDED_SUFFIX
 from idp.settings import ConfigurationError, Settings
 
@@ -59,7 +61,7 @@ ARGON2_MEMORY_KIB = 4096
 DEFAULT_MAX_FAILURE = 100
 DEFAULT_LOCKOUT_SECONDS = 900
 DEFAULT_MAX_AGE_SECONDS = 180 * 86400
-DEPARTMENTS = ("finance", "health", "interior", "education", "it-centre")
+DEPARTMENTS = ("finance", "tax", "public-security", "hrss", "it-centre")
 
 _HASHER = PasswordHasher(time_cost=ARGON2_ITERATIONS, memory_cost=ARGON2_MEMORY_KIB, parallelism=1,
                          hash_len=32, salt_len=16, type=Type.ID)
@@ -168,7 +170,7 @@ def render_config(folder: DirectoryFolder, root_password: str, *, port: int | No
     """
     folder.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.data_dir.mkdir(mode=0o700, exist_ok=True)
-    template = string.Template((TEMPLATE_DIR / "slapd.conf.template").read_text())
+    template = string.Template((TEMPLATE_DIR / "slapd.conf.template").read_text(encoding="utf-8"))
     text = template.substitute(
         suffix=folder.suffix, root_dn=folder.root_dn, root_pw_hash=hash_password(root_password),
         service_dn=folder.service_dn, data_dir=folder.data_dir, pid_file=folder.pid_file,
@@ -208,7 +210,7 @@ def _blocks(ldif: str) -> list[list[str]]:
 def seed_records(suffix: str, demo_password: str, service_password: str, *,
                  max_failure: int = DEFAULT_MAX_FAILURE) -> list[str]:
     """The demo organisation (ldap/seed-organisation.ldif) ready for slapadd: passwords, memberOf."""
-    template = string.Template((TEMPLATE_DIR / "seed-organisation.ldif").read_text())
+    template = string.Template((TEMPLATE_DIR / "seed-organisation.ldif").read_text(encoding="utf-8"))
     text = template.substitute(suffix=suffix, dc=suffix.split(",")[0].split("=", 1)[1], max_failure=max_failure,
                                lockout_seconds=DEFAULT_LOCKOUT_SECONDS, max_age_seconds=DEFAULT_MAX_AGE_SECONDS)
     records = _blocks(text)
@@ -246,7 +248,7 @@ def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
     count = 0
     fd = os.open(ldif_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # password hashes: not world-readable
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for record in records:
                 fh.write(record.rstrip("\n") + "\n\n")
                 count += 1
@@ -316,11 +318,17 @@ def _staff_record(args: tuple[int, str, str, str]) -> str:
     number, suffix, password, changed = args
     uid = f"staff{number:05d}"
     department = DEPARTMENTS[number % len(DEPARTMENTS)]
+    (family, _), (given, _) = name_parts(number)
+    # LDIF (RFC 2849): values that are not ASCII are base64 (``attr:: ...``)
     return (f"dn: uid={uid},ou=people,{suffix}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
-            f"cn: Staff Member {number}\ndisplayName: Staff Member {number}\ngivenName: Staff\n"
-            f"sn: Member {number}\nmail: {uid}@{department}.tessera.example\n"
+            f"cn:: {_b64(family + given)}\ndisplayName:: {_b64(family + given)}\ngivenName:: {_b64(given)}\n"
+            f"sn:: {_b64(family)}\nmail: {uid}@{department}.tessera.example\n"
             f"departmentNumber: {department}\ntitle: Officer\nemployeeNumber: {100000 + number}\n"
             f"userPassword: {hash_password(password)}\npwdChangedTime: {changed}\n")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 def generated_staff(suffix: str, count: int, password: str, *, start: int = 1, workers: int | None = None,
