@@ -22,7 +22,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select
@@ -35,8 +36,8 @@ from idp.deployment import Deployment
 from idp.directory_admin import DirectoryWriter
 from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
-from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, GovernanceError, admin_roles_of,
-                       login_refusal, permissions_of, role_name)
+from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, FourEyesView, GovernanceError,
+                       admin_roles_of, login_refusal, permissions_of, role_name)
 from idp.runtime_settings import InvalidSetting, RuntimeSettings
 from idp.runtime_settings import may_change as may_change_config
 from idp.runtime_settings import may_read as may_read_config
@@ -48,7 +49,39 @@ PAGE_SIZE = 25
 CERTIFICATE_STATES = ("valid", "revoked", "on-hold")
 #: the query parameters the tables filter by (carried over by the pager's links)
 TABLE_FILTERS = frozenset({"q", "status", "department", "since", "until", "type", "subject"})
+#: the words shown for the codes the console's tables and pages show (states, kinds of application,
+#: roles, four-eyes operations, audit results); the code itself is the English word, and stays the
+#: value of forms, filters and element data (``word`` in the templates)
+WORDS: dict[str, Any] = {
+    "applied": lazy_gettext("applied"), "approved": lazy_gettext("approved"), "rejected": lazy_gettext("rejected"),
+    "issued": lazy_gettext("issued"), "cancelled": lazy_gettext("cancelled"),
+    "new-account": lazy_gettext("new-account"), "change-of-post": lazy_gettext("change-of-post"),
+    "pending": lazy_gettext("pending"), "executed": lazy_gettext("executed"), "failed": lazy_gettext("failed"),
+    "add-administrator": lazy_gettext("add-administrator"),
+    "remove-administrator": lazy_gettext("remove-administrator"),
+    "revoke-issuing-ca": lazy_gettext("revoke-issuing-ca"),
+    "valid": lazy_gettext("valid"), "revoked": lazy_gettext("revoked"), "on-hold": lazy_gettext("on-hold"),
+    "active": lazy_gettext("active"), "lost": lazy_gettext("lost"), "renewed": lazy_gettext("renewed"),
+    "expired": lazy_gettext("expired"), "blocked": lazy_gettext("blocked"),
+    "system-admin": lazy_gettext("system-admin"), "security-admin": lazy_gettext("security-admin"),
+    "auditor": lazy_gettext("auditor"), "approver": lazy_gettext("approver"), "staff": lazy_gettext("staff"),
+    "conflicting": lazy_gettext("conflicting"),
+    "approvers": lazy_gettext("approvers"), "system-administrators": lazy_gettext("system-administrators"),
+    "security-administrators": lazy_gettext("security-administrators"), "auditors": lazy_gettext("auditors"),
+    "success": lazy_gettext("success"), "failure": lazy_gettext("failure"), "refused": lazy_gettext("refused"),
+}
+#: the titles of a refusal page, by HTTP status
+REFUSAL_TITLES: dict[int, Any] = {400: lazy_gettext("Not understood"), 403: lazy_gettext("Not allowed"),
+                                  404: lazy_gettext("Not found"), 409: lazy_gettext("Refused")}
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@bp.app_template_filter("word")
+def word(code: object) -> str:
+    """The words of a code the console shows (:data:`WORDS`) in the page's language; an unknown code as
+    it is. The templates' ``word`` filter."""
+    found = WORDS.get(str(code))
+    return str(found) if found is not None else str(code)
 
 
 def deployment() -> Deployment:
@@ -83,7 +116,7 @@ def actor() -> Actor:
         raise NotLoggedIn()
     member = deployment().directory.find(current_user.uid)
     if member is None or not member.enabled:
-        raise Forbidden("This account is no longer active.")
+        raise Forbidden(gettext("This account is no longer active."))
     who = Actor.of(member, request.remote_addr, _request_id())
     refusal = login_refusal(member.groups)
     if refusal:
@@ -136,7 +169,8 @@ def _state_filter(states: tuple[str, ...]) -> str | None:
     """The ``status`` filter of a table: one of ``states``, or None for all; anything else is refused (400)."""
     value = request.args.get("status") or None
     if value is not None and value not in states:
-        raise GovernanceError(f"Unknown status {value[:32]!r}: choose one of {', '.join(states)}, or none for all.")
+        raise GovernanceError(gettext("Unknown status %(value)s: choose one of %(states)s, or none for all.",
+                                      value=repr(value[:32]), states=", ".join(word(s) for s in states)))
     return value
 
 
@@ -147,26 +181,25 @@ def _login_first(_exc: NotLoggedIn) -> Any:
 
 @bp.errorhandler(GovernanceError)
 def _governance_error(exc: GovernanceError) -> Response:
-    titles = {400: "Not understood", 403: "Not allowed", 404: "Not found", 409: "Refused"}
-    return _refusal(exc.status, titles.get(exc.status, "Refused"), str(exc), exc.kind)
+    return _refusal(exc.status, str(REFUSAL_TITLES.get(exc.status, REFUSAL_TITLES[409])), str(exc), exc.kind)
 
 
 @bp.errorhandler(CaError)
 def _ca_error(exc: CaError) -> Response:
     status = 404 if exc.kind == "not-found" else 409 if "state" in exc.kind else 400
-    return _refusal(status, "Refused", str(exc), exc.kind)
+    return _refusal(status, gettext("Refused"), str(exc), exc.kind)
 
 
 @bp.errorhandler(CardError)
 def _card_error(exc: CardError) -> Response:
     status = {"card-not-found": 404, "invalid-card-state": 409}.get(exc.kind, 400)
-    return _refusal(status, "Refused", str(exc), exc.kind)
+    return _refusal(status, gettext("Refused"), str(exc), exc.kind)
 
 
 @bp.errorhandler(DirectoryError)
 def _directory_error(exc: DirectoryError) -> Response:
     status = 503 if exc.kind == "directory-unavailable" else 409
-    return _refusal(status, "Directory", exc.message, exc.kind)
+    return _refusal(status, gettext("Directory"), exc.message, exc.kind)
 
 
 def _paging(total: int) -> dict[str, Any]:
@@ -250,12 +283,19 @@ def person(uid: str) -> Any:
 @guarded("role.grant", "admin.role.grant")
 def grant(uid: str) -> Any:
     group = request.form.get("group") or ""
-    page = _confirm("Grant a role", f"Grant {group} to {uid}? An administrator role needs a second "
-                    "security administrator's approval (four eyes).", danger=False)
+    page = _confirm(gettext("Grant a role"), gettext("Grant %(role)s to %(uid)s? An administrator role needs a second "
+                                                     "security administrator's approval (four eyes).",
+                                                     role=word(group), uid=uid), danger=False)
     if page is not None:
         return page
-    request_made = lifecycle().grant_role(actor(), uid, group)
+    return _after_role_change(uid, lifecycle().grant_role(actor(), uid, group))
+
+
+def _after_role_change(uid: str, request_made: FourEyesView | None) -> Any:
+    """Where a grant or a removal of a role goes on to: the four-eyes request it became (an
+    administrator role), told to wait for a second administrator; else the person's page."""
     if request_made is not None:
+        flash(gettext("A second security administrator must approve this before it is carried out."))
         return redirect(url_for("admin_console.four_eyes_detail", request_id=request_made.id))
     return redirect(url_for("admin_console.person", uid=uid))
 
@@ -264,19 +304,21 @@ def grant(uid: str) -> Any:
 @guarded("role.remove", "admin.role.revoke")
 def remove_role(uid: str) -> Any:
     group = request.form.get("group") or ""
-    page = _confirm("Remove a role", f"Remove {group} from {uid}?")
+    page = _confirm(gettext("Remove a role"), gettext("Remove %(role)s from %(uid)s? An administrator role needs a "
+                                                      "second security administrator's approval (four eyes).",
+                                                      role=word(group), uid=uid))
     if page is not None:
         return page
-    lifecycle().remove_role(actor(), uid, group)
-    return redirect(url_for("admin_console.person", uid=uid))
+    return _after_role_change(uid, lifecycle().remove_role(actor(), uid, group))
 
 
 @bp.post("/people/<uid>/change-post")
 @guarded("account.change-post", "admin.account.change-post")
 def change_post(uid: str) -> Any:
     post = request.form.get("post") or ""
-    page = _confirm("Change of post", f"Record that {uid} moves to the post {post!r}? Their present role groups "
-                    "are removed now; the new post's groups need the department's approval.")
+    page = _confirm(gettext("Change of post"), gettext("Record that %(uid)s moves to the post %(post)s? Their present "
+                                                       "role groups are removed now; the new post's groups need the "
+                                                       "department's approval.", uid=uid, post=repr(post)))
     if page is not None:
         return page
     view = lifecycle().change_post(actor(), uid, post, request.form.get("department") or None,
@@ -287,16 +329,19 @@ def change_post(uid: str) -> Any:
 @bp.post("/people/<uid>/leaver")
 @guarded("account.leaver", "admin.account.leaver")
 def leaver(uid: str) -> Any:
-    page = _confirm("Leaver", f"Process {uid} as a leaver? Their account is disabled, every session and token ended "
-                    "and every certificate revoked, at once.")
+    page = _confirm(gettext("Leaver"), gettext("Process %(uid)s as a leaver? Their account is disabled, every session "
+                                               "and token ended and every certificate revoked, at once.", uid=uid))
     if page is not None:
         return page
     report = lifecycle().leaver(actor(), uid)
-    return _page("admin_done.html", title="Leaver processed",
-                 lines=[f"{report.uid} is disabled in the directory.",
-                        f"Sessions ended: {report.sessions_ended}; tokens revoked: {report.tokens_revoked}.",
-                        f"Certificates revoked: {', '.join(report.certificates_revoked) or 'none'}.",
-                        f"Groups removed: {', '.join(report.groups_removed) or 'none'}."],
+    none = gettext("none")
+    return _page("admin_done.html", title=gettext("Leaver processed"),
+                 lines=[gettext("%(uid)s is disabled in the directory.", uid=report.uid),
+                        gettext("Sessions ended: %(sessions)s; tokens revoked: %(tokens)s.",
+                                sessions=report.sessions_ended, tokens=report.tokens_revoked),
+                        gettext("Certificates revoked: %(serials)s.",
+                                serials=", ".join(report.certificates_revoked) or none),
+                        gettext("Groups removed: %(groups)s.", groups=", ".join(report.groups_removed) or none)],
                  back=url_for("admin_console.person", uid=uid))
 
 
@@ -330,14 +375,17 @@ def applications() -> Any:
 def apply() -> Any:
     who = actor()
     if not may_apply(who):
-        refusal = "Administrators do not apply for accounts: a department officer does."
-        lifecycle().refused(who, "admin.account.apply", None, refusal, kind=Forbidden.kind)
-        raise Forbidden(refusal)
+        # the audit trail in English, the person in their language
+        lifecycle().refused(who, "admin.account.apply", None,
+                            "Administrators do not apply for accounts: a department officer does.", kind=Forbidden.kind)
+        raise Forbidden(gettext("Administrators do not apply for accounts: a department officer does."))
     if request.method == "GET":
         return _page("admin_apply.html", form={}, departments=deployment().directory.departments())
     form = request.form
-    page = _confirm("Apply for an account", f"Apply for an account {form.get('uid')!r} for "
-                    f"{form.get('given_name')} {form.get('surname')}, post {form.get('post')!r}?", danger=False)
+    page = _confirm(gettext("Apply for an account"),
+                    gettext("Apply for an account %(uid)s for %(given_name)s %(surname)s, post %(post)s?",
+                            uid=repr(form.get("uid")), given_name=form.get("given_name"), surname=form.get("surname"),
+                            post=repr(form.get("post"))), danger=False)
     if page is not None:
         return page
     try:
@@ -360,14 +408,14 @@ def application(application_id: int) -> Any:
     view = lifecycle().application(application_id)
     if department is not None and view.department != department:
         lifecycle().refused(who, "admin.account.read", f"application:{application_id}", "another department")
-        raise Forbidden("This application belongs to another department.")
+        raise Forbidden(gettext("This application belongs to another department."))
     return _page("admin_application.html", app=view)
 
 
 @bp.post("/applications/<dbid:application_id>/approve")
 @guarded(None, "admin.account.approve")
 def approve(application_id: int) -> Any:
-    page = _confirm("Approve", f"Approve application #{application_id}?", danger=False)
+    page = _confirm(gettext("Approve"), gettext("Approve application #%(id)s?", id=application_id), danger=False)
     if page is not None:
         return page
     lifecycle().decide(actor(), application_id, True)
@@ -377,7 +425,7 @@ def approve(application_id: int) -> Any:
 @bp.post("/applications/<dbid:application_id>/reject")
 @guarded(None, "admin.account.reject")
 def reject(application_id: int) -> Any:
-    page = _confirm("Reject", f"Reject application #{application_id}?")
+    page = _confirm(gettext("Reject"), gettext("Reject application #%(id)s?", id=application_id))
     if page is not None:
         return page
     lifecycle().decide(actor(), application_id, False, request.form.get("note"))
@@ -387,8 +435,8 @@ def reject(application_id: int) -> Any:
 @bp.post("/applications/<dbid:application_id>/issue")
 @guarded("account.issue", "admin.account.issue")
 def issue(application_id: int) -> Any:
-    page = _confirm("Issue", f"Issue application #{application_id}? A new account gets a one-time initial password.",
-                    danger=False)
+    page = _confirm(gettext("Issue"), gettext("Issue application #%(id)s? A new account gets a one-time initial "
+                                              "password.", id=application_id), danger=False)
     if page is not None:
         return page
     result = lifecycle().issue(actor(), application_id)
@@ -430,8 +478,9 @@ def certificate(serial: str) -> Any:
 @guarded("cert.revoke", "cert.revoke")
 def revoke(serial: str) -> Any:
     reason = request.form.get("reason") or "unspecified"
-    page = _confirm("Revoke certificate", f"Revoke certificate {serial} ({reason})? This cannot be undone "
-                    "(an issuing CA's certificate needs a second security administrator).")
+    page = _confirm(gettext("Revoke certificate"), gettext("Revoke certificate %(serial)s (%(reason)s)? This cannot be "
+                                                           "undone (an issuing CA's certificate needs a second security "
+                                                           "administrator).", serial=serial, reason=reason))
     if page is not None:
         return page
     result = lifecycle().revoke_certificate(actor(), serial, reason)
@@ -467,14 +516,15 @@ def card(number: str) -> Any:
     if row is None:
         from idp.account_lifecycle import NotFoundError
 
-        raise NotFoundError(f"no card {number[:32]!r}")
+        raise NotFoundError(gettext("no card %(number)s", number=repr(number[:32])))
     return _page("admin_card.html", card=row)
 
 
 @bp.post("/cards/<number>/block")
 @guarded("card.block", "admin.card.block")
 def block_card(number: str) -> Any:
-    page = _confirm("Block card", f"Block card {number}? Its certificates are revoked (keyCompromise).")
+    page = _confirm(gettext("Block card"), gettext("Block card %(number)s? Its certificates are revoked "
+                                                   "(keyCompromise).", number=number))
     if page is not None:
         return page
     lifecycle().block_card(actor(), number)
@@ -496,13 +546,14 @@ def clients() -> Any:
 @guarded("client.add", "admin.client.add")
 def add_client() -> Any:
     name, redirect_uri = request.form.get("name") or "", request.form.get("redirect_uri") or ""
-    page = _confirm("Register a client", f"Register the client {name!r} with the redirect URI {redirect_uri}?",
-                    danger=False)
+    page = _confirm(gettext("Register a client"), gettext("Register the client %(name)s with the redirect URI "
+                                                          "%(uri)s?", name=repr(name), uri=redirect_uri), danger=False)
     if page is not None:
         return page
     new = lifecycle().add_client(actor(), name, redirect_uri, trusted=request.form.get("trusted") == "yes")
-    return _page("admin_done.html", title="Client registered",
-                 lines=[f"client_id: {new.client_id}", f"client_secret (shown once): {new.client_secret}"],
+    return _page("admin_done.html", title=gettext("Client registered"),
+                 lines=[f"client_id: {new.client_id}",
+                        gettext("client_secret (shown once): %(secret)s", secret=new.client_secret)],
                  back=url_for("admin_console.client", client_id=new.client_id))
 
 
@@ -513,14 +564,15 @@ def client(client_id: str) -> Any:
     if found is None:
         from idp.account_lifecycle import NotFoundError
 
-        raise NotFoundError(f"no client {client_id!r}")
+        raise NotFoundError(gettext("no client %(client_id)s", client_id=repr(client_id)))
     return _page("admin_client.html", client=found, metadata=json.dumps(found.client_metadata, indent=2, sort_keys=True))
 
 
 @bp.post("/clients/<client_id>/remove")
 @guarded("client.remove", "admin.client.remove")
 def remove_client(client_id: str) -> Any:
-    page = _confirm("Remove client", f"Remove the client {client_id}? Its codes, tokens and consents go with it.")
+    page = _confirm(gettext("Remove client"), gettext("Remove the client %(client_id)s? Its codes, tokens and consents "
+                                                      "go with it.", client_id=client_id))
     if page is not None:
         return page
     lifecycle().remove_client(actor(), client_id)
@@ -549,11 +601,12 @@ def config() -> Any:
     who = _config_access(False, "admin.config.read")
     s = deployment().settings
     cfg = deployment().directory.config
-    fixed = {"public URL": s.public_url, "home": str(s.home), "database": s.database_url.split("@")[-1],
-             "PKCS#11 module": s.pkcs11_module, "CA token label": s.token_label,
-             "directory": ", ".join(cfg.urls), "directory read-only": cfg.read_only,
-             "role groups": ", ".join(sorted(cfg.role_groups)),
-             "common-password and user-name checks": "always on (not a setting)"}
+    fixed = {gettext("public URL"): s.public_url, gettext("home"): str(s.home),
+             gettext("database"): s.database_url.split("@")[-1], gettext("PKCS#11 module"): s.pkcs11_module,
+             gettext("CA token label"): s.token_label, gettext("directory"): ", ".join(cfg.urls),
+             gettext("directory read-only"): gettext("yes") if cfg.read_only else gettext("no"),
+             gettext("role groups"): ", ".join(sorted(cfg.role_groups)),
+             gettext("common-password and user-name checks"): gettext("always on (not a setting)")}
     return _page("admin_config.html", fixed=fixed, runtime=runtime_settings().show(),
                  can_change=may_change_config(who.groups))
 
@@ -563,8 +616,9 @@ def config() -> Any:
 def set_config(name: str) -> Any:
     who = _config_access(True, "admin.config.set", f"config:{name[:64]}")
     value = (request.form.get("value") or "").strip()
-    page = _confirm("Change a setting", f"Set {name} to {value!r}? Every worker uses the new value within "
-                    "a few seconds; the change is recorded in the audit trail.", danger=False)
+    page = _confirm(gettext("Change a setting"), gettext("Set %(name)s to %(value)s? Every worker uses the new value "
+                                                         "within a few seconds; the change is recorded in the audit "
+                                                         "trail.", name=name, value=repr(value)), danger=False)
     if page is not None:
         return page
     try:
@@ -574,8 +628,9 @@ def set_config(name: str) -> Any:
     except InvalidSetting as exc:
         lifecycle().refused(who, "admin.config.set", f"config:{name[:64]}", str(exc), kind=exc.kind)
         raise
-    return _page("admin_done.html", title="Setting changed" if done.changed else "Setting unchanged",
-                 lines=[f"{done.name}: {done.old} -> {done.new}" if done.changed else f"{done.name} is {done.new} already."],
+    return _page("admin_done.html", title=gettext("Setting changed") if done.changed else gettext("Setting unchanged"),
+                 lines=[f"{done.name}: {done.old} -> {done.new}" if done.changed
+                        else gettext("%(name)s is %(value)s already.", name=done.name, value=done.new)],
                  back=url_for("admin_console.config"))
 
 
@@ -598,7 +653,7 @@ def four_eyes_detail(request_id: int) -> Any:
     if view is None:
         from idp.account_lifecycle import NotFoundError
 
-        raise NotFoundError(f"no four-eyes request #{request_id}")
+        raise NotFoundError(gettext("no four-eyes request #%(id)s", id=request_id))
     return _page("admin_four_eyes_detail.html", item=view)
 
 
@@ -606,8 +661,9 @@ def four_eyes_detail(request_id: int) -> Any:
 @guarded("four-eyes.request", "admin.four-eyes.request")
 def request_ca_revocation() -> Any:
     name = request.form.get("ca") or ""
-    page = _confirm("Revoke an issuing CA", f"Ask for the revocation of the issuing CA {name!r}? A second security "
-                    "administrator must approve it.")
+    page = _confirm(gettext("Revoke an issuing CA"), gettext("Ask for the revocation of the issuing CA %(name)s? A "
+                                                             "second security administrator must approve it.",
+                                                             name=repr(name)))
     if page is not None:
         return page
     view = lifecycle().request_four_eyes(actor(), "revoke-issuing-ca", f"ca:{name}",
@@ -618,7 +674,7 @@ def request_ca_revocation() -> Any:
 @bp.post("/four-eyes/<dbid:request_id>/approve")
 @guarded("four-eyes.approve", "admin.four-eyes.approve")
 def four_eyes_approve(request_id: int) -> Any:
-    page = _confirm("Approve (four eyes)", f"Approve and carry out request #{request_id}?")
+    page = _confirm(gettext("Approve (four eyes)"), gettext("Approve and carry out request #%(id)s?", id=request_id))
     if page is not None:
         return page
     lifecycle().decide_four_eyes(actor(), request_id, True)
@@ -628,7 +684,7 @@ def four_eyes_approve(request_id: int) -> Any:
 @bp.post("/four-eyes/<dbid:request_id>/reject")
 @guarded("four-eyes.approve", "admin.four-eyes.reject")
 def four_eyes_reject(request_id: int) -> Any:
-    page = _confirm("Reject (four eyes)", f"Reject request #{request_id}?")
+    page = _confirm(gettext("Reject (four eyes)"), gettext("Reject request #%(id)s?", id=request_id))
     if page is not None:
         return page
     lifecycle().decide_four_eyes(actor(), request_id, False)
@@ -646,7 +702,7 @@ def _audit_filter() -> Any:
         try:
             parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise GovernanceError(f"{name}: use an ISO 8601 date, e.g. 2026-11-25") from None
+            raise GovernanceError(gettext("%(name)s: use an ISO 8601 date, e.g. 2026-11-25", name=name)) from None
         return parsed.replace(tzinfo=datetime.timezone.utc) if parsed.tzinfo is None else parsed
 
     return EntryFilter(since=when("since"), until=when("until"),
@@ -680,7 +736,7 @@ def audit_entry(seq: int) -> Any:
     if not exists:
         from idp.account_lifecycle import NotFoundError
 
-        raise NotFoundError(f"no audit entry #{seq}")
+        raise NotFoundError(gettext("no audit entry #%(seq)s", seq=seq))
     from audit.export import EntryFilter
 
     entry = next(e for e in iter_entries(deployment().sessions, EntryFilter(), limit=1, offset=seq - 1))
@@ -695,7 +751,7 @@ def audit_export() -> Any:
 
     fmt = request.form.get("format") or "jsonl"
     if fmt not in FORMATS:
-        raise GovernanceError(f"unknown format {fmt!r}: jsonl or csv")
+        raise GovernanceError(gettext("unknown format %(format)s: jsonl or csv", format=repr(fmt)))
     where = _audit_filter()
     who = actor()
     # the export is recorded first: an export whose entry cannot be written does not happen
@@ -721,15 +777,16 @@ def bar_chart(rows: list[Any], title: str, width: int = 640) -> Markup:
         y = i * (bar + gap) + 4
         x = label_w
         parts.append(f'<text x="{label_w - 6}" y="{y + bar - 5}" text-anchor="end" font-size="12">{escape(r.key[:32])}</text>')
-        for count, cls in ((r.success, "ok"), (r.failure, "fail"), (r.refused, "refused")):
+        for count, cls, result in ((r.success, "ok", "success"), (r.failure, "fail", "failure"),
+                                   (r.refused, "refused", "refused")):
             w = count * scale
             if w > 0:
                 parts.append(f'<rect class="{cls}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar}"><title>{escape(r.key)}: '
-                             f'{count} {cls}</title></rect>')
+                             f'{count} {escape(word(result))}</title></rect>')
                 x += w
         parts.append(f'<text x="{x + 4:.1f}" y="{y + bar - 5}" font-size="12">{r.total}</text>')
-    parts.append(f'<text x="{label_w}" y="{height - 6}" font-size="11" class="legend">green: success, red: failure, '
-                 'amber: refused</text></svg>')
+    legend = escape(gettext("green: success, red: failure, amber: refused"))
+    parts.append(f'<text x="{label_w}" y="{height - 6}" font-size="11" class="legend">{legend}</text></svg>')
     return Markup("".join(parts))
 
 
@@ -746,9 +803,10 @@ def audit_reports() -> Any:
     lifecycle().trail.record(lifecycle().event(actor(), "audit.report", "success", "audit:trail",
                                                filter=where.as_dict()))
     return _page("admin_reports.html", where=where,
-                 charts=[("By event type", bar_chart(by_type, "Audit entries by event type"), by_type),
-                         ("By person", bar_chart(by_person, "Audit entries by person"), by_person),
-                         ("By day (UTC)", bar_chart(by_day, "Audit entries by day"), by_day)])
+                 charts=[(gettext("By event type"), bar_chart(by_type, gettext("Audit entries by event type")),
+                          by_type),
+                         (gettext("By person"), bar_chart(by_person, gettext("Audit entries by person")), by_person),
+                         (gettext("By day (UTC)"), bar_chart(by_day, gettext("Audit entries by day")), by_day)])
 
 
 def register(app: Flask, deployment_: Deployment) -> None:

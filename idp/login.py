@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
 from flask.ctx import RequestContext
+from flask_babel import lazy_gettext
 from flask_login import LoginManager, current_user, login_user
 from markupsafe import Markup
 
@@ -32,9 +33,10 @@ from idp.totp import qr_svg
 
 bp = Blueprint("login", __name__)
 
-GENERIC_FAILURE = ("The user name or password is incorrect, or there were too many attempts. "
-                   "Check them, or wait a few minutes and try again.")
-WRONG_CODE = "That code is not correct or was already used. Wait for the next code and try again."
+#: the one sentence every refused password is answered with (in the page's language when shown)
+GENERIC_FAILURE = lazy_gettext("The user name or password is incorrect, or there were too many attempts. "
+                               "Check them, or wait a few minutes and try again.")
+WRONG_CODE = lazy_gettext("That code is not correct or was already used. Wait for the next code and try again.")
 SECOND_FACTOR_SECONDS = 300
 MAX_USERNAME = 256
 
