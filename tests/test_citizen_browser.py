@@ -7,11 +7,13 @@ the card's answer with the tries left."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.fixtures_browser import *  # noqa: F401,F403
 from tests.fixtures_citizen import *  # noqa: F401,F403
@@ -78,3 +80,51 @@ def test_card_login_through_openid_connect_lands_on_the_demo_application(page: P
     expect(page.locator('[data-claim="amr"]')).to_have_text("sc, pin")
     expect(page.locator('[data-claim="acr"]')).to_have_text("urn:tessera:acr:card")
     expect(page.locator('[data-claim="sub"]')).to_have_text(re.compile(r"^citizen:\d{17}[\dX]$"))
+
+
+CITIZEN_WORDS = {
+    "zh-CN": {"login": "市民登录", "records": "我的档案", "cards": "我的卡片", "report": "挂失",
+              "id_number": "公民身份号码", "confirm": "确认挂失此卡"},
+    "en": {"login": "Citizen login", "records": "My records", "cards": "My cards", "report": "Report lost",
+           "id_number": "Citizen identity number", "confirm": "Yes, report this card lost"},
+}
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_card_login_and_portal_in_each_language(browser: Browser, citizen_idp: CitizenIdp, language: str,
+                                                tmp_path: Path) -> None:
+    """Issue 13: a browser whose language is Chinese (or English) gets the card login, the portal and
+    the report-lost confirmation in that language, with no words of the other; screenshots of each."""
+    words, other = CITIZEN_WORDS[language], CITIZEN_WORDS["en" if language == "zh-CN" else "zh-CN"]
+    agent = citizen_idp.agents["alice"]
+    context = browser.new_context(locale=language)
+    try:
+        page = context.new_page()
+        page.goto(citizen_idp.url("/citizen/login"))
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        expect(page.locator("h1")).to_have_text(words["login"])
+        expect(page.locator("#card-number")).to_have_text(agent.card.number)
+        _shoot(page, f"{language}-card-login.png", tmp_path)
+        page.fill("#pin", agent.card.pin)
+        page.click("#card-login-button")
+        expect(page.locator("#welcome")).to_be_visible()
+        main = page.locator("main").inner_text()
+        for key in ("records", "cards", "report", "id_number"):
+            assert words[key] in main, (key, main)
+            assert other[key] not in main, (key, main)
+        _shoot(page, f"{language}-portal.png", tmp_path)
+        page.goto(citizen_idp.url(f"/citizen/cards/{agent.card.number}/lost"))  # the confirmation only
+        expect(page.locator("#confirm-lost")).to_have_text(words["confirm"])
+        _shoot(page, f"{language}-report-lost.png", tmp_path)
+        assert citizen_idp.sql("SELECT status FROM card WHERE number = ?", agent.card.number) == [("active",)]
+    finally:
+        context.close()
+
+
+def _shoot(page: Page, name: str, tmp_path: Path) -> None:
+    """A screenshot in the test's folder, and in TESSERA_SCREENSHOT_DIR when set (docs/i18n.md)."""
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    folder = os.environ.get("TESSERA_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
