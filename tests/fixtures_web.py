@@ -194,7 +194,9 @@ __all__ += ["DemoApp", "demo_app", "running_demo_app"]
 
 
 def post_login(session: requests.Session, idp: IdpServer, username: str, password: str) -> requests.Response:
-    """The login form's first step (user name and password) with its CSRF token, redirects not followed."""
+    """The login form's first step (user name and password) with its CSRF token, redirects not followed.
+    The session asks for English unless it named a language (tests compare English messages)."""
+    session.headers.setdefault("Accept-Language", "en")
     page = session.get(idp.url("/login"))
     return session.post(idp.url("/login"), data={"username": username, "password": password, "csrf_token": csrf_of(page.text)},
                         allow_redirects=False)

@@ -49,6 +49,7 @@ def proxied_idp() -> Iterator[IdpServer]:
 def _from(address: str) -> requests.Session:
     session = requests.Session()
     session.headers["X-Forwarded-For"] = address
+    session.headers["Accept-Language"] = "en"  # the messages compared are the English ones
     return session
 
 

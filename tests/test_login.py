@@ -301,6 +301,7 @@ def test_totp_code_replay_refused_over_http(idp: IdpServer, staff_user: tuple[st
 
     used = pyotp.TOTP(agent.secret).generate_otp(agent.last_step)
     replay = requests.Session()
+    replay.headers["Accept-Language"] = "en"
     page = post_login(replay, idp, *staff_user)
     assert page.status_code == 200, page.status_code
     again = replay.post(idp.url("/login/code"), data={"code": used, "csrf_token": csrf_of(page.text)}, allow_redirects=False)
