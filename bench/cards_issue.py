@@ -40,7 +40,7 @@ def raw_softhsm(folder: Path, count: int) -> float:
     (the same ctypes calls the card writer makes), in a process of its own on a scratch shard
     folder of the same kind as the one new cards go into (at most a few hundred tokens at every
     level). Not the live shard: deleting tokens from a folder that the writers hold open breaks
-    their SoftHSM2 lookups (shared/FIELD-NOTES.md). The tokens are deleted afterwards."""
+    their SoftHSM2 lookups (docs/platform-notes.md, SoftHSM2). The tokens are deleted afterwards."""
     code = f"""
 import sys, time, pathlib, shutil
 sys.path.insert(0, {str(ROOT)!r})

@@ -3,7 +3,7 @@
 Keys are generated on the token as sensitive, never-extractable, sign-only objects (PKCS#11
 v2.40 section 4.9); only signatures and public keys ever leave it.
 
-Process model (see shared/FIELD-NOTES.md): python-pkcs11 initialises the library without
+Process model (docs/platform-notes.md): python-pkcs11 initialises the library without
 CKF_OS_LOCKING_OK, so SoftHSM turns its own locking off. We re-initialise once through ctypes
 with that flag, and additionally serialise every call behind one process-wide lock. After a
 fork the child re-initialises before its first use; sessions are never shared across processes.

@@ -3,7 +3,7 @@
 Path building and the X.509 rules of RFC 5280 section 6 come from ``cryptography.x509.verification``
 (a client verifier over a :class:`Store` of trust anchors, with one extension policy per purpose,
 section 4.2.1.3 key usage, 4.2.1.12 extended key usage, 4.2.1.4 certificate policies). It does no
-revocation checking (shared/FIELD-NOTES.md), so status is ours: the certificate store itself, our
+revocation checking (docs/platform-notes.md), so status is ours: the certificate store itself, our
 own OCSP responder answered in process (RFC 6960; the pre-produced answer from the store when
 there is one), or the CA's latest CRL (RFC 5280 section 6.3, via :class:`cardsim.trust.CrlStatus`).
 Revocation fails closed: an unknown status is a reason to refuse.

@@ -129,7 +129,7 @@ class CardSigner:
         try:
             session = counter.attempt_pin(lambda: self.token.open(user_pin=pin), wrong)
         except CardError:
-            # a failed login leaks its session in python-pkcs11 (FIELD-NOTES): close them all
+            # a failed login leaks its session in python-pkcs11 (docs/platform-notes.md): close them all
             self._library.close_all_sessions(self.token.slot.slot_id)
             raise
         try:

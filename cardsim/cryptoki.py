@@ -11,7 +11,7 @@ in a call of its own and each search walks the token again; about half of a read
 
 Every function is one PKCS#11 call with its section of the specification; a non-zero CK_RV
 becomes :class:`CryptokiError` carrying the code. One instance per process, no threads
-(shared/FIELD-NOTES.md: SoftHSM's locking is off unless CKF_OS_LOCKING_OK is passed, which we do).
+(docs/platform-notes.md: SoftHSM's locking is off unless CKF_OS_LOCKING_OK is passed, which we do).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class _Template:
                 raw = value.encode("utf-8")
             elif isinstance(value, bytes):
                 raw = value
-            else:  # a wrong type crashes SoftHSM instead of failing: refuse it here (FIELD-NOTES)
+            else:  # a wrong type crashes SoftHSM instead of failing: refuse it here (docs/platform-notes.md)
                 raise TypeError(f"attribute 0x{kind:x}: unsupported value type {type(value).__name__}")
             buffer = ctypes.create_string_buffer(raw, len(raw)) if raw else None
             self._buffers.append(buffer)

@@ -6,7 +6,7 @@ and the CA side talks to it over a pipe, so key generation on one card overlaps 
 signing for another. The writer generates the keys on the card and writes the objects
 the CA side signed; private keys never leave the token, only public keys come back.
 
-Process rules (shared/FIELD-NOTES.md): one process, no threads, PKCS#11 initialised with OS
+Process rules (docs/platform-notes.md, Process model): one process, no threads, PKCS#11 initialised with OS
 locking. Cards are sharded (cardsim.config): the writer opens a shard's own SoftHSM2 instance
 (cardsim.shard_module) the first time it touches a card of that shard, indexes that shard's slots
 by label once and adds new cards as they are made, so making or finding a card costs the same

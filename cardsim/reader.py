@@ -16,7 +16,7 @@ security object, and checks, each with its own outcome and reason (:class:`CardV
 A bad card is a result, never an exception. A card's shard comes from its number; the reader
 opens each shard it needs once, through a private copy of the PKCS#11 module (cardsim.shard_module,
 so ``SOFTHSM2_CONF`` of the process is left alone), and finds cards through a label index per
-shard (shared/FIELD-NOTES.md: ``get_token`` scans every slot), rebuilt only when a number is not
+shard (docs/platform-notes.md: ``get_token`` scans every slot), rebuilt only when a number is not
 in it (a card made after the index). It reads a card through :mod:`cardsim.cryptoki` on that same
 module (one session, one search, one C_GetAttributeValue per object). Every PIN use goes through
 the card's try counter. Only what every card shares is kept between verifications (signer and CA
@@ -259,7 +259,7 @@ class CardReader:
             return None
         token = shard.tokens.get(number)
         if token is None:
-            shard.reinitialise()  # a card made after our index: see it (FIELD-NOTES)
+            shard.reinitialise()  # a card made after our index: see it (docs/platform-notes.md)
             token = shard.tokens.get(number)
         return (shard, token) if token is not None else None
 
@@ -303,7 +303,7 @@ class CardReader:
 
         One read-only session (PKCS#11 v2.40 section 5.6), logged in on when a PIN is given and
         closed at the end, which logs the card out: a failed login leaves it open, not logged
-        in, and the public objects are read on it (FIELD-NOTES: open a public session, log in on
+        in, and the public objects are read on it (docs/platform-notes.md: open a public session, log in on
         it, close it whatever happens). One C_FindObjects for every object the session sees and
         one C_GetAttributeValue per object."""
         found = self._token(number)
@@ -367,7 +367,7 @@ class CardReader:
             if challenge is not None and pin_check is not None and pin_check.ok:
                 if len(auth_keys) != 1:
                     raise CardUnreadable(f"{len(auth_keys)} private keys labelled {AUTH_KEY}")
-                # SoftHSM has no CKM_ECDSA_SHA256: hash here, sign the digest (FIELD-NOTES)
+                # SoftHSM has no CKM_ECDSA_SHA256: hash here, sign the digest (docs/platform-notes.md)
                 signature = p11.sign_ecdsa(session, auth_keys[0], hashlib.sha256(challenge).digest())
         finally:
             p11.close_session(session)

@@ -7,7 +7,7 @@ private copy of the module per shard: the copy lives in an anonymous memory file
 nothing is left on disk. ``SOFTHSM2_CONF`` points at the shard's configuration only while that
 copy runs C_Initialize (PKCS#11 v2.40 section 5.4); the copy keeps it until it is finalised.
 
-One process, no threads (shared/FIELD-NOTES.md): the environment switch around C_Initialize is
+One process, no threads (docs/platform-notes.md, Process model): the environment switch around C_Initialize is
 not thread-safe, and neither is SoftHSM2 without OS locking.
 """
 
@@ -65,7 +65,7 @@ def initialised_for(conf: Path, initialise: Callable[[], T]) -> T:
 
 class ShardLibrary:
     """One card shard seen through python-pkcs11 (readers, the card agent): the shard's own copy
-    of the module and a label -> token index, built once (shared/FIELD-NOTES.md: ``get_token``
+    of the module and a label -> token index, built once (docs/platform-notes.md: ``get_token``
     scans every slot) and rebuilt by :meth:`reinitialise`."""
 
     def __init__(self, shard: CardShard, module_path: str) -> None:
@@ -88,7 +88,7 @@ class ShardLibrary:
             self.index()
 
     def close_all_sessions(self, slot_id: int) -> None:
-        """python-pkcs11 leaks the session of a failed login: close them (FIELD-NOTES)."""
+        """python-pkcs11 leaks the session of a failed login: close them (docs/platform-notes.md)."""
         ctypes.CDLL(self.module).C_CloseAllSessions(ctypes.c_ulong(slot_id))
 
 

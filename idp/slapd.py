@@ -11,7 +11,7 @@ The folder (``$TESSERA_HOME/ldap``, or any folder a test or benchmark picks) hol
 
 Secrets (mode 0600, in the secrets folder): ``ldap-admin.password`` (the rootdn),
 ``ldap-idp.password`` (the IdP's service account) and ``ldap-demo.password`` (every seed person).
-Bulk data goes in with ``slapadd -q`` while slapd is stopped (FIELD-NOTES: ~47,000 entries/s);
+Bulk data goes in with ``slapadd -q`` while slapd is stopped (~47,000 entries/s: docs/platform-notes.md);
 slapadd bypasses overlays, so the loader writes memberOf and pwdChangedTime itself.
 """
 
@@ -53,7 +53,7 @@ TEMPLATE_DIR = _template_dir()
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 
-# argon2id cost of every stored password (FIELD-NOTES: t=3, m=4 MiB is ~5 ms a check)
+# argon2id cost of every stored password (t=3, m=4 MiB is ~5 ms a check: docs/platform-notes.md)
 ARGON2_ITERATIONS = 3
 ARGON2_MEMORY_KIB = 4096
 #: ppolicy pwdMaxFailure: a backstop ABOVE the login throttle's limits (idp.throttle), never the
