@@ -84,9 +84,10 @@ def test_card_login_through_openid_connect_lands_on_the_demo_application(page: P
 
 CITIZEN_WORDS = {
     "zh-CN": {"login": "市民登录", "records": "我的档案", "cards": "我的卡片", "report": "挂失",
-              "id_number": "公民身份号码", "confirm": "确认挂失此卡"},
+              "id_number": "公民身份号码", "confirm": "确认挂失此卡", "medical": "医疗保险"},
     "en": {"login": "Citizen login", "records": "My records", "cards": "My cards", "report": "Report lost",
-           "id_number": "Citizen identity number", "confirm": "Yes, report this card lost"},
+           "id_number": "Citizen identity number", "confirm": "Yes, report this card lost",
+           "medical": "Medical insurance"},
 }
 
 
@@ -109,9 +110,10 @@ def test_card_login_and_portal_in_each_language(browser: Browser, citizen_idp: C
         page.click("#card-login-button")
         expect(page.locator("#welcome")).to_be_visible()
         main = page.locator("main").inner_text()
-        for key in ("records", "cards", "report", "id_number"):
+        for key in ("records", "cards", "report", "id_number", "medical"):  # coded values in words too
             assert words[key] in main, (key, main)
             assert other[key] not in main, (key, main)
+        assert "medical" not in page.locator("#record-insurance").inner_text()
         _shoot(page, f"{language}-portal.png", tmp_path)
         page.goto(citizen_idp.url(f"/citizen/cards/{agent.card.number}/lost"))  # the confirmation only
         expect(page.locator("#confirm-lost")).to_have_text(words["confirm"])
