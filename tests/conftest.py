@@ -63,3 +63,38 @@ def postgres_url() -> Iterator[str]:
             yield url
     except RuntimeError as exc:
         pytest.fail(str(exc))
+
+
+# --- markers: unit, integration, browser, postgres (docs/testing.md) ---------------------
+#: fixtures that start a real component (their users, through the fixture closure, too)
+_COMPONENT_FIXTURES = frozenset({"home", "server", "slapd", "postgres_url", "browser", "page", "idp", "citizen_idp",
+                                 "audit_home", "audit_store"})
+#: words of a test module that starts components without those fixtures (its own home, slapd, server)
+_COMPONENT_WORDS = ("subprocess", "run_tessera", "running_server", "SlapdServer", "TESSERA", "private_postgres",
+                    "Home(", "IdpServer(", "sync_playwright", "softhsm2-util", "tessera_env")
+_module_starts_components: dict[str, bool] = {}
+
+
+def _starts_components(path: Path) -> bool:
+    key = str(path)
+    if key not in _module_starts_components:
+        text = path.read_text(encoding="utf-8")
+        _module_starts_components[key] = any(word in text for word in _COMPONENT_WORDS)
+    return _module_starts_components[key]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test: ``browser`` (headless Chromium), ``postgres`` (the private cluster),
+    ``integration`` (any real component: slapd, SoftHSM2 home, server, PostgreSQL, a subprocess),
+    else ``unit`` (in process, no component): ``pytest -m unit`` is the fast subset."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"browser", "page"}:
+            item.add_marker(pytest.mark.browser)
+        on_postgres = "postgres_url" in names or "[postgres" in item.name
+        if on_postgres:
+            item.add_marker(pytest.mark.postgres)
+        if on_postgres or names & _COMPONENT_FIXTURES or _starts_components(Path(str(item.fspath))):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
