@@ -46,6 +46,7 @@ from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, AccountApplication
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
                        GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
+from idp.translatable import N_, Text
 
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tessera.governance")
 
 MAX_NAME = 128
+#: the refusal of an administrator's application (the console refuses before showing the form too)
+ADMINISTRATORS_DO_NOT_APPLY = N_("Administrators do not apply for accounts: a department officer does.")
 _trails: dict[int, "AuditTrail"] = {}
 
 
@@ -151,12 +154,13 @@ class ApplicationView:
                    row.decided_by, row.decided_at, row.issued_by, row.issued_at, row.note)
 
 
-def _text(value: object, what: str, limit: int = MAX_NAME) -> str:
+def _text(value: object, what: Text, limit: int = MAX_NAME) -> str:
+    """``value`` stripped, when it is text of 1 to ``limit`` printable characters; ``what`` names it in a refusal."""
     if not isinstance(value, str) or not value.strip():
-        raise GovernanceError(f"{what} is required")
+        raise GovernanceError(N_("%(what)s is required", what=what))
     value = value.strip()
     if len(value) > limit or any(ord(c) < 32 for c in value):
-        raise GovernanceError(f"{what} must be at most {limit} printable characters")
+        raise GovernanceError(N_("%(what)s must be at most %(limit)s printable characters", what=what, limit=limit))
     return value
 
 
@@ -214,7 +218,7 @@ class Lifecycle:
         """The staff member ``uid``; with ``actor`` and ``event_type``, a missing one is a refusal on the trail."""
         member = self.d.directory.find(uid)
         if member is None:
-            error = NotFoundError(f"no staff member {uid!r} in the directory")
+            error = NotFoundError(N_("no staff member %(uid)s in the directory", uid=repr(uid)))
             if actor is not None and event_type is not None:
                 raise self._refuse(actor, event_type, f"staff:{str(uid)[:64]}", error)
             raise error
@@ -226,31 +230,35 @@ class Lifecycle:
         """A department officer applies for a new account in their own department."""
         event_type = "admin.account.apply"
         try:
-            uid = _text(uid, "the user name", 64)
+            uid = _text(uid, N_("the user name"), 64)
             from idp.directory import valid_username
 
             if not valid_username(uid):
-                raise GovernanceError("the user name may hold letters, digits and . _ @ - only")
-            given_name, surname = _text(given_name, "the given name"), _text(surname, "the surname")
-            department, post = _text(department, "the department", 64), _text(post, "the post")
+                raise GovernanceError(N_("the user name may hold letters, digits and . _ @ - only"))
+            given_name, surname = _text(given_name, N_("the given name")), _text(surname, N_("the surname"))
+            department, post = _text(department, N_("the department"), 64), _text(post, N_("the post"))
             wanted = sorted(set(groups))
             for group in wanted:
                 if group != APPROVERS:
-                    raise GovernanceError(f"an application may ask for the group {APPROVERS!r} only; administrator "
-                                          "roles are granted by a security administrator with four eyes")
+                    raise GovernanceError(N_("an application may ask for the group %(group)s only; administrator roles "
+                                             "are granted by a security administrator with four eyes",
+                                             group=repr(APPROVERS)))
         except GovernanceError as exc:
             raise self._refuse(actor, event_type, f"staff:{str(uid)[:64]}", exc)
         self._officer_of(actor, department, event_type, f"staff:{uid}")
         if department not in self.d.directory.departments():
-            raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(f"no department {department!r}"))
+            raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(N_("no department %(department)s",
+                                                                                  department=repr(department))))
         if self.d.directory.find(uid) is not None:
-            raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(f"the directory already has {uid!r}"))
+            raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(N_("the directory already has %(uid)s",
+                                                                                             uid=repr(uid))))
         with self.sessions() as session:
             open_one = session.scalar(select(AccountApplication.id).where(
                 AccountApplication.uid == uid, AccountApplication.status.in_(("applied", "approved"))))
         if open_one is not None:
             raise self._refuse(actor, event_type, f"staff:{uid}",
-                               InvalidState(f"application #{open_one} for {uid!r} is already open"))
+                               InvalidState(N_("application #%(id)s for %(uid)s is already open", id=open_one,
+                                               uid=repr(uid))))
         with self.sessions.begin() as session:
             row = AccountApplication(kind="new-account", uid=uid, given_name=given_name, surname=surname,
                                      department=department, post=post, groups_json=json.dumps(wanted),
@@ -263,16 +271,16 @@ class Lifecycle:
 
     def _officer_of(self, actor: Actor, department: str, event_type: str, object_: str) -> None:
         if admin_roles_of(actor.groups):
-            raise self._refuse(actor, event_type, object_, Forbidden(
-                "Administrators do not apply for accounts: a department officer does."))
+            raise self._refuse(actor, event_type, object_, Forbidden(ADMINISTRATORS_DO_NOT_APPLY))
         if actor.department != department:
-            raise self._refuse(actor, event_type, object_, Forbidden(
-                f"Only an officer of the department {department!r} may apply for its accounts."))
+            raise self._refuse(actor, event_type, object_, Forbidden(N_(
+                "Only an officer of the department %(department)s may apply for its accounts.",
+                department=repr(department))))
 
     def _application(self, session: Session, application_id: int) -> AccountApplication:
         row = session.scalar(select(AccountApplication).where(AccountApplication.id == application_id).with_for_update())
         if row is None:
-            raise NotFoundError(f"no application #{application_id}")
+            raise NotFoundError(N_("no application #%(id)s", id=application_id))
         return row
 
     def decide(self, actor: Actor, application_id: int, approve: bool, note: str | None = None) -> ApplicationView:
@@ -282,18 +290,23 @@ class Lifecycle:
         with self.sessions() as session:
             row = session.get(AccountApplication, application_id)
             if row is None:
-                raise self._refuse(actor, event_type, target, NotFoundError(f"no application #{application_id}"))
+                raise self._refuse(actor, event_type, target, NotFoundError(N_("no application #%(id)s",
+                                                                                  id=application_id)))
             department, applicant = row.department, row.applied_by
         if admin_roles_of(actor.groups) or APPROVERS not in actor.groups or actor.department != department:
-            raise self._refuse(actor, event_type, target, Forbidden(
-                f"Only an approver of the department {department!r} (without an administrator role) may decide."))
+            raise self._refuse(actor, event_type, target, Forbidden(N_(
+                "Only an approver of the department %(department)s (without an administrator role) may decide.",
+                department=repr(department))))
         if actor.uid == applicant:
-            raise self._refuse(actor, event_type, target, Forbidden("An approver may not approve their own application."))
+            raise self._refuse(actor, event_type, target,
+                               Forbidden(N_("An approver may not approve their own application.")))
         try:
             with self.sessions.begin() as session:
                 row = self._application(session, application_id)
                 if row.status != "applied":
-                    raise InvalidState(f"application #{application_id} is {row.status}, not waiting for approval")
+                    # the state's word is in the catalogue (the admin console's words)
+                    raise InvalidState(N_("application #%(id)s is %(status)s, not waiting for approval",
+                                          id=application_id, status=Text(row.status)))
                 row.status = "approved" if approve else "rejected"
                 row.decided_by, row.decided_at = actor.uid, self.clock()
                 row.note = (note or "")[:500] or None
@@ -315,7 +328,8 @@ class Lifecycle:
             with self.sessions.begin() as session:
                 row = self._application(session, application_id)
                 if row.status != "approved":
-                    raise InvalidState(f"application #{application_id} is {row.status}: only an approved one is issued")
+                    raise InvalidState(N_("application #%(id)s is %(status)s: only an approved one is issued",
+                                          id=application_id, status=Text(row.status)))
                 groups = json.loads(row.groups_json or "[]")
                 row.status, row.issued_by, row.issued_at = "issued", actor.uid, self.clock()
                 # the audit entry first: if it cannot be written, the directory is never touched
@@ -348,14 +362,14 @@ class Lifecycle:
         self.authorise(actor, "account.change-post", event_type, f"staff:{uid}")
         member = self.member(uid, actor, event_type)
         try:
-            post = _text(post, "the new post")
+            post = _text(post, N_("the new post"))
         except GovernanceError as exc:
             raise self._refuse(actor, event_type, f"staff:{uid}", exc)
         department = department or member.department
         wanted = sorted(set(groups))
         if any(g != APPROVERS for g in wanted):
             raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(
-                f"a post may ask for the group {APPROVERS!r} only"))
+                N_("a post may ask for the group %(group)s only", group=repr(APPROVERS))))
         removed = sorted(g for g in member.groups if g == APPROVERS or g in ADMIN_ROLES)
         with self.sessions.begin() as session:
             row = AccountApplication(kind="change-of-post", uid=uid, given_name=member.given_name or member.name,
@@ -374,13 +388,13 @@ class Lifecycle:
         with self.sessions() as session:
             row = session.get(AccountApplication, application_id)
             if row is None:
-                raise NotFoundError(f"no application #{application_id}")
+                raise NotFoundError(N_("no application #%(id)s", id=application_id))
             return ApplicationView.of(row)
 
     def applications(self, status: str | None = None, text: str = "", department: str | None = None,
                      limit: int = 25, offset: int = 0) -> tuple[list[ApplicationView], int]:
         if status and status not in APPLICATION_STATES:
-            raise GovernanceError(f"unknown status {status!r}")
+            raise GovernanceError(N_("unknown status %(status)s", status=repr(status)))
         with self.sessions() as session:
             query = select(AccountApplication)
             if status:
@@ -410,7 +424,8 @@ class Lifecycle:
         self.authorise(actor, "account.leaver", event_type, f"staff:{uid}")
         member = self.member(uid, actor, event_type)
         if actor.uid == uid:
-            raise self._refuse(actor, event_type, f"staff:{uid}", Forbidden("You cannot process yourself as a leaver."))
+            raise self._refuse(actor, event_type, f"staff:{uid}", Forbidden(
+                N_("You cannot process yourself as a leaver.")))
         for role in admin_roles_of(member.groups):  # a leaver must not take the last holders of a role away
             try:
                 check_removal(role, uid, self._holders(role))
@@ -474,7 +489,7 @@ class Lifecycle:
         try:
             check_grant(member.groups, group)
             if uid == actor.uid:
-                raise Forbidden("Nobody grants a role to themselves.")
+                raise Forbidden(N_("Nobody grants a role to themselves."))
         except GovernanceError as exc:
             raise self._refuse(actor, event_type, f"staff:{uid}", exc)
         if group in ADMIN_ROLES:
@@ -491,7 +506,8 @@ class Lifecycle:
         self.authorise(actor, "role.remove", event_type, f"staff:{uid}")
         member = self.member(uid, actor, event_type)
         if group not in member.groups:
-            raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(f"{uid} is not in {group!r}"))
+            raise self._refuse(actor, event_type, f"staff:{uid}",
+                               InvalidState(N_("%(uid)s is not in %(group)s", uid=uid, group=repr(group))))
         if group in ADMIN_ROLES:
             try:
                 check_removal(group, uid, self._holders(group))
@@ -515,13 +531,14 @@ class Lifecycle:
         kind, _, name = target.partition(":")
         if operation in ("add-administrator", "remove-administrator"):
             if kind != "staff" or not valid_username(name):
-                raise GovernanceError(f"{target[:80]!r} is not a staff member's user name")
+                raise GovernanceError(N_("%(target)s is not a staff member's user name", target=repr(target[:80])))
             group = details.get("group")
             if group not in ADMIN_ROLES:
-                raise GovernanceError(f"{str(group)[:80]!r} is not an administrator role ({', '.join(ADMIN_ROLES)})")
+                raise GovernanceError(N_("%(group)s is not an administrator role (%(roles)s)",
+                                         group=repr(str(group)[:80]), roles=", ".join(ADMIN_ROLES)))
             member = self.member(name)
             if operation == "remove-administrator" and group not in member.groups:
-                raise InvalidState(f"{name} is not in {group!r}")
+                raise InvalidState(N_("%(uid)s is not in %(group)s", uid=name, group=repr(group)))
             return
         if operation == "revoke-issuing-ca":
             with self.sessions() as session:
@@ -529,10 +546,11 @@ class Lifecycle:
                 issuing = [a.name for a in session.scalars(select(Authority).where(Authority.parent_id.is_not(None))
                                                            .order_by(Authority.name))]
             if authority is None or authority.parent_id is None:
-                raise GovernanceError(f"{name[:80]!r} is not an issuing certificate authority of this service "
-                                      f"(one of: {', '.join(issuing) or 'none'}); the root is never revoked this way")
+                raise GovernanceError(N_("%(name)s is not an issuing certificate authority of this service (one of: "
+                                         "%(issuing)s); the root is never revoked this way", name=repr(name[:80]),
+                                         issuing=", ".join(issuing) or N_("none")))
             return
-        raise GovernanceError(f"{operation!r} is not a four-eyes operation")
+        raise GovernanceError(N_("%(operation)s is not a four-eyes operation", operation=repr(operation)))
 
     # -- four eyes -----------------------------------------------------------------------------------
     def request_four_eyes(self, actor: Actor, operation: str, target: str,
@@ -540,7 +558,8 @@ class Lifecycle:
         event_type = "admin.four-eyes.request"
         permission = FOUR_EYES_OPERATIONS.get(operation)
         if permission is None:
-            raise self._refuse(actor, event_type, target, GovernanceError(f"{operation!r} is not a four-eyes operation"))
+            raise self._refuse(actor, event_type, target, GovernanceError(
+                N_("%(operation)s is not a four-eyes operation", operation=repr(operation))))
         self.authorise(actor, "four-eyes.request", event_type, target)
         self.authorise(actor, permission, event_type, target)
         try:
@@ -592,7 +611,7 @@ class Lifecycle:
         if operation == "remove-administrator":
             uid, group = target.removeprefix("staff:"), str(details.get("group"))
             if group not in self.member(uid).groups:
-                raise InvalidState(f"{uid} is not in {group!r} any more")
+                raise InvalidState(N_("%(uid)s is not in %(group)s any more", uid=uid, group=repr(group)))
             check_removal(group, uid, self._holders(group))  # again: another removal may have run since
             self.writer.remove_from_group(uid, group)
             return f"{uid} removed from {group}"
@@ -600,14 +619,14 @@ class Lifecycle:
             name = target.removeprefix("ca:")
             authority = session.scalar(select(Authority).where(Authority.name == name))
             if authority is None or authority.parent_id is None:
-                raise GovernanceError(f"{name!r} is not an issuing certificate authority")
+                raise GovernanceError(N_("%(name)s is not an issuing certificate authority", name=repr(name)))
             cert = session.scalar(select(Certificate).where(Certificate.serial_hex == authority.serial_hex))
             if cert is None:
-                raise NotFoundError(f"the certificate of {name!r} is not in the store")
+                raise NotFoundError(N_("the certificate of %(name)s is not in the store", name=repr(name)))
             self._revoke_in(session, [cert], revocation.parse_reason(str(details.get("reason") or "cACompromise")),
                             self.clock())
             return f"issuing CA {name} ({cert.serial_hex}) revoked"
-        raise GovernanceError(f"unknown operation {operation!r}")
+        raise GovernanceError(N_("unknown operation %(operation)s", operation=repr(operation)))
 
     # -- certificates, cards, clients ---------------------------------------------------------------
     def revoke_certificate(self, actor: Actor, serial: str, reason: str = "unspecified") -> Certificate | FourEyesView:
@@ -665,16 +684,20 @@ class Lifecycle:
             self.trail.append(session, self.event(actor, event_type, "success", f"client:{client_id}", trusted=trusted))
 
         try:
-            return self.d.clients.add(_text(name, "the client name"), [_text(redirect_uri, "the redirect URI", 2000)],
+            return self.d.clients.add(_text(name, N_("the client name")),
+                                      [_text(redirect_uri, N_("the redirect URI"), 2000)],
                                       trusted=trusted, on_change=audited)
-        except (ClientRegistrationError, GovernanceError) as exc:
+        except GovernanceError as exc:
+            raise self._refuse(actor, event_type, None, exc)
+        except ClientRegistrationError as exc:
             raise self._refuse(actor, event_type, None, GovernanceError(str(exc)))
 
     def remove_client(self, actor: Actor, client_id: str) -> bool:
         event_type = "admin.client.remove"
         self.authorise(actor, "client.remove", event_type, f"client:{client_id[:128]}")
         if self.d.clients.get(client_id) is None:
-            raise self._refuse(actor, event_type, f"client:{client_id[:128]}", NotFoundError(f"no client {client_id!r}"))
+            raise self._refuse(actor, event_type, f"client:{client_id[:128]}",
+                               NotFoundError(N_("no client %(client_id)s", client_id=repr(client_id))))
         def audited(session: Any, removed: str) -> None:  # inside the removal's transaction
             self.trail.append(session, self.event(actor, event_type, "success", f"client:{removed}"))
 

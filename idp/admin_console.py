@@ -12,6 +12,7 @@ The password change page (``/password/change``) lives in :mod:`idp.password_chan
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import io
@@ -31,17 +32,18 @@ from sqlalchemy import func, or_, select
 from ca.errors import CaError
 from cardsim.errors import CardError
 from idp import problems
-from idp.account_lifecycle import Actor, IssuedAccount, Lifecycle, audit_trail
+from idp.account_lifecycle import ADMINISTRATORS_DO_NOT_APPLY, Actor, IssuedAccount, Lifecycle, audit_trail
 from idp.deployment import Deployment
 from idp.directory_admin import DirectoryWriter
 from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
 from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, FourEyesView, GovernanceError,
                        admin_roles_of, login_refusal, permissions_of, role_name)
-from idp.runtime_settings import InvalidSetting, RuntimeSettings
+from idp.runtime_settings import InvalidSetting, RuntimeSettings, SettingView
 from idp.runtime_settings import may_change as may_change_config
 from idp.runtime_settings import may_read as may_read_config
 from idp.runtime_settings import require as require_config
+from idp.translatable import shown
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 PAGE_SIZE = 25
@@ -181,7 +183,7 @@ def _login_first(_exc: NotLoggedIn) -> Any:
 
 @bp.errorhandler(GovernanceError)
 def _governance_error(exc: GovernanceError) -> Response:
-    return _refusal(exc.status, str(REFUSAL_TITLES.get(exc.status, REFUSAL_TITLES[409])), str(exc), exc.kind)
+    return _refusal(exc.status, str(REFUSAL_TITLES.get(exc.status, REFUSAL_TITLES[409])), shown(exc), exc.kind)
 
 
 @bp.errorhandler(CaError)
@@ -199,7 +201,7 @@ def _card_error(exc: CardError) -> Response:
 @bp.errorhandler(DirectoryError)
 def _directory_error(exc: DirectoryError) -> Response:
     status = 503 if exc.kind == "directory-unavailable" else 409
-    return _refusal(status, gettext("Directory"), exc.message, exc.kind)
+    return _refusal(status, gettext("Directory"), shown(exc.message), exc.kind)
 
 
 def _paging(total: int) -> dict[str, Any]:
@@ -241,7 +243,7 @@ def home() -> Any:
     if "client.read" in perms:
         context["clients"] = deployment().clients.list()[:10]
     if may_read_config(who.groups):
-        context["changed_settings"] = [v for v in runtime_settings().show() if v.changed_by]
+        context["changed_settings"] = [v for v in settings_shown() if v.changed_by]
     if "audit.read" in perms:
         from audit.reports import report
 
@@ -376,9 +378,8 @@ def apply() -> Any:
     who = actor()
     if not may_apply(who):
         # the audit trail in English, the person in their language
-        lifecycle().refused(who, "admin.account.apply", None,
-                            "Administrators do not apply for accounts: a department officer does.", kind=Forbidden.kind)
-        raise Forbidden(gettext("Administrators do not apply for accounts: a department officer does."))
+        lifecycle().refused(who, "admin.account.apply", None, ADMINISTRATORS_DO_NOT_APPLY, kind=Forbidden.kind)
+        raise Forbidden(ADMINISTRATORS_DO_NOT_APPLY)
     if request.method == "GET":
         return _page("admin_apply.html", form={}, departments=deployment().directory.departments())
     form = request.form
@@ -395,7 +396,7 @@ def apply() -> Any:
     except GovernanceError as exc:
         if exc.status == 403:
             raise
-        return _page("admin_apply.html", http_status=HTTPStatus(exc.status), form=form, error=str(exc),
+        return _page("admin_apply.html", http_status=HTTPStatus(exc.status), form=form, error=shown(exc),
                      departments=deployment().directory.departments())
     return redirect(url_for("admin_console.application", application_id=view.id))
 
@@ -584,6 +585,11 @@ def runtime_settings() -> RuntimeSettings:
     return deployment().runtime
 
 
+def settings_shown() -> list[SettingView]:
+    """The runtime settings, their labels and units in the page's language."""
+    return [dataclasses.replace(v, label=shown(v.label), unit=shown(v.unit)) for v in runtime_settings().show()]
+
+
 def _config_access(change: bool, event_type: str, object_: str | None = None) -> Actor:
     """The actor, when they may read (``change``: change) the configuration; else refused, audited."""
     who = actor()
@@ -607,7 +613,7 @@ def config() -> Any:
              gettext("directory read-only"): gettext("yes") if cfg.read_only else gettext("no"),
              gettext("role groups"): ", ".join(sorted(cfg.role_groups)),
              gettext("common-password and user-name checks"): gettext("always on (not a setting)")}
-    return _page("admin_config.html", fixed=fixed, runtime=runtime_settings().show(),
+    return _page("admin_config.html", fixed=fixed, runtime=settings_shown(),
                  can_change=may_change_config(who.groups))
 
 

@@ -30,6 +30,7 @@ from idp.roles import login_refusal
 from idp.sessions import StaffSession
 from idp.staff import StaffUser, claims_of
 from idp.totp import qr_svg
+from idp.translatable import shown
 
 bp = Blueprint("login", __name__)
 
@@ -107,7 +108,7 @@ def login() -> Any:
         member = d.directory.authenticate(username, password)
     except DirectoryUnavailable as exc:
         events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "error", reason=exc.kind)
-        return _page("unavailable.html", 503, message=exc.message)
+        return _page("unavailable.html", 503, message=shown(exc.message))
     except PasswordMustChange:
         # the right password, but a one-time one (or reset by an administrator): change it first
         events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure",
@@ -118,7 +119,7 @@ def login() -> Any:
         events.record("login.password", f"address:{_address()}", f"staff:{username[:64]}", "failure", reason=exc.kind)
         # only a password the directory accepted may hear more than the generic sentence: a ppolicy
         # lock or an administrator's one is answered whatever the password, and unknown names never get it
-        message = exc.message if isinstance(exc, PasswordExpired) else GENERIC_FAILURE
+        message = shown(exc.message) if isinstance(exc, PasswordExpired) else GENERIC_FAILURE
         return _page("login.html", 401, next=nxt, error=message, username=username)
     if not member.enabled:
         d.throttle.failure(username, _address())
@@ -128,7 +129,7 @@ def login() -> Any:
     if refusal:  # the directory gives this account two administrator roles: no one person combines them
         events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "refused",
                       reason="conflicting-roles")
-        return _page("login.html", 403, next=nxt, error=refusal, username=username)
+        return _page("login.html", 403, next=nxt, error=shown(refusal), username=username)
     claims = claims_of(member)
     enrolled = d.second_factor.remember(member.uid, claims)
     session.clear()

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, render_template, request, url_for
+from flask_babel import gettext
 
 from audit import AuditEvent
 from idp import events
@@ -37,12 +38,13 @@ from idp.directory import StaffMember
 from idp.directory_errors import (DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordExpired,
                                   PasswordMustChange, PasswordRejected)
 from idp.password_policy import MAX_LENGTH, PasswordPolicy, WeakPassword
+from idp.translatable import N_, shown
 
 bp = Blueprint("password", __name__)
 
 MAX_USERNAME = 128
 #: the one answer to every failure before the current password is proven (a lock and the throttle included)
-NOT_ACCEPTED = "The user name or current password is incorrect, or there were too many attempts."
+NOT_ACCEPTED = N_("The user name or current password is incorrect, or there were too many attempts.")
 
 
 def deployment() -> Deployment:
@@ -59,12 +61,13 @@ def password_policy() -> PasswordPolicy:
 
 
 class ChangeRefused(Exception):
-    """The change did not happen; ``message`` is for the page, ``status`` the HTTP status."""
+    """The change did not happen; ``reasons`` are for the page (English text it shows in its
+    language, idp.translatable), ``status`` the HTTP status."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        self.message = message
+    def __init__(self, *reasons: str, status: int = 400) -> None:
+        self.reasons = reasons
         self.status = status
-        super().__init__(message)
+        super().__init__(" ".join(reasons))
 
 
 def _failure(actor: str, username: str, reason: str, result: str = "failure", **details: Any) -> None:
@@ -79,7 +82,7 @@ def _proven_member(username: str, current: str, address: str) -> StaffMember:
     anonymous = f"address:{address}"
     if d.throttle.blocked(username, address):
         _failure(anonymous, username, "throttled")
-        raise ChangeRefused(NOT_ACCEPTED, 401)
+        raise ChangeRefused(NOT_ACCEPTED, status=401)
     try:
         return d.directory.authenticate(username, current)
     except PasswordMustChange as exc:  # the right one-time password: exactly what this page is for
@@ -92,7 +95,7 @@ def _proven_member(username: str, current: str, address: str) -> StaffMember:
         d.throttle.failure(username, address)
         _failure(anonymous, username, exc.kind)
         # an expired password is only reported for the right password; everything else looks alike
-        raise ChangeRefused(exc.message if isinstance(exc, PasswordExpired) else NOT_ACCEPTED, 401) from None
+        raise ChangeRefused(exc.message if isinstance(exc, PasswordExpired) else NOT_ACCEPTED, status=401) from None
 
 
 def change_password(username: str, current: str, new: str, address: str) -> StaffMember:
@@ -106,7 +109,7 @@ def change_password(username: str, current: str, new: str, address: str) -> Staf
         policy.check(member.uid, new, [member.given_name, member.surname])
     except WeakPassword as exc:
         _failure(actor, member.uid, "policy", "refused", rules=len(exc.reasons))
-        raise ChangeRefused(" ".join(exc.reasons)) from None
+        raise ChangeRefused(*exc.reasons) from None
     try:
         with d.sessions.begin() as session:
             # written first: if the trail cannot be written, the directory is never changed
@@ -120,7 +123,7 @@ def change_password(username: str, current: str, new: str, address: str) -> Staf
     except InvalidCredentials:  # the password changed between the two binds
         d.throttle.failure(username, address)
         _failure(actor, member.uid, "invalid-credentials")
-        raise ChangeRefused(NOT_ACCEPTED, 401) from None
+        raise ChangeRefused(NOT_ACCEPTED, status=401) from None
     except DirectoryError as exc:
         if isinstance(exc, PasswordRejected):
             _failure(actor, member.uid, exc.kind, "refused")
@@ -144,18 +147,18 @@ def change() -> Any:
     error: str | None = None
     status = 400
     if not username or not current or not new:
-        error = "Fill in every field."
+        error = gettext("Fill in every field.")
     elif new != again:
-        error = "The two new passwords differ."
+        error = gettext("The two new passwords differ.")
     elif len(current) > MAX_LENGTH or len(new) > MAX_LENGTH:
-        error = f"Use at most {MAX_LENGTH} characters."
+        error = gettext("Use at most %(count)s characters.", count=MAX_LENGTH)
     else:
         try:
             change_password(username, current, new, address)
         except ChangeRefused as exc:
-            error, status = exc.message, exc.status
+            error, status = " ".join(shown(reason) for reason in exc.reasons), exc.status
         except DirectoryUnavailable as exc:
-            return render_template("unavailable.html", message=exc.message), 503
+            return render_template("unavailable.html", message=shown(exc.message)), 503
     if error is not None:
         return render_template("admin_password.html", username=username, min_length=min_length, error=error), status
     return render_template("admin_password.html", username=username, min_length=min_length, done=True,

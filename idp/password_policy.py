@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.governance_models import PasswordHistory
 from idp.person_names import is_han, written_name
+from idp.translatable import N_, Text
 
 MIN_LENGTH = 12
 MAX_LENGTH = 1024
@@ -39,11 +40,12 @@ _NOT_LETTERS = re.compile(r"[\d\W_]+")
 
 
 class WeakPassword(ValueError):
-    """The password breaks the policy; ``reasons`` says how, in words for the person choosing it."""
+    """The password breaks the policy; ``reasons`` says how, in words for the person choosing it
+    (English text a page shows in its language: idp.translatable)."""
 
     kind = "weak-password"
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[Text]) -> None:
         self.reasons = reasons
         super().__init__(" ".join(reasons))
 
@@ -76,20 +78,20 @@ def is_common(password: str) -> bool:
     return False
 
 
-def problems(password: str, username: str, names: Iterable[str] = (), min_length: int = MIN_LENGTH) -> list[str]:
-    """Every rule ``password`` breaks (empty: it passes), history aside. ``names``: the given name,
-    then the family name. ``min_length`` may raise the minimum (a runtime setting), never lower it
-    below :data:`MIN_LENGTH`."""
+def problems(password: str, username: str, names: Iterable[str] = (), min_length: int = MIN_LENGTH) -> list[Text]:
+    """Every rule ``password`` breaks (empty: it passes), history aside, in English text a page shows
+    in its language (idp.translatable). ``names``: the given name, then the family name.
+    ``min_length`` may raise the minimum (a runtime setting), never lower it below :data:`MIN_LENGTH`."""
     if not isinstance(password, str):
-        return ["The password must be text."]
-    found: list[str] = []
+        return [N_("The password must be text.")]
+    found: list[Text] = []
     min_length = max(MIN_LENGTH, min_length)
     if len(password) < min_length:
-        found.append(f"Use at least {min_length} characters.")
+        found.append(N_("Use at least %(count)s characters.", count=min_length))
     if len(password) > MAX_LENGTH or "\x00" in password:
-        found.append(f"Use at most {MAX_LENGTH} printable characters.")
+        found.append(N_("Use at most %(count)s printable characters.", count=MAX_LENGTH))
     if is_common(password):
-        found.append("This password is on the list of common passwords: choose one nobody would guess.")
+        found.append(N_("This password is on the list of common passwords: choose one nobody would guess."))
     lowered = password.lower()
     names = [n for n in names if n]
     # a Chinese name is one or two characters a part: the whole name (张伟) counts from two
@@ -97,7 +99,7 @@ def problems(password: str, username: str, names: Iterable[str] = (), min_length
     for name in [username, *names, *whole]:
         shortest = 2 if is_han(name) else 3
         if name and len(name) >= shortest and name.lower() in lowered:
-            found.append("The password may not contain your user name or your name.")
+            found.append(N_("The password may not contain your user name or your name."))
             break
     return found
 
@@ -138,7 +140,7 @@ class PasswordPolicy:
         """Raise :class:`WeakPassword` with every broken rule, including reuse of a recent password."""
         found = problems(password, uid, names, self.min_length)
         if isinstance(password, str) and not found and self.recently_used(uid, password):
-            found.append(f"This password was one of your last {self.history}: choose a new one.")
+            found.append(N_("This password was one of your last %(count)s: choose a new one.", count=self.history))
         if found:
             raise WeakPassword(found)
 

@@ -36,17 +36,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.governance_models import FourEyesRequest
+from idp.translatable import N_, Text
 
 SYSTEM_ADMIN = "system-administrators"
 SECURITY_ADMIN = "security-administrators"
 AUDITOR = "auditors"
 APPROVERS = "approvers"
 
-#: administrator role group -> (short role name used in audit entries, human name)
-ADMIN_ROLES: dict[str, tuple[str, str]] = {
-    SYSTEM_ADMIN: ("system-admin", "system administrator"),
-    SECURITY_ADMIN: ("security-admin", "security administrator"),
-    AUDITOR: ("auditor", "auditor"),
+#: administrator role group -> (short role name used in audit entries, human name: translated where shown)
+ADMIN_ROLES: dict[str, tuple[str, Text]] = {
+    SYSTEM_ADMIN: ("system-admin", N_("system administrator")),
+    SECURITY_ADMIN: ("security-admin", N_("security administrator")),
+    AUDITOR: ("auditor", N_("auditor")),
 }
 #: groups a security administrator may grant (administrator roles only through four eyes)
 GRANTABLE = (APPROVERS, *ADMIN_ROLES)
@@ -74,7 +75,11 @@ FOUR_EYES_OPERATIONS: dict[str, str] = {
 
 
 class GovernanceError(Exception):
-    """Base of the refusals of this module and of the account lifecycle. ``kind`` is stable."""
+    """Base of the refusals of this module and of the account lifecycle. ``kind`` is stable.
+
+    The message is made with :func:`idp.translatable.N_`: ``str(exc)`` is English (the command line,
+    the audit trail's reasons), :func:`idp.translatable.shown` gives it in the page's language.
+    """
 
     kind = "governance"
     status = 400
@@ -118,7 +123,20 @@ def role_name(groups: Iterable[str]) -> str:
     return "approver" if APPROVERS in groups else "staff"
 
 
-def login_refusal(groups: Iterable[str]) -> str | None:
+def _chained(template: str, names: list[Text]) -> Text:
+    """``names`` joined two at a time by ``template`` (``%(first)s and %(second)s``), in words that translate."""
+    joined = names[0]
+    for name in names[1:]:
+        joined = Text(template, first=joined, second=name)
+    return joined
+
+
+def either(names: list[Text]) -> Text:
+    """``a or b``: the human names of the roles any of which may do something."""
+    return _chained(N_("%(first)s or %(second)s"), names)
+
+
+def login_refusal(groups: Iterable[str]) -> Text | None:
     """The message a login must show (and refuse) when the directory gives two administrator roles; None if fine.
 
     The login flow calls this after the password is accepted; the admin console calls it on every request.
@@ -126,9 +144,9 @@ def login_refusal(groups: Iterable[str]) -> str | None:
     roles = admin_roles_of(groups)
     if len(roles) <= 1:
         return None
-    names = " and ".join(ADMIN_ROLES[r][1] for r in roles)
-    return (f"This account holds two administrator roles ({names}); the rules allow only one. "
-            "Logging in is refused until a security administrator removes one of them in the directory.")
+    names = _chained(N_("%(first)s and %(second)s"), [ADMIN_ROLES[r][1] for r in roles])
+    return N_("This account holds two administrator roles (%(names)s); the rules allow only one. Logging in is "
+              "refused until a security administrator removes one of them in the directory.", names=names)
 
 
 def permissions_of(groups: Iterable[str]) -> frozenset[str]:
@@ -153,22 +171,24 @@ def require(groups: Iterable[str], permission: str) -> None:
         raise ConflictingRoles(refusal)
     if not may(groups, permission):
         roles = admin_roles_of(groups)
-        who = f"the {ADMIN_ROLES[roles[0]][1]}" if roles else "a staff member without an administrator role"
-        holder = [ADMIN_ROLES[g][1] for g, perms in PERMISSIONS.items() if permission in perms]
-        raise Forbidden(f"Refused: {who} may not do this ({permission}); "
-                        f"it is the {' or '.join(holder) or 'nobody'}'s duty.")
+        holder = either([ADMIN_ROLES[g][1] for g, perms in PERMISSIONS.items() if permission in perms])
+        if roles:
+            raise Forbidden(N_("Refused: the %(role)s may not do this (%(permission)s); it is the %(holder)s's duty.",
+                               role=ADMIN_ROLES[roles[0]][1], permission=permission, holder=holder))
+        raise Forbidden(N_("Refused: a staff member without an administrator role may not do this (%(permission)s); "
+                           "it is the %(holder)s's duty.", permission=permission, holder=holder))
 
 
 def check_grant(target_groups: Iterable[str], group: str) -> None:
     """Refuse a grant that would give an account a second administrator role."""
     if group not in GRANTABLE:
-        raise GovernanceError(f"{group!r} is not a role Tessera grants (one of {', '.join(GRANTABLE)})")
+        raise GovernanceError(N_("%(group)s is not a role Tessera grants (one of %(roles)s)",
+                                 group=repr(group), roles=", ".join(GRANTABLE)))
     if group in ADMIN_ROLES:
         others = [g for g in admin_roles_of(target_groups) if g != group]
         if others:
-            raise ConflictingRoles(
-                f"Refused: the account is already a {ADMIN_ROLES[others[0]][1]}; no account may hold two "
-                f"administrator roles. Remove that role first.")
+            raise ConflictingRoles(N_("Refused: the account is already a %(role)s; no account may hold two "
+                                      "administrator roles. Remove that role first.", role=ADMIN_ROLES[others[0]][1]))
 
 
 #: the fewest active holders an administrator role keeps: two security administrators, or no
@@ -184,11 +204,18 @@ def check_removal(group: str, uid: str, holders: Iterable[str]) -> None:
     others = set(holders) - {uid}
     needed = MINIMUM_HOLDERS[group]
     if len(others) < needed:
-        name = ADMIN_ROLES[group][1]
-        last = f"the last {name}" if not others else f"one of the last {needed} {name}s"
-        raise GovernanceError(
-            f"Refused: {uid} is {last}; an administrator role always keeps at least {needed} "
-            f"holder{'s' if needed > 1 else ''}. Add another one first (four eyes), then remove this one.")
+        role = ADMIN_ROLES[group][1]
+        if others:  # (the English plural adds an s to the role's name)
+            raise GovernanceError(N_("Refused: %(uid)s is one of the last %(needed)s %(role)ss; an administrator role "
+                                     "always keeps at least %(needed)s holders. Add another one first (four eyes), "
+                                     "then remove this one.", uid=uid, needed=needed, role=role))
+        if needed > 1:
+            raise GovernanceError(N_("Refused: %(uid)s is the last %(role)s; an administrator role always keeps at "
+                                     "least %(needed)s holders. Add another one first (four eyes), then remove this "
+                                     "one.", uid=uid, needed=needed, role=role))
+        raise GovernanceError(N_("Refused: %(uid)s is the last %(role)s; an administrator role always keeps at least "
+                                 "%(needed)s holder. Add another one first (four eyes), then remove this one.",
+                                 uid=uid, needed=needed, role=role))
 
 
 # -- four eyes -------------------------------------------------------------------------------------
@@ -222,12 +249,14 @@ class FourEyes:
                 details: dict[str, Any] | None = None) -> FourEyesRequest:
         """Record a request inside the caller's transaction (which also appends its audit entry)."""
         if operation not in FOUR_EYES_OPERATIONS:
-            raise GovernanceError(f"{operation!r} is not a four-eyes operation ({', '.join(FOUR_EYES_OPERATIONS)})")
+            raise GovernanceError(N_("%(operation)s is not a four-eyes operation (%(operations)s)",
+                                     operation=repr(operation), operations=", ".join(FOUR_EYES_OPERATIONS)))
         duplicate = session.scalar(select(FourEyesRequest).where(
             FourEyesRequest.operation == operation, FourEyesRequest.target == target,
             FourEyesRequest.status == "pending"))
         if duplicate is not None:
-            raise FourEyesViolation(f"request #{duplicate.id} for the same operation is already waiting for approval")
+            raise FourEyesViolation(N_("request #%(id)s for the same operation is already waiting for approval",
+                                       id=duplicate.id))
         row = FourEyesRequest(operation=operation, target=target, details_json=json.dumps(details or {}, sort_keys=True),
                               status="pending", requested_by=requested_by, requested_at=self.clock())
         session.add(row)
@@ -238,12 +267,13 @@ class FourEyes:
         """The pending request ``request_id``, locked; refuses its own requester (the second pair of eyes)."""
         row = session.scalar(select(FourEyesRequest).where(FourEyesRequest.id == request_id).with_for_update())
         if row is None:
-            raise GovernanceError(f"no four-eyes request #{request_id}")
-        if row.status != "pending":
-            raise FourEyesViolation(f"request #{request_id} is {row.status}, not pending")
+            raise GovernanceError(N_("no four-eyes request #%(id)s", id=request_id))
+        if row.status != "pending":  # the state's word is in the catalogue (the admin console's words)
+            raise FourEyesViolation(N_("request #%(id)s is %(status)s, not pending", id=request_id,
+                                       status=Text(row.status)))
         if row.requested_by == decided_by:
-            raise FourEyesViolation("four eyes: a request must be approved by a second administrator, "
-                                    "not by the one who asked for it")
+            raise FourEyesViolation(N_("four eyes: a request must be approved by a second administrator, "
+                                       "not by the one who asked for it"))
         return row
 
     def decide(self, row: FourEyesRequest, decided_by: str, status: str, outcome: str) -> None:

@@ -37,8 +37,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from ca.models import Base, UtcDateTime
 from idp.password_policy import MIN_LENGTH as PASSWORD_FLOOR
-from idp.roles import ADMIN_ROLES, SECURITY_ADMIN, SYSTEM_ADMIN, Forbidden, GovernanceError, admin_roles_of
+from idp.roles import ADMIN_ROLES, SECURITY_ADMIN, SYSTEM_ADMIN, Forbidden, GovernanceError, admin_roles_of, either
 from idp.settings import Settings
+from idp.translatable import N_, Text
 
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail
@@ -63,11 +64,12 @@ class RuntimeSetting(Base):
 
 @dataclass(frozen=True)
 class Tunable:
-    """One setting that may change at run time: its bounds, unit and environment default."""
+    """One setting that may change at run time: its bounds, unit and environment default. The label
+    and the unit are English text that a page shows in its own language (idp.translatable)."""
 
     name: str
-    label: str
-    unit: str
+    label: Text
+    unit: Text
     minimum: int
     maximum: int
     default: Callable[[Settings], int]
@@ -79,22 +81,22 @@ def _api_rate(_settings: Settings) -> int:
 
 
 TUNABLES: dict[str, Tunable] = {t.name: t for t in (
-    Tunable("session.idle_seconds", "Staff session idle timeout", "seconds", 60, 24 * 3600,
+    Tunable("session.idle_seconds", N_("Staff session idle timeout"), N_("seconds"), 60, 24 * 3600,
             lambda s: s.session_idle_seconds),
-    Tunable("session.absolute_seconds", "Staff session absolute timeout", "seconds", 5 * 60, 7 * 24 * 3600,
+    Tunable("session.absolute_seconds", N_("Staff session absolute timeout"), N_("seconds"), 5 * 60, 7 * 24 * 3600,
             lambda s: s.session_absolute_seconds),
-    Tunable("throttle.account_failures", "Login failures per account from one address before a pause", "failures", 3, 100,
-            lambda s: s.throttle_account_failures),
-    Tunable("throttle.address_failures", "Login failures per client address before a pause", "failures", 10, 10_000,
-            lambda s: s.throttle_address_failures),
-    Tunable("throttle.window_seconds", "Login throttle window (and pause)", "seconds", 60, 24 * 3600,
+    Tunable("throttle.account_failures", N_("Login failures per account from one address before a pause"),
+            N_("failures"), 3, 100, lambda s: s.throttle_account_failures),
+    Tunable("throttle.address_failures", N_("Login failures per client address before a pause"), N_("failures"),
+            10, 10_000, lambda s: s.throttle_address_failures),
+    Tunable("throttle.window_seconds", N_("Login throttle window (and pause)"), N_("seconds"), 60, 24 * 3600,
             lambda s: s.throttle_window_seconds),
-    Tunable("totp.window_steps", "TOTP codes accepted either side of now (RFC 6238 section 5.2)", "time steps", 0, 1,
-            lambda _s: 1),
-    Tunable("api.rate_per_second", "Verification API requests per second per service", "requests/s", 1, 10_000,
-            _api_rate),
-    Tunable("password.min_length", "Password minimum length (never below 12)", "characters", PASSWORD_FLOOR, 128,
-            lambda _s: PASSWORD_FLOOR),
+    Tunable("totp.window_steps", N_("TOTP codes accepted either side of now (RFC 6238 section 5.2)"),
+            N_("time steps"), 0, 1, lambda _s: 1),
+    Tunable("api.rate_per_second", N_("Verification API requests per second per service"), N_("requests/s"),
+            1, 10_000, _api_rate),
+    Tunable("password.min_length", N_("Password minimum length (never below 12)"), N_("characters"),
+            PASSWORD_FLOOR, 128, lambda _s: PASSWORD_FLOOR),
 )}
 
 
@@ -138,10 +140,18 @@ def require(groups: Iterable[str], change: bool) -> None:
     permission = "config.change" if change else "config.read"
     if permission not in _permissions(groups):
         roles = admin_roles_of(groups)
-        who = f"the {ADMIN_ROLES[roles[0]][1]}" if len(roles) == 1 else "a staff member without an administrator role"
-        holders = " or the ".join(ADMIN_ROLES[g][1] for g, perms in CONFIG_PERMISSIONS.items() if permission in perms)
-        raise Forbidden(f"Refused: {who} may not {'change' if change else 'see'} the configuration ({permission}); "
-                        f"only the {holders} may.")
+        holders = either([ADMIN_ROLES[g][1] for g, perms in CONFIG_PERMISSIONS.items() if permission in perms])
+        if len(roles) == 1:
+            template = (N_("Refused: the %(role)s may not change the configuration (%(permission)s); only the "
+                           "%(holders)s may.") if change else
+                        N_("Refused: the %(role)s may not see the configuration (%(permission)s); only the "
+                           "%(holders)s may."))
+            raise Forbidden(Text(template, role=ADMIN_ROLES[roles[0]][1], permission=permission, holders=holders))
+        template = (N_("Refused: a staff member without an administrator role may not change the configuration "
+                       "(%(permission)s); only the %(holders)s may.") if change else
+                    N_("Refused: a staff member without an administrator role may not see the configuration "
+                       "(%(permission)s); only the %(holders)s may."))
+        raise Forbidden(Text(template, permission=permission, holders=holders))
 
 
 @dataclass(frozen=True)
@@ -171,28 +181,33 @@ class SettingChange:
 
 def parse_value(tunable: Tunable, raw: object) -> int:
     """``raw`` (text from a form or the command line, or an int) as a value within the bounds."""
-    bounds = f"a whole number of {tunable.unit} from {tunable.minimum} to {tunable.maximum}"
+    bounds = N_("a whole number of %(unit)s from %(minimum)s to %(maximum)s", unit=tunable.unit,
+                minimum=tunable.minimum, maximum=tunable.maximum)
     if isinstance(raw, bool):
-        raise InvalidSetting(f"{tunable.name} must be {bounds}")
+        raise InvalidSetting(N_("%(name)s must be %(bounds)s", name=tunable.name, bounds=bounds))
     if isinstance(raw, int):
         value = raw
     elif isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit() and len(raw.strip()) <= 9:
         value = int(raw.strip())
     else:
         shown = raw[:32] if isinstance(raw, str) else type(raw).__name__
-        raise InvalidSetting(f"{tunable.name} must be {bounds}, not {shown!r}")
+        raise InvalidSetting(N_("%(name)s must be %(bounds)s, not %(value)s", name=tunable.name, bounds=bounds,
+                                value=repr(shown)))
     if not tunable.minimum <= value <= tunable.maximum:
         if tunable.name == "password.min_length" and value < PASSWORD_FLOOR:
-            raise InvalidSetting(f"password.min_length may not go below {PASSWORD_FLOOR} (the password policy's floor)")
-        raise InvalidSetting(f"{tunable.name} must be {bounds}, not {value}")
+            raise InvalidSetting(N_("password.min_length may not go below %(floor)s (the password policy's floor)",
+                                    floor=PASSWORD_FLOOR))
+        raise InvalidSetting(N_("%(name)s must be %(bounds)s, not %(value)s", name=tunable.name, bounds=bounds,
+                                value=value))
     return value
 
 
 def _consistent(values: Mapping[str, int]) -> None:
     """Rules between settings, checked on the values as they would be after a change."""
     if values["session.absolute_seconds"] < values["session.idle_seconds"]:
-        raise InvalidSetting("the session absolute timeout may not be shorter than the idle timeout "
-                             f"({values['session.absolute_seconds']} < {values['session.idle_seconds']} seconds)")
+        raise InvalidSetting(N_("the session absolute timeout may not be shorter than the idle timeout "
+                                "(%(absolute)s < %(idle)s seconds)", absolute=values["session.absolute_seconds"],
+                                idle=values["session.idle_seconds"]))
 
 
 _PG_LOCK = text("LOCK TABLE idp_runtime_setting IN SHARE ROW EXCLUSIVE MODE")
@@ -263,7 +278,8 @@ class RuntimeSettings:
         """
         tunable = TUNABLES.get(name) if isinstance(name, str) else None
         if tunable is None:
-            raise InvalidSetting(f"unknown setting {str(name)[:64]!r}: one of {', '.join(TUNABLES)}")
+            raise InvalidSetting(N_("unknown setting %(name)s: one of %(names)s", name=repr(str(name)[:64]),
+                                    names=", ".join(TUNABLES)))
         value = parse_value(tunable, raw)
         with self.sessions.begin() as session:
             _claim(session)

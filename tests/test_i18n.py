@@ -50,7 +50,7 @@ def _extracted() -> dict[str, tuple[str, int]]:
     found: dict[str, tuple[str, int]] = {}
     for filename, lineno, message, _comments, _context in extract_from_dir(
             str(IDP), method_map=method_map, keywords={"_": None, "gettext": None, "lazy_gettext": None,
-                                                      "ngettext": (1, 2)}):
+                                                      "ngettext": (1, 2), "N_": None}):
         key = message[0] if isinstance(message, tuple) else message
         found.setdefault(key, (filename, lineno))
     return found

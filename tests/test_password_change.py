@@ -52,8 +52,9 @@ def _pair_failures(idp: IdpServer, uid: str) -> int:
 
 
 def _change(session: requests.Session, idp: IdpServer, uid: str, current: str, new: str) -> tuple[int, str]:
-    page = session.get(idp.url("/password/change"), params={"username": uid})
-    response = session.post(idp.url("/password/change"), data={
+    english = {"Accept-Language": "en"}  # the answers are compared in English
+    page = session.get(idp.url("/password/change"), params={"username": uid}, headers=english)
+    response = session.post(idp.url("/password/change"), headers=english, data={
         "csrf_token": csrf_of(page.text), "username": uid, "current_password": current,
         "new_password": new, "new_password_again": new})
     error = re.search(r'id="password-error">([^<]*)<', response.text)
