@@ -195,6 +195,9 @@ class Lifecycle:
 
         if actor.channel != "web":
             details["channel"] = actor.channel
+        if object_ is not None and len(object_) > 255:  # a name from the request: the column's width
+            details["object_clipped"] = True
+            object_ = object_[:255]
         return AuditEvent(event_type, actor.subject, result, subject_role=actor.role, object=object_,
                           source_address=actor.source_address, request_id=actor.request_id[:64], details=details)
 

@@ -51,7 +51,7 @@ def _audited(obj: CliContext, event_type: str, **details: Any) -> Any:
 
     def sink(session: Any, client_id: str) -> None:
         trail.append(session, AuditEvent(event_type, _actor()[:255], "success", subject_role="operator",
-                                         object=f"client:{client_id}", details=details))
+                                         object=f"client:{client_id[:128]}", details=details))
 
     return sink
 
