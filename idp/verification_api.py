@@ -37,7 +37,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Blueprint, Flask, Response, request
+from joserfc.jws import JWSRegistry
 
 from ca.validation import MALFORMED, CertificateVerdict, Reason, load_certificate
 from idp.citizen_blueprints import services
@@ -45,6 +47,20 @@ from idp.json_input import JsonInputError, parse_json
 from idp.problems import problem
 
 bp = Blueprint("verification_api", __name__, url_prefix="/api/v1")
+
+
+def _jws_registry(algorithms: list[str]) -> JWSRegistry:
+    """joserfc's checks with ``algorithms`` only, and room for a certificate chain in the header:
+    service assertions carry theirs in ``x5c`` (RFC 7515 section 4.1.6, up to 4 certificates), far
+    above joserfc's default 512 bytes; the Authorization header is bounded at 16 KiB before this."""
+    registry = JWSRegistry(algorithms=algorithms)
+    registry.max_header_length = 16384
+    return registry
+
+
+#: service assertions (signed with the service certificate's key) and access tokens (the IdP's keys)
+_ASSERTIONS = _jws_registry(["ES256", "ES384", "RS256", "PS256"])
+_ACCESS_TOKENS = _jws_registry(["ES256", "RS256"])
 
 MAX_BATCH = 100
 #: a batch of 100 certificates with chains is larger than the service-wide request limit
@@ -114,7 +130,8 @@ class ServiceAuthenticator:
         self._lock = threading.Lock()
 
     def authenticate(self, header: str | None) -> ServiceIdentity:
-        import jwt
+        from joserfc import jws
+        from joserfc.errors import JoseError
 
         if not header or not header.startswith("Bearer ") or len(header) > 16384:
             raise PermissionError("a Bearer credential is required: a service assertion (JWT signed with the service "
@@ -124,10 +141,12 @@ class ServiceAuthenticator:
         now = time.time()
         known = self._known.get(key)
         if known is None or known[0] <= now:
-            try:
-                head = jwt.get_unverified_header(credential)
-            except (jwt.PyJWTError, ValueError) as exc:
+            try:  # the protected header only, to choose how to verify (RFC 7515 section 7.1)
+                head = jws.extract_compact(credential.encode(), registry=_ASSERTIONS).headers()
+            except (JoseError, ValueError, TypeError) as exc:
                 raise PermissionError(f"the credential cannot be read: {type(exc).__name__}") from None
+            if not isinstance(head, dict):
+                raise PermissionError("the credential cannot be read: its header is not a JSON object")
             if "x5c" in head:
                 known = self._assertion(credential, head, now)
             elif head.get("typ") == "at+jwt":
@@ -151,7 +170,7 @@ class ServiceAuthenticator:
         from joserfc.errors import JoseError
 
         try:
-            decoded = jose_jwt.decode(token, self._idp_keys(), algorithms=["ES256", "RS256"])
+            decoded = jose_jwt.decode(token, self._idp_keys(), registry=_ACCESS_TOKENS)
             jose_jwt.JWTClaimsRegistry(leeway=30, iss={"essential": True, "value": self.issuer},
                                        aud={"essential": True, "value": self.audience}, exp={"essential": True},
                                        client_id={"essential": True}).validate(decoded.claims)
@@ -166,7 +185,9 @@ class ServiceAuthenticator:
         return float(claims["exp"]), client_id
 
     def _assertion(self, assertion: str, head: dict[str, Any], now: float) -> tuple[float, ServiceIdentity]:
-        import jwt
+        from joserfc import jwt as jose_jwt
+        from joserfc.errors import JoseError
+        from joserfc.jwk import import_key
 
         chain = head.get("x5c")
         try:
@@ -178,13 +199,22 @@ class ServiceAuthenticator:
         # the JWT's signature first (with the key the assertion names), so an unauthenticated caller
         # gets no deep examination of the certificates it sends
         try:
-            key = certs[0].public_key()
-            claims = jwt.decode(assertion, key=key, algorithms=["ES256", "ES384", "RS256", "PS256"],  # type: ignore[arg-type]
-                                audience=self.audience, options={"require": ["exp", "iat", "iss"]}, leeway=30)
-        except jwt.PyJWTError as exc:
-            raise PermissionError(f"the assertion does not verify: {exc}") from None
+            public = certs[0].public_key()
+            kind = "RSA" if isinstance(public, rsa.RSAPublicKey) else "EC" if isinstance(public, ec.EllipticCurvePublicKey) else None
+            if kind is None:
+                raise PermissionError("the assertion does not verify: its certificate's key is neither RSA nor EC")
+            key = import_key(public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), kind)
         except MALFORMED as exc:
             raise PermissionError(f"the assertion's certificate cannot be read: {type(exc).__name__}") from None
+        try:
+            decoded = jose_jwt.decode(assertion, key, registry=_ASSERTIONS)
+            jose_jwt.JWTClaimsRegistry(leeway=30, aud={"essential": True, "value": self.audience},
+                                       exp={"essential": True}, iat={"essential": True},
+                                       iss={"essential": True}).validate(decoded.claims)
+        except (JoseError, ValueError, TypeError) as exc:
+            why = getattr(exc, "description", None) or getattr(exc, "error", None) or type(exc).__name__
+            raise PermissionError(f"the assertion does not verify: {why}") from None
+        claims = decoded.claims
         verdict = services().certificates.validate(certs[0], "service", certs[1:], revocation_source="store")
         if not verdict.valid:
             raise PermissionError("the service certificate is not valid: " + "; ".join(r.code for r in verdict.reasons))
