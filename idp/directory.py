@@ -35,6 +35,7 @@ from idp.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, Pr
                                password_modify_value, prepare_password, present)
 from idp.person_names import written_name
 from idp.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
+from idp.translatable import N_
 
 __all__ = [
     "Directory", "DirectoryConfig", "StaffMember", "DirectoryError", "InvalidCredentials", "AccountLocked",
@@ -190,7 +191,7 @@ class _Pool:
             self._idle, self._pid = [], os.getpid()
             self._slots = threading.BoundedSemaphore(self._config.pool_size)
         if not self._slots.acquire(timeout=self._config.operation_timeout):
-            raise DirectoryUnavailable("The staff directory is busy at the moment. Please try again in a moment.")
+            raise DirectoryUnavailable(N_("The staff directory is busy at the moment. Please try again in a moment."))
         try:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -431,7 +432,7 @@ class Directory:
         wrong old password and PasswordRejected (with the policy's reason) for a weak new one.
         """
         if self.config.read_only:
-            raise PasswordRejected("Passwords are changed in the organisation's own directory, not here.")
+            raise PasswordRejected(N_("Passwords are changed in the organisation's own directory, not here."))
         try:
             member = self.authenticate(username, old_password)
         except PasswordMustChange as exc:
@@ -447,14 +448,14 @@ class Directory:
         Raises InvalidCredentials when the bind fails after all, PasswordRejected with the reason.
         """
         if self.config.read_only:
-            raise PasswordRejected("Passwords are changed in the organisation's own directory, not here.")
+            raise PasswordRejected(N_("Passwords are changed in the organisation's own directory, not here."))
         if not isinstance(new_password, str) or not new_password or len(new_password) > MAX_PASSWORD_LENGTH \
                 or "\x00" in new_password:
             raise PasswordRejected()
         try:
             old, new = prepare_password(old_password), prepare_password(new_password)
         except ValueError:
-            raise PasswordRejected("The new password holds characters a password cannot have.") from None
+            raise PasswordRejected(N_("The new password holds characters a password cannot have.")) from None
 
         def change(conn: LdapConnection) -> tuple[int, PolicyResponse | None]:
             bound = conn.bind(member.dn, old)
@@ -470,10 +471,10 @@ class Directory:
             raise InvalidCredentials()
         if code != 0:
             reasons = {
-                "passwordTooShort": "The new password is too short.",
-                "insufficientPasswordQuality": "The new password is too weak.",
-                "passwordInHistory": "The new password was used recently: choose another one.",
-                "passwordTooYoung": "The password was changed too recently to change it again.",
+                "passwordTooShort": N_("The new password is too short."),
+                "insufficientPasswordQuality": N_("The new password is too weak."),
+                "passwordInHistory": N_("The new password was used recently: choose another one."),
+                "passwordTooYoung": N_("The password was changed too recently to change it again."),
             }
             raise PasswordRejected(reasons.get(policy.error if policy else "", None))
 
@@ -485,15 +486,15 @@ class Directory:
         DirectoryError if the directory is read-only or the user does not exist.
         """
         if self.config.read_only:
-            raise DirectoryError("The directory is read-only for Tessera: unlock the account in the directory itself.")
+            raise DirectoryError(N_("The directory is read-only for Tessera: unlock the account in the directory itself."))
         member = self.find(username)
         if member is None:
-            raise DirectoryError(f"No staff member {username!r} in the directory.")
+            raise DirectoryError(N_("No staff member %(uid)r in the directory.", uid=username))
         if not member.enabled:
             raise AccountDisabled(f"{username!r} is disabled by an administrator, not locked out: unlocking does not apply.")
         a = self.config.attributes
         if not a.locked_time:
-            raise DirectoryError("This directory has no ppolicy lockout to lift.")
+            raise DirectoryError(N_("This directory has no password-policy lockout to lift."))
 
         def operation(conn: LdapConnection) -> int:
             # pwdFailureTime is NO-USER-MODIFICATION; slapd's ppolicy drops it with the lock
@@ -507,7 +508,7 @@ class Directory:
 
         code = self._search.run(operation)
         if code != 0:
-            raise DirectoryError(f"The directory refused to unlock {username!r} (result {code}).")
+            raise DirectoryError(N_("The directory refused to unlock %(uid)r (result %(code)s).", uid=username, code=code))
         return member
 
     def check(self) -> str:
