@@ -100,12 +100,25 @@ def download_certificate(serial: str) -> Any:
 @bp.post("/account/certificates/<serial>/revoke")
 @login_required
 def revoke_certificate(serial: str) -> Any:
+    """Revoke one of one's own certificates in two steps: a page saying what will happen (a POST
+    without ``confirm=yes``), then the act (RFC 5280 section 5.3.1 reason) and a page of next steps."""
     uid = current_user.uid
+    reason = request.form.get("reason") or "unspecified"
+    reason = reason if reason in OWN_REVOCATION_REASONS else "unspecified"
+    if request.form.get("confirm") != "yes":
+        try:
+            row = certificates().own(uid, serial)
+        except CaError as exc:
+            return _overview(404 if exc.kind == "not-found" else 409,
+                             error=gettext("The certificate was not revoked: %(reason)s", reason=str(exc)))
+        if row.status == "revoked":
+            return _overview(409, error=gettext("This certificate is revoked already."))
+        return render_template("account_revoke_confirm.html", certificate=row, reason=reason)
     try:
-        row = certificates().revoke_own(uid, serial, request.form.get("reason") or "unspecified")
+        row = certificates().revoke_own(uid, serial, reason)
     except CaError as exc:
         events.record("cert.revoke", f"staff:{uid}", f"cert:{serial[:64]}", "failure", reason=exc.kind)
         return _overview(404 if exc.kind == "not-found" else 409,
                          error=gettext("The certificate was not revoked: %(reason)s", reason=str(exc)))
     events.record("cert.revoke", f"staff:{uid}", f"cert:{row.serial_hex}", "success", reason=row.revocation_reason)
-    return redirect(url_for("account.overview"))
+    return render_template("account_revoke_done.html", certificate=row)

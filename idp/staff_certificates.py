@@ -72,10 +72,14 @@ class StaffCertificates:
             return list(session.scalars(select(Certificate).where(Certificate.requester == requester_of(uid))
                                         .order_by(Certificate.issued_at.desc())))
 
+    def own(self, uid: str, serial: str) -> Certificate:
+        """The certificate ``serial`` if ``uid`` requested it; else NotFound (as if it did not exist)."""
+        row = self.ca.get(serial)
+        if row.requester != requester_of(uid):
+            raise NotFound(f"no certificate {serial[:64]} of yours")
+        return row
+
     def revoke_own(self, uid: str, serial: str, reason: str) -> Certificate:
         if reason not in OWN_REVOCATION_REASONS:
             reason = "unspecified"
-        row = self.ca.get(serial)
-        if row.requester != requester_of(uid):
-            raise NotFound(f"no certificate {serial} of yours")
-        return self.ca.revoke(row.serial_hex, reason, actor=f"staff:{uid}")
+        return self.ca.revoke(self.own(uid, serial).serial_hex, reason, actor=f"staff:{uid}")

@@ -78,16 +78,25 @@ def test_own_certificates_listed_and_revocable_only_by_owner(idp: IdpServer, sta
     other = english(StaffAgent(idp, other_uid, PASSWORD))
     other_page = other.login()
     assert serial not in other_page.text
-    stolen = other.post(idp.url(f"/account/certificates/{serial}/revoke"), data={"reason": "keyCompromise",
-                                                                                 "csrf_token": csrf_of(other_page.text)})
-    assert stolen.status_code == 404
+    for confirm in ("", "yes"):  # neither the confirmation page nor the act for someone else's
+        stolen = other.post(idp.url(f"/account/certificates/{serial}/revoke"),
+                            data={"reason": "keyCompromise", "confirm": confirm, "csrf_token": csrf_of(other_page.text)})
+        assert stolen.status_code == 404
     assert other.get(idp.url(f"/account/certificates/{serial}.pem")).status_code == 404
 
     page = owner.get(idp.url("/account"))
     assert serial in page.text
-    revoked = owner.post(idp.url(f"/account/certificates/{serial}/revoke"), data={"reason": "keyCompromise",
-                                                                                  "csrf_token": csrf_of(page.text)})
-    assert revoked.status_code == 200
+    where = idp.url(f"/account/certificates/{serial}/revoke")
+    # first a page saying what will happen; nothing is revoked yet
+    asked = owner.post(where, data={"reason": "keyCompromise", "csrf_token": csrf_of(page.text)})
+    assert asked.status_code == 200 and 'id="confirm-revoke"' in asked.text and 'id="revoke-consequences"' in asked.text
+    assert 'name="reason" value="keyCompromise"' in asked.text
+    crl = x509.load_der_x509_crl(requests.get(idp.url("/crl/staff.crl"), timeout=10).content)
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is None
+    revoked = owner.post(where, data={"reason": "keyCompromise", "confirm": "yes", "csrf_token": csrf_of(page.text)})
+    assert revoked.status_code == 200 and 'id="revoke-done"' in revoked.text
+    again = owner.post(where, data={"reason": "keyCompromise", "csrf_token": csrf_of(page.text)})
+    assert again.status_code == 409  # revoked already: no second confirmation
     crl = x509.load_der_x509_crl(requests.get(idp.url("/crl/staff.crl"), timeout=10).content)
     entry = crl.get_revoked_certificate_by_serial_number(int(serial, 16))
     assert entry is not None
