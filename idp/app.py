@@ -10,7 +10,9 @@ from typing import Any
 
 from flask import Flask, Response, render_template, request
 
-from idp import account, admin_blueprints, citizen_blueprints, csrf, database_ids, i18n, login, pki, problems
+from idp import (account, admin_blueprints, citizen_login, csrf, database_ids, i18n, login, pki, portal, problems,
+                 verification_api)
+from idp.citizen_blueprints import CitizenServices
 from idp.audit_bridge import start_checkpoints
 from idp.deployment import Deployment
 from idp.ocsp_http import OcspHttpApp, PathDispatcher
@@ -81,7 +83,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(oidc_endpoints.bp)
-    citizen_blueprints.register(app, deployment)
+    # the citizen login, the citizen portal and the verification API share CitizenServices
+    app.extensions["tessera.citizen"] = CitizenServices(deployment)
+    app.register_blueprint(citizen_login.bp)
+    app.register_blueprint(portal.bp)
+    app.register_blueprint(verification_api.bp)
+    verification_api.install(app)
     admin_blueprints.register(app, deployment)
     app.jinja_env.globals["now_year"] = datetime.date.today().year
     app.jinja_env.globals["url_for"] = _page_url_for(app)

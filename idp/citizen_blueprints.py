@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from flask import Flask, current_app
+from flask import current_app
 from sqlalchemy import text
 
 from ca.held_connection import HeldStatement
@@ -21,7 +21,7 @@ from idp.deployment import Deployment
 if TYPE_CHECKING:
     from audit.trail import AuditTrail
     from ca.validation import CertificateValidator
-    from idp.citizen_login import NonceStore
+    from idp.card_login_nonces import NonceStore
     from idp.webeid import TokenValidator
 
 DEFAULT_AGENT_URL = "http://127.0.0.1:24727"
@@ -96,7 +96,7 @@ class CitizenServices:
 
     @cached_property
     def nonces(self) -> "NonceStore":
-        from idp.citizen_login import NonceStore
+        from idp.card_login_nonces import NonceStore
 
         return NonceStore(self.deployment.engine, self.deployment.now)
 
@@ -108,14 +108,3 @@ class CitizenServices:
 
 def services() -> CitizenServices:
     return current_app.extensions["tessera.citizen"]  # type: ignore[no-any-return]
-
-
-def register(app: Flask, deployment: Deployment) -> None:
-    """Register the citizen login, the citizen portal and the verification API on ``app``."""
-    from idp import citizen_login, portal, verification_api
-
-    app.extensions["tessera.citizen"] = CitizenServices(deployment)
-    app.register_blueprint(citizen_login.bp)
-    app.register_blueprint(portal.bp)
-    app.register_blueprint(verification_api.bp)
-    verification_api.install(app)

@@ -14,12 +14,8 @@
 
 from __future__ import annotations
 
-import base64
-import datetime
-import hashlib
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -32,11 +28,9 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import Engine, text
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
 from cardsim.identity_schemes import mask_any
+from idp.card_login_nonces import NONCE_LIFETIME
 from idp.citizen_blueprints import services
 from idp.json_input import JsonInputError, parse_json
 from idp.redirect_target import local_path
@@ -46,54 +40,11 @@ from idp.staff import StaffUser
 
 bp = Blueprint("citizen_login", __name__)
 
-NONCE_BYTES = 32
-NONCE_LIFETIME = datetime.timedelta(minutes=5)
 #: the acr value an application asks for to get a card login (OIDC Core 3.1.2.1 acr_values)
 from idp.oidc.grants import ACR_CARD  # noqa: E402  (one value for the login and the id_token)
 
 AMR_CARD = ("sc", "pin")
 _BINDING = "card_login_binding"
-
-_T = UtcDateTime()
-_INSERT = text("INSERT INTO citizen_login_nonce (nonce_hash, binding_hash, issued_at, expires_at) "
-               "VALUES (:n, :b, :now, :exp)").bindparams()
-_PURGE = text("DELETE FROM citizen_login_nonce WHERE expires_at <= :now")
-
-
-def _h(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-class NonceStore:
-    """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired.
-
-    ``consume`` is on the login's hot path: its DELETE runs on a held driver connection
-    (:mod:`ca.held_connection`), committed at once, and once more on a fresh one if the driver fails."""
-
-    def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
-        self.engine = engine
-        self.clock = clock
-        self._consume = HeldStatement(
-            engine,
-            "DELETE FROM citizen_login_nonce WHERE nonce_hash = ? AND binding_hash = ? AND expires_at > ?",
-            "card-login nonces", params=(None, None, _T),
-        )
-
-    def issue(self, binding: str) -> str:
-        """A new nonce (base64 of 32 random bytes) bound to ``binding``."""
-        nonce = base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode()
-        now = self.clock()
-        with self.engine.begin() as conn:
-            if secrets.randbelow(50) == 0:
-                conn.execute(_PURGE, {"now": _T.process_bind_param(now, None)})
-            conn.execute(_INSERT, {"n": _h(nonce), "b": _h(binding), "now": _T.process_bind_param(now, None),
-                                   "exp": _T.process_bind_param(now + NONCE_LIFETIME, None)})
-        return nonce
-
-    def consume(self, nonce: str, binding: str) -> bool:
-        """True exactly once for a nonce issued to ``binding`` and not yet expired."""
-        return self._consume.run((_h(nonce), _h(binding), self.clock())).rowcount == 1
-
 
 class CitizenUser(StaffUser):
     """A citizen logged in with the card, in the shape the OpenID Connect provider expects."""

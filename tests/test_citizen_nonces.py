@@ -11,7 +11,7 @@ import pytest
 
 from ca.database import make_engine
 from idp import schema
-from idp.citizen_login import NonceStore
+from idp.card_login_nonces import NonceStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
