@@ -79,7 +79,8 @@ def test_card_login_through_openid_connect_lands_on_the_demo_application(page: P
     assert page.url.startswith(citizen_demo)
     expect(page.locator('[data-claim="amr"]')).to_have_text("sc, pin")
     expect(page.locator('[data-claim="acr"]')).to_have_text("urn:tessera:acr:card")
-    expect(page.locator('[data-claim="sub"]')).to_have_text(re.compile(r"^citizen:\d{17}[\dX]$"))
+    # the application knows the citizen by their pseudonym, not by the identity number
+    expect(page.locator('[data-claim="sub"]')).to_have_text(re.compile(r"^citizen:PSN-[A-Z2-7]{24}$"))
 
 
 CITIZEN_WORDS = {

@@ -388,7 +388,9 @@ def test_groups_found_by_member_search_when_there_is_no_memberof(slapd: SlapdSer
     with Directory(config) as directory:
         member = directory.authenticate("heguiying", slapd.seed_password)
         assert member.groups == frozenset({"system-administrators", "approvers"}) and member.is_approver
-        assert [m.uid for m in directory.members_of("auditors")] == ["pengxiulan", "zhangmin"]  # sorted by user name
+        auditors = [m.uid for m in directory.members_of("auditors")]
+        # sorted by user name; the seed's two, and those other tests of this shared directory added
+        assert auditors == sorted(auditors) and {"pengxiulan", "zhangmin"} <= set(auditors)
 
 
 def test_read_only_directory_is_never_written(slapd: SlapdServer) -> None:
