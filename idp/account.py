@@ -7,7 +7,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, current_app, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_login import current_user, login_required
 
@@ -15,7 +15,7 @@ from ca.errors import CaError
 from idp import events
 from idp.deployment import Deployment
 from idp.sessions import StaffSession
-from idp.staff_certificates import OWN_REVOCATION_REASONS, StaffCertificates
+from idp.staff_certificates import OWN_REVOCATION_REASONS, StaffCertificates, own_revocation_reason
 
 bp = Blueprint("account", __name__)
 MAX_CSR_BYTES = 16 * 1024
@@ -103,21 +103,18 @@ def revoke_certificate(serial: str) -> Any:
     """Revoke one of one's own certificates in two steps: a page saying what will happen (a POST
     without ``confirm=yes``), then the act (RFC 5280 section 5.3.1 reason) and a page of next steps."""
     uid = current_user.uid
-    reason = request.form.get("reason") or "unspecified"
-    reason = reason if reason in OWN_REVOCATION_REASONS else "unspecified"
-    if request.form.get("confirm") != "yes":
-        try:
-            row = certificates().own(uid, serial)
-        except CaError as exc:
-            return _overview(404 if exc.kind == "not-found" else 409,
-                             error=gettext("The certificate was not revoked: %(reason)s", reason=str(exc)))
-        if row.status == "revoked":
-            return _overview(409, error=gettext("This certificate is revoked already."))
-        return render_template("account_revoke_confirm.html", certificate=row, reason=reason)
+    reason = own_revocation_reason(request.form.get("reason"))
+    confirmed = request.form.get("confirm") == "yes"
     try:
+        if not confirmed:
+            row = certificates().own(uid, serial)
+            if row.status == "revoked":
+                return _overview(409, error=gettext("This certificate is revoked already."))
+            return render_template("account_revoke_confirm.html", certificate=row, reason=reason)
         row = certificates().revoke_own(uid, serial, reason)
     except CaError as exc:
-        events.record("cert.revoke", f"staff:{uid}", f"cert:{serial[:64]}", "failure", reason=exc.kind)
+        if confirmed:  # only an attempt to revoke is an event
+            events.record("cert.revoke", f"staff:{uid}", f"cert:{serial[:64]}", "failure", reason=exc.kind)
         return _overview(404 if exc.kind == "not-found" else 409,
                          error=gettext("The certificate was not revoked: %(reason)s", reason=str(exc)))
     events.record("cert.revoke", f"staff:{uid}", f"cert:{row.serial_hex}", "success", reason=row.revocation_reason)

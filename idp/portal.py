@@ -129,15 +129,16 @@ def report_lost(number: str) -> Any:
         if card is None or card.national_id != citizen["national_id"]:
             abort(404, description=gettext("You have no card with that number."))
         status = card.status
+    not_in_use = gettext("This card is not in use any more, so it cannot be reported lost.")
     if status != "active":
-        abort(409, description=gettext("This card is not in use any more, so it cannot be reported lost."))
+        abort(409, description=not_in_use)
     if request.method == "GET" or request.form.get("confirm") != "yes":
         return render_template("portal_lost_confirm.html", card={"number": number[:16]})
     issuer = CardIssuer(deployment.ca, CardSettings.from_env(deployment.settings.home), actor=citizen["sub"])
     try:
         summary = issuer.report_lost(number)
     except InvalidCardState:  # reported from another window in between
-        abort(409, description=gettext("This card is not in use any more, so it cannot be reported lost."))
+        abort(409, description=not_in_use)
     finally:
         issuer.close()
     services().trail.record(AuditEvent("card.lost", citizen["sub"], "success", subject_role="citizen",

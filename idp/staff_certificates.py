@@ -22,6 +22,12 @@ PROFILE = "staff-auth"
 OWN_REVOCATION_REASONS = ("keyCompromise", "superseded", "cessationOfOperation", "unspecified")
 
 
+def own_revocation_reason(value: str | None) -> str:
+    """``value`` if a person may give it for their own certificate (RFC 5280 section 5.3.1), else
+    ``unspecified``."""
+    return value if value in OWN_REVOCATION_REASONS else "unspecified"
+
+
 def _escape(value: str) -> str:
     """An RFC 4514 section 2.4 attribute value."""
     out = []
@@ -80,6 +86,4 @@ class StaffCertificates:
         return row
 
     def revoke_own(self, uid: str, serial: str, reason: str) -> Certificate:
-        if reason not in OWN_REVOCATION_REASONS:
-            reason = "unspecified"
-        return self.ca.revoke(self.own(uid, serial).serial_hex, reason, actor=f"staff:{uid}")
+        return self.ca.revoke(self.own(uid, serial).serial_hex, own_revocation_reason(reason), actor=f"staff:{uid}")
