@@ -184,7 +184,7 @@ class TokenValidator:
             raise LoginRefused("signature-invalid",
                                f"the signature does not cover origin {self.origin} and this challenge "
                                "with the certificate's key") from None
-        national_id = self._citizen(cert, verdict)
+        national_id, pseudonym = self._citizen(cert, verdict)
         serial = format(cert.serial_number, "x")
         card = None
         if self.registry is not None:
@@ -194,15 +194,13 @@ class TokenValidator:
             card, status = entry
             if status != "active":
                 raise LoginRefused("card-" + status, f"the registry lists card {card} as {status}")
-        from cardsim.pseudonyms import subject_pseudonym
+        return CitizenLogin(national_id, holder_name(cert) or national_id, card, serial, verdict, pseudonym)
 
-        return CitizenLogin(national_id, holder_name(cert) or national_id, card, serial, verdict,
-                            subject_pseudonym(cert))
-
-    def _citizen(self, cert: x509.Certificate, verdict: CertificateVerdict) -> str:
-        """The citizen identity number behind the certificate: its subject serialNumber is a
-        pseudonym (cardsim.pseudonyms) looked up in the registry; certificates made before
-        pseudonyms carry the number itself (``PNO<country>-<number>``, ETSI EN 319 412-1 5.1.3)."""
+    def _citizen(self, cert: x509.Certificate, verdict: CertificateVerdict) -> tuple[str, str | None]:
+        """The citizen identity number behind the certificate, and its pseudonym: the subject
+        serialNumber is a pseudonym (cardsim.pseudonyms) looked up in the registry; certificates made
+        before pseudonyms carry the number itself (``PNO<country>-<number>``, ETSI EN 319 412-1 5.1.3)
+        and have none."""
         from cardsim.pseudonyms import subject_pseudonym
 
         pseudonym = subject_pseudonym(cert)
@@ -211,7 +209,7 @@ class TokenValidator:
             if not national_id:
                 raise LoginRefused("certificate-unknown-citizen",
                                    "no citizen in the registry carries this certificate's pseudonym")
-            return national_id
+            return national_id, pseudonym
         if not verdict.national_id:
             raise LoginRefused("certificate-no-identity", "the certificate names no citizen")
-        return verdict.national_id
+        return verdict.national_id, None
