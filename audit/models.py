@@ -1,4 +1,4 @@
-"""Tables of the audit trail, on :class:`ca.models.Base` (one metadata for the whole schema).
+"""Tables of the audit trail, on :class:`store.base.Base` (one metadata for the whole schema).
 
 ``audit_entry`` and ``audit_checkpoint`` are append-only: migration 0004 puts triggers on them
 that refuse UPDATE and DELETE (and, on PostgreSQL, a role with SELECT/INSERT only). The single
@@ -13,7 +13,8 @@ import datetime
 from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ca.models import Base, UtcDateTime
+from store.base import Base
+from store.types import UtcDateTime
 
 
 class AuditEntry(Base):

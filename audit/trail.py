@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import chain
 from audit.errors import AuditEventInvalid, AuditUnavailable
 from audit.models import AuditEntry, AuditHead
-from ca.held_connection import HeldStatement
+from store.held_connection import HeldStatement
 
 if TYPE_CHECKING:
     from audit.checkpoints import Checkpointer

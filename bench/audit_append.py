@@ -33,8 +33,8 @@ from audit import chain  # noqa: E402
 from audit.models import AuditEntry  # noqa: E402
 from audit.trail import AuditEvent, AuditTrail  # noqa: E402
 from audit.verification import verify  # noqa: E402
-from ca.database import make_engine, make_session_factory  # noqa: E402
-from idp import schema  # noqa: E402
+from store.engine import make_engine, make_session_factory  # noqa: E402
+from store import schema  # noqa: E402
 from tests.servers import tessera_env  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from cryptography.x509 import ocsp
 from sqlalchemy import Engine, and_, bindparam, delete, exists, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ca.held_connection import HeldStatement
+from store.held_connection import HeldStatement
 from ca.keyring import Keyring
 from ca.models import Authority, Certificate, OcspResponse, Signer
 from ca.signing import sign_ocsp_response
@@ -71,7 +71,7 @@ class PreProducedAnswers:
 
     Each read sees the latest committed status (a revocation commits its status and deletes the
     stored responses in one transaction); when the driver fails it reports a miss and the full
-    path answers (:mod:`ca.held_connection`).
+    path answers (:mod:`store.held_connection`).
     """
 
     def __init__(self, engine: Engine) -> None:

@@ -1,7 +1,7 @@
 """Tables of the citizen card registry.
 
-Every table uses :class:`ca.models.Base`, so one metadata describes the whole schema; every change
-is an Alembic migration (migrations/versions/0003_card_registry.py). The registry knows every
+Every table uses :class:`store.base.Base`, so one metadata describes the whole schema; every change
+is an Alembic migration (store/migrations/versions/0003_card_registry.py). The registry knows every
 card, its certificates, and every version of every record it ever signed, so a verifier can tell a
 current record from a superseded one. PIN/PUK try counters are not here: they belong to the card
 (cardsim.pins).
@@ -14,7 +14,8 @@ import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ca.models import Base, UtcDateTime
+from store.base import Base
+from store.types import UtcDateTime
 
 __all__ = ["Base", "CardDepartment", "Card", "CardRecord", "CitizenPseudonym"]
 

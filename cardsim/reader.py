@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.held_connection import HeldStatement
+from store.held_connection import HeldStatement
 from cardsim import cryptoki as ck
 from cardsim.config import CardSettings
 from cardsim.cryptoki import Cryptoki
@@ -74,7 +74,7 @@ class RegistryEntry:
 
 
 #: the registry's word on a card in one row (one statement on a held driver connection,
-#: ca.held_connection): its state and the version and hash of each current record, or no row
+#: store.held_connection): its state and the version and hash of each current record, or no row
 #: when the registry lacks the card or lists none of its records
 _REGISTERED = (*RECORD_TYPES, SECURITY_OBJECT)
 _REGISTRY_SQL = (

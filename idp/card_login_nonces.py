@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 
 NONCE_BYTES = 32
 NONCE_LIFETIME = datetime.timedelta(minutes=5)
@@ -34,7 +34,7 @@ class NonceStore:
     """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired.
 
     ``consume`` is on the login's hot path: its DELETE runs on a held driver connection
-    (:mod:`ca.held_connection`), committed at once, and once more on a fresh one if the driver fails."""
+    (:mod:`store.held_connection`), committed at once, and once more on a fresh one if the driver fails."""
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
         self.engine = engine

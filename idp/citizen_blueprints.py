@@ -15,7 +15,7 @@ from cryptography import x509
 from flask import current_app
 from sqlalchemy import text
 
-from ca.held_connection import HeldStatement
+from store.held_connection import HeldStatement
 from idp.deployment import Deployment
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class CitizenServices:
         """The card carrying the authentication certificate ``serial_hex``: (number, status).
 
         On the login's hot path: one query on a driver connection held per thread
-        (:class:`ca.held_connection.HeldStatement`: each read sees the latest committed card state);
+        (:class:`store.held_connection.HeldStatement`: each read sees the latest committed card state);
         when the driver fails, the query goes through the engine."""
         executed = self._registry.execute((serial_hex,))
         if executed is not None:

@@ -1,4 +1,4 @@
-"""Tables of citizen login and the verification API (on :class:`ca.models.Base`; migration 0005).
+"""Tables of citizen login and the verification API (on :class:`store.base.Base`; migration 0005).
 
 * ``citizen_login_nonce``: the challenges issued to browsers for card login. Only the SHA-256 of
   the nonce and of the browser session's binding value are stored; a nonce is deleted when used
@@ -15,7 +15,8 @@ import datetime
 from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ca.models import Base, UtcDateTime
+from store.base import Base
+from store.types import UtcDateTime
 
 __all__ = ["Base", "CitizenLoginNonce", "VerificationLog"]
 

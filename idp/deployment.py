@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.authority import CertificateAuthority, utc_now
-from ca.database import make_engine, make_session_factory
+from store.engine import make_engine, make_session_factory
 from ca.keyring import Keyring
 from ca.ocsp import OcspResponder
 from ca.pkcs11_keys import TokenConfig

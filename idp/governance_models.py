@@ -1,7 +1,7 @@
 """Tables of governance: account applications and their approvals, four-eyes requests, the
 hashed password history of the password policy, and the command line's operator tokens.
 
-On :class:`ca.models.Base` (one metadata); created by migrations 0006 and 0009. The directory stays the
+On :class:`store.base.Base` (one metadata); created by migrations 0006 and 0009. The directory stays the
 source of truth for who exists and which groups (roles) they hold: these tables record the
 workflow around it (who applied, who approved, who issued) and never hold a password in clear.
 """
@@ -13,7 +13,8 @@ import datetime
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ca.models import Base, UtcDateTime
+from store.base import Base
+from store.types import UtcDateTime
 
 __all__ = ["AccountApplication", "FourEyesRequest", "OperatorToken", "PasswordHistory"]
 

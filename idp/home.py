@@ -22,7 +22,7 @@ from ca.hierarchy import HierarchyPlan
 from ca.models import Authority
 from audit.checkpoints import prepare_audit_signer
 from cardsim.setup import prepare_card_issuer
-from idp import schema
+from store import schema
 from idp.deployment import Deployment
 from idp.slapd import prepare_embedded_directory
 from idp.settings import DEFAULT_PKCS11_MODULE, ConfigurationError, Settings

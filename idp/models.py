@@ -1,7 +1,7 @@
 """Tables of the identity provider (directory-backed staff, sessions, OpenID Connect).
 
-Every table uses :class:`ca.models.Base`, so one metadata describes the whole schema; every change
-is an Alembic migration (migrations/versions/0002_identity_provider.py).
+Every table uses :class:`store.base.Base`, so one metadata describes the whole schema; every change
+is an Alembic migration (store/migrations/versions/0002_identity_provider.py).
 
 Secrets are never stored in clear: TOTP secrets and signing keys are sealed (AES-GCM, see
 :mod:`idp.secretbox`); session ids, authorization codes, access and refresh tokens, client secrets
@@ -15,7 +15,8 @@ import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ca.models import Base, UtcDateTime
+from store.base import Base
+from store.types import UtcDateTime
 
 __all__ = [
     "Base", "StaffAccount", "RecoveryCode", "WebSession", "LoginThrottle", "OAuthClient", "AuthorizationCode",

@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from ca.errors import CaError, InvalidStateTransition, KeyUnavailable, NotFound, NotInitialised
-from ca.held_connection import StatementFailed
+from store.held_connection import StatementFailed
 from idp.i18n import html_lang
 from idp.translatable import shown
 
@@ -107,7 +107,7 @@ def _respond(status: int, title: object, detail: object | None, kind: str | None
 
 def database_outage(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the database cannot be reached or used just now (server down, connection
-    lost, pool exhausted, SQLite locked or unopenable, a held statement of ``ca.held_connection``
+    lost, pool exhausted, SQLite locked or unopenable, a held statement of ``store.held_connection``
     failing on two connections), as opposed to a bug in a statement (``IntegrityError``,
     ``ProgrammingError``, ``DataError``), which stays a logged 500. The answer is 503 (RFC 9110
     section 15.6.4)."""

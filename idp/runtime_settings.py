@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from ca.models import Base, UtcDateTime
+from store.base import Base
+from store.types import UtcDateTime
 from idp.password_policy import MIN_LENGTH as PASSWORD_FLOOR
 from idp.roles import ADMIN_ROLES, SECURITY_ADMIN, SYSTEM_ADMIN, Forbidden, GovernanceError, admin_roles_of, either
 from idp.settings import Settings

@@ -20,8 +20,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, LargeBinary, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 
 from idp.models import RecoveryCode, StaffAccount
 from idp.secretbox import SecretBox
@@ -33,7 +33,7 @@ _TOTP_PURPOSE = "totp-secret"
 # recovery codes carry ~49 bits of entropy: a cheap argon2 is enough, and they are checked rarely
 _RECOVERY_HASHER = PasswordHasher(time_cost=2, memory_cost=8 * 1024, parallelism=1)
 
-# the login path's statements, on the held driver connection (ca.held_connection: no SQLAlchemy
+# the login path's statements, on the held driver connection (store.held_connection: no SQLAlchemy
 # per-statement cost, each statement its own transaction); every login runs them
 _ACCOUNT = "SELECT claims_json, totp_secret_sealed, totp_last_step FROM idp_staff_account WHERE uid = ?"
 _SET_CLAIMS = "UPDATE idp_staff_account SET claims_json = ?, updated_at = ? WHERE uid = ?"

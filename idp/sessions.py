@@ -22,14 +22,14 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CallbackDict
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 from idp.models import WebSession
 
 _TOUCH_EVERY = datetime.timedelta(seconds=30)
 
 # Every request loads and most save a session: one statement each, on the held driver connection
-# (ca.held_connection: autocommitted, no SQLAlchemy per-statement cost, SQLite's write lock held for
+# (store.held_connection: autocommitted, no SQLAlchemy per-statement cost, SQLite's write lock held for
 # that statement only).
 _T = UtcDateTime()
 _LOAD = "SELECT data_json, created_at, last_seen_at FROM idp_web_session WHERE id_hash = ?"

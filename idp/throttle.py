@@ -33,8 +33,8 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 
 from idp.models import LoginThrottle as ThrottleRow
 
@@ -44,7 +44,7 @@ USUAL_ADDRESS_DAYS = 90
 _USUAL_REFRESH = datetime.timedelta(days=1)
 
 # every login asks whether it is blocked: one statement on the held driver connection
-# (ca.held_connection). The pair counter always applies; the account-wide and address counters do
+# (store.held_connection). The pair counter always applies; the account-wide and address counters do
 # not for an address the account logged in from recently.
 _BLOCKED = ("SELECT 1 FROM idp_login_throttle WHERE blocked_until > ? AND (key = ? OR (key IN (?, ?) AND NOT EXISTS "
             "(SELECT 1 FROM idp_login_throttle WHERE key = ? AND window_start > ?))) LIMIT 1")

@@ -29,11 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit.checkpoints import Checkpointer, prepare_audit_signer
 from audit.trail import AuditEvent, AuditTrail
 from ca.authority import CertificateAuthority
-from ca.database import make_engine, make_session_factory
+from store.engine import make_engine, make_session_factory
 from ca.hierarchy import HierarchyPlan
 from ca.keyring import Keyring
 from ca.urls import PublicUrls
-from idp import schema
+from store import schema
 from tests.conftest import Home
 from tests.fixtures_directory import new_uid
 from tests.fixtures_operators import enrol, token_of

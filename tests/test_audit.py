@@ -96,7 +96,7 @@ def test_database_refuses_updates_and_deletes(audit_store: AuditStore) -> None:
 @pytest.mark.parametrize("audit_store", ["postgres"], indirect=True)
 def test_postgres_application_role_may_only_read_and_insert(audit_store: AuditStore) -> None:
     from audit.trail import AuditTrail
-    from ca.database import make_engine, make_session_factory
+    from store.engine import make_engine, make_session_factory
 
     with audit_store.engine.begin() as conn:
         exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = 'tessera_web'"))
@@ -297,7 +297,7 @@ def test_action_and_its_audit_entry_commit_together(audit_store: AuditStore) -> 
 # -- concurrency ---------------------------------------------------------------------------
 WORKER = textwrap.dedent("""
     import sys
-    from ca.database import make_engine, make_session_factory
+    from store.engine import make_engine, make_session_factory
     from audit.trail import AuditEvent, AuditTrail
     engine = make_engine(sys.argv[1])
     trail = AuditTrail(make_session_factory(engine))

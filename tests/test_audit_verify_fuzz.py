@@ -23,11 +23,11 @@ from audit.trail import AuditTrail
 from audit.verification import verify
 from audit.witness import Witness
 from ca.authority import CertificateAuthority
-from ca.database import make_engine, make_session_factory
+from store.engine import make_engine, make_session_factory
 from ca.hierarchy import HierarchyPlan
 from ca.keyring import Keyring
 from ca.urls import PublicUrls
-from idp import schema
+from store import schema
 from tests.fixtures_audit import AuditStore, fill
 
 ENTRY_COLUMNS = ["seq", "at", "event_type", "subject", "subject_role", "object", "result", "source_address",

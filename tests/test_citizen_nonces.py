@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ca.database import make_engine
-from idp import schema
+from store.engine import make_engine
+from store import schema
 from idp.card_login_nonces import NonceStore
 
 

@@ -1,4 +1,4 @@
-"""The held driver connection of the hot paths (ca.held_connection), on SQLite and PostgreSQL:
+"""The held driver connection of the hot paths (store.held_connection), on SQLite and PostgreSQL:
 every statement sees and leaves committed state, and a dropped connection is reported once and
 replaced."""
 
@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import Engine, bindparam, text
 from sqlalchemy.exc import IntegrityError
 
-from ca.database import make_engine
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.engine import make_engine
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -66,7 +66,7 @@ def test_a_dropped_connection_is_reported_and_replaced(engine: tuple[Engine, str
     assert before is not None and before.row is not None and before.row[1] == 7
     with eng.connect() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": before.row[0]}).scalar()
-    with caplog.at_level(logging.WARNING, logger="ca.held_connection"):
+    with caplog.at_level(logging.WARNING, logger="store.held_connection"):
         assert read.execute(("secret-key",)) is None  # the caller answers through the engine
     assert "test read: held connection unavailable" in caplog.text
     assert "secret-key" not in caplog.text  # parameters are never logged
@@ -109,7 +109,7 @@ def test_a_refused_row_raises_integrity_error_and_keeps_the_connection(engine: t
     eng, table = engine
     write = HeldStatement(eng, f"INSERT INTO {table} (k, v) VALUES (?, ?)", "test write")
     assert write.run(("dup", 1)).rowcount == 1
-    with caplog.at_level(logging.WARNING, logger="ca.held_connection"), pytest.raises(IntegrityError):
+    with caplog.at_level(logging.WARNING, logger="store.held_connection"), pytest.raises(IntegrityError):
         write.run(("dup", 2))
     assert "held connection unavailable" not in caplog.text
     assert write.run(("other", 3)).rowcount == 1
@@ -120,7 +120,7 @@ def test_a_forked_child_opens_its_own_connection(engine: tuple[Engine, str]) -> 
     connection (two processes on one SQLite handle or one PostgreSQL socket corrupt both)."""
     import os
 
-    from ca import held_connection
+    from store import held_connection
 
     eng, table = engine
     write = HeldStatement(eng, f"INSERT INTO {table} (k, v) VALUES (?, ?)", "test write")

@@ -246,7 +246,7 @@ def test_password_policy_rules(tmp_path: Path) -> None:
     assert any("user name" in p for p in problems("my-JDoe-is-long-enough", "jdoe"))
     assert any("user name" in p for p in problems("Guiying-long-password-9", "hgy", ["Guiying", "He"]))
     import idp.governance_models  # noqa: F401
-    from ca.models import Base
+    from store.base import Base
 
     engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
     Base.metadata.create_all(engine, tables=[Base.metadata.tables["gov_password_history"]])

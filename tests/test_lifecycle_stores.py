@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from idp import schema
+from store import schema
 from idp.account_lifecycle import Lifecycle
 from idp.deployment import Deployment
 from idp.governance_models import AccountApplication, PasswordHistory

@@ -125,8 +125,8 @@ def test_the_deployment_takes_the_account_wide_limits_from_its_settings(tmp_path
     """TESSERA_THROTTLE_ACCOUNT_WIDE_FAILURES and TESSERA_THROTTLE_USUAL_ADDRESS_DAYS reach the throttle."""
     import datetime
 
-    from ca.database import make_engine
-    from idp import schema
+    from store.engine import make_engine
+    from store import schema
     from idp.deployment import Deployment
 
     engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")

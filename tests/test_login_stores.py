@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.database import make_engine, make_session_factory
-from idp import schema
+from store.engine import make_engine, make_session_factory
+from store import schema
 from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 from idp.oidc.tokens import TokenStore
 from idp.second_factor import SecondFactor

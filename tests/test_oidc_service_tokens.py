@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
-from ca.database import make_engine
-from idp import schema
+from store.engine import make_engine
+from store import schema
 from idp.oidc.clients import ClientRegistrationError, ClientRegistry
 from idp.oidc.tokens import TokenStore
 

@@ -55,7 +55,7 @@ def test_a_home_behind_the_code_is_refused_until_tessera_init(tmp_path) -> None:
     from alembic import command
     from sqlalchemy import create_engine
 
-    from idp.schema import alembic_config
+    from store.schema import alembic_config
 
     url = f"sqlite:///{tmp_path / 'home' / 'tessera.db'}"
     with sqlite3.connect(tmp_path / "home" / "tessera.db") as db:

@@ -9,8 +9,8 @@ import os
 import pytest
 from sqlalchemy import select
 
-from ca.database import make_engine, make_session_factory
-from idp import schema
+from store.engine import make_engine, make_session_factory
+from store import schema
 from idp.models import RecoveryCode, StaffAccount
 from idp.second_factor import SecondFactor
 from idp.secretbox import SealedValueInvalid, SecretBox

@@ -30,8 +30,8 @@ from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, delete, text
 from sqlalchemy.exc import IntegrityError
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 from idp import events
 from idp.models import ClientAssertionJti
 from idp.oidc.tokens import new_token, token_hash

@@ -19,8 +19,8 @@ from authlib.oauth2.rfc6749 import TokenMixin
 from sqlalchemy import Engine, bindparam, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ca.held_connection import HeldStatement
-from ca.models import UtcDateTime
+from store.held_connection import HeldStatement
+from store.types import UtcDateTime
 from idp.models import OAuthToken
 
 # the token endpoint's and userinfo's statements in plain SQL (several times cheaper than the ORM)

@@ -9,7 +9,7 @@ acting ``--as`` a staff member presents the token and is refused without a live 
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0009'
@@ -24,9 +24,9 @@ def upgrade() -> None:
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('token_hash', sa.String(length=64), nullable=False),
         sa.Column('uid', sa.String(length=128), nullable=False),
-        sa.Column('issued_at', ca.models.UtcDateTime(), nullable=False),
-        sa.Column('expires_at', ca.models.UtcDateTime(), nullable=False),
-        sa.Column('revoked_at', ca.models.UtcDateTime(), nullable=True),
+        sa.Column('issued_at', store.types.UtcDateTime(), nullable=False),
+        sa.Column('expires_at', store.types.UtcDateTime(), nullable=False),
+        sa.Column('revoked_at', store.types.UtcDateTime(), nullable=True),
         sa.Column('channel', sa.String(length=128), nullable=False),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('token_hash'),

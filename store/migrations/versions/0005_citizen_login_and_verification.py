@@ -6,9 +6,7 @@ Create Date: 2026-11-25 09:35:00
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
-# registers the tables this revision creates on the one metadata until idp/schema.py metadata() imports it
-import idp.citizen_models  # noqa: F401
+import store.types
 
 
 revision = '0005'
@@ -22,15 +20,15 @@ def upgrade() -> None:
         'citizen_login_nonce',
         sa.Column('nonce_hash', sa.String(length=64), nullable=False),
         sa.Column('binding_hash', sa.String(length=64), nullable=False),
-        sa.Column('issued_at', ca.models.UtcDateTime(), nullable=False),
-        sa.Column('expires_at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('issued_at', store.types.UtcDateTime(), nullable=False),
+        sa.Column('expires_at', store.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint('nonce_hash'),
     )
     op.create_index('ix_citizen_login_nonce_expires', 'citizen_login_nonce', ['expires_at'])
     op.create_table(
         'verification_log',
         sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('at', store.types.UtcDateTime(), nullable=False),
         sa.Column('service', sa.String(length=255), nullable=False),
         sa.Column('operation', sa.String(length=32), nullable=False),
         sa.Column('national_id', sa.String(length=16), nullable=True),

@@ -10,7 +10,7 @@ Create Date: 2026-12-02 20:40:00
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0010'
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column('pseudonym', sa.String(length=40), nullable=False),
         sa.Column('national_id', sa.String(length=32), nullable=False),
         sa.Column('scheme', sa.String(length=16), nullable=False),
-        sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint('pseudonym'),
     )
     op.create_index('ix_citizen_pseudonym_citizen', 'citizen_pseudonym', ['national_id'])

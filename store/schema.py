@@ -1,4 +1,5 @@
-"""Bringing a database to the current schema with Alembic (the migrations/ folder)."""
+"""Bringing a database to the current schema with Alembic (``store/migrations``, installed with the
+package and found beside this module, never through the repository's layout)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-
-
-def metadata() -> MetaData:
-    """The whole schema: every package's tables share :class:`ca.models.Base`."""
-    import audit.models  # noqa: F401  (registers the audit trail's tables)
-    import cardsim.models  # noqa: F401  (registers the card registry's tables)
-    import idp.citizen_models  # noqa: F401  (citizen login nonces, verification log)
-    import idp.governance_models  # noqa: F401  (applications, approvals, four-eyes requests)
-    import idp.models  # noqa: F401  (registers the identity provider's tables)
-    import idp.runtime_settings  # noqa: F401  (runtime settings changed by the system administrator)
-    from ca.models import Base
-
-    return Base.metadata
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:

@@ -8,7 +8,7 @@ The PIN/PUK try counters live with the card tokens (cardsim.pins), not in SQL.
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0003'
@@ -35,9 +35,9 @@ def upgrade() -> None:
         sa.Column("holder", sa.String(255), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("token_serial", sa.String(32), nullable=False),
-        sa.Column("issued_at", ca.models.UtcDateTime(), nullable=False),
-        sa.Column("expires_at", ca.models.UtcDateTime(), nullable=False),
-        sa.Column("status_changed_at", ca.models.UtcDateTime(), nullable=True),
+        sa.Column("issued_at", store.types.UtcDateTime(), nullable=False),
+        sa.Column("expires_at", store.types.UtcDateTime(), nullable=False),
+        sa.Column("status_changed_at", store.types.UtcDateTime(), nullable=True),
         sa.Column("auth_certificate_id", sa.Integer(), sa.ForeignKey("ca_certificate.id"), nullable=False),
         sa.Column("sign_certificate_id", sa.Integer(), sa.ForeignKey("ca_certificate.id"), nullable=False),
         sa.Column("replaces", sa.String(16), nullable=True),
@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("record_type", sa.String(32), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("department_id", sa.Integer(), sa.ForeignKey("card_department.id"), nullable=False),
-        sa.Column("issued_at", ca.models.UtcDateTime(), nullable=False),
+        sa.Column("issued_at", store.types.UtcDateTime(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("der", sa.LargeBinary(), nullable=False),
         sa.Column("current", sa.Boolean(), nullable=False),

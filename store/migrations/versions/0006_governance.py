@@ -8,7 +8,7 @@ Role grants themselves live in the directory (group membership); every grant is 
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0006'
@@ -31,11 +31,11 @@ def upgrade() -> None:
         sa.Column('previous_post', sa.String(length=128), nullable=True),
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('applied_by', sa.String(length=128), nullable=False),
-        sa.Column('applied_at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('applied_at', store.types.UtcDateTime(), nullable=False),
         sa.Column('decided_by', sa.String(length=128), nullable=True),
-        sa.Column('decided_at', ca.models.UtcDateTime(), nullable=True),
+        sa.Column('decided_at', store.types.UtcDateTime(), nullable=True),
         sa.Column('issued_by', sa.String(length=128), nullable=True),
-        sa.Column('issued_at', ca.models.UtcDateTime(), nullable=True),
+        sa.Column('issued_at', store.types.UtcDateTime(), nullable=True),
         sa.Column('note', sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint('id'),
     )
@@ -49,9 +49,9 @@ def upgrade() -> None:
         sa.Column('details_json', sa.Text(), nullable=False),
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('requested_by', sa.String(length=128), nullable=False),
-        sa.Column('requested_at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('requested_at', store.types.UtcDateTime(), nullable=False),
         sa.Column('decided_by', sa.String(length=128), nullable=True),
-        sa.Column('decided_at', ca.models.UtcDateTime(), nullable=True),
+        sa.Column('decided_at', store.types.UtcDateTime(), nullable=True),
         sa.Column('outcome', sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint('id'),
     )
@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('uid', sa.String(length=128), nullable=False),
         sa.Column('password_hash', sa.String(length=255), nullable=False),
-        sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_gov_password_history_uid', 'gov_password_history', ['uid'])

@@ -78,7 +78,7 @@ class HeldStatement:
     """One statement, written with ``?`` parameter marks, on the driver connection held per thread.
 
     ``params`` and ``results`` give SQLAlchemy types by position (None: passed as is), so values go
-    in and come out exactly as through the engine (e.g. :class:`ca.models.UtcDateTime` on SQLite)."""
+    in and come out exactly as through the engine (e.g. :class:`store.types.UtcDateTime` on SQLite)."""
 
     def __init__(self, engine: Engine, sql: str, name: str, params: Sequence[TypeEngine[Any] | None] = (),
                  results: Sequence[TypeEngine[Any] | None] = ()) -> None:

@@ -6,7 +6,7 @@ Create Date: 2026-11-25 08:40:00
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0002'
@@ -19,15 +19,15 @@ def upgrade() -> None:
     op.create_table('idp_client_assertion_jti',
     sa.Column('jti', sa.String(length=255), nullable=False),
     sa.Column('client_id', sa.String(length=128), nullable=False),
-    sa.Column('expires_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('expires_at', store.types.UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('jti', 'client_id')
     )
     op.create_index(op.f('ix_idp_client_assertion_jti_expires_at'), 'idp_client_assertion_jti', ['expires_at'], unique=False)
     op.create_table('idp_login_throttle',
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('window_start', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('blocked_until', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('window_start', store.types.UtcDateTime(), nullable=False),
+    sa.Column('blocked_until', store.types.UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('key')
     )
     op.create_table('idp_oauth_client',
@@ -36,7 +36,7 @@ def upgrade() -> None:
     sa.Column('secret_hash', sa.String(length=255), nullable=True),
     sa.Column('metadata_json', sa.Text(), nullable=False),
     sa.Column('trusted', sa.Boolean(), nullable=False),
-    sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('client_id')
     )
     op.create_table('idp_signing_key',
@@ -44,8 +44,8 @@ def upgrade() -> None:
     sa.Column('alg', sa.String(length=16), nullable=False),
     sa.Column('private_sealed', sa.LargeBinary(), nullable=False),
     sa.Column('public_jwk_json', sa.Text(), nullable=False),
-    sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('retired_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
+    sa.Column('retired_at', store.types.UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('kid')
     )
     op.create_table('idp_staff_account',
@@ -53,17 +53,17 @@ def upgrade() -> None:
     sa.Column('claims_json', sa.Text(), nullable=False),
     sa.Column('totp_secret_sealed', sa.LargeBinary(), nullable=True),
     sa.Column('totp_pending_sealed', sa.LargeBinary(), nullable=True),
-    sa.Column('totp_enrolled_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('totp_enrolled_at', store.types.UtcDateTime(), nullable=True),
     sa.Column('totp_last_step', sa.Integer(), nullable=False),
-    sa.Column('updated_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('updated_at', store.types.UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('uid')
     )
     op.create_table('idp_web_session',
     sa.Column('id_hash', sa.String(length=64), nullable=False),
     sa.Column('uid', sa.String(length=128), nullable=True),
     sa.Column('data_json', sa.Text(), nullable=False),
-    sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('last_seen_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
+    sa.Column('last_seen_at', store.types.UtcDateTime(), nullable=False),
     sa.Column('address', sa.String(length=64), nullable=True),
     sa.Column('user_agent', sa.String(length=255), nullable=True),
     sa.PrimaryKeyConstraint('id_hash')
@@ -83,9 +83,9 @@ def upgrade() -> None:
     sa.Column('acr', sa.String(length=64), nullable=True),
     sa.Column('amr', sa.String(length=64), nullable=False),
     sa.Column('session_id_hash', sa.String(length=64), nullable=True),
-    sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('expires_at', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('used_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
+    sa.Column('expires_at', store.types.UtcDateTime(), nullable=False),
+    sa.Column('used_at', store.types.UtcDateTime(), nullable=True),
     sa.Column('family', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['client_id'], ['idp_oauth_client.client_id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('code_hash')
@@ -97,7 +97,7 @@ def upgrade() -> None:
     sa.Column('uid', sa.String(length=128), nullable=False),
     sa.Column('client_id', sa.String(length=128), nullable=False),
     sa.Column('scope', sa.Text(), nullable=False),
-    sa.Column('granted_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('granted_at', store.types.UtcDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['client_id'], ['idp_oauth_client.client_id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('uid', 'client_id')
     )
@@ -111,11 +111,11 @@ def upgrade() -> None:
     sa.Column('scope', sa.Text(), nullable=False),
     sa.Column('auth_time', sa.Integer(), nullable=False),
     sa.Column('amr', sa.String(length=64), nullable=False),
-    sa.Column('issued_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('issued_at', store.types.UtcDateTime(), nullable=False),
     sa.Column('expires_in', sa.Integer(), nullable=False),
-    sa.Column('refresh_expires_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('refresh_expires_at', store.types.UtcDateTime(), nullable=True),
     sa.Column('access_revoked', sa.Boolean(), nullable=False),
-    sa.Column('refresh_used_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('refresh_used_at', store.types.UtcDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['client_id'], ['idp_oauth_client.client_id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('access_token_hash'),
@@ -127,7 +127,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uid', sa.String(length=128), nullable=False),
     sa.Column('code_hash', sa.String(length=255), nullable=False),
-    sa.Column('used_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('used_at', store.types.UtcDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['uid'], ['idp_staff_account.uid'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )

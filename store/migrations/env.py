@@ -1,14 +1,13 @@
-"""Alembic environment: the URL comes from the caller (``idp.schema``), never from a file."""
+"""Alembic environment: the URL comes from the caller (``store.schema``), never from a file."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from idp.schema import metadata
-
 config = context.config
-target_metadata = metadata()
+#: autogenerate compares against the metadata the caller passes (every package's models imported)
+target_metadata = config.attributes.get("target_metadata")
 
 
 def run_migrations_offline() -> None:

@@ -15,7 +15,7 @@ import re
 
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0004'
@@ -43,7 +43,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_entry",
         sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
-        sa.Column("at", ca.models.UtcDateTime(), nullable=False),
+        sa.Column("at", store.types.UtcDateTime(), nullable=False),
         sa.Column("event_type", sa.String(64), nullable=False),
         sa.Column("subject", sa.String(255), nullable=False),
         sa.Column("subject_role", sa.String(64), nullable=True),
@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False, unique=True),
         sa.Column("previous_seq", sa.BigInteger(), nullable=False),
         sa.Column("entry_hash", sa.String(64), nullable=False),
-        sa.Column("created_at", ca.models.UtcDateTime(), nullable=False),
+        sa.Column("created_at", store.types.UtcDateTime(), nullable=False),
         sa.Column("signature", sa.LargeBinary(), nullable=False),
         sa.Column("signer_certificate", sa.LargeBinary(), nullable=False),
         sa.Column("timestamp_token", sa.LargeBinary(), nullable=False),

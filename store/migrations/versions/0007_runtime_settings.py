@@ -8,7 +8,7 @@ A row exists only for a changed setting (idp/runtime_settings.py); every change 
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0007'
@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column('name', sa.String(length=64), nullable=False),
         sa.Column('value', sa.Integer(), nullable=False),
         sa.Column('changed_by', sa.String(length=255), nullable=False),
-        sa.Column('changed_at', ca.models.UtcDateTime(), nullable=False),
+        sa.Column('changed_at', store.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint('name'),
     )
 

@@ -13,7 +13,7 @@ import datetime
 
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0011'
@@ -26,7 +26,7 @@ def upgrade() -> None:
     table = op.create_table(
         "audit_checkpoint_schedule",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("due_at", ca.models.UtcDateTime(), nullable=False),
+        sa.Column("due_at", store.types.UtcDateTime(), nullable=False),
         sa.Column("holder", sa.String(255), nullable=True),
     )
     op.bulk_insert(table, [{"id": 1, "due_at": datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc),

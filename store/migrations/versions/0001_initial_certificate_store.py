@@ -6,7 +6,7 @@ Create Date: 2026-11-25 04:15:41.075239
 """
 from alembic import op
 import sqlalchemy as sa
-import ca.models
+import store.types
 
 
 revision = '0001'
@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('certificate_der', sa.LargeBinary(), nullable=False),
     sa.Column('key_ref', sa.String(length=512), nullable=False),
     sa.Column('crl_number', sa.BigInteger(), nullable=False),
-    sa.Column('created_at', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('created_at', store.types.UtcDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['parent_id'], ['ca_authority.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
@@ -33,7 +33,7 @@ def upgrade() -> None:
     op.create_table('ca_timestamp',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('serial_hex', sa.String(length=40), nullable=False),
-    sa.Column('gen_time', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('gen_time', store.types.UtcDateTime(), nullable=False),
     sa.Column('hash_algorithm', sa.String(length=16), nullable=False),
     sa.Column('message_imprint_hex', sa.String(length=128), nullable=False),
     sa.Column('policy', sa.String(length=64), nullable=False),
@@ -47,15 +47,15 @@ def upgrade() -> None:
     sa.Column('profile', sa.String(length=32), nullable=False),
     sa.Column('subject', sa.String(length=1024), nullable=False),
     sa.Column('requester', sa.String(length=255), nullable=False),
-    sa.Column('issued_at', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('not_before', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('not_after', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('issued_at', store.types.UtcDateTime(), nullable=False),
+    sa.Column('not_before', store.types.UtcDateTime(), nullable=False),
+    sa.Column('not_after', store.types.UtcDateTime(), nullable=False),
     sa.Column('fingerprint_sha256', sa.String(length=64), nullable=False),
     sa.Column('der', sa.LargeBinary(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('revoked_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('revoked_at', store.types.UtcDateTime(), nullable=True),
     sa.Column('revocation_reason', sa.String(length=32), nullable=True),
-    sa.Column('status_changed_at', ca.models.UtcDateTime(), nullable=True),
+    sa.Column('status_changed_at', store.types.UtcDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['issuer_id'], ['ca_authority.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('fingerprint_sha256'),
@@ -69,8 +69,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('authority_id', sa.Integer(), nullable=False),
     sa.Column('number', sa.BigInteger(), nullable=False),
-    sa.Column('this_update', ca.models.UtcDateTime(), nullable=False),
-    sa.Column('next_update', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('this_update', store.types.UtcDateTime(), nullable=False),
+    sa.Column('next_update', store.types.UtcDateTime(), nullable=False),
     sa.Column('der', sa.LargeBinary(), nullable=False),
     sa.ForeignKeyConstraint(['authority_id'], ['ca_authority.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -79,7 +79,7 @@ def upgrade() -> None:
     op.create_table('ca_ocsp_response',
     sa.Column('certificate_id', sa.Integer(), nullable=False),
     sa.Column('hash_algorithm', sa.String(length=16), nullable=False),
-    sa.Column('next_update', ca.models.UtcDateTime(), nullable=False),
+    sa.Column('next_update', store.types.UtcDateTime(), nullable=False),
     sa.Column('der', sa.LargeBinary(), nullable=False),
     sa.ForeignKeyConstraint(['certificate_id'], ['ca_certificate.id'], ),
     sa.PrimaryKeyConstraint('certificate_id', 'hash_algorithm')
