@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from idp.commands.cards import group
+from cli.cards import group
 
 
 @group.command("agent")

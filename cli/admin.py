@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from idp.commands.context import CliContext
+from cli.context import CliContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 

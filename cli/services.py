@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from idp.commands.admin import _actor, _errors, _lifecycle, _out
-from idp.commands.clients import read_jwks
-from idp.commands.context import CliContext
+from cli.admin import _actor, _errors, _lifecycle, _out
+from cli.clients import read_jwks
+from cli.context import CliContext
 from idp.oidc.clients import SERVICE_AUTH_METHODS, SERVICE_SCOPES, ClientRegistrationError, RegisteredClient
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from idp.commands.context import CliContext
+from cli.context import CliContext
 
 
 def _issuer(ctx: click.Context) -> Any:
@@ -109,7 +109,7 @@ _PERSONAL = ("holder", "national_id", "records")
 
 def _card_reader_operator(ctx: click.Context, as_uid: str, number: str) -> None:
     """Refuse (one line, exit 4 or 3, audited) unless ``as_uid`` logged in and may read cards."""
-    from idp.commands.admin import authorised_operator
+    from cli.admin import authorised_operator
 
     authorised_operator(ctx.obj, as_uid, "card.read", "admin.card.read", f"card:{number[:32]}")
 

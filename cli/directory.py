@@ -8,7 +8,7 @@ import time
 
 import click
 
-from idp.commands.context import CliContext
+from cli.context import CliContext
 from idp.directory import Directory, DirectoryError, StaffMember
 from idp.directory_config import DirectoryConfig
 from idp.settings import ConfigurationError
@@ -100,7 +100,7 @@ def stop(obj: CliContext) -> None:
 @click.pass_obj
 def show(obj: CliContext, username: str, as_uid: str, as_json: bool) -> None:
     """Show one staff member as the IdP sees them (department, roles, groups); audited."""
-    from idp.commands.admin import authorised_operator
+    from cli.admin import authorised_operator
 
     authorised_operator(obj, as_uid, "people.read", "admin.people.read", f"staff:{username[:64]}")
     directory = Directory(DirectoryConfig.from_env(obj.settings.home))

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from idp.commands.admin import _actor, _as, _errors, _json, _lifecycle, _out
-from idp.commands.context import CliContext
+from cli.admin import _actor, _as, _errors, _json, _lifecycle, _out
+from cli.context import CliContext
 
 if TYPE_CHECKING:
     from idp.account_lifecycle import Actor

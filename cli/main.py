@@ -24,8 +24,8 @@ from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS, parse_reason
-from idp.commands import admin, audit, card_agent, cards, certs, clients, config, directory, services  # noqa: F401  (card_agent adds `card agent`)
-from idp.commands.context import CliContext as _Context
+from cli import admin, audit, card_agent, cards, certs, clients, config, directory, services  # noqa: F401  (card_agent adds `card agent`)
+from cli.context import CliContext as _Context
 from store import schema
 from idp.directory_errors import DirectoryError
 from idp.settings import ConfigurationError

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from idp import events
-from idp.commands.context import CliContext
+from cli.context import CliContext
 from idp.oidc.clients import AUTH_METHODS, SCOPES, ClientRegistrationError, RegisteredClient
 
 

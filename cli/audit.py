@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.exc import SQLAlchemyError
 
-from idp.commands.admin import authorised_operator
-from idp.commands.context import CliContext
+from cli.admin import authorised_operator
+from cli.context import CliContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 
