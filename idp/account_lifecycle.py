@@ -46,7 +46,7 @@ from idp.directory_errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, AccountApplication
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
                        GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
-from idp.translatable import N_, Text
+from translatable import N_, Text
 
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail

@@ -43,7 +43,7 @@ from idp.runtime_settings import InvalidSetting, RuntimeSettings, SettingView
 from idp.runtime_settings import may_change as may_change_config
 from idp.runtime_settings import may_read as may_read_config
 from idp.runtime_settings import require as require_config
-from idp.translatable import shown
+from idp.i18n import shown
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 PAGE_SIZE = 25

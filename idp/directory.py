@@ -35,7 +35,7 @@ from idp.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, Pr
                                password_modify_value, prepare_password, present)
 from idp.person_names import written_name
 from idp.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
-from idp.translatable import N_
+from translatable import N_
 
 __all__ = [
     "Directory", "DirectoryConfig", "StaffMember", "DirectoryError", "InvalidCredentials", "AccountLocked",

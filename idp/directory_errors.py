@@ -2,7 +2,7 @@
 
 Every error is a :class:`DirectoryError` with a stable ``kind`` (for audit records and tests)
 and a ``message`` for the page: English, which a page shows in its own language
-(:mod:`idp.translatable`). :class:`InvalidCredentials` is deliberately one message for a wrong
+(:mod:`translatable`). :class:`InvalidCredentials` is deliberately one message for a wrong
 password, an unknown user and a malformed user name, so the login page never reveals whether an
 account exists. :class:`DirectoryUnavailable` means the directory could not be asked:
 it is never a failed login and the web layer answers 503.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from idp.translatable import N_
+from translatable import N_
 
 if TYPE_CHECKING:  # pragma: no cover
     from idp.directory import StaffMember

@@ -28,9 +28,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from babel.dates import get_timezone_name
 from flask import Blueprint, Flask, Response, current_app, redirect, request, url_for
-from flask_babel import Babel, get_locale, lazy_gettext
+from flask_babel import Babel, get_locale, gettext, lazy_gettext
 
 from idp.settings import ConfigurationError
+from translatable import Text
 
 #: the locales with a catalogue, as Babel names them (the first is the fallback of Chinese tags)
 SUPPORTED = ("zh_CN", "en")
@@ -232,3 +233,14 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["localtime"] = localtime
     app.jinja_env.globals.update(html_lang=html_lang, language_switch=switch_targets, claim_words=claim_words)
 
+
+def shown(value: object) -> str:
+    """``value`` in the request's language: a :class:`Text` translated (its :class:`Text` values
+    too), an exception by its message (its first argument), anything else as ``str`` gives it."""
+    if isinstance(value, BaseException):
+        value = value.args[0] if len(value.args) == 1 else str(value)
+    if not isinstance(value, Text):
+        return str(value)
+    if not value.params:
+        return gettext(value.template)
+    return gettext(value.template, **{name: shown(v) if isinstance(v, Text) else v for name, v in value.params.items()})

@@ -30,7 +30,7 @@ from idp.roles import login_refusal
 from idp.sessions import StaffSession
 from idp.staff import StaffUser, claims_of
 from idp.totp import qr_svg
-from idp.translatable import shown
+from idp.i18n import shown
 
 bp = Blueprint("login", __name__)
 

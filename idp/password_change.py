@@ -38,7 +38,8 @@ from idp.directory import StaffMember
 from idp.directory_errors import (DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordExpired,
                                   PasswordMustChange, PasswordRejected)
 from idp.password_policy import MAX_LENGTH, PasswordPolicy, WeakPassword
-from idp.translatable import N_, shown
+from idp.i18n import shown
+from translatable import N_
 
 bp = Blueprint("password", __name__)
 
@@ -62,7 +63,7 @@ def password_policy() -> PasswordPolicy:
 
 class ChangeRefused(Exception):
     """The change did not happen; ``reasons`` are for the page (English text it shows in its
-    language, idp.translatable), ``status`` the HTTP status."""
+    language, translatable), ``status`` the HTTP status."""
 
     def __init__(self, *reasons: str, status: int = 400) -> None:
         self.reasons = reasons

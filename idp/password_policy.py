@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.governance_models import PasswordHistory
 from idp.person_names import is_han, written_name
-from idp.translatable import N_, Text
+from translatable import N_, Text
 
 MIN_LENGTH = 12
 MAX_LENGTH = 1024
@@ -41,7 +41,7 @@ _NOT_LETTERS = re.compile(r"[\d\W_]+")
 
 class WeakPassword(ValueError):
     """The password breaks the policy; ``reasons`` says how, in words for the person choosing it
-    (English text a page shows in its language: idp.translatable)."""
+    (English text a page shows in its language: translatable)."""
 
     kind = "weak-password"
 
@@ -80,7 +80,7 @@ def is_common(password: str) -> bool:
 
 def problems(password: str, username: str, names: Iterable[str] = (), min_length: int = MIN_LENGTH) -> list[Text]:
     """Every rule ``password`` breaks (empty: it passes), history aside, in English text a page shows
-    in its language (idp.translatable). ``names``: the given name, then the family name.
+    in its language (translatable). ``names``: the given name, then the family name.
     ``min_length`` may raise the minimum (a runtime setting), never lower it below :data:`MIN_LENGTH`."""
     if not isinstance(password, str):
         return [N_("The password must be text.")]

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ca.errors import CaError, InvalidStateTransition, KeyUnavailable, NotFound, NotInitialised
 from store.held_connection import StatementFailed
 from idp.i18n import html_lang
-from idp.translatable import shown
+from idp.i18n import shown
 
 PROBLEM_BASE = "https://tessera.invalid/problems/"
 
@@ -89,7 +89,7 @@ def _problem_language() -> Iterator[None]:
 
 def _respond(status: int, title: object, detail: object | None, kind: str | None) -> Response:
     """The error as a page or a problem document; ``title`` and ``detail`` may be lazy translations or
-    English text made to be translated (idp.translatable)."""
+    English text made to be translated (translatable)."""
     with _problem_language():
         title, detail = shown(title), shown(detail) if detail is not None else None
     if wants_html():

@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.governance_models import FourEyesRequest
-from idp.translatable import N_, Text
+from translatable import N_, Text
 
 SYSTEM_ADMIN = "system-administrators"
 SECURITY_ADMIN = "security-administrators"
@@ -77,8 +77,8 @@ FOUR_EYES_OPERATIONS: dict[str, str] = {
 class GovernanceError(Exception):
     """Base of the refusals of this module and of the account lifecycle. ``kind`` is stable.
 
-    The message is made with :func:`idp.translatable.N_`: ``str(exc)`` is English (the command line,
-    the audit trail's reasons), :func:`idp.translatable.shown` gives it in the page's language.
+    The message is made with :func:`translatable.N_`: ``str(exc)`` is English (the command line,
+    the audit trail's reasons), :func:`idp.i18n.shown` gives it in the page's language.
     """
 
     kind = "governance"

@@ -40,7 +40,7 @@ from store.types import UtcDateTime
 from idp.password_policy import MIN_LENGTH as PASSWORD_FLOOR
 from idp.roles import ADMIN_ROLES, SECURITY_ADMIN, SYSTEM_ADMIN, Forbidden, GovernanceError, admin_roles_of, either
 from idp.settings import Settings
-from idp.translatable import N_, Text
+from translatable import N_, Text
 
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail
@@ -66,7 +66,7 @@ class RuntimeSetting(Base):
 @dataclass(frozen=True)
 class Tunable:
     """One setting that may change at run time: its bounds, unit and environment default. The label
-    and the unit are English text that a page shows in its own language (idp.translatable)."""
+    and the unit are English text that a page shows in its own language (translatable)."""
 
     name: str
     label: Text

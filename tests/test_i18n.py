@@ -48,11 +48,12 @@ def _extracted() -> dict[str, tuple[str, int]]:
     """msgid -> (file, line) of every string the code marks for translation (babel.cfg's map)."""
     method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
     found: dict[str, tuple[str, int]] = {}
-    for filename, lineno, message, _comments, _context in extract_from_dir(
-            str(IDP), method_map=method_map, keywords={"_": None, "gettext": None, "lazy_gettext": None,
-                                                      "ngettext": (1, 2), "N_": None}):
-        key = message[0] if isinstance(message, tuple) else message
-        found.setdefault(key, (filename, lineno))
+    for package in (IDP, IDP.parent / "directory"):  # the packages babel.cfg's extraction reads
+        for filename, lineno, message, _comments, _context in extract_from_dir(
+                str(package), method_map=method_map, keywords={"_": None, "gettext": None, "lazy_gettext": None,
+                                                              "ngettext": (1, 2), "N_": None}):
+            key = message[0] if isinstance(message, tuple) else message
+            found.setdefault(key, (f"{package.name}/{filename}", lineno))
     return found
 
 

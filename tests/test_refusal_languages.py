@@ -1,4 +1,4 @@
-"""Refusals of domain code in the staff's language, the audit trail in English (idp/translatable.py).
+"""Refusals of domain code in the staff's language, the audit trail in English (translatable/, idp/i18n.py).
 
 Against the running service and its directory (tests.fixtures_admin): an officer applying for an
 account of another department is refused in Chinese or in English as the page asks, while the
@@ -18,7 +18,7 @@ import requests
 from flask import Flask
 from flask_babel import Babel
 
-from idp import translatable
+from idp import i18n
 from idp.roles import GovernanceError, check_grant
 from tests.fixtures_admin import *
 from tests.fixtures_admin import PASSWORD, AdminAgent, IdpServer, audit_entries, audit_tip, new_uid
@@ -97,11 +97,11 @@ def test_a_weak_password_is_refused_in_chinese(idp: IdpServer, slapd) -> None:  
     ("en", ENGLISH_CONFLICT),
 ])
 def test_shown_translates_the_template_and_the_role_within(locale: str, expected: str) -> None:
-    app = Flask("idp", root_path=str(Path(translatable.__file__).resolve().parent))
+    app = Flask("idp", root_path=str(Path(i18n.__file__).resolve().parent))
     app.config.update(BABEL_TRANSLATION_DIRECTORIES="translations")
     Babel(app, locale_selector=lambda: locale)
     with pytest.raises(GovernanceError) as caught:
         check_grant(["security-administrators"], "auditors")
     assert str(caught.value) == ENGLISH_CONFLICT  # what the command line prints and the trail records
     with app.test_request_context("/"):
-        assert translatable.shown(caught.value) == expected
+        assert i18n.shown(caught.value) == expected

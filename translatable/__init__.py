@@ -1,18 +1,17 @@
-"""Messages that domain code writes in English and a web page shows in the staff's language.
+"""Messages that domain code writes in English and a page shows in the reader's language.
 
 Refusals of the account lifecycle and roles, the password policy's rules, the directory's errors
 and the labels of the runtime settings are made with :func:`N_`: the message template is marked for
 extraction (``N_`` is one of Babel's default keywords; docs/i18n.md) and its values are kept. The
 result is a :class:`Text`, a ``str`` whose value is the English text, so the command line prints it
-and the audit trail records it in English as before. A page shows it with :func:`shown`, which
-translates the template (and any value that is a :class:`Text` itself) in the request's language.
+and the audit trail records it in English. The web layer shows it with :func:`idp.i18n.shown`,
+which translates the template (and any value that is a :class:`Text` itself) in the request's
+language. This package knows no web framework, so every layer may mark its messages.
 """
 
 from __future__ import annotations
 
-from flask_babel import gettext
-
-__all__ = ["N_", "Text", "shown"]
+__all__ = ["N_", "Text"]
 
 
 class Text(str):
@@ -35,15 +34,3 @@ def N_(template: str, **params: object) -> Text:
     """``template`` marked for translation, with ``params`` for its ``%(name)s`` placeholders: the
     English text now; the page's language where :func:`shown` shows it."""
     return Text(template, **params)
-
-
-def shown(value: object) -> str:
-    """``value`` in the request's language: a :class:`Text` translated (its :class:`Text` values
-    too), an exception by its message (its first argument), anything else as ``str`` gives it."""
-    if isinstance(value, BaseException):
-        value = value.args[0] if len(value.args) == 1 else str(value)
-    if not isinstance(value, Text):
-        return str(value)
-    if not value.params:
-        return gettext(value.template)
-    return gettext(value.template, **{name: shown(v) if isinstance(v, Text) else v for name, v in value.params.items()})
