@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+#: every engine of this process, so that a forked child leaves their pooled connections to the parent
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_parents_connections() -> None:
+    """In a forked child: a fresh pool for every engine; the parent's connections stay open for the
+    parent (SQLAlchemy, "Using Connection Pools with Multiprocessing or os.fork()": two processes on
+    one SQLite handle or one PostgreSQL socket corrupt both)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parents_connections)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -13,6 +29,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite: foreign keys on, WAL so readers never block the writer, a busy timeout so two
     processes (gunicorn workers, the CLI) wait for each other instead of failing.
+    PostgreSQL: a pooled connection is pinged when checked out, so one that a server restart
+    dropped is replaced rather than failing the request.
+    A process forked after using the engine opens connections of its own (:func:`_forget_parents_connections`).
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -25,8 +44,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    _ENGINES.add(engine)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
