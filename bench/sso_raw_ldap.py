@@ -5,7 +5,7 @@ m=4 MiB t=3 hashes, one salt per person) with N generated staff loaded by slapad
 1 and 2 load processes on this same machine as slapd:
   raw ldap3     search uid=... as the service account, then simple bind as the user, both on
                 reused connections: the least work any password login can do (the limit);
-  Directory     idp.directory.Directory.authenticate: the same plus escaping, ppolicy control
+  Directory     directory.client.Directory.authenticate: the same plus escaping, ppolicy control
                 decoding, memberOf/department mapping, pooling and failover bookkeeping.
 The full-login benchmark (password + TOTP + code + token) imports `staff_directory` and
 `raw_logins_per_second` from here to measure its limit in the same run.
@@ -35,9 +35,9 @@ from harness import table  # noqa: E402
 from ldap3 import NONE, SUBTREE, Connection, Server  # noqa: E402
 from ldap3.utils.conv import escape_filter_chars  # noqa: E402
 
-from idp.directory import Directory  # noqa: E402
-from idp.directory_config import DirectoryConfig  # noqa: E402
-from idp.slapd import DirectoryFolder, EmbeddedSlapd, build_directory, generated_staff, slapadd  # noqa: E402
+from directory.client import Directory  # noqa: E402
+from directory.config import DirectoryConfig  # noqa: E402
+from directory.slapd import DirectoryFolder, EmbeddedSlapd, build_directory, generated_staff, slapadd  # noqa: E402
 
 PASSWORD = "Load-test-password-1"
 

@@ -11,16 +11,8 @@ from __future__ import annotations
 import datetime
 
 from cardsim.identity_schemes import scheme_named
+from directory.person_names import name_parts
 
-#: common family names (百家姓 frequency order) with their pinyin
-SURNAMES = (("王", "Wang"), ("李", "Li"), ("张", "Zhang"), ("刘", "Liu"), ("陈", "Chen"), ("杨", "Yang"),
-            ("黄", "Huang"), ("赵", "Zhao"), ("吴", "Wu"), ("周", "Zhou"), ("徐", "Xu"), ("孙", "Sun"),
-            ("马", "Ma"), ("朱", "Zhu"), ("胡", "Hu"), ("郭", "Guo"), ("何", "He"), ("林", "Lin"),
-            ("罗", "Luo"), ("彭", "Peng"), ("向", "Xiang"), ("田", "Tian"), ("欧阳", "Ouyang"))
-GIVEN_NAMES = (("伟", "Wei"), ("芳", "Fang"), ("娜", "Na"), ("秀英", "Xiuying"), ("敏", "Min"), ("静", "Jing"),
-               ("丽", "Li"), ("强", "Qiang"), ("磊", "Lei"), ("军", "Jun"), ("洋", "Yang"), ("勇", "Yong"),
-               ("艳", "Yan"), ("杰", "Jie"), ("娟", "Juan"), ("涛", "Tao"), ("明", "Ming"), ("超", "Chao"),
-               ("秀兰", "Xiulan"), ("霞", "Xia"), ("平", "Ping"), ("刚", "Gang"), ("桂英", "Guiying"))
 #: 湘西土家族苗族自治州: county-level divisions (GB/T 2260), their seat and a street
 COUNTIES = (("433101", "吉首市", "人民北路"), ("433122", "泸溪县", "白沙大道"), ("433123", "凤凰县", "沱江大道"),
             ("433124", "花垣县", "民主路"), ("433125", "保靖县", "迁陵路"), ("433126", "古丈县", "红星路"),
@@ -33,11 +25,6 @@ INSURANCE_MIX = ("pension,medical", "pension,medical,unemployment,work-injury,ma
 
 def birth_date(i: int) -> datetime.date:
     return datetime.date(1950 + i % 50, 1 + (i // 50) % 12, 1 + (i // 600) % 28)
-
-
-def name_parts(i: int) -> tuple[tuple[str, str], tuple[str, str]]:
-    """((family name, its pinyin), (given name, its pinyin)) of person ``i``."""
-    return SURNAMES[i % len(SURNAMES)], GIVEN_NAMES[(i // len(SURNAMES) + i) % len(GIVEN_NAMES)]
 
 
 def name_of(i: int) -> tuple[str, str]:

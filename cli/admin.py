@@ -35,7 +35,7 @@ def _errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from audit.errors import AuditError
-        from idp.directory_errors import DirectoryUnavailable
+        from directory.errors import DirectoryUnavailable
         from idp.password_policy import WeakPassword
         from idp.roles import GovernanceError
 

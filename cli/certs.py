@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca.errors import CaError
 from idp import events
 from cli.context import CliContext
-from idp.directory_errors import DirectoryUnavailable
+from directory.errors import DirectoryUnavailable
 from idp.staff import claims_of
 from idp.staff_certificates import OWN_REVOCATION_REASONS, StaffCertificates
 

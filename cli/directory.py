@@ -9,10 +9,10 @@ import time
 import click
 
 from cli.context import CliContext
-from idp.directory import Directory, DirectoryError, StaffMember
-from idp.directory_config import DirectoryConfig
+from directory.client import Directory, DirectoryError, StaffMember
+from directory.config import DirectoryConfig
 from idp.settings import ConfigurationError
-from idp.slapd import DirectoryFolder, EmbeddedSlapd, generated_staff, slapadd
+from directory.slapd import DirectoryFolder, EmbeddedSlapd, generated_staff, slapadd
 
 LOAD_TEST_PASSWORD = "Load-test-password-1"
 

@@ -27,7 +27,7 @@ from ca.revocation import REASONS, parse_reason
 from cli import admin, audit, card_agent, cards, certs, clients, config, directory, services  # noqa: F401  (card_agent adds `card agent`)
 from cli.context import CliContext as _Context
 from store import schema
-from idp.directory_errors import DirectoryError
+from directory.errors import DirectoryError
 from idp.settings import ConfigurationError
 
 
@@ -92,7 +92,7 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
     import signal
 
     from idp.server import chosen_server, run
-    from idp.slapd import DirectoryFolder, EmbeddedSlapd
+    from directory.slapd import DirectoryFolder, EmbeddedSlapd
 
     if not obj.deployment.ca.is_initialised():
         raise click.ClickException(f"{obj.settings.home} has no CA yet: run `tessera init` first")

@@ -41,8 +41,8 @@ from ca import crl as crl_module
 from ca import revocation
 from ca.errors import CaError
 from ca.models import Authority, Certificate
-from idp.directory_admin import DirectoryWriter, initial_password
-from idp.directory_errors import DirectoryError
+from directory.administration import DirectoryWriter, initial_password
+from directory.errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, AccountApplication
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
                        GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
@@ -51,7 +51,7 @@ from translatable import N_, Text
 if TYPE_CHECKING:
     from audit.trail import AuditEvent, AuditTrail
     from idp.deployment import Deployment
-    from idp.directory import StaffMember
+    from directory.client import StaffMember
 
 log = logging.getLogger("tessera.governance")
 
@@ -234,7 +234,7 @@ class Lifecycle:
         event_type = "admin.account.apply"
         try:
             uid = _text(uid, N_("the user name"), 64)
-            from idp.directory import valid_username
+            from directory.client import valid_username
 
             if not valid_username(uid):
                 raise GovernanceError(N_("the user name may hold letters, digits and . _ @ - only"))
@@ -529,7 +529,7 @@ class Lifecycle:
     def _check_target(self, operation: str, target: str, details: dict[str, Any]) -> None:
         """A four-eyes request names something that exists and may be asked for: a staff member in
         the directory (and an administrator role) or an issuing CA of the store (never the root)."""
-        from idp.directory import valid_username
+        from directory.client import valid_username
 
         kind, _, name = target.partition(":")
         if operation in ("add-administrator", "remove-administrator"):

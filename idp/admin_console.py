@@ -34,8 +34,8 @@ from cardsim.errors import CardError
 from idp import problems
 from idp.account_lifecycle import ADMINISTRATORS_DO_NOT_APPLY, Actor, IssuedAccount, Lifecycle, audit_trail
 from idp.deployment import Deployment
-from idp.directory_admin import DirectoryWriter
-from idp.directory_errors import DirectoryError
+from directory.administration import DirectoryWriter
+from directory.errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
 from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, FourEyesView, GovernanceError,
                        admin_roles_of, login_refusal, permissions_of, role_name)

@@ -20,7 +20,7 @@ from idp.settings import Settings
 if TYPE_CHECKING:
     from audit import AuditTrail
     from ca.timestamps import StoredTimeStampAuthority
-    from idp.directory import Directory
+    from directory.client import Directory
     from idp.oidc.clients import ClientRegistry
     from idp.oidc.keys import SigningKeys
     from idp.runtime_settings import RuntimeSettings
@@ -95,8 +95,8 @@ class Deployment:
     @cached_property
     def directory(self) -> "Directory":
         """The staff directory (ldap3), from ``TESSERA_LDAP_*`` or the embedded slapd."""
-        from idp.directory import Directory
-        from idp.directory_config import DirectoryConfig
+        from directory.client import Directory
+        from directory.config import DirectoryConfig
 
         return Directory(DirectoryConfig.from_env(self.settings.home))
 
@@ -175,7 +175,7 @@ class Deployment:
         active while they hold an active card."""
         if uid.startswith("citizen:"):
             return self.citizen_claims(uid) is not None
-        from idp.directory_errors import DirectoryError
+        from directory.errors import DirectoryError
         from idp.staff import claims_of
 
         try:

@@ -24,7 +24,7 @@ from audit.checkpoints import prepare_audit_signer
 from cardsim.setup import prepare_card_issuer
 from store import schema
 from idp.deployment import Deployment
-from idp.slapd import prepare_embedded_directory
+from idp.embedded_directory import prepare_embedded_directory
 from idp.settings import DEFAULT_PKCS11_MODULE, ConfigurationError, Settings
 
 

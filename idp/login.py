@@ -24,7 +24,7 @@ from markupsafe import Markup
 
 from idp import events
 from idp.deployment import Deployment
-from idp.directory_errors import DirectoryError, DirectoryUnavailable, PasswordExpired, PasswordMustChange
+from directory.errors import DirectoryError, DirectoryUnavailable, PasswordExpired, PasswordMustChange
 from idp.redirect_target import local_path
 from idp.roles import login_refusal
 from idp.sessions import StaffSession

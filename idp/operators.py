@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select, update
 
 from idp import events
-from idp.directory_errors import DirectoryError, DirectoryUnavailable
+from directory.errors import DirectoryError, DirectoryUnavailable
 from idp.governance_models import OperatorToken
 from idp.roles import GovernanceError, login_refusal
 
 if TYPE_CHECKING:
     from idp.deployment import Deployment
-    from idp.directory import StaffMember
+    from directory.client import StaffMember
 
 #: the environment variable a script may hand the token in (instead of the token file)
 TOKEN_VARIABLE = "TESSERA_OPERATOR_TOKEN"

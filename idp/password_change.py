@@ -34,8 +34,8 @@ from flask_babel import gettext
 from audit import AuditEvent
 from idp import events
 from idp.deployment import Deployment
-from idp.directory import StaffMember
-from idp.directory_errors import (DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordExpired,
+from directory.client import StaffMember
+from directory.errors import (DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordExpired,
                                   PasswordMustChange, PasswordRejected)
 from idp.password_policy import MAX_LENGTH, PasswordPolicy, WeakPassword
 from idp.i18n import shown

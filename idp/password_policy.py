@@ -27,7 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.governance_models import PasswordHistory
-from idp.person_names import is_han, written_name
+from directory.person_names import is_han, written_name
 from translatable import N_, Text
 
 MIN_LENGTH = 12

@@ -135,7 +135,7 @@ def install(app: Flask) -> None:
         title = next(words for cls, words in _CA_TITLES if isinstance(exc, cls))
         return _respond(status, title, str(exc), exc.kind)
 
-    from idp.directory_errors import DirectoryError, DirectoryUnavailable
+    from directory.errors import DirectoryError, DirectoryUnavailable
 
     @app.errorhandler(DirectoryError)
     def _directory_error(exc: DirectoryError) -> Response:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from flask_login import UserMixin
 
 if TYPE_CHECKING:
-    from idp.directory import StaffMember
+    from directory.client import StaffMember
 
 
 def claims_of(member: "StaffMember") -> dict[str, Any]:

@@ -12,7 +12,7 @@ Fixture API (session-scoped ``slapd``; one slapd on its own free port and folder
     slapd.stop()          stop slapd (by PID); the DirectoryConfig stays valid
     slapd.start()         start it again on the same port, with the same data
     slapd.running         True while it runs
-    slapd.directory()     a new idp.directory.Directory on slapd.config (close it after use)
+    slapd.directory()     a new directory.client.Directory on slapd.config (close it after use)
     slapd.admin()         an ldap3 Connection bound as the rootdn (unbind it after use)
     slapd.create_user(uid, password, *, department="finance", title=None, groups=(), given_name="Test",
                       surname=None, mail=None, policy=None, must_change=False) -> dn
@@ -44,9 +44,9 @@ from pathlib import Path
 import pytest
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
 
-from idp.directory import Directory
-from idp.directory_config import DirectoryConfig
-from idp.slapd import DirectoryFolder, EmbeddedSlapd, build_directory
+from directory.client import Directory
+from directory.config import DirectoryConfig
+from directory.slapd import DirectoryFolder, EmbeddedSlapd, build_directory
 from tests.servers import free_port
 
 __all__ = ["SlapdServer", "slapd", "new_uid"]

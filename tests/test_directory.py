@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from ldap3 import MODIFY_REPLACE
 
-from idp.directory import (AccountDisabled, AccountLocked, Directory, DirectoryError, DirectoryUnavailable,
+from directory.client import (AccountDisabled, AccountLocked, Directory, DirectoryError, DirectoryUnavailable,
                            InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected, StaffMember)
 from tests.fixtures_directory import SlapdServer, new_uid
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from idp.directory import Directory
-from idp.directory_config import DirectoryConfig
+from directory.client import Directory
+from directory.config import DirectoryConfig
 from tests.conftest import TESSERA, Home, free_port
 from tests.fixtures_operators import enrol, token_of
 from tests.servers import run_tessera

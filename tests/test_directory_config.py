@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from idp.directory_config import AttributeMap, DirectoryConfig, DirectoryConfigError
+from directory.config import AttributeMap, DirectoryConfig, DirectoryConfigError
 
 
 def _embedded_home(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ import pytest
 from pyasn1.codec.ber import encoder
 from pyasn1.type import namedtype, namedval, tag, univ
 
-from idp.ppolicy import ERRORS, PolicyControlError, decode_policy_response
+from directory.ppolicy import ERRORS, PolicyControlError, decode_policy_response
 
 
 class _Warning(univ.Choice):

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from idp.directory import Directory, DirectoryUnavailable
+from directory.client import Directory, DirectoryUnavailable
 from tests.fixtures_directory import SlapdServer
 
 

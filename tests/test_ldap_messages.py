@@ -22,11 +22,11 @@ from pyasn1.codec.ber import decoder, encoder
 from ldap3.utils.conv import escape_filter_chars
 from pyasn1.type.univ import OctetString
 
-from idp import ldap_messages as m
-from idp.directory import Directory, DirectoryUnavailable
-from idp.directory_config import DirectoryConfig
-from idp.ldap_connection import ConnectionLost, LdapConnection
-from idp.ppolicy import CONTROL_OID, decode_policy_response
+from directory import ldap_messages as m
+from directory.client import Directory, DirectoryUnavailable
+from directory.config import DirectoryConfig
+from directory.ldap_connection import ConnectionLost, LdapConnection
+from directory.ppolicy import CONTROL_OID, decode_policy_response
 
 
 def _decoded(data: bytes) -> LDAPMessage:

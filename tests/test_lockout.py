@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from directory.slapd import DEFAULT_MAX_FAILURE
+from idp.embedded_directory import backstop_max_failure
 from idp.login import GENERIC_FAILURE
 from idp.settings import Settings
-from idp.slapd import DEFAULT_MAX_FAILURE, backstop_max_failure
 from tests.fixtures_directory import SlapdServer, new_uid
 from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of
 from tests.servers import TESSERA, free_port, running_server, wait_healthy

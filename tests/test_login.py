@@ -79,7 +79,7 @@ def test_directory_lockout_says_no_more_than_a_wrong_password(idp: IdpServer, sl
     assert locked.status_code == unknown.status_code == 401
     assert GENERIC in locked.text and "locked" not in locked.text and GENERIC in unknown.text
     with slapd.directory() as directory:
-        from idp.directory_errors import AccountLocked
+        from directory.errors import AccountLocked
 
         with pytest.raises(AccountLocked):  # it is the directory's lock that refused it
             directory.authenticate(uid, PASSWORD)

@@ -1,4 +1,4 @@
-"""Names written as people write them (idp.person_names), and the password rule on names for
+"""Names written as people write them (directory.person_names), and the password rule on names for
 Chinese names, whose parts are one or two characters."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from idp.password_policy import problems
-from idp.person_names import is_han, written_name
+from directory.person_names import is_han, written_name
 
 NAME_RULE = "The password may not contain your user name or your name."
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from idp.directory_errors import DirectoryError
-from idp.ldap_messages import is_attribute_description
+from directory.errors import DirectoryError
+from directory.ldap_messages import is_attribute_description
 
 EMBEDDED_SUFFIX = "dc=tessera,dc=example"
 DEFAULT_ROLE_GROUPS = ("system-administrators", "security-administrators", "auditors", "approvers")

@@ -1,6 +1,6 @@
 """Writing to the staff directory for the account lifecycle, as the IdP's service account.
 
-Reading stays in :mod:`idp.directory`; this module creates entries, changes group membership
+Reading stays in :mod:`directory.client`; this module creates entries, changes group membership
 (RFC 4511 section 4.6 modify of the group's ``member``: the memberof overlay keeps ``memberOf``),
 sets a post, disables and re-enables accounts (the ppolicy permanent lock ``pwdAccountLockedTime:
 000001010000Z``, draft-behera 5.3.3) and marks an initial password as one that must be changed
@@ -22,10 +22,10 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from idp.directory import valid_username
-from idp.directory_config import DirectoryConfig
-from idp.directory_errors import DirectoryError, DirectoryUnavailable
-from idp.person_names import written_name
+from directory.client import valid_username
+from directory.config import DirectoryConfig
+from directory.errors import DirectoryError, DirectoryUnavailable
+from directory.person_names import written_name
 
 PERMANENT_LOCK = "000001010000Z"
 _RESULT_NO_SUCH_ATTRIBUTE = 16

@@ -37,9 +37,10 @@ from types import TracebackType
 
 from argon2 import PasswordHasher, Type
 
-from cardsim.demo_citizens import name_parts
-from idp.directory_config import EMBEDDED_SUFFIX
-from idp.settings import ConfigurationError, Settings
+from directory.config import EMBEDDED_SUFFIX
+from directory.errors import DirectorySetupError
+from directory.person_names import name_parts
+
 
 def _template_dir() -> Path:
     """ldap/ of the source tree (editable install), else where setup.cfg's data_files put it."""
@@ -56,8 +57,9 @@ SLAPADD = "/usr/sbin/slapadd"
 # argon2id cost of every stored password (t=3, m=4 MiB is ~5 ms a check: docs/platform-notes.md)
 ARGON2_ITERATIONS = 3
 ARGON2_MEMORY_KIB = 4096
-#: ppolicy pwdMaxFailure: a backstop ABOVE the login throttle's limits (idp.throttle), never the
-#: working lockout, or anyone could lock any account with a few wrong passwords from anywhere
+#: ppolicy pwdMaxFailure: a backstop ABOVE the login throttle's limits (the web service's
+#: backstop_max_failure), never the working lockout, or anyone could lock any account with a few
+#: wrong passwords from anywhere
 DEFAULT_MAX_FAILURE = 100
 DEFAULT_LOCKOUT_SECONDS = 900
 DEFAULT_MAX_AGE_SECONDS = 180 * 86400
@@ -241,7 +243,7 @@ def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
     duplicate entry), so the database file is copied first and put back if slapadd fails.
     """
     if EmbeddedSlapd(folder).is_running():
-        raise ConfigurationError(f"the directory in {folder.path} is running: stop it before a bulk load")
+        raise DirectorySetupError(f"the directory in {folder.path} is running: stop it before a bulk load")
     ldif_path = folder.path / f"load-{os.getpid()}.ldif"
     database = folder.data_dir / "data.mdb"
     backup = folder.data_dir / "data.mdb.before-load"
@@ -263,7 +265,7 @@ def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
                 database.unlink(missing_ok=True)
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
             reason = lines[-1] if lines else f"exit status {result.returncode}"
-            raise ConfigurationError(f"slapadd failed, nothing was loaded: {reason}")
+            raise DirectorySetupError(f"slapadd failed, nothing was loaded: {reason}")
     finally:
         ldif_path.unlink(missing_ok=True)
         backup.unlink(missing_ok=True)
@@ -278,7 +280,7 @@ def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | N
     if folder.is_prepared():
         return done
     if shutil.which(SLAPD) is None and not Path(SLAPD).exists():
-        raise ConfigurationError("slapd not found: install the Debian packages slapd and ldap-utils (make run does)")
+        raise DirectorySetupError("slapd not found: install the Debian packages slapd and ldap-utils (make run does)")
     admin = _read_or_create_secret(secrets_dir / "ldap-admin.password", lambda: secrets.token_urlsafe(24))
     service = _read_or_create_secret(secrets_dir / "ldap-idp.password", lambda: secrets.token_urlsafe(24))
     demo = _read_or_create_secret(secrets_dir / "ldap-demo.password", lambda: DEMO_PASSWORD)
@@ -294,23 +296,6 @@ def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | N
 
 # The seed is a demo organisation: its people share one published password (docs/directory.md).
 DEMO_PASSWORD = "Tessera-demo-2026!"
-
-
-def prepare_embedded_directory(settings: Settings) -> list[str]:
-    """Create the private slapd's configuration and seed data if missing; a line per step done."""
-    if os.environ.get("TESSERA_LDAP_URLS"):
-        return []  # an external directory: nothing of ours to prepare
-    return build_directory(DirectoryFolder(settings.home / "ldap"), settings.secrets_dir,
-                           max_failure=backstop_max_failure(settings))
-
-
-def backstop_max_failure(settings: Settings) -> int:
-    """The directory's pwdMaxFailure for ``settings``: above what the login throttle lets through
-    to the directory for one account in a window (the account-wide limit, plus the pair limit of
-    the account's usual address), so that the ppolicy lock stays a backstop."""
-    through = max(settings.throttle_account_wide_failures, settings.throttle_account_failures) \
-        + settings.throttle_account_failures
-    return max(settings.directory_max_failures, through + 1)
 
 
 # --- generated staff for load tests ---------------------------------------------------------
@@ -391,9 +376,9 @@ class EmbeddedSlapd:
         if self.is_running():
             return
         if not self.folder.conf.exists():
-            raise ConfigurationError(f"no directory in {self.folder.path}: run `tessera init`")
+            raise DirectorySetupError(f"no directory in {self.folder.path}: run `tessera init`")
         if self._answers():
-            raise ConfigurationError(f"port {self.folder.port} is taken by another program: free it, or give the "
+            raise DirectorySetupError(f"port {self.folder.port} is taken by another program: free it, or give the "
                                      f"directory another port in {self.folder.path / 'port'}")
         self.folder.socket.unlink(missing_ok=True)
         urls = f"{self.folder.url}/ {self.folder.ldapi_url}"
@@ -404,7 +389,7 @@ class EmbeddedSlapd:
             if detach:
                 result = subprocess.run([SLAPD, "-h", urls, "-f", str(self.folder.conf)], stdout=log, stderr=log)
                 if result.returncode != 0:
-                    raise ConfigurationError(f"slapd did not start (see {self.folder.log_file})")
+                    raise DirectorySetupError(f"slapd did not start (see {self.folder.log_file})")
             else:
                 self._proc = subprocess.Popen([SLAPD, "-h", urls, "-f", str(self.folder.conf), "-d", "0"],
                                               stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -418,10 +403,10 @@ class EmbeddedSlapd:
             if self._proc is not None and self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
-                raise ConfigurationError(f"slapd exited with status {code} (see {self.folder.log_file})")
+                raise DirectorySetupError(f"slapd exited with status {code} (see {self.folder.log_file})")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ConfigurationError(f"slapd did not answer on port {self.folder.port} within {timeout:.0f}s")
+                raise DirectorySetupError(f"slapd did not answer on port {self.folder.port} within {timeout:.0f}s")
             time.sleep(0.01)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -2,10 +2,10 @@
 
 The password is checked by binding as the user (RFC 4513 section 5.1.3), never by reading a
 hash. The bind carries the password policy request control, and the response control
-(:mod:`idp.ppolicy`) says whether the account is locked, the password expired or must change.
-Connections (:mod:`idp.ldap_connection`) are pooled and reused (a search connection bound as the
+(:mod:`directory.ppolicy`) says whether the account is locked, the password expired or must change.
+Connections (:mod:`directory.ldap_connection`) are pooled and reused (a search connection bound as the
 service account, and connections that only ever bind as users); filters are built as structures
-(:mod:`idp.ldap_messages`), so no value can change a filter's meaning; the configured servers are
+(:mod:`directory.ldap_messages`), so no value can change a filter's meaning; the configured servers are
 tried in order: one that fails is skipped for a while. A directory that cannot be reached raises
 :class:`DirectoryUnavailable` - never a failed login.
 """
@@ -27,14 +27,14 @@ from argon2.exceptions import VerificationError
 from ldap3.core.exceptions import LDAPExceptionError
 from ldap3.utils.dn import parse_dn
 
-from idp.directory_config import DirectoryConfig
-from idp.directory_errors import (AccountDisabled, AccountLocked, DirectoryError, DirectoryUnavailable,
+from directory.config import DirectoryConfig
+from directory.errors import (AccountDisabled, AccountLocked, DirectoryError, DirectoryUnavailable,
                                   InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected)
-from idp.ldap_connection import LdapConnection, tls_context
-from idp.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, ProtocolError, Result, all_of, equals,
+from directory.ldap_connection import LdapConnection, tls_context
+from directory.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, ProtocolError, Result, all_of, equals,
                                password_modify_value, prepare_password, present)
-from idp.person_names import written_name
-from idp.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
+from directory.person_names import written_name
+from directory.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
 from translatable import N_
 
 __all__ = [

@@ -19,7 +19,7 @@ import ssl
 import urllib.parse
 from collections.abc import Iterable
 
-from idp.ldap_messages import (EXTENDED_RESPONSE, INTERMEDIATE_RESPONSE, SEARCH_RESULT_DONE, SEARCH_RESULT_ENTRY,
+from directory.ldap_messages import (EXTENDED_RESPONSE, INTERMEDIATE_RESPONSE, SEARCH_RESULT_DONE, SEARCH_RESULT_ENTRY,
                                SEARCH_RESULT_REFERENCE, SUBTREE, Control, Entry, Filter, Message, ProtocolError,
                                Result, bind_request, extended_request, message, message_length, modify_request,
                                read_message, search_request, unbind_request)

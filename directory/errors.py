@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from translatable import N_
 
 if TYPE_CHECKING:  # pragma: no cover
-    from idp.directory import StaffMember
+    from directory.client import StaffMember
 
 
 class DirectoryError(Exception):
@@ -75,6 +75,13 @@ class DirectoryUnavailable(DirectoryError):
 
     kind = "directory-unavailable"
     default_message = N_("The staff directory is unavailable at the moment. Please try again in a few minutes.")
+
+
+class DirectorySetupError(DirectoryError):
+    """The embedded directory cannot be built, loaded, started or stopped (slapd missing, its port
+    taken, a bulk load refused): a fault of the installation, for the operator, not a login."""
+
+    kind = "directory-setup"
 
 
 class PasswordRejected(DirectoryError):
