@@ -4,6 +4,8 @@ Responses to requests without a nonce are pre-produced once per certificate and 
 and kept in the store until shortly before their nextUpdate (the RFC 5019 lightweight profile
 model); a status change deletes them in the same transaction, so a cached answer is never
 older than the certificate's current status. Requests with a nonce (RFC 8954) are signed fresh.
+One statement per request reads the certificate's status and its stored response together, on a
+pooled connection returned at once, so each answer sees the latest committed status.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from cryptography.x509 import ocsp
 from sqlalchemy import Engine, and_, bindparam, delete, exists, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from store.held_connection import HeldStatement
 from ca.keyring import Keyring
 from ca.models import Authority, Certificate, OcspResponse, Signer
 from ca.signing import sign_ocsp_response
@@ -38,6 +39,23 @@ MAX_NONCE_LENGTH = 32  # RFC 8954 section 2.1
 MAX_REQUEST_BYTES = 8 * 1024
 
 _log = logging.getLogger(__name__)
+
+
+#: the certificate's status with its stored response for the CertID's hash, if any: one module-level
+#: statement, so every responder of the process shares its compiled form
+_LOOKUP = (
+    select(
+        Certificate.id, Certificate.issuer_id, Certificate.status, Certificate.revoked_at,
+        Certificate.revocation_reason, Certificate.status_changed_at,
+        OcspResponse.der, OcspResponse.next_update,
+    )
+    .outerjoin(
+        OcspResponse,
+        and_(OcspResponse.certificate_id == Certificate.id,
+             OcspResponse.hash_algorithm == bindparam("hash_algorithm")),
+    )
+    .where(Certificate.serial_hex == bindparam("serial"))
+)
 
 
 @dataclass(frozen=True)
@@ -66,34 +84,6 @@ def unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspReply:
     return OcspReply(der, status.name.lower())
 
 
-class PreProducedAnswers:
-    """The hot path: a stored response for (serial, CertID hash), read on a held driver connection.
-
-    Each read sees the latest committed status (a revocation commits its status and deletes the
-    stored responses in one transaction); when the driver fails it reports a miss and the full
-    path answers (:mod:`store.held_connection`).
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._lookup = HeldStatement(
-            engine,
-            "SELECT c.issuer_id, c.status, r.der, r.next_update FROM ca_certificate c "
-            "JOIN ca_ocsp_response r ON r.certificate_id = c.id AND r.hash_algorithm = ? "
-            "WHERE c.serial_hex = ?",
-            "OCSP pre-produced answers",
-        )
-
-    def get(self, serial_hex: str, hash_name: str) -> tuple[int, str, bytes, datetime.datetime] | None:
-        """(issuer id, status, response DER, nextUpdate) or None when nothing is stored."""
-        executed = self._lookup.execute((hash_name, serial_hex))
-        if executed is None or executed.row is None:
-            return None
-        issuer_id, status, der, next_update = executed.row
-        if isinstance(next_update, str):  # SQLite hands DATETIME back as text
-            next_update = datetime.datetime.fromisoformat(next_update)
-        return issuer_id, status, bytes(der), next_update.replace(tzinfo=datetime.timezone.utc)
-
-
 class OcspResponder:
     """Answers OCSP requests for every issuing CA that has a delegated responder."""
 
@@ -113,20 +103,6 @@ class OcspResponder:
         self._issuers: dict[tuple[str, bytes, bytes], _Issuer] = {}
         self._loaded_at = 0.0
         self._lock = threading.Lock()
-        self._pre_produced = PreProducedAnswers(engine)
-        self._lookup = (
-            select(
-                Certificate.id, Certificate.issuer_id, Certificate.status, Certificate.revoked_at,
-                Certificate.revocation_reason, Certificate.status_changed_at,
-                OcspResponse.der, OcspResponse.next_update,
-            )
-            .outerjoin(
-                OcspResponse,
-                and_(OcspResponse.certificate_id == Certificate.id,
-                     OcspResponse.hash_algorithm == bindparam("hash_algorithm")),
-            )
-            .where(Certificate.serial_hex == bindparam("serial"))
-        )
 
     # -- issuers we serve ----------------------------------------------------------------
     def _load_issuers(self) -> None:
@@ -188,12 +164,8 @@ class OcspResponder:
 
         now = self.clock()
         serial_hex = format(serial, "x")
-        if nonce is None:
-            stored = self._pre_produced.get(serial_hex, hash_name)
-            if stored is not None and stored[0] == issuer.authority_id and stored[3] - now > self.refresh_before:
-                return OcspReply(stored[2], "successful", _cert_status(stored[1]), stored[3], stored[3] - self.validity)
         with self.engine.connect() as conn:
-            row = conn.execute(self._lookup, {"serial": serial_hex, "hash_algorithm": hash_name}).first()
+            row = conn.execute(_LOOKUP, {"serial": serial_hex, "hash_algorithm": hash_name}).first()
         if row is not None and row.issuer_id != issuer.authority_id:
             row = None  # same serial under another CA: not ours to answer for this issuer
         if row is not None and nonce is None and row.der is not None and row.next_update - now > self.refresh_before:
