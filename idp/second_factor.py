@@ -17,11 +17,8 @@ from typing import NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, LargeBinary, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
-
-from store.held_connection import HeldStatement
-from store.types import UtcDateTime
 
 from idp.models import RecoveryCode, StaffAccount
 from idp.secretbox import SecretBox
@@ -33,11 +30,14 @@ _TOTP_PURPOSE = "totp-secret"
 # recovery codes carry ~49 bits of entropy: a cheap argon2 is enough, and they are checked rarely
 _RECOVERY_HASHER = PasswordHasher(time_cost=2, memory_cost=8 * 1024, parallelism=1)
 
-# the login path's statements, on the held driver connection (store.held_connection: no SQLAlchemy
-# per-statement cost, each statement its own transaction); every login runs them
-_ACCOUNT = "SELECT claims_json, totp_secret_sealed, totp_last_step FROM idp_staff_account WHERE uid = ?"
-_SET_CLAIMS = "UPDATE idp_staff_account SET claims_json = ?, updated_at = ? WHERE uid = ?"
-_ADVANCE = "UPDATE idp_staff_account SET totp_last_step = ? WHERE uid = ? AND totp_last_step < ?"
+# the login path's statements, built once as Core statements (every login runs them; the ORM's unit
+# of work would cost more than they do), each its own transaction on a pooled connection
+_ACCOUNT = select(StaffAccount.claims_json, StaffAccount.totp_secret_sealed, StaffAccount.totp_last_step).where(
+    StaffAccount.uid == bindparam("account"))
+_SET_CLAIMS = update(StaffAccount).where(StaffAccount.uid == bindparam("account"))
+#: RFC 6238 section 5.2: the step moves forward only, so a code is accepted once
+_ADVANCE = (update(StaffAccount).where(StaffAccount.uid == bindparam("account"), StaffAccount.totp_last_step < bindparam("step"))
+            .values(totp_last_step=bindparam("step")))
 
 
 class _Account(NamedTuple):
@@ -59,9 +59,6 @@ class SecondFactor:
                  verifier: TotpVerifier | None = None, issuer: str = "Tessera") -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
-        self._account = HeldStatement(self.engine, _ACCOUNT, "staff account", results=(None, LargeBinary()))
-        self._set_claims = HeldStatement(self.engine, _SET_CLAIMS, "staff claims", params=(None, UtcDateTime()))
-        self._advance = HeldStatement(self.engine, _ADVANCE, "TOTP step")
         self.box = box
         self.clock = clock
         self.verifier = verifier or TotpVerifier()
@@ -75,14 +72,16 @@ class SecondFactor:
         row = self._account_row(uid)
         if row is not None:
             if row.claims_json != encoded:
-                self._set_claims.run((encoded, now, uid))
+                with self.engine.begin() as conn:
+                    conn.execute(_SET_CLAIMS, {"claims_json": encoded, "updated_at": now, "account": uid})
             return row.totp_secret_sealed is not None
         with self.sessions.begin() as session:
             session.add(StaffAccount(uid=uid, claims_json=encoded, totp_last_step=0, updated_at=now))
         return False
 
     def _account_row(self, uid: str) -> _Account | None:
-        row = self._account.run((uid,)).row
+        with self.engine.connect() as conn:
+            row = conn.execute(_ACCOUNT, {"account": uid}).first()
         return None if row is None else _Account(*row)
 
     def claims(self, uid: str) -> dict[str, object] | None:
@@ -147,7 +146,8 @@ class SecondFactor:
             step = self.verifier.match(secret, digits, now.timestamp(), after_step=last_step)
             if step is None:
                 return None
-            won = self._advance.run((step, uid, step)).rowcount
+            with self.engine.begin() as conn:
+                won = conn.execute(_ADVANCE, {"step": step, "account": uid}).rowcount
             return "otp" if won == 1 else None
         return "recovery" if self._use_recovery_code(uid, code) else None
 

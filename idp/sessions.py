@@ -18,29 +18,23 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CallbackDict
 
-from store.held_connection import HeldStatement
-from store.types import UtcDateTime
 from idp.models import WebSession
 
 _TOUCH_EVERY = datetime.timedelta(seconds=30)
 
-# Every request loads and most save a session: one statement each, on the held driver connection
-# (store.held_connection: autocommitted, no SQLAlchemy per-statement cost, SQLite's write lock held for
-# that statement only).
-_T = UtcDateTime()
-_LOAD = "SELECT data_json, created_at, last_seen_at FROM idp_web_session WHERE id_hash = ?"
-_INSERT = ("INSERT INTO idp_web_session (id_hash, uid, data_json, created_at, last_seen_at, address, user_agent) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
-#: rotation in one statement: the row takes the new id (and restarts its absolute timeout)
-_ROTATE = ("UPDATE idp_web_session SET id_hash = ?, uid = ?, data_json = ?, created_at = ?, last_seen_at = ?, "
-           "address = ?, user_agent = ? WHERE id_hash = ?")
-_UPDATE = "UPDATE idp_web_session SET uid = ?, data_json = ?, last_seen_at = ? WHERE id_hash = ?"
-_TOUCH = "UPDATE idp_web_session SET last_seen_at = ? WHERE id_hash = ?"
-_DELETE = "DELETE FROM idp_web_session WHERE id_hash = ?"
+# Every request loads and most save a session: one Core statement each, built once from the table
+# (the ORM's unit of work would cost more than the statement), on a pooled connection returned at once
+_LOAD = select(WebSession.data_json, WebSession.created_at, WebSession.last_seen_at).where(
+    WebSession.id_hash == bindparam("key"))
+_INSERT = insert(WebSession)
+#: the new values come as parameters named after their columns; a rotation is one update too (the
+#: row takes the new id and restarts its absolute timeout)
+_UPDATE = update(WebSession).where(WebSession.id_hash == bindparam("key"))
+_DELETE = delete(WebSession).where(WebSession.id_hash == bindparam("key"))
 
 
 def _hash(sid: str) -> str:
@@ -92,13 +86,6 @@ class SessionStore:
         self._absolute = absolute
         #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
         self._tuning = tuning
-        engine = self.engine
-        self._load = HeldStatement(engine, _LOAD, "session load", results=(None, _T, _T))
-        self._insert = HeldStatement(engine, _INSERT, "session insert", params=(None, None, None, _T, _T))
-        self._rotate = HeldStatement(engine, _ROTATE, "session rotation", params=(None, None, None, _T, _T))
-        self._update = HeldStatement(engine, _UPDATE, "session update", params=(None, None, _T))
-        self._touch = HeldStatement(engine, _TOUCH, "session touch", params=(_T,))
-        self._delete = HeldStatement(engine, _DELETE, "session end")
 
     @property
     def idle(self) -> datetime.timedelta:
@@ -110,7 +97,8 @@ class SessionStore:
 
     def load(self, sid: str) -> StaffSession | None:
         now = self.clock()
-        row = self._load.run((_hash(sid),)).row
+        with self.engine.connect() as conn:
+            row = conn.execute(_LOAD, {"key": _hash(sid)}).first()
         if row is None:
             return None
         data_json, created_at, last_seen_at = row
@@ -126,23 +114,29 @@ class SessionStore:
             old = data.sid
             data.sid = secrets.token_urlsafe(32)
             data.created_at = now
-            row = (_hash(data.sid), data.get("_user_id"), json.dumps(dict(data)), now, now, (address or "")[:64],
-                   (user_agent or "")[:255])
-            # rotated: the old row takes the new id, so the old id is worthless at once; else (or if
-            # that row was ended meanwhile) a new row
-            if old is None or not self._rotate.run((*row, _hash(old))).rowcount:
-                self._insert.run(row)
+            row = {"id_hash": _hash(data.sid), "uid": data.get("_user_id"), "data_json": json.dumps(dict(data)),
+                   "created_at": now, "last_seen_at": now, "address": (address or "")[:64],
+                   "user_agent": (user_agent or "")[:255]}
+            with self.engine.begin() as conn:
+                # rotated: the old row takes the new id, so the old id is worthless at once; else (or
+                # if that row was ended meanwhile) a new row
+                if old is None or not conn.execute(_UPDATE, {**row, "key": _hash(old)}).rowcount:
+                    conn.execute(_INSERT, row)
         else:
-            self._update.run((data.get("_user_id"), json.dumps(dict(data)), now, _hash(data.sid)))
+            with self.engine.begin() as conn:
+                conn.execute(_UPDATE, {"uid": data.get("_user_id"), "data_json": json.dumps(dict(data)),
+                                       "last_seen_at": now, "key": _hash(data.sid)})
         data.last_seen_at = now
         data.rotate_requested = False
         return data.sid
 
     def touch(self, data: StaffSession) -> None:
-        self._touch.run((self.clock(), _hash(data.sid or "")))
+        with self.engine.begin() as conn:
+            conn.execute(_UPDATE, {"last_seen_at": self.clock(), "key": _hash(data.sid or "")})
 
     def delete(self, sid: str) -> None:
-        self._delete.run((_hash(sid),))
+        with self.engine.begin() as conn:
+            conn.execute(_DELETE, {"key": _hash(sid)})
 
     def end_all(self, uid: str, except_sid: str | None = None) -> int:
         """End every session of ``uid`` (log out everywhere, a leaver); the number ended."""

@@ -29,12 +29,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, and_, bindparam, delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
-
-from store.held_connection import HeldStatement
-from store.types import UtcDateTime
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from idp.models import LoginThrottle as ThrottleRow
 
@@ -43,14 +40,19 @@ USUAL_ADDRESS_DAYS = 90
 #: a usual address's row is written again after a login at most this often (a write per login otherwise)
 _USUAL_REFRESH = datetime.timedelta(days=1)
 
-# every login asks whether it is blocked: one statement on the held driver connection
-# (store.held_connection). The pair counter always applies; the account-wide and address counters do
-# not for an address the account logged in from recently.
-_BLOCKED = ("SELECT 1 FROM idp_login_throttle WHERE blocked_until > ? AND (key = ? OR (key IN (?, ?) AND NOT EXISTS "
-            "(SELECT 1 FROM idp_login_throttle WHERE key = ? AND window_start > ?))) LIMIT 1")
+# every login asks whether it is blocked: one Core statement, built once. The pair counter always
+# applies; the account-wide and address counters do not for an address the account logged in from
+# recently.
+_USUAL = aliased(ThrottleRow)
+_BLOCKED = select(ThrottleRow.key).where(
+    ThrottleRow.blocked_until > bindparam("now"),
+    or_(ThrottleRow.key == bindparam("pair"),
+        and_(ThrottleRow.key.in_([bindparam("account"), bindparam("source")]),
+             ~exists().where(_USUAL.key == bindparam("usual"), _USUAL.window_start > bindparam("since")))),
+).limit(1)
 # after a login: the pair's failures (to clear) and when the usual address was last written
-_AFTER_LOGIN = ("SELECT (SELECT failures FROM idp_login_throttle WHERE key = ?), "
-                "(SELECT window_start FROM idp_login_throttle WHERE key = ?)")
+_AFTER_LOGIN = select(select(ThrottleRow.failures).where(ThrottleRow.key == bindparam("pair")).scalar_subquery(),
+                      select(ThrottleRow.window_start).where(ThrottleRow.key == bindparam("usual")).scalar_subquery())
 
 
 def _account(username: str) -> str:
@@ -78,9 +80,6 @@ class LoginThrottle:
         self._tuning = tuning
         self.usual_address_age = datetime.timedelta(days=usual_address_days)
         self._account_wide_limit = account_wide_limit
-        self._blocked = HeldStatement(self.engine, _BLOCKED, "login throttle",
-                                      params=(UtcDateTime(), None, None, None, None, UtcDateTime()))
-        self._after_login = HeldStatement(self.engine, _AFTER_LOGIN, "login throttle", results=(None, UtcDateTime()))
 
     @property
     def account_limit(self) -> int:
@@ -111,7 +110,9 @@ class LoginThrottle:
         """True while a counter that applies to this account from this address is used up."""
         pair, account, source, usual = self._keys(username, address)
         now = self.clock()
-        return self._blocked.run((now, pair, account, source, usual, now - self.usual_address_age)).row is not None
+        with self.engine.connect() as conn:
+            return conn.execute(_BLOCKED, {"now": now, "pair": pair, "account": account, "source": source,
+                                           "usual": usual, "since": now - self.usual_address_age}).first() is not None
 
     def failure(self, username: str, address: str | None) -> None:
         """Count one failed password (or code) of ``username`` from ``address`` on all three counters."""
@@ -142,7 +143,8 @@ class LoginThrottle:
         (no address: nothing to remember)."""
         pair, _, _, usual = self._keys(username, address)
         now = self.clock()
-        failures, seen = self._after_login.run((pair, usual)).row or (None, None)
+        with self.engine.connect() as conn:
+            failures, seen = conn.execute(_AFTER_LOGIN, {"pair": pair, "usual": usual}).one()
         fresh = address is None or (seen is not None and now - seen < _USUAL_REFRESH)
         if not failures and fresh:
             return  # the usual case: no write at all
