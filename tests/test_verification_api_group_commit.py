@@ -1,4 +1,4 @@
-"""The verification API's group commit (idp.verification_api.GroupCommit): concurrent calls share a
+"""The verification API's group commit (idp.verification_api.group_commit.GroupCommit): concurrent calls share a
 transaction, nobody returns before the write holding their record is done, a failed write fails
 every call in it, and a call that ends without a record does not hold the others up."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from idp.verification_api import GroupCommit
+from idp.verification_api.group_commit import GroupCommit
 
 
 class Store:
@@ -117,7 +117,7 @@ def test_calls_sharing_an_entry_stay_within_the_audit_details_limit() -> None:
     details pass the trail's limit (the AuditEvent refuses such an entry); each call is listed."""
     from audit.trail import MAX_DETAILS_BYTES
     from audit import chain
-    from idp.verification_api import _audit_events, _Call
+    from idp.verification_api.group_commit import _audit_events, _Call
 
     citizens = [f"3{n:010d}" for n in range(50)]
     calls = [_Call("Tax Office/verifier", f"certificate:batch-{i}", f"127.0.0.{i % 3}",

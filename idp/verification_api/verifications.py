@@ -1,0 +1,153 @@
+"""The three verifications of the API, one item each: a certificate for a purpose, a signed record
+(CMS SignedData, RFC 5652, with id-data content) and a signature over data or its hash; each
+:class:`Outcome` carries the verdict and what the verification log keeps of it."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+
+from ca.validation import MALFORMED, CertificateVerdict, Reason
+from idp.citizen_blueprints import services
+from idp.json_input import parse_json
+from idp.verification_api.inputs import (HASHES, PURPOSES, SOURCES, BadInput, base64_field, certificate_field,
+                                         chain_field, choice_field, json_object, time_field)
+
+
+@dataclass
+class Outcome:
+    body: dict[str, Any]
+    national_id: str | None
+    subject: str
+    serial: str | None
+    valid: bool
+
+
+def _citizen_of(subject: dict[str, Any] | None, national_id: str | None) -> str | None:
+    """The citizen behind a subject: the identity number a certificate carries (older card
+    certificates), else the one its pseudonymous serialNumber maps to in the citizen registry
+    (cardsim.pseudonyms: card certificates do not carry the number). Written into the subject
+    for the authenticated service that asked."""
+    from cardsim.pseudonyms import citizen_of, is_pseudonym
+
+    if national_id is None and subject and is_pseudonym(subject.get("serial_number")):
+        with services().deployment.sessions() as session:
+            national_id = citizen_of(session, str(subject["serial_number"]))
+        if national_id is not None:
+            subject["national_id"] = national_id
+    return national_id
+
+
+def _verdict_outcome(verdict: CertificateVerdict) -> Outcome:
+    body = verdict.as_dict()
+    subject = body["subject"]["dn"][:255] if body["subject"] else ""
+    national_id = _citizen_of(body["subject"], verdict.national_id)
+    return Outcome(body, national_id, subject, body["serial"], verdict.valid)
+
+
+def verify_certificate(item: Any) -> Outcome:
+    item = json_object(item, {"certificate", "chain", "at", "purpose", "revocation_source"}, {"certificate", "purpose"})
+    cert = certificate_field(item["certificate"], "certificate")
+    purpose = choice_field(item, "purpose", PURPOSES, None)
+    source = choice_field(item, "revocation_source", SOURCES, "ocsp")
+    verdict = services().certificates.validate(cert, purpose, chain_field(item), time_field(item), source)
+    return _verdict_outcome(verdict)
+
+
+def verify_signed_record(item: Any) -> Outcome:
+    from cardsim.trust import open_signed_data
+
+    item = json_object(item, {"record", "at", "revocation_source"}, {"record"})
+    der = base64_field(item, "record", 262144)
+    source = choice_field(item, "revocation_source", SOURCES, "ocsp")
+    signed, check = open_signed_data(der)
+    if signed is None:
+        body = {"valid": False, "reasons": [{"code": check.reason, "detail": check.detail}], "signer": None,
+                "content": None, "content_json": None, "signing_time": None}
+        return Outcome(body, None, "unparsed record", None, False)
+    at = time_field(item) or signed.signing_time
+    verdict = services().certificates.validate(signed.signer, "signing", list(signed.intermediates), at, source)
+    content_json = None
+    national_id = None
+    try:
+        content_json = parse_json(signed.content)
+        if isinstance(content_json, dict):
+            data = content_json.get("data")
+            if isinstance(data, dict) and isinstance(data.get("national_id"), str):
+                national_id = data["national_id"][:32]
+            elif isinstance(content_json.get("card"), str):
+                national_id = _card_holder(content_json["card"])
+    except ValueError:
+        content_json = None
+    signer = verdict.as_dict()
+    body = {"valid": verdict.valid, "reasons": [r.as_dict() for r in verdict.reasons],
+            "signer": signer, "content": base64.b64encode(signed.content).decode(),
+            "content_json": content_json if isinstance(content_json, (dict, list)) else None,
+            "signing_time": signed.signing_time.isoformat() if signed.signing_time else None}
+    return Outcome(body, national_id, _subject_text(signer), format(signed.signer.serial_number, "x"), verdict.valid)
+
+
+def _subject_text(verdict: dict[str, Any]) -> str:
+    """The signer's DN for the verification log, from its verdict (none for a malformed certificate)."""
+    subject = verdict.get("subject")
+    return str(subject["dn"])[:255] if subject else "malformed certificate"
+
+
+def _card_holder(number: str) -> str | None:
+    from sqlalchemy import text
+
+    with services().deployment.engine.connect() as conn:
+        row = conn.execute(text("SELECT national_id FROM card WHERE number = :n"), {"n": number[:16]}).first()
+    return str(row[0]) if row else None
+
+
+def verify_signature(item: Any) -> Outcome:
+    item = json_object(item, {"data", "digest", "hash_algorithm", "signature", "certificate", "chain", "at", "purpose",
+                          "revocation_source"}, {"signature", "certificate"})
+    if ("data" in item) == ("digest" in item):
+        raise BadInput("give exactly one of data and digest")
+    hash_name = choice_field(item, "hash_algorithm", tuple(HASHES), "sha256")
+    algorithm = HASHES[hash_name]()
+    cert = certificate_field(item["certificate"], "certificate")
+    signature = base64_field(item, "signature", 4096)
+    purpose = choice_field(item, "purpose", PURPOSES, "signing")
+    source = choice_field(item, "revocation_source", SOURCES, "ocsp")
+    if "data" in item:
+        message, prehashed = base64_field(item, "data", 262144), False
+    else:
+        message, prehashed = base64_field(item, "digest", 128), True
+        if len(message) != algorithm.digest_size:
+            raise BadInput(f"digest must be {algorithm.digest_size} bytes for {hash_name}")
+    reasons: list[Reason] = []
+    try:
+        _check_signature(cert.public_key(), signature, message, algorithm, prehashed)
+    except (InvalidSignature, *MALFORMED):
+        reasons.append(Reason("bad-signature", "the signature does not verify with the certificate's key"))
+    verdict = services().certificates.validate(cert, purpose, chain_field(item), time_field(item), source)
+    reasons += list(verdict.reasons)
+    signer = verdict.as_dict()
+    body = {"valid": not reasons, "reasons": [r.as_dict() for r in reasons], "signer": signer}
+    national_id = _citizen_of(signer.get("subject"), verdict.national_id)
+    return Outcome(body, national_id, _subject_text(signer), format(cert.serial_number, "x"), not reasons)
+
+
+def _check_signature(key: Any, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm,
+                     prehashed: bool) -> None:
+    alg: Any = Prehashed(algorithm) if prehashed else algorithm
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = (key.curve.key_size + 7) // 8
+        if len(signature) == 2 * size and signature[0] != 0x30:  # raw r||s (JWS form)
+            signature = encode_dss_signature(int.from_bytes(signature[:size], "big"),
+                                             int.from_bytes(signature[size:], "big"))
+        key.verify(signature, message, ec.ECDSA(alg))
+    elif isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, message, padding.PKCS1v15(), alg)
+    else:
+        raise TypeError("unsupported key type")
+
