@@ -30,13 +30,11 @@ from audit.errors import CheckpointRefused, CheckpointUnavailable
 from audit.models import AuditCheckpoint, AuditEntry, AuditHead
 from audit.verification import Problem, check_extension
 from audit.witness import Witness, WitnessLine
-from ca.authority import CertificateAuthority, utc_now
+from ca.authority import INIT_REQUESTER, CertificateAuthority, utc_now
 from ca.cms import sign_data
 from ca.errors import CaError, NotFound
-from ca.issuance import IssuerContext, issue_certificate
 from ca.keys import KeyType
 from ca.models import Signer
-from ca.profiles import get_profile
 from ca.subjects import SubjectRequest
 from ca.tsa import TimeStampResp, TimestampReply
 
@@ -55,8 +53,8 @@ class TimeStamper(Protocol):
 
 def prepare_audit_signer(ca: CertificateAuthority, backend: str | None = None,
                          key_dir: Path | None = None) -> list[str]:
-    """Create the audit key and its ``service`` certificate from the staff CA, registered as the
-    ``audit`` signer (ca_signer). The key goes where the staff CA's key is (``pkcs11``: the CA
+    """Create the audit key and its ``service`` certificate from the staff CA (issued by the CA in this
+    transaction, audited as ``cert.issue``), registered as the ``audit`` signer (ca_signer). The key goes where the staff CA's key is (``pkcs11``: the CA
     token; ``file``: an encrypted PKCS#8 file beside it) unless ``backend``/``key_dir`` say
     otherwise. Idempotent: a line per step done, or ``[]`` when all was there."""
     with ca.sessions.begin() as session:
@@ -89,9 +87,8 @@ def prepare_audit_signer(ca: CertificateAuthority, backend: str | None = None,
         attributes += [(NameOID.ORGANIZATION_NAME, str(organisation[0].value) if organisation else "Tessera"),
                        (NameOID.ORGANIZATIONAL_UNIT_NAME, "Audit"),
                        (NameOID.COMMON_NAME, "Tessera audit trail signer")]
-        context = IssuerContext(authority, issuer_cert, ca.keyring.get(authority.key_ref))
-        row = issue_certificate(session, context, get_profile("service"), key.public_key(),
-                                SubjectRequest(tuple(attributes)), "tessera init", ca.urls, ca.clock())
+        row = ca.issue_for_key(session, "service", key.public_key(), SubjectRequest(tuple(attributes)),
+                               INIT_REQUESTER, issuer=SIGNER_AUTHORITY)
         session.add(Signer(role=SIGNER_ROLE, authority_id=authority.id, certificate_id=row.id, key_ref=key.reference))
         return [f"created the audit trail signer: {row.subject} (key {key.reference})"]
 

@@ -1,6 +1,10 @@
 """The certificate authority as one object: every business operation is one transaction.
 
-The web layer and the CLI call this; it knows nothing of HTTP (cf. step-ca's ``authority``).
+The web layer, the CLI, card personalisation and the audit trail call this; it knows nothing of
+HTTP (cf. step-ca's ``authority``). It is the one issuance path: every certificate Tessera makes,
+from the CA certificates of `tessera init` to a citizen card's, passes its profile checks and is
+recorded with a ``cert.issue`` event (ca.events) in the transaction that stores it; every
+revocation with a ``cert.revoke`` event in the transaction that revokes it.
 """
 
 from __future__ import annotations
@@ -8,7 +12,10 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Sequence
 
+from dataclasses import dataclass
+
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,17 +24,35 @@ from ca import crl as crl_module
 from ca import revocation
 from ca.errors import InvalidRequest, NotFound, NotInitialised
 from ca.events import CaEvent, EventSink
-from ca.hierarchy import ROOT, HierarchyPlan, create_hierarchy
-from ca.issuance import IssuerContext, find_certificate, issue_certificate, load_csr
+from ca.hierarchy import ISSUING_CA_PROFILE, ROOT, HierarchyPlan, create_hierarchy, delegated_signers
+from ca.issuance import _check_requester, _Issuer, _sign, _store, find_certificate, load_csr
 from ca.keyring import Keyring
 from ca.models import Authority, Certificate, Crl, Signer
-from ca.profiles import get_profile
+from ca.profiles import EXAMPLE_POLICY_ARC, Profile, check_policy_arc, get_profile
 from ca.subjects import SubjectRequest
 from ca.urls import PublicUrls
 
 
+#: who the certificates of `tessera init` are recorded as requested by
+INIT_REQUESTER = "tessera init"
+
+
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclass(frozen=True)
+class SignedCertificate:
+    """A certificate this CA signed under a profile (:meth:`CertificateAuthority.sign`) and has not
+    stored yet: :meth:`CertificateAuthority.register` stores it and records its ``cert.issue`` in
+    the caller's transaction. Card personalisation writes the certificates on the card between the
+    two, so the certificates of a card that fails midway are never registered."""
+
+    certificate: x509.Certificate
+    profile: str
+    issuer: str
+    issuer_id: int
+    signed_at: datetime.datetime
 
 
 class CertificateAuthority:
@@ -42,6 +67,7 @@ class CertificateAuthority:
         crl_period: datetime.timedelta = datetime.timedelta(days=1),
         crl_refresh_before: datetime.timedelta = datetime.timedelta(hours=6),
         events: EventSink | None = None,
+        policy_arc: str = EXAMPLE_POLICY_ARC,
     ) -> None:
         self.sessions = sessions
         self.keyring = keyring
@@ -50,15 +76,32 @@ class CertificateAuthority:
         self.crl_period = crl_period
         self.crl_refresh_before = crl_refresh_before
         self.events = events
+        #: the arc of the profiles' certificate policies (ca.profiles), e.g. from TESSERA_POLICY_ARC
+        self.policy_arc = check_policy_arc(policy_arc)
         #: issuing authorities as issuance needs them; their certificate and key never change
-        self._issuers: dict[str, IssuerContext] = {}
+        self._issuers: dict[str, _Issuer] = {}
 
     # -- hierarchy -----------------------------------------------------------------------
     def initialise(self, plan: HierarchyPlan) -> list[Authority]:
-        """Create root, issuing CAs, OCSP responders, TSA and first CRLs in one transaction."""
+        """Create root, issuing CAs, OCSP responders, TSA and first CRLs in one transaction, each
+        certificate recorded with its ``cert.issue`` event."""
         now = self.clock()
         with self.sessions.begin() as session:
-            authorities = create_hierarchy(session, self.keyring, self.urls, plan, now)
+            authorities = create_hierarchy(session, self.keyring, self.urls, plan, now, self.policy_arc)
+            names = {a.id: a.name for a in authorities}
+            for authority in authorities:
+                self._emit(session, CaEvent("cert.issue", INIT_REQUESTER, f"cert:{authority.serial_hex}", {
+                    "profile": "root-ca" if authority.parent_id is None else ISSUING_CA_PROFILE,
+                    "subject": authority.subject, "issuer": names[authority.parent_id or authority.id]}))
+            issuers = {a.name: _Issuer.of(a, self.keyring.get(a.key_ref)) for a in authorities}
+            for signer in delegated_signers(plan):
+                key = self.keyring.generate(plan.backend, signer.key_label, plan.key_type, plan.key_dir)
+                signed = self._sign(issuers[signer.issuer], get_profile(signer.profile), key.public_key(),
+                                    signer.subject, now)
+                row = self.register(session, signed, INIT_REQUESTER)
+                session.add(Signer(role=signer.role, authority_id=signed.issuer_id, certificate_id=row.id,
+                                   key_ref=key.reference))
+            session.flush()
             for authority in authorities:
                 crl_module.build_crl(session, authority, _cert(authority), self.keyring.get(authority.key_ref),
                                      now, self.crl_period)
@@ -114,8 +157,8 @@ class CertificateAuthority:
         alt_names: Sequence[str] | None = None,
         issuer: str | None = None,
     ) -> Certificate:
-        """Issue from a CSR. ``subject``/``alt_names`` override the CSR's proposal; either way
-        every value is validated against the profile and rebuilt."""
+        """Issue from a CSR in a transaction of its own. ``subject``/``alt_names`` override the CSR's
+        proposal; either way every value is validated against the profile and rebuilt."""
         profile = get_profile(profile_name)
         csr = load_csr(csr_data)
         proposal = SubjectRequest.from_csr(csr)
@@ -125,43 +168,103 @@ class CertificateAuthority:
                 given.attributes if subject is not None else proposal.attributes,
                 given.alt_names if alt_names else proposal.alt_names,
             )
-        issuer_name = issuer or profile.issuers[0]
-        if issuer_name not in profile.issuers:
-            raise InvalidRequest(f"profile {profile.name} cannot be issued by {issuer_name}")
-        context = self._issuer(issuer_name)
-        now = self.clock()
+        _check_requester(requester)
+        signed = self._sign(self._issuer(self._issuer_name(profile, issuer)), profile, csr.public_key(), proposal,
+                            self.clock())
         with self.sessions.begin() as session:
-            row = issue_certificate(session, context, profile, csr.public_key(), proposal, requester, self.urls, now)
-            self._emit(session, CaEvent("cert.issue", requester, f"cert:{row.serial_hex}",
-                                        {"profile": row.profile, "subject": row.subject, "issuer": issuer_name}))
-            return row
+            return self.register(session, signed, requester)
+
+    def issue_for_key(
+        self,
+        session: Session,
+        profile_name: str,
+        public_key: CertificatePublicKeyTypes,
+        subject: SubjectRequest,
+        requester: str,
+        issuer: str | None = None,
+    ) -> Certificate:
+        """Issue for a key the caller holds (a department's or the audit trail's signing key), in
+        the caller's transaction: as :meth:`sign` then :meth:`register`."""
+        profile = get_profile(profile_name)
+        _check_requester(requester)
+        signed = self._sign(self._issuer(self._issuer_name(profile, issuer), session), profile, public_key, subject,
+                            self.clock())
+        return self.register(session, signed, requester)
+
+    def sign(
+        self,
+        profile_name: str,
+        public_key: CertificatePublicKeyTypes,
+        subject: SubjectRequest,
+        issuer: str | None = None,
+        now: datetime.datetime | None = None,
+    ) -> SignedCertificate:
+        """Check the request against the profile and the issuing CA (key type, subject, policy, the
+        issuing CA not expired) and sign the certificate; :meth:`register` stores it."""
+        profile = get_profile(profile_name)
+        return self._sign(self._issuer(self._issuer_name(profile, issuer)), profile, public_key, subject,
+                          now or self.clock())
+
+    def register(self, session: Session, signed: SignedCertificate, requester: str,
+                 actor: str | None = None) -> Certificate:
+        """Store ``signed`` and record its ``cert.issue`` event (by ``actor``, default the
+        requester) in the caller's transaction: both commit together or not at all."""
+        row = _store(session, signed.issuer_id, signed.certificate, signed.profile, requester, signed.signed_at)
+        details = {"profile": row.profile, "subject": row.subject, "issuer": signed.issuer}
+        if actor is not None and actor != row.requester:
+            details["requester"] = row.requester
+        self._emit(session, CaEvent("cert.issue", actor or row.requester, f"cert:{row.serial_hex}", details))
+        return row
+
+    def _sign(self, issuer: _Issuer, profile: Profile, public_key: CertificatePublicKeyTypes,
+              subject: SubjectRequest, now: datetime.datetime) -> SignedCertificate:
+        certificate = _sign(issuer, profile, public_key, subject, self.urls, self.policy_arc, now)
+        return SignedCertificate(certificate, profile.name, issuer.name, issuer.authority_id, now)
+
+    @staticmethod
+    def _issuer_name(profile: Profile, issuer: str | None) -> str:
+        name = issuer or profile.issuers[0]
+        if name not in profile.issuers:
+            raise InvalidRequest(f"profile {profile.name} cannot be issued by {name}")
+        return name
 
     def _emit(self, session: Session, event: CaEvent) -> None:
         if self.events is not None:
             self.events(session, event)
 
-    def _issuer(self, name: str) -> IssuerContext:
-        context = self._issuers.get(name)
-        if context is None:
-            with self.sessions() as session:
-                authority = self.authority(session, name)
-                session.expunge(authority)
-            context = IssuerContext(authority, _cert(authority), self.keyring.get(authority.key_ref))
-            self._issuers[name] = context
-        return context
+    def _issuer(self, name: str, session: Session | None = None) -> _Issuer:
+        """The issuing CA ``name``, loaded once (through the caller's ``session`` if given)."""
+        issuer = self._issuers.get(name)
+        if issuer is None:
+            if session is None:
+                with self.sessions() as own:
+                    return self._issuer(name, own)
+            authority = self.authority(session, name)
+            issuer = self._issuers[name] = _Issuer.of(authority, self.keyring.get(authority.key_ref))
+        return issuer
 
     # -- status --------------------------------------------------------------------------
     def revoke(self, serial: str, reason: str | x509.ReasonFlags, actor: str = "unspecified") -> Certificate:
         """Revoke (or hold) and publish the new CRL in the same transaction."""
         flag = reason if isinstance(reason, x509.ReasonFlags) else revocation.parse_reason(reason)
-        now = self.clock()
         with self.sessions.begin() as session:
             cert = find_certificate(session, serial)
-            revocation.revoke(session, cert, flag, now)
-            self._publish(session, session.get(Authority, cert.issuer_id), now)  # type: ignore[arg-type]
-            self._emit(session, CaEvent("cert.revoke", actor, f"cert:{cert.serial_hex}",
-                                        {"reason": flag.value, "subject": cert.subject}))
+            self.revoke_in(session, [cert], flag, actor)
             return cert
+
+    def revoke_in(self, session: Session, certificates: Sequence[Certificate], reason: x509.ReasonFlags,
+                  actor: str, now: datetime.datetime | None = None) -> None:
+        """Revoke (or hold) ``certificates`` and publish each issuing CA's new CRL (RFC 5280 section
+        5) in the caller's transaction, each with its ``cert.revoke`` event."""
+        now = now or self.clock()
+        issuers: set[int] = set()
+        for cert in certificates:
+            revocation.revoke(session, cert, reason, now)
+            issuers.add(cert.issuer_id)
+            self._emit(session, CaEvent("cert.revoke", actor, f"cert:{cert.serial_hex}",
+                                        {"reason": reason.value, "subject": cert.subject}))
+        for issuer_id in sorted(issuers):
+            self._publish(session, session.get(Authority, issuer_id), now)  # type: ignore[arg-type]
 
     def release_hold(self, serial: str, actor: str = "unspecified") -> Certificate:
         now = self.clock()
@@ -229,4 +332,4 @@ def _cert(authority: Authority) -> x509.Certificate:
     return x509.load_der_x509_certificate(authority.certificate_der)
 
 
-__all__ = ["CertificateAuthority", "HierarchyPlan", "ROOT", "utc_now"]
+__all__ = ["CertificateAuthority", "HierarchyPlan", "ROOT", "SignedCertificate", "utc_now"]

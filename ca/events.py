@@ -2,7 +2,10 @@
 
 The CA library knows nothing of the audit trail: the deployment gives :class:`ca.authority.CertificateAuthority`
 an :data:`EventSink`, which writes each event in the same transaction as the change it describes, so
-the change and its record commit together or not at all.
+the change and its record commit together or not at all. Every certificate the CA makes has its
+``cert.issue`` (the CA certificates and delegated signers of `tessera init`, staff and service
+certificates, department and audit-trail signers, citizen cards' certificates), every revocation its
+``cert.revoke`` (including a card's, when it is reported lost or renewed).
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from sqlalchemy.orm import Session
 
 @dataclass(frozen=True)
 class CaEvent:
-    """``cert.issue``, ``cert.revoke`` or ``cert.release`` by ``actor`` on ``object`` (``cert:<serial>``)."""
+    """``cert.issue``, ``cert.revoke`` or ``cert.release`` by ``actor`` on ``object`` (``cert:<serial>``).
+
+    ``cert.issue`` details: ``profile`` (``root-ca`` and ``issuing-ca`` for the CA certificates),
+    ``subject``, ``issuer`` (the issuing CA's name), and ``requester`` when someone other than the
+    requester issued it (a card's certificates: requested for ``card:<number>`` by the operator)."""
 
     type: str
     actor: str

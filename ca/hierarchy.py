@@ -18,17 +18,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidRequest
-from ca.issuance import IssuerContext, issue_certificate, new_serial, serial_hex, store_certificate
+from ca.issuance import _new_serial, _serial_hex, _store
 from ca.keyring import Keyring
 from ca.keys import KeyType, SigningKey
-from ca.models import Authority, Signer
-from ca.profiles import get_profile
+from ca.models import Authority
+from ca.profiles import ANY_POLICY, issuing_policies
 from ca.signing import sign_certificate
 from ca.subjects import SubjectRequest
 from ca.urls import PublicUrls
 
 ROOT = "root"
 ISSUING = ("staff", "citizen")
+#: the profile name under which the issuing CAs' certificates are stored (not an end-entity profile)
+ISSUING_CA_PROFILE = "issuing-ca"
 _YEAR = datetime.timedelta(days=365)
 
 
@@ -44,6 +46,17 @@ class HierarchyPlan:
     key_dir: Path | None = None  # where file keys go
 
 
+@dataclass(frozen=True)
+class DelegatedSigner:
+    """A signer the hierarchy delegates to, with its own key and end-entity certificate (ca_signer)."""
+
+    role: str  # "ocsp" or "tsa"
+    issuer: str
+    profile: str
+    key_label: str
+    subject: SubjectRequest
+
+
 def _name(plan: HierarchyPlan, common_name: str) -> x509.Name:
     return x509.Name([
         x509.NameAttribute(NameOID.COUNTRY_NAME, plan.country),
@@ -53,14 +66,15 @@ def _name(plan: HierarchyPlan, common_name: str) -> x509.Name:
 
 
 def _ca_builder(
-    subject: x509.Name, issuer: x509.Name, key: SigningKey, path_length: int, now: datetime.datetime, lifetime: datetime.timedelta
+    subject: x509.Name, issuer: x509.Name, key: SigningKey, path_length: int, now: datetime.datetime,
+    lifetime: datetime.timedelta, policies: list[x509.ObjectIdentifier],
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(key.public_key())
-        .serial_number(new_serial())
+        .serial_number(_new_serial())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
@@ -71,6 +85,7 @@ def _ca_builder(
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(p, None) for p in policies]), critical=False)
     )
 
 
@@ -80,7 +95,7 @@ def _store_authority(session: Session, name: str, cert: x509.Certificate, key: S
         name=name,
         parent_id=parent.id if parent else None,
         subject=cert.subject.rfc4514_string(),
-        serial_hex=serial_hex(cert.serial_number),
+        serial_hex=_serial_hex(cert.serial_number),
         certificate_der=cert.public_bytes(Encoding.DER),
         key_ref=key.reference,
         crl_number=0,
@@ -92,9 +107,15 @@ def _store_authority(session: Session, name: str, cert: x509.Certificate, key: S
 
 
 def create_hierarchy(
-    session: Session, keyring: Keyring, urls: PublicUrls, plan: HierarchyPlan, now: datetime.datetime
+    session: Session, keyring: Keyring, urls: PublicUrls, plan: HierarchyPlan, now: datetime.datetime, policy_arc: str
 ) -> list[Authority]:
-    """Generate every key and certificate of the hierarchy; the caller commits once at the end."""
+    """Generate the keys and certificates of the root and the issuing CAs (each issuing CA's also
+    stored as an ``issuing-ca`` certificate of the root); the caller commits once at the end.
+
+    The root names anyPolicy and each issuing CA the policies of the profiles it issues under
+    (:func:`ca.profiles.issuing_policies`), so a path to any certificate Tessera issues is valid
+    for that certificate's policy, as a relying party requiring an explicit policy checks it
+    (RFC 5280 sections 4.2.1.4 and 6.1)."""
     if session.scalar(select(Authority).limit(1)) is not None:
         raise InvalidRequest("the CA hierarchy already exists")
     root_backend = plan.root_backend or plan.backend
@@ -102,7 +123,7 @@ def create_hierarchy(
     root_key = keyring.generate(root_backend, "tessera-root", plan.key_type, plan.key_dir)
     root_name = _name(plan, f"{plan.organisation} Root CA")
     root_cert = sign_certificate(
-        _ca_builder(root_name, root_name, root_key, 1, now, 20 * _YEAR).add_extension(
+        _ca_builder(root_name, root_name, root_key, 1, now, 20 * _YEAR, [ANY_POLICY]).add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False  # type: ignore[arg-type]
         ),
         root_key,
@@ -113,7 +134,8 @@ def create_hierarchy(
     for name in ISSUING:
         key = keyring.generate(plan.backend, f"tessera-{name}-ca", plan.key_type, plan.key_dir)
         builder = (
-            _ca_builder(_name(plan, f"{plan.organisation} {name.capitalize()} CA"), root_name, key, 0, now, 10 * _YEAR)
+            _ca_builder(_name(plan, f"{plan.organisation} {name.capitalize()} CA"), root_name, key, 0, now, 10 * _YEAR,
+                        issuing_policies(name, policy_arc))
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)  # type: ignore[arg-type]
             .add_extension(
                 x509.AuthorityInformationAccess([
@@ -130,24 +152,21 @@ def create_hierarchy(
             )
         )
         cert = sign_certificate(builder, root_key)
-        store_certificate(session, root, cert, "issuing-ca", "tessera init", now)
+        _store(session, root.id, cert, ISSUING_CA_PROFILE, "tessera init", now)
         authorities.append(_store_authority(session, name, cert, key, root, now))
-
-    by_name = {a.name: a for a in authorities}
-    certs = {ROOT: root_cert} | {a.name: x509.load_der_x509_certificate(a.certificate_der) for a in authorities[1:]}
-    keys = {a.name: keyring.get(a.key_ref) for a in authorities}
-
-    def delegated(role: str, issuer_name: str, profile_name: str, common_name: str) -> None:
-        key = keyring.generate(plan.backend, f"tessera-{role}-{issuer_name}", plan.key_type, plan.key_dir)
-        issuer = IssuerContext(by_name[issuer_name], certs[issuer_name], keys[issuer_name])
-        subject = SubjectRequest(((NameOID.COUNTRY_NAME, plan.country), (NameOID.ORGANIZATION_NAME, plan.organisation),
-                                  (NameOID.COMMON_NAME, common_name)))
-        row = issue_certificate(session, issuer, get_profile(profile_name), key.public_key(), subject,
-                                "tessera init", urls, now)
-        session.add(Signer(role=role, authority_id=by_name[issuer_name].id, certificate_id=row.id, key_ref=key.reference))
-
-    for name in ISSUING:
-        delegated("ocsp", name, "ocsp", f"{plan.organisation} {name.capitalize()} CA OCSP Responder")
-    delegated("tsa", "staff", "tsa", f"{plan.organisation} Time-Stamping Authority")
-    session.flush()
     return authorities
+
+
+def delegated_signers(plan: HierarchyPlan) -> list[DelegatedSigner]:
+    """One OCSP responder per issuing CA (RFC 6960 section 4.2.2.2) and the staff CA's TSA
+    (RFC 3161 section 2.3): issued by :meth:`ca.authority.CertificateAuthority.initialise`."""
+    def subject(common_name: str) -> SubjectRequest:
+        return SubjectRequest(((NameOID.COUNTRY_NAME, plan.country), (NameOID.ORGANIZATION_NAME, plan.organisation),
+                               (NameOID.COMMON_NAME, common_name)))
+
+    signers = [DelegatedSigner("ocsp", name, "ocsp", f"tessera-ocsp-{name}",
+                               subject(f"{plan.organisation} {name.capitalize()} CA OCSP Responder"))
+               for name in ISSUING]
+    signers.append(DelegatedSigner("tsa", "staff", "tsa", "tessera-tsa-staff",
+                                   subject(f"{plan.organisation} Time-Stamping Authority")))
+    return signers

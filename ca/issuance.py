@@ -1,4 +1,10 @@
-"""Issuing certificates from CSRs under a profile (RFC 5280 section 4; RFC 2986 for the CSR)."""
+"""Issuing certificates under a profile (RFC 5280 section 4; RFC 2986 for the CSR): the CA's internals.
+
+Every certificate is issued through :class:`ca.authority.CertificateAuthority`, so that its profile
+checks and its ``cert.issue`` audit event cannot be skipped (one issuance path, as step-ca's
+``authority``). The underscore names here are for that class and for :mod:`ca.hierarchy` (the CA
+certificates of `tessera init`) only; public are parsing a CSR and finding a stored certificate.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,14 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidCsr, InvalidRequest, KeyPolicyViolation, NotFound
 from ca.keys import SigningKey, key_type_of
 from ca.models import Authority, Certificate
-from ca.profiles import Profile
+from ca.profiles import ANY_POLICY, Profile
 from ca.signing import sign_certificate
 from ca.subjects import SubjectRequest
 from ca.urls import PublicUrls
@@ -25,7 +31,7 @@ from ca.urls import PublicUrls
 #: CSRs larger than this are refused before parsing (a P-384/RSA-4096 CSR is ~2 KiB)
 MAX_CSR_BYTES = 16 * 1024
 #: notBefore is set this far in the past to absorb relying parties' clock skew
-BACKDATE = datetime.timedelta(minutes=5)
+_BACKDATE = datetime.timedelta(minutes=5)
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
@@ -47,7 +53,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
-def new_serial() -> int:
+def _new_serial() -> int:
     """A positive serial with 158 random bits, always 20 octets (RFC 5280 section 4.1.2.2).
 
     The top bit of the 159 is fixed so every serial has the same length and stays positive.
@@ -55,24 +61,40 @@ def new_serial() -> int:
     return secrets.randbits(158) | (1 << 158)
 
 
-def serial_hex(serial: int) -> str:
+def _serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
 @dataclass(frozen=True)
-class IssuerContext:
-    """An issuing authority as the issuing code needs it."""
+class _Issuer:
+    """An issuing authority as issuance needs it; its certificate and key never change."""
 
-    authority: Authority
+    authority_id: int
+    name: str
     certificate: x509.Certificate
     key: SigningKey
+    #: the policies its certificate names (RFC 5280 section 4.2.1.4); None: no restriction
+    #: (anyPolicy, or a CA certificate of a home made before CA certificates carried policies)
+    policies: frozenset[ObjectIdentifier] | None
+
+    @classmethod
+    def of(cls, authority: Authority, key: SigningKey) -> "_Issuer":
+        certificate = x509.load_der_x509_certificate(authority.certificate_der)
+        try:
+            named = certificate.extensions.get_extension_for_class(x509.CertificatePolicies).value
+        except x509.ExtensionNotFound:
+            policies = None
+        else:
+            oids = frozenset(p.policy_identifier for p in named)
+            policies = None if ANY_POLICY in oids else oids
+        return cls(authority.id, authority.name, certificate, key, policies)
 
 
-def build_extensions(
+def _extensions(
     builder: x509.CertificateBuilder,
     profile: Profile,
-    issuer: x509.Certificate,
-    issuer_name: str,
+    policy: ObjectIdentifier,
+    issuer: _Issuer,
     public_key: CertificatePublicKeyTypes,
     alt_names: x509.SubjectAlternativeName | None,
     urls: PublicUrls,
@@ -81,25 +103,28 @@ def build_extensions(
     builder = (
         builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(profile.key_usage.extension(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(_authority_key_id(issuer), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_authority_key_id(issuer.certificate), critical=False)
         .add_extension(
             x509.AuthorityInformationAccess([
-                x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp(issuer_name))),
-                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers(issuer_name))),
+                x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
+                                       x509.UniformResourceIdentifier(urls.ocsp(issuer.name))),
+                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                       x509.UniformResourceIdentifier(urls.ca_issuers(issuer.name))),
             ]),
             critical=False,
         )
         .add_extension(
             x509.CRLDistributionPoints([
-                x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl(issuer_name))], None, None, None)
+                x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl(issuer.name))], None, None, None)
             ]),
             critical=False,
         )
-        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(profile.policy_oid, None)]), critical=False)
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(policy, None)]), critical=False)
     )
     if profile.extended_key_usage:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=profile.eku_critical)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)),
+                                        critical=profile.eku_critical)
     if alt_names is not None:
         builder = builder.add_extension(alt_names, critical=False)
     if profile.ocsp_nocheck:
@@ -112,58 +137,64 @@ def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def issue_certificate(
-    session: Session,
-    issuer: IssuerContext,
+def _sign(
+    issuer: _Issuer,
     profile: Profile,
     public_key: CertificatePublicKeyTypes,
     subject: SubjectRequest,
-    requester: str,
     urls: PublicUrls,
+    policy_arc: str,
     now: datetime.datetime,
-) -> Certificate:
-    """Build, sign and store one certificate; the caller commits (one transaction per issuance)."""
-    if issuer.authority.name not in profile.issuers:
-        raise InvalidRequest(f"profile {profile.name} is issued by {', '.join(profile.issuers)}, not {issuer.authority.name}")
+) -> x509.Certificate:
+    """Check the request against the profile and the issuer, then build and sign the certificate
+    (RFC 5280 section 4); storing it is :func:`_store`'s."""
+    if issuer.name not in profile.issuers:
+        raise InvalidRequest(f"profile {profile.name} is issued by {', '.join(profile.issuers)}, not {issuer.name}")
     key_type = key_type_of(public_key)
     if key_type not in profile.key_types:
         allowed = ", ".join(sorted(k.value for k in profile.key_types))
         raise KeyPolicyViolation(f"profile {profile.name} does not accept {key_type.value} keys (allowed: {allowed})")
-    if not requester.strip() or len(requester) > 255:
-        raise InvalidRequest("the requester must be named (1 to 255 characters)")
+    policy = profile.policy_oid(policy_arc)
+    if issuer.policies is not None and policy not in issuer.policies:
+        # the path would not be valid for the policy (RFC 5280 section 6.1.3 (d)): the arc changed after init
+        raise InvalidRequest(f"the issuing CA {issuer.name} is not certified for policy {policy.dotted_string} of "
+                             f"profile {profile.name}: its certificate was made under another policy arc")
     name, alt_names = subject.build(profile)
 
-    not_before = now - BACKDATE
     not_after = min(now + profile.validity, issuer.certificate.not_valid_after_utc)
     if not_after <= now:
-        raise InvalidRequest(f"the issuing CA {issuer.authority.name} has expired")
-    serial = new_serial()
+        raise InvalidRequest(f"the issuing CA {issuer.name} has expired")
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(serial)
-        .not_valid_before(not_before)
+        .public_key(public_key)
+        .serial_number(_new_serial())
+        .not_valid_before(now - _BACKDATE)
         .not_valid_after(not_after)
     )
-    builder = build_extensions(builder, profile, issuer.certificate, issuer.authority.name, public_key, alt_names, urls)
-    certificate = sign_certificate(builder, issuer.key)
-    return store_certificate(session, issuer.authority, certificate, profile.name, requester, now)
+    return sign_certificate(_extensions(builder, profile, policy, issuer, public_key, alt_names, urls), issuer.key)
 
 
-def store_certificate(
+def _check_requester(requester: str) -> None:
+    if not requester.strip() or len(requester) > 255:
+        raise InvalidRequest("the requester must be named (1 to 255 characters)")
+
+
+def _store(
     session: Session,
-    issuer: Authority,
+    issuer_id: int,
     certificate: x509.Certificate,
     profile: str,
     requester: str,
     now: datetime.datetime,
 ) -> Certificate:
+    """Store a signed certificate in the caller's transaction."""
+    _check_requester(requester)
     der = certificate.public_bytes(Encoding.DER)
     row = Certificate(
-        serial_hex=serial_hex(certificate.serial_number),
-        issuer_id=issuer.id,
+        serial_hex=_serial_hex(certificate.serial_number),
+        issuer_id=issuer_id,
         profile=profile,
         subject=certificate.subject.rfc4514_string(),
         requester=requester.strip(),

@@ -8,17 +8,24 @@ in a CSR can widen it: the CA builds every extension from the profile and ignore
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from cryptography.x509.oid import CertificatePoliciesOID, ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from ca.errors import UnknownProfile
 from ca.keys import KeyType
 
-#: Arc for Tessera's certificate policy OIDs (2.999 is the ITU-T/ISO example arc; a deployment
-#: replaces it with its own registered arc).
-POLICY_ARC = "2.999.1863.1"
+#: The embedded default arc of Tessera's certificate policy OIDs (one per profile: ``<arc>.<n>``).
+#: 2.999 is the ITU-T/ISO example arc (ITU-T X.660 A.3.3): it identifies nothing outside a test, so
+#: a deployment sets its own arc, one under the organisation's registered OID (``TESSERA_POLICY_ARC``).
+EXAMPLE_POLICY_ARC = "2.999.1863.1"
+#: RFC 5280 section 4.2.1.4: "the special value anyPolicy"
+ANY_POLICY = CertificatePoliciesOID.ANY_POLICY
+#: an arc is written in canonical dotted form: decimal arcs without leading zeros
+_DOTTED = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
+_MAX_ARC_LENGTH = 100
 
 _ALL_KEYS = frozenset(KeyType)
 _EC_KEYS = frozenset({KeyType.EC_P256, KeyType.EC_P384})
@@ -64,9 +71,9 @@ class Profile:
     eku_critical: bool = False
     ocsp_nocheck: bool = False
 
-    @property
-    def policy_oid(self) -> ObjectIdentifier:
-        return ObjectIdentifier(f"{POLICY_ARC}.{self.policy_number}")
+    def policy_oid(self, arc: str) -> ObjectIdentifier:
+        """The certificate policy this profile's certificates assert under ``arc`` (RFC 5280 section 4.2.1.4)."""
+        return ObjectIdentifier(f"{arc}.{self.policy_number}")
 
 
 _PERSON = frozenset({NameOID.COUNTRY_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME,
@@ -183,3 +190,26 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise UnknownProfile(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+
+
+def check_policy_arc(arc: str) -> str:
+    """``arc`` if it is an object identifier in canonical dotted form that X.660 allows (first arc
+    0, 1 or 2; second arc below 40 under 0 and 1), else :class:`ValueError` saying why."""
+    if len(arc) > _MAX_ARC_LENGTH or not _DOTTED.fullmatch(arc):
+        raise ValueError(f"the policy arc {arc!r} is not a dotted object identifier such as "
+                         "1.3.6.1.4.1.<enterprise number>.1 (numbers without leading zeros, "
+                         f"at most {_MAX_ARC_LENGTH} characters)")
+    try:
+        ObjectIdentifier(f"{arc}.1")
+    except ValueError:
+        raise ValueError(f"the policy arc {arc!r} is not a valid object identifier: it must begin with 0, 1 or 2, "
+                         "and the second number must be below 40 after 0 or 1") from None
+    return arc
+
+
+def issuing_policies(authority: str, arc: str) -> list[ObjectIdentifier]:
+    """The policies an issuing CA's certificate names: one per profile that ``authority`` issues
+    under, so a relying party that requires an explicit policy (RFC 5280 section 6.1.3 (d)) finds
+    each profile's policy valid along the whole path."""
+    return [p.policy_oid(arc) for p in sorted(PROFILES.values(), key=lambda p: p.policy_number)
+            if authority in p.issuers]

@@ -34,7 +34,7 @@ from cryptography.x509.verification import (Criticality, ExtensionPolicy, Policy
 from sqlalchemy import Engine, select, text
 
 from ca.models import Authority, Crl
-from ca.profiles import POLICY_ARC
+from ca.profiles import EXAMPLE_POLICY_ARC as POLICY_ARC
 
 REVOCATION_SOURCES = ("ocsp", "crl", "store")
 

@@ -31,14 +31,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ca import crl as crl_module
-from ca import revocation
-from ca.authority import CertificateAuthority
-from ca.issuance import BACKDATE, IssuerContext, build_extensions, new_serial, store_certificate
-from ca.keys import key_type_of
+from ca.authority import CertificateAuthority, SignedCertificate
 from ca.models import Certificate
-from ca.profiles import Profile, get_profile
-from ca.signing import sign_certificate
 from ca.subjects import SubjectRequest
 from cardsim import events, journal
 from cardsim.events import CardEventSink
@@ -127,29 +121,10 @@ class _Flight:
     stage: str = "create"
     serial: str | None = None
     public_keys: dict[str, bytes] = field(default_factory=dict)
-    certificates: dict[str, x509.Certificate] = field(default_factory=dict)
+    certificates: dict[str, SignedCertificate] = field(default_factory=dict)
     records: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     objects: list[CardObject] = field(default_factory=list)
     expires_at: datetime.datetime = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc)
-
-
-def sign_end_entity(context: IssuerContext, profile: Profile, public_key: Any, subject: SubjectRequest,
-                    urls: Any, now: datetime.datetime) -> x509.Certificate:
-    """Build and sign an end-entity certificate exactly as ``ca.issuance.issue_certificate`` does
-    (profile checks, extensions from the profile, RFC 5280 section 4), without storing it yet:
-    the card's certificates are stored in the transaction that registers the card."""
-    if context.authority.name not in profile.issuers:
-        raise CardWriteFailed(f"profile {profile.name} is not issued by {context.authority.name}")
-    key_type = key_type_of(public_key)
-    if key_type not in profile.key_types:
-        raise CardWriteFailed(f"profile {profile.name} does not accept {key_type.value} keys")
-    name, alt_names = subject.build(profile)
-    not_after = min(now + profile.validity, context.certificate.not_valid_after_utc)
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(context.certificate.subject)
-               .public_key(public_key).serial_number(new_serial()).not_valid_before(now - BACKDATE)
-               .not_valid_after(not_after))
-    builder = build_extensions(builder, profile, context.certificate, context.authority.name, public_key, alt_names, urls)
-    return sign_certificate(builder, context.key)
 
 
 def _pin(digits: int) -> str:
@@ -177,6 +152,7 @@ class CardIssuer:
         self._shard: list[int] | None = None  # [open shard, cards in it]
         self._more_stations: list[PersonalisationStation] = []
         self._pseudonym_key: bytes | None = None
+        self._country: str | None = None
 
     @property
     def event_sink(self) -> CardEventSink | None:
@@ -260,7 +236,6 @@ class CardIssuer:
         """
         self._ensure_swept()
         signers = self.signers()
-        context = self._detached_citizen_context()
         stations = [self.station] + self._extra_stations(writers - 1)
         pending = iter(jobs)
         flights: list[_Flight | None] = [None] * len(stations)
@@ -291,13 +266,13 @@ class CardIssuer:
                         flight.entry.note(serial=answer["serial"])
                         crash_point("token")
                         flight.public_keys = answer["public_keys"]
-                        flight.objects = self._sign_card(flight, context, signers)
+                        flight.objects = self._sign_card(flight, signers)
                         crash_point("certificates")
                         stations[k].send("write_objects", number=flight.number, objects=flight.objects)
                         flight.stage = "write"
                         continue
                     crash_point("written")
-                    issued = self._store(flight, context, signers)
+                    issued = self._store(flight)
                 except BaseException as exc:
                     self._undo(stations[k], flight, exc)
                     if not isinstance(exc, Exception):
@@ -350,27 +325,25 @@ class CardIssuer:
             flight.entry.close()
         events.emit("card.issue-failed", flight.number, self.actor, "failure", reason=type(exc).__name__)
 
-    def _detached_citizen_context(self) -> IssuerContext:
-        with self.ca.sessions() as session:
-            return self._citizen_context(session)
+    def _citizen_country(self) -> str:
+        """The country of the citizen CA, which the card certificates' subjects name (read once)."""
+        if self._country is None:
+            issuer = self.ca.authority_certificate(CITIZEN_CA)
+            self._country = str(issuer.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value)
+        return self._country
 
-    def _citizen_context(self, session: Session) -> IssuerContext:
-        authority = self.ca.authority(session, CITIZEN_CA)
-        return IssuerContext(authority, x509.load_der_x509_certificate(authority.certificate_der),
-                             self.ca.keyring.get(authority.key_ref))
-
-    def _sign_card(self, flight: "_Flight", context: IssuerContext, signers: dict[str, Signer]) -> list[CardObject]:
-        """Certificates for the on-card keys (RFC 5280, profiles citizen-auth/-sign), the three
-        records and the security object, all signed in memory; stored only by :meth:`_store`."""
+    def _sign_card(self, flight: "_Flight", signers: dict[str, Signer]) -> list[CardObject]:
+        """Certificates for the on-card keys (the CA's profiles citizen-auth/-sign, RFC 5280), the
+        three records and the security object, all signed in memory; registered only by :meth:`_store`."""
         application = flight.job.application
-        country = context.certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value
-        subject = SubjectRequest(citizen_subject(application, str(country), self._pseudonym(application)))
+        subject = SubjectRequest(citizen_subject(application, self._citizen_country(), self._pseudonym(application)))
         now = flight.now
         for label in (AUTH_KEY, SIGN_KEY):
             public_key = serialization.load_der_public_key(flight.public_keys[label])
-            flight.certificates[label] = sign_end_entity(context, get_profile(label), public_key, subject, self.ca.urls, now)
-        flight.expires_at = min(flight.certificates[AUTH_KEY].not_valid_after_utc,
-                                flight.certificates[SIGN_KEY].not_valid_after_utc, now + self.settings.validity)
+            flight.certificates[label] = self.ca.sign(label, public_key, subject, CITIZEN_CA, now)  # type: ignore[arg-type]
+        flight.expires_at = min(flight.certificates[AUTH_KEY].certificate.not_valid_after_utc,
+                                flight.certificates[SIGN_KEY].certificate.not_valid_after_utc,
+                                now + self.settings.validity)
         data = flight.job.application.record_data()
         for record_type in RECORD_TYPES:
             signer = signers[record_type]
@@ -378,11 +351,12 @@ class CardIssuer:
             flight.records[record_type] = (1, signer.sign(content, now))
         so_content = security_object_content(flight.number, 1, flight.public_keys, flight.records, flight.expires_at, now)
         flight.records[SECURITY_OBJECT] = (1, signers[SECURITY_OBJECT].sign(so_content, now))
+        certificates = {label: signed.certificate for label, signed in flight.certificates.items()}
         objects = [
             CardObject(label, cert.public_bytes(serialization.Encoding.DER), kind="certificate",
                        subject=cert.subject.public_bytes(), issuer=cert.issuer.public_bytes(),
                        serial=core.Integer(cert.serial_number).dump())
-            for label, cert in flight.certificates.items()
+            for label, cert in certificates.items()
         ]
         objects += [CardObject(LABELS[t], der, private=t in PRIVATE_RECORDS) for t, (_, der) in flight.records.items()]
         return objects
@@ -393,12 +367,13 @@ class CardIssuer:
             self._pseudonym_key = self.settings.pseudonym_key()
         return pseudonym(self._pseudonym_key, application.scheme, application.identity.national_id)
 
-    def _store(self, flight: "_Flight", context: IssuerContext, signers: dict[str, Signer]) -> IssuedCard:
-        """One short transaction: certificates, card, records (and the replaced card's retirement)."""
+    def _store(self, flight: "_Flight") -> IssuedCard:
+        """One short transaction: certificates (each with its ``cert.issue``), card, records (and the
+        replaced card's retirement)."""
         job, now = flight.job, flight.now
         with self.ca.sessions.begin() as session:
-            rows = {label: store_certificate(session, context.authority, cert, label, f"card:{flight.number}", now)
-                    for label, cert in flight.certificates.items()}
+            rows = {label: self.ca.register(session, signed, f"card:{flight.number}", actor=self.actor)
+                    for label, signed in flight.certificates.items()}
             card = Card(number=flight.number, national_id=job.application.identity.national_id,
                         holder=job.application.holder, status="active", token_serial=flight.serial or "",
                         issued_at=now, expires_at=flight.expires_at, status_changed_at=now,
@@ -450,16 +425,16 @@ class CardIssuer:
 
     def _revoke_certificates(self, session: Session, card: Card, reason: x509.ReasonFlags,
                              now: datetime.datetime) -> None:
-        changed = False
+        """The card's unexpired certificates revoked by the CA, with the new CRL and their
+        ``cert.revoke`` events, in the caller's transaction."""
+        certificates = []
         for cert_id in (card.auth_certificate_id, card.sign_certificate_id):
             cert = session.get(Certificate, cert_id)
             assert cert is not None
             if cert.status != "revoked" and cert.not_after > now:
-                revocation.revoke(session, cert, reason, now)
-                changed = True
-        if changed:
-            context = self._citizen_context(session)
-            crl_module.build_crl(session, context.authority, context.certificate, context.key, now, self.ca.crl_period)
+                certificates.append(cert)
+        if certificates:
+            self.ca.revoke_in(session, certificates, reason, self.actor, now)
 
     # -- registry reads ---------------------------------------------------------------------
     def _card_row(self, session: Session, number: str) -> Card:

@@ -3,22 +3,20 @@
 The card folder (its own SoftHSM2 token folder, see cardsim.config), and the signing identities:
 the civil registry (identity records), the tax office (tax records), the insurance fund
 (insurance records) and the card issuer (card security objects), each with a ``service``
-certificate from the staff CA and its key generated on the CA's PKCS#11 token.
+certificate from the staff CA (issued by the CA, audited as ``cert.issue``) and its key generated on
+the CA's PKCS#11 token.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from ca.authority import CertificateAuthority
+from ca.authority import INIT_REQUESTER, CertificateAuthority
 from ca.errors import KeyUnavailable
-from ca.issuance import IssuerContext, issue_certificate
 from ca.keys import KeyType
-from ca.profiles import get_profile
 from ca.subjects import SubjectRequest
 from cardsim.config import CardSettings
 from cardsim.models import CardDepartment
@@ -53,14 +51,10 @@ def prepare_card_issuer(home: Path, ca: CertificateAuthority) -> list[str]:
                 key = ca.keyring.get(f"pkcs11:{label}")  # left by an interrupted earlier run
             except KeyUnavailable:
                 key = ca.keyring.generate("pkcs11", label, KeyType.EC_P256)
-            authority = ca.authority(session, "staff")
-            context = IssuerContext(authority, x509.load_der_x509_certificate(authority.certificate_der),
-                                    ca.keyring.get(authority.key_ref))
             subject = SubjectRequest(((NameOID.COUNTRY_NAME, str(country)), (NameOID.ORGANIZATION_NAME, str(organisation)),
                                       (NameOID.ORGANIZATIONAL_UNIT_NAME, display),
                                       (NameOID.COMMON_NAME, f"{display} card records signer")))
-            row = issue_certificate(session, context, get_profile("service"), key.public_key(), subject,
-                                    "tessera init", ca.urls, ca.clock())
+            row = ca.issue_for_key(session, "service", key.public_key(), subject, INIT_REQUESTER, issuer="staff")
             session.add(CardDepartment(name=name, record_type=record_type, subject=row.subject,
                                        certificate_id=row.id, key_ref=key.reference))
             done.append(f"created card signer {name} ({record_type}): {row.subject}")
