@@ -6,9 +6,12 @@ SQLite database, SoftHSM2 configuration and tokens, and secrets all live under i
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ca.profiles import EXAMPLE_POLICY_ARC, check_policy_arc
 
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -84,11 +87,18 @@ class Settings:
     http_read_timeout: int = 10
     #: HTTP: the largest request body the server reads at all (endpoints keep smaller limits of their own)
     http_max_body_bytes: int = 8 * 1024 * 1024
+    #: the arc of the certificate policy OIDs (``<arc>.<n>``, one per profile: ca.profiles), under the
+    #: organisation's registered OID; the default is the ITU-T/ISO example arc (docs/ca.md)
+    policy_arc: str = EXAMPLE_POLICY_ARC
 
     def __post_init__(self) -> None:
         if self.security_log_level not in SECURITY_LOG_LEVELS:
             raise ConfigurationError(f"TESSERA_SECURITY_LOG_LEVEL must be one of {', '.join(SECURITY_LOG_LEVELS)}, "
                                      f"not {self.security_log_level!r}")
+        try:
+            check_policy_arc(self.policy_arc)
+        except ValueError as exc:
+            raise ConfigurationError(f"TESSERA_POLICY_ARC: {exc}") from None
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -124,7 +134,18 @@ class Settings:
             timezone=env.get("TESSERA_TIMEZONE") or "Asia/Shanghai",
             http_read_timeout=_number(env, "TESSERA_HTTP_READ_TIMEOUT", 10),
             http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
+            policy_arc=(env.get("TESSERA_POLICY_ARC") or EXAMPLE_POLICY_ARC).strip(),
         )
+
+    def warn_if_example_policy_arc(self) -> bool:
+        """At start-up: log a warning when certificates are issued under the example policy arc,
+        which means nothing to relying parties outside a test (RFC 5280 section 4.2.1.4). True if so."""
+        if self.policy_arc != EXAMPLE_POLICY_ARC:
+            return False
+        logging.getLogger("tessera.ca").warning(
+            "certificates are issued under the example policy arc %s: set TESSERA_POLICY_ARC to an arc under "
+            "your organisation's registered OID before `tessera init` (docs/ca.md)", EXAMPLE_POLICY_ARC)
+        return True
 
     # -- embedded layout -----------------------------------------------------------------
     @property
