@@ -82,6 +82,14 @@ def test_signed_record_from_the_registry(citizen_idp: CitizenIdp) -> None:
     assert body["valid"] is True, body
     assert body["content_json"]["card"] == number and body["content_json"]["type"] == "identity"
     assert body["signer"]["profile"] == "service" and body["signing_time"]
+    # a record without the identity number in its data (tax): the log names the card's holder
+    (tax,) = citizen_idp.sql("SELECT r.der FROM card_record r JOIN card c ON c.id = r.card_id "
+                             "WHERE c.number = ? AND r.record_type = 'tax' AND r.current = 1", number)[0]
+    tax_body = citizen_idp.api("/signed-records/verify", {"record": base64.b64encode(tax).decode()}).json()
+    assert tax_body["valid"] is True and "national_id" not in tax_body["content_json"]["data"], tax_body
+    logged = citizen_idp.sql("SELECT national_id FROM verification_log WHERE operation = 'signed-record' "
+                             "ORDER BY id DESC LIMIT 1")
+    assert logged == [(agent_card_national_id(citizen_idp, "alice"),)]
     tampered = bytearray(der)
     index = bytes(der).index(b'"address"') + 12
     tampered[index] ^= 0x01

@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from sqlalchemy import select
 
 from ca.validation import MALFORMED, CertificateVerdict, Reason
 from idp.citizen_blueprints import services
@@ -100,11 +101,13 @@ def _subject_text(verdict: dict[str, Any]) -> str:
 
 
 def _card_holder(number: str) -> str | None:
-    from sqlalchemy import text
+    """The identity number of the card a record names (``card``), for a record whose content does
+    not carry it (the tax and insurance records), or None for a card this store does not know."""
+    from cardsim.models import Card
 
     with services().deployment.engine.connect() as conn:
-        row = conn.execute(text("SELECT national_id FROM card WHERE number = :n"), {"n": number[:16]}).first()
-    return str(row[0]) if row else None
+        holder = conn.scalar(select(Card.national_id).where(Card.number == number[:16]))
+    return str(holder) if holder is not None else None
 
 
 def verify_signature(item: Any) -> Outcome:
