@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,13 +27,11 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import KeySet
-from sqlalchemy import bindparam, delete, text
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from store.held_connection import HeldStatement
-from store.types import UtcDateTime
 from idp import events
-from idp.models import ClientAssertionJti
+from idp.models import AuthorizationCode, ClientAssertionJti
 from idp.oidc.tokens import new_token, token_hash
 
 if TYPE_CHECKING:
@@ -49,22 +47,25 @@ ACR_TWO_FACTOR = "urn:tessera:acr:pwd+otp"
 ACR_CARD = "urn:tessera:acr:card"
 
 
-_T = UtcDateTime()
-# the authorization and token endpoints' statements in plain SQL (several times cheaper than the ORM)
-_SAVE_CODE = ("INSERT INTO idp_authorization_code (code_hash, client_id, uid, redirect_uri, scope, nonce, code_challenge, "
-              "code_challenge_method, auth_time, acr, amr, session_id_hash, created_at, expires_at) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_FIND_CODE = text(
-    "SELECT code_hash, client_id, uid, redirect_uri, scope, nonce, code_challenge, code_challenge_method, auth_time, "
-    "acr, amr, family, expires_at FROM idp_authorization_code WHERE code_hash = :h").columns(expires_at=_T)
-_CODE_COLUMNS = ("code_hash", "client_id", "uid", "redirect_uri", "scope", "nonce", "code_challenge",
-                 "code_challenge_method", "auth_time", "acr", "amr", "family", "expires_at")
-#: find and spend in one statement (the token endpoint's hot path, on the held connection): a row
-#: comes back only for this client's code, unspent until now
-_SPEND_CODE = ("UPDATE idp_authorization_code SET used_at = ? WHERE code_hash = ? AND client_id = ? AND used_at IS NULL "
-               f"RETURNING {', '.join(_CODE_COLUMNS)}")
-_PURGE_CODES = text("DELETE FROM idp_authorization_code WHERE expires_at < :before").bindparams(
-    bindparam("before", type_=_T))
+# the authorization and token endpoints' statements: Core, built once from the mapped class (the ORM's
+# unit of work would cost several times the statement)
+_CODE_COLUMNS = (AuthorizationCode.code_hash, AuthorizationCode.client_id, AuthorizationCode.uid,
+                 AuthorizationCode.redirect_uri, AuthorizationCode.scope, AuthorizationCode.nonce,
+                 AuthorizationCode.code_challenge, AuthorizationCode.code_challenge_method, AuthorizationCode.auth_time,
+                 AuthorizationCode.acr, AuthorizationCode.amr, AuthorizationCode.family, AuthorizationCode.expires_at)
+_SAVE_CODE = insert(AuthorizationCode)
+_FIND_CODE = select(*_CODE_COLUMNS).where(AuthorizationCode.code_hash == bindparam("h"))
+#: find and spend in one statement (the token endpoint's hot path): a row comes back only for this
+#: client's code, unspent until now
+_SPEND_CODE = (update(AuthorizationCode)
+               .where(AuthorizationCode.code_hash == bindparam("h"), AuthorizationCode.client_id == bindparam("client"),
+                      AuthorizationCode.used_at.is_(None))
+               .values(used_at=bindparam("now")).returning(*_CODE_COLUMNS))
+_PURGE_CODES = delete(AuthorizationCode).where(AuthorizationCode.expires_at < bindparam("before"))
+#: OIDC Core 3.1.2.1: a nonce this client used before
+_NONCE_SEEN = (select(AuthorizationCode.code_hash)
+               .where(AuthorizationCode.client_id == bindparam("client"), AuthorizationCode.nonce == bindparam("nonce"))
+               .limit(1))
 #: spent codes are kept (hashed) this long, to recognise a code presented again (RFC 6749 4.1.2)
 CODE_KEPT = datetime.timedelta(days=1)
 
@@ -73,11 +74,44 @@ def _provider(grant: Any) -> "Provider":
     return grant.server.provider  # type: ignore[no-any-return]
 
 
-def code_statements(engine: Any) -> tuple[HeldStatement, HeldStatement]:
-    """The held statements that store a code and that find and spend one (the authorization and
-    token endpoints' hot path)."""
-    return (HeldStatement(engine, _SAVE_CODE, "authorization code", params=(None,) * 12 + (_T, _T)),
-            HeldStatement(engine, _SPEND_CODE, "authorization code", params=(_T,), results=(None,) * 12 + (_T,)))
+class AuthorizationCodes:
+    """The codes in the store (table ``idp_authorization_code``, hashed): saved by the authorization
+    endpoint, found and spent in one statement by the token endpoint (RFC 6749 sections 4.1.2, 4.1.3)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def save(self, code: Mapping[str, Any]) -> None:
+        """Store a new code (the columns of :class:`idp.models.AuthorizationCode` by name); now and
+        then, the codes expired longer than :data:`CODE_KEPT` go."""
+        with self.engine.begin() as conn:
+            conn.execute(_SAVE_CODE, code)
+            if secrets.randbelow(256) == 0:
+                conn.execute(_PURGE_CODES, {"before": code["created_at"] - CODE_KEPT})
+
+    def spend(self, code_hash: str, client_id: str, now: datetime.datetime) -> "_CodeRow | None":
+        """The code of ``client_id``, marked used now; None if unknown, another client's or spent."""
+        with self.engine.begin() as conn:
+            row = conn.execute(_SPEND_CODE, {"h": code_hash, "client": client_id, "now": now}).first()
+        return None if row is None else _CodeRow._make(row)
+
+    def find(self, code_hash: str) -> "_CodeRow | None":
+        """The code whatever its state (to recognise one presented again)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_FIND_CODE, {"h": code_hash}).first()
+        return None if row is None else _CodeRow._make(row)
+
+    def nonce_seen(self, client_id: str, nonce: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(_NONCE_SEEN, {"client": client_id, "nonce": nonce}).first() is not None
+
+
+def code_statements(engine: Engine) -> tuple[Callable[[Mapping[str, Any]], None],
+                                             Callable[[str, str, datetime.datetime], "_CodeRow | None"]]:
+    """The save and spend of :class:`AuthorizationCodes` on ``engine``, as the provider holds them
+    (the authorization and token endpoints' hot path)."""
+    codes = AuthorizationCodes(engine)
+    return codes.save, codes.spend
 
 
 class _CodeRow(NamedTuple):
@@ -90,7 +124,7 @@ class _CodeRow(NamedTuple):
     code_challenge: str | None
     code_challenge_method: str | None
     auth_time: int
-    acr: str
+    acr: str | None
     amr: str
     family: str | None
     expires_at: datetime.datetime
@@ -163,15 +197,14 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         now = provider.clock()
         payload = request.payload.data
         with client_still_registered():
-            provider.save_code.run((
-                token_hash(code), request.client.get_client_id(), user.uid,
-                request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
-                request.payload.scope or "", payload.get("nonce"), payload.get("code_challenge"),
-                payload.get("code_challenge_method"), int(user.auth_time), _acr(user.amr), " ".join(user.amr),
-                user.session_hash, now, now + datetime.timedelta(seconds=CODE_SECONDS)))
-        if secrets.randbelow(256) == 0:
-            with provider.engine.begin() as conn:
-                conn.execute(_PURGE_CODES, {"before": now - CODE_KEPT})
+            provider.save_code({
+                "code_hash": token_hash(code), "client_id": request.client.get_client_id(), "uid": user.uid,
+                "redirect_uri": request.payload.redirect_uri or request.client.get_default_redirect_uri() or "",
+                "scope": request.payload.scope or "", "nonce": payload.get("nonce"),
+                "code_challenge": payload.get("code_challenge"),
+                "code_challenge_method": payload.get("code_challenge_method"), "auth_time": int(user.auth_time),
+                "acr": _acr(user.amr), "amr": " ".join(user.amr), "session_id_hash": user.session_hash,
+                "created_at": now, "expires_at": now + datetime.timedelta(seconds=CODE_SECONDS)})
 
     def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:
         """Find and spend the code in one step: a second presentation finds it spent, is refused
@@ -179,12 +212,10 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         provider = _provider(self)
         now = provider.clock()
         digest = token_hash(code)
-        spent = provider.spend_code.run((now, digest, client.get_client_id())).row
+        spent = provider.spend_code(digest, client.get_client_id(), now)
         if spent is not None:
-            row = _CodeRow(*spent)
-            return None if now >= row.expires_at else StoredCode(row)
-        with provider.engine.connect() as conn:  # unknown, another client's, or presented again
-            found = conn.execute(_FIND_CODE, {"h": digest}).first()
+            return None if now >= spent.expires_at else StoredCode(spent)
+        found = AuthorizationCodes(provider.engine).find(digest)  # unknown, another client's, or presented again
         if found is None or found.client_id != client.get_client_id():
             return None
         stored = StoredCode(found)
@@ -228,9 +259,8 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
     def __init__(self, provider: "Provider") -> None:
         super().__init__(require_nonce=False)
         self.provider = provider
-        # checked at every authorization request of a login (OIDC Core 3.1.2.1 nonce replay): on the driver
-        self._nonce_seen = HeldStatement(provider.engine, "SELECT 1 FROM idp_authorization_code "
-                                         "WHERE client_id = ? AND nonce = ? LIMIT 1", "code nonce")
+        #: checked at every authorization request of a login (OIDC Core 3.1.2.1 nonce replay)
+        self._codes = AuthorizationCodes(provider.engine)
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         if request.user is None:
@@ -238,7 +268,7 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
             # nonce included, before a code can be issued, so looking it up now would be done twice
             return False
         client_id = request.payload.client_id
-        return self._nonce_seen.run((client_id, nonce)).row is not None
+        return self._codes.nonce_seen(client_id, nonce)
 
     def get_client_algorithm(self, client: Any) -> str:
         return str(client.id_token_signed_response_alg)

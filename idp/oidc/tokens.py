@@ -16,30 +16,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import TokenMixin
-from sqlalchemy import Engine, bindparam, text, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.held_connection import HeldStatement
-from store.types import UtcDateTime
-from idp.models import OAuthToken
+from idp.models import OAuthClient, OAuthToken
 
-# the token endpoint's and userinfo's statements in plain SQL (several times cheaper than the ORM)
-_T = UtcDateTime()
-_COLUMNS = ("id, client_id, uid, family, scope, auth_time, amr, issued_at, expires_in, refresh_expires_at, "
-            "access_revoked, refresh_used_at")
-_TYPES = {"issued_at": _T, "refresh_expires_at": _T, "refresh_used_at": _T}
-_BY_ACCESS = text(f"SELECT {_COLUMNS} FROM idp_oauth_token WHERE access_token_hash = :h").columns(**_TYPES)
-_BY_REFRESH = text(f"SELECT {_COLUMNS} FROM idp_oauth_token WHERE refresh_token_hash = :h").columns(**_TYPES)
-#: one per login (the token endpoint): on the held driver connection
-_INSERT = ("INSERT INTO idp_oauth_token (client_id, uid, family, access_token_hash, refresh_token_hash, scope, auth_time, "
-           "amr, issued_at, expires_in, refresh_expires_at, access_revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-#: a service account's access token with its account's name (the join fails once the account is removed);
-#: on the held driver connection (one per API call: SQLAlchemy's statement overhead would be four times the query)
-_SERVICE = ("SELECT t.client_id, t.uid, t.scope, t.issued_at, t.expires_in, t.access_revoked, c.name "
-            "FROM idp_oauth_token t JOIN idp_oauth_client c ON c.client_id = t.client_id "
-            "WHERE t.access_token_hash = ?")
-_SPEND = text("UPDATE idp_oauth_token SET refresh_used_at = :now WHERE id = :id AND refresh_used_at IS NULL").bindparams(
-    bindparam("now", type_=_T))
+# the token endpoint's and userinfo's statements: Core, built once from the mapped classes (the ORM's
+# unit of work would cost several times the statement)
+_TOKEN_COLUMNS = (OAuthToken.id, OAuthToken.client_id, OAuthToken.uid, OAuthToken.family, OAuthToken.scope,
+                  OAuthToken.auth_time, OAuthToken.amr, OAuthToken.issued_at, OAuthToken.expires_in,
+                  OAuthToken.refresh_expires_at, OAuthToken.access_revoked, OAuthToken.refresh_used_at)
+_BY_ACCESS = select(*_TOKEN_COLUMNS).where(OAuthToken.access_token_hash == bindparam("h"))
+_BY_REFRESH = select(*_TOKEN_COLUMNS).where(OAuthToken.refresh_token_hash == bindparam("h"))
+#: one per login (the token endpoint)
+_INSERT = insert(OAuthToken)
+#: a service account's access token with its account's name (the join fails once the account is
+#: removed); one per verification API call
+_SERVICE = (select(OAuthToken.client_id, OAuthToken.uid, OAuthToken.scope, OAuthToken.issued_at, OAuthToken.expires_in,
+                   OAuthToken.access_revoked, OAuthClient.name)
+            .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
+            .where(OAuthToken.access_token_hash == bindparam("h")))
+_SPEND = (update(OAuthToken).where(OAuthToken.id == bindparam("token"), OAuthToken.refresh_used_at.is_(None))
+          .values(refresh_used_at=bindparam("now")))
 
 ACCESS_TOKEN_SECONDS = 900
 REFRESH_TOKEN_LIFETIME = datetime.timedelta(hours=12)
@@ -121,16 +119,17 @@ class TokenStore:
         self.clock = clock
         self.load_user = load_user
         self.load_client = load_client
-        self._insert = HeldStatement(self.engine, _INSERT, "token issue", params=(None,) * 8 + (_T, None, _T))
-        self._service = HeldStatement(self.engine, _SERVICE, "service token", results=(None, None, None, _T))
 
     def save(self, token: dict[str, Any], client_id: str, uid: str, family: str, auth_time: int, amr: str) -> None:
         now = self.clock()
         refresh = token.get("refresh_token")
-        self._insert.run((client_id, uid, family, token_hash(token["access_token"]),
-                          token_hash(refresh) if refresh else None, token.get("scope", ""), auth_time, amr, now,
-                          int(token.get("expires_in", ACCESS_TOKEN_SECONDS)),
-                          now + REFRESH_TOKEN_LIFETIME if refresh else None, False))
+        with self.engine.begin() as conn:
+            conn.execute(_INSERT, {
+                "client_id": client_id, "uid": uid, "family": family, "access_token_hash": token_hash(token["access_token"]),
+                "refresh_token_hash": token_hash(refresh) if refresh else None, "scope": token.get("scope", ""),
+                "auth_time": auth_time, "amr": amr, "issued_at": now,
+                "expires_in": int(token.get("expires_in", ACCESS_TOKEN_SECONDS)),
+                "refresh_expires_at": now + REFRESH_TOKEN_LIFETIME if refresh else None, "access_revoked": False})
 
     def _wrap(self, row: Any) -> IssuedToken | None:
         return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client)
@@ -142,7 +141,8 @@ class TokenStore:
     def service_token(self, value: str) -> ServiceToken | None:
         """The service account behind a bearer access token (RFC 6750 section 2.1), read now: None
         when unknown, expired, revoked, not a service's or its account was removed."""
-        row = self._service.run((token_hash(value),)).row
+        with self.engine.connect() as conn:
+            row = conn.execute(_SERVICE, {"h": token_hash(value)}).first()
         if row is None:
             return None
         client_id, uid, scope, issued_at, expires_in, revoked, name = row
@@ -160,7 +160,7 @@ class TokenStore:
     def spend_refresh_token(self, token_id: int) -> bool:
         """Mark a refresh token used; False if it already was (a concurrent or repeated use)."""
         with self.engine.begin() as conn:
-            return bool(conn.execute(_SPEND, {"id": token_id, "now": self.clock()}).rowcount == 1)
+            return bool(conn.execute(_SPEND, {"token": token_id, "now": self.clock()}).rowcount == 1)
 
     def revoke_family(self, family: str) -> int:
         """End every access and refresh token of a family; the number of tokens touched."""
