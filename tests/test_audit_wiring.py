@@ -59,6 +59,32 @@ def test_no_audit_entry_no_revocation(audit_home: AuditHome, tmp_path: Path) -> 
     assert json.loads(audit_home.cli("ca", "show", issued["serial"], "--json").stdout)["status"] == "revoked"
 
 
+def test_every_certificate_in_the_store_has_its_issue_entry(audit_home: AuditHome, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 15 item 6, one issuance path: after `tessera init` (CA certificates, OCSP responders,
+    TSA, department and audit signers), a card and a checkpoint, every certificate in the store has
+    its ``cert.issue`` entry; the lost card's certificates their ``cert.revoke``."""
+    from tests.fixtures_cards import issue_card
+
+    card = issue_card(audit_home, 1, tmp_path)
+    audit_home.cli("audit", "checkpoint")
+    with sqlite3.connect(audit_home.path / "tessera.db") as db:
+        certificates = dict(db.execute("select serial_hex, profile from ca_certificate"))
+        authorities = {row[0] for row in db.execute("select serial_hex from ca_authority")}
+        card_serials = {row[0] for row in db.execute("select serial_hex from ca_certificate where requester = ?",
+                                                     (f"card:{card.number}",))}
+    issued = {str(e["object"]).removeprefix("cert:"): e for e in _entries(audit_home, "cert.issue")}
+    assert set(certificates) | authorities <= set(issued), (set(certificates) | authorities) - set(issued)
+    assert set(certificates.values()) >= {"issuing-ca", "ocsp", "tsa", "service", "citizen-auth", "citizen-sign"}
+    for serial in card_serials:
+        assert issued[serial]["details"]["requester"] == f"card:{card.number}"  # type: ignore[index]
+        assert str(issued[serial]["subject"]).startswith("cli:")  # the operator who issued the card
+    audit_home.cli("card", "lost", card.number)
+    revoked = {str(e["object"]).removeprefix("cert:"): e for e in _entries(audit_home, "cert.revoke")}
+    assert card_serials <= set(revoked)
+    assert {revoked[s]["details"]["reason"] for s in card_serials} == {"keyCompromise"}  # type: ignore[index]
+    assert audit_home.cli("audit", "verify").returncode == 0
+
+
 @pytest.mark.parametrize("action, details", [("login.password", {"reason": "wrong-password"}),
                                              ("logout.everywhere", {"sessions": 2, "tokens": 1}),
                                              ("totp.enrol", {"secret": "JBSWY3DP"})])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ca.profiles import EXAMPLE_POLICY_ARC, PROFILES
 from cardsim.citizens import parse_application
 from cardsim.errors import InvalidApplication
 from cardsim.numbers import is_card_number, luhn_digit, new_card_number, parse_card_number, shard_of
@@ -95,7 +96,10 @@ def test_card_certificates_chain_to_the_citizen_ca(home: Home, card: IssuedCard,
                     "--output-file", str(out))
         pem = subprocess.run(["openssl", "x509", "-inform", "DER", "-in", str(out)], capture_output=True, check=True).stdout
         (tmp_path / f"{label}.pem").write_bytes(pem)
-        result = subprocess.run(["openssl", "verify", "-CAfile", str(chain_files / "root.pem"), "-untrusted",
+        # strict, and for the profile's policy only (RFC 5280 section 6.1, initial-explicit-policy)
+        policy = PROFILES[label].policy_oid(EXAMPLE_POLICY_ARC).dotted_string
+        result = subprocess.run(["openssl", "verify", "-x509_strict", "-explicit_policy", "-policy", policy,
+                                 "-CAfile", str(chain_files / "root.pem"), "-untrusted",
                                  str(chain_files / "citizen.pem"), str(tmp_path / f"{label}.pem")],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr

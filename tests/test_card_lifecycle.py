@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,39 @@ def test_a_refusal_midway_undoes_the_token_in_the_same_process(home: Home, card_
         assert failed.stderr.decode().strip() == f"Error: injected failure at {point}"
         assert pending(home) == []
         assert (token_folders(home), registered_cards(home)) == (before_tokens, before_cards)
+
+
+EXPIRED_CA = """
+import datetime, json, sys
+from ca.errors import InvalidRequest
+from cardsim.citizens import parse_application
+from cardsim.config import CardSettings
+from cardsim.issuance import CardIssuer
+from idp.deployment import Deployment
+from idp.settings import Settings
+
+deployment = Deployment(Settings.from_env())
+ends = deployment.ca.authority_certificate("citizen").not_valid_after_utc
+deployment.ca.clock = lambda: ends + datetime.timedelta(days=1)  # the day after the citizen CA expired
+issuer = CardIssuer(deployment.ca, CardSettings.from_env(deployment.settings.home), actor="test")
+try:
+    issuer.issue(parse_application(json.loads(sys.argv[1])))
+except InvalidRequest as exc:
+    print(exc)
+finally:
+    issuer.close()
+    deployment.close()
+"""
+
+
+def test_an_expired_issuing_ca_refuses_a_card(home: Home) -> None:
+    """Issue 15 item 6: card certificates go through the CA's checks, "issuing CA has expired" among them."""
+    before = (token_folders(home), registered_cards(home))
+    refused = subprocess.run([sys.executable, "-c", EXPIRED_CA, json.dumps(citizen(314))], env=home.env,
+                             capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert refused.returncode == 0, refused.stderr
+    assert refused.stdout.strip() == "the issuing CA citizen has expired"
+    assert (token_folders(home), registered_cards(home)) == before and pending(home) == []  # the token undone
 
 
 def test_renewal_replaces_the_card_and_retires_the_old_one(home: Home, card_dir: Path) -> None:

@@ -4,6 +4,7 @@ against the running service (gunicorn, PKCS#11 keys on a SoftHSM2 token)."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -13,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from ca.profiles import EXAMPLE_POLICY_ARC, PROFILES
 from tests.conftest import Home
 
 
@@ -60,6 +62,40 @@ def test_openssl_verifies_issued_chain(server: Home, work: Path) -> None:
     # and it fails against the wrong intermediate: the judge can say no
     bad = run("openssl", "verify", "-CAfile", "root.pem", "-untrusted", "citizen.pem", "jane.pem", cwd=work, check=False)
     assert bad.returncode != 0
+
+
+#: a subject each profile accepts (ca.profiles), for the CSRs of the policy test
+_SUBJECTS = {"staff-auth": "/CN=Pat Policy/O=Ministry of Finance/C=CN", "staff-sign": "/CN=Pat Policy/C=CN",
+             "service": "/CN=Policy Service/O=Tax Office/C=CN", "citizen-auth": "/CN=Citizen/serialNumber=P-1/C=CN",
+             "citizen-sign": "/CN=Citizen/serialNumber=P-1/C=CN"}
+
+
+def _certificate_of(home: Home, work: Path, profile: str, issuing: str) -> Path:
+    """A certificate of ``profile`` from ``issuing``: issued from a CSR, or the one `tessera init`
+    made (OCSP responders, TSA)."""
+    if profile in _SUBJECTS:
+        issue(home, work, profile, profile, _SUBJECTS[profile])
+    else:
+        listed = json.loads(home.cli("ca", "list", "--profile", profile, "--issuer", issuing, "--json").stdout)
+        (work / f"{profile}.pem").write_bytes(home.cli("ca", "show", listed[0]["serial"], "--pem").stdout)
+    return work / f"{profile}.pem"
+
+
+@pytest.mark.parametrize("profile, issuing", [(p.name, i) for p in PROFILES.values() for i in p.issuers])
+def test_openssl_explicit_policy_accepts_every_profile(server: Home, work: Path, profile: str, issuing: str) -> None:
+    """Issue 15 item 4: a relying party that requires the profile's policy (RFC 5280 section 6.1,
+    initial-explicit-policy) accepts the path root -> issuing CA -> certificate: the issuing CA
+    names the policies of its profiles, the root anyPolicy."""
+    leaf = _certificate_of(server, work, profile, issuing)
+    policy = PROFILES[profile].policy_oid(EXAMPLE_POLICY_ARC).dotted_string
+    strict = ("openssl", "verify", "-x509_strict", "-explicit_policy", "-CAfile", "root.pem",
+              "-untrusted", f"{issuing}.pem")
+    out = run(*strict, "-policy", policy, "-policy_print", str(leaf), cwd=work, check=False)
+    assert out.returncode == 0 and f"{leaf}: OK" in out.stdout, out.stdout + out.stderr
+    # and the judge can say no: the policy of another profile is not this certificate's
+    other = next(p.policy_oid(EXAMPLE_POLICY_ARC).dotted_string for p in PROFILES.values() if p.name != profile)
+    refused = run(*strict, "-policy", other, str(leaf), cwd=work, check=False)
+    assert refused.returncode != 0 and "no explicit policy" in refused.stdout + refused.stderr
 
 
 def test_ocsp_good_then_revoked_with_reason_and_nonce(server: Home, work: Path) -> None:
