@@ -13,11 +13,10 @@ rolled-back append rolls back its head update too).
 
 On SQLite, :meth:`AuditTrail.record` (an entry in a transaction of its own) does not hold the
 database's only write lock across several statements: it reads the head, chains the entry to it
-outside any lock, and inserts it with one autocommitted compare-and-set statement that adds the row
-only while the head is still the entry it was chained to (migration 0008's trigger then moves the
-head); if another appender won, it reads the head again. The lock is held for that one statement
-only, never while the thread waits for the GIL between statements; under a busy login load that
-halves the time the service's writers queue behind the trail (docs/audit.md).
+outside any lock, and inserts it with one compare-and-set statement, committed at once, that adds
+the row only while the head is still the entry it was chained to (migration 0008's trigger then
+moves the head); if another appender won, it reads the head again. The lock is held for that
+statement and its commit only, not while the entry is hashed (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -30,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import Engine, bindparam, insert, select, text, update
+from sqlalchemy import Engine, bindparam, column, insert, select, table, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import chain
 from audit.errors import AuditEventInvalid, AuditUnavailable
 from audit.models import AuditEntry, AuditHead
-from store.held_connection import HeldStatement
 
 if TYPE_CHECKING:
     from audit.checkpoints import Checkpointer
@@ -68,11 +66,16 @@ _INSERT_AND_MOVE = (update(_HEAD).where(_HEAD.c.id == 1)
 _ENTRY_COLUMNS = [c.name for c in AuditEntry.__table__.columns]
 #: SQLite, migration 0008: the trigger that moves the head to each inserted entry
 HEAD_TRIGGER = "audit_entry_moves_head"
-_READ_HEAD = "SELECT seq, entry_hash FROM audit_head WHERE id = 1"
+#: SQLite's catalogue (https://sqlite.org/schematab.html): is that trigger there?
+_SQLITE_SCHEMA = table("sqlite_master", column("type"), column("name"))
+_TRIGGER_EXISTS = select(_SQLITE_SCHEMA.c.name).where(_SQLITE_SCHEMA.c.type == "trigger",
+                                                     _SQLITE_SCHEMA.c.name == bindparam("n"))
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
 #: the compare-and-set append: the row goes in only while the head is still (seq - 1, prev_hash)
-_SET_IF_HEAD = (f"INSERT INTO audit_entry ({', '.join(chr(34) + c + chr(34) for c in _ENTRY_COLUMNS)}) "
-                f"SELECT {', '.join('?' for _ in _ENTRY_COLUMNS)} FROM audit_head "
-                "WHERE id = 1 AND seq = ? AND entry_hash = ?")
+_SET_IF_HEAD = insert(AuditEntry).from_select(
+    _ENTRY_COLUMNS,
+    select(*(bindparam("new_" + c.name, type_=c.type) for c in AuditEntry.__table__.columns))
+    .where(_HEAD.c.id == 1, _HEAD.c.seq == bindparam("prev_seq"), _HEAD.c.entry_hash == bindparam("prev_hash")))
 #: compare-and-set attempts before record() takes the head's lock instead (each lost attempt means
 #: another entry went in meanwhile)
 _CAS_ATTEMPTS = 8
@@ -172,8 +175,6 @@ class AuditTrail:
         self._recording_refusal = False
         if checkpointer is not None:
             checkpointer.on_refusal = self._record_refusal
-        self._read_head: HeldStatement
-        self._set_if_head: HeldStatement
 
     def append(self, session: Session, event: AuditEvent) -> AppendedEntry:
         """Write ``event`` as the next entry inside ``session``'s transaction (commits with it).
@@ -231,34 +232,28 @@ class AuditTrail:
             follows = False
             if engine.dialect.name == "sqlite":
                 with engine.connect() as conn:
-                    follows = conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :n"),
-                                           {"n": HEAD_TRIGGER}).first() is not None
+                    follows = conn.execute(_TRIGGER_EXISTS, {"n": HEAD_TRIGGER}).first() is not None
             self._trigger = follows
-            if follows:
-                self._read_head = HeldStatement(engine, _READ_HEAD, "audit head")
-                self._set_if_head = HeldStatement(engine, _SET_IF_HEAD, "audit append",
-                                                  params=[c.type for c in AuditEntry.__table__.columns])
         return follows
 
     def _compare_and_set(self, event: AuditEvent) -> AppendedEntry | None:
-        """SQLite: the entry appended by one autocommitted statement; None when the driver failed or
-        other appenders kept winning (the caller then takes the head's lock)."""
-        for _ in range(_CAS_ATTEMPTS):
-            head = self._read_head.execute(())
-            if head is None:
-                return None
-            if head.row is None:
-                raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
-            prev_seq, prev_hash = int(head.row[0]), str(head.row[1])
-            entry = self._chained(event, prev_seq + 1, prev_hash)
-            try:
-                done = self._set_if_head.execute([*entry, prev_seq, prev_hash])
-            except SQLAlchemyError as exc:  # the database refused the row (a constraint, a full disk)
-                raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
-            if done is None:
-                return None
-            if done.rowcount == 1:
-                return entry
+        """SQLite: the entry appended by one statement in a transaction of its own; None when other
+        appenders kept winning (the caller then takes the head's lock)."""
+        engine: Engine = self.sessions.kw["bind"]
+        try:
+            for _ in range(_CAS_ATTEMPTS):
+                with engine.connect() as conn:
+                    head = conn.execute(_READ_HEAD).first()
+                if head is None:
+                    raise AuditUnavailable("the audit trail is not initialised (no chain head): run the migrations")
+                prev_seq, prev_hash = int(head[0]), str(head[1])
+                entry = self._chained(event, prev_seq + 1, prev_hash)
+                values = {"new_" + k: v for k, v in entry._asdict().items()}
+                with engine.begin() as conn:
+                    if conn.execute(_SET_IF_HEAD, {**values, "prev_seq": prev_seq, "prev_hash": prev_hash}).rowcount == 1:
+                        return entry
+        except SQLAlchemyError as exc:  # the database refused the row (a constraint, a full disk) or is gone
+            raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
         return None
 
     def head(self) -> tuple[int, str]:
