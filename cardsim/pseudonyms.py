@@ -19,7 +19,7 @@ import hmac
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from cardsim.models import CitizenPseudonym
@@ -56,6 +56,10 @@ def register(session: Session, value: str, scheme: str, number: str, now: dateti
         session.add(CitizenPseudonym(pseudonym=value, national_id=number, scheme=scheme, created_at=now))
 
 
-def citizen_of(session: Session, value: str) -> str | None:
-    """The identity number behind a pseudonym, or None."""
-    return session.scalar(select(CitizenPseudonym.national_id).where(CitizenPseudonym.pseudonym == value))
+#: built once: the card login asks it on every login
+_NATIONAL_ID = select(CitizenPseudonym.national_id).where(CitizenPseudonym.pseudonym == bindparam("pseudonym"))
+
+
+def citizen_of(session: Session | Connection, value: str) -> str | None:
+    """The identity number behind a pseudonym, or None (in a session, or on a plain connection)."""
+    return session.scalar(_NATIONAL_ID, {"pseudonym": value})

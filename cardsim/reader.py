@@ -47,7 +47,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.held_connection import HeldStatement
 from cardsim import cryptoki as ck
 from cardsim.config import CardSettings
 from cardsim.cryptoki import Cryptoki
@@ -71,30 +70,6 @@ class RegistryEntry:
     replaced_by: str | None = None
     #: record type -> SHA-256 (hex) of the current version's CMS encoding
     hashes: dict[str, str] = field(default_factory=dict)
-
-
-#: the registry's word on a card in one row (one statement on a held driver connection,
-#: store.held_connection): its state and the version and hash of each current record, or no row
-#: when the registry lacks the card or lists none of its records
-_REGISTERED = (*RECORD_TYPES, SECURITY_OBJECT)
-_REGISTRY_SQL = (
-    "SELECT c.status, c.replaced_by, "
-    + ", ".join(f"MAX(CASE WHEN r.record_type = '{kind}' THEN r.version END), "
-                f"MAX(CASE WHEN r.record_type = '{kind}' THEN r.sha256 END)" for kind in _REGISTERED)
-    + " FROM card c JOIN card_record r ON r.card_id = c.id AND r.current = ? WHERE c.number = ?"
-    " GROUP BY c.id, c.status, c.replaced_by"
-)
-
-
-def _registry_entry(row: tuple[Any, ...] | None) -> RegistryEntry | None:
-    if row is None:
-        return None
-    versions, hashes = {}, {}
-    for i, kind in enumerate(_REGISTERED):
-        version, sha256 = row[2 + 2 * i], row[3 + 2 * i]
-        if version is not None:
-            versions[kind], hashes[kind] = version, sha256
-    return RegistryEntry(row[0], versions, row[1], hashes)
 
 
 @dataclass(frozen=True)
@@ -170,17 +145,15 @@ class ReaderTrust:
         status: CrlStatus | OcspStatus = (OcspStatus() if online else
                                           CrlStatus(published_crls(), list(certs.values()), published_crls, crl_max_age))
 
+        # the registry's word on a card: its state and the version and hash of each current record (one
+        # row per record; none when the registry lacks the card or lists none of its records)
         query = (select(Card.status, Card.replaced_by, CardRecord.record_type, CardRecord.version, CardRecord.sha256)
                  .join(CardRecord, (CardRecord.card_id == Card.id) & CardRecord.current.is_(True))
                  .where(Card.number == bindparam("number")))
         engine = sessions.kw["bind"]
-        held = HeldStatement(engine, _REGISTRY_SQL, "card registry entry")
 
         def registry(number: str) -> RegistryEntry | None:
-            executed = held.execute((True, number))
-            if executed is not None:
-                return _registry_entry(executed.row)
-            with engine.connect() as connection:  # the driver failed: the same through the engine
+            with engine.connect() as connection:
                 rows = connection.execute(query, {"number": number}).all()
             if not rows:
                 return None

@@ -12,18 +12,19 @@ import hashlib
 import secrets
 from collections.abc import Callable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, bindparam, delete, insert
 
-from store.held_connection import HeldStatement
-from store.types import UtcDateTime
+from idp.citizen_models import CitizenLoginNonce
 
 NONCE_BYTES = 32
 NONCE_LIFETIME = datetime.timedelta(minutes=5)
 
-_T = UtcDateTime()
-_INSERT = text("INSERT INTO citizen_login_nonce (nonce_hash, binding_hash, issued_at, expires_at) "
-               "VALUES (:n, :b, :now, :exp)").bindparams()
-_PURGE = text("DELETE FROM citizen_login_nonce WHERE expires_at <= :now")
+_INSERT = insert(CitizenLoginNonce)
+_PURGE = delete(CitizenLoginNonce).where(CitizenLoginNonce.expires_at <= bindparam("now"))
+#: consumed once: the row goes, and only the first DELETE of it counts one row
+_CONSUME = delete(CitizenLoginNonce).where(CitizenLoginNonce.nonce_hash == bindparam("nonce"),
+                                           CitizenLoginNonce.binding_hash == bindparam("binding"),
+                                           CitizenLoginNonce.expires_at > bindparam("now"))
 
 
 def _h(value: str) -> str:
@@ -33,17 +34,11 @@ def _h(value: str) -> str:
 class NonceStore:
     """Card-login challenges in SQL: issued, consumed once (an atomic DELETE), expired.
 
-    ``consume`` is on the login's hot path: its DELETE runs on a held driver connection
-    (:mod:`store.held_connection`), committed at once, and once more on a fresh one if the driver fails."""
+    ``consume`` is on the login's hot path: one DELETE, committed at once."""
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime.datetime]) -> None:
         self.engine = engine
         self.clock = clock
-        self._consume = HeldStatement(
-            engine,
-            "DELETE FROM citizen_login_nonce WHERE nonce_hash = ? AND binding_hash = ? AND expires_at > ?",
-            "card-login nonces", params=(None, None, _T),
-        )
 
     def issue(self, binding: str) -> str:
         """A new nonce (base64 of 32 random bytes) bound to ``binding``."""
@@ -51,11 +46,12 @@ class NonceStore:
         now = self.clock()
         with self.engine.begin() as conn:
             if secrets.randbelow(50) == 0:
-                conn.execute(_PURGE, {"now": _T.process_bind_param(now, None)})
-            conn.execute(_INSERT, {"n": _h(nonce), "b": _h(binding), "now": _T.process_bind_param(now, None),
-                                   "exp": _T.process_bind_param(now + NONCE_LIFETIME, None)})
+                conn.execute(_PURGE, {"now": now})
+            conn.execute(_INSERT, {"nonce_hash": _h(nonce), "binding_hash": _h(binding), "issued_at": now,
+                                   "expires_at": now + NONCE_LIFETIME})
         return nonce
 
     def consume(self, nonce: str, binding: str) -> bool:
         """True exactly once for a nonce issued to ``binding`` and not yet expired."""
-        return self._consume.run((_h(nonce), _h(binding), self.clock())).rowcount == 1
+        with self.engine.begin() as conn:
+            return conn.execute(_CONSUME, {"nonce": _h(nonce), "binding": _h(binding), "now": self.clock()}).rowcount == 1

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import bindparam, select
 
-from store.held_connection import HeldStatement
+from ca.models import Certificate
+from cardsim.models import Card
+from cardsim.pseudonyms import citizen_of
 from idp.deployment import Deployment
 
 if TYPE_CHECKING:
@@ -26,9 +28,9 @@ if TYPE_CHECKING:
 
 DEFAULT_AGENT_URL = "http://127.0.0.1:24727"
 
-_PSEUDONYM = text("SELECT national_id FROM citizen_pseudonym WHERE pseudonym = :p")
-_REGISTRY = text("SELECT card.number, card.status FROM card JOIN ca_certificate c ON c.id = card.auth_certificate_id "
-                 "WHERE c.serial_hex = :s")
+#: the card carrying an authentication certificate (built once: every card login asks it)
+_REGISTRY = (select(Card.number, Card.status).join(Certificate, Certificate.id == Card.auth_certificate_id)
+             .where(Certificate.serial_hex == bindparam("serial")))
 
 
 class CitizenServices:
@@ -47,10 +49,6 @@ class CitizenServices:
         self.agent_url = (os.environ.get("TESSERA_CARD_AGENT_URL") or DEFAULT_AGENT_URL).rstrip("/")
         #: fail closed unless the operator says otherwise (TESSERA_CARD_LOGIN_REVOCATION=ocsp|crl|store)
         self.revocation_source = os.environ.get("TESSERA_CARD_LOGIN_REVOCATION") or "ocsp"
-        self._registry = HeldStatement(deployment.engine, "SELECT card.number, card.status FROM card JOIN ca_certificate c "
-                                       "ON c.id = card.auth_certificate_id WHERE c.serial_hex = ?", "card registry")
-        self._pseudonyms = HeldStatement(deployment.engine, "SELECT national_id FROM citizen_pseudonym WHERE pseudonym = ?",
-                                         "pseudonym registry")
 
     @cached_property
     def certificates(self) -> "CertificateValidator":
@@ -64,17 +62,10 @@ class CitizenServices:
             return x509.load_der_x509_certificate(self.deployment.ca.authority(session, "citizen").certificate_der)
 
     def registry(self, serial_hex: str) -> tuple[str, str] | None:
-        """The card carrying the authentication certificate ``serial_hex``: (number, status).
-
-        On the login's hot path: one query on a driver connection held per thread
-        (:class:`store.held_connection.HeldStatement`: each read sees the latest committed card state);
-        when the driver fails, the query goes through the engine."""
-        executed = self._registry.execute((serial_hex,))
-        if executed is not None:
-            row = executed.row
-        else:
-            with self.deployment.engine.connect() as conn:
-                row = conn.execute(_REGISTRY, {"s": serial_hex}).first()
+        """The card carrying the authentication certificate ``serial_hex``: (number, status), as
+        last committed (the login's hot path: one statement on a pooled connection)."""
+        with self.deployment.engine.connect() as conn:
+            row = conn.execute(_REGISTRY, {"serial": serial_hex}).first()
         return (str(row[0]), str(row[1])) if row is not None else None
 
     @cached_property
@@ -85,14 +76,9 @@ class CitizenServices:
                               self.deployment.now, citizens=self.citizen_of)
 
     def citizen_of(self, pseudonym: str) -> str | None:
-        """The citizen identity number behind a certificate pseudonym (table citizen_pseudonym)."""
-        executed = self._pseudonyms.execute((pseudonym,))
-        if executed is not None:
-            row = executed.row
-        else:
-            with self.deployment.engine.connect() as conn:
-                row = conn.execute(_PSEUDONYM, {"p": pseudonym}).first()
-        return str(row[0]) if row is not None else None
+        """The citizen identity number behind a certificate pseudonym (:func:`cardsim.pseudonyms.citizen_of`)."""
+        with self.deployment.engine.connect() as conn:
+            return citizen_of(conn, pseudonym)
 
     @cached_property
     def nonces(self) -> "NonceStore":

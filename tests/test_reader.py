@@ -232,7 +232,7 @@ print(counts)
 def test_one_session_per_read_none_left_open_and_values_read_whole(home: Home, card_dir: Path) -> None:
     """The reader reads a card in one session (one search, one C_GetAttributeValue per object)
     and closes it whatever the PIN did; a value larger than its buffer is sized and read again;
-    the registry entry from the held statement is the one the ORM query gives."""
+    the registry entry holds each current record's version and hash, none for an unknown card."""
     victim = issue_card(home, 113, card_dir)
     update = card_dir / "tax-update-113.json"
     update.write_text(json.dumps({"tax_office": "国家税务总局龙山县税务局", "tax_credit_rating": "M"}))
