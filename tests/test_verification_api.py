@@ -57,8 +57,9 @@ def test_wrong_purpose_and_every_reason(citizen_idp: CitizenIdp) -> None:
 
 def test_foreign_ca_is_untrusted(citizen_idp: CitizenIdp) -> None:
     mallory = foreign_citizen("38001010000")
+    chain = [c.public_bytes(Encoding.PEM).decode() for c in mallory.chain]
     body = citizen_idp.api("/certificates/verify", {"certificate": mallory.pem, "purpose": "citizen-auth",
-                                                    "chain": [c.public_bytes(Encoding.PEM).decode() for c in mallory.chain]}).json()
+                                                    "chain": chain}).json()
     assert body["valid"] is False and "untrusted-issuer" in {r["code"] for r in body["reasons"]}
     assert body["chain"] == []
 
@@ -125,7 +126,8 @@ def test_batches(citizen_idp: CitizenIdp) -> None:
     results = answer.json()["results"]
     assert [r["valid"] for r in results[:2]] == [True, True]
     full = citizen_idp.api("/certificates/verify-batch", {"items": [
-        {"certificate": certificates[i % 3], "purpose": "citizen-auth", "revocation_source": "store"} for i in range(100)]})
+        {"certificate": certificates[i % 3], "purpose": "citizen-auth", "revocation_source": "store"}
+        for i in range(100)]})
     assert full.status_code == 200, full.text  # larger than the service's 64 KiB default: batches may be
     assert len(full.json()["results"]) == 100
     too_many = citizen_idp.api("/certificates/verify-batch", {"items": [{"certificate": "AA==",
@@ -176,9 +178,11 @@ def test_service_authentication(citizen_idp: CitizenIdp) -> None:
 def test_every_call_is_audited_and_shown_to_the_citizen(citizen_idp: CitizenIdp) -> None:
     agent = citizen_idp.agents["bob"]
     certificate = _card_certificate(citizen_idp, "bob")
-    assert citizen_idp.api("/certificates/verify", {"certificate": certificate, "purpose": "citizen-auth"}).status_code == 200
+    answer = citizen_idp.api("/certificates/verify", {"certificate": certificate, "purpose": "citizen-auth"})
+    assert answer.status_code == 200
     national_id = agent_card_national_id(citizen_idp, "bob")
-    rows = citizen_idp.sql("SELECT service, operation, outcome FROM verification_log WHERE national_id = ?", national_id)
+    rows = citizen_idp.sql("SELECT service, operation, outcome FROM verification_log WHERE national_id = ?",
+                           national_id)
     assert ("Tax Office/Tax Office verifier", "certificate", "valid") in rows
     audit = citizen_idp.sql("SELECT subject, details FROM audit_entry WHERE event_type = 'api.verify' "
                             "AND details LIKE ?", f"%{national_id}%")
@@ -196,7 +200,8 @@ def agent_card_national_id(idp: CitizenIdp, name: str) -> str:
 def test_services_are_rate_limited(citizen_idp: CitizenIdp) -> None:
     """A second server on the same home with 2 requests/s and a burst of 3, one worker."""
     port = free_port()
-    proc = start_serve(citizen_idp, port, {"TESSERA_API_RATE_PER_SECOND": "2", "TESSERA_API_RATE_BURST": "3"}, workers=1)
+    proc = start_serve(citizen_idp, port, {"TESSERA_API_RATE_PER_SECOND": "2", "TESSERA_API_RATE_BURST": "3"},
+                       workers=1)
     try:
         url = f"http://127.0.0.1:{port}/api/v1/certificates/verify"
         token = citizen_idp.assertion(audience=f"http://127.0.0.1:{port}/api/v1")

@@ -36,13 +36,15 @@ def test_api_agrees_with_openssl_ocsp_and_crl(citizen_idp: CitizenIdp, tmp_path:
     (tmp_path / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
     chain = citizen_idp.cli("ca", "export-chain", "--ca", "citizen").stdout
     (tmp_path / "chain.pem").write_bytes(chain)
-    (tmp_path / "citizen.pem").write_bytes(chain.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    end = b"-----END CERTIFICATE-----"
+    (tmp_path / "citizen.pem").write_bytes(chain.split(end)[0] + end + b"\n")
     aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     ocsp_url = next(d.access_location.value for d in aia if d.access_method == x509.AuthorityInformationAccessOID.OCSP)
     cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     crl_url = cdp[0].full_name[0].value
     (tmp_path / "crl.der").write_bytes(requests.get(crl_url, timeout=30).content)
-    assert _openssl("crl", "-inform", "DER", "-in", str(tmp_path / "crl.der"), "-out", str(tmp_path / "crl.pem")).returncode == 0
+    converted = _openssl("crl", "-inform", "DER", "-in", str(tmp_path / "crl.der"), "-out", str(tmp_path / "crl.pem"))
+    assert converted.returncode == 0
 
     ocsp = _openssl("ocsp", "-issuer", str(tmp_path / "citizen.pem"), "-cert", str(tmp_path / "cert.pem"),
                     "-url", ocsp_url, "-CAfile", str(tmp_path / "chain.pem"), "-no_nonce")
@@ -50,10 +52,10 @@ def test_api_agrees_with_openssl_ocsp_and_crl(citizen_idp: CitizenIdp, tmp_path:
     assert "Response verify OK" in ocsp.stderr + ocsp.stdout
     openssl_ocsp = "revoked" if f"{tmp_path / 'cert.pem'}: revoked" in ocsp.stdout else (
         "good" if f"{tmp_path / 'cert.pem'}: good" in ocsp.stdout else "unknown")
-    verify = _openssl("verify", "-crl_check", "-CAfile", str(tmp_path / "chain.pem"), "-CRLfile", str(tmp_path / "crl.pem"),
-                      str(tmp_path / "cert.pem"))
-    openssl_crl = "good" if verify.returncode == 0 else ("revoked" if "certificate revoked" in verify.stdout + verify.stderr
-                                                          else "error")
+    verify = _openssl("verify", "-crl_check", "-CAfile", str(tmp_path / "chain.pem"),
+                      "-CRLfile", str(tmp_path / "crl.pem"), str(tmp_path / "cert.pem"))
+    openssl_crl = "good" if verify.returncode == 0 else (
+        "revoked" if "certificate revoked" in verify.stdout + verify.stderr else "error")
 
     verdicts = {}
     for source in ("ocsp", "crl"):

@@ -142,7 +142,8 @@ class ServiceAuthenticator:
                                        aud={"essential": True, "value": self.audience}, exp={"essential": True},
                                        client_id={"essential": True}).validate(decoded.claims)
         except (JoseError, ValueError) as exc:
-            raise PermissionError(f"the access token does not verify: {getattr(exc, 'error', type(exc).__name__)}") from None
+            why = getattr(exc, "error", type(exc).__name__)
+            raise PermissionError(f"the access token does not verify: {why}") from None
         claims = decoded.claims
         if SCOPE not in str(claims.get("scope") or "").split():
             raise InsufficientScope(f"the access token lacks the {SCOPE!r} scope")
@@ -154,7 +155,7 @@ class ServiceAuthenticator:
     def _assertion(self, assertion: str, head: dict[str, Any], now: float) -> tuple[float, ServiceIdentity]:
         from joserfc import jwt as jose_jwt
         from joserfc.errors import JoseError
-        from joserfc.jwk import import_key
+        from joserfc.jwk import ECKey, RSAKey, import_key
 
         chain = head.get("x5c")
         try:
@@ -167,10 +168,11 @@ class ServiceAuthenticator:
         # gets no deep examination of the certificates it sends
         try:
             public = certs[0].public_key()
-            kind = "RSA" if isinstance(public, rsa.RSAPublicKey) else "EC" if isinstance(public, ec.EllipticCurvePublicKey) else None
-            if kind is None:
+            if not isinstance(public, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
                 raise PermissionError("the assertion does not verify: its certificate's key is neither RSA nor EC")
-            key = import_key(public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), kind)
+            pem = public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+            key: RSAKey | ECKey = (import_key(pem, "RSA") if isinstance(public, rsa.RSAPublicKey)
+                                   else import_key(pem, "EC"))
         except MALFORMED as exc:
             raise PermissionError(f"the assertion's certificate cannot be read: {type(exc).__name__}") from None
         try:

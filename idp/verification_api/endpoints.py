@@ -35,7 +35,8 @@ def _authenticated(cost: int) -> ServiceIdentity | Response:
         identity = state.authenticator.authenticate(request.headers.get("Authorization"))
     except InsufficientScope as exc:
         response = problem(403, "Insufficient scope", str(exc), "api/insufficient-scope")
-        response.headers["WWW-Authenticate"] = f'Bearer realm="tessera-api", error="insufficient_scope", scope="{SCOPE}"'
+        response.headers["WWW-Authenticate"] = (f'Bearer realm="tessera-api", error="insufficient_scope", '
+                                                f'scope="{SCOPE}"')
         return response
     except PermissionError as exc:
         response = problem(401, "Service authentication required", str(exc), "api/unauthenticated")
@@ -168,7 +169,7 @@ class _ApiState:
 def _state() -> _ApiState:
     from flask import current_app
 
-    return current_app.extensions["tessera.api"]  # type: ignore[no-any-return]
+    return current_app.extensions["tessera.api"]
 
 
 def install(app: Flask) -> None:

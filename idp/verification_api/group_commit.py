@@ -161,8 +161,8 @@ def _audit_events(calls: list[_Call]) -> list[Any]:
                 obj, details = chunk[0].object, chunk[0].details
             else:
                 obj = f"calls:{len(chunk)}"
-                details = {"calls": [{"object": c.object, **c.details} | ({} if address else {"source_address": c.source_address})
-                                     for c in chunk]}
+                details = {"calls": [{"object": c.object, **c.details}
+                                     | ({} if address else {"source_address": c.source_address}) for c in chunk]}
             events.append(AuditEvent("api.verify", f"service:{service}"[:255], "success", subject_role="service",
                                      object=obj, source_address=address, details=details))
     return events

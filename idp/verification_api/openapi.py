@@ -37,7 +37,8 @@ def document(public_url: str) -> dict[str, Any]:
                              "properties": {"data": {"type": "string", "minLength": 1, "contentEncoding": "base64"},
                                             "digest": {"type": "string", "minLength": 1, "maxLength": 128,
                                                        "contentEncoding": "base64"},
-                                            "hash_algorithm": {"type": "string", "enum": list(HASHES), "default": "sha256"},
+                                            "hash_algorithm": {"type": "string", "enum": list(HASHES),
+                                                               "default": "sha256"},
                                             "signature": {"type": "string", "minLength": 1, "maxLength": 4096,
                                                           "contentEncoding": "base64",
                                                           "description": "ECDSA (DER or raw r||s) or RSA PKCS#1 v1.5"},
@@ -50,7 +51,8 @@ def document(public_url: str) -> dict[str, Any]:
     subject = {"type": "object", "required": ["dn"], "properties": {
         "dn": {"type": "string"}, **{k: _nullable("string") for k in (
             "common_name", "given_name", "surname", "organization", "serial_number", "national_id")}}}
-    verdict = {"type": "object", "required": ["valid", "purpose", "reasons", "subject", "profile", "chain", "revocation"],
+    verdict = {"type": "object",
+               "required": ["valid", "purpose", "reasons", "subject", "profile", "chain", "revocation"],
                "properties": {
                    "valid": {"type": "boolean"}, "purpose": {"type": "string", "enum": list(PURPOSES)},
                    "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
@@ -72,12 +74,14 @@ def document(public_url: str) -> dict[str, Any]:
     results = {
         "CertificateVerdict": verdict,
         "SignedRecordVerdict": {"type": "object", "required": ["valid", "reasons", "signer", "content"], "properties": {
-            "valid": {"type": "boolean"}, "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+            "valid": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
             "signer": {"oneOf": [{"$ref": "#/components/schemas/CertificateVerdict"}, {"type": "null"}]},
             "content": _nullable("string"), "content_json": {"type": ["object", "array", "null"]},
             "signing_time": _nullable("string", format="date-time")}},
         "SignatureVerdict": {"type": "object", "required": ["valid", "reasons", "signer"], "properties": {
-            "valid": {"type": "boolean"}, "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+            "valid": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
             "signer": {"$ref": "#/components/schemas/CertificateVerdict"}}},
     }
 
@@ -87,7 +91,8 @@ def document(public_url: str) -> dict[str, Any]:
         if batch:
             req = {"type": "object", "additionalProperties": False, "required": ["items"],
                    "properties": {"items": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": req}}}
-            res = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": res}}}
+            res = {"type": "object", "required": ["results"],
+                   "properties": {"results": {"type": "array", "items": res}}}
         return {"post": {
             "summary": summary + (" (batch)" if batch else ""), "security": security,
             "requestBody": {"required": True, "content": {"application/json": {"schema": req}}},
@@ -98,13 +103,13 @@ def document(public_url: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for path, summary, req_name, res_name in (
             ("/certificates", "Verify a certificate for a purpose", "CertificateRequest", "CertificateVerdict"),
-            ("/signed-records", "Verify a signed record (CMS SignedData)", "SignedRecordRequest", "SignedRecordVerdict"),
+            ("/signed-records", "Verify a signed record (CMS SignedData)", "SignedRecordRequest",
+             "SignedRecordVerdict"),
             ("/signatures", "Verify a signature over data or its hash", "SignatureRequest", "SignatureVerdict")):
         paths[path + "/verify"] = operation(summary, req_name, res_name, False)
         paths[path + "/verify-batch"] = operation(summary, req_name, res_name, True)
-    paths["/openapi.json"] = {"get": {"summary": "This description", "security": [],
-                                      "responses": {"200": {"description": "OpenAPI 3.1",
-                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+    paths["/openapi.json"] = {"get": {"summary": "This description", "security": [], "responses": {"200": {
+        "description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tessera verification API", "version": "1.0.0",
