@@ -31,9 +31,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (Criticality, ExtensionPolicy, PolicyBuilder, Store,
                                              VerificationError)
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, bindparam, select
 
-from ca.models import Authority, Crl
+from ca.models import Authority, Certificate, Crl
 from ca.profiles import EXAMPLE_POLICY_ARC as POLICY_ARC
 
 REVOCATION_SOURCES = ("ocsp", "crl", "store")
@@ -409,6 +409,11 @@ class Anchors:
 
 
 # --- revocation ---------------------------------------------------------------------------
+#: the store's word on a certificate (source "store"): built once, asked at every such check
+_STORED_STATUS = (select(Certificate.status, Certificate.revoked_at, Certificate.revocation_reason)
+                  .where(Certificate.serial_hex == bindparam("serial")))
+
+
 class RevocationChecker:
     """Status of a certificate issued by one of our CAs, from one of three sources."""
 
@@ -421,8 +426,6 @@ class RevocationChecker:
         self._responders: dict[bytes, bool] = {}
         self._requests: dict[tuple[bytes, bytes], bytes] = {}
         self._answers: dict[tuple[bytes, int], Any] = {}
-        self._status_sql = text("SELECT status, revoked_at, revocation_reason FROM ca_certificate "
-                                "WHERE serial_hex = :s")
 
     def check(self, cert: x509.Certificate, issuer: x509.Certificate, source: str, at: datetime.datetime) -> RevocationStatus:
         if source == "store":
@@ -433,15 +436,11 @@ class RevocationChecker:
 
     def _store(self, cert: x509.Certificate) -> RevocationStatus:
         with self.engine.connect() as conn:
-            row = conn.execute(self._status_sql, {"s": format(cert.serial_number, "x")}).first()
+            row = conn.execute(_STORED_STATUS, {"serial": format(cert.serial_number, "x")}).first()
         now = self.clock()
         if row is None:
             return RevocationStatus("unknown", "store", now, detail="the store does not know this certificate")
         status, revoked_at, reason = row
-        if isinstance(revoked_at, str):
-            revoked_at = datetime.datetime.fromisoformat(revoked_at)
-        if revoked_at is not None and revoked_at.tzinfo is None:
-            revoked_at = revoked_at.replace(tzinfo=datetime.timezone.utc)
         if status == "valid":
             return RevocationStatus("good", "store", now)
         return RevocationStatus("revoked", "store", now, revoked_at, reason or "unspecified",
