@@ -17,7 +17,6 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from ca.errors import CaError, InvalidStateTransition, KeyUnavailable, NotFound, NotInitialised
-from store.held_connection import StatementFailed
 from idp.i18n import html_lang
 from idp.i18n import shown
 
@@ -107,12 +106,11 @@ def _respond(status: int, title: object, detail: object | None, kind: str | None
 
 def database_outage(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the database cannot be reached or used just now (server down, connection
-    lost, pool exhausted, SQLite locked or unopenable, a held statement of ``store.held_connection``
-    failing on two connections), as opposed to a bug in a statement (``IntegrityError``,
-    ``ProgrammingError``, ``DataError``), which stays a logged 500. The answer is 503 (RFC 9110
-    section 15.6.4)."""
+    lost, pool exhausted, SQLite locked or unopenable), as opposed to a bug in a statement
+    (``IntegrityError``, ``ProgrammingError``, ``DataError``), which stays a logged 500. The answer
+    is 503 (RFC 9110 section 15.6.4)."""
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                        sa_exc.DisconnectionError, StatementFailed)):
+                        sa_exc.DisconnectionError)):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
@@ -159,11 +157,6 @@ def install(app: Flask) -> None:
             app.logger.error("database unavailable: %s: %s", type(cause).__name__, str(cause)[:200])
             return _database_unavailable()
         return _unexpected(exc)
-
-    @app.errorhandler(StatementFailed)
-    def _statement_failed(exc: StatementFailed) -> Response:
-        app.logger.error("database unavailable: %s", exc)
-        return _database_unavailable()
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

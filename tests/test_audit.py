@@ -324,8 +324,7 @@ def test_concurrent_appenders_in_several_processes_keep_one_chain(audit_store: A
     assert result.ok, [str(p) for p in result.problems]
 
 
-def test_an_append_that_loses_the_race_chains_to_the_winner(audit_store: AuditStore,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_an_append_that_loses_the_race_chains_to_the_winner(audit_store: AuditStore) -> None:
     """SQLite's compare-and-set append (audit/trail.py): another appender commits between this one's
     read of the head and its insert; the insert must not go in on the stale head, and the entry must
     chain to the winner's. (PostgreSQL takes the head's row lock instead: the concurrency test covers it.)"""
@@ -347,7 +346,6 @@ def test_an_append_that_loses_the_race_chains_to_the_winner(audit_store: AuditSt
     trail._chained = chained_then_lose  # type: ignore[method-assign]
     entry = trail.record(AuditEvent("login", "staff:loser", "success"))
     assert raced == [4] and entry.seq == 5
-    assert "held connection unavailable" not in caplog.text  # lost the compare, not a driver error
     with audit_store.engine.connect() as conn:
         rows = conn.execute(text("SELECT seq, subject, prev_hash, entry_hash FROM audit_entry WHERE seq >= 4 ORDER BY seq")).all()
         head = conn.execute(text("SELECT seq, entry_hash FROM audit_head")).one()
