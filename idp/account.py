@@ -7,13 +7,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, current_app, render_template, request, session, url_for
+from flask import Blueprint, Response, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_login import current_user, login_required
 
 from ca.errors import CaError
 from idp import events
-from idp.deployment import Deployment
+from idp.deployment import current_deployment
 from idp.sessions import StaffSession
 from idp.staff_certificates import OWN_REVOCATION_REASONS, StaffCertificates, own_revocation_reason
 
@@ -21,17 +21,13 @@ bp = Blueprint("account", __name__)
 MAX_CSR_BYTES = 16 * 1024
 
 
-def deployment() -> Deployment:
-    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
-
-
 def certificates() -> StaffCertificates:
-    d = deployment()
+    d = current_deployment
     return StaffCertificates(d.ca, d.sessions)
 
 
 def _overview(status: int = 200, **extra: Any) -> tuple[str, int]:
-    d = deployment()
+    d = current_deployment
     uid = current_user.uid
     return render_template(
         "account.html", user=current_user, sessions=d.web_sessions.list_for(uid),
@@ -50,7 +46,7 @@ def overview() -> Any:
 @login_required
 def logout_everywhere() -> Any:
     uid = current_user.uid
-    ended, tokens = deployment().end_staff_access(uid)
+    ended, tokens = current_deployment.end_staff_access(uid)
     if isinstance(session, StaffSession):
         session.end()
     events.record("logout.everywhere", f"staff:{uid}", f"staff:{uid}", "success", sessions=ended, tokens=tokens)
@@ -61,7 +57,7 @@ def logout_everywhere() -> Any:
 @login_required
 def new_recovery_codes() -> Any:
     uid = current_user.uid
-    codes = deployment().second_factor.new_recovery_codes(uid)
+    codes = current_deployment.second_factor.new_recovery_codes(uid)
     events.record("totp.recovery_codes_replaced", f"staff:{uid}", f"staff:{uid}", "success")
     return render_template("recovery_codes.html", codes=codes, next=url_for("account.overview"))
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from idp.deployment import Deployment
 
-
-def register(app: Flask, deployment: Deployment) -> None:
+def register(app: Flask) -> None:
     """Register the admin console (per-role home pages, tables, actions) on ``app``."""
     import idp.governance_models  # noqa: F401  (the governance tables on the one metadata)
     from idp import admin_console, password_change
 
-    admin_console.register(app, deployment)
+    admin_console.register(app)
     password_change.register(app)

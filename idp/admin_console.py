@@ -23,7 +23,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext
 from flask_login import current_user
 from markupsafe import Markup, escape
@@ -32,8 +32,8 @@ from sqlalchemy import func, or_, select
 from ca.errors import CaError
 from cardsim.errors import CardError
 from idp import problems
-from idp.account_lifecycle import ADMINISTRATORS_DO_NOT_APPLY, Actor, IssuedAccount, Lifecycle, audit_trail
-from idp.deployment import Deployment
+from idp.account_lifecycle import ADMINISTRATORS_DO_NOT_APPLY, Actor, IssuedAccount
+from idp.deployment import current_deployment
 from directory.administration import DirectoryWriter
 from directory.errors import DirectoryError
 from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
@@ -86,18 +86,6 @@ def word(code: object) -> str:
     return str(found) if found is not None else str(code)
 
 
-def deployment() -> Deployment:
-    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
-
-
-def lifecycle() -> Lifecycle:
-    lc = current_app.extensions.get("tessera.lifecycle")
-    if lc is None:
-        lc = Lifecycle(deployment())
-        current_app.extensions["tessera.lifecycle"] = lc
-    return lc  # type: ignore[no-any-return]
-
-
 def _request_id() -> str:
     rid = request.headers.get("X-Request-Id") or ""
     if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
@@ -110,21 +98,22 @@ class NotLoggedIn(Exception):
 
 
 def actor() -> Actor:
-    """The logged-in staff member, as the directory describes them now."""
-    cached = getattr(request, "_tessera_actor", None)
+    """The logged-in staff member, as the directory describes them now (read once per request and
+    kept on ``flask.g``)."""
+    cached: Actor | None = g.get("console_actor")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     if not current_user.is_authenticated:
         raise NotLoggedIn()
-    member = deployment().directory.find(current_user.uid)
+    member = current_deployment.directory.find(current_user.uid)
     if member is None or not member.enabled:
         raise Forbidden(gettext("This account is no longer active."))
     who = Actor.of(member, request.remote_addr, _request_id())
     refusal = login_refusal(member.groups)
     if refusal:
-        lifecycle().refused(who, "admin.console", None, refusal, kind="conflicting-roles")
+        current_deployment.lifecycle.refused(who, "admin.console", None, refusal, kind="conflicting-roles")
         raise ConflictingRoles(refusal)
-    request._tessera_actor = who  # type: ignore[attr-defined]
+    g.console_actor = who
     return who
 
 
@@ -138,7 +127,7 @@ def guarded(permission: str | None, event_type: str) -> Callable[[F], F]:
                 obj = next(iter(kwargs.values()), None)
                 kind = {"people": "staff", "account": "application", "four-eyes": "four-eyes"}.get(
                     event_type.split(".")[-2], event_type.split(".")[-2])
-                lifecycle().authorise(who, permission, event_type, f"{kind}:{obj}" if obj else None)
+                current_deployment.lifecycle.authorise(who, permission, event_type, f"{kind}:{obj}" if obj else None)
             return fn(*args, **kwargs)
         return inner  # type: ignore[return-value]
     return wrap
@@ -153,7 +142,7 @@ def may_apply(who: Actor | None) -> bool:
 def _page(template: str, /, *, http_status: HTTPStatus = HTTPStatus.OK, **context: Any) -> Response:
     """A console page. The HTTP status is an :class:`HTTPStatus` under a name no template uses, so a
     template variable (``status``: a filter, a state) can never become the response's status."""
-    who: Actor | None = getattr(request, "_tessera_actor", None)
+    who: Actor | None = g.get("console_actor")
     html = render_template(template, me=who, role=role_name(who.groups) if who else None,
                            perms=permissions_of(who.groups) if who else frozenset(),
                            is_approver=bool(who and APPROVERS in who.groups), may_apply=may_apply(who),
@@ -234,20 +223,20 @@ def _confirm(title: str, detail: str, danger: bool = True) -> Any | None:
 @guarded(None, "admin.home")
 def home() -> Any:
     who = actor()
-    lc = lifecycle()
+    lc = current_deployment.lifecycle
     context: dict[str, Any] = {}
     perms = permissions_of(who.groups)
     if "account.issue" in perms:
         context["to_issue"], _ = lc.applications(status="approved", limit=10)
         context["four_eyes"], _ = lc.four_eyes.list(status="pending", limit=10)
     if "client.read" in perms:
-        context["clients"] = deployment().clients.list()[:10]
+        context["clients"] = current_deployment.clients.list()[:10]
     if may_read_config(who.groups):
         context["changed_settings"] = [v for v in settings_shown() if v.changed_by]
     if "audit.read" in perms:
         from audit.reports import report
 
-        context["by_type"] = report(deployment().sessions, "type", limit=10)
+        context["by_type"] = report(current_deployment.sessions, "type", limit=10)
     if not admin_roles_of_actor(who):
         context["department_applications"], _ = lc.applications(department=who.department, limit=10)
     return _page("admin_home.html", **context)
@@ -261,7 +250,7 @@ def admin_roles_of_actor(who: Actor) -> list[str]:
 @bp.get("/people")
 @guarded("people.read", "admin.people.read")
 def people() -> Any:
-    found = DirectoryWriter(deployment().directory.config).search_people(_q(), request.args.get("department") or None)
+    found = DirectoryWriter(current_deployment.directory.config).search_people(_q(), request.args.get("department") or None)
     paging = _paging(len(found))
     rows = found[paging["offset"]:paging["offset"] + PAGE_SIZE]
     return _page("admin_people.html", rows=rows, q=_q(), paging=paging, endpoint="admin_console.people")
@@ -270,13 +259,13 @@ def people() -> Any:
 @bp.get("/people/<uid>")
 @guarded("people.read", "admin.people.read")
 def person(uid: str) -> Any:
-    member = lifecycle().member(uid)
+    member = current_deployment.lifecycle.member(uid)
     from idp.staff_certificates import StaffCertificates
 
-    d = deployment()
+    d = current_deployment
     certs = StaffCertificates(d.ca, d.sessions).list_for(member.uid)
     sessions_open = len(d.web_sessions.list_for(member.uid))
-    apps, _ = lifecycle().applications(text=member.uid, limit=20)
+    apps, _ = current_deployment.lifecycle.applications(text=member.uid, limit=20)
     return _page("admin_person.html", member=member, certificates=certs, sessions_open=sessions_open,
                  applications=[a for a in apps if a.uid == member.uid], grantable=GRANTABLE)
 
@@ -290,7 +279,7 @@ def grant(uid: str) -> Any:
                                                      role=word(group), uid=uid), danger=False)
     if page is not None:
         return page
-    return _after_role_change(uid, lifecycle().grant_role(actor(), uid, group))
+    return _after_role_change(uid, current_deployment.lifecycle.grant_role(actor(), uid, group))
 
 
 def _after_role_change(uid: str, request_made: FourEyesView | None) -> Any:
@@ -311,7 +300,7 @@ def remove_role(uid: str) -> Any:
                                                       role=word(group), uid=uid))
     if page is not None:
         return page
-    return _after_role_change(uid, lifecycle().remove_role(actor(), uid, group))
+    return _after_role_change(uid, current_deployment.lifecycle.remove_role(actor(), uid, group))
 
 
 @bp.post("/people/<uid>/change-post")
@@ -323,7 +312,7 @@ def change_post(uid: str) -> Any:
                                                        "department's approval.", uid=uid, post=repr(post)))
     if page is not None:
         return page
-    view = lifecycle().change_post(actor(), uid, post, request.form.get("department") or None,
+    view = current_deployment.lifecycle.change_post(actor(), uid, post, request.form.get("department") or None,
                                    request.form.getlist("groups"))
     return redirect(url_for("admin_console.application", application_id=view.id))
 
@@ -335,7 +324,7 @@ def leaver(uid: str) -> Any:
                                                "and token ended and every certificate revoked, at once.", uid=uid))
     if page is not None:
         return page
-    report = lifecycle().leaver(actor(), uid)
+    report = current_deployment.lifecycle.leaver(actor(), uid)
     none = gettext("none")
     return _page("admin_done.html", title=gettext("Leaver processed"),
                  lines=[gettext("%(uid)s is disabled in the directory.", uid=report.uid),
@@ -355,7 +344,7 @@ def _applications_scope(who: Actor) -> str | None:
     if "account.read" in perms:
         return None
     if admin_roles_of_actor(who):
-        lifecycle().authorise(who, "account.read", "admin.account.read")
+        current_deployment.lifecycle.authorise(who, "account.read", "admin.account.read")
     return who.department
 
 
@@ -365,9 +354,9 @@ def applications() -> Any:
     who = actor()
     department = _applications_scope(who)
     status = _state_filter(APPLICATION_STATES)
-    total = lifecycle().applications(status, _q(), department, limit=1)[1]
+    total = current_deployment.lifecycle.applications(status, _q(), department, limit=1)[1]
     paging = _paging(total)
-    rows, _ = lifecycle().applications(status, _q(), department, limit=PAGE_SIZE, offset=paging["offset"])
+    rows, _ = current_deployment.lifecycle.applications(status, _q(), department, limit=PAGE_SIZE, offset=paging["offset"])
     return _page("admin_applications.html", rows=rows, q=_q(), status=status, states=APPLICATION_STATES,
                  paging=paging, endpoint="admin_console.applications")
 
@@ -378,10 +367,10 @@ def apply() -> Any:
     who = actor()
     if not may_apply(who):
         # the audit trail in English, the person in their language
-        lifecycle().refused(who, "admin.account.apply", None, ADMINISTRATORS_DO_NOT_APPLY, kind=Forbidden.kind)
+        current_deployment.lifecycle.refused(who, "admin.account.apply", None, ADMINISTRATORS_DO_NOT_APPLY, kind=Forbidden.kind)
         raise Forbidden(ADMINISTRATORS_DO_NOT_APPLY)
     if request.method == "GET":
-        return _page("admin_apply.html", form={}, departments=deployment().directory.departments())
+        return _page("admin_apply.html", form={}, departments=current_deployment.directory.departments())
     form = request.form
     page = _confirm(gettext("Apply for an account"),
                     gettext("Apply for an account %(uid)s for %(given_name)s %(surname)s, post %(post)s?",
@@ -390,14 +379,14 @@ def apply() -> Any:
     if page is not None:
         return page
     try:
-        view = lifecycle().apply(who, form.get("uid") or "", form.get("given_name") or "", form.get("surname") or "",
+        view = current_deployment.lifecycle.apply(who, form.get("uid") or "", form.get("given_name") or "", form.get("surname") or "",
                                  form.get("department") or who.department, form.get("post") or "",
                                  form.getlist("groups"))
     except GovernanceError as exc:
         if exc.status == 403:
             raise
         return _page("admin_apply.html", http_status=HTTPStatus(exc.status), form=form, error=shown(exc),
-                     departments=deployment().directory.departments())
+                     departments=current_deployment.directory.departments())
     return redirect(url_for("admin_console.application", application_id=view.id))
 
 
@@ -406,9 +395,9 @@ def apply() -> Any:
 def application(application_id: int) -> Any:
     who = actor()
     department = _applications_scope(who)
-    view = lifecycle().application(application_id)
+    view = current_deployment.lifecycle.application(application_id)
     if department is not None and view.department != department:
-        lifecycle().refused(who, "admin.account.read", f"application:{application_id}", "another department")
+        current_deployment.lifecycle.refused(who, "admin.account.read", f"application:{application_id}", "another department")
         raise Forbidden(gettext("This application belongs to another department."))
     return _page("admin_application.html", app=view)
 
@@ -419,7 +408,7 @@ def approve(application_id: int) -> Any:
     page = _confirm(gettext("Approve"), gettext("Approve application #%(id)s?", id=application_id), danger=False)
     if page is not None:
         return page
-    lifecycle().decide(actor(), application_id, True)
+    current_deployment.lifecycle.decide(actor(), application_id, True)
     return redirect(url_for("admin_console.application", application_id=application_id))
 
 
@@ -429,7 +418,7 @@ def reject(application_id: int) -> Any:
     page = _confirm(gettext("Reject"), gettext("Reject application #%(id)s?", id=application_id))
     if page is not None:
         return page
-    lifecycle().decide(actor(), application_id, False, request.form.get("note"))
+    current_deployment.lifecycle.decide(actor(), application_id, False, request.form.get("note"))
     return redirect(url_for("admin_console.application", application_id=application_id))
 
 
@@ -440,7 +429,7 @@ def issue(application_id: int) -> Any:
                                               "password.", id=application_id), danger=False)
     if page is not None:
         return page
-    result = lifecycle().issue(actor(), application_id)
+    result = current_deployment.lifecycle.issue(actor(), application_id)
     if isinstance(result, IssuedAccount):
         return _page("admin_issued.html", issued=result, change_url=url_for("password.change", _external=True))
     return redirect(url_for("admin_console.application", application_id=application_id))
@@ -453,7 +442,7 @@ def certificates() -> Any:
     from ca.models import Certificate
 
     q, status = _q(), _state_filter(CERTIFICATE_STATES)
-    with deployment().sessions() as s:
+    with current_deployment.sessions() as s:
         query = select(Certificate)
         if q:
             like = f"%{q}%"
@@ -472,7 +461,7 @@ def certificates() -> Any:
 def certificate(serial: str) -> Any:
     from ca.revocation import REASONS
 
-    return _page("admin_certificate.html", cert=deployment().ca.get(serial), reasons=list(REASONS))
+    return _page("admin_certificate.html", cert=current_deployment.ca.get(serial), reasons=list(REASONS))
 
 
 @bp.post("/certificates/<serial>/revoke")
@@ -484,7 +473,7 @@ def revoke(serial: str) -> Any:
                                                            "administrator).", serial=serial, reason=reason))
     if page is not None:
         return page
-    result = lifecycle().revoke_certificate(actor(), serial, reason)
+    result = current_deployment.lifecycle.revoke_certificate(actor(), serial, reason)
     if hasattr(result, "operation"):
         return redirect(url_for("admin_console.four_eyes_detail", request_id=result.id))
     return redirect(url_for("admin_console.certificate", serial=serial))
@@ -497,7 +486,7 @@ def cards() -> Any:
     from cardsim.models import Card
 
     q = _q()
-    with deployment().sessions() as s:
+    with current_deployment.sessions() as s:
         query = select(Card)
         if q:
             like = f"%{q}%"
@@ -512,7 +501,7 @@ def cards() -> Any:
 def card(number: str) -> Any:
     from cardsim.models import Card
 
-    with deployment().sessions() as s:
+    with current_deployment.sessions() as s:
         row = s.scalar(select(Card).where(Card.number == number[:32]))
     if row is None:
         from idp.account_lifecycle import NotFoundError
@@ -528,7 +517,7 @@ def block_card(number: str) -> Any:
                                                    "(keyCompromise).", number=number))
     if page is not None:
         return page
-    lifecycle().block_card(actor(), number)
+    current_deployment.lifecycle.block_card(actor(), number)
     return redirect(url_for("admin_console.card", number=number))
 
 
@@ -537,7 +526,7 @@ def block_card(number: str) -> Any:
 @guarded("client.read", "admin.client.read")
 def clients() -> Any:
     q = _q().lower()
-    found = [c for c in deployment().clients.list() if not q or q in c.client_id.lower() or q in c.name.lower()]
+    found = [c for c in current_deployment.clients.list() if not q or q in c.client_id.lower() or q in c.name.lower()]
     paging = _paging(len(found))
     return _page("admin_clients.html", rows=found[paging["offset"]:paging["offset"] + PAGE_SIZE], q=_q(),
                  paging=paging, endpoint="admin_console.clients")
@@ -551,7 +540,7 @@ def add_client() -> Any:
                                                           "%(uri)s?", name=repr(name), uri=redirect_uri), danger=False)
     if page is not None:
         return page
-    new = lifecycle().add_client(actor(), name, redirect_uri, trusted=request.form.get("trusted") == "yes")
+    new = current_deployment.lifecycle.add_client(actor(), name, redirect_uri, trusted=request.form.get("trusted") == "yes")
     return _page("admin_done.html", title=gettext("Client registered"),
                  lines=[f"client_id: {new.client_id}",
                         gettext("client_secret (shown once): %(secret)s", secret=new.client_secret)],
@@ -561,7 +550,7 @@ def add_client() -> Any:
 @bp.get("/clients/<client_id>")
 @guarded("client.read", "admin.client.read")
 def client(client_id: str) -> Any:
-    found = deployment().clients.get(client_id)
+    found = current_deployment.clients.get(client_id)
     if found is None:
         from idp.account_lifecycle import NotFoundError
 
@@ -576,13 +565,13 @@ def remove_client(client_id: str) -> Any:
                                                       "go with it.", client_id=client_id))
     if page is not None:
         return page
-    lifecycle().remove_client(actor(), client_id)
+    current_deployment.lifecycle.remove_client(actor(), client_id)
     return redirect(url_for("admin_console.clients"))
 
 
 def runtime_settings() -> RuntimeSettings:
     """This worker's cached accessor of the runtime settings (idp/runtime_settings.py)."""
-    return deployment().runtime
+    return current_deployment.runtime
 
 
 def settings_shown() -> list[SettingView]:
@@ -596,7 +585,7 @@ def _config_access(change: bool, event_type: str, object_: str | None = None) ->
     try:
         require_config(who.groups, change)
     except Forbidden as exc:
-        lifecycle().refused(who, event_type, object_, str(exc), kind=exc.kind)
+        current_deployment.lifecycle.refused(who, event_type, object_, str(exc), kind=exc.kind)
         raise
     return who
 
@@ -605,8 +594,8 @@ def _config_access(change: bool, event_type: str, object_: str | None = None) ->
 @guarded(None, "admin.config.read")
 def config() -> Any:
     who = _config_access(False, "admin.config.read")
-    s = deployment().settings
-    cfg = deployment().directory.config
+    s = current_deployment.settings
+    cfg = current_deployment.directory.config
     fixed = {gettext("public URL"): s.public_url, gettext("home"): str(s.home),
              gettext("database"): s.database_url.split("@")[-1], gettext("PKCS#11 module"): s.pkcs11_module,
              gettext("CA token label"): s.token_label, gettext("directory"): ", ".join(cfg.urls),
@@ -628,11 +617,11 @@ def set_config(name: str) -> Any:
     if page is not None:
         return page
     try:
-        done = runtime_settings().set(name, value, lifecycle().trail,
-                                      functools.partial(lifecycle().event, who, "admin.config.set", "success",
+        done = runtime_settings().set(name, value, current_deployment.lifecycle.trail,
+                                      functools.partial(current_deployment.lifecycle.event, who, "admin.config.set", "success",
                                                         f"config:{name}"), who.subject)
     except InvalidSetting as exc:
-        lifecycle().refused(who, "admin.config.set", f"config:{name[:64]}", str(exc), kind=exc.kind)
+        current_deployment.lifecycle.refused(who, "admin.config.set", f"config:{name[:64]}", str(exc), kind=exc.kind)
         raise
     return _page("admin_done.html", title=gettext("Setting changed") if done.changed else gettext("Setting unchanged"),
                  lines=[f"{done.name}: {done.old} -> {done.new}" if done.changed
@@ -645,9 +634,9 @@ def set_config(name: str) -> Any:
 @guarded("four-eyes.request", "admin.four-eyes.read")
 def four_eyes() -> Any:
     status = _state_filter(FOUR_EYES_STATES)
-    total = lifecycle().four_eyes.list(status, limit=1)[1]
+    total = current_deployment.lifecycle.four_eyes.list(status, limit=1)[1]
     paging = _paging(total)
-    rows, _ = lifecycle().four_eyes.list(status, limit=PAGE_SIZE, offset=paging["offset"])
+    rows, _ = current_deployment.lifecycle.four_eyes.list(status, limit=PAGE_SIZE, offset=paging["offset"])
     return _page("admin_four_eyes.html", rows=rows, status=status, states=FOUR_EYES_STATES, paging=paging,
                  endpoint="admin_console.four_eyes")
 
@@ -655,7 +644,7 @@ def four_eyes() -> Any:
 @bp.get("/four-eyes/<dbid:request_id>")
 @guarded("four-eyes.request", "admin.four-eyes.read")
 def four_eyes_detail(request_id: int) -> Any:
-    view = lifecycle().four_eyes.get(request_id)
+    view = current_deployment.lifecycle.four_eyes.get(request_id)
     if view is None:
         from idp.account_lifecycle import NotFoundError
 
@@ -672,7 +661,7 @@ def request_ca_revocation() -> Any:
                                                              name=repr(name)))
     if page is not None:
         return page
-    view = lifecycle().request_four_eyes(actor(), "revoke-issuing-ca", f"ca:{name}",
+    view = current_deployment.lifecycle.request_four_eyes(actor(), "revoke-issuing-ca", f"ca:{name}",
                                          {"reason": request.form.get("reason") or "cACompromise"})
     return redirect(url_for("admin_console.four_eyes_detail", request_id=view.id))
 
@@ -683,7 +672,7 @@ def four_eyes_approve(request_id: int) -> Any:
     page = _confirm(gettext("Approve (four eyes)"), gettext("Approve and carry out request #%(id)s?", id=request_id))
     if page is not None:
         return page
-    lifecycle().decide_four_eyes(actor(), request_id, True)
+    current_deployment.lifecycle.decide_four_eyes(actor(), request_id, True)
     return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
 
 
@@ -693,7 +682,7 @@ def four_eyes_reject(request_id: int) -> Any:
     page = _confirm(gettext("Reject (four eyes)"), gettext("Reject request #%(id)s?", id=request_id))
     if page is not None:
         return page
-    lifecycle().decide_four_eyes(actor(), request_id, False)
+    current_deployment.lifecycle.decide_four_eyes(actor(), request_id, False)
     return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
 
 
@@ -722,11 +711,11 @@ def audit() -> Any:
     from audit.export import count_entries, iter_entries
 
     where = _audit_filter()
-    sessions = deployment().sessions
+    sessions = current_deployment.sessions
     paging = _paging(count_entries(sessions, where))
     rows = list(iter_entries(sessions, where, limit=PAGE_SIZE, offset=paging["offset"], newest_first=True))
     # reading the trail is itself on the trail (who looked at what)
-    lifecycle().trail.record(lifecycle().event(actor(), "audit.read", "success", "audit:trail", filter=where.as_dict(),
+    current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(actor(), "audit.read", "success", "audit:trail", filter=where.as_dict(),
                                                page=paging["page"]))
     return _page("admin_audit.html", rows=rows, where=where, paging=paging, endpoint="admin_console.audit")
 
@@ -737,7 +726,7 @@ def audit_entry(seq: int) -> Any:
     from audit.export import iter_entries
     from audit.models import AuditEntry
 
-    with deployment().sessions() as s:
+    with current_deployment.sessions() as s:
         exists = s.get(AuditEntry, seq) is not None
     if not exists:
         from idp.account_lifecycle import NotFoundError
@@ -745,8 +734,8 @@ def audit_entry(seq: int) -> Any:
         raise NotFoundError(gettext("no audit entry #%(seq)s", seq=seq))
     from audit.export import EntryFilter
 
-    entry = next(e for e in iter_entries(deployment().sessions, EntryFilter(), limit=1, offset=seq - 1))
-    lifecycle().trail.record(lifecycle().event(actor(), "audit.read", "success", f"audit:{seq}"))
+    entry = next(e for e in iter_entries(current_deployment.sessions, EntryFilter(), limit=1, offset=seq - 1))
+    current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(actor(), "audit.read", "success", f"audit:{seq}"))
     return _page("admin_audit_entry.html", entry=entry, details=json.dumps(entry["details"], indent=2, sort_keys=True))
 
 
@@ -761,10 +750,10 @@ def audit_export() -> Any:
     where = _audit_filter()
     who = actor()
     # the export is recorded first: an export whose entry cannot be written does not happen
-    audit_trail(deployment()).record(lifecycle().event(who, "audit.export", "success", "audit:trail", format=fmt,
+    current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(who, "audit.export", "success", "audit:trail", format=fmt,
                                                        filter=where.as_dict()))
     out = io.StringIO()
-    export(deployment().sessions, fmt, out, where)
+    export(current_deployment.sessions, fmt, out, where)
     mimetype = "application/jsonl" if fmt == "jsonl" else "text/csv"
     return Response(out.getvalue(), mimetype=mimetype,
                     headers={"Content-Disposition": f'attachment; filename="tessera-audit.{fmt}"'})
@@ -802,11 +791,11 @@ def audit_reports() -> Any:
     from audit.reports import report
 
     where = _audit_filter()
-    sessions = deployment().sessions
+    sessions = current_deployment.sessions
     by_type = report(sessions, "type", where, limit=20)
     by_person = report(sessions, "person", where, limit=20)
     by_day = report(sessions, "day", where, limit=60)
-    lifecycle().trail.record(lifecycle().event(actor(), "audit.report", "success", "audit:trail",
+    current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(actor(), "audit.report", "success", "audit:trail",
                                                filter=where.as_dict()))
     return _page("admin_reports.html", where=where,
                  charts=[(gettext("By event type"), bar_chart(by_type, gettext("Audit entries by event type")),
@@ -815,6 +804,6 @@ def audit_reports() -> Any:
                          (gettext("By day (UTC)"), bar_chart(by_day, gettext("Audit entries by day")), by_day)])
 
 
-def register(app: Flask, deployment_: Deployment) -> None:
+def register(app: Flask) -> None:
     """Called by idp.admin_blueprints.register: the console."""
     app.register_blueprint(bp)

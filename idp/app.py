@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                       SESSION_COOKIE_SAMESITE="Lax", REMEMBER_COOKIE_SECURE=settings.cookie_secure,
                       REMEMBER_COOKIE_HTTPONLY=True)
     deployment = Deployment(settings)
-    app.extensions["tessera"] = deployment
+    deployment.init_app(app)  # the views find it as idp.deployment.current_deployment
     deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
     start_checkpoints(deployment)  # witnessed checkpoints by time, in every worker (audit.checkpoint_schedule)
     app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
@@ -78,7 +78,6 @@ def create_app(settings: Settings | None = None) -> Flask:
                         deployment.now, deployment.second_factor.claims, oidc_endpoints.end_browser_session,
                         deployment.staff_still_active, deployment.citizen_claims)
     provider.init_app(app)
-    app.extensions["tessera.oidc"] = provider
     app.register_blueprint(pki.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
@@ -89,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(portal.bp)
     app.register_blueprint(verification_api.bp)
     verification_api.install(app)
-    admin_blueprints.register(app, deployment)
+    admin_blueprints.register(app)
     app.jinja_env.globals["now_year"] = datetime.date.today().year
     app.jinja_env.globals["url_for"] = _page_url_for(app)
 

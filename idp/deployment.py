@@ -1,4 +1,8 @@
-"""One deployment's parts, built once per process from its settings."""
+"""One deployment's parts, built once per process from its settings.
+
+The web service holds its deployment as a Flask extension (:meth:`Deployment.init_app`); its views
+reach it through :data:`current_deployment`, as they reach the application through ``current_app``.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +10,36 @@ import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.local import LocalProxy
 
 from ca.authority import CertificateAuthority, utc_now
-from store.engine import make_engine, make_session_factory
 from ca.keyring import Keyring
 from ca.ocsp import OcspResponder
 from ca.pkcs11_keys import TokenConfig
 from ca.urls import PublicUrls
 from idp.settings import Settings
+from store.engine import make_engine, make_session_factory
 
 if TYPE_CHECKING:
     from audit import AuditTrail
     from ca.timestamps import StoredTimeStampAuthority
+    from idp.account_lifecycle import Lifecycle
     from directory.client import Directory
     from idp.oidc.clients import ClientRegistry
     from idp.oidc.keys import SigningKeys
+    from idp.password_policy import PasswordPolicy
     from idp.runtime_settings import RuntimeSettings
     from idp.second_factor import SecondFactor
     from idp.secretbox import SecretBox
     from idp.sessions import SessionStore
     from idp.throttle import LoginThrottle
+
+
+#: the deployment's name in ``app.extensions`` (Flask's registry of an application's extensions)
+EXTENSION = "tessera"
 
 
 class Deployment:
@@ -36,6 +48,11 @@ class Deployment:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.use_embedded_softhsm()
+
+    def init_app(self, app: Flask) -> None:
+        """Serve ``app`` from this deployment (Flask's extension pattern): its views find it as
+        :data:`current_deployment`."""
+        app.extensions[EXTENSION] = self
 
     @cached_property
     def engine(self) -> Engine:
@@ -65,7 +82,7 @@ class Deployment:
         return ca
 
     @cached_property
-    def audit(self) -> "AuditTrail":
+    def audit(self) -> AuditTrail:
         """The tamper-evident audit trail; idp and card security events are recorded into it."""
         from audit import open_trail
         from idp.audit_bridge import install
@@ -86,14 +103,14 @@ class Deployment:
         return OcspResponder(self.engine, self.keyring, utc_now)
 
     @cached_property
-    def tsa(self) -> "StoredTimeStampAuthority":
+    def tsa(self) -> StoredTimeStampAuthority:
         from ca.timestamps import StoredTimeStampAuthority
 
         return StoredTimeStampAuthority(self.ca, self.sessions)
 
     # -- identity provider ---------------------------------------------------------------
     @cached_property
-    def directory(self) -> "Directory":
+    def directory(self) -> Directory:
         """The staff directory (ldap3), from ``TESSERA_LDAP_*`` or the embedded slapd."""
         from directory.client import Directory
         from directory.config import DirectoryConfig
@@ -101,35 +118,34 @@ class Deployment:
         return Directory(DirectoryConfig.from_env(self.settings.home))
 
     @cached_property
-    def secret_box(self) -> "SecretBox":
+    def secret_box(self) -> SecretBox:
         from idp.secretbox import SecretBox
 
         return SecretBox(self.settings.data_key())
 
     @cached_property
-    def second_factor(self) -> "SecondFactor":
+    def second_factor(self) -> SecondFactor:
         from idp.second_factor import SecondFactor
-
         from idp.totp import TotpVerifier
 
         return SecondFactor(self.sessions, self.secret_box, utc_now, TotpVerifier(tuning=self.runtime.get))
 
     @cached_property
-    def runtime(self) -> "RuntimeSettings":
+    def runtime(self) -> RuntimeSettings:
         """The settings the system administrator may change at run time (cached a few seconds)."""
         from idp.runtime_settings import RuntimeSettings
 
         return RuntimeSettings(self.sessions, self.settings, utc_now)
 
     @cached_property
-    def web_sessions(self) -> "SessionStore":
+    def web_sessions(self) -> SessionStore:
         from idp.sessions import SessionStore
 
         return SessionStore(self.sessions, utc_now, datetime.timedelta(seconds=self.settings.session_idle_seconds),
                             datetime.timedelta(seconds=self.settings.session_absolute_seconds), self.runtime.get)
 
     @cached_property
-    def throttle(self) -> "LoginThrottle":
+    def throttle(self) -> LoginThrottle:
         from idp.throttle import LoginThrottle
 
         return LoginThrottle(self.sessions, utc_now, self.settings.throttle_account_failures,
@@ -139,13 +155,27 @@ class Deployment:
                              usual_address_days=self.settings.throttle_usual_address_days)
 
     @cached_property
-    def clients(self) -> "ClientRegistry":
+    def lifecycle(self) -> Lifecycle:
+        """The administrative acts (applications, approvals, four-eyes requests) of this deployment."""
+        from idp.account_lifecycle import Lifecycle
+
+        return Lifecycle(self)
+
+    @cached_property
+    def password_policy(self) -> PasswordPolicy:
+        """The rules a new staff password must meet, tuned at run time (:mod:`idp.password_policy`)."""
+        from idp.password_policy import PasswordPolicy
+
+        return PasswordPolicy(self.sessions, self.now, tuning=self.runtime.get)
+
+    @cached_property
+    def clients(self) -> ClientRegistry:
         from idp.oidc.clients import ClientRegistry
 
         return ClientRegistry(self.sessions, utc_now)
 
     @cached_property
-    def signing_keys(self) -> "SigningKeys":
+    def signing_keys(self) -> SigningKeys:
         from idp.oidc.keys import SigningKeys
 
         return SigningKeys(self.sessions, self.secret_box, utc_now)
@@ -210,3 +240,12 @@ class Deployment:
             self.keyring.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def _app_deployment() -> Deployment:
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+#: the deployment of the application handling the current request (set by :meth:`Deployment.init_app`);
+#: typed as the deployment itself, as Flask types ``current_app``
+current_deployment: Deployment = LocalProxy(_app_deployment)  # type: ignore[assignment]

@@ -23,7 +23,7 @@ from flask_login import LoginManager, current_user, login_user
 from markupsafe import Markup
 
 from idp import events
-from idp.deployment import Deployment
+from idp.deployment import current_deployment
 from directory.errors import DirectoryError, DirectoryUnavailable, PasswordExpired, PasswordMustChange
 from idp.redirect_target import local_path
 from idp.roles import login_refusal
@@ -56,10 +56,6 @@ def _load_user(uid: str) -> StaffUser | None:
         return None
     sid_hash = session.id_hash if isinstance(session, StaffSession) else None
     return StaffUser(staff, int(session.get("auth_time", 0)), tuple(session.get("amr", ())), sid_hash)
-
-
-def deployment() -> Deployment:
-    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
 
 
 def safe_next(value: object) -> str:
@@ -98,7 +94,7 @@ def login() -> Any:
         return login_form(nxt)
     username = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
-    d = deployment()
+    d = current_deployment
     if not username or not password or len(username) > MAX_USERNAME or len(password) > 1024:
         return _page("login.html", 401, next=nxt, error=GENERIC_FAILURE, username=username[:MAX_USERNAME])
     if d.throttle.blocked(username, _address()):
@@ -149,7 +145,7 @@ def second_factor() -> Any:
         return redirect(url_for("login.login"))
     if request.method == "GET":
         return _page("totp.html")
-    d = deployment()
+    d = current_deployment
     uid = pending["uid"]
     if d.throttle.blocked(uid, _address()):
         session.pop("pending", None)
@@ -171,7 +167,7 @@ def enrol() -> Any:
     pending = _pending()
     if pending is None or pending.get("enrolled"):
         return redirect(url_for("login.login"))
-    d = deployment()
+    d = current_deployment
     uid = pending["uid"]
     enrolment = d.second_factor.begin_enrolment(uid)
     context = {"secret": enrolment.secret, "qr": Markup(qr_svg(enrolment.uri)), "uri": enrolment.uri}
@@ -200,7 +196,7 @@ def recovery_codes() -> Any:
 def _complete(uid: str, pending: dict[str, Any], method: str) -> str:
     """Both factors passed: a new session id, the user logged in (RFC 8176 amr: pwd, otp); the
     local path the login goes on to."""
-    d = deployment()
+    d = current_deployment
     claims = pending.get("claims") or d.second_factor.claims(uid) or {"sub": uid}
     nxt = safe_next(pending.get("next"))
     session.clear()

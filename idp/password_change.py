@@ -28,16 +28,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template, request, url_for
+from flask import Blueprint, Flask, render_template, request, url_for
 from flask_babel import gettext
 
 from audit import AuditEvent
 from idp import events
-from idp.deployment import Deployment
+from idp.deployment import current_deployment
 from directory.client import StaffMember
 from directory.errors import (DirectoryError, DirectoryUnavailable, InvalidCredentials, PasswordExpired,
                                   PasswordMustChange, PasswordRejected)
-from idp.password_policy import MAX_LENGTH, PasswordPolicy, WeakPassword
+from idp.password_policy import MAX_LENGTH, WeakPassword
 from idp.i18n import shown
 from translatable import N_
 
@@ -46,19 +46,6 @@ bp = Blueprint("password", __name__)
 MAX_USERNAME = 128
 #: the one answer to every failure before the current password is proven (a lock and the throttle included)
 NOT_ACCEPTED = N_("The user name or current password is incorrect, or there were too many attempts.")
-
-
-def deployment() -> Deployment:
-    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
-
-
-def password_policy() -> PasswordPolicy:
-    policy = current_app.extensions.get("tessera.password_policy")
-    if policy is None:
-        d = deployment()
-        policy = PasswordPolicy(d.sessions, d.now, tuning=d.runtime.get)
-        current_app.extensions["tessera.password_policy"] = policy
-    return policy  # type: ignore[no-any-return]
 
 
 class ChangeRefused(Exception):
@@ -79,7 +66,7 @@ def _failure(actor: str, username: str, reason: str, result: str = "failure", **
 
 def _proven_member(username: str, current: str, address: str) -> StaffMember:
     """Steps 2 and 3: the throttle, then the current password by a bind as the user."""
-    d = deployment()
+    d = current_deployment
     anonymous = f"address:{address}"
     if d.throttle.blocked(username, address):
         _failure(anonymous, username, "throttled")
@@ -102,10 +89,10 @@ def _proven_member(username: str, current: str, address: str) -> StaffMember:
 def change_password(username: str, current: str, new: str, address: str) -> StaffMember:
     """Steps 2 to 5 above for ``username`` (RFC 3062 password modify as the user); raises
     :class:`ChangeRefused` or :class:`DirectoryUnavailable`."""
-    d = deployment()
+    d = current_deployment
     member = _proven_member(username, current, address)
     actor = f"staff:{member.uid}"
-    policy = password_policy()
+    policy = current_deployment.password_policy
     try:
         policy.check(member.uid, new, [member.given_name, member.surname])
     except WeakPassword as exc:
@@ -137,7 +124,7 @@ def change_password(username: str, current: str, new: str, address: str) -> Staf
 @bp.route("/password/change", methods=["GET", "POST"])
 def change() -> Any:
     """Choose a new password: the current one proven first, then the policy, then the change."""
-    min_length = password_policy().min_length
+    min_length = current_deployment.password_policy.min_length
     if request.method == "GET":
         return render_template("admin_password.html", username=request.args.get("username", "")[:MAX_USERNAME],
                                min_length=min_length), 200

@@ -11,22 +11,18 @@ from __future__ import annotations
 from email.utils import format_datetime
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from idp.deployment import Deployment
+from idp.deployment import current_deployment
 from idp.problems import problem
 
 bp = Blueprint("pki", __name__)
 
 
-def deployment() -> Deployment:
-    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
-
-
 @bp.get("/ca/<name>.crt")
 def ca_certificate(name: str) -> Response:
     """The caIssuers URL (RFC 5280 section 4.2.2.1): one DER certificate."""
-    cert = deployment().ca.authority_certificate(name)
+    cert = current_deployment.ca.authority_certificate(name)
     return Response(cert.public_bytes(Encoding.DER), mimetype="application/pkix-cert",
                     headers={"Cache-Control": "public, max-age=86400"})
 
@@ -34,15 +30,15 @@ def ca_certificate(name: str) -> Response:
 @bp.get("/ca/<name>/chain.pem")
 def ca_chain(name: str) -> Response:
     """The authority's certificate and its parents up to the root, PEM."""
-    chain = deployment().ca.chain(name)
+    chain = current_deployment.ca.chain(name)
     return Response(b"".join(c.public_bytes(Encoding.PEM) for c in chain), mimetype="application/pem-certificate-chain")
 
 
 @bp.get("/crl/<name>.crl")
 def crl(name: str) -> Response:
     """The CDP URL (RFC 5280 section 4.2.1.13): the current full CRL, DER."""
-    current = deployment().ca.current_crl(name)
-    max_age = max(0, int((current.next_update - deployment().now()).total_seconds()) // 4)
+    current = current_deployment.ca.current_crl(name)
+    max_age = max(0, int((current.next_update - current_deployment.now()).total_seconds()) // 4)
     return Response(current.der, mimetype="application/pkix-crl", headers={
         "Cache-Control": f"public, max-age={max_age}",
         "Last-Modified": format_datetime(current.this_update, usegmt=True),
@@ -56,5 +52,5 @@ def tsa() -> Response:
     if request.mimetype != "application/timestamp-query":
         return problem(415, "Unsupported Media Type", "send an application/timestamp-query body", "media-type")
     query = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before any work
-    reply = deployment().tsa.respond(query)
+    reply = current_deployment.tsa.respond(query)
     return Response(reply.der, status=reply.http_status, mimetype="application/timestamp-reply")

@@ -22,7 +22,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from flask_login import current_user
 
 from idp import events
-from idp.deployment import Deployment
+from idp.deployment import current_deployment
 from idp.models import Consent
 from idp.citizen_login import ACR_CARD, citizen_user
 from idp.login import login_form
@@ -30,10 +30,6 @@ from idp.oidc.provider import SCOPE_CLAIMS, Provider
 from idp.sessions import StaffSession
 
 bp = Blueprint("oidc", __name__)
-
-
-def deployment() -> Deployment:
-    return current_app.extensions["tessera"]  # type: ignore[no-any-return]
 
 
 def provider() -> Provider:
@@ -143,19 +139,19 @@ def _subject(user: Any) -> str:
 
 
 def _has_consent(uid: str, client_id: str, scope: str) -> bool:
-    with deployment().sessions() as s:
+    with current_deployment.sessions() as s:
         row = s.get(Consent, (uid, client_id))
         return row is not None and set(scope_to_list(scope) or []) <= set(row.scope.split())
 
 
 def _save_consent(uid: str, client_id: str, scope: str) -> None:
-    with deployment().sessions.begin() as s:
+    with current_deployment.sessions.begin() as s:
         row = s.get(Consent, (uid, client_id))
         if row is None:
-            s.add(Consent(uid=uid, client_id=client_id, scope=scope, granted_at=deployment().now()))
+            s.add(Consent(uid=uid, client_id=client_id, scope=scope, granted_at=current_deployment.now()))
         else:
             row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
-            row.granted_at = deployment().now()
+            row.granted_at = current_deployment.now()
 
 
 @bp.route("/oidc/authorize", methods=["GET", "POST"])

@@ -124,6 +124,8 @@ class Provider:
 
     # -- wiring ----------------------------------------------------------------------------
     def init_app(self, app: Flask) -> None:
+        """Serve ``app``'s OpenID Connect endpoints (Flask's extension pattern: ``app.extensions["tessera.oidc"]``)."""
+        app.extensions["tessera.oidc"] = self
         app.config.setdefault("OAUTH2_ACCESS_TOKEN_GENERATOR", new_token)
         app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", new_token)
         app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {"authorization_code": ACCESS_TOKEN_SECONDS,
