@@ -44,8 +44,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import chain
 from audit.chain import CHECKPOINT_CONTENT_TYPE
 from audit.models import AuditCheckpoint, AuditHead
-from audit.witness import WitnessLine, WitnessMalformed, read_witness
-from ca.models import Authority
+from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, WitnessMalformed, authority_key_id,
+                           read_records)
+from ca.models import Authority, Certificate
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
 _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
@@ -54,7 +55,8 @@ _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
 #: the name each kind of finding is reported by
 _CODES = {"changed": "entry-changed", "deleted": "entry-deleted", "inserted": "entry-inserted",
           "swapped": "entry-swapped", "reordered": "entry-reordered", "truncated": "trail-truncated",
-          "malformed": "entry-malformed", "checkpoint": "checkpoint-invalid", "witness": "witness-invalid"}
+          "malformed": "entry-malformed", "checkpoint": "checkpoint-invalid", "witness": "witness-invalid",
+          "gap": "audit-gap", "published": "published-state"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class Problem:
     ``code`` is the finding's name (``entry-changed``, ``trail-truncated``, ``checkpoint-missing``,
     ``witness-forged`` ...); ``line`` the witness file's line for witness findings."""
 
-    kind: str  # changed, deleted, inserted, swapped, reordered, truncated, malformed, checkpoint, witness
+    kind: str  # changed, deleted, inserted, swapped, reordered, truncated, malformed, checkpoint, witness, gap,
+    #            published (the CA's published state: CRL numbers and revocations, against the witness)
     seq: int | None
     message: str
     code: str = ""
@@ -153,7 +156,8 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
     Never raises on a malformed row: each is a finding."""
     started = time.perf_counter()
     report = VerificationReport()
-    witnessed = list(read_witness(witness)) if witness is not None and witness.exists() else []
+    records = list(read_records(witness)) if witness is not None and witness.exists() else []
+    witnessed = [(n, r) for n, r in records if not isinstance(r, CrlLine)]
     with sessions() as session:
         # driver values, no type processing: a tampered column may hold anything
         connection = session.connection().execution_options(stream_results=True, yield_per=batch)
@@ -186,6 +190,8 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
     report.problems.extend(_check_checkpoints(checkpoints, walk, staff_cert, list(anchors), authentic))
     if witness is not None:
         report.problems.extend(_check_witness(witnessed, checkpoints, authentic, walk, staff_cert))
+        with sessions() as session:
+            report.problems.extend(compare_published(session, PublishedHistory.of(records)).problems())
     report.problems = _distinct(report.problems)
     report.problems.sort(key=lambda p: (p.seq if p.seq is not None else -1, p.line or 0, p.kind))
     report.seconds = time.perf_counter() - started
@@ -509,7 +515,8 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
                    authentic: dict[int, str], w: _Walk, staff: x509.Certificate | None) -> list[Problem]:
     """The database against the witness: each witnessed checkpoint must still be in the database
     with the same signature, and the entry it covers must still have the witnessed hash."""
-    problems: list[Problem] = []
+    problems: list[Problem] = _restore_gaps(witnessed)
+    superseded = _superseded(witnessed)
     stored = {_whole(r[1]): r for r in rows}
     last_seq, last_good, truncated = 0, 0, None
     for number, line in witnessed:
@@ -517,7 +524,9 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
             problems.append(Problem("witness", None, f"not a witness line: {line}", code="witness-malformed",
                                     line=number))
             continue
-        if line.seq <= last_seq:
+        if number in superseded:
+            continue
+        if line.seq < last_seq or line.seq == last_seq and line.restored is None:
             problems.append(Problem("witness", None, f"checkpoint of seq {line.seq} after one of seq {last_seq}: "
                                     "the witness's heads must grow", code="witness-out-of-order", line=number))
             continue
@@ -561,6 +570,94 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
         problems.append(Problem("truncated", w.last_seq + 1, f"the tail was cut: the witness (line {number}) records "
                                 f"entries up to {seq}, {gone} gone"))
     return problems
+
+
+def _superseded(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]]) -> set[int]:
+    """Line numbers of checkpoints of entries a later restore lost: heads above the head of a
+    restored database (``restored`` lines), witnessed before it. Their numbers were given again to
+    the entries made after the restore, so they are not compared with the database."""
+    out: set[int] = set()
+    floor: int | None = None
+    for number, line in reversed(witnessed):
+        if isinstance(line, WitnessMalformed):
+            continue
+        if floor is not None and line.seq > floor:
+            out.add(number)
+        if line.restored is not None:
+            floor = line.seq if floor is None else min(floor, line.seq)
+    return out
+
+
+def _restore_gaps(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]]) -> list[Problem]:
+    """One ``audit-gap`` per restore that lost witnessed entries: those after the restored head up to
+    the highest head witnessed before the restore."""
+    problems: list[Problem] = []
+    highest: WitnessLine | None = None
+    for number, line in witnessed:
+        if isinstance(line, WitnessMalformed):
+            continue
+        if line.restored is not None and highest is not None and highest.seq > line.seq:
+            problems.append(Problem(
+                "gap", line.seq + 1, f"entries {line.seq + 1} to {highest.seq} (witnessed up to {highest.time}) were "
+                f"lost: the database was restored on {line.restored.at[:19]}Z from a backup made "
+                f"{line.restored.backup_created[:19]}Z; the numbers from {line.seq + 1} on are those of entries "
+                "made since", line=number))
+        if line.restored is not None:
+            highest = line
+        elif highest is None or line.seq > highest.seq:
+            highest = line
+    return problems
+
+
+@dataclass
+class PublishedDifference:
+    """The database against what the witness says the CA published (audit.witness.PublishedHistory):
+    CAs whose CRL number is behind a witnessed one (name, database's, witnessed), revocations the
+    database lost (the certificate is valid there) and those of certificates it does not have."""
+
+    crl_behind: list[tuple[str, int, int]] = field(default_factory=list)
+    lost: list[Revocation] = field(default_factory=list)
+    unknown: list[Revocation] = field(default_factory=list)
+
+    def problems(self) -> list[Problem]:
+        out = [Problem("published", None, f"the witness saw CRL number {witnessed} of the {name} CA, the database "
+                       f"is at {database}: it is older than what was published (restored from a backup?), and the "
+                       f"next CRL must be numbered above {witnessed} (RFC 5280 section 5.2.3)",
+                       code="crl-number-behind") for name, database, witnessed in self.crl_behind]
+        out += [Problem("published", None, f"certificate {r.serial} of the {r.authority} CA was {_held(r)} at "
+                        f"{r.at[:19]}Z (witnessed), the database says valid: the revocation was lost",
+                        code="revocation-lost") for r in self.lost]
+        out += [Problem("published", None, f"certificate {r.serial} of the {r.authority} CA was {_held(r)} at "
+                        f"{r.at[:19]}Z (witnessed) and is not in the database (issued after the copy it was "
+                        "restored from?): relying parties that ask OCSP hear 'unknown'",
+                        code="revocation-unknown-certificate") for r in self.unknown]
+        return out
+
+
+def _held(revocation: Revocation) -> str:
+    return "put on hold" if revocation.status == "on-hold" else f"revoked ({revocation.reason or 'unspecified'})"
+
+
+def compare_published(session: Session, history: PublishedHistory) -> PublishedDifference:
+    """What the database lost of what the witness says was published (RFC 5280 sections 5.2.3 and 5.3)."""
+    out = PublishedDifference()
+    authorities = {a.name: a for a in session.scalars(select(Authority))}
+    for (name, key), number in sorted(history.crl_numbers.items()):
+        authority = authorities.get(name)
+        if authority is not None and authority_key_id(authority.certificate_der) == key \
+                and authority.crl_number < number:
+            out.crl_behind.append((name, authority.crl_number, number))
+    wanted = sorted(history.revoked.values(), key=lambda r: (r.at, r.serial))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        status = {serial: state for serial, state in session.execute(
+            select(Certificate.serial_hex, Certificate.status).where(Certificate.serial_hex.in_([r.serial for r in chunk])))}
+        for revocation in chunk:
+            if revocation.serial not in status:
+                out.unknown.append(revocation)
+            elif status[revocation.serial] == "valid":
+                out.lost.append(revocation)
+    return out
 
 
 def _witness_signature_problem(line: WitnessLine, staff: x509.Certificate | None) -> str | None:

@@ -295,3 +295,91 @@ def test_newest_line_read_from_the_end_is_the_last_well_formed_one(tmp_path: Pat
     path.write_text(text)
     expected = [line for _, line in read_witness(path) if isinstance(line, WitnessLine)]
     assert last_line(path, block) == (expected[-1] if expected else None)
+
+
+# -- what the CA published: CRL numbers and revocations (issue 16) -----------------------------
+def _service_certificate(store: AuditStore, name: str) -> str:
+    """A service certificate of the staff CA for a key the test holds; its serial."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from ca.authority import INIT_REQUESTER
+    from ca.subjects import SubjectRequest
+
+    subject = SubjectRequest(((NameOID.COUNTRY_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "Tessera Government PKI"),
+                              (NameOID.ORGANIZATIONAL_UNIT_NAME, "Tests"), (NameOID.COMMON_NAME, name)))
+    with store.sessions.begin() as session:
+        row = store.ca.issue_for_key(session, "service", ec.generate_private_key(ec.SECP256R1()).public_key(),
+                                     subject, INIT_REQUESTER, issuer="staff")
+        return row.serial_hex
+
+
+def _records(path: Path) -> list[Any]:
+    from audit.witness import read_records
+
+    return [record for _, record in read_records(path)]
+
+
+def test_crls_and_checkpoints_leave_what_was_published_in_the_witness(audit_store: AuditStore) -> None:
+    from audit.witness import CrlLine, PublishedHistory, WitnessLine, attach, authority_key_id
+    from ca.models import Authority, Crl
+
+    store = audit_store
+    path = witnessed(store)
+    assert store.checkpointer.witness is not None
+    attach(store.sessions, store.checkpointer.witness)
+    kept, held = _service_certificate(store, "kept"), _service_certificate(store, "held")
+    store.ca.revoke(kept, "keyCompromise")
+    store.ca.revoke(held, "certificateHold")
+    store.ca.release_hold(held)
+    fill(store, 10)  # the automatic checkpoint at 10
+    crl_lines = [r for r in _records(path) if isinstance(r, CrlLine)]
+    with store.sessions() as session:
+        staff = session.scalar(select(Authority).where(Authority.name == "staff"))
+        assert staff is not None
+        numbers = list(session.scalars(select(Crl.number).where(Crl.authority_id == staff.id).order_by(Crl.number)))
+        key = authority_key_id(staff.certificate_der)
+    # one line per CRL, as published: what each added and dropped
+    assert [(c.number, [a.serial for a in c.added], list(c.removed)) for c in crl_lines] == [
+        (numbers[-3], [kept], []), (numbers[-2], [held], []), (numbers[-1], [], [held])]
+    assert crl_lines[0].added[0].reason == "keyCompromise" and crl_lines[1].added[0].status == "on-hold"
+    assert all(c.key_id == key for c in crl_lines)
+    # the checkpoint's line carries every CA's last CRL number, the revocation and the released hold
+    line = [r for r in _records(path) if isinstance(r, WitnessLine)][-1]
+    assert line.state is not None
+    assert {(c.authority, c.number) for c in line.state.crls} >= {("staff", numbers[-1])}
+    assert [(r.serial, r.status) for r in line.state.revocations] == [(kept, "revoked")]
+    assert line.state.released == (("staff", held),)
+    history = PublishedHistory.of(enumerate(_records(path), 1))
+    assert set(history.revoked) == {("staff", kept)} and history.crl_numbers[("staff", key)] == numbers[-1]
+    assert verify(store.sessions, witness=path).ok
+
+
+def test_crl_numbers_continue_above_the_witness_and_a_crl_it_cannot_record_is_not_published(
+        audit_store: AuditStore) -> None:
+    from audit.witness import CrlLine, Witness, attach, authority_key_id
+    from ca.crl import CrlWitnessUnavailable
+    from ca.models import Authority
+
+    store = audit_store
+    path = store.folder / "witness.log"
+    with store.sessions() as session:
+        staff = session.scalar(select(Authority).where(Authority.name == "staff"))
+        assert staff is not None
+        key, before = authority_key_id(staff.certificate_der), staff.crl_number
+    published = CrlLine("staff", key, before + 40, "2026-12-01T00:00:00.000000Z", "ab" * 32)
+    path.write_text(published.text() + "\n" + CrlLine("staff", "00" * 20, 999, published.this_update, "cd" * 32).text()
+                    + "\n")
+    witness = Witness(path)
+    attach(store.sessions, witness)
+    assert store.ca.publish_crl("staff").number == before + 41  # above the witness; another key's numbers do not count
+    # a transaction that rolls back leaves no line; one whose line cannot be written is not published
+    with pytest.raises(RuntimeError), store.sessions.begin() as session:
+        store.ca._publish(session, store.ca.authority(session, "staff"), store.ca.clock())
+        raise RuntimeError("undone")
+    assert [r.number for r in _records(path) if isinstance(r, CrlLine)] == [before + 40, 999, before + 41]
+    witness.path = store.folder / "witness.log" / "not-a-folder"
+    with pytest.raises(CrlWitnessUnavailable):
+        store.ca.publish_crl("staff")
+    with store.sessions() as session:
+        assert store.ca.authority(session, "staff").crl_number == before + 41
