@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Integer, String, select, text
+from sqlalchemy import Integer, String, false, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from store.base import Base
@@ -211,8 +211,10 @@ def _consistent(values: Mapping[str, int]) -> None:
                                 idle=values["session.idle_seconds"]))
 
 
+#: PostgreSQL's LOCK TABLE has no SQLAlchemy construct: the one statement kept as text
 _PG_LOCK = text("LOCK TABLE idp_runtime_setting IN SHARE ROW EXCLUSIVE MODE")
-_SQLITE_CLAIM = text("UPDATE idp_runtime_setting SET value = value WHERE 0 = 1")
+#: a write that changes nothing (UPDATE ... WHERE 0 = 1): it takes SQLite's write lock
+_SQLITE_CLAIM = update(RuntimeSetting).where(false()).values(value=RuntimeSetting.value)
 
 
 def _claim(session: Session) -> None:
