@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Sequence
-
 from dataclasses import dataclass
 
 from cryptography import x509
