@@ -11,20 +11,20 @@ never a failure. After the login the browser goes on to ``next`` only if it is a
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, session, url_for
-from flask.ctx import RequestContext
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_babel import lazy_gettext
 from flask_login import LoginManager, current_user, login_user
 from markupsafe import Markup
+from werkzeug.wrappers import Response
 
 from idp import events
 from idp.deployment import current_deployment
 from directory.errors import DirectoryError, DirectoryUnavailable, PasswordExpired, PasswordMustChange
+from idp.oidc.authorization import resume
 from idp.redirect_target import local_path
 from idp.roles import login_refusal
 from idp.sessions import StaffSession
@@ -213,21 +213,16 @@ def _complete(uid: str, pending: dict[str, Any], method: str) -> str:
 
 def _continue(nxt: str) -> Response:
     """Go on to ``nxt`` after a login. The authorization request the login interrupted (OIDC Core
-    3.1.2.1) is carried on in place, in this request, with this session: the browser gets the
-    authorization endpoint's answer (the redirect to the application with a code, or the consent
-    page) at once instead of a redirect back to it first, one round trip fewer per login. Any other
-    local path is a redirect."""
-    view = current_app.view_functions.get("oidc.authorize")
+    3.1.2.1) is answered in this request, with this session (:func:`idp.oidc.authorization.resume`):
+    the browser gets the redirect to the application with a code at once instead of a redirect back
+    to the authorization endpoint first, one round trip fewer per login. Anything else, and an
+    authorization that needs a page (consent), is a redirect to ``nxt``."""
     target = urlsplit(nxt)
-    if view is None or target.path != url_for("oidc.authorize"):
-        return redirect(nxt)
-    environ = dict(request.environ, REQUEST_METHOD="GET", PATH_INFO=target.path[len(request.script_root):],
-                   QUERY_STRING=target.query, CONTENT_TYPE="", CONTENT_LENGTH="0")
-    environ["wsgi.input"] = io.BytesIO(b"")
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    # this session (rotated, logged in), and the same application context: flask_login's user stays current
-    with RequestContext(app, environ, session=session._get_current_object()):  # type: ignore[attr-defined]
-        return current_app.make_response(view())
+    if target.path == url_for("oidc.authorize"):
+        answer = resume(target.query)
+        if answer is not None:
+            return answer
+    return redirect(nxt)
 
 
 @bp.post("/logout")

@@ -418,17 +418,24 @@ def test_a_login_started_by_an_application_answers_with_the_code(idp: IdpServer,
     assert code_of(authorize(browser, idp, client["client_id"], challenge, prompt="none"))
 
 
-def test_an_untrusted_application_gets_its_consent_page_in_place(idp: IdpServer, agent: StaffAgent) -> None:
+def test_an_untrusted_application_gets_its_consent_page_at_the_authorization_endpoint(
+        idp: IdpServer, agent: StaffAgent) -> None:
+    """After the login the browser goes back to the authorization request, which shows the consent page
+    at its own address (a reload does not post the code again; the language switch comes back to it)."""
     untrusted = idp.add_client("Leave requests", REDIRECT)
     _, challenge = pkce()
     browser = StaffAgent(idp, agent.uid, agent.password, agent.secret)
     browser.last_step = agent.last_step
     form = authorize(browser, idp, untrusted["client_id"], challenge)
+    back = _login_form_back_to_authorize(form)
     page = browser.post(idp.url("/login"), data={"username": agent.uid, "password": agent.password,
-                                                 "csrf_token": csrf_of(form.text),
-                                                 "next": _login_form_back_to_authorize(form)}, allow_redirects=False)
-    consent = browser.post(idp.url("/login/code"), data={"code": browser.code(), "csrf_token": csrf_of(page.text)},
-                           allow_redirects=False)
+                                                 "csrf_token": csrf_of(form.text), "next": back},
+                        allow_redirects=False)
+    done = browser.post(idp.url("/login/code"), data={"code": browser.code(), "csrf_token": csrf_of(page.text)},
+                        allow_redirects=False)
+    location = done.headers["Location"]
+    assert done.status_code == 302 and location.startswith("/oidc/authorize?") and query_of(location) == query_of(back)
+    consent = browser.get(idp.url(location), allow_redirects=False)
     assert consent.status_code == 200 and "Leave requests" in consent.text
     # the decision goes to the authorization endpoint (the page's other form is the log-out button)
     [action] = [html.unescape(a) for a in re.findall(r'<form[^>]+action="([^"]+)"', consent.text)

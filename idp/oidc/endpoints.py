@@ -1,67 +1,31 @@
 """HTTP endpoints of the OpenID Connect provider.
 
 /.well-known/openid-configuration (Discovery 1.0 section 4), /oidc/jwks.json (RFC 7517),
-/oidc/authorize (Core 3.1.2, with prompt and max_age), /oidc/token (Core 3.1.3), /oidc/userinfo
-(Core 5.3) and /oidc/logout (RP-Initiated Logout 1.0). Errors that may not be redirected (unknown
-client, unregistered redirect_uri) are a page here and never a redirect (RFC 6749 4.1.2.1).
+/oidc/authorize (Core 3.1.2, with prompt and max_age; :mod:`idp.oidc.authorization` decides),
+/oidc/token (Core 3.1.3), /oidc/userinfo (Core 5.3) and /oidc/logout (RP-Initiated Logout 1.0).
+Errors that may not be redirected (unknown client, unregistered redirect_uri) are a page here and
+never a redirect (RFC 6749 4.1.2.1).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
-import time
 from typing import Any
 from urllib.parse import unquote, urlencode
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import scope_to_list
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from idp import events
-from idp.deployment import current_deployment
-from idp.models import Consent
-from idp.citizen_login import ACR_CARD, citizen_user
 from idp.login import login_form
-from idp.oidc.provider import SCOPE_CLAIMS, Provider
+from idp.oidc.authorization import CONTROL_CHARACTER, authorization, malformed_parameter_error, save_consent
+from idp.oidc.provider import SCOPE_CLAIMS, current_provider
 from idp.sessions import StaffSession
 
 bp = Blueprint("oidc", __name__)
-
-
-def provider() -> Provider:
-    return current_app.extensions["tessera.oidc"]  # type: ignore[no-any-return]
-
-
-#: a control character (C0, DEL, C1): never part of any OAuth parameter (RFC 6749 appendix A)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-#: the ABNF of the parameters Authlib echoes into error descriptions and Location headers
-#: (RFC 6749 appendix A; redirect_uri: the characters of an RFC 3986 URI-reference)
-_SYNTAX = {
-    "response_type": re.compile(r"[A-Za-z0-9_ ]*"),
-    "redirect_uri": re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*"),
-    "client_id": re.compile(r"[\x20-\x7e]*"),
-    "state": re.compile(r"[\x20-\x7e]*"),
-    "scope": re.compile(r"[\x21\x23-\x5b\x5d-\x7e ]*"),
-}
-
-
-def _malformed_parameter_error() -> OAuth2Error | None:
-    """``invalid_request`` when a query or form value (or name) has a control character, or a
-    parameter breaks its RFC 6749 appendix A syntax; decided before Authlib, which would put the
-    value into an error text (and raise on characters error_description may not carry)."""
-    from authlib.oauth2.rfc6749 import InvalidRequestError
-
-    for values in (request.args, request.form):
-        for name, value in values.items(multi=True):
-            syntax = _SYNTAX.get(name)
-            if _CONTROL.search(name) or _CONTROL.search(value) or (syntax is not None and not syntax.fullmatch(value)):
-                shown = name if name in _SYNTAX else "a parameter"
-                return InvalidRequestError(f"{shown} contains characters OAuth 2.0 does not allow there")
-    return None
 
 
 def _basic_credentials_error() -> Response | None:
@@ -75,7 +39,7 @@ def _basic_credentials_error() -> Response | None:
     try:
         text = base64.b64decode(token.strip(), validate=True).decode("utf-8")
         client_id, secret = text.split(":", 1)
-        if _CONTROL.search(unquote(client_id)) or _CONTROL.search(unquote(secret)):
+        if CONTROL_CHARACTER.search(unquote(client_id)) or CONTROL_CHARACTER.search(unquote(secret)):
             raise ValueError("control character")
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         response = jsonify(error="invalid_client",
@@ -94,13 +58,13 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
 
 def _oauth_error(error: OAuth2Error) -> Any:
     if getattr(error, "redirect_uri", None):
-        return provider().server.handle_error_response(None, error)
+        return current_provider.server.handle_error_response(None, error)
     return _error_page(error)
 
 
 @bp.get("/.well-known/openid-configuration")
 def discovery() -> Response:
-    response = jsonify(provider().metadata())
+    response = jsonify(current_provider.metadata())
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
@@ -108,7 +72,7 @@ def discovery() -> Response:
 
 @bp.get("/oidc/jwks.json")
 def jwks() -> Response:
-    response = jsonify(provider().keys.jwks())
+    response = jsonify(current_provider.keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
@@ -138,64 +102,29 @@ def _subject(user: Any) -> str:
     return user.uid if ":" in user.uid else f"staff:{user.uid}"
 
 
-def _has_consent(uid: str, client_id: str, scope: str) -> bool:
-    with current_deployment.sessions() as s:
-        row = s.get(Consent, (uid, client_id))
-        return row is not None and set(scope_to_list(scope) or []) <= set(row.scope.split())
-
-
-def _save_consent(uid: str, client_id: str, scope: str) -> None:
-    with current_deployment.sessions.begin() as s:
-        row = s.get(Consent, (uid, client_id))
-        if row is None:
-            s.add(Consent(uid=uid, client_id=client_id, scope=scope, granted_at=current_deployment.now()))
-        else:
-            row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
-            row.granted_at = current_deployment.now()
-
-
 @bp.route("/oidc/authorize", methods=["GET", "POST"])
 def authorize() -> Any:
     """Authorization endpoint (OIDC Core 3.1.2.1): login, prompt, max_age, consent, code."""
-    refused = _malformed_parameter_error()
+    refused = malformed_parameter_error(request.args, request.form)
     if refused is not None:  # never redirected: the redirect_uri itself may be the bad value
         return _error_page(refused)
-    p = provider()
-    prompts = (request.values.get("prompt") or "").split()
-    card = ACR_CARD in (request.values.get("acr_values") or "").split()
-    if card:  # the application asks for a card login (OIDC Core 3.1.2.1 acr_values): only a citizen session counts
-        user = citizen_user()
-    else:
-        user = current_user._get_current_object() if current_user.is_authenticated else None
-    needs_login = user is None or "login" in prompts
-    max_age = request.values.get("max_age")
-    if user is not None and max_age is not None and max_age.isdigit():  # an invalid one is refused below
-        needs_login = needs_login or time.time() - user.auth_time > int(max_age)
+    server = current_provider.server
     try:
-        grant = p.server.get_consent_grant(end_user=None if needs_login else user)
-        if max_age is not None and not max_age.isdigit():
-            from authlib.oauth2.rfc6749 import InvalidRequestError
-
-            raise InvalidRequestError("max_age must be a non-negative integer", redirect_uri=grant.redirect_uri)
-        if needs_login:
-            if "none" in prompts:
-                raise LoginRequiredError(redirect_uri=grant.redirect_uri)
-            return _ask_login(card)
-        client = grant.client
-        scope = grant.request.payload.scope or ""
-        consented = client.trusted or _has_consent(user.uid, client.client_id, scope)
-        if not consented or "consent" in prompts:
-            if "none" in prompts:
-                raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
+        found = authorization(request.values)
+        if found.needs_login:
+            return _ask_login(found.card)
+        user, client = found.user, found.grant.client
+        if found.needs_consent:
+            scope = found.grant.request.payload.scope or ""
             if request.method == "GET":
                 return render_template("consent.html", client=client, scopes=scope_to_list(scope) or [],
                                        claims=SCOPE_CLAIMS, user=user, action=request.full_path)
             if request.form.get("decision") != "allow":
                 events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "failure", reason="denied")
-                return p.server.authorization_response(grant, None)
-            _save_consent(user.uid, client.client_id, scope)
+                return server.authorization_response(found.grant, None)
+            save_consent(user.uid, client.client_id, scope)
             events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "success", scope=scope)
-        return p.server.authorization_response(grant, user)
+        return server.authorization_response(found.grant, user)
     except OAuth2Error as error:
         return _oauth_error(error)
 
@@ -206,13 +135,13 @@ def token() -> Any:
     refused = _basic_credentials_error()
     if refused is not None:
         return refused
-    return provider().server.create_token_response()
+    return current_provider.server.create_token_response()
 
 
 @bp.route("/oidc/userinfo", methods=["GET", "POST"])
 def userinfo() -> Any:
     """UserInfo endpoint (OIDC Core 5.3), bearer token (RFC 6750)."""
-    return provider().server.create_endpoint_response("userinfo")
+    return current_provider.server.create_endpoint_response("userinfo")
 
 
 def end_browser_session(end_session_request: Any) -> None:
@@ -231,12 +160,11 @@ def end_browser_session(end_session_request: Any) -> None:
 @bp.route("/oidc/logout", methods=["GET", "POST"])
 def end_session() -> Any:
     """end_session_endpoint (RP-Initiated Logout 1.0 section 2)."""
-    p = provider()
     try:
-        req = p.server.validate_endpoint_request("end_session")
+        req = current_provider.server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
         return _error_page(error)
     if req.needs_confirmation:
         return render_template("logout_confirm.html", client=req.client)
-    response = p.server.create_endpoint_response("end_session", req)
+    response = current_provider.server.create_endpoint_response("end_session", req)
     return response or render_template("logged_out.html")

@@ -9,18 +9,22 @@ from __future__ import annotations
 import datetime
 import secrets
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oidc.core import UserInfo, UserInfoEndpoint
 from authlib.oidc.rpinitiated import EndSessionEndpoint
-from flask import Flask, request
+from flask import Flask, Request, current_app
+from flask import request as flask_request
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict, MultiDict
+from werkzeug.local import LocalProxy
 
 from idp.i18n import LANGUAGE_TAGS
 from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
@@ -40,22 +44,60 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
 }
 
 
-class _OAuth2Request(FlaskOAuth2Request):  # type: ignore[misc]
-    """Authlib's view of this request, built around the request itself rather than Flask's
-    context-local proxy (the grants read its parameters some seventy times per login, each through
+class _Parameters(OAuth2Payload):  # type: ignore[misc]
+    """The parameters of a request as Authlib's grants read them (RFC 6749 section 3.1: each at most
+    once, hence the lists)."""
+
+    def __init__(self, values: MultiDict[str, str]) -> None:
+        self._values = values
+
+    @property
+    def data(self) -> MultiDict[str, str]:
+        return self._values
+
+    @cached_property
+    def datalist(self) -> dict[str, list[str]]:
+        return {name: self._values.getlist(name) for name in self._values}
+
+
+class _OAuth2Request(OAuth2Request):  # type: ignore[misc]
+    """Authlib's view of an OAuth request: what a framework integration provides
+    (:meth:`AuthorizationServer.create_oauth2_request`), here from plain values rather than Flask's
+    context-local proxy (the grants read the parameters some seventy times per login, each through
     the proxy otherwise). Its ``uri`` serves only Authlib's https check, so it is scheme, host and
     path: Werkzeug's full IRI-to-URI ``request.url`` cost more than the rest of the object."""
 
-    def __init__(self, current: Any) -> None:
-        OAuth2Request.__init__(self, current.method, f"{current.scheme}://{current.host}{current.path}")
-        self.headers = current.headers  # after: OAuth2Request's `headers or {}` would count them
-        self._request = current
-        self.payload = FlaskOAuth2Payload(current)
+    def __init__(self, method: str, uri: str, headers: Any, args: MultiDict[str, str],
+                 form: MultiDict[str, str]) -> None:
+        super().__init__(method, uri)
+        self.headers = headers  # after: OAuth2Request's `headers or {}` would count them
+        self._args = args
+        self._form = form
+        # as Werkzeug's Request.values: the body's parameters count unless the method is GET
+        self.payload = _Parameters(args if method == "GET" else CombinedMultiDict([args, form]))
+
+    @classmethod
+    def of(cls, current: Request) -> _OAuth2Request:
+        """The request Flask is handling."""
+        return cls(current.method, f"{current.scheme}://{current.host}{current.path}", current.headers,
+                   current.args, current.form)
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> MultiDict[str, str]:
+        return self._form
 
 
 class _Server(AuthorizationServer):  # type: ignore[misc]
-    def create_oauth2_request(self, _request: Any) -> FlaskOAuth2Request:
-        return _OAuth2Request(request._get_current_object())  # type: ignore[attr-defined]
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        """The framework integration's part (Authlib's documented override point): the request
+        Flask is handling, or one the caller built already (:meth:`Provider.authorization_request`)."""
+        if isinstance(request, OAuth2Request):
+            return request
+        return _OAuth2Request.of(request if request is not None else flask_request._get_current_object())  # type: ignore[attr-defined]
 
     def authorization_response(self, grant: Any, user: Any) -> Any:
         """The authorization response (RFC 6749 4.1.2: the redirect with a code, or with
@@ -95,6 +137,14 @@ class Provider:
         self.server = _Server()
         self.server.provider = self  # grants reach the stores through their server
         self.resource = ResourceProtector()
+
+    def authorization_request(self, args: MultiDict[str, str]) -> OAuth2Request:
+        """Authlib's request for the authorization request (RFC 6749 section 4.1.1) with the query
+        parameters ``args``, as if the browser sent it to the authorization endpoint now, over this
+        request's transport (scheme, host, headers)."""
+        current = flask_request._get_current_object()  # type: ignore[attr-defined]
+        return _OAuth2Request("GET", f"{current.scheme}://{current.host}{urlsplit(self.authorization_endpoint).path}",
+                              current.headers, args, ImmutableMultiDict())
 
     # -- endpoints' URLs -------------------------------------------------------------------
     @property
@@ -246,3 +296,11 @@ class Provider:
             "frontchannel_logout_supported": False,
             "backchannel_logout_supported": False,
         }
+
+
+def _app_provider() -> Provider:
+    return current_app.extensions["tessera.oidc"]  # type: ignore[no-any-return]
+
+
+#: the provider of the application handling the current request (set by :meth:`Provider.init_app`)
+current_provider: Provider = LocalProxy(_app_provider)  # type: ignore[assignment]
