@@ -43,10 +43,9 @@ MAX_USERNAME = 256
 
 login_manager = LoginManager()
 login_manager.login_view = "login.login"
-login_manager.session_protection = None  # the session id itself is rotated and revocable server-side
-# ... so Flask-Login's session identifier (a SHA-512 of address and user agent that it computes at
-# every user load, protection or not) is never compared: do not compute it
-login_manager._session_identifier_generator = lambda: ""  # type: ignore[method-assign]
+#: Flask-Login's session protection (its documented setting) is off: the session id itself is rotated at
+#: login and revocable server-side (idp.sessions)
+login_manager.session_protection = None
 
 
 @login_manager.user_loader
