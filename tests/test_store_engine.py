@@ -1,6 +1,7 @@
 """The engine every room shares (store.engine), on SQLite and PostgreSQL: a pooled connection the
 server dropped is replaced before a statement fails on it, and a forked process never uses the
-parent's connections."""
+parent's connections. A read run on the driver (store.driver_read) answers as the engine does,
+returns its connection to the pool and fails as the engine fails."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, insert, select, text
+import datetime
 
+import pytest
+from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
+
+from store.driver_read import DriverRead
 from store.engine import make_engine
+from store.types import UtcDateTime
 
 _METADATA = MetaData()
-_PAIRS = Table("engine_probe", _METADATA, Column("k", String(20), primary_key=True), Column("v", Integer, nullable=False))
+_PAIRS = Table("engine_probe", _METADATA, Column("k", String(20), primary_key=True), Column("v", Integer, nullable=False),
+               Column("at", UtcDateTime()), Column("blob", LargeBinary))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,3 +79,49 @@ def test_a_forked_child_opens_its_own_connection(engine: Engine) -> None:
     assert backend(engine) is parents  # the parent's own is untouched and still works
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(_PAIRS)) == 2
+
+
+def test_a_driver_read_answers_as_the_engine_and_gives_its_connection_back(engine: Engine) -> None:
+    at = datetime.datetime(2026, 11, 25, 14, 0, 0, 123456, tzinfo=datetime.timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(insert(_PAIRS), [{"k": "a", "v": 1, "at": at, "blob": b"\x00\xff"}, {"k": "b", "v": 2, "at": None, "blob": None}])
+    query = select(_PAIRS.c.v, _PAIRS.c.at, _PAIRS.c.blob).where(_PAIRS.c.k == bindparam("k"), _PAIRS.c.v > bindparam("least"))
+    read = DriverRead(engine, query)
+    for k in ("a", "b", "missing"):
+        with engine.connect() as conn:
+            expected = conn.execute(query, {"k": k, "least": 0}).first()
+        got = read.first({"k": k, "least": 0})
+        assert (got is None and expected is None) or tuple(got or ()) == tuple(expected or ())
+    row = read.first({"k": "a", "least": 0})
+    assert row is not None and row.at == at and row.at.tzinfo is not None and row.blob == b"\x00\xff" and row.v == 1
+    assert read.first({"k": "a", "least": 1}) is None
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    with engine.begin() as conn:  # committed elsewhere: the next read sees it
+        conn.execute(_PAIRS.update().where(_PAIRS.c.k == "a").values(v=5))
+    assert (read.first({"k": "a", "least": 0}) or (None,))[0] == 5
+
+
+def test_a_driver_read_fails_as_the_engine_fails(engine: Engine) -> None:
+    """A statement the database refuses raises SQLAlchemy's exception (the web layer's 503 for an
+    outage keys on it), and the connection still goes back."""
+    read = DriverRead(engine, select(_PAIRS.c.v).where(_PAIRS.c.k == bindparam("k")))
+    _METADATA.drop_all(engine)
+    with pytest.raises(DBAPIError) as refused:
+        read.first({"k": "a"})
+    with engine.connect() as conn, pytest.raises(DBAPIError) as through_engine:
+        conn.execute(select(_PAIRS.c.v).where(_PAIRS.c.k == "a"))
+    assert type(refused.value) is type(through_engine.value)
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    _METADATA.create_all(engine)
+
+
+def test_a_driver_read_after_the_server_dropped_the_connection(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a server that drops the connection: PostgreSQL")
+    with engine.begin() as conn:
+        conn.execute(insert(_PAIRS), {"k": "a", "v": 1})
+        before = conn.scalar(text("SELECT pg_backend_pid()"))
+    with make_engine(engine.url.render_as_string(hide_password=False)).connect() as other:
+        assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": before})
+    read = DriverRead(engine, select(_PAIRS.c.v).where(_PAIRS.c.k == bindparam("k")))
+    assert tuple(read.first({"k": "a"}) or ()) == (1,)
