@@ -1,4 +1,4 @@
-"""Resolve key references (``pkcs11:<label>``, ``file:<path>``) to signing keys."""
+"""Resolve key references (``pkcs11:<label>``, ``file:<path>``, ``sm2-soft:<path>``) to signing keys."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Callable
 from ca.errors import KeyUnavailable
 from ca.keys import FileKey, KeyType, SigningKey
 from ca.pkcs11_keys import Pkcs11Key, Pkcs11Token, TokenConfig
+from ca.sm2_keys import SCHEME as SM2_SOFT, Sm2SoftKey
 
 
 class Keyring:
@@ -35,20 +36,29 @@ class Keyring:
         scheme, _, rest = reference.partition(":")
         if scheme == "pkcs11":
             key = Pkcs11Key(self.token, rest)
-        elif scheme == "file":
+        elif scheme in ("file", SM2_SOFT):
             if self._file_passphrase is None:
                 raise KeyUnavailable(f"key {reference} is a file key and no passphrase source is set")
             path = Path(rest)
-            key = FileKey(path, self._file_passphrase(path))
+            key = FileKey(path, self._file_passphrase(path)) if scheme == "file" else Sm2SoftKey(
+                path, self._file_passphrase(path))
         else:
             raise KeyUnavailable(f"unknown key reference {reference!r}")
         self._cache[reference] = key
         return key
 
     def generate(self, backend: str, name: str, key_type: KeyType, file_dir: Path | None = None) -> SigningKey:
-        """Create a new key named ``name`` in ``backend`` (``pkcs11`` or ``file``)."""
-        if backend == "pkcs11":
-            key: SigningKey = self.token.generate_key_pair(name, key_type)
+        """Create a new key named ``name`` in ``backend`` (``pkcs11`` or ``file``).
+
+        SM2 keys go to the sealed SM2 keystore in ``file_dir`` whatever the backend: no PKCS#11
+        token configured here offers SM2 (ca.sm2_keys says what an SM2 device backend would be)."""
+        if key_type is KeyType.SM2:
+            if file_dir is None or self._file_passphrase is None:
+                raise KeyUnavailable("SM2 keys need a keystore folder and a passphrase")
+            path = file_dir / f"{name}.sm2key.json"
+            key: SigningKey = Sm2SoftKey.create(path, self._file_passphrase(path))
+        elif backend == "pkcs11":
+            key = self.token.generate_key_pair(name, key_type)
         elif backend == "file":
             if file_dir is None or self._file_passphrase is None:
                 raise KeyUnavailable("file keys need a folder and a passphrase")

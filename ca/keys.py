@@ -1,9 +1,10 @@
 """CA signing keys behind one interface, and the key types the CA knows.
 
-Two backends implement :class:`SigningKey`: :mod:`ca.pkcs11_keys` (keys generated on a PKCS#11
-token, sensitive and never extractable: the default) and :class:`FileKey` (an encrypted PKCS#8
-file, e.g. for an offline root). A key reference string says which backend holds a key:
-``pkcs11:<label>`` or ``file:<path>``.
+Three backends implement :class:`SigningKey`: :mod:`ca.pkcs11_keys` (keys generated on a PKCS#11
+token, sensitive and never extractable: the default), :class:`FileKey` (an encrypted PKCS#8
+file, e.g. for an offline root) and :mod:`ca.sm2_keys` (SM2 keys in a software keystore sealed
+with SM4-GCM, as long as no SM2 hardware is configured). A key reference string says which
+backend holds a key: ``pkcs11:<label>``, ``file:<path>`` or ``sm2-soft:<path>``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from ca.errors import KeyPolicyViolation, KeyUnavailable
+from ca.sm2 import Sm2PublicKey
+
+#: a public key the CA certifies or signs with: cryptography's kinds, or SM2 (which it cannot hold)
+PublicKey = CertificatePublicKeyTypes | Sm2PublicKey
 
 
 class KeyType(enum.Enum):
@@ -31,25 +36,32 @@ class KeyType(enum.Enum):
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"
     RSA_4096 = "rsa-4096"
+    #: SM2 on sm2p256v1 (GB/T 32918), signing SM2-with-SM3: the suite of ca.sm2_certificates
+    SM2 = "sm2"
 
     @property
     def is_ec(self) -> bool:
+        """ECDSA on a NIST curve (SM2 is not: it signs differently and is not ECDSA)."""
         return self.value.startswith("ec-")
 
     @property
     def rsa_bits(self) -> int:
-        return int(self.value.split("-")[1]) if not self.is_ec else 0
+        return int(self.value.split("-")[1]) if self.value.startswith("rsa-") else 0
 
     @property
     def curve(self) -> ec.EllipticCurve:
         return {KeyType.EC_P256: ec.SECP256R1(), KeyType.EC_P384: ec.SECP384R1()}[self]
 
     def signature_hash(self) -> hashes.HashAlgorithm:
-        """Hash paired with this key when the CA signs (SHA-384 for P-384, else SHA-256)."""
+        """Hash paired with this key when the CA signs (SM3 for SM2, SHA-384 for P-384, else SHA-256)."""
+        if self is KeyType.SM2:
+            return hashes.SM3()
         return hashes.SHA384() if self is KeyType.EC_P384 else hashes.SHA256()
 
     def generate_in_process(self) -> CertificateIssuerPrivateKeyTypes:
         """A private key in process memory (only for file keys and placeholder signatures)."""
+        if self is KeyType.SM2:
+            raise KeyPolicyViolation("SM2 keys live in the SM2 keystore (ca.sm2_keys), not in cryptography")
         if self.is_ec:
             return ec.generate_private_key(self.curve)
         return rsa.generate_private_key(public_exponent=65537, key_size=self.rsa_bits)
@@ -67,8 +79,10 @@ def key_type_of(public_key: object) -> KeyType:
     """Classify a public key, refusing anything the CA does not accept.
 
     RSA keys must use the exponent 65537 and one of the listed sizes; EC keys must be on
-    P-256 or P-384 (RFC 5480 named curves).
+    P-256 or P-384 (RFC 5480 named curves), or be SM2 keys (GB/T 32918).
     """
+    if isinstance(public_key, Sm2PublicKey):
+        return KeyType.SM2
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         name = public_key.curve.name
         if name == "secp256r1":
@@ -94,13 +108,14 @@ class SigningKey(Protocol):
     key_type: KeyType
     reference: str
 
-    def public_key(self) -> CertificatePublicKeyTypes: ...
+    def public_key(self) -> PublicKey: ...
 
     def sign(self, data: bytes, hash_algorithm: hashes.HashAlgorithm) -> bytes:
         """Sign ``data`` (hashed here with ``hash_algorithm``).
 
-        Returns the signature as X.509 carries it: DER ECDSA-Sig-Value (RFC 5480 section 2.2.3)
-        or RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2).
+        Returns the signature as X.509 carries it: DER ECDSA-Sig-Value (RFC 5480 section 2.2.3),
+        RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2) or SM2 (GB/T 35276 section 7: SEQUENCE { r, s },
+        with Z of the default identity, hash SM3).
         """
         ...
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from asn1crypto.algos import DSASignature
+from cryptography.hazmat.primitives import hashes
 
 from ca import sm2
+from ca.errors import KeyPolicyViolation, KeyUnavailable
+from ca.keyring import Keyring
+from ca.keys import KeyType, SigningKey
 
 #: GB/T 32918.5-2017 Annex A (= GM/T 0003.5-2012 Annex A): signature on the recommended curve
 ANNEX_PUBLIC = bytes.fromhex(
@@ -53,3 +60,27 @@ def test_openssl_verifies_a_gmssl_signature(tmp_path: Path) -> None:
     out = openssl(*verify, "-pkeyopt", "distid:1234567812345678", cwd=tmp_path).stdout
     assert "Signature Verified Successfully" in out
     assert openssl(*verify, cwd=tmp_path, check=False).returncode != 0
+
+
+def test_sm2_keystore_seals_the_key(tmp_path: Path) -> None:
+    passphrase = b"correct horse battery staple"
+    ring = Keyring(None, lambda _path: passphrase)
+    key = ring.generate("pkcs11", "tessera-sm2-root", KeyType.SM2, tmp_path)
+    assert isinstance(key, SigningKey) and key.reference.startswith("sm2-soft:")
+    path = Path(key.reference.partition(":")[2])
+    assert path.stat().st_mode & 0o777 == 0o600
+    sealed = json.loads(path.read_text())
+    assert sealed["algorithm"] == "SM4-GCM" and sealed["kdf"] == "PBKDF2-HMAC-SM3"
+    signature = key.sign(b"to be signed", hashes.SM3())
+    # a fresh keyring unseals it and it is the same key
+    again = Keyring(None, lambda _path: passphrase).get(key.reference)
+    assert again.public_key() == key.public_key()
+    assert again.public_key().verify(b"to be signed", signature)  # type: ignore[union-attr]
+    with pytest.raises(KeyPolicyViolation):
+        key.sign(b"x", hashes.SHA256())
+    with pytest.raises(KeyUnavailable, match="wrong passphrase"):
+        Keyring(None, lambda _path: b"another passphrase!").get(key.reference)
+    sealed["public_key"] = base64.b64encode(sm2.generate()[1].point).decode()  # swap the public key
+    path.write_text(json.dumps(sealed))
+    with pytest.raises(KeyUnavailable, match="altered"):
+        Keyring(None, lambda _path: passphrase).get(key.reference)

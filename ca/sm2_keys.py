@@ -1,0 +1,94 @@
+"""SM2 signing keys in a software keystore, sealed at rest with SM4-GCM.
+
+The SoftHSM2 of the embedded deployment has no SM2 mechanism, so an SM2 CA key lives in a file:
+its 32-byte private key encrypted with SM4 (GB/T 32907-2016) in GCM mode under a key derived with
+PBKDF2 (RFC 8018 section 5.2) over HMAC-SM3 from the deployment's key passphrase, the file's
+format and public key bound to it as associated data. While the CA signs, the private key is in
+the process's memory, as with :class:`ca.keys.FileKey`: this is weaker than a key that never
+leaves a device. The production answer is SM2 in hardware: an HSM with a vendor PKCS#11 SM2
+mechanism, or a GM/T 0018-2012 SDF device; such a backend implements the same
+:class:`ca.keys.SigningKey` protocol (``public_key()`` an :class:`ca.sm2.Sm2PublicKey`,
+``sign(data, SM3)`` the DER signature with Z of the default identity) under its own key reference
+scheme in :class:`ca.keyring.Keyring`, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import gmssl_pyx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from ca import sm2
+from ca.errors import KeyPolicyViolation, KeyUnavailable
+from ca.keys import KeyType
+from ca.sm2 import Sm2PublicKey
+
+#: the keystore file format (its name is authenticated with the ciphertext)
+FORMAT = "tessera-sm2-key-v1"
+#: PBKDF2 iterations for new files (each file records its own)
+ITERATIONS = 200_000
+#: the scheme of SM2 key references: ``sm2-soft:<path>``
+SCHEME = "sm2-soft"
+
+
+def _sealing_key(passphrase: bytes, salt: bytes, iterations: int) -> bytes:
+    """The SM4 key (16 bytes): PBKDF2 with HMAC-SM3 (RFC 8018 section 5.2)."""
+    return PBKDF2HMAC(hashes.SM3(), gmssl_pyx.SM4_KEY_SIZE, salt, iterations).derive(passphrase)
+
+
+def _aad(public_key: Sm2PublicKey) -> bytes:
+    return FORMAT.encode() + public_key.point
+
+
+class Sm2SoftKey:
+    """An SM2 key from a sealed keystore file: a :class:`ca.keys.SigningKey` signing SM2-with-SM3."""
+
+    key_type = KeyType.SM2
+
+    def __init__(self, path: Path, passphrase: bytes) -> None:
+        try:
+            sealed = json.loads(path.read_text())
+            if sealed.get("format") != FORMAT:
+                raise ValueError(f"not a {FORMAT} file")
+            public = Sm2PublicKey(base64.b64decode(sealed["public_key"]))
+            field = {name: base64.b64decode(sealed[name]) for name in ("salt", "iv", "ciphertext", "tag")}
+            key = _sealing_key(passphrase, field["salt"], int(sealed["iterations"]))
+            private = gmssl_pyx.sm4_gcm_decrypt(key, field["iv"], _aad(public), field["ciphertext"], field["tag"])
+        except gmssl_pyx.InvalidValueError:
+            raise KeyUnavailable(f"cannot unseal SM2 key {path}: wrong passphrase or altered file") from None
+        except (OSError, ValueError, KeyError, TypeError, sm2.Sm2Error) as exc:
+            raise KeyUnavailable(f"cannot load SM2 key file {path}: {exc}") from None
+        self._private = private
+        self._public = public
+        self.reference = f"{SCHEME}:{path}"
+
+    @classmethod
+    def create(cls, path: Path, passphrase: bytes) -> "Sm2SoftKey":
+        """Generate an SM2 key with GmSSL and write it sealed, mode 0600, never over an existing file."""
+        if len(passphrase) < 12:
+            raise KeyPolicyViolation("a key file passphrase needs at least 12 characters")
+        private, public = sm2.generate()
+        salt, iv = os.urandom(16), os.urandom(12)
+        ciphertext, tag = gmssl_pyx.sm4_gcm_encrypt(_sealing_key(passphrase, salt, ITERATIONS), iv, _aad(public),
+                                                    private)
+        sealed = {"format": FORMAT, "algorithm": "SM4-GCM", "kdf": "PBKDF2-HMAC-SM3", "iterations": ITERATIONS,
+                  "public_key": public.point, "salt": salt, "iv": iv, "ciphertext": ciphertext, "tag": tag}
+        text = json.dumps({k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in sealed.items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+            fh.write(text + "\n")
+        return cls(path, passphrase)
+
+    def public_key(self) -> Sm2PublicKey:
+        return self._public
+
+    def sign(self, data: bytes, hash_algorithm: hashes.HashAlgorithm) -> bytes:
+        """SM2 signature of ``data`` with Z of the default identity (GB/T 32918.2 section 6.1)."""
+        if not isinstance(hash_algorithm, hashes.SM3):
+            raise KeyPolicyViolation(f"an SM2 key signs with SM3, not {hash_algorithm.name}")
+        return sm2.sign(self._private, self._public, data)
