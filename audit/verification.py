@@ -517,6 +517,7 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
     with the same signature, and the entry it covers must still have the witnessed hash."""
     problems: list[Problem] = _restore_gaps(witnessed)
     superseded = _superseded(witnessed)
+    restores = [number for number, line in witnessed if isinstance(line, WitnessLine) and line.restored is not None]
     stored = {_whole(r[1]): r for r in rows}
     last_seq, last_good, truncated = 0, 0, None
     for number, line in witnessed:
@@ -537,7 +538,9 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
                 problems.append(Problem("witness", None, f"the witnessed checkpoint of seq {line.seq} was not "
                                         f"signed by the audit key: {reason}", code="witness-forged", line=number))
                 continue
-            if row is None:
+            if restores and number < restores[-1]:
+                pass  # made after the backup a later restore went back to: its entries are compared below
+            elif row is None:
                 problems.append(Problem("checkpoint", line.seq, f"the checkpoint of entries up to {line.seq} "
                                         f"(witnessed on line {number}, {line.time}) is not in the database",
                                         code="checkpoint-missing"))
