@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,10 +23,12 @@ from ca import revocation
 from ca.errors import InvalidRequest, NotFound, NotInitialised
 from ca.events import CaEvent, EventSink
 from ca.hierarchy import ISSUING_CA_PROFILE, ROOT, HierarchyPlan, create_hierarchy, delegated_signers
-from ca.issuance import _check_requester, _Issuer, _sign, _store, find_certificate, load_csr
+from ca.issuance import _check_requester, _Issuer, _sign, _store, csr_public_key, find_certificate, load_csr
 from ca.keyring import Keyring
+from ca.keys import PublicKey
 from ca.models import Authority, Certificate, Crl, Signer
-from ca.profiles import EXAMPLE_POLICY_ARC, Profile, check_policy_arc, get_profile
+from ca.profiles import EXAMPLE_POLICY_ARC, SM2_PREFIX, Profile, check_policy_arc, get_profile, role_of
+from ca.sm2 import Sm2PublicKey
 from ca.subjects import SubjectRequest
 from ca.urls import PublicUrls
 
@@ -168,8 +169,9 @@ class CertificateAuthority:
                 given.alt_names if alt_names else proposal.alt_names,
             )
         _check_requester(requester)
-        signed = self._sign(self._issuer(self._issuer_name(profile, issuer)), profile, csr.public_key(), proposal,
-                            self.clock())
+        public_key = csr_public_key(csr)
+        signed = self._sign(self._issuer(self._issuer_name(profile, issuer, public_key)), profile, public_key,
+                            proposal, self.clock())
         with self.sessions.begin() as session:
             return self.register(session, signed, requester)
 
@@ -177,7 +179,7 @@ class CertificateAuthority:
         self,
         session: Session,
         profile_name: str,
-        public_key: CertificatePublicKeyTypes,
+        public_key: PublicKey,
         subject: SubjectRequest,
         requester: str,
         issuer: str | None = None,
@@ -186,14 +188,14 @@ class CertificateAuthority:
         the caller's transaction: as :meth:`sign` then :meth:`register`."""
         profile = get_profile(profile_name)
         _check_requester(requester)
-        signed = self._sign(self._issuer(self._issuer_name(profile, issuer), session), profile, public_key, subject,
-                            self.clock())
+        signed = self._sign(self._issuer(self._issuer_name(profile, issuer, public_key), session), profile, public_key,
+                            subject, self.clock())
         return self.register(session, signed, requester)
 
     def sign(
         self,
         profile_name: str,
-        public_key: CertificatePublicKeyTypes,
+        public_key: PublicKey,
         subject: SubjectRequest,
         issuer: str | None = None,
         now: datetime.datetime | None = None,
@@ -201,7 +203,7 @@ class CertificateAuthority:
         """Check the request against the profile and the issuing CA (key type, subject, policy, the
         issuing CA not expired) and sign the certificate; :meth:`register` stores it."""
         profile = get_profile(profile_name)
-        return self._sign(self._issuer(self._issuer_name(profile, issuer)), profile, public_key, subject,
+        return self._sign(self._issuer(self._issuer_name(profile, issuer, public_key)), profile, public_key, subject,
                           now or self.clock())
 
     def register(self, session: Session, signed: SignedCertificate, requester: str,
@@ -215,15 +217,17 @@ class CertificateAuthority:
         self._emit(session, CaEvent("cert.issue", actor or row.requester, f"cert:{row.serial_hex}", details))
         return row
 
-    def _sign(self, issuer: _Issuer, profile: Profile, public_key: CertificatePublicKeyTypes,
+    def _sign(self, issuer: _Issuer, profile: Profile, public_key: PublicKey,
               subject: SubjectRequest, now: datetime.datetime) -> SignedCertificate:
         certificate = _sign(issuer, profile, public_key, subject, self.urls, self.policy_arc, now)
         return SignedCertificate(certificate, profile.name, issuer.name, issuer.authority_id, now)
 
     @staticmethod
-    def _issuer_name(profile: Profile, issuer: str | None) -> str:
-        name = issuer or profile.issuers[0]
-        if name not in profile.issuers:
+    def _issuer_name(profile: Profile, issuer: str | None, public_key: PublicKey) -> str:
+        """The named issuer, else the profile's first: in the SM2 hierarchy for an SM2 key."""
+        suite = SM2_PREFIX if isinstance(public_key, Sm2PublicKey) else ""
+        name = issuer or suite + profile.issuers[0]
+        if role_of(name) not in profile.issuers:
             raise InvalidRequest(f"profile {profile.name} cannot be issued by {name}")
         return name
 

@@ -3,6 +3,10 @@
 Root (self-signed, pathLenConstraint 1) -> issuing CAs ``staff`` and ``citizen``
 (pathLenConstraint 0) -> end entities, among them one delegated OCSP responder per issuing CA
 (RFC 6960 section 4.2.2.2) and the time-stamping unit (RFC 3161 section 2.3).
+
+A plan with SM2 keys makes the second, SM2 hierarchy beside the first (GB/T 20518-2018 profile,
+everything signed SM2-with-SM3): the same CAs and signers, named with the prefix ``sm2-``
+(``sm2-root``, ``sm2-staff``, ``sm2-citizen``), their keys in the sealed SM2 keystore.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidRequest
-from ca.issuance import _new_serial, _serial_hex, _store
+from ca.issuance import _new_serial, _serial_hex, _store, subject_key_identifier
 from ca.keyring import Keyring
 from ca.keys import KeyType, SigningKey
 from ca.models import Authority
-from ca.profiles import ANY_POLICY, issuing_policies
-from ca.signing import sign_certificate
+from ca.profiles import ANY_POLICY, SM2_PREFIX, issuing_policies
+from ca.signing import builder_public_key, sign_certificate
 from ca.subjects import SubjectRequest
 from ca.urls import PublicUrls
 
@@ -43,7 +47,17 @@ class HierarchyPlan:
     key_type: KeyType = KeyType.EC_P256
     backend: str = "pkcs11"
     root_backend: str | None = None  # e.g. "file" for an offline root; default: same as backend
-    key_dir: Path | None = None  # where file keys go
+    key_dir: Path | None = None  # where file keys (and the SM2 keystore) go
+
+    @property
+    def prefix(self) -> str:
+        """``sm2-`` for the SM2 hierarchy, else nothing: the authorities' names begin with it."""
+        return SM2_PREFIX if self.key_type is KeyType.SM2 else ""
+
+    @property
+    def suite_label(self) -> str:
+        """What the CA names say of the suite (`` SM2`` for the SM2 hierarchy)."""
+        return " SM2" if self.key_type is KeyType.SM2 else ""
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ def _ca_builder(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(key.public_key())
+        .public_key(builder_public_key(key.public_key()))
         .serial_number(_new_serial())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + lifetime)
@@ -84,7 +98,7 @@ def _ca_builder(
                           encipher_only=False, decipher_only=False),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(subject_key_identifier(key.public_key()), critical=False)
         .add_extension(x509.CertificatePolicies([x509.PolicyInformation(p, None) for p in policies]), critical=False)
     )
 
@@ -116,42 +130,46 @@ def create_hierarchy(
     (:func:`ca.profiles.issuing_policies`), so a path to any certificate Tessera issues is valid
     for that certificate's policy, as a relying party requiring an explicit policy checks it
     (RFC 5280 sections 4.2.1.4 and 6.1)."""
-    if session.scalar(select(Authority).limit(1)) is not None:
-        raise InvalidRequest("the CA hierarchy already exists")
+    root_authority = plan.prefix + ROOT
+    if session.scalar(select(Authority).where(Authority.name == root_authority)) is not None:
+        raise InvalidRequest(f"the CA hierarchy of {root_authority} already exists")
     root_backend = plan.root_backend or plan.backend
 
-    root_key = keyring.generate(root_backend, "tessera-root", plan.key_type, plan.key_dir)
-    root_name = _name(plan, f"{plan.organisation} Root CA")
+    root_key = keyring.generate(root_backend, f"tessera-{root_authority}", plan.key_type, plan.key_dir)
+    root_name = _name(plan, f"{plan.organisation}{plan.suite_label} Root CA")
+    root_key_id = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+        subject_key_identifier(root_key.public_key()))
     root_cert = sign_certificate(
         _ca_builder(root_name, root_name, root_key, 1, now, 20 * _YEAR, [ANY_POLICY]).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False  # type: ignore[arg-type]
-        ),
-        root_key,
+            root_key_id, critical=False),
+        root_key, root_key.public_key(),
     )
-    root = _store_authority(session, ROOT, root_cert, root_key, None, now)
+    root = _store_authority(session, root_authority, root_cert, root_key, None, now)
     authorities = [root]
 
-    for name in ISSUING:
+    for role in ISSUING:
+        name = plan.prefix + role
         key = keyring.generate(plan.backend, f"tessera-{name}-ca", plan.key_type, plan.key_dir)
         builder = (
-            _ca_builder(_name(plan, f"{plan.organisation} {name.capitalize()} CA"), root_name, key, 0, now, 10 * _YEAR,
-                        issuing_policies(name, policy_arc))
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)  # type: ignore[arg-type]
+            _ca_builder(_name(plan, f"{plan.organisation}{plan.suite_label} {role.capitalize()} CA"), root_name, key,
+                        0, now, 10 * _YEAR, issuing_policies(role, policy_arc))
+            .add_extension(root_key_id, critical=False)
             .add_extension(
                 x509.AuthorityInformationAccess([
                     x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                           x509.UniformResourceIdentifier(urls.ca_issuers(ROOT))),
+                                           x509.UniformResourceIdentifier(urls.ca_issuers(root_authority))),
                 ]),
                 critical=False,
             )
             .add_extension(
                 x509.CRLDistributionPoints([
-                    x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl(ROOT))], None, None, None)
+                    x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl(root_authority))], None, None,
+                                           None)
                 ]),
                 critical=False,
             )
         )
-        cert = sign_certificate(builder, root_key)
+        cert = sign_certificate(builder, root_key, key.public_key())
         _store(session, root.id, cert, ISSUING_CA_PROFILE, "tessera init", now)
         authorities.append(_store_authority(session, name, cert, key, root, now))
     return authorities
@@ -164,9 +182,9 @@ def delegated_signers(plan: HierarchyPlan) -> list[DelegatedSigner]:
         return SubjectRequest(((NameOID.COUNTRY_NAME, plan.country), (NameOID.ORGANIZATION_NAME, plan.organisation),
                                (NameOID.COMMON_NAME, common_name)))
 
-    signers = [DelegatedSigner("ocsp", name, "ocsp", f"tessera-ocsp-{name}",
-                               subject(f"{plan.organisation} {name.capitalize()} CA OCSP Responder"))
-               for name in ISSUING]
-    signers.append(DelegatedSigner("tsa", "staff", "tsa", "tessera-tsa-staff",
-                                   subject(f"{plan.organisation} Time-Stamping Authority")))
+    signers = [DelegatedSigner("ocsp", plan.prefix + role, "ocsp", f"tessera-ocsp-{plan.prefix}{role}",
+                               subject(f"{plan.organisation}{plan.suite_label} {role.capitalize()} CA OCSP Responder"))
+               for role in ISSUING]
+    signers.append(DelegatedSigner("tsa", plan.prefix + "staff", "tsa", f"tessera-tsa-{plan.prefix}staff",
+                                   subject(f"{plan.organisation}{plan.suite_label} Time-Stamping Authority")))
     return signers

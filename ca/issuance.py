@@ -13,18 +13,19 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from asn1crypto import csr as asn1_csr
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidCsr, InvalidRequest, KeyPolicyViolation, NotFound
-from ca.keys import SigningKey, key_type_of
+from ca.keys import KeyType, PublicKey, SigningKey, key_type_of
 from ca.models import Authority, Certificate
-from ca.profiles import ANY_POLICY, Profile
-from ca.signing import sign_certificate
+from ca.profiles import ANY_POLICY, Profile, role_of
+from ca.signing import builder_public_key, sign_certificate
+from ca.sm2 import DEFAULT_SIGNER_ID, SM2_CURVE_OID, SM2_WITH_SM3_OID, Sm2Error, Sm2PublicKey
 from ca.subjects import SubjectRequest
 from ca.urls import PublicUrls
 
@@ -35,7 +36,11 @@ _BACKDATE = datetime.timedelta(minutes=5)
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """Parse a PEM or DER CSR and check its self-signature (RFC 2986 section 4.2)."""
+    """Parse a PEM or DER CSR and check its self-signature (RFC 2986 section 4.2).
+
+    An SM2 CSR (signed SM2-with-SM3) is checked through GmSSL with the default identity of GB/T
+    35276 section 10 or the empty one OpenSSL 3.0's ``req`` signs with unless given a ``distid``:
+    the self-signature only proves possession of the key."""
     if not data or len(data) > MAX_CSR_BYTES:
         raise InvalidCsr(f"a CSR must be between 1 and {MAX_CSR_BYTES} bytes")
     try:
@@ -43,7 +48,13 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
             csr = x509.load_pem_x509_csr(data)
         else:
             csr = x509.load_der_x509_csr(data)
-        valid = csr.is_signature_valid
+        if csr.signature_algorithm_oid.dotted_string == SM2_WITH_SM3_OID:
+            key = csr_public_key(csr)
+            assert isinstance(key, Sm2PublicKey)
+            valid = any(key.verify(csr.tbs_certrequest_bytes, csr.signature, signer_id)
+                        for signer_id in (DEFAULT_SIGNER_ID, b""))
+        else:
+            valid = csr.is_signature_valid
     except (ValueError, TypeError, x509.UnsupportedGeneralNameType):
         raise InvalidCsr("the CSR cannot be parsed (expected a PKCS#10 request in PEM or DER)") from None
     except Exception as exc:  # unsupported signature algorithms surface as UnsupportedAlgorithm
@@ -51,6 +62,20 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     if not valid:
         raise InvalidCsr("the CSR's signature does not verify: it was not signed by its own key")
     return csr
+
+
+def csr_public_key(csr: x509.CertificateSigningRequest) -> PublicKey:
+    """The key a CSR asks to have certified: SM2 keys read from its SubjectPublicKeyInfo with
+    asn1crypto (cryptography knows no SM2 curve), others by cryptography."""
+    spki = asn1_csr.CertificationRequest.load(csr.public_bytes(Encoding.DER))["certification_request_info"][
+        "subject_pk_info"]
+    algorithm, parameters = spki["algorithm"]["algorithm"].native, spki["algorithm"]["parameters"]
+    if algorithm == "ec" and parameters.name == "named" and parameters.chosen.dotted == SM2_CURVE_OID:
+        try:
+            return Sm2PublicKey.from_spki(spki.dump())
+        except Sm2Error as exc:
+            raise InvalidCsr(f"the CSR's SM2 key is not valid: {exc}") from None
+    return csr.public_key()
 
 
 def _new_serial() -> int:
@@ -95,7 +120,7 @@ def _extensions(
     profile: Profile,
     policy: ObjectIdentifier,
     issuer: _Issuer,
-    public_key: CertificatePublicKeyTypes,
+    public_key: PublicKey,
     alt_names: x509.SubjectAlternativeName | None,
     urls: PublicUrls,
 ) -> x509.CertificateBuilder:
@@ -103,7 +128,7 @@ def _extensions(
     builder = (
         builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(profile.key_usage.extension(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(subject_key_identifier(public_key), critical=False)
         .add_extension(_authority_key_id(issuer.certificate), critical=False)
         .add_extension(
             x509.AuthorityInformationAccess([
@@ -132,6 +157,13 @@ def _extensions(
     return builder
 
 
+def subject_key_identifier(public_key: PublicKey) -> x509.SubjectKeyIdentifier:
+    """RFC 5280 section 4.2.1.2 method 1 (SHA-1), for SM2 keys with SM3 (ca.sm2)."""
+    if isinstance(public_key, Sm2PublicKey):
+        return x509.SubjectKeyIdentifier(public_key.key_identifier())
+    return x509.SubjectKeyIdentifier.from_public_key(public_key)
+
+
 def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
@@ -140,7 +172,7 @@ def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
 def _sign(
     issuer: _Issuer,
     profile: Profile,
-    public_key: CertificatePublicKeyTypes,
+    public_key: PublicKey,
     subject: SubjectRequest,
     urls: PublicUrls,
     policy_arc: str,
@@ -148,9 +180,12 @@ def _sign(
 ) -> x509.Certificate:
     """Check the request against the profile and the issuer, then build and sign the certificate
     (RFC 5280 section 4); storing it is :func:`_store`'s."""
-    if issuer.name not in profile.issuers:
+    if role_of(issuer.name) not in profile.issuers:
         raise InvalidRequest(f"profile {profile.name} is issued by {', '.join(profile.issuers)}, not {issuer.name}")
     key_type = key_type_of(public_key)
+    if (key_type is KeyType.SM2) != (issuer.key.key_type is KeyType.SM2):
+        raise KeyPolicyViolation("SM2 keys are certified by the SM2 CAs (sm2-staff, sm2-citizen) and only SM2 keys"
+                                 f" are; {issuer.name} cannot certify a {key_type.value} key")
     if key_type not in profile.key_types:
         allowed = ", ".join(sorted(k.value for k in profile.key_types))
         raise KeyPolicyViolation(f"profile {profile.name} does not accept {key_type.value} keys (allowed: {allowed})")
@@ -168,12 +203,13 @@ def _sign(
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)
+        .public_key(builder_public_key(public_key))
         .serial_number(_new_serial())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(not_after)
     )
-    return sign_certificate(_extensions(builder, profile, policy, issuer, public_key, alt_names, urls), issuer.key)
+    return sign_certificate(_extensions(builder, profile, policy, issuer, public_key, alt_names, urls), issuer.key,
+                            public_key)
 
 
 def _check_requester(requester: str) -> None:

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from asn1crypto.keys import PublicKeyInfo
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import Engine, and_, bindparam, delete, exists, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -119,8 +119,9 @@ class OcspResponder:
         for authority_id, name, ca_der, signer_der, key_ref in rows:
             ca_cert = x509.load_der_x509_certificate(ca_der)
             name_der = ca_cert.subject.public_bytes()
-            spki = ca_cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-            key_bits = PublicKeyInfo.load(spki)["public_key"].contents[1:]  # BIT STRING value (section 4.1.1)
+            # read with asn1crypto: cryptography cannot load the SM2 CAs' keys
+            spki = asn1_x509.Certificate.load(ca_der)["tbs_certificate"]["subject_public_key_info"]
+            key_bits = spki["public_key"].contents[1:]  # BIT STRING value (section 4.1.1)
             issuer = _Issuer(authority_id, name, x509.load_der_x509_certificate(signer_der), key_ref)
             for hash_name in _CERT_ID_HASHES:
                 table[(hash_name, hashlib.new(hash_name, name_der).digest(), hashlib.new(hash_name, key_bits).digest())] = issuer

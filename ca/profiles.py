@@ -28,7 +28,10 @@ _DOTTED = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 _MAX_ARC_LENGTH = 100
 
 _ALL_KEYS = frozenset(KeyType)
-_EC_KEYS = frozenset({KeyType.EC_P256, KeyType.EC_P384})
+#: ECDSA keys, and SM2 keys for the SM2 hierarchy's cards
+_EC_KEYS = frozenset({KeyType.EC_P256, KeyType.EC_P384, KeyType.SM2})
+#: the SM2 hierarchy's authorities are named as the ECDSA one's with this prefix (sm2-root, sm2-staff ...)
+SM2_PREFIX = "sm2-"
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,11 @@ PROFILES: dict[str, Profile] = {
         ),
     )
 }
+
+
+def role_of(authority: str) -> str:
+    """The role a profile's ``issuers`` name an authority by: ``sm2-staff`` issues as ``staff``."""
+    return authority.removeprefix(SM2_PREFIX)
 
 
 def get_profile(name: str) -> Profile:

@@ -6,22 +6,36 @@ signatureAlgorithm, then have the real key sign those bytes and splice its signa
 the placeholder's (Certificate: RFC 5280 section 4.1; CertificateList: section 5.1;
 BasicOCSPResponse: RFC 6960 section 4.2.1). Every result is re-parsed by cryptography, and the
 tests have openssl check the signatures.
+
+SM2 keys (GB/T 32918) are beyond cryptography altogether: for an SM2 signer the draft's
+signatureAlgorithm becomes SM2-with-SM3 (GM/T 0006; GB/T 20518-2018 section 5.1) and, in a
+certificate, the placeholder's SubjectPublicKeyInfo becomes the subject's SM2 key, both set with
+asn1crypto on the draft's TBS before the SM2 key signs it.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 
+from asn1crypto import algos as asn1_algos
+from asn1crypto import crl as asn1_crl
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from ca import der
-from ca.keys import KeyType, SigningKey
+from ca.keys import KeyType, PublicKey, SigningKey
+from ca.sm2 import SM2_WITH_SM3_ALGORITHM_DER, Sm2PublicKey
 
 
 @functools.cache
@@ -33,7 +47,31 @@ def _placeholder(family: str) -> CertificateIssuerPrivateKeyTypes:
 
 
 def _placeholder_for(key: SigningKey) -> CertificateIssuerPrivateKeyTypes:
-    return _placeholder("ec" if key.key_type.is_ec else "rsa")
+    return _placeholder("rsa" if key.key_type.rsa_bits else "ec")
+
+
+def builder_public_key(public_key: PublicKey) -> CertificatePublicKeyTypes:
+    """What a certificate builder is given as the subject's key: the key itself, or for an SM2 key
+    a placeholder whose SubjectPublicKeyInfo :func:`sign_certificate` replaces."""
+    if isinstance(public_key, Sm2PublicKey):
+        return _placeholder("ec").public_key()
+    return public_key
+
+
+def _sm2_tbs(tbs: bytes, spec: type[asn1_x509.TbsCertificate] | type[asn1_crl.TbsCertList],
+             subject_key: Sm2PublicKey | None = None) -> bytes:
+    """The draft's TBS with signature SM2-with-SM3 (and the subject's SM2 SubjectPublicKeyInfo)."""
+    parsed = spec.load(tbs)
+    parsed["signature"] = asn1_algos.SignedDigestAlgorithm.load(SM2_WITH_SM3_ALGORITHM_DER)
+    if subject_key is not None:
+        parsed["subject_public_key_info"] = asn1_keys.PublicKeyInfo.load(subject_key.spki_der())
+    return parsed.dump()
+
+
+def _sm2_signed(tbs: bytes, key: SigningKey) -> bytes:
+    """``SEQUENCE { tbs, SM2-with-SM3, BIT STRING signature }`` (GB/T 20518-2018 section 5.1)."""
+    signature = key.sign(tbs, KeyType.SM2.signature_hash())
+    return der.encode(der.SEQUENCE, tbs + SM2_WITH_SM3_ALGORITHM_DER + der.encode(der.BIT_STRING, b"\x00" + signature))
 
 
 def _signed(draft_der: bytes, tbs: bytes, key: SigningKey, key_type: KeyType) -> bytes:
@@ -47,8 +85,20 @@ def _signed(draft_der: bytes, tbs: bytes, key: SigningKey, key_type: KeyType) ->
     return der.encode(der.SEQUENCE, tbs + algorithm + der.encode(der.BIT_STRING, b"\x00" + signature))
 
 
-def sign_certificate(builder: x509.CertificateBuilder, key: SigningKey) -> x509.Certificate:
-    """Sign a certificate (RFC 5280 section 4.1.1.3) with ``key``."""
+def sign_certificate(builder: x509.CertificateBuilder, key: SigningKey,
+                     subject_key: PublicKey | None = None) -> x509.Certificate:
+    """Sign a certificate (RFC 5280 section 4.1.1.3) with ``key``.
+
+    An SM2 CA certifies SM2 keys only: ``subject_key`` is then the subject's
+    :class:`ca.sm2.Sm2PublicKey` (the builder holding :func:`builder_public_key`'s placeholder)."""
+    if key.key_type is KeyType.SM2:
+        if not isinstance(subject_key, Sm2PublicKey):
+            raise ValueError("an SM2 CA certifies SM2 keys only")
+        draft = builder.sign(_placeholder("ec"), hashes.SHA256())
+        tbs = _sm2_tbs(draft.tbs_certificate_bytes, asn1_x509.TbsCertificate, subject_key)
+        return x509.load_der_x509_certificate(_sm2_signed(tbs, key))
+    if isinstance(subject_key, Sm2PublicKey):
+        raise ValueError("SM2 keys are certified by an SM2 CA only")
     draft = builder.sign(_placeholder_for(key), key.key_type.signature_hash())
     final = _signed(draft.public_bytes(Encoding.DER), draft.tbs_certificate_bytes, key, key.key_type)
     return x509.load_der_x509_certificate(final)
@@ -56,6 +106,9 @@ def sign_certificate(builder: x509.CertificateBuilder, key: SigningKey) -> x509.
 
 def sign_crl(builder: x509.CertificateRevocationListBuilder, key: SigningKey) -> x509.CertificateRevocationList:
     """Sign a CRL (RFC 5280 section 5.1.1.3) with ``key``."""
+    if key.key_type is KeyType.SM2:
+        draft = builder.sign(_placeholder("ec"), hashes.SHA256())
+        return x509.load_der_x509_crl(_sm2_signed(_sm2_tbs(draft.tbs_certlist_bytes, asn1_crl.TbsCertList), key))
     draft = builder.sign(_placeholder_for(key), key.key_type.signature_hash())
     final = _signed(draft.public_bytes(Encoding.DER), draft.tbs_certlist_bytes, key, key.key_type)
     return x509.load_der_x509_crl(final)
@@ -73,9 +126,11 @@ def _placeholder_responder(family: str) -> x509.Certificate:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _key_hash(certificate: x509.Certificate) -> bytes:
     """SHA-1 of the subjectPublicKey BIT STRING value: ResponderID byKey (RFC 6960 section 4.2.1)."""
-    return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest  # type: ignore[arg-type]
+    spki = asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER))["tbs_certificate"]
+    return hashlib.sha1(spki["subject_public_key_info"]["public_key"].contents[1:]).digest()  # noqa: S324
 
 
 def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, responder: x509.Certificate, key: SigningKey) -> bytes:
@@ -86,11 +141,12 @@ def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, responder: x509.Certif
     matches the signing key, so the draft names a placeholder responder whose 20-byte key hash
     is then replaced by the real one before the real key signs. Returns OCSPResponse DER.
     """
-    family = "ec" if key.key_type.is_ec else "rsa"
+    family = "rsa" if key.key_type.rsa_bits else "ec"
+    sm2 = key.key_type is KeyType.SM2  # the draft is signed ECDSA; its signatureAlgorithm is replaced below
     draft = (
         builder.responder_id(ocsp.OCSPResponderEncoding.HASH, _placeholder_responder(family))
         .certificates([responder])
-        .sign(_placeholder(family), key.key_type.signature_hash())
+        .sign(_placeholder(family), hashes.SHA256() if sm2 else key.key_type.signature_hash())
     )
     data = draft.public_bytes(Encoding.DER)
     # OCSPResponse ::= SEQUENCE { responseStatus, [0] EXPLICIT ResponseBytes }
@@ -112,7 +168,7 @@ def sign_ocsp_response(builder: ocsp.OCSPResponseBuilder, responder: x509.Certif
     new_basic = der.encode(
         der.SEQUENCE,
         tbs
-        + data[fields[1].start : fields[1].end]
+        + (SM2_WITH_SM3_ALGORITHM_DER if sm2 else data[fields[1].start : fields[1].end])
         + der.encode(der.BIT_STRING, b"\x00" + signature)
         + b"".join(data[f.start : f.end] for f in fields[3:]),
     )
