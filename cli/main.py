@@ -55,8 +55,9 @@ def main(ctx: click.Context, home: str | None) -> None:
 
 
 @main.command()
-@click.option("--key-type", type=click.Choice([k.value for k in KeyType]), default=KeyType.EC_P256.value,
-              show_default=True, help="Algorithm of every CA, OCSP and TSA key.")
+@click.option("--key-type", type=click.Choice([k.value for k in KeyType if k is not KeyType.SM2]),
+              default=KeyType.EC_P256.value, show_default=True,
+              help="Algorithm of every CA, OCSP and TSA key (the SM2 suite: `tessera ca add-sm2`).")
 @click.option("--key-backend", type=click.Choice(["pkcs11", "file"]), default="pkcs11", show_default=True,
               help="Where CA keys live: the PKCS#11 token, or encrypted PKCS#8 files.")
 @click.option("--root-key-backend", type=click.Choice(["pkcs11", "file"]), default=None,
@@ -274,6 +275,25 @@ def ca_crl(obj: _Context, name: str, publish: bool, pem: bool, out: str | None) 
     _write(out, data)
     if out:
         click.echo(f"CRL #{current.number} of {name}, next update {current.next_update:%Y-%m-%d %H:%M:%SZ} -> {out}", err=True)
+
+
+@ca.command("add-sm2")
+@click.option("--organisation", default="Tessera Government PKI", show_default=True, help="O= of the CA names.")
+@click.option("--country", default="CN", show_default=True, help="C= of the CA names (ISO 3166 alpha-2).")
+@click.pass_obj
+def ca_add_sm2(obj: _Context, organisation: str, country: str) -> None:
+    """Add the SM2 hierarchy beside the existing one: sm2-root, sm2-staff, sm2-citizen, their OCSP
+    responders and TSA, signed SM2-with-SM3 (GB/T 20518), keys in the sealed SM2 keystore."""
+    import secrets
+
+    passphrase = obj.settings.secrets_dir / "key-passphrase"
+    if not os.environ.get("TESSERA_KEY_PASSPHRASE") and not passphrase.exists():
+        with open(passphrase, "x", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+            fh.write(secrets.token_urlsafe(32))
+    plan = HierarchyPlan(organisation=organisation, country=country, key_type=KeyType.SM2,
+                         key_dir=obj.settings.key_dir)
+    for authority in obj.deployment.ca.initialise(plan):
+        click.echo(f"created CA {authority.name}: {authority.subject}")
 
 
 @ca.command("export-chain")
