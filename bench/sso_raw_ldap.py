@@ -189,7 +189,8 @@ def main() -> None:
                         help="alternate raw and Directory this many times; the median of each is shown")
     parser.add_argument("--keep", type=Path, default=None, help="build the directory here and reuse it next time")
     args = parser.parse_args()
-    if not 1 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 120 or not all(1 <= p <= 8 for p in args.processes) \
+    if not 1 <= args.staff <= 1_000_000 or not 1 <= args.seconds <= 120 \
+            or not all(1 <= p <= 8 for p in args.processes) \
             or not 1 <= args.rounds <= 9:
         parser.error("--staff 1..1,000,000, --seconds 1..120, --processes 1..8, --rounds 1..9")
     rows = []
@@ -208,7 +209,8 @@ def main() -> None:
             raw, ours = statistics.median(raws), statistics.median(ours_)
             rows.append([processes, raw, ours, f"{ours / raw:.0%}", f"{min(raws):.0f}-{max(raws):.0f}",
                          statistics.median(cpu), statistics.median(raw_client), statistics.median(ours_client)])
-    print(table(f"Password logins/s, {args.staff:,} staff, argon2id m=4 MiB t=3, slapd + load on {multiprocessing.cpu_count()} cores",
+    print(table(f"Password logins/s, {args.staff:,} staff, argon2id m=4 MiB t=3, slapd + load on "
+                f"{multiprocessing.cpu_count()} cores",
                 ["load processes", "raw ldap3 search+bind /s", "Directory.authenticate /s", "ours / raw",
                  "raw range", "slapd CPU ms per login", "raw client CPU ms per login",
                  "Directory.authenticate CPU ms per login"], rows))

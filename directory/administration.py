@@ -4,32 +4,36 @@ Reading stays in :mod:`directory.client`; this module creates entries, changes g
 (RFC 4511 section 4.6 modify of the group's ``member``: the memberof overlay keeps ``memberOf``),
 sets a post, disables and re-enables accounts (the ppolicy permanent lock ``pwdAccountLockedTime:
 000001010000Z``, draft-behera 5.3.3) and marks an initial password as one that must be changed
-(``pwdReset: TRUE``, draft-behera 5.3.7). Every value in a DN or filter is escaped (RFC 4514
-section 2.4, RFC 4515 section 3). A directory that Tessera may only read refuses every write.
+(``pwdReset: TRUE``, draft-behera 5.3.7). Every value in a DN is escaped (RFC 4514 section 2.4)
+and filters are built as structures (:mod:`directory.filters`); the listing of people is paged
+(RFC 2696). Connections verify TLS as the client's do (:mod:`directory.connection`). A directory
+that Tessera may only read refuses every write.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import string
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, SIMPLE, SUBTREE, Connection, Server
+from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
 from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from directory.client import valid_username
 from directory.config import DirectoryConfig
+from directory.connection import LdapConnection, ProtocolError, Result, tls_context_for
 from directory.errors import DirectoryError, DirectoryUnavailable
+from directory.filters import all_of, any_of, contains, equals
 from directory.person_names import written_name
 
 PERMANENT_LOCK = "000001010000Z"
+_RESULT_SIZE_LIMIT_EXCEEDED = 4
 _RESULT_NO_SUCH_ATTRIBUTE = 16
 _RESULT_ATTRIBUTE_EXISTS = 20
+_RESULT_NO_SUCH_OBJECT = 32
 _RESULT_ALREADY_EXISTS = 68
 _INITIAL_ALPHABET = string.ascii_letters + string.digits
 T = TypeVar("T")
@@ -49,49 +53,44 @@ class DirectoryWriter:
 
     # -- plumbing --------------------------------------------------------------------------------
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
+    def _connection(self) -> Iterator[LdapConnection]:
+        """A connection bound as the service account, to the first configured server that answers."""
         cfg = self.config
         if cfg.read_only:
             raise DirectoryError("The directory is read-only for Tessera: make this change in the directory itself.")
         last: Exception | None = None
+        tls = tls_context_for(cfg)
         for url in cfg.urls:
-            target = "ldapi://" + url[len("ldapi://"):] if url.startswith("ldapi://") else url
-            conn = Connection(Server(target, get_info=NONE, connect_timeout=cfg.connect_timeout,
-                                     use_ssl=url.startswith("ldaps://")),
-                              user=cfg.bind_dn, password=cfg.bind_password, authentication=SIMPLE,
-                              receive_timeout=max(1, math.ceil(cfg.operation_timeout)), raise_exceptions=False)
+            conn = None
             try:
-                if cfg.start_tls and url.startswith("ldap://"):
-                    conn.open()
-                    conn.start_tls()
-                if not conn.bind():
-                    raise DirectoryUnavailable("The directory refused Tessera's service account.")
-            except (LDAPException, OSError) as exc:
+                conn = LdapConnection(url, connect_timeout=cfg.connect_timeout, operation_timeout=cfg.operation_timeout,
+                                      tls=tls, start_tls=cfg.start_tls)
+                bound = conn.bind(cfg.bind_dn, cfg.bind_password.encode())
+            except (LDAPException, OSError, ProtocolError) as exc:
                 last = exc
+                if conn is not None:
+                    conn.close()
                 continue
             try:
+                if bound.code != 0:
+                    raise DirectoryUnavailable("The directory refused Tessera's service account.")
                 yield conn
             finally:
-                try:
-                    conn.unbind()
-                except (LDAPException, OSError):
-                    pass
+                conn.close()
             return
         raise DirectoryUnavailable() from last
 
-    def _run(self, operation: Callable[[Connection], T]) -> T:
+    def _run(self, operation: Callable[[LdapConnection], T]) -> T:
         with self._connection() as conn:
             try:
                 return operation(conn)
-            except (LDAPException, OSError) as exc:
+            except (LDAPException, OSError, ProtocolError) as exc:
                 raise DirectoryUnavailable() from exc
 
     @staticmethod
-    def _check(conn: Connection, what: str, allowed: tuple[int, ...] = ()) -> None:
-        code = int((conn.result or {}).get("result", -1))
-        if code != 0 and code not in allowed:
-            raise DirectoryError(f"The directory refused to {what}: {conn.result.get('description')} "
-                                 f"{conn.result.get('message') or ''}".strip())
+    def _check(result: Result, what: str, allowed: tuple[int, ...] = ()) -> None:
+        if result.code != 0 and result.code not in allowed:
+            raise DirectoryError(f"The directory refused to {what}: {result.name} {result.diagnostic}".strip())
 
     def person_dn(self, uid: str) -> str:
         return f"{self.config.attributes.uid}={escape_rdn(uid)},{self.config.people_base}"
@@ -104,35 +103,27 @@ class DirectoryWriter:
         """People whose user name, name or post contains ``text`` (case-insensitive): dicts of
         uid, name, department, title, groups, enabled; sorted by user name."""
         a = self.config.attributes
-        parts = [f"(objectClass={a.person_class})"]
-        if text:
-            value = escape_filter_chars(text.strip()[:64])
-            parts.append(f"(|({a.uid}=*{value}*)({a.name}=*{value}*)({a.title}=*{value}*))")
+        parts = [equals("objectClass", a.person_class)]
+        value = text.strip()[:64]
+        if value:
+            parts.append(any_of(contains(a.uid, value), contains(a.name, value), contains(a.title, value)))
         if department:
-            parts.append(f"({a.department}={escape_filter_chars(department)})")
-        ldap_filter = f"(&{''.join(parts)})"
+            parts.append(equals(a.department, department))
+        attributes = [n for n in (a.uid, a.name, a.department, a.title, a.member_of, a.locked_time) if n]
 
-        def operation(conn: Connection) -> list[dict[str, Any]]:
-            conn.search(self.config.people_base, ldap_filter, search_scope=SUBTREE, size_limit=limit,
-                        attributes=[a.uid, a.name, a.department, a.title, a.member_of, a.locked_time])
+        def operation(conn: LdapConnection) -> list[dict[str, Any]]:
+            result, entries = conn.search(self.config.people_base, all_of(*parts), attributes, paged=True, limit=limit)
+            self._check(result, "list people", (_RESULT_SIZE_LIMIT_EXCEEDED, _RESULT_NO_SUCH_OBJECT))
             out = []
-            for entry in conn.response or []:
-                if entry.get("type") != "searchResEntry":
-                    continue
-                attrs = {k.lower(): v for k, v in entry["attributes"].items()}
-
-                def first(name: str) -> str:
-                    value = attrs.get(name.lower())
-                    if isinstance(value, list):
-                        return str(value[0]) if value else ""
-                    return str(value or "")
-
-                groups = attrs.get(a.member_of.lower()) or []
-                locked = attrs.get(a.locked_time.lower()) or []
-                out.append({"uid": first(a.uid), "name": first(a.name), "department": first(a.department),
-                            "title": first(a.title),
-                            "groups": sorted(str(g).split(",")[0].split("=", 1)[-1] for g in groups),
-                            "enabled": PERMANENT_LOCK not in [str(v) for v in (locked if isinstance(locked, list) else [locked])]})
+            for entry in entries:
+                values = entry.attributes
+                first = {n: (values.get(n.lower()) or [""])[0] for n in (a.uid, a.name, a.department, a.title)}
+                groups = values.get(a.member_of.lower(), []) if a.member_of else []
+                locked = values.get(a.locked_time.lower(), []) if a.locked_time else []
+                out.append({"uid": first[a.uid], "name": first[a.name], "department": first[a.department],
+                            "title": first[a.title],
+                            "groups": sorted(g.split(",")[0].split("=", 1)[-1] for g in groups),
+                            "enabled": PERMANENT_LOCK not in locked})
             return sorted(out, key=lambda p: p["uid"])
 
         return self._run(operation)
@@ -153,38 +144,39 @@ class DirectoryWriter:
         if a.display_name:
             attributes[a.display_name] = written
 
-        def operation(conn: Connection) -> str:
-            conn.add(dn, [a.person_class], attributes)
-            if int((conn.result or {}).get("result", -1)) == _RESULT_ALREADY_EXISTS:
+        def operation(conn: LdapConnection) -> str:
+            added = conn.add(dn, a.person_class, attributes)
+            if added.code == _RESULT_ALREADY_EXISTS:
                 raise DirectoryError(f"the directory already has a person {uid!r}")
-            self._check(conn, f"create {uid}")
-            conn.modify(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"])]})
-            if int((conn.result or {}).get("result", -1)) != 0:
+            self._check(added, f"create {uid}")
+            marked = conn.modify(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"])]})
+            if marked.code != 0:
                 conn.delete(dn)  # all or nothing: no account whose initial password need not change
-                self._check(conn, f"mark the initial password of {uid} as must-change")
+                self._check(marked, f"mark the initial password of {uid} as must-change")
             return dn
 
         return self._run(operation)
 
     def delete_person(self, uid: str) -> None:
         """Remove an entry (only to undo a creation whose transaction failed)."""
-        def operation(conn: Connection) -> None:
-            conn.delete(self.person_dn(uid))
-            self._check(conn, f"delete {uid}", (32,))
+        def operation(conn: LdapConnection) -> None:
+            self._check(conn.delete(self.person_dn(uid)), f"delete {uid}", (_RESULT_NO_SUCH_OBJECT,))
 
         self._run(operation)
 
     def add_to_group(self, uid: str, group: str) -> None:
-        def operation(conn: Connection) -> None:
-            conn.modify(self.group_dn(group), {self.config.attributes.group_member: [(MODIFY_ADD, [self.person_dn(uid)])]})
-            self._check(conn, f"add {uid} to {group}", (_RESULT_ATTRIBUTE_EXISTS,))
+        def operation(conn: LdapConnection) -> None:
+            member = self.config.attributes.group_member
+            result = conn.modify(self.group_dn(group), {member: [(MODIFY_ADD, [self.person_dn(uid)])]})
+            self._check(result, f"add {uid} to {group}", (_RESULT_ATTRIBUTE_EXISTS,))
 
         self._run(operation)
 
     def remove_from_group(self, uid: str, group: str) -> None:
-        def operation(conn: Connection) -> None:
-            conn.modify(self.group_dn(group), {self.config.attributes.group_member: [(MODIFY_DELETE, [self.person_dn(uid)])]})
-            self._check(conn, f"remove {uid} from {group}", (_RESULT_NO_SUCH_ATTRIBUTE,))
+        def operation(conn: LdapConnection) -> None:
+            member = self.config.attributes.group_member
+            result = conn.modify(self.group_dn(group), {member: [(MODIFY_DELETE, [self.person_dn(uid)])]})
+            self._check(result, f"remove {uid} from {group}", (_RESULT_NO_SUCH_ATTRIBUTE,))
 
         self._run(operation)
 
@@ -194,24 +186,24 @@ class DirectoryWriter:
         if department:
             changes[a.department] = [(MODIFY_REPLACE, [department])]
 
-        def operation(conn: Connection) -> None:
-            conn.modify(self.person_dn(uid), changes)
-            self._check(conn, f"set the post of {uid}")
+        def operation(conn: LdapConnection) -> None:
+            self._check(conn.modify(self.person_dn(uid), changes), f"set the post of {uid}")
 
         self._run(operation)
 
     def disable(self, uid: str) -> None:
         """Lock the account permanently: every bind fails, as for a disabled account."""
-        def operation(conn: Connection) -> None:
-            conn.modify(self.person_dn(uid), {self.config.attributes.locked_time: [(MODIFY_REPLACE, [PERMANENT_LOCK])]})
-            self._check(conn, f"disable {uid}")
+        def operation(conn: LdapConnection) -> None:
+            locked_time = self.config.attributes.locked_time
+            result = conn.modify(self.person_dn(uid), {locked_time: [(MODIFY_REPLACE, [PERMANENT_LOCK])]})
+            self._check(result, f"disable {uid}")
 
         self._run(operation)
 
     def enable(self, uid: str) -> None:
         """Lift the permanent lock (undoing a leaver whose other steps failed)."""
-        def operation(conn: Connection) -> None:
-            conn.modify(self.person_dn(uid), {self.config.attributes.locked_time: [(MODIFY_DELETE, [])]})
-            self._check(conn, f"enable {uid}", (_RESULT_NO_SUCH_ATTRIBUTE,))
+        def operation(conn: LdapConnection) -> None:
+            result = conn.modify(self.person_dn(uid), {self.config.attributes.locked_time: [(MODIFY_DELETE, [])]})
+            self._check(result, f"enable {uid}", (_RESULT_NO_SUCH_ATTRIBUTE,))
 
         self._run(operation)

@@ -3,11 +3,13 @@
 The password is checked by binding as the user (RFC 4513 section 5.1.3), never by reading a
 hash. The bind carries the password policy request control, and the response control
 (:mod:`directory.ppolicy`) says whether the account is locked, the password expired or must change.
-Connections (:mod:`directory.ldap_connection`) are pooled and reused (a search connection bound as the
-service account, and connections that only ever bind as users); filters are built as structures
-(:mod:`directory.ldap_messages`), so no value can change a filter's meaning; the configured servers are
-tried in order: one that fails is skipped for a while. A directory that cannot be reached raises
-:class:`DirectoryUnavailable` - never a failed login.
+LDAPv3 is ldap3's; its connections (:mod:`directory.connection`) are pooled and reused per process
+(a search connection bound as the service account, and connections that only ever bind as users);
+filters are built as structures (:mod:`directory.filters`), so no value can change a filter's
+meaning; searches that can return many entries (groups, departments, a group's members) are paged
+(RFC 2696); the configured servers are tried in order: one that fails is skipped for a while. A
+directory that cannot be reached, or does not answer in LDAPv3, raises :class:`DirectoryUnavailable`
+- never a failed login.
 """
 
 from __future__ import annotations
@@ -24,17 +26,18 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
-from ldap3.core.exceptions import LDAPExceptionError
+from ldap3 import MODIFY_DELETE
+from ldap3.core.exceptions import LDAPException, LDAPExceptionError
 from ldap3.utils.dn import parse_dn
 
 from directory.config import DirectoryConfig
+from directory.connection import BASE, SUBTREE, Entry, LdapConnection, ProtocolError, Result, tls_context_for
 from directory.errors import (AccountDisabled, AccountLocked, DirectoryError, DirectoryUnavailable,
-                                  InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected)
-from directory.ldap_connection import LdapConnection, tls_context
-from directory.ldap_messages import (BASE, DELETE, SUBTREE, Control, Entry, Filter, ProtocolError, Result, all_of, equals,
-                               password_modify_value, prepare_password, present)
+                              InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected)
+from directory.filters import Filter, all_of, equals, present
 from directory.person_names import written_name
-from directory.ppolicy import CONTROL_OID, PolicyControlError, PolicyResponse, decode_policy_response
+from directory.ppolicy import CONTROL_OID, REQUEST_CONTROL, PolicyControlError, PolicyResponse, decode_policy_response
+from directory.saslprep import prepare_password
 from translatable import N_
 
 __all__ = [
@@ -57,8 +60,7 @@ _AD_REASON = re.compile(r"\bdata ([0-9a-f]{3,4})\b")
 _RESULT_INVALID_CREDENTIALS = 49
 _RESULTS_UNAVAILABLE = {51, 52, 80}  # busy, unavailable, other (e.g. mdb full)
 _SKIP_FAILED_SERVER_SECONDS = 30.0
-_POLICY_REQUEST = (Control(CONTROL_OID),)  # the ppolicy request control: no value (draft-behera 6.1)
-_PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # RFC 3062
+_POLICY_REQUEST = (REQUEST_CONTROL,)  # the ppolicy request control: no value (draft-behera 6.1)
 
 
 class _ServerBusy(OSError):
@@ -112,9 +114,7 @@ class _ServerList:
 
     def __init__(self, config: DirectoryConfig) -> None:
         self._config = config
-        self._tls = None
-        if config.ca_file or config.start_tls or any(u.startswith("ldaps://") for u in config.urls):
-            self._tls = tls_context(config.ca_file)
+        self._tls = tls_context_for(config)
         self.urls = list(config.urls)
         self._failed_until = [0.0] * len(self.urls)
         self._lock = threading.Lock()
@@ -173,7 +173,7 @@ class _Pool:
                                   self._servers.urls[index], cfg.bind_dn, result.code, result.diagnostic)
                         conn.close()
                         raise DirectoryUnavailable()
-            except (OSError, ProtocolError) as exc:  # unreachable, or not answering in LDAP
+            except (LDAPException, OSError, ProtocolError) as exc:  # unreachable, or not answering in LDAP
                 errors.append(f"{self._servers.urls[index]}: {type(exc).__name__}: {exc}")
                 self._servers.failed(index)
                 if conn is not None:
@@ -214,9 +214,9 @@ class _Pool:
             try:
                 with self.connection() as conn:
                     return operation(conn)
-            except OSError as exc:
+            except (LDAPException, OSError) as exc:
                 # the idle connections went the same way (a restarted server): drop them all
-                log.info("directory connection lost (%s); retrying", exc)
+                log.info("directory connection lost (%s: %s); retrying", type(exc).__name__, exc)
                 self.close()
                 continue
             except ProtocolError as exc:  # a reply that is not LDAP: the directory's fault, not the user's
@@ -237,11 +237,11 @@ def _raise_if_busy(result: Result) -> None:
 
 
 def _policy_response(result: Result) -> PolicyResponse | None:
-    control = result.controls.get(CONTROL_OID)
-    if control is None or control.value is None:
+    value = result.controls.get(CONTROL_OID)
+    if not isinstance(value, bytes):
         return None
     try:
-        return decode_policy_response(control.value)
+        return decode_policy_response(value)
     except PolicyControlError as exc:
         log.warning("undecodable password policy control from the directory: %s", exc)
         return None
@@ -263,12 +263,13 @@ class Directory:
 
     # -- reading ---------------------------------------------------------------------------
     def _search_entries(self, base: str, search_filter: Filter, attributes: list[str], size_limit: int = 0,
-                        scope: int = SUBTREE) -> list[Entry]:
+                        scope: str = SUBTREE) -> list[Entry]:
+        """Entries under ``base``; a search for an unbounded number of them is paged (RFC 2696)."""
         time_limit = int(self.config.operation_timeout) or 1
 
         def operation(conn: LdapConnection) -> list[Entry]:
             result, entries = conn.search(base, search_filter, attributes, scope=scope, size_limit=size_limit,
-                                          time_limit=time_limit)
+                                          time_limit=time_limit, paged=not size_limit)
             _raise_if_busy(result)
             if result.code not in (0, 4, 32):  # success, sizeLimitExceeded, noSuchObject
                 log.error("directory search under %s failed: result %d %s", base, result.code, result.diagnostic)
@@ -325,8 +326,8 @@ class Directory:
         departments = self.departments() if department else {}
         return StaffMember(
             uid=uid, dn=entry.dn, name=name, given_name=given, surname=surname,
-            email=(_values(entry, a.mail) or [None])[0], department=department,
-            department_name=departments.get(department, department), title=(_values(entry, a.title) or [None])[0],
+            email=next(iter(_values(entry, a.mail)), None), department=department,
+            department_name=departments.get(department, department), title=next(iter(_values(entry, a.title)), None),
             roles=group_set & self.config.role_groups, groups=group_set,
             is_approver=self.config.approver_group in group_set, enabled=enabled,
         )
@@ -462,7 +463,7 @@ class Directory:
             _raise_if_busy(bound)
             if bound.code != 0:
                 return bound.code, None
-            result = conn.extended(_PASSWORD_MODIFY_OID, password_modify_value(member.dn, old, new), _POLICY_REQUEST)
+            result = conn.modify_password(member.dn, old, new, _POLICY_REQUEST)
             _raise_if_busy(result)
             return result.code, _policy_response(result)
 
@@ -476,7 +477,7 @@ class Directory:
                 "passwordInHistory": N_("The new password was used recently: choose another one."),
                 "passwordTooYoung": N_("The password was changed too recently to change it again."),
             }
-            raise PasswordRejected(reasons.get(policy.error if policy else "", None))
+            raise PasswordRejected(reasons.get(policy.error or "") if policy else None)
 
     # -- operating -------------------------------------------------------------------------
     def unlock(self, username: str) -> StaffMember:
@@ -486,12 +487,14 @@ class Directory:
         DirectoryError if the directory is read-only or the user does not exist.
         """
         if self.config.read_only:
-            raise DirectoryError(N_("The directory is read-only for Tessera: unlock the account in the directory itself."))
+            raise DirectoryError(N_("The directory is read-only for Tessera: "
+                                    "unlock the account in the directory itself."))
         member = self.find(username)
         if member is None:
             raise DirectoryError(N_("No staff member %(uid)r in the directory.", uid=username))
         if not member.enabled:
-            raise AccountDisabled(f"{username!r} is disabled by an administrator, not locked out: unlocking does not apply.")
+            raise AccountDisabled(f"{username!r} is disabled by an administrator, not locked out: "
+                                  "unlocking does not apply.")
         a = self.config.attributes
         if not a.locked_time:
             raise DirectoryError(N_("This directory has no password-policy lockout to lift."))
@@ -501,14 +504,15 @@ class Directory:
             found, entries = conn.search(member.dn, present("objectClass"), [a.locked_time], scope=BASE)
             _raise_if_busy(found)
             if any(values for e in entries for values in e.attributes.values()):
-                result = conn.modify(member.dn, [(DELETE, a.locked_time, [])])
+                result = conn.modify(member.dn, {a.locked_time: [(MODIFY_DELETE, [])]})
                 _raise_if_busy(result)
                 return result.code
             return 0
 
         code = self._search.run(operation)
         if code != 0:
-            raise DirectoryError(N_("The directory refused to unlock %(uid)r (result %(code)s).", uid=username, code=code))
+            raise DirectoryError(N_("The directory refused to unlock %(uid)r (result %(code)s).",
+                                    uid=username, code=code))
         return member
 
     def check(self) -> str:

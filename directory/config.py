@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from directory.errors import DirectoryError
-from directory.ldap_messages import is_attribute_description
+from directory.filters import is_attribute_description
 
 EMBEDDED_SUFFIX = "dc=tessera,dc=example"
 DEFAULT_ROLE_GROUPS = ("system-administrators", "security-administrators", "auditors", "approvers")
@@ -166,7 +166,8 @@ class DirectoryConfig:
                        groups_base=get("GROUPS_BASE", f"ou=groups,{base_dn}"),
                        departments_base=get("DEPARTMENTS_BASE", f"ou=departments,{base_dn}"),
                        read_only=True)
-        mapping = AttributeMap.active_directory() if get("SCHEMA").lower() in ("ad", "active-directory") else AttributeMap()
+        active_directory = get("SCHEMA").lower() in ("ad", "active-directory")
+        mapping = AttributeMap.active_directory() if active_directory else AttributeMap()
         overrides = {}
         for name in AttributeMap.__dataclass_fields__:
             value = env.get(f"TESSERA_LDAP_ATTR_{name.upper()}")

@@ -1,6 +1,7 @@
-"""The password policy response control (draft-behera-ldap-password-policy-11, section 6.2).
+"""The password policy controls (draft-behera-ldap-password-policy-11, section 6).
 
-ldap3 hands the control's value over as raw BER; this module decodes it::
+The request control (section 6.1) has no value. ldap3 hands the response control's value over
+as undecoded octets; this module decodes it with pyasn1 (which ldap3 is built on)::
 
     PasswordPolicyResponseValue ::= SEQUENCE {
         warning [0] CHOICE {
@@ -11,24 +12,76 @@ ldap3 hands the control's value over as raw BER; this module decodes it::
                                  insufficientPasswordQuality (5), passwordTooShort (6),
                                  passwordTooYoung (7), passwordInHistory (8) } OPTIONAL }
 
-Anything malformed raises :class:`PolicyControlError` instead of guessing.
+The value is read by pyasn1's DER decoder, so with definite lengths only (RFC 4511 section 5.1);
+anything malformed, or an error or warning outside the ranges above, raises
+:class:`PolicyControlError` instead of guessing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from ca.der import read_tlv
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.codec.der import decoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import namedtype, namedval, tag, univ
 
 CONTROL_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
+#: the request control as ldap3 takes controls: (type, criticality, value)
+REQUEST_CONTROL = (CONTROL_OID, False, None)
 
 ERRORS = ("passwordExpired", "accountLocked", "changeAfterReset", "passwordModNotAllowed",
           "mustSupplyOldPassword", "insufficientPasswordQuality", "passwordTooShort",
           "passwordTooYoung", "passwordInHistory")
+_MAX_INT = 2**31 - 1  # maxInt (RFC 4511 section 4.1.1)
+#: an empty SEQUENCE: what slapd sends with every bind that has nothing to report
+_NOTHING_TO_REPORT = b"\x30\x00"
+
+
+class _Warning(univ.Choice):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("timeBeforeExpiration", univ.Integer().subtype(
+            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 0))),
+        namedtype.NamedType("graceAuthNsRemaining", univ.Integer().subtype(
+            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1))),
+    )
+
+
+class _Error(univ.Enumerated):
+    namedValues = namedval.NamedValues(*[(name, code) for code, name in enumerate(ERRORS)])
+
+
+class _ResponseValue(univ.Sequence):
+    componentType = namedtype.NamedTypes(
+        namedtype.OptionalNamedType("warning", _Warning().subtype(
+            explicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, 0))),
+        namedtype.OptionalNamedType("error", _Error().subtype(
+            implicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatSimple, 1))),
+    )
+
+
+class _IntegerDecoder(ber_decoder.IntegerPayloadDecoder):
+    """pyasn1's INTEGER decoder, refusing an INTEGER or ENUMERATED without content octets (X.690
+    sections 8.3.1 and 8.4), which pyasn1 would read as 0."""
+
+    def valueDecoder(self, substrate: Any, asn1Spec: Any, tagSet: Any = None, length: int | None = None,
+                     *args: Any, **options: Any) -> Iterator[Any]:
+        if not length:
+            raise PyAsn1Error("an INTEGER or ENUMERATED without content octets")
+        yield from super().valueDecoder(substrate, asn1Spec, tagSet, length, *args, **options)
+
+
+class _EnumeratedDecoder(_IntegerDecoder):
+    protoComponent = univ.Enumerated(0)
+
+
+_TYPE_MAP = {**decoder.TYPE_MAP, univ.Integer.typeId: _IntegerDecoder(), univ.Enumerated.typeId: _EnumeratedDecoder()}
 
 
 class PolicyControlError(ValueError):
-    """The control's value is not valid BER of PasswordPolicyResponseValue."""
+    """The control's value is not a valid PasswordPolicyResponseValue."""
 
 
 @dataclass(frozen=True)
@@ -52,45 +105,34 @@ class PolicyResponse:
         return self.error == "changeAfterReset"
 
 
-def _read_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    """One BER tag-length-value at ``pos`` (X.690 8.1): (tag, value, next position)."""
-    try:
-        element = read_tlv(data, pos)
-    except ValueError as exc:  # truncated, indefinite length (not allowed in LDAP, RFC 4511 5.1), ...
-        raise PolicyControlError(str(exc)) from exc
-    return element.tag, data[element.content_start:element.end], element.end
-
-
-def _integer(content: bytes) -> int:
-    if not content or len(content) > 8:
-        raise PolicyControlError("bad BER integer")
-    return int.from_bytes(content, "big", signed=True)
+def _in_range(value: univ.Integer, what: str) -> int:
+    number = int(value)
+    if not 0 <= number <= _MAX_INT:
+        raise PolicyControlError(f"{what} {number} is out of range")
+    return number
 
 
 def decode_policy_response(value: bytes) -> PolicyResponse:
-    """Decode the control value of the ppolicy response control (section 6.2)."""
-    tag, body, end = _read_tlv(value, 0)
-    if tag != 0x30 or end != len(value):
-        raise PolicyControlError("the control value is not one SEQUENCE")
+    """Decode the value of the ppolicy response control (section 6.2)."""
+    if value == _NOTHING_TO_REPORT:
+        return PolicyResponse()
+    try:
+        decoded, rest = decoder.decode(value, asn1Spec=_ResponseValue(), typeMap=_TYPE_MAP)
+    except PyAsn1Error as exc:  # truncated, indefinite length, an unknown tag, ...
+        raise PolicyControlError(str(exc)) from exc
+    if rest:
+        raise PolicyControlError("trailing octets after the control value")
     error = expiration = grace = None
-    pos = 0
-    while pos < len(body):
-        tag, content, pos = _read_tlv(body, pos)
-        if tag == 0xA0:  # warning [0] (constructed: holds the CHOICE)
-            inner_tag, inner, inner_end = _read_tlv(content, 0)
-            if inner_end != len(content):
-                raise PolicyControlError("trailing bytes in the warning")
-            if inner_tag == 0x80:
-                expiration = _integer(inner)
-            elif inner_tag == 0x81:
-                grace = _integer(inner)
-            else:
-                raise PolicyControlError(f"unknown warning tag 0x{inner_tag:02x}")
-        elif tag == 0x81:  # error [1] ENUMERATED, implicitly tagged
-            code = _integer(content)
-            if not 0 <= code < len(ERRORS):
-                raise PolicyControlError(f"unknown ppolicy error {code}")
-            error = ERRORS[code]
+    warning = decoded["warning"]
+    if warning.isValue:
+        chosen = warning.getName()
+        if chosen == "timeBeforeExpiration":
+            expiration = _in_range(warning[chosen], "timeBeforeExpiration")
         else:
-            raise PolicyControlError(f"unexpected tag 0x{tag:02x} in the control")
+            grace = _in_range(warning[chosen], "graceAuthNsRemaining")
+    if decoded["error"].isValue:
+        code = int(decoded["error"])
+        if not 0 <= code < len(ERRORS):
+            raise PolicyControlError(f"unknown ppolicy error {code}")
+        error = ERRORS[code]
     return PolicyResponse(error=error, time_before_expiration=expiration, grace_logins_remaining=grace)

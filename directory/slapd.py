@@ -164,11 +164,13 @@ class DirectoryFolder:
 
 def render_config(folder: DirectoryFolder, root_password: str, *, port: int | None = None,
                   max_failure: int = DEFAULT_MAX_FAILURE, durable: bool = True,
-                  tls: tuple[Path, Path] | None = None) -> None:
+                  tls: tuple[Path, Path] | None = None, service_size_limit: int | None = None) -> None:
     """Write slapd.conf from the template (and the port file). ``durable=False`` adds dbnosync (tests).
 
     ``tls`` = (certificate chain PEM, unencrypted key PEM): StartTLS on the ldap:// port and an
-    ldaps:// port of its own (RFC 4513 section 3).
+    ldaps:// port of its own (RFC 4513 section 3). ``service_size_limit`` limits the service
+    account's searches as Active Directory's MaxPageSize does: at most that many entries a search
+    or a page, any number over the pages of a paged search (RFC 2696); by default it is unlimited.
     """
     folder.path.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.data_dir.mkdir(mode=0o700, exist_ok=True)
@@ -180,6 +182,9 @@ def render_config(folder: DirectoryFolder, root_password: str, *, port: int | No
         default_policy_dn=f"cn=default,ou=policies,{folder.suffix}",
         argon2_memory_kib=ARGON2_MEMORY_KIB, argon2_iterations=ARGON2_ITERATIONS,
         db_sync="" if durable else "dbnosync",
+        service_limits="size=unlimited time=unlimited" if service_size_limit is None else
+        f"size.soft={service_size_limit} size.hard={service_size_limit} size.pr={service_size_limit} "
+        "size.prtotal=unlimited time=unlimited",
         tls="" if tls is None else (f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n"
                                     "TLSProtocolMin 3.3\n"),  # TLS 1.2 or later
     )
@@ -274,7 +279,7 @@ def slapadd(folder: DirectoryFolder, records: Iterable[str]) -> int:
 
 def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | None = None,
                     max_failure: int = DEFAULT_MAX_FAILURE, durable: bool = True,
-                    tls: tuple[Path, Path] | None = None) -> list[str]:
+                    tls: tuple[Path, Path] | None = None, service_size_limit: int | None = None) -> list[str]:
     """Create config, secrets and the seeded database in ``folder`` if missing (idempotent)."""
     done: list[str] = []
     if folder.is_prepared():
@@ -284,7 +289,8 @@ def build_directory(folder: DirectoryFolder, secrets_dir: Path, *, port: int | N
     admin = _read_or_create_secret(secrets_dir / "ldap-admin.password", lambda: secrets.token_urlsafe(24))
     service = _read_or_create_secret(secrets_dir / "ldap-idp.password", lambda: secrets.token_urlsafe(24))
     demo = _read_or_create_secret(secrets_dir / "ldap-demo.password", lambda: DEMO_PASSWORD)
-    render_config(folder, admin, port=port, max_failure=max_failure, durable=durable, tls=tls)
+    render_config(folder, admin, port=port, max_failure=max_failure, durable=durable, tls=tls,
+                  service_size_limit=service_size_limit)
     for leftover in folder.data_dir.iterdir():  # a half-finished earlier attempt
         if leftover.is_file():
             leftover.unlink()

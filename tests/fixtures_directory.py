@@ -26,8 +26,10 @@ Fixture API (session-scoped ``slapd``; one slapd on its own free port and folder
     slapd.disable(uid)    lock permanently (pwdAccountLockedTime 000001010000Z): the account is disabled
     new_uid(prefix="t")   a fresh unique user name (module-level function)
 
-Another private slapd for a test of its own: ``SlapdServer(folder, max_failure=5, tls=(cert, key))``
-then ``.start()`` / ``.stop()`` (tls adds ``.folder.ldaps_url`` and StartTLS; see test_directory_tls.py).
+Another private slapd for a test of its own: ``SlapdServer(folder, max_failure=5, tls=(cert, key),
+service_size_limit=1000)`` then ``.start()`` / ``.stop()`` (tls adds ``.folder.ldaps_url`` and
+StartTLS, see test_directory_tls.py; service_size_limit limits the IdP's searches as Active
+Directory's MaxPageSize does, see test_directory.py).
 
 Tests that stop slapd must start it again in a ``finally`` (it is shared by the session).
 """
@@ -62,11 +64,13 @@ def new_uid(prefix: str = "t") -> str:
 class SlapdServer:
     """A private slapd built exactly like the embedded one (template, seed, argon2, ppolicy)."""
 
-    def __init__(self, base: Path, *, max_failure: int = 5, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, base: Path, *, max_failure: int = 5, tls: tuple[Path, Path] | None = None,
+                 service_size_limit: int | None = None) -> None:
         self.base = base
         self.folder = DirectoryFolder(base / "ldap")
         self.secrets = base / "secrets"
-        build_directory(self.folder, self.secrets, port=free_port(), max_failure=max_failure, durable=False, tls=tls)
+        build_directory(self.folder, self.secrets, port=free_port(), max_failure=max_failure, durable=False, tls=tls,
+                        service_size_limit=service_size_limit)
         self.process = EmbeddedSlapd(self.folder)
         self.config = DirectoryConfig.embedded_for(self.folder.path, self.secrets)
         self.suffix = self.folder.suffix

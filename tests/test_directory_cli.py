@@ -80,7 +80,8 @@ def test_start_status_show_stop(own_home: Home) -> None:
         # it here); its one security administrator is never removed
         asked = run_tessera(env, "admin", "remove-role", "zhangmin", "auditors", "--as", "luochao")
         assert b"four-eyes request #" in asked.stdout
-        kept = run_tessera(env, "admin", "remove-role", "luochao", "security-administrators", "--as", "luochao", check=False)
+        kept = run_tessera(env, "admin", "remove-role", "luochao", "security-administrators", "--as", "luochao",
+                           check=False)
         assert kept.returncode == 1 and b"luochao is the last security administrator" in kept.stderr, kept.stderr
         for uid, group in [("zhangmin", "auditors"), ("luochao", "security-administrators")]:
             assert group in json.loads(run_tessera(env, "directory", "show", uid, "--as", "luochao", "--json").stdout)[

@@ -1,13 +1,17 @@
-"""The ppolicy response control decoder (draft-behera-ldap-password-policy-11 section 6.2),
-judged by pyasn1's independent BER encoder of the same ASN.1 definition."""
+"""The ppolicy response control decoder (draft-behera-ldap-password-policy-11 section 6.2), judged
+by pyasn1's BER encoder of this test's own ASN.1 definition; any octets a server sends give a
+decoded value or PolicyControlError, nothing else (Hypothesis)."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyasn1.codec.ber import encoder
 from pyasn1.type import namedtype, namedval, tag, univ
 
-from directory.ppolicy import ERRORS, PolicyControlError, decode_policy_response
+from directory.ppolicy import ERRORS, PolicyControlError, PolicyResponse, decode_policy_response
+
 
 
 class _Warning(univ.Choice):
@@ -74,3 +78,22 @@ def test_empty_sequence_means_nothing_to_report() -> None:
 def test_malformed_values_are_refused(value: bytes) -> None:
     with pytest.raises(PolicyControlError):
         decode_policy_response(value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.none(), st.integers(0, len(ERRORS) - 1)), st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+       st.integers(0, 2**31 - 1))
+def test_every_valid_value_decodes(error: int | None, expiration: int | None, grace: int) -> None:
+    expected = PolicyResponse(error=None if error is None else ERRORS[error], time_before_expiration=expiration)
+    assert decode_policy_response(_encode(error=error, expiration=expiration)) == expected
+    assert decode_policy_response(_encode(grace=grace)).grace_logins_remaining == grace
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=24), st.binary(max_size=20).map(lambda b: b"\x30" + bytes([len(b)]) + b)))
+def test_any_octets_decode_or_are_refused(value: bytes) -> None:
+    try:
+        decoded = decode_policy_response(value)
+    except PolicyControlError:
+        return
+    assert decoded.error in (None, *ERRORS)

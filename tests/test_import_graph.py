@@ -101,5 +101,13 @@ def test_no_upward_import() -> None:
     assert upward <= set(KNOWN_UPWARD), sorted(upward - set(KNOWN_UPWARD))
 
 
+def test_the_directory_uses_nothing_but_store_and_translatable() -> None:
+    """directory/ shares layer 1 with ca/ but is no client of it: LDAP on ldap3, its own errors."""
+    allowed = {"directory", "store", "translatable"}
+    used = {(m, d) for m, deps in _graph().items() if m.split(".")[0] == "directory" for d in deps
+            if d.split(".")[0] not in allowed}
+    assert used == set()
+
+
 def test_the_check_finds_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -1,0 +1,229 @@
+"""One connection to one directory server, on ldap3: LDAPv3 (RFC 4511) over TCP, TLS or a Unix
+socket, with the results the client needs and nothing left to guess.
+
+``ldap://host:port`` (StartTLS on request, RFC 4511 section 4.14), ``ldaps://host:port`` (TLS from
+the first byte) and ``ldapi://<percent-encoded socket path>`` are understood. TLS always verifies
+the server's certificate chain and name (RFC 4513 section 3.1.3): a refused StartTLS or a
+certificate that does not verify is an error, never a silent fall back to plain text. Connecting
+has ``connect_timeout``, every reply ``operation_timeout``. Searches that may return many entries
+ask for pages (RFC 2696), so a server's size limit (Active Directory's MaxPageSize, 1,000) cannot
+cut them short.
+
+ldap3 is used as it was built for this: one ``Connection`` per pooled slot, no schema read
+(``get_info=NONE``), no name checks against a schema, referrals not chased (a search reference is
+skipped; the client reads one directory and never sends its credentials elsewhere), its fast
+decoder. A failure to talk to the server is an ``LDAPException`` or ``OSError`` (the caller tries
+another connection or server); a reply ldap3 cannot decode (a server that does not speak LDAPv3)
+is :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from ldap3 import BASE, DEREF_NEVER, IP_V4_PREFERRED, SIMPLE, SUBTREE, Connection, Server, Tls
+from ldap3 import NONE as NO_SERVER_INFO
+from ldap3.core.exceptions import LDAPException
+
+from directory.config import DirectoryConfig
+from directory.filters import Filter
+
+__all__ = ["BASE", "SUBTREE", "PAGE_SIZE", "Entry", "LdapConnection", "ProtocolError", "Result", "tls_context",
+           "tls_context_for"]
+
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"  # RFC 2696
+#: entries per page of a paged search: below Active Directory's default MaxPageSize (1,000)
+PAGE_SIZE = 500
+_PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # RFC 3062
+
+
+class ProtocolError(Exception):
+    """A server's reply is not LDAPv3 (ldap3 could not decode it): the directory's fault."""
+
+
+class Result(NamedTuple):
+    """An LDAPResult (RFC 4511 section 4.1.9): the code, its name (``invalidCredentials``), the
+    diagnostic message, and the response's controls (OID -> value: octets, or what ldap3 decoded
+    for the controls it knows)."""
+
+    code: int
+    name: str
+    diagnostic: str
+    controls: dict[str, Any]
+
+
+class Entry(NamedTuple):
+    """A SearchResultEntry (section 4.5.2): attribute names lower-cased, values as text."""
+
+    dn: str
+    attributes: dict[str, list[str]]
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify the server's chain (``ca_file``, else the system store) and its name; TLS 1.2 or later."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class _VerifyingTls(Tls):
+    """ldap3's TLS settings, with the handshake done by the standard library's verifying context:
+    chain and host name (RFC 6125, IP addresses included) are checked in the handshake itself.
+    ldap3's own name check after the handshake relies on ssl.match_hostname, which Python 3.12
+    removed; its fallback refuses certificates for IP addresses."""
+
+    def __init__(self, context: ssl.SSLContext, host: str) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self._context, self._host = context, host
+
+    def wrap_socket(self, connection: Connection, do_handshake: bool = False) -> None:
+        connection.socket = self._context.wrap_socket(connection.socket, server_hostname=self._host,
+                                                      do_handshake_on_connect=do_handshake)
+
+
+def tls_context_for(config: DirectoryConfig) -> ssl.SSLContext | None:
+    """The verifying TLS context of ``config``'s servers, if any of them is reached over TLS."""
+    if config.ca_file or config.start_tls or any(url.lower().startswith("ldaps://") for url in config.urls):
+        return tls_context(config.ca_file)
+    return None
+
+
+def _server(url: str, connect_timeout: float, tls: ssl.SSLContext | None) -> Server:
+    """ldap3's description of the server at ``url``: no schema read, every address of its name
+    tried (IPv4 first). A new one for each connection: ldap3 remembers an address that failed for
+    a while, and the client's failover keeps that account itself."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "ldapi":
+        return Server(url, get_info=NO_SERVER_INFO, connect_timeout=connect_timeout)
+    if scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ValueError(f"not an LDAP URL with a host: {url!r}")
+    verifying = None
+    if tls is not None or scheme == "ldaps":
+        verifying = _VerifyingTls(tls or tls_context(None), parts.hostname)
+    return Server(parts.hostname, port=parts.port or (636 if scheme == "ldaps" else 389), use_ssl=scheme == "ldaps",
+                  tls=verifying, get_info=NO_SERVER_INFO, connect_timeout=connect_timeout, mode=IP_V4_PREFERRED)
+
+
+class LdapConnection:
+    """An open connection to one server (``start_tls`` upgrades an ``ldap://`` one at once), used by
+    one thread at a time (the client's pool sees to that)."""
+
+    def __init__(self, url: str, *, connect_timeout: float, operation_timeout: float,
+                 tls: ssl.SSLContext | None = None, start_tls: bool = False) -> None:
+        self.url = url
+        # ldap3 sets the receive timeout with SO_RCVTIMEO, which takes whole seconds
+        self._conn = Connection(_server(url, connect_timeout, tls), authentication=SIMPLE, raise_exceptions=False,
+                                check_names=False, auto_referrals=False, auto_range=False,
+                                return_empty_attributes=False, receive_timeout=max(1, math.ceil(operation_timeout)))
+        try:
+            with self._ldap():
+                self._conn.open(read_server_info=False)
+                if self._conn.socket.family != socket.AF_UNIX:
+                    self._conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small write a request
+                if start_tls and url.lower().startswith("ldap://"):
+                    self._conn.start_tls(read_server_info=False)  # raises if refused or not verified
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def _ldap(self) -> Iterator[None]:
+        """ldap3 at work: what its decoder raises on octets that are not LDAPv3 is a ProtocolError."""
+        try:
+            yield
+        except (LDAPException, OSError):
+            raise
+        except Exception as exc:  # IndexError, KeyError, ... from decoding what is not an LDAPMessage
+            raise ProtocolError(f"{self.url} answered with something that is not LDAPv3 "
+                                f"({type(exc).__name__}: {exc})") from exc
+
+    def _result(self) -> Result:
+        result = self._conn.result
+        if not isinstance(result, dict) or not isinstance(result.get("result"), int):
+            raise ProtocolError(f"no LDAP result from {self.url}")
+        controls = {oid: (control or {}).get("value") for oid, control in (result.get("controls") or {}).items()}
+        return Result(result["result"], str(result.get("description") or ""), str(result.get("message") or ""),
+                      controls)
+
+    # -- operations ------------------------------------------------------------------------
+    def bind(self, dn: str, password: bytes, controls: Sequence[tuple[str, bool, Any]] = ()) -> Result:
+        """Simple bind (RFC 4511 section 4.2) with octets already prepared (SASLprep): the result
+        code says whether the password was right."""
+        self._conn.user, self._conn.password = dn, password
+        with self._ldap():
+            self._conn.bind(read_server_info=False, controls=list(controls) or None)
+        return self._result()
+
+    def search(self, base: str, search_filter: Filter, attributes: Sequence[str], *, scope: str = SUBTREE,
+               size_limit: int = 0, time_limit: int = 0, paged: bool = False,
+               limit: int = 0) -> tuple[Result, list[Entry]]:
+        """Search (section 4.5), aliases never dereferenced; with ``paged``, page by page (RFC 2696)
+        until the server has no more, or ``limit`` entries are in (the rest is abandoned)."""
+        entries: list[Entry] = []
+        cookie: bytes | None = None
+        while True:
+            with self._ldap():
+                self._conn.search(base, search_filter.text, scope, DEREF_NEVER, list(attributes) or ["1.1"],
+                                  size_limit, time_limit, paged_size=PAGE_SIZE if paged else None,
+                                  paged_cookie=cookie)
+                result = self._result()
+                entries += [Entry(str(found["dn"]), _attributes(found["raw_attributes"]))
+                            for found in self._conn.response or () if found.get("type") == "searchResEntry"]
+            page = result.controls.get(PAGED_RESULTS_OID)
+            cookie = page.get("cookie") if paged and result.code == 0 and isinstance(page, dict) else None
+            if limit and len(entries) >= limit:
+                if cookie:
+                    with self._ldap():  # page size 0 with the cookie ends the paged search (RFC 2696 section 3)
+                        self._conn.search(base, search_filter.text, scope, DEREF_NEVER, ["1.1"], paged_size=0,
+                                          paged_cookie=cookie)
+                return result, entries[:limit]
+            if not cookie:
+                return result, entries
+
+    def modify(self, dn: str, changes: dict[str, list[tuple[str, list[str]]]]) -> Result:
+        """Modify (section 4.6), changes in ldap3's form: {attribute: [(MODIFY_*, values)]}."""
+        with self._ldap():
+            self._conn.modify(dn, changes)
+        return self._result()
+
+    def add(self, dn: str, object_class: str, attributes: dict[str, str]) -> Result:
+        """Add (section 4.7)."""
+        with self._ldap():
+            self._conn.add(dn, [object_class], attributes)
+        return self._result()
+
+    def delete(self, dn: str) -> Result:
+        """Delete (section 4.8)."""
+        with self._ldap():
+            self._conn.delete(dn)
+        return self._result()
+
+    def modify_password(self, dn: str, old: bytes, new: bytes,
+                        controls: Sequence[tuple[str, bool, Any]] = ()) -> Result:
+        """The password modify extended operation (RFC 3062) on ``dn``'s own password."""
+        with self._ldap():
+            self._conn.extend.standard.modify_password(dn, old, new, controls=list(controls) or None)
+        return self._result()
+
+    def close(self) -> None:
+        """Unbind (section 4.3) and close; never raises."""
+        try:
+            self._conn.unbind()
+        except (LDAPException, OSError):  # the server went away first: nothing left to close
+            pass
+
+
+def _attributes(raw: dict[str, list[bytes]]) -> dict[str, list[str]]:
+    """Attribute names lower-cased; values as UTF-8 text (LDAPString, RFC 4511 section 4.1.2): a
+    value that is not UTF-8 is shown, not trusted."""
+    attributes: dict[str, list[str]] = {}
+    for name, values in raw.items():
+        attributes.setdefault(name.lower(), []).extend(v.decode("utf-8", "replace") for v in values)
+    return attributes
