@@ -66,9 +66,9 @@ def main() -> None:
 
         ecdsa_csrs = []
         for i in range(args.count):
-            key = ec.generate_private_key(ec.SECP256R1())
+            private = ec.generate_private_key(ec.SECP256R1())
             ecdsa_csrs.append(x509.CertificateSigningRequestBuilder().subject_name(
-                x509.Name.from_rfc4514_string(f"CN=staff {i}")).sign(key, hashes.SHA256())
+                x509.Name.from_rfc4514_string(f"CN=staff {i}")).sign(private, hashes.SHA256())
                 .public_bytes(serialization.Encoding.DER))
         sm2_csrs = [sm2_csr(f"staff {i}") for i in range(args.count)]
 
