@@ -1,4 +1,9 @@
-"""Resolve key references (``pkcs11:<label>``, ``file:<path>``, ``sm2-soft:<path>``) to signing keys."""
+"""Resolve key references (``pkcs11:<label>``, ``file:<path>``, ``sm2-soft:<path>``) to signing keys.
+
+SM2 keys sign with the signer identity recorded when they were made (ca.sm2_keys); the keyring is
+given the deployment's ``TESSERA_SM2_SIGNER_ID`` and refuses an SM2 key recorded with another, so a
+changed setting never goes unnoticed and one hierarchy never mixes identities (docs/sm2.md).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Callable
 from ca.errors import KeyUnavailable
 from ca.keys import FileKey, KeyType, SigningKey
 from ca.pkcs11_keys import Pkcs11Key, Pkcs11Token, TokenConfig
+from ca.sm2 import DEFAULT_SIGNER_ID
 from ca.sm2_keys import SCHEME as SM2_SOFT, Sm2SoftKey
 
 
@@ -18,9 +24,13 @@ class Keyring:
         self,
         token: TokenConfig | None,
         file_passphrase: Callable[[Path], bytes] | None = None,
+        sm2_signer_id: bytes = DEFAULT_SIGNER_ID,
     ) -> None:
+        """``sm2_signer_id``: the identity new SM2 keys sign with (GB/T 32918.2 section 5.5; the
+        standard's by default, empty for relying parties that verify with OpenSSL 3.0's default)."""
         self._token = Pkcs11Token(token) if token is not None else None
         self._file_passphrase = file_passphrase
+        self.sm2_signer_id = sm2_signer_id
         self._cache: dict[str, SigningKey] = {}
 
     @property
@@ -40,8 +50,10 @@ class Keyring:
             if self._file_passphrase is None:
                 raise KeyUnavailable(f"key {reference} is a file key and no passphrase source is set")
             path = Path(rest)
-            key = FileKey(path, self._file_passphrase(path)) if scheme == "file" else Sm2SoftKey(
-                path, self._file_passphrase(path))
+            if scheme == "file":
+                key = FileKey(path, self._file_passphrase(path))
+            else:
+                key = self._checked(Sm2SoftKey(path, self._file_passphrase(path)))
         else:
             raise KeyUnavailable(f"unknown key reference {reference!r}")
         self._cache[reference] = key
@@ -56,7 +68,7 @@ class Keyring:
             if file_dir is None or self._file_passphrase is None:
                 raise KeyUnavailable("SM2 keys need a keystore folder and a passphrase")
             path = file_dir / f"{name}.sm2key.json"
-            key: SigningKey = Sm2SoftKey.create(path, self._file_passphrase(path))
+            key: SigningKey = Sm2SoftKey.create(path, self._file_passphrase(path), self.sm2_signer_id)
         elif backend == "pkcs11":
             key = self.token.generate_key_pair(name, key_type)
         elif backend == "file":
@@ -67,6 +79,16 @@ class Keyring:
         else:
             raise KeyUnavailable(f"unknown key backend {backend!r} (use pkcs11 or file)")
         self._cache[key.reference] = key
+        return key
+
+    def _checked(self, key: Sm2SoftKey) -> Sm2SoftKey:
+        """``key`` if it signs with the configured identity; else refuse, saying why."""
+        if key.signer_id != self.sm2_signer_id:
+            raise KeyUnavailable(
+                f"SM2 key {key.reference} signs with the signer identity {key.signer_id.decode(errors='replace')!r} "
+                f"it was created with, but TESSERA_SM2_SIGNER_ID is {self.sm2_signer_id.decode(errors='replace')!r}: "
+                "an SM2 hierarchy keeps one identity for life (relying parties verify its certificates, CRLs and "
+                "OCSP responses with it); restore the setting, or create a new SM2 hierarchy in a new home")
         return key
 
     def close(self) -> None:

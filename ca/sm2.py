@@ -23,7 +23,7 @@ SM2_WITH_SM3_OID = "1.2.156.10197.1.501"
 SM3_OID = "1.2.156.10197.1.401"
 #: id-ecPublicKey (RFC 5480 section 2.1.1), the key algorithm GB/T 35276 section 6 uses for SM2 keys
 EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1"
-#: the default signer identity of GB/T 35276-2017 section 10 (as OpenSSL 3 and GmSSL assume)
+#: the default signer identity of GB/T 35276-2017 section 10 (GmSSL's default; OpenSSL 3.0 must be told it)
 DEFAULT_SIGNER_ID = gmssl_pyx.SM2_DEFAULT_SIGNER_ID
 
 asn1_keys.NamedCurve.register("sm2p256v1", SM2_CURVE_OID, 32)
@@ -112,9 +112,10 @@ class Sm2PublicKey:
 
 
 def sign(private_key: bytes, public_key: Sm2PublicKey, data: bytes, signer_id: bytes = DEFAULT_SIGNER_ID) -> bytes:
-    """The SM2 signature (DER r, s) of ``data`` with Z of ``signer_id`` (GB/T 32918.2 section 6)."""
+    """The SM2 signature (DER r, s) of ``data`` with Z of ``signer_id`` (GB/T 32918.2 section 6):
+    GmSSL signs e = SM3(Z || M), Z hashed by :meth:`Sm2PublicKey.z` so the empty identity works too."""
     try:
-        return gmssl_pyx.sm2_sign(private_key, public_key.point, data, signer_id)
+        return gmssl_pyx.sm2_sign_sm3_digest(private_key, sm3(public_key.z(signer_id) + data))
     except gmssl_pyx.GmsslInnerError as exc:
         raise Sm2Error(f"GmSSL cannot sign: {exc}") from None
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ca.profiles import EXAMPLE_POLICY_ARC, check_policy_arc
+from ca.sm2 import DEFAULT_SIGNER_ID
 
 DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -90,6 +91,9 @@ class Settings:
     #: the arc of the certificate policy OIDs (``<arc>.<n>``, one per profile: ca.profiles), under the
     #: organisation's registered OID; the default is the ITU-T/ISO example arc (docs/ca.md)
     policy_arc: str = EXAMPLE_POLICY_ARC
+    #: the SM2 signer identity of new SM2 hierarchies (GB/T 32918.2 section 5.5): the standard's
+    #: 1234567812345678, or "" for relying parties that verify with OpenSSL 3.0's default (docs/sm2.md)
+    sm2_signer_id: str = DEFAULT_SIGNER_ID.decode()
 
     def __post_init__(self) -> None:
         if self.security_log_level not in SECURITY_LOG_LEVELS:
@@ -135,6 +139,7 @@ class Settings:
             http_read_timeout=_number(env, "TESSERA_HTTP_READ_TIMEOUT", 10),
             http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
             policy_arc=(env.get("TESSERA_POLICY_ARC") or EXAMPLE_POLICY_ARC).strip(),
+            sm2_signer_id=env.get("TESSERA_SM2_SIGNER_ID", DEFAULT_SIGNER_ID.decode()),
         )
 
     def warn_if_example_policy_arc(self) -> bool:

@@ -87,8 +87,9 @@ def test_sm2_keystore_seals_the_key(tmp_path: Path) -> None:
     signature = key.sign(b"to be signed", hashes.SM3())
     # a fresh keyring unseals it and it is the same key
     again = Keyring(None, lambda _path: passphrase).get(key.reference)
-    assert again.public_key() == key.public_key()
-    assert again.public_key().verify(b"to be signed", signature)  # type: ignore[union-attr]
+    public = again.public_key()
+    assert public == key.public_key() and isinstance(public, sm2.Sm2PublicKey)
+    assert public.verify(b"to be signed", signature)
     with pytest.raises(KeyPolicyViolation):
         key.sign(b"x", hashes.SHA256())
     with pytest.raises(KeyUnavailable, match="wrong passphrase"):
@@ -97,6 +98,27 @@ def test_sm2_keystore_seals_the_key(tmp_path: Path) -> None:
     path.write_text(json.dumps(sealed))
     with pytest.raises(KeyUnavailable, match="altered"):
         Keyring(None, lambda _path: passphrase).get(key.reference)
+
+
+def test_a_key_signs_with_the_identity_it_was_made_with(tmp_path: Path) -> None:
+    passphrase = b"correct horse battery staple"
+    empty = Keyring(None, lambda _path: passphrase, sm2_signer_id=b"").generate("file", "k", KeyType.SM2, tmp_path)
+    public = empty.public_key()
+    assert isinstance(public, sm2.Sm2PublicKey)
+    signature = empty.sign(b"data", hashes.SM3())
+    assert public.verify(b"data", signature, b"") and not public.verify(b"data", signature)
+    assert json.loads(Path(empty.reference.partition(":")[2]).read_text())["signer_id"] == ""
+    # a keyring configured with the standard's identity refuses the key rather than mix identities
+    with pytest.raises(KeyUnavailable, match="TESSERA_SM2_SIGNER_ID is '1234567812345678'"):
+        Keyring(None, lambda _path: passphrase).get(empty.reference)
+    assert Keyring(None, lambda _path: passphrase, sm2_signer_id=b"").get(empty.reference).public_key() == public
+    # the recorded identity is authenticated: rewriting it breaks the seal
+    path = Path(empty.reference.partition(":")[2])
+    sealed = json.loads(path.read_text())
+    sealed["signer_id"] = base64.b64encode(sm2.DEFAULT_SIGNER_ID).decode()
+    path.write_text(json.dumps(sealed))
+    with pytest.raises(KeyUnavailable, match="altered"):
+        Keyring(None, lambda _path: passphrase).get(empty.reference)
 
 
 @pytest.fixture(scope="module")
