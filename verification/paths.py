@@ -1,0 +1,123 @@
+"""Full RFC 5280 section 6 certification path validation, from pyhanko-certvalidator.
+
+What the library does here (and the fast path in :mod:`verification.certificates` does not):
+certificate-policy processing with the initial inputs of section 6.1.1 (c), (e), (f), (g)
+(policy mappings, inhibitAnyPolicy, requireExplicitPolicy), every name-constraint form with the
+section 7.1 name comparison, self-issued certificates and key rollover, and the revocation status
+of every certificate on the path (section 6.3 CRLs with issuing distribution points, reasons,
+delta and indirect CRLs, separate CRL signing keys; RFC 6960 OCSP). Revocation fails closed:
+without usable status information for a certificate the path is not valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from asn1crypto import x509 as asn1_x509
+from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator.errors import (ExpiredError, InsufficientRevinfoError, InvalidCertificateError,
+                                          NotYetValidError, PathBuildingError, PathValidationError, RevokedError,
+                                          ValidationError)
+from pyhanko_certvalidator.policy_decl import PKIXValidationParams
+
+from verification.reasons import Reason
+
+#: what asn1crypto raises on a part that does not parse (it parses lazily, like cryptography)
+_UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """The initial policy inputs of RFC 5280 section 6.1.1 (c), (e), (f) and (g)."""
+
+    #: user-initial-policy-set: dotted OIDs, or ``any_policy``
+    initial_policy_set: frozenset[str] = frozenset({"any_policy"})
+    initial_explicit_policy: bool = False
+    initial_policy_mapping_inhibit: bool = False
+    initial_any_policy_inhibit: bool = False
+
+    def params(self) -> PKIXValidationParams:
+        return PKIXValidationParams(user_initial_policy_set=self.initial_policy_set,
+                                    initial_policy_mapping_inhibit=self.initial_policy_mapping_inhibit,
+                                    initial_explicit_policy=self.initial_explicit_policy,
+                                    initial_any_policy_inhibit=self.initial_any_policy_inhibit)
+
+
+@dataclass(frozen=True)
+class PathOutcome:
+    """The answer of a full path validation: valid or the reasons, the path (anchor first as
+    RFC 5280 section 6.1 orders it is reversed here: end entity first), and the policies that
+    hold for it (section 6.1.5 (g): the valid_policy_tree's policies, authorities-constrained)."""
+
+    valid: bool
+    reasons: tuple[Reason, ...]
+    path: tuple[bytes, ...] = ()  # DER, end entity first, anchor last
+    policies: tuple[str, ...] = ()
+    revocation_sources: tuple[str, ...] = field(default=())
+
+
+def _reason(error: Exception) -> Reason:
+    """The verdict reason for one of pyhanko-certvalidator's errors (the library's words kept)."""
+    text = str(error)[:300]
+    if isinstance(error, RevokedError):
+        return Reason("revoked", text)
+    if isinstance(error, InsufficientRevinfoError):
+        return Reason("revocation-unknown", text)
+    if isinstance(error, ExpiredError):
+        return Reason("expired", text)
+    if isinstance(error, NotYetValidError):
+        return Reason("not-yet-valid", text)
+    if isinstance(error, PathBuildingError):
+        return Reason("untrusted-issuer", f"no path to a trusted anchor: {text}")
+    if isinstance(error, InvalidCertificateError):
+        return Reason("wrong-key-usage", text)
+    return Reason("path-invalid", text)
+
+
+def _load(der: bytes) -> asn1_x509.Certificate:
+    cert = asn1_x509.Certificate.load(der)
+    cert.native  # noqa: B018 (parse every part now: a malformed part is a verdict, not a crash later)
+    return cert
+
+
+def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Sequence[bytes],
+                  at: datetime.datetime, *, crls: Iterable[bytes] = (), ocsps: Iterable[bytes] = (),
+                  policy: PolicyInputs = PolicyInputs(), key_usage: frozenset[str] = frozenset(),
+                  extended_key_usage: frozenset[str] | None = None, fetch: bool = False,
+                  fetch_timeout: float = 5.0, require_revocation: bool = True) -> PathOutcome:
+    """RFC 5280 section 6.1 for ``end_entity`` (DER) at ``at`` to one of ``anchors`` (DER), with
+    ``intermediates`` as candidates for path building, then the key usage (section 4.2.1.3) and
+    extended key usage (4.2.1.12) asked. Revocation (section 6.3): every certificate of the path
+    must have a status from ``crls``/``ocsps`` (or fetched from its CDP / AIA when ``fetch``),
+    unless ``require_revocation`` is false (then a status found is still obeyed)."""
+    try:
+        ee = _load(end_entity)
+        others = [_load(der) for der in intermediates]
+        roots = [_load(der) for der in anchors]
+    except _UNPARSEABLE as exc:
+        return PathOutcome(False, (Reason("malformed-certificate", f"a certificate cannot be parsed: {exc}"[:300]),))
+    fetcher_backend = None
+    if fetch:
+        from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+        fetcher_backend = RequestsFetcherBackend(per_request_timeout=int(max(1, fetch_timeout)))
+    context = ValidationContext(trust_roots=roots, other_certs=others, moment=at, allow_fetching=fetch,
+                                crls=list(crls), ocsps=list(ocsps),
+                                revocation_mode="require" if require_revocation else "hard-fail",
+                                weak_hash_algos=set(), fetcher_backend=fetcher_backend)
+    validator = CertificateValidator(ee, validation_context=context, pkix_params=policy.params())
+    try:
+        path = asyncio.run(validator.async_validate_usage(set(key_usage), set(extended_key_usage or ()) or None))
+    except (ValidationError, PathBuildingError) as exc:
+        return PathOutcome(False, (_reason(exc),))
+    except _UNPARSEABLE as exc:  # a part only read during validation (an extension's value)
+        return PathOutcome(False, (Reason("malformed-certificate", f"a certificate cannot be parsed: {exc}"[:300]),))
+    ders = tuple(c.dump() for c in reversed(list(path.iter_certs(include_root=True))))
+    policies = tuple(sorted({p.user_domain_policy_id for p in path.qualified_policies() or ()}))
+    return PathOutcome(True, (), ders, policies)
+
+
+__all__ = ["PathOutcome", "PolicyInputs", "PathValidationError", "validate_path"]
