@@ -133,4 +133,4 @@ def resume(query: str) -> Response | None:
         return None
     if found.needs_login or found.needs_consent:
         return None
-    return current_provider.server.authorization_response(found.grant, found.user)  # type: ignore[no-any-return]
+    return current_provider.server.create_authorization_response(found.grant.request, found.user, found.grant)

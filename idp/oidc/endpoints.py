@@ -121,10 +121,10 @@ def authorize() -> Any:
                                        claims=SCOPE_CLAIMS, user=user, action=request.full_path)
             if request.form.get("decision") != "allow":
                 events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "failure", reason="denied")
-                return server.authorization_response(found.grant, None)
+                return server.create_authorization_response(found.grant.request, None, found.grant)
             save_consent(user.uid, client.client_id, scope)
             events.record("oidc.consent", _subject(user), f"client:{client.client_id}", "success", scope=scope)
-        return server.authorization_response(found.grant, user)
+        return server.create_authorization_response(found.grant.request, user, found.grant)
     except OAuth2Error as error:
         return _oauth_error(error)
 

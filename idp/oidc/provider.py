@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -44,7 +43,7 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Parameters(OAuth2Payload):  # type: ignore[misc]
+class _Parameters(OAuth2Payload):
     """The parameters of a request as Authlib's grants read them (RFC 6749 section 3.1: each at most
     once, hence the lists)."""
 
@@ -60,7 +59,7 @@ class _Parameters(OAuth2Payload):  # type: ignore[misc]
         return {name: self._values.getlist(name) for name in self._values}
 
 
-class _OAuth2Request(OAuth2Request):  # type: ignore[misc]
+class _OAuth2Request(OAuth2Request):
     """Authlib's view of an OAuth request: what a framework integration provides
     (:meth:`AuthorizationServer.create_oauth2_request`), here from plain values rather than Flask's
     context-local proxy (the grants read the parameters some seventy times per login, each through
@@ -91,26 +90,16 @@ class _OAuth2Request(OAuth2Request):  # type: ignore[misc]
         return self._form
 
 
-class _Server(AuthorizationServer):  # type: ignore[misc]
+class _Server(AuthorizationServer):
+    #: the provider whose stores the grants use (idp.oidc.grants)
+    provider: Provider
+
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         """The framework integration's part (Authlib's documented override point): the request
         Flask is handling, or one the caller built already (:meth:`Provider.authorization_request`)."""
         if isinstance(request, OAuth2Request):
             return request
         return _OAuth2Request.of(request if request is not None else flask_request._get_current_object())  # type: ignore[attr-defined]
-
-    def authorization_response(self, grant: Any, user: Any) -> Any:
-        """The authorization response (RFC 6749 4.1.2: the redirect with a code, or with
-        access_denied when ``user`` is None) for a grant that :meth:`get_consent_grant` validated in
-        this request. Authlib's create_authorization_response would validate it all over again
-        (a second Authlib request object, the nonce looked up again) before doing the same."""
-        try:
-            response = self.handle_response(*grant.create_authorization_response(grant.redirect_uri, user))
-        except OAuth2Error as error:
-            error.state = grant.request.payload.state
-            response = self.handle_error_response(grant.request, error)
-        grant.execute_hook("after_authorization_response", response)
-        return response
 
 
 class Provider:
@@ -189,11 +178,11 @@ class Provider:
         self.server.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self))
         provider = self
 
-        class _Bearer(BearerTokenValidator):  # type: ignore[misc]
+        class _Bearer(BearerTokenValidator):
             def authenticate_token(self, token_string: str) -> Any:
                 return provider.tokens.by_access_token(token_string)
 
-        class _UserInfo(UserInfoEndpoint):  # type: ignore[misc]
+        class _UserInfo(UserInfoEndpoint):
             def get_issuer(self) -> str:
                 return provider.issuer
 
@@ -207,7 +196,7 @@ class Provider:
             def resolve_private_key(self) -> Any:
                 return provider.keys.signing_key("ES256")[1]
 
-        class _EndSession(EndSessionEndpoint):  # type: ignore[misc]
+        class _EndSession(EndSessionEndpoint):
             def get_server_jwks(self) -> Any:
                 return provider.keys.key_set()
 
@@ -299,7 +288,7 @@ class Provider:
 
 
 def _app_provider() -> Provider:
-    return current_app.extensions["tessera.oidc"]  # type: ignore[no-any-return]
+    return current_app.extensions["tessera.oidc"]
 
 
 #: the provider of the application handling the current request (set by :meth:`Provider.init_app`)
