@@ -4,6 +4,12 @@ Used for RFC 3161 time-stamp tokens (eContentType id-ct-TSTInfo) and for signed 
 (id-data). The signer is identified by issuer and serial number (section 5.3); signed attributes
 always carry contentType, messageDigest, signingTime and ESS signingCertificateV2 (RFC 5035),
 which binds the signature to the signer's certificate so it cannot be re-attributed.
+
+An SM2 signer (GB/T 35275-2017, the SM2 profile of PKCS#7/CMS) digests with SM3
+(1.2.156.10197.1.401) and signs SM2-with-SM3 (1.2.156.10197.1.501), with Z of its signer identity.
+A key of the empty identity (the OpenSSL 3.0 relying parties' choice, docs/sm2.md) signs the SM3
+digest of the signed attributes with no Z at all: that is what OpenSSL 3.0's PKCS#7 code, and so
+`openssl ts -verify`, checks (PKCS7_signatureVerify hands the digest to EVP_VerifyFinal).
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import der
-from ca.keys import SigningKey
+from ca.keys import KeyType, SigningKey
+from ca.sm2 import SM2_WITH_SM3_ALGORITHM_DER, SM3_OID, sm3
+from ca.sm2_keys import Sm2SigningKey
 
 
 def _asn1_certificate(certificate: x509.Certificate) -> asn1_x509.Certificate:
@@ -58,15 +66,19 @@ class CmsSigner:
         ``certificates`` go into the certificates field for verifiers (section 5.1); pass the signer's
         certificate first and its chain after it if the verifier should find them there."""
         self._key = key
-        self._hash = key.key_type.signature_hash()  # sha256, or sha384 for P-384
+        self._hash = key.key_type.signature_hash()  # sha256, sha384 for P-384, sm3 for SM2
         signer = _asn1_certificate(signer_certificate)
         content_type_value = cms.ContentType(content_type)
         self._content_type = content_type_value.dump()
         # version 3 when the encapsulated content is not id-data (section 5.1)
         self._version = b"\x02\x01\x01" if content_type_value.native == "data" else b"\x02\x01\x03"
-        self._digest_algorithm = algos.DigestAlgorithm({"algorithm": self._hash.name}).dump()
-        self._signature_algorithm = algos.SignedDigestAlgorithm(
-            {"algorithm": f"{self._hash.name}_{'ecdsa' if key.key_type.is_ec else 'rsa'}"}).dump()
+        if key.key_type is KeyType.SM2:
+            self._digest_algorithm = algos.DigestAlgorithm({"algorithm": SM3_OID}).dump()
+            self._signature_algorithm = SM2_WITH_SM3_ALGORITHM_DER
+        else:
+            self._digest_algorithm = algos.DigestAlgorithm({"algorithm": self._hash.name}).dump()
+            self._signature_algorithm = algos.SignedDigestAlgorithm(
+                {"algorithm": f"{self._hash.name}_{'ecdsa' if key.key_type.is_ec else 'rsa'}"}).dump()
         self._sid = cms.IssuerAndSerialNumber({"issuer": signer.issuer, "serial_number": signer.serial_number}).dump()
         self._constant_attributes = [
             cms.CMSAttribute({"type": "content_type", "values": [content_type_value]}).dump(),
@@ -74,6 +86,18 @@ class CmsSigner:
         ]
         encoded = b"".join(c.public_bytes(Encoding.DER) for c in certificates)
         self._certificates = der.encode(_CONTEXT_0, encoded) if certificates else b""
+
+    def _message_digest(self, content: bytes) -> bytes:
+        """The messageDigest attribute's value (section 11.2): SM3 for an SM2 signer, else SHA-2."""
+        if self._key.key_type is KeyType.SM2:
+            return sm3(content)
+        return hashlib.new(self._hash.name, content).digest()
+
+    def _signature(self, signed_attributes: bytes) -> bytes:
+        """The signature over the DER signed attributes; without Z for an SM2 key of the empty identity."""
+        if isinstance(self._key, Sm2SigningKey) and self._key.signer_id == b"":
+            return self._key.sign_digest(sm3(signed_attributes))
+        return self._key.sign(signed_attributes, self._hash)
 
     def sign(self, content: bytes, signing_time: datetime.datetime) -> bytes:
         """A DER ContentInfo holding SignedData over ``content`` (encapsulated, not detached).
@@ -85,13 +109,13 @@ class CmsSigner:
             cms.CMSAttribute({"type": "signing_time",
                               "values": [cms.Time({"utc_time": signing_time.replace(microsecond=0)})]}).dump(),
             cms.CMSAttribute({"type": "message_digest",
-                              "values": [core.OctetString(hashlib.new(self._hash.name, content).digest())]}).dump(),
+                              "values": [core.OctetString(self._message_digest(content))]}).dump(),
         ]
         # DER orders a SET OF by the encodings of its elements (X.690 section 11.6); verifiers such as
         # OpenSSL re-encode the set before checking the signature, so the order must already be DER's.
         attribute_set = b"".join(sorted(attributes))
         # the signature covers the attributes with an explicit SET OF tag (section 5.4)
-        signature = self._key.sign(der.encode(_SET, attribute_set), self._hash)
+        signature = self._signature(der.encode(_SET, attribute_set))
         signer_info = der.encode(der.SEQUENCE, b"\x02\x01\x01" + self._sid + self._digest_algorithm
                                  + der.encode(_CONTEXT_0, attribute_set) + self._signature_algorithm
                                  + der.encode(der.OCTET_STRING, signature))

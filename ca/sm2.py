@@ -114,8 +114,14 @@ class Sm2PublicKey:
 def sign(private_key: bytes, public_key: Sm2PublicKey, data: bytes, signer_id: bytes = DEFAULT_SIGNER_ID) -> bytes:
     """The SM2 signature (DER r, s) of ``data`` with Z of ``signer_id`` (GB/T 32918.2 section 6):
     GmSSL signs e = SM3(Z || M), Z hashed by :meth:`Sm2PublicKey.z` so the empty identity works too."""
+    return sign_digest(private_key, sm3(public_key.z(signer_id) + data))
+
+
+def sign_digest(private_key: bytes, digest: bytes) -> bytes:
+    """The SM2 signature (DER r, s) of a given 32-byte e (GB/T 32918.2 section 6.1, steps A3 on),
+    with no Z hashed in: as OpenSSL 3.0's PKCS#7 code signs and verifies SM2 (EVP_VerifyFinal)."""
     try:
-        return gmssl_pyx.sm2_sign_sm3_digest(private_key, sm3(public_key.z(signer_id) + data))
+        return gmssl_pyx.sm2_sign_sm3_digest(private_key, digest)
     except gmssl_pyx.GmsslInnerError as exc:
         raise Sm2Error(f"GmSSL cannot sign: {exc}") from None
 

@@ -24,6 +24,7 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import gmssl_pyx
 from cryptography.hazmat.primitives import hashes
@@ -51,6 +52,19 @@ def _aad(public_key: Sm2PublicKey, signer_id: bytes | None) -> bytes:
     """The associated data: format and public key, and the signer identity when the file records it."""
     recorded = b"" if signer_id is None else b"signer-id:" + signer_id
     return FORMAT.encode() + public_key.point + recorded
+
+
+@runtime_checkable
+class Sm2SigningKey(Protocol):
+    """What an SM2 key backend offers beyond :class:`ca.keys.SigningKey` (an SDF device's
+    InternalSign_ECC, GM/T 0018-2012 section 6.4, signs a given digest too)."""
+
+    #: the signer identity hashed into Z by ``sign`` (GB/T 32918.2 section 5.5)
+    signer_id: bytes
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The SM2 signature of the given SM3 digest e, no Z hashed in."""
+        ...
 
 
 class Sm2SoftKey:
@@ -108,3 +122,8 @@ class Sm2SoftKey:
         if not isinstance(hash_algorithm, hashes.SM3):
             raise KeyPolicyViolation(f"an SM2 key signs with SM3, not {hash_algorithm.name}")
         return sm2.sign(self._private, self._public, data, self.signer_id)
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """SM2 signature of the given e, without Z (GB/T 32918.2 section 6.1 from step A3): only
+        for the OpenSSL-compatible time-stamps of the empty identity (ca.cms)."""
+        return sm2.sign_digest(self._private, digest)

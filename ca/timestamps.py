@@ -13,11 +13,14 @@ TSA_POLICY = "2.999.1863.2.1"
 
 
 class StoredTimeStampAuthority:
-    """Builds the RFC 3161 TSA lazily (per process) and stores each issued token's serial."""
+    """Builds the RFC 3161 TSA lazily (per process) and stores each issued token's serial.
 
-    def __init__(self, ca: CertificateAuthority, sessions: sessionmaker[Session]) -> None:
+    ``authority`` is the issuing CA whose TSA signs: ``staff`` (ECDSA) or ``sm2-staff`` (SM2)."""
+
+    def __init__(self, ca: CertificateAuthority, sessions: sessionmaker[Session], authority: str = "staff") -> None:
         self._ca = ca
         self._sessions = sessions
+        self._authority = authority
         self._tsa: TimeStampAuthority | None = None
 
     def _record(self, issued: IssuedTimestamp) -> None:
@@ -30,8 +33,8 @@ class StoredTimeStampAuthority:
 
     def respond(self, query_der: bytes) -> TimestampReply:
         if self._tsa is None:
-            certificate, key_ref = self._ca.signer("tsa", "staff")
-            chain = self._ca.chain("staff")
+            certificate, key_ref = self._ca.signer("tsa", self._authority)
+            chain = self._ca.chain(self._authority)
             self._tsa = TimeStampAuthority(self._ca.keyring.get(key_ref), certificate, chain, TSA_POLICY,
                                            self._record, clock=utc_now)
         return self._tsa.respond(query_der)

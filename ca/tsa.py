@@ -4,7 +4,8 @@
 TimeStampResp (section 2.4.2): either ``granted`` with a time-stamp token (CMS SignedData over a
 TSTInfo, signed as in :mod:`ca.cms`, with ESS signingCertificateV2 per RFC 5816), or
 ``rejection`` with the failure reason. Every token's serial number is recorded before the reply
-leaves, so serials are provably unique (section 2.4.2, serialNumber).
+leaves, so serials are provably unique (section 2.4.2, serialNumber). Message imprints may be
+SM3 (GB/T 32905, OID 1.2.156.10197.1.401); an SM2 TSA signs its tokens SM2-with-SM3 (ca.cms).
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ca.cms import sign_data
 from ca.errors import KeyUnavailable
 from ca.keys import SigningKey
+from ca.sm2 import SM3_OID
 
 #: Message imprint hashes accepted, with their digest lengths. SHA-1 is refused (badAlg).
-ACCEPTED_HASHES = {"sha256": 32, "sha384": 48, "sha512": 64}
+ACCEPTED_HASHES = {"sha256": 32, "sha384": 48, "sha512": 64, "sm3": 32}
+#: the hashes asn1crypto knows by OID only, by the name used here (and recorded)
+_OID_NAMES = {SM3_OID: "sm3"}
+_NAME_OIDS = {name: oid for oid, name in _OID_NAMES.items()}
 MAX_QUERY_BYTES = 8 * 1024
 #: Clock accuracy claimed in every token (section 2.4.2, accuracy)
 ACCURACY_SECONDS = 1
@@ -128,7 +133,8 @@ class TimeStampAuthority:
         tst_info = tsp.TSTInfo({
             "version": "v1",
             "policy": self._policy,
-            "message_imprint": {"hash_algorithm": {"algorithm": hash_name}, "hashed_message": imprint},
+            "message_imprint": {"hash_algorithm": {"algorithm": _NAME_OIDS.get(hash_name, hash_name)},
+                                "hashed_message": imprint},
             "serial_number": serial,
             "gen_time": gen_time,
             "accuracy": {"seconds": ACCURACY_SECONDS},
@@ -155,6 +161,7 @@ def _parse(query_der: bytes, policy: str) -> tuple[str, bytes, int | None, bool]
         query = tsp.TimeStampReq.load(query_der, strict=True)
         version = query["version"].native
         hash_name = query["message_imprint"]["hash_algorithm"]["algorithm"].native
+        hash_name = _OID_NAMES.get(hash_name, hash_name)
         imprint = query["message_imprint"]["hashed_message"].native
         requested_policy = query["req_policy"].native
         nonce = query["nonce"].native

@@ -6,9 +6,12 @@ import base64
 import json
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from asn1crypto.algos import DSASignature
 from cryptography import x509
@@ -24,8 +27,13 @@ from ca.hierarchy import HierarchyPlan
 from ca.issuance import load_csr
 from ca.keyring import Keyring
 from ca.keys import KeyType, SigningKey
+from ca.ocsp import OcspResponder
 from ca.profiles import PROFILES
+from ca.timestamps import StoredTimeStampAuthority
+from ca.tsa import TimeStampResp
 from ca.urls import PublicUrls
+from sqlalchemy.engine import Engine
+
 from store import schema
 from store.engine import make_engine, make_session_factory
 
@@ -121,23 +129,53 @@ def test_a_key_signs_with_the_identity_it_was_made_with(tmp_path: Path) -> None:
         Keyring(None, lambda _path: passphrase).get(empty.reference)
 
 
-@pytest.fixture(scope="module")
-def sm2_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertificateAuthority]:
-    """An ECDSA hierarchy (file keys) with the SM2 hierarchy added beside it, in SQLite."""
-    folder = tmp_path_factory.mktemp("sm2-ca")
+@dataclass
+class Sm2Home:
+    """A CA in SQLite with the SM2 hierarchy, its OCSP responder and its SM2 TSA."""
+
+    ca: CertificateAuthority
+    ocsp: OcspResponder
+    tsa: StoredTimeStampAuthority
+    events: list[CaEvent]
+
+
+def sm2_home(folder: Path, signer_id: bytes, with_ecdsa: bool) -> tuple[Sm2Home, Engine]:
     engine = make_engine(f"sqlite:///{folder / 'store.db'}")
     schema.upgrade(engine)
     events: list[CaEvent] = []
-    keyring = Keyring(None, lambda _path: b"correct horse battery staple")
-    ca = CertificateAuthority(make_session_factory(engine), keyring, PublicUrls("https://pki.gov.example"),
+    keyring = Keyring(None, lambda _path: b"correct horse battery staple", sm2_signer_id=signer_id)
+    sessions = make_session_factory(engine)
+    ca = CertificateAuthority(sessions, keyring, PublicUrls("https://pki.gov.example"),
                               events=lambda _session, event: events.append(event))
-    ca.initialise(HierarchyPlan(backend="file", key_dir=folder / "keys"))
+    if with_ecdsa:
+        ca.initialise(HierarchyPlan(backend="file", key_dir=folder / "keys"))
     made = ca.initialise(HierarchyPlan(key_type=KeyType.SM2, key_dir=folder / "keys"))
     assert [a.name for a in made] == ["sm2-root", "sm2-staff", "sm2-citizen"]
     assert {e.object for e in events if e.type == "cert.issue"} >= {f"cert:{a.serial_hex}" for a in made}
-    ca.events = lambda _session, event: events.append(event)
-    ca.test_events = events  # type: ignore[attr-defined]
-    yield ca
+    home = Sm2Home(ca, OcspResponder(engine, keyring, ca.clock), StoredTimeStampAuthority(ca, sessions, "sm2-staff"),
+                   events)
+    return home, engine
+
+
+@pytest.fixture(scope="module")
+def standard_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sm2Home]:
+    """An ECDSA hierarchy (file keys) with the SM2 hierarchy added beside it, signing with the
+    standard's identity 1234567812345678."""
+    home, engine = sm2_home(tmp_path_factory.mktemp("sm2-ca"), sm2.DEFAULT_SIGNER_ID, with_ecdsa=True)
+    yield home
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def sm2_ca(standard_home: Sm2Home) -> CertificateAuthority:
+    return standard_home.ca
+
+
+@pytest.fixture(scope="module")
+def openssl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sm2Home]:
+    """An SM2 hierarchy signing with the empty identity (TESSERA_SM2_SIGNER_ID=""), as OpenSSL 3.0 verifies."""
+    home, engine = sm2_home(tmp_path_factory.mktemp("sm2-openssl"), b"", with_ecdsa=False)
+    yield home
     engine.dispose()
 
 
@@ -169,7 +207,8 @@ SUBJECTS = {
 }
 
 
-def test_openssl_verifies_every_sm2_profile(sm2_ca: CertificateAuthority, tmp_path: Path) -> None:
+def test_openssl_verifies_every_sm2_profile(standard_home: Sm2Home, tmp_path: Path) -> None:
+    sm2_ca = standard_home.ca
     for name in ("sm2-root", "sm2-staff", "sm2-citizen"):
         (tmp_path / f"{name}.pem").write_bytes(pem(sm2_ca.authority_certificate(name).public_bytes(Encoding.DER)))
     text = openssl("x509", "-in", "sm2-staff.pem", "-noout", "-text", cwd=tmp_path).stdout
@@ -191,13 +230,13 @@ def test_openssl_verifies_every_sm2_profile(sm2_ca: CertificateAuthority, tmp_pa
         (tmp_path / f"{profile}.pem").write_bytes(pem(row.der))
         # OpenSSL 3.0 assumes an empty SM2 identity unless told the default one, and applies -vfyopt to
         # the certificate verified only, not to the chain (docs/sm2.md): so each link is judged alone
-        out = openssl("verify", *DISTID, "-partial_chain", "-CAfile", f"sm2-{role}.pem", f"{profile}.pem",
-                      cwd=tmp_path).stdout
-        assert out.strip() == f"{profile}.pem: OK", out
+        verdict = openssl("verify", *DISTID, "-partial_chain", "-CAfile", f"sm2-{role}.pem", f"{profile}.pem",
+                          cwd=tmp_path).stdout.strip()
+        assert verdict == f"{profile}.pem: OK", verdict
         text = openssl("x509", "-in", f"{profile}.pem", "-noout", "-text", cwd=tmp_path).stdout
         assert "Signature Algorithm: SM2-with-SM3" in text
         assert "CA Issuers - URI:https://pki.gov.example/ca/sm2-" in text and "X509v3 CRL Distribution Points" in text
-    issued = [e for e in sm2_ca.test_events if e.type == "cert.issue"]  # type: ignore[attr-defined]
+    issued = [e for e in standard_home.events if e.type == "cert.issue"]
     assert {e.details["profile"] for e in issued} >= set(PROFILES)
 
 
@@ -219,3 +258,96 @@ def test_sm2_csr_signature_is_checked(tmp_path: Path) -> None:
     tampered = der.replace(b"\x0c\x01x", b"\x0c\x01y")
     with pytest.raises(InvalidCsr, match="does not verify"):
         load_csr(tampered)
+
+
+def gmssl_key(certificate_der: bytes) -> sm2.Sm2PublicKey:
+    return sm2.Sm2PublicKey.from_spki(asn1_x509.Certificate.load(certificate_der).public_key.dump())
+
+
+def write_authorities(home: Sm2Home, folder: Path) -> None:
+    for name in ("sm2-root", "sm2-staff", "sm2-citizen"):
+        (folder / f"{name}.pem").write_bytes(pem(home.ca.authority_certificate(name).public_bytes(Encoding.DER)))
+
+
+def status_and_time(home: Sm2Home, folder: Path, leaf: str, issuer: str) -> tuple[bytes, bytes]:
+    """An OCSP response on ``leaf`` (the request made by `openssl ocsp`) and an SM3 time-stamp reply."""
+    openssl("ocsp", "-issuer", f"{issuer}.pem", "-cert", f"{leaf}.pem", "-reqout", "request.der", cwd=folder)
+    reply = home.ocsp.respond((folder / "request.der").read_bytes())
+    (folder / "response.der").write_bytes(reply.der)
+    (folder / "document").write_bytes("会议纪要 2025-11-25".encode())
+    openssl("ts", "-query", "-data", "document", "-sm3", "-cert", "-out", "query.tsq", cwd=folder)
+    stamp = home.tsa.respond((folder / "query.tsq").read_bytes())
+    assert stamp.granted, stamp.failure
+    (folder / "reply.tsr").write_bytes(stamp.der)
+    return reply.der, stamp.der
+
+
+def test_gmssl_judges_crl_ocsp_and_time_stamps_of_the_standard_identity(standard_home: Sm2Home,
+                                                                        tmp_path: Path) -> None:
+    """CRLs, OCSP responses and tokens signed with Z of 1234567812345678, checked through GmSSL
+    (OpenSSL 3.0 cannot be told the identity for them: docs/sm2.md)."""
+    write_authorities(standard_home, tmp_path)
+    staff = gmssl_key(standard_home.ca.authority_certificate("sm2-staff").public_bytes(Encoding.DER))
+    row = standard_home.ca.issue("staff-auth", sm2_csr(tmp_path, "jane", SUBJECTS["staff-auth"]), "test")
+    (tmp_path / "jane.pem").write_bytes(pem(row.der))
+    standard_home.ca.revoke(row.serial_hex, "keyCompromise", actor="test")
+    crl = asn1_crl.CertificateList.load(standard_home.ca.current_crl("sm2-staff").der)
+    assert crl["signature_algorithm"]["algorithm"].dotted == sm2.SM2_WITH_SM3_OID
+    assert staff.verify(crl["tbs_cert_list"].dump(), crl["signature"].native)
+    assert not staff.verify(crl["tbs_cert_list"].dump(), crl["signature"].native, b"")
+    response_der, stamp_der = status_and_time(standard_home, tmp_path, "jane", "sm2-staff")
+    basic = asn1_ocsp.OCSPResponse.load(response_der)["response_bytes"]["response"].parsed
+    assert basic["signature_algorithm"]["algorithm"].dotted == sm2.SM2_WITH_SM3_OID
+    responder_der = basic["certs"][0].dump()
+    assert staff.verify(asn1_x509.Certificate.load(responder_der)["tbs_certificate"].dump(),
+                        asn1_x509.Certificate.load(responder_der)["signature_value"].native)
+    assert gmssl_key(responder_der).verify(basic["tbs_response_data"].dump(), basic["signature"].native)
+    assert basic["tbs_response_data"]["responses"][0]["cert_status"].name == "revoked"
+    signed = TimeStampResp.load(stamp_der)["time_stamp_token"]["content"]
+    signer = signed["signer_infos"][0]
+    assert signer["digest_algorithm"]["algorithm"].dotted == sm2.SM3_OID
+    assert signer["signature_algorithm"]["algorithm"].dotted == sm2.SM2_WITH_SM3_OID
+    tst_info = signed["encap_content_info"]["content"].parsed
+    assert tst_info["message_imprint"]["hash_algorithm"]["algorithm"].dotted == sm2.SM3_OID
+    attributes = {a["type"].native: a["values"][0] for a in signer["signed_attrs"]}
+    assert attributes["message_digest"].native == sm2.sm3(tst_info.dump())
+    signed_attributes = b"\x31" + signer["signed_attrs"].dump()[1:]  # signed as SET OF (RFC 5652 section 5.4)
+    tsa_der = signed["certificates"][0].chosen.dump()
+    assert gmssl_key(tsa_der).verify(signed_attributes, signer["signature"].native)
+    # OpenSSL 3.0's PKCS#7 code checks SM2 without Z: it cannot judge the standard's tokens
+    assert "Verification: OK" not in openssl("ts", "-verify", "-queryfile", "query.tsq", "-in", "reply.tsr", "-CAfile",
+                                             "sm2-root.pem", "-untrusted", "sm2-staff.pem", cwd=tmp_path,
+                                             check=False).stdout
+
+
+def test_openssl_judges_everything_of_the_empty_identity(openssl_home: Sm2Home, tmp_path: Path) -> None:
+    """TESSERA_SM2_SIGNER_ID="": OpenSSL 3.0's own commands, without options, judge chains, CRLs,
+    OCSP responses and time-stamps."""
+    write_authorities(openssl_home, tmp_path)
+    for profile in PROFILES:
+        role = PROFILES[profile].issuers[0]
+        row = openssl_home.ca.issue(profile, sm2_csr(tmp_path, profile, SUBJECTS[profile]), "test")
+        (tmp_path / f"{profile}.pem").write_bytes(pem(row.der))
+        verdict = openssl("verify", "-CAfile", "sm2-root.pem", "-untrusted", f"sm2-{role}.pem", f"{profile}.pem",
+                          cwd=tmp_path).stdout.strip()
+        assert verdict == f"{profile}.pem: OK", verdict
+    revoked = openssl_home.ca.list_certificates(profile="citizen-auth")[0]
+    openssl_home.ca.revoke(revoked.serial_hex, "keyCompromise", actor="test")
+    (tmp_path / "citizen.crl").write_bytes(openssl_home.ca.current_crl("sm2-citizen").der)
+    out = openssl("crl", "-inform", "DER", "-in", "citizen.crl", "-CAfile", "sm2-citizen.pem", "-noout", "-text",
+                  cwd=tmp_path)
+    assert "verify OK" in out.stderr and "Signature Algorithm: SM2-with-SM3" in out.stdout
+    tampered = bytearray((tmp_path / "citizen.crl").read_bytes())
+    tampered[-1] ^= 1
+    (tmp_path / "tampered.crl").write_bytes(tampered)
+    out = openssl("crl", "-inform", "DER", "-in", "tampered.crl", "-CAfile", "sm2-citizen.pem", "-noout",
+                  cwd=tmp_path, check=False)
+    assert "verify OK" not in out.stderr
+    status_and_time(openssl_home, tmp_path, "citizen-auth", "sm2-citizen")
+    out = openssl("ocsp", "-respin", "response.der", "-issuer", "sm2-citizen.pem", "-cert", "citizen-auth.pem",
+                  "-no_nonce", "-CAfile", "sm2-root.pem", "-verify_other", "sm2-citizen.pem", cwd=tmp_path)
+    assert "Response verify OK" in out.stderr and "citizen-auth.pem: revoked" in out.stdout, out
+    out = openssl("ts", "-verify", "-queryfile", "query.tsq", "-in", "reply.tsr", "-CAfile", "sm2-root.pem",
+                  "-untrusted", "sm2-staff.pem", cwd=tmp_path)
+    assert "Verification: OK" in out.stdout
+    assert "Hash Algorithm: sm3" in openssl("ts", "-reply", "-in", "reply.tsr", "-text", cwd=tmp_path).stdout

@@ -141,3 +141,15 @@ def test_served_tsa_rejects_unknown_policy_with_400(server: Home) -> None:
         urllib.request.urlopen(request, timeout=10)
     assert err.value.code == 400 and err.value.headers["Content-Type"] == "application/timestamp-reply"
     assert TimeStampResp.load(err.value.read())["status"]["fail_info"].native == {"unaccepted_policy"}
+
+
+def test_sm3_imprints_are_accepted(authority: tuple[TimeStampAuthority, list[IssuedTimestamp], Path]) -> None:
+    # GB/T 32905 SM3 (OID 1.2.156.10197.1.401), as `openssl ts -query -sm3` asks; recorded as "sm3"
+    tsa, issued, work = authority
+    (work / "d").write_bytes(b"x")
+    assert openssl("ts", "-query", "-data", "d", "-sm3", "-cert", "-out", "q.tsq", cwd=work).returncode == 0
+    reply = tsa.respond((work / "q.tsq").read_bytes())
+    assert reply.granted and issued[0].hash_algorithm == "sm3"
+    (work / "r.tsr").write_bytes(reply.der)
+    verified = openssl("ts", "-verify", "-queryfile", "q.tsq", "-in", "r.tsr", "-CAfile", "root.pem", cwd=work)
+    assert "Verification: OK" in verified.stdout, verified.stdout + verified.stderr
