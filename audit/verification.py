@@ -42,6 +42,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit import chain
+from audit.archive import ArchivedRange, ArchiveInvalid, AuditArchive, archived_range, read_archive
 from audit.chain import CHECKPOINT_CONTENT_TYPE
 from audit.models import AuditCheckpoint, AuditHead
 from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, WitnessMalformed, authority_key_id,
@@ -56,7 +57,7 @@ _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
 _CODES = {"changed": "entry-changed", "deleted": "entry-deleted", "inserted": "entry-inserted",
           "swapped": "entry-swapped", "reordered": "entry-reordered", "truncated": "trail-truncated",
           "malformed": "entry-malformed", "checkpoint": "checkpoint-invalid", "witness": "witness-invalid",
-          "gap": "audit-gap", "published": "published-state"}
+          "gap": "audit-gap", "published": "published-state", "archive": "archive-invalid"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class VerificationReport:
     last_checkpoint_seq: int | None = None
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
+    #: entries up to this seq left the database for archives (audit.archive); None: none did
+    archived_through: int | None = None
+    #: what was not checked, and why (no finding: e.g. archived entries whose archive was not given)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +112,7 @@ class VerificationReport:
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "entries": self.entries, "last_seq": self.last_seq, "head_seq": self.head_seq,
                 "checkpoints": self.checkpoints, "last_checkpoint_seq": self.last_checkpoint_seq,
+                "archived_through": self.archived_through, "notes": self.notes,
                 "seconds": round(self.seconds, 3), "problems": [p.as_dict() for p in self.problems]}
 
 
@@ -149,10 +155,12 @@ def _whole(value: object) -> int | None:
 
 def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] = (),
            progress: Callable[[int], None] | None = None, batch: int = 20_000,
-           witness: Path | None = None) -> VerificationReport:
+           witness: Path | None = None, archives: Sequence[Path] = ()) -> VerificationReport:
     """Verify the whole trail. ``anchors``: trusted root certificates held outside the database
     (default: trust the staff CA certificate stored in it). ``progress`` gets entry counts.
     ``witness``: the append-only witness file (audit.witness) to compare the database with.
+    ``archives``: archive files of entries that left the database (audit.archive), each checked
+    alone and at its junctions with the others and the database.
     Never raises on a malformed row: each is a finding."""
     started = time.perf_counter()
     report = VerificationReport()
@@ -162,13 +170,15 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
         # driver values, no type processing: a tampered column may hold anything
         connection = session.connection().execution_options(stream_results=True, yield_per=batch)
         with _tolerant_text(connection):
+            archived = archived_range(connection)
+            start_seq, start_hash = (archived.last_seq, archived.last_hash) if archived else (0, chain.GENESIS)
             head = connection.exec_driver_sql(_SELECT_HEAD).first()
             checkpoints = [(*r[:4], _checkpoint_time(r[4]), *r[5:]) for r in connection.exec_driver_sql(_SELECT_CHECKPOINTS)]
             staff = connection.execute(select(Authority.certificate_der).where(Authority.name == "staff")).scalar()
             wanted = {n for n in (_whole(c[1]) for c in checkpoints) if n is not None}
             wanted.update(line.seq for _, line in witnessed if isinstance(line, WitnessLine))
             rows = connection.exec_driver_sql(_SELECT)
-            walk = _walk(_plain(rows, progress, batch), wanted)
+            walk = _walk(_plain(rows, progress, batch), wanted, start_seq, start_hash)
         report.problems.extend(walk.problems)
         report.entries, report.last_seq = walk.count, walk.last_seq
     if head is None:
@@ -187,9 +197,24 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
     except (ValueError, TypeError):
         staff_cert = None
     authentic: dict[int, str] = {}
-    report.problems.extend(_check_checkpoints(checkpoints, walk, staff_cert, list(anchors), authentic))
+    report.problems.extend(p for p in _check_checkpoints(checkpoints, walk, staff_cert, list(anchors), authentic)
+                           if not (archived and p.code == "checkpoint-missing" and (p.seq or 0) <= archived.last_seq))
+    if archived is not None:
+        report.archived_through = archived.last_seq
+        if not archives:
+            report.notes.append(f"entries {archived.first_seq} to {archived.last_seq} (and any before) were archived "
+                                f"on {archived.at[:10]} to {archived.file} (SHA-256 {archived.sha256}): not checked "
+                                "here (give --archive)")
+    all_checkpoints = list(checkpoints)
+    if archives:
+        found = _check_archives([Path(a) for a in archives], archived, walk, staff_cert, list(anchors), wanted,
+                                authentic)
+        report.problems.extend(found.problems)
+        report.notes.extend(found.notes)
+        all_checkpoints = found.checkpoints + all_checkpoints
     if witness is not None:
-        report.problems.extend(_check_witness(witnessed, checkpoints, authentic, walk, staff_cert))
+        report.problems.extend(_check_witness(witnessed, all_checkpoints, authentic, walk, staff_cert,
+                                              archived.last_seq if archived else 0))
         with sessions() as session:
             report.problems.extend(compare_published(session, PublishedHistory.of(records)).problems())
     report.problems = _distinct(report.problems)
@@ -511,10 +536,80 @@ def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
     return problems
 
 
+@dataclass
+class _Archives:
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _check_archives(paths: list[Path], archived: ArchivedRange | None, w: _Walk, staff: x509.Certificate | None,
+                    anchors: list[x509.Certificate], wanted: set[int], authentic: dict[int, str]) -> _Archives:
+    """Each archive alone (its chain from its ``prev_hash``, its checkpoints, the last of which must
+    sign its last entry) and the junctions: archive to archive, the last to the database's chain
+    (the newest ``audit.archive`` entry names its range, last hash and SHA-256). The archived
+    entries' hashes go into ``w.covered`` and their authentic checkpoints into ``authentic``, for
+    the witness."""
+    out = _Archives()
+    read: list[AuditArchive] = []
+    for path in paths:
+        try:
+            read.append(read_archive(path))
+        except ArchiveInvalid as exc:
+            out.problems.append(Problem("archive", None, str(exc), code="archive-invalid"))
+    read.sort(key=lambda a: a.first_seq)
+    for archive in read:
+        name = archive.path.name
+        signer_ca = staff
+        embedded = archive.staff_ca()
+        if signer_ca is None and embedded:
+            signer_ca = embedded[0]
+        elif embedded and signer_ca is not None and embedded[0] != signer_ca:
+            out.problems.append(Problem("archive", None, f"{name}: its staff CA is not the database's",
+                                        code="archive-invalid"))
+            continue
+        walk = _walk(archive.entries, wanted | {c[1] for c in archive.checkpoints}, archive.first_seq - 1,
+                     archive.prev_hash)
+        out.problems.extend(walk.problems)
+        if (walk.last_seq, walk.last_hash, walk.count) != (archive.last_seq, archive.last_hash,
+                                                            archive.header["entries"]):
+            out.problems.append(Problem("archive", None, f"{name}: its entries do not end at entry {archive.last_seq} "
+                                        f"with the hash its header names ({archive.header['entries']} entries)",
+                                        code="archive-invalid"))
+        signed: dict[int, str] = {}
+        out.problems.extend(p for p in _check_checkpoints(archive.checkpoints, walk, signer_ca, anchors, signed)
+                            if not (p.code == "checkpoint-missing" and (p.seq or 0) < archive.first_seq))
+        if archive.last_seq not in signed or walk.covered.get(archive.last_seq) != archive.last_hash:
+            out.problems.append(Problem("archive", archive.last_seq, f"{name}: no authentic checkpoint signs its last "
+                                        "entry", code="archive-unsigned"))
+        authentic.update(signed)
+        w.covered.update({seq: h for seq, h in walk.covered.items() if seq not in w.covered})
+        out.checkpoints += archive.checkpoints
+    for before, after in zip(read, read[1:], strict=False):
+        if (before.last_seq + 1, before.last_hash) != (after.first_seq, after.prev_hash):
+            out.problems.append(Problem("archive", after.first_seq, f"{after.path.name} does not continue "
+                                        f"{before.path.name} (entries {before.last_seq + 1} on, chained to its last "
+                                        "hash)", code="archive-junction"))
+    if read:
+        last = read[-1]
+        if archived is None or (archived.last_seq, archived.last_hash) != (last.last_seq, last.last_hash):
+            out.problems.append(Problem("archive", last.last_seq + 1, f"the database's chain does not go on from "
+                                        f"{last.path.name} (it records entries up to "
+                                        f"{archived.last_seq if archived else 0} as archived)", code="archive-junction"))
+        elif archived.sha256 != last.sha256:
+            out.problems.append(Problem("archive", None, f"{last.path.name} is not the file the database recorded "
+                                        f"archiving (SHA-256 {archived.sha256})", code="archive-junction"))
+        if read[0].first_seq > 1:
+            out.notes.append(f"entries 1 to {read[0].first_seq - 1} are in older archives, not given")
+    return out
+
+
 def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], rows: list,
-                   authentic: dict[int, str], w: _Walk, staff: x509.Certificate | None) -> list[Problem]:
+                   authentic: dict[int, str], w: _Walk, staff: x509.Certificate | None,
+                   archived_through: int = 0) -> list[Problem]:
     """The database against the witness: each witnessed checkpoint must still be in the database
-    with the same signature, and the entry it covers must still have the witnessed hash."""
+    with the same signature, and the entry it covers must still have the witnessed hash (lines of
+    archived entries: in the archives given, else not compared)."""
     problems: list[Problem] = _restore_gaps(witnessed)
     superseded = _superseded(witnessed)
     restores = [number for number, line in witnessed if isinstance(line, WitnessLine) and line.restored is not None]
@@ -525,7 +620,7 @@ def _check_witness(witnessed: list[tuple[int, WitnessLine | WitnessMalformed]], 
             problems.append(Problem("witness", None, f"not a witness line: {line}", code="witness-malformed",
                                     line=number))
             continue
-        if number in superseded:
+        if number in superseded or (line.seq <= archived_through and line.seq not in w.covered):
             continue
         if line.seq < last_seq or line.seq == last_seq and line.restored is None:
             problems.append(Problem("witness", None, f"checkpoint of seq {line.seq} after one of seq {last_seq}: "

@@ -1,4 +1,4 @@
-"""`tessera audit`: verify, checkpoint, export, report on and list the tamper-evident audit trail.
+"""`tessera audit`: verify, checkpoint, archive, export, report on and list the tamper-evident audit trail.
 
 Every command that reads the trail out (verify, export) is itself recorded in it
 (``audit.verify``, ``audit.export``); an export whose audit entry cannot be written does not run.
@@ -115,14 +115,19 @@ def _filter(since: datetime.datetime | None, until: datetime.datetime | None, ev
               help="PEM root certificate(s) held outside the database to check the staff CA against.")
 @click.option("--witness", "witness_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The witness file to compare with (default: the deployment's, TESSERA_AUDIT_WITNESS).")
+@click.option("--archive", "archives", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="An archive of entries that left the database (`tessera audit archive`); repeatable: each is "
+                   "checked alone and at its junctions, with the others and the database.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-record", is_flag=True,
               help="Do not append an audit.verify entry: reads the database alone (read-only copies; no CA token needed).")
 @click.pass_obj
 @_errors
-def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, as_json: bool, no_record: bool) -> None:
-    """Recompute the hash chain, check every checkpoint and compare with the witness; one line per
-    finding (e.g. `checkpoint-missing seq=12`), exit 1 if any."""
+def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, archives: tuple[str, ...],
+               as_json: bool, no_record: bool) -> None:
+    """Recompute the hash chain, check every checkpoint and compare with the witness (and the
+    archives given); one line per finding (e.g. `checkpoint-missing seq=12`, `audit-gap seq=40`
+    after a restore), exit 1 if any."""
     from audit.export import count_entries
     from audit.verification import verify
 
@@ -138,9 +143,10 @@ def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, as
     sessions = obj.read_only_sessions() if no_record else obj.deployment.sessions
     if sys.stderr.isatty() and not as_json:
         with click.progressbar(length=count_entries(sessions), label="verifying", file=sys.stderr) as bar:
-            report = verify(sessions, anchors, progress=bar.update, witness=witness)
+            report = verify(sessions, anchors, progress=bar.update, witness=witness,
+                            archives=[Path(a) for a in archives])
     else:
-        report = verify(sessions, anchors, witness=witness)
+        report = verify(sessions, anchors, witness=witness, archives=[Path(a) for a in archives])
     if not no_record:
         _record(obj, "audit.verify", "success" if report.ok else "failure", None,
                 entries=report.entries, problems=len(report.problems))
@@ -149,6 +155,8 @@ def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, as
     else:
         for problem in report.problems:
             click.echo(str(problem))
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
         state = "OK" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"
         if witness is not None:
             click.echo(f"compared with the witness {witness}", err=True)
@@ -156,6 +164,29 @@ def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, as
                    f"last checkpoint at {report.last_checkpoint_seq}, in {report.seconds:.2f}s", err=True)
     if not report.ok:
         sys.exit(1)
+
+
+@group.command("archive")
+@click.option("--before", required=True, callback=_when,
+              help="Move the entries made before this UTC date (ISO 8601), at least 180 days ago.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The archive file (never overwritten).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_as
+@click.pass_obj
+@_errors
+def archive_cmd(obj: CliContext, before: datetime.datetime, out: str, as_json: bool, as_uid: str) -> None:
+    """Move old entries with their checkpoints to a file that verifies alone (retention: 180 days
+    online at least); the move is recorded as audit.archive. Check with `audit verify --archive`."""
+    from audit.archive import archive_entries
+    from ca.authority import utc_now
+
+    who = authorised_operator(obj, as_uid, "audit.export", "audit.archive", out)
+    moved = archive_entries(_trail(obj), obj.deployment.ca.chain("staff"), before, Path(out), who.subject, utc_now())
+    summary = {"file": out, "first_seq": moved.first_seq, "last_seq": moved.last_seq, "last_hash": moved.last_hash,
+               "sha256": moved.sha256}
+    click.echo(json.dumps(summary, indent=2) if as_json else
+               f"archived entries {moved.first_seq} to {moved.last_seq} with their checkpoints -> {out} "
+               f"(SHA-256 {moved.sha256})")
 
 
 @group.command("checkpoint")

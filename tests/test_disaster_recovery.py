@@ -79,7 +79,7 @@ def head(home: Home) -> int:
         return int(db.execute("SELECT seq FROM audit_head").fetchone()[0])
 
 
-def wait_witnessed(home: Home, timeout: float = 20) -> WitnessLine:
+def wait_witnessed(home: DrillHome, timeout: float = 20) -> WitnessLine:
     """Wait until the witness's newest checkpoint covers the audit head (the service checkpoints by time)."""
     deadline = time.monotonic() + timeout
     while True:
