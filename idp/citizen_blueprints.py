@@ -1,7 +1,7 @@
 """The citizen-facing and service-facing parts of the web service, registered by the app factory.
 
 :class:`CitizenServices` holds what they share, built once per process: the certificate
-validator (ca.validation), the Web eID token validator, the card-login nonces, the citizen
+validator (verification.certificates), the Web eID token validator, the card-login nonces, the citizen
 registry lookup and the audit trail.
 """
 
@@ -22,7 +22,7 @@ from idp.deployment import Deployment
 
 if TYPE_CHECKING:
     from audit.trail import AuditTrail
-    from ca.validation import CertificateValidator
+    from verification.certificates import CertificateValidator
     from idp.card_login_nonces import NonceStore
     from idp.webeid import TokenValidator
 
@@ -52,7 +52,7 @@ class CitizenServices:
 
     @cached_property
     def certificates(self) -> "CertificateValidator":
-        from ca.validation import CertificateValidator
+        from verification.certificates import CertificateValidator
 
         return CertificateValidator.for_deployment(self.deployment.engine, self.deployment.ocsp, self.deployment.now)
 

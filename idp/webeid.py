@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ca.validation import CertificateValidator, CertificateVerdict
+from verification.certificates import CertificateValidator, CertificateVerdict
 from cardsim.citizens import holder_name
 
 FORMAT = "web-eid:1.0"

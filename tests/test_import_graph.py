@@ -14,8 +14,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"translatable": 0, "store": 0, "ca": 1, "directory": 1, "audit": 2, "cardsim": 2, "verification": 2, "idp": 3, "backup": 3,
-          "cli": 4}
+LAYERS = {"translatable": 0, "store": 0, "ca": 1, "directory": 1, "audit": 2, "cardsim": 2, "verification": 2,
+          "idp": 3, "backup": 3, "cli": 4}
 #: upward imports still to be removed (issue 14: configuration below idp), each with its reason
 KNOWN_UPWARD = {
     ("cardsim.config", "idp.settings"): "the pseudonym key is derived from the deployment's data key, which "

@@ -106,7 +106,7 @@ def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Se
         fetcher_backend = RequestsFetcherBackend(per_request_timeout=int(max(1, fetch_timeout)))
     context = ValidationContext(trust_roots=roots, other_certs=others, moment=at, allow_fetching=fetch,
                                 crls=list(crls), ocsps=list(ocsps),
-                                revocation_mode="require" if require_revocation else "hard-fail",
+                                revocation_mode="require" if require_revocation else "soft-fail",
                                 weak_hash_algos=set(), fetcher_backend=fetcher_backend)
     validator = CertificateValidator(ee, validation_context=context, pkix_params=policy.params())
     try:

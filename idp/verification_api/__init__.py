@@ -2,7 +2,7 @@
 
 * ``POST /api/v1/certificates/verify``: is this certificate valid now (or at a time) for a purpose
   (staff-auth, citizen-auth, signing, service)? Every reason, the chain, subject, profile and the
-  revocation status with time, reason and source (:mod:`ca.validation`).
+  revocation status with time, reason and source (:mod:`verification.certificates`).
 * ``POST /api/v1/signed-records/verify``: a CMS SignedData (RFC 5652) with id-data content:
   signature, the signer's certificate (purpose ``signing``), the content.
 * ``POST /api/v1/signatures/verify``: a signature over data or its hash with a certificate.

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc.jws import JWSRegistry
 
-from ca.validation import MALFORMED
 from idp.citizen_blueprints import services
+from verification.certificates import MALFORMED
 
 
 def _jws_registry(algorithms: list[str]) -> JWSRegistry:

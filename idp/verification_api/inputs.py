@@ -12,7 +12,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from ca.validation import load_certificate
+from verification.certificates import load_certificate
+
 
 #: items in one ``verify-batch`` request
 MAX_BATCH = 100

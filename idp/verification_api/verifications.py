@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from sqlalchemy import select
 
-from ca.validation import MALFORMED, CertificateVerdict, Reason
 from idp.citizen_blueprints import services
 from idp.json_input import parse_json
 from idp.verification_api.inputs import (HASHES, PURPOSES, SOURCES, BadInput, base64_field, certificate_field,
                                          chain_field, choice_field, json_object, time_field)
+from verification.certificates import MALFORMED, CertificateVerdict, Reason
+from verification.signatures import verify_signature as check_signature
 
 
 @dataclass
@@ -129,7 +127,7 @@ def verify_signature(item: Any) -> Outcome:
             raise BadInput(f"digest must be {algorithm.digest_size} bytes for {hash_name}")
     reasons: list[Reason] = []
     try:
-        _check_signature(cert.public_key(), signature, message, algorithm, prehashed)
+        check_signature(cert.public_key(), signature, message, algorithm, prehashed=prehashed, raw_ecdsa=None)
     except (InvalidSignature, *MALFORMED):
         reasons.append(Reason("bad-signature", "the signature does not verify with the certificate's key"))
     verdict = services().certificates.validate(cert, purpose, chain_field(item), time_field(item), source)
@@ -138,19 +136,4 @@ def verify_signature(item: Any) -> Outcome:
     body = {"valid": not reasons, "reasons": [r.as_dict() for r in reasons], "signer": signer}
     national_id = _citizen_of(signer.get("subject"), verdict.national_id)
     return Outcome(body, national_id, _subject_text(signer), format(cert.serial_number, "x"), not reasons)
-
-
-def _check_signature(key: Any, signature: bytes, message: bytes, algorithm: hashes.HashAlgorithm,
-                     prehashed: bool) -> None:
-    alg: Any = Prehashed(algorithm) if prehashed else algorithm
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        size = (key.curve.key_size + 7) // 8
-        if len(signature) == 2 * size and signature[0] != 0x30:  # raw r||s (JWS form)
-            signature = encode_dss_signature(int.from_bytes(signature[:size], "big"),
-                                             int.from_bytes(signature[size:], "big"))
-        key.verify(signature, message, ec.ECDSA(alg))
-    elif isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, message, padding.PKCS1v15(), alg)
-    else:
-        raise TypeError("unsupported key type")
 

@@ -8,8 +8,15 @@ own OCSP responder answered in process (RFC 6960; the pre-produced answer from t
 there is one), or the CA's latest CRL (RFC 5280 section 6.3, via :class:`cardsim.trust.CrlStatus`).
 Revocation fails closed: an unknown status is a reason to refuse.
 
-Only Tessera's root is trusted, plus foreign CAs explicitly configured as anchors
-(``TESSERA_TRUST_ANCHORS``: a PEM file); a certificate from any other CA is ``untrusted-issuer``.
+This is the fast path for Tessera's own hierarchy (measured: docs/verification.md); foreign CAs named
+in the trust list (``TESSERA_TRUST_LIST``, :mod:`verification.trust_list`) are validated in full by
+:mod:`verification.paths` (RFC 5280 policy processing, name constraints, revocation of every
+certificate on the path), and the verdict names the anchor and the revocation source. A certificate
+from any other CA is ``untrusted-issuer``.
+
+The certificate policies a purpose accepts are numbers under the deployment's policy arc
+(``TESSERA_POLICY_ARC``), read from the issuing CAs' own certificatePolicies (RFC 5280 section
+4.2.1.4), so a deployment with its own arc validates its own certificates.
 """
 
 from __future__ import annotations
@@ -20,13 +27,11 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (Criticality, ExtensionPolicy, PolicyBuilder, Store,
@@ -34,13 +39,27 @@ from cryptography.x509.verification import (Criticality, ExtensionPolicy, Policy
 from sqlalchemy import Engine, bindparam, select
 
 from ca.models import Authority, Certificate, Crl
-from ca.profiles import EXAMPLE_POLICY_ARC as POLICY_ARC
+from ca.profiles import EXAMPLE_POLICY_ARC, PROFILES
+from verification.paths import PolicyInputs, validate_path
+from verification.reasons import Reason
+from verification.trust_list import CrlCache, ForeignAnchor, load_trust_list
+from verification.signatures import verify_signature
 
 REVOCATION_SOURCES = ("ocsp", "crl", "store")
 
+#: the policy arcs of the issuing CAs this process has loaded (:meth:`Anchors.from_store`); a policy
+#: OID is Tessera's when it is ``<arc>.<profile policy number>`` under one of them
+ARCS: set[str] = {EXAMPLE_POLICY_ARC}
 
-def _policy(number: int) -> x509.ObjectIdentifier:
-    return x509.ObjectIdentifier(f"{POLICY_ARC}.{number}")
+
+def _numbers(*profiles: str) -> dict[int, str]:
+    return {PROFILES[name].policy_number: name for name in profiles}
+
+
+def _tessera_policy(oid: str) -> int | None:
+    """The profile policy number of ``oid`` when it lies under a known arc (RFC 5280 section 4.2.1.4)."""
+    arc, _, number = oid.rpartition(".")
+    return int(number) if arc in ARCS and number.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -53,32 +72,21 @@ class Purpose:
     key_usage: tuple[str, ...]
     #: extendedKeyUsage that must be present, if any (section 4.2.1.12)
     eku: x509.ObjectIdentifier | None
-    #: one of these certificate policies must be asserted (section 4.2.1.4); maps policy -> profile
-    policies: dict[str, str]
+    #: one of these certificate policies must be asserted (section 4.2.1.4): the policy's number
+    #: under the deployment's arc -> the profile
+    policies: dict[int, str]
 
 
 PURPOSES: dict[str, Purpose] = {p.name: p for p in (
     Purpose("staff-auth", "a staff member authenticating", ("digital_signature",), ExtendedKeyUsageOID.CLIENT_AUTH,
-            {_policy(1).dotted_string: "staff-auth"}),
+            _numbers("staff-auth")),
     Purpose("citizen-auth", "a citizen authenticating with the card", ("digital_signature",),
-            ExtendedKeyUsageOID.CLIENT_AUTH, {_policy(3).dotted_string: "citizen-auth"}),
+            ExtendedKeyUsageOID.CLIENT_AUTH, _numbers("citizen-auth")),
     Purpose("signing", "a legally binding signature (nonRepudiation)", ("content_commitment",), None,
-            {_policy(2).dotted_string: "staff-sign", _policy(4).dotted_string: "citizen-sign",
-             _policy(5).dotted_string: "service"}),
+            _numbers("staff-sign", "citizen-sign", "service")),
     Purpose("service", "a department's system authenticating", ("digital_signature",),
-            ExtendedKeyUsageOID.CLIENT_AUTH, {_policy(5).dotted_string: "service"}),
+            ExtendedKeyUsageOID.CLIENT_AUTH, _numbers("service")),
 )}
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One reason a certificate is not valid: a machine ``code`` and a human ``detail``."""
-
-    code: str
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,8 @@ class CertificateVerdict:
     profile: str | None = None
     revocation: RevocationStatus = field(default_factory=lambda: RevocationStatus("unknown", "none"))
     validated_at: datetime.datetime | None = None
+    #: the trust anchor of the path: "tessera" for our own hierarchy, else the trust list's name
+    anchor: str | None = None
 
     @property
     def codes(self) -> set[str]:
@@ -121,7 +131,7 @@ class CertificateVerdict:
         """The national identity number of a citizen certificate (ETSI EN 319 412-1 ``PNO<CC>-``)."""
         if self.certificate is None:
             return None
-        return certificate_facts(self.certificate)["national_id"]  # type: ignore[no-any-return]
+        return certificate_facts(self.certificate)["national_id"]
 
     def as_dict(self) -> dict[str, Any]:
         facts = certificate_facts(self.certificate) if self.certificate is not None else {}
@@ -137,6 +147,7 @@ class CertificateVerdict:
             "chain": [chain_entry(c) for c in self.chain],
             "revocation": self.revocation.as_dict(),
             "validated_at": self.validated_at.isoformat() if self.validated_at else None,
+            "anchor": self.anchor,
         }
 
 
@@ -181,7 +192,8 @@ MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGen
 #: RFC 5280 section 4.2 names of the extensions asn1crypto calls otherwise
 _EXTENSION_NAMES = {"subject_alt_name": "subjectAltName", "issuer_alt_name": "issuerAltName",
                     "extended_key_usage": "extendedKeyUsage", "authority_information_access": "authorityInfoAccess",
-                    "subject_information_access": "subjectInfoAccess", "crl_distribution_points": "cRLDistributionPoints",
+                    "subject_information_access": "subjectInfoAccess",
+                    "crl_distribution_points": "cRLDistributionPoints",
                     "certificate_policies": "certificatePolicies", "key_usage": "keyUsage",
                     "basic_constraints": "basicConstraints", "name_constraints": "nameConstraints",
                     "policy_constraints": "policyConstraints", "policy_mappings": "policyMappings",
@@ -200,7 +212,8 @@ def _extension_at_fault(cert: x509.Certificate, error: Exception) -> str:
         name = _EXTENSION_NAMES.get(name, name)
         return f"extensions (duplicate {name})"
     try:
-        extensions = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))["tbs_certificate"]["extensions"]
+        loaded = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+        extensions = loaded["tbs_certificate"]["extensions"]
         for extension in extensions:
             name = str(extension["extn_id"].native)
             try:
@@ -232,9 +245,11 @@ def malformed_part(cert: x509.Certificate) -> str | None:
     return known.malformed or None
 
 
-def malformed_verdict(purpose: str, part: str, at: datetime.datetime | None, where: str = "certificate") -> CertificateVerdict:
+def malformed_verdict(purpose: str, part: str, at: datetime.datetime | None,
+                      where: str = "certificate") -> CertificateVerdict:
     """``valid: false`` with reason ``malformed-certificate`` naming the part (no subject, no chain)."""
-    return CertificateVerdict(False, purpose, (Reason("malformed-certificate", f"the {where}'s {part} cannot be parsed"),),
+    reason = Reason("malformed-certificate", f"the {where}'s {part} cannot be parsed")
+    return CertificateVerdict(False, purpose, (reason,),
                               None, validated_at=at)
 
 
@@ -339,7 +354,8 @@ def _ee_policy(purpose: Purpose) -> ExtensionPolicy:
             raise ValueError("extendedKeyUsage lacks the purpose")
 
     def policies(_policy: Any, _cert: x509.Certificate, value: x509.CertificatePolicies | None) -> None:
-        if value is None or not {p.policy_identifier.dotted_string for p in value} & purpose.policies.keys():
+        numbers = {_tessera_policy(p.policy_identifier.dotted_string) for p in value or ()}
+        if value is None or not numbers & purpose.policies.keys():
             raise ValueError("no accepted certificate policy")
 
     policy = (ExtensionPolicy.permit_all()
@@ -375,37 +391,46 @@ def purpose_reasons(cert: x509.Certificate, purpose: Purpose) -> list[Reason]:
 def profile_of(cert: x509.Certificate, purpose: Purpose | None = None) -> str | None:
     """The Tessera profile the certificate asserts by policy (within ``purpose`` when given)."""
     try:
-        asserted = {p.policy_identifier.dotted_string for p in
+        asserted = {_tessera_policy(p.policy_identifier.dotted_string) for p in
                     cert.extensions.get_extension_for_class(x509.CertificatePolicies).value}
     except x509.ExtensionNotFound:
         return None
     table = purpose.policies if purpose else {k: v for p in PURPOSES.values() for k, v in p.policies.items()}
-    return next((table[p] for p in sorted(asserted) if p in table), None)
+    return next((table[p] for p in sorted(n for n in asserted if n is not None) if p in table), None)
 
 
 # --- trust ---------------------------------------------------------------------------------
 @dataclass
 class Anchors:
-    """The trust anchors and known intermediates (ours from the store, foreign ones configured)."""
+    """The trust anchors: ours (root and issuing CAs from the store) for the fast path, and the
+    foreign anchors of the trust list, validated in full (:mod:`verification.paths`)."""
 
     roots: list[x509.Certificate]
     intermediates: list[x509.Certificate]
     #: authority name by subject DER of our issuing CAs (for the store and OCSP lookups)
     ours: dict[bytes, str]
-    foreign: list[x509.Certificate] = field(default_factory=list)
+    foreign: list[ForeignAnchor] = field(default_factory=list)
 
     @classmethod
-    def from_store(cls, engine: Engine, extra_anchor_file: str | None = None) -> "Anchors":
+    def from_store(cls, engine: Engine, trust_list: str | None = None) -> "Anchors":
+        """Our CAs from the store (their certificatePolicies give the deployment's policy arc,
+        registered in :data:`ARCS`), plus the trust list at ``trust_list`` (default
+        ``TESSERA_TRUST_LIST``; none when unset)."""
         with engine.connect() as conn:
             rows = conn.execute(select(Authority.name, Authority.certificate_der)).all()
         certs = {name: x509.load_der_x509_certificate(der) for name, der in rows}
         roots = [c for n, c in certs.items() if n == "root"]
         intermediates = [c for n, c in certs.items() if n != "root"]
-        foreign: list[x509.Certificate] = []
-        path = extra_anchor_file if extra_anchor_file is not None else os.environ.get("TESSERA_TRUST_ANCHORS")
-        if path:
-            foreign = x509.load_pem_x509_certificates(Path(path).read_bytes())
-        return cls(roots + foreign, intermediates, {c.subject.public_bytes(): n for n, c in certs.items()}, foreign)
+        for cert in intermediates:
+            try:
+                named = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+            except (x509.ExtensionNotFound, *MALFORMED):
+                continue
+            ARCS.update(p.policy_identifier.dotted_string.rpartition(".")[0] for p in named
+                        if p.policy_identifier != x509.oid.CertificatePoliciesOID.ANY_POLICY)
+        path = trust_list if trust_list is not None else os.environ.get("TESSERA_TRUST_LIST")
+        foreign = load_trust_list(path, tuple(PURPOSES)) if path else []
+        return cls(roots, intermediates, {c.subject.public_bytes(): n for n, c in certs.items()}, foreign)
 
 
 # --- revocation ---------------------------------------------------------------------------
@@ -427,7 +452,8 @@ class RevocationChecker:
         self._requests: dict[tuple[bytes, bytes], bytes] = {}
         self._answers: dict[tuple[bytes, int], Any] = {}
 
-    def check(self, cert: x509.Certificate, issuer: x509.Certificate, source: str, at: datetime.datetime) -> RevocationStatus:
+    def check(self, cert: x509.Certificate, issuer: x509.Certificate, source: str,
+              at: datetime.datetime) -> RevocationStatus:
         if source == "store":
             return self._store(cert)
         if source == "crl":
@@ -503,7 +529,8 @@ class RevocationChecker:
             return checked
         response = checked
         this_update = response.this_update_utc
-        if (response.next_update_utc is not None and response.next_update_utc < at) or this_update > at + datetime.timedelta(minutes=5):
+        stale = response.next_update_utc is not None and response.next_update_utc < at
+        if stale or this_update > at + datetime.timedelta(minutes=5):
             return RevocationStatus("unknown", "ocsp", this_update, detail="the OCSP response is not current")
         if response.certificate_status == ocsp.OCSPCertStatus.GOOD:
             return RevocationStatus("good", "ocsp", this_update)
@@ -527,9 +554,9 @@ class RevocationChecker:
                 return RevocationStatus("unknown", "ocsp", detail="the OCSP responder is not authorised by the CA")
             signer = candidate
         try:
-            _verify(signer.public_key(), response.signature, response.tbs_response_bytes,
-                    response.signature_hash_algorithm)
-        except (InvalidSignature, TypeError, ValueError):
+            verify_signature(signer.public_key(), response.signature, response.tbs_response_bytes,
+                             response.signature_hash_algorithm)
+        except (InvalidSignature, *MALFORMED):
             return RevocationStatus("unknown", "ocsp", detail="the OCSP response signature does not verify")
         if response.serial_number != cert.serial_number:
             return RevocationStatus("unknown", "ocsp", detail="the OCSP response is about another certificate")
@@ -549,15 +576,12 @@ class RevocationChecker:
         return known
 
 
-def _verify(public_key: Any, signature: bytes, data: bytes, algorithm: hashes.HashAlgorithm | None) -> None:
-    if algorithm is None:
-        raise ValueError("no hash algorithm")
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        public_key.verify(signature, data, ec.ECDSA(algorithm))
-    elif isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(signature, data, padding.PKCS1v15(), algorithm)
-    else:
-        raise TypeError("unsupported key type")
+#: RFC 5280 section 4.2.1.3 bits as cryptography and pyhanko-certvalidator name them
+_PYHANKO_KEY_USAGE = {"digital_signature": "digital_signature", "content_commitment": "non_repudiation"}
+
+
+def certificate_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 # --- the validator --------------------------------------------------------------------------
@@ -570,6 +594,8 @@ class CertificateValidator:
         self.revocation = revocation
         self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
         self._store = Store(anchors.roots) if anchors.roots else None
+        #: CRLs of foreign CAs, fetched from their distribution points, each until its nextUpdate
+        self.crl_cache = CrlCache()
         self._ee = {name: _ee_policy(p) for name, p in PURPOSES.items()}
         self._builders: dict[tuple[str, datetime.datetime], PolicyBuilder] = {}
         self._lock = threading.Lock()
@@ -584,6 +610,7 @@ class CertificateValidator:
 
     def _verifier(self, purpose: str, at: datetime.datetime, ee: ExtensionPolicy | None = None) -> Any:
         at = at.replace(microsecond=0)
+        assert self._store is not None  # _path asks only when there are anchors
         if ee is not None:
             return (PolicyBuilder().store(self._store).time(at)
                     .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
@@ -630,6 +657,10 @@ class CertificateValidator:
                 if len(self._paths) > 10000:
                     self._paths = {}
                 self._paths[key] = (window[0], window[1], tuple(reasons), built)
+        if not built and self.anchors.foreign:
+            foreign = self._foreign(cert, purpose, chain, at)
+            if foreign is not None:
+                return foreign
         revocation = RevocationStatus("unknown", "none", detail="not checked: no trusted path")
         issuer = built[1] if len(built) > 1 else None
         if issuer is not None and subject_der(issuer) in self.anchors.ours:
@@ -638,12 +669,52 @@ class CertificateValidator:
                 when = f" at {revocation.revoked_at:%Y-%m-%d %H:%M:%SZ}" if revocation.revoked_at else ""
                 reasons.append(Reason("revoked", f"revoked ({revocation.reason}){when}, per {revocation.source}"))
             elif revocation.status != "good":
-                reasons.append(Reason("revocation-unknown", f"status unknown ({revocation.source}): {revocation.detail}"))
+                reasons.append(Reason("revocation-unknown",
+                                      f"status unknown ({revocation.source}): {revocation.detail}"))
         elif issuer is not None:
             revocation = RevocationStatus("unknown", "none", detail="a foreign CA: no revocation source configured")
             reasons.append(Reason("revocation-unknown", revocation.detail))
         return CertificateVerdict(not reasons, purpose, tuple(reasons), cert, built, certificate_facts(cert)["profile"],
-                                  revocation, at)
+                                  revocation, at, "tessera" if built else None)
+
+    def _foreign(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate],
+                 at: datetime.datetime) -> CertificateVerdict | None:
+        """Full RFC 5280 validation (:func:`verification.paths.validate_path`) to each trust-list
+        anchor accepted for ``purpose`` whose name issues something on the given path; the first
+        valid answer, else the reasons against the nearest anchor; None when no anchor applies."""
+        issuers = {subject_der(c) for c in chain} | {cert.issuer.public_bytes()}
+        candidates = [a for a in self.anchors.foreign if purpose in a.purposes
+                      and subject_der(a.certificate) in {c.issuer.public_bytes() for c in [cert, *chain]} | issuers]
+        verdict = None
+        wanted = PURPOSES[purpose]
+        usage = frozenset(_PYHANKO_KEY_USAGE[bit] for bit in wanted.key_usage)
+        eku = frozenset({wanted.eku.dotted_string}) if wanted.eku is not None else None
+        for anchor in candidates:
+            path_certs = [cert, *chain]
+            crls: list[bytes] = []
+            if anchor.revocation == "crl":
+                for url in {u for c in path_certs for u in CrlCache.points(c)}:
+                    der = self.crl_cache.get(url, at, anchor.timeout)
+                    if der is not None:
+                        crls.append(der)
+            policy = (PolicyInputs(anchor.policies, initial_explicit_policy=True) if anchor.policies
+                      else PolicyInputs())
+            outcome = validate_path(certificate_der(cert), [certificate_der(c) for c in chain], [anchor.der], at,
+                                    crls=crls, policy=policy, key_usage=usage, extended_key_usage=eku,
+                                    fetch=anchor.revocation == "ocsp", fetch_timeout=anchor.timeout,
+                                    require_revocation=not anchor.fail_open)
+            source = f"{anchor.revocation} ({len(crls)} CRL{'s' if len(crls) != 1 else ''} fetched)" \
+                if anchor.revocation == "crl" else "ocsp"
+            codes = {r.code for r in outcome.reasons}
+            status = "good" if outcome.valid else ("revoked" if "revoked" in codes else "unknown")
+            revocation = RevocationStatus(status, anchor.revocation, at,
+                                          detail=f"every certificate of the path, per {source}; anchor {anchor.name}")
+            built = tuple(x509.load_der_x509_certificate(der) for der in outcome.path)
+            verdict = CertificateVerdict(outcome.valid, purpose, outcome.reasons, cert, built, None, revocation, at,
+                                         anchor.name)
+            if outcome.valid:
+                return verdict
+        return verdict
 
     def _path(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate],
               at: datetime.datetime) -> tuple[list[Reason], tuple[x509.Certificate, ...]]:
@@ -666,7 +737,8 @@ class CertificateValidator:
             if fit:
                 # the purpose failed (already named); is the path itself good?
                 try:
-                    built = tuple(self._verifier(purpose, at, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
+                    permissive = self._verifier(purpose, at, ExtensionPolicy.permit_all())
+                    built = tuple(permissive.verify(cert, intermediates).chain)
                 except (VerificationError, ValueError) as exc2:
                     chain_text = str(exc2)[:300]
             if not built and not any(r.code in ("expired", "not-yet-valid") for r in reasons):
@@ -675,7 +747,8 @@ class CertificateValidator:
                 # an expired certificate: find the path at a time it was valid, so the chain is still shown
                 try:
                     mid = cert.not_valid_before_utc + (cert.not_valid_after_utc - cert.not_valid_before_utc) / 2
-                    built = tuple(self._verifier("x", mid, ExtensionPolicy.permit_all()).verify(cert, intermediates).chain)
+                    permissive = self._verifier("x", mid, ExtensionPolicy.permit_all())
+                    built = tuple(permissive.verify(cert, intermediates).chain)
                 except (VerificationError, ValueError) as exc3:
                     reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {str(exc3)[:300]}"))
         return reasons, built

@@ -1,0 +1,166 @@
+"""Foreign trust anchors (issue 15 item 3): a second CA hierarchy built here, its CRLs served by a
+tiny HTTP server on 127.0.0.1; the trust list (TOML) names its root with purposes, policies and
+CRL revocation. A certificate of the listed CA is valid, the verdict names the anchor and the
+revocation source; revoked, unreachable (fail closed), wrong policy and unlisted purpose are not.
+CRLs are fetched once and kept until their nextUpdate."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import create_engine
+
+from verification.certificates import Anchors, CertificateValidator, RevocationChecker
+from verification.trust_list import ForeignAnchor, TrustListError, load_trust_list
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+POLICY = "1.3.6.1.4.1.99999.7.1"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Northland"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey,
+          ca: bool, crl_url: str | None) -> x509.Certificate:
+    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=365))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                            crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                              critical=False)
+               .add_extension(x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(POLICY), None)]),
+                              critical=False))
+    if crl_url:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(crl_url)], None, None, None)]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _crl(issuer: str, key: ec.EllipticCurvePrivateKey, revoked: list[int]) -> bytes:
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(_name(issuer))
+               .last_update(NOW - datetime.timedelta(hours=1)).next_update(NOW + datetime.timedelta(days=1))
+               .add_extension(x509.CRLNumber(1), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False))
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                                  .revocation_date(NOW - datetime.timedelta(minutes=30)).build())
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+class Foreign:
+    """The foreign hierarchy and its CRL server (paths -> DER; hits counted)."""
+
+    def __init__(self) -> None:
+        self.served: dict[str, bytes] = {}
+        self.hits: Counter[str] = Counter()
+        served, hits = self.served, self.hits
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                hits[self.path] += 1
+                body = served.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "application/pkix-crl")
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.root_key, self.ca_key, self.ee_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+        self.root = _cert("Northland Root", self.root_key, "Northland Root", self.root_key, True, None)
+        self.ca = _cert("Northland Signing CA", self.ca_key, "Northland Root", self.root_key, True, base + "/root.crl")
+        self.ee = _cert("Anna Signer", self.ee_key, "Northland Signing CA", self.ca_key, False, base + "/ca.crl")
+        self.revoked = _cert("Revoked Signer", self.ee_key, "Northland Signing CA", self.ca_key, False,
+                             base + "/ca.crl")
+        self.served["/root.crl"] = _crl("Northland Root", self.root_key, [])
+        self.served["/ca.crl"] = _crl("Northland Signing CA", self.ca_key, [self.revoked.serial_number])
+
+    def validator(self, **anchor: object) -> CertificateValidator:
+        entry = ForeignAnchor(**{"name": "Northland", "certificate": self.root, "purposes": frozenset({"signing"}),
+                                 "policies": frozenset({POLICY}), "timeout": 2.0, **anchor})  # type: ignore[arg-type]
+        engine = create_engine("sqlite://")
+        return CertificateValidator(Anchors([], [], {}, [entry]), RevocationChecker(engine), lambda: NOW)
+
+
+@pytest.fixture(scope="module")
+def foreign() -> Iterator[Foreign]:
+    hierarchy = Foreign()
+    try:
+        yield hierarchy
+    finally:
+        hierarchy.server.shutdown()
+
+
+def test_a_listed_foreign_certificate_is_valid_and_names_anchor_and_source(foreign: Foreign) -> None:
+    verdict = foreign.validator().validate(foreign.ee, "signing", [foreign.ca])
+    assert verdict.valid, verdict.reasons
+    body = verdict.as_dict()
+    assert body["anchor"] == "Northland" and body["revocation"]["source"] == "crl"
+    assert body["revocation"]["status"] == "good" and "anchor Northland" in body["revocation"]["detail"]
+    assert [c["subject"].split(",")[0] for c in body["chain"]] == ["CN=Anna Signer", "CN=Northland Signing CA",
+                                                                    "CN=Northland Root"]
+
+
+def test_revoked_unreachable_wrong_policy_and_unlisted_purpose(foreign: Foreign) -> None:
+    revoked = foreign.validator().validate(foreign.revoked, "signing", [foreign.ca])
+    assert not revoked.valid and revoked.codes == {"revoked"}, revoked.reasons
+    assert revoked.revocation.status == "revoked"
+    saved = foreign.served.pop("/ca.crl")
+    try:  # no CRL to be had (404): fail closed, unless the list says fail_open
+        closed = foreign.validator().validate(foreign.ee, "signing", [foreign.ca])
+        assert not closed.valid and closed.codes == {"revocation-unknown"}, closed.reasons
+        assert foreign.validator(fail_open=True).validate(foreign.ee, "signing", [foreign.ca]).valid
+    finally:
+        foreign.served["/ca.crl"] = saved
+    other_policy = foreign.validator(policies=frozenset({"1.3.6.1.4.1.99999.7.2"}))
+    refused = other_policy.validate(foreign.ee, "signing", [foreign.ca])
+    assert not refused.valid and refused.codes == {"path-invalid"}, refused.reasons
+    unlisted = foreign.validator().validate(foreign.ee, "citizen-auth", [foreign.ca])
+    assert not unlisted.valid and "untrusted-issuer" in unlisted.codes and unlisted.anchor is None
+
+
+def test_crls_are_kept_until_next_update(foreign: Foreign) -> None:
+    validator = foreign.validator()
+    before = foreign.hits["/ca.crl"]
+    for _ in range(3):
+        assert validator.validate(foreign.ee, "signing", [foreign.ca]).valid
+    assert foreign.hits["/ca.crl"] == before + 1
+
+
+def test_trust_list_file(foreign: Foreign, tmp_path: Path) -> None:
+    (tmp_path / "root.pem").write_bytes(foreign.root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "list.toml").write_text(f'[[anchor]]\nname = "Northland"\ncertificate = "root.pem"\n'
+                                        f'purposes = ["signing"]\npolicies = ["{POLICY}"]\ntimeout = 3\n')
+    [anchor] = load_trust_list(tmp_path / "list.toml", ("signing", "service"))
+    assert anchor.name == "Northland" and anchor.revocation == "crl" and not anchor.fail_open
+    assert anchor.certificate == foreign.root and anchor.policies == {POLICY} and anchor.timeout == 3
+    for bad in ('[[anchor]]\nname = "x"\ncertificate = "root.pem"\npurposes = ["flying"]\n',
+                '[[anchor]]\nname = "x"\ncertificate = "missing.pem"\npurposes = ["signing"]\n',
+                '[[anchor]]\nname = "x"\ncertificate = "root.pem"\npurposes = ["signing"]\nrevocation = "hope"\n',
+                "[[anchor]\n"):
+        (tmp_path / "bad.toml").write_text(bad)
+        with pytest.raises(TrustListError):
+            load_trust_list(tmp_path / "bad.toml", ("signing",))
