@@ -134,10 +134,14 @@ class SealedWriter:
     def write(self, data: bytes) -> int:
         if self._closed:
             raise ValueError("the sealed stream is closed")
-        self._buffer += data
-        while len(self._buffer) > CHUNK:  # keep at least one byte back: the last chunk is sealed on close
-            self._seal(bytes(self._buffer[:CHUNK]), last=False)
-            del self._buffer[:CHUNK]
+        view = memoryview(data)
+        while len(self._buffer) + len(view) > CHUNK:  # a byte at least stays: the last chunk is sealed on close
+            take = CHUNK - len(self._buffer)
+            self._buffer += view[:take]
+            self._seal(bytes(self._buffer), last=False)
+            self._buffer.clear()
+            view = view[take:]
+        self._buffer += view
         return len(data)
 
     def _seal(self, plaintext: bytes, last: bool) -> None:
@@ -187,7 +191,7 @@ class SealedReader:
         self._prefix, self._chunk, self._source = prefix, chunk, source
         self._counter = 0
         self._pending = source.read(chunk + TAG)
-        self._plain = b""
+        self._plain, self._at = b"", 0
         self._done = False
 
     def _next(self) -> None:
@@ -198,7 +202,7 @@ class SealedReader:
             raise ArchiveDamaged(f"the archive is cut short (chunk {self._counter})")
         nonce = self._prefix + struct.pack(">IB", self._counter, 1 if last else 0)
         try:
-            self._plain = self._aead.decrypt(nonce, sealed, self._aad)
+            self._plain, self._at = self._aead.decrypt(nonce, sealed, self._aad), 0
         except InvalidTag:
             where = "its last chunk" if last else f"the chunk at byte {self._counter * (self._chunk + TAG)} of its body"
             raise ArchiveDamaged(f"the archive is damaged or cut short: {where} (chunk {self._counter}) does not "
@@ -209,14 +213,15 @@ class SealedReader:
     def read(self, size: int = -1) -> bytes:
         out = bytearray()
         while size < 0 or len(out) < size:
-            if not self._plain:
+            left = len(self._plain) - self._at
+            if not left:
                 if self._done:
                     break
                 self._next()
                 continue
-            take = len(self._plain) if size < 0 else min(size - len(out), len(self._plain))
-            out += self._plain[:take]
-            self._plain = self._plain[take:]
+            take = left if size < 0 else min(size - len(out), left)
+            out += self._plain[self._at:self._at + take]
+            self._at += take
         return bytes(out)
 
     def readable(self) -> bool:
