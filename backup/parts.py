@@ -120,8 +120,8 @@ def restore_database(files: DeploymentFiles, copy: Path) -> None:
     if files.database.get_backend_name() != "postgresql":
         raise RestoreRefused("the backup holds a PostgreSQL dump: set TESSERA_DATABASE_URL to an empty PostgreSQL "
                              "database")
-    _run([PG_RESTORE, "--no-owner", "--exit-on-error", "--single-transaction", "--no-password", str(copy)],
-         _pg_env(files.database), "pg_restore")
+    _run([PG_RESTORE, "--no-owner", "--exit-on-error", "--single-transaction", "--no-password",
+          f"--dbname={files.database.database}", str(copy)], _pg_env(files.database), "pg_restore")
 
 
 def database_is_empty(files: DeploymentFiles) -> bool:

@@ -198,3 +198,41 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").exists()
     later = now + datetime.timedelta(days=30)
     assert [b.made.day for b in prune(tmp_path, keep=1, max_age=datetime.timedelta(days=1), now=later)] == [5, 4]
+
+
+def test_postgresql_through_pg_dump_into_an_empty_database_only(postgres_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import inspect, make_url
+    from sqlalchemy import text as sql
+
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        conn.execute(sql("DROP DATABASE IF EXISTS restored"))
+        conn.execute(sql("CREATE DATABASE restored"))
+    engine.dispose()
+    source = create_engine(postgres_url)
+    schema.upgrade(source)
+    with source.begin() as conn:
+        conn.execute(sql("INSERT INTO audit_checkpoint_schedule (id, due_at, holder) VALUES (2, now(), 'backup test')"))
+    source.dispose()
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    files = parts.DeploymentFiles(home=home, database_url=postgres_url, secrets_dir=home / "secrets")
+    out = tmp_path / "pg.tbk"
+    manifest = create_backup(files, out, PASSPHRASE)
+    assert manifest.database == "postgresql" and "database/tessera.pgdump" in manifest.files
+    restored_url = make_url(postgres_url).set(database="restored").render_as_string(hide_password=False)
+    target = parts.DeploymentFiles(home=tmp_path / "restored-home", database_url=restored_url,
+                                   secrets_dir=tmp_path / "restored-home" / "secrets")
+    restore_backup(out, PASSPHRASE, target)
+    copy = create_engine(restored_url)
+    try:
+        assert "audit_entry" in inspect(copy).get_table_names()
+        with copy.connect() as conn:
+            assert conn.execute(sql("SELECT holder FROM audit_checkpoint_schedule WHERE id = 2")).scalar() == \
+                "backup test"
+    finally:
+        copy.dispose()
+    with pytest.raises(RestoreRefused, match="database is not empty"):
+        restore_backup(out, PASSPHRASE, parts.DeploymentFiles(home=tmp_path / "third", database_url=restored_url,
+                                                             secrets_dir=tmp_path / "third" / "secrets"))
