@@ -16,7 +16,9 @@ import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import (ExpiredError, InsufficientRevinfoError, InvalidCertificateError,
                                           NotYetValidError, PathBuildingError, PathValidationError, RevokedError,
@@ -77,10 +79,39 @@ def _reason(error: Exception) -> Reason:
     return Reason("path-invalid", text)
 
 
+#: parsed certificates by DER (asn1crypto parses lazily, and parsing is most of a validation's cost)
+_PARSED: dict[bytes, asn1_x509.Certificate] = {}
+
+
 def _load(der: bytes) -> asn1_x509.Certificate:
-    cert = asn1_x509.Certificate.load(der)
-    cert.native  # noqa: B018 (parse every part now: a malformed part is a verdict, not a crash later)
+    """``der`` parsed, every part at once (a malformed part is a verdict here, not a crash later);
+    kept per process in a bounded table."""
+    cert = _PARSED.get(der)
+    if cert is None:
+        cert = asn1_x509.Certificate.load(der)
+        cert.native  # noqa: B018
+        if len(_PARSED) > 4096:
+            _PARSED.clear()
+        _PARSED[der] = cert
     return cert
+
+
+#: parsed CRLs by DER (None: does not parse), like :data:`_PARSED`
+_CRLS: dict[bytes, asn1_crl.CertificateList | None] = {}
+
+
+def _crl(der: bytes) -> asn1_crl.CertificateList | None:
+    """``der`` parsed as a CRL (RFC 5280 section 5.1), or None: a CRL that does not parse is no status."""
+    if der not in _CRLS:
+        try:
+            x509.load_der_x509_crl(der)  # strict DER first: asn1crypto is lenient and lazy
+            parsed: asn1_crl.CertificateList | None = asn1_crl.CertificateList.load(der)
+        except ValueError:
+            parsed = None
+        if len(_CRLS) > 256:
+            _CRLS.clear()
+        _CRLS[der] = parsed
+    return _CRLS[der]
 
 
 def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Sequence[bytes],
@@ -99,13 +130,14 @@ def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Se
         roots = [_load(der) for der in anchors]
     except _UNPARSEABLE as exc:
         return PathOutcome(False, (Reason("malformed-certificate", f"a certificate cannot be parsed: {exc}"[:300]),))
+    parsed_crls = [crl for crl in map(_crl, crls) if crl is not None]
     fetcher_backend = None
     if fetch:
         from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
 
         fetcher_backend = RequestsFetcherBackend(per_request_timeout=int(max(1, fetch_timeout)))
     context = ValidationContext(trust_roots=roots, other_certs=others, moment=at, allow_fetching=fetch,
-                                crls=list(crls), ocsps=list(ocsps),
+                                crls=parsed_crls, ocsps=list(ocsps),
                                 revocation_mode="require" if require_revocation else "soft-fail",
                                 weak_hash_algos=set(), fetcher_backend=fetcher_backend)
     validator = CertificateValidator(ee, validation_context=context, pkix_params=policy.params())
@@ -113,7 +145,7 @@ def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Se
         path = asyncio.run(validator.async_validate_usage(set(key_usage), set(extended_key_usage or ()) or None))
     except (ValidationError, PathBuildingError) as exc:
         return PathOutcome(False, (_reason(exc),))
-    except _UNPARSEABLE as exc:  # a part only read during validation (an extension's value)
+    except (*_UNPARSEABLE, ExceptionGroup) as exc:  # a part only read during validation (an extension's value)
         return PathOutcome(False, (Reason("malformed-certificate", f"a certificate cannot be parsed: {exc}"[:300]),))
     ders = tuple(c.dump() for c in reversed(list(path.iter_certs(include_root=True))))
     policies = tuple(sorted({p.user_domain_policy_id for p in path.qualified_policies() or ()}))
