@@ -298,7 +298,7 @@ def test_newest_line_read_from_the_end_is_the_last_well_formed_one(tmp_path: Pat
 
 
 # -- what the CA published: CRL numbers and revocations (issue 16) -----------------------------
-def _service_certificate(store: AuditStore, name: str) -> str:
+def service_certificate(store: AuditStore, name: str) -> str:
     """A service certificate of the staff CA for a key the test holds; its serial."""
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
@@ -328,7 +328,7 @@ def test_crls_and_checkpoints_leave_what_was_published_in_the_witness(audit_stor
     path = witnessed(store)
     assert store.checkpointer.witness is not None
     attach(store.sessions, store.checkpointer.witness)
-    kept, held = _service_certificate(store, "kept"), _service_certificate(store, "held")
+    kept, held = service_certificate(store, "kept"), service_certificate(store, "held")
     store.ca.revoke(kept, "keyCompromise")
     store.ca.revoke(held, "certificateHold")
     store.ca.release_hold(held)

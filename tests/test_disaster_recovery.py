@@ -9,6 +9,7 @@ verify` (the gap) and `tessera backup verify` (a flipped byte).
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shutil
@@ -22,10 +23,18 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from audit.witness import WitnessLine, read_records
+from sqlalchemy import select
+
+from audit.verification import verify
+from audit.witness import Witness, WitnessLine, attach, read_records
+from backup.reconcile import reconcile
+from ca.models import Certificate
 from tests.conftest import Home
+from tests.fixtures_audit import *  # noqa: F401,F403  (audit_store and its fixtures)
+from tests.fixtures_audit import AuditStore, fill, witnessed
 from tests.fixtures_cards import issue_card
 from tests.servers import TESSERA, free_port, running_server, tessera_env, wait_healthy
+from tests.test_audit_witness import service_certificate
 
 
 class DrillHome(Home):
@@ -162,3 +171,48 @@ def test_disaster_recovery_drill(tmp_path_factory: pytest.TempPathFactory) -> No
     damaged.write_bytes(bytes(data))
     checked = home.cli("backup", "verify", str(damaged), "--key-file", str(key), check=False)
     assert checked.returncode == 1 and b"does not authenticate" in checked.stderr
+
+
+# -- the same, in one process, twice over ---------------------------------------------------------
+@pytest.mark.parametrize("audit_store", ["sqlite"], indirect=True)
+def test_restores_are_reconciled_and_their_gaps_named(audit_store: AuditStore) -> None:
+    """A database copy restored twice over a witnessed trail: each restore's gap named, the lost
+    revocation made again with its date, CRL numbers above the witness, and after each restore the
+    trail goes on being checkpointed and verifies but for its gaps."""
+    store = audit_store
+    path = witnessed(store)
+    attach(store.sessions, Witness(path))
+    kept, lost = service_certificate(store, "kept"), service_certificate(store, "lost")
+    store.ca.revoke(kept, "superseded")
+    fill(store, 10)  # checkpoint 10
+    assert store.sessions.kw["bind"].url.database is not None
+    database = Path(store.sessions.kw["bind"].url.database)
+    copy = database.with_name("copy.db")
+    with sqlite3.connect(database) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    copied_at = datetime.datetime.now(datetime.timezone.utc)
+    revoked = store.ca.revoke(lost, "keyCompromise")
+    fill(store, 10, start=10)  # checkpoint 20, with the CRL number and the revocation
+    published = store.ca.publish_crl("staff").number
+
+    for round_, lost_up_to in ((1, 20), (2, 30)):
+        store.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(database) + suffix).unlink(missing_ok=True)
+        shutil.copyfile(copy, database)
+        before = {p.code for p in verify(store.sessions, witness=path).problems}
+        assert {"trail-truncated", "crl-number-behind", "revocation-lost"} <= before
+        result = reconcile(store.ca, store.sessions, Witness(path), copied_at, "cli:restorer")
+        assert result.gap == (11, lost_up_to)
+        assert [r.serial for r in result.reapplied] == [lost] and result.unknown == []
+        assert [(name, witnessed) for name, _, witnessed in result.crl_numbers] == [("staff", published)]
+        with store.sessions() as session:
+            row = session.scalar(select(Certificate).where(Certificate.serial_hex == lost))
+            assert row is not None and row.status == "revoked" and row.revoked_at == revoked.revoked_at
+        report = verify(store.sessions, witness=path)
+        assert [p.code for p in report.problems] == ["audit-gap"] * round_, [str(p) for p in report.problems]
+        assert store.ca.publish_crl("staff").number > published
+        # the trail goes on from the restored head, checkpointed and witnessed
+        fill(store, 20, start=100 * round_)
+        assert [p.code for p in verify(store.sessions, witness=path).problems] == ["audit-gap"] * round_
+        published = store.ca.publish_crl("staff").number
