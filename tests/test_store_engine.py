@@ -125,3 +125,40 @@ def test_a_driver_read_after_the_server_dropped_the_connection(engine: Engine) -
         assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": before})
     read = DriverRead(engine, select(_PAIRS.c.v).where(_PAIRS.c.k == bindparam("k")))
     assert tuple(read.first({"k": "a"}) or ()) == (1,)
+
+
+def test_a_driver_read_with_the_statements_own_values(engine: Engine) -> None:
+    """Values written into the select (a LIMIT, a literal) go with it, processed as the engine would;
+    an expanding IN (rendered per call by the engine) is refused when the read is made."""
+    with engine.begin() as conn:
+        conn.execute(insert(_PAIRS), [{"k": "a", "v": 1}, {"k": "b", "v": 2}])
+    query = select(_PAIRS.c.k).where(_PAIRS.c.v >= bindparam("least"), _PAIRS.c.k != "b").order_by(_PAIRS.c.k).limit(1)
+    read = DriverRead(engine, query)
+    for least in (0, 2):
+        with engine.connect() as conn:
+            expected = conn.execute(query, {"least": least}).first()
+        got = read.first({"least": least})
+        assert (None if expected is None else tuple(expected)) == (None if got is None else tuple(got))
+    assert read.first({"least": 0}) == ("a",)
+    with pytest.raises(ValueError):
+        DriverRead(engine, select(_PAIRS.c.v).where(_PAIRS.c.k.in_(["a", "b"])))
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent-folder/tessera.db",
+                                 "postgresql+psycopg://tessera@127.0.0.1:{port}/tessera?connect_timeout=2"])
+def test_a_driver_read_without_a_database_fails_as_the_engine_fails(url: str) -> None:
+    """No connection to be had (server down, file unreadable): SQLAlchemy's exception, as the engine
+    raises it at check-out (the web layer's 503 keys on it), never the driver's own."""
+    from tests.servers import free_port
+
+    engine = make_engine(url.format(port=free_port()))
+    try:
+        read = DriverRead(engine, select(_PAIRS.c.v).where(_PAIRS.c.k == bindparam("k")))
+        with pytest.raises(DBAPIError) as refused:
+            read.first({"k": "a"})
+        with pytest.raises(DBAPIError) as through_engine:
+            engine.connect()
+        assert type(refused.value) is type(through_engine.value)
+        assert refused.value.connection_invalidated == through_engine.value.connection_invalidated
+    finally:
+        engine.dispose()
