@@ -46,7 +46,7 @@ from audit.archive import ArchivedRange, ArchiveInvalid, AuditArchive, archived_
 from audit.chain import CHECKPOINT_CONTENT_TYPE
 from audit.models import AuditCheckpoint, AuditHead
 from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, WitnessMalformed, authority_key_id,
-                           read_records)
+                           crl_number_floor, read_records, recent_records)
 from ca.models import Authority, Certificate
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
@@ -593,9 +593,10 @@ def _check_archives(paths: list[Path], archived: ArchivedRange | None, w: _Walk,
     if read:
         last = read[-1]
         if archived is None or (archived.last_seq, archived.last_hash) != (last.last_seq, last.last_hash):
+            recorded = archived.last_seq if archived else 0
             out.problems.append(Problem("archive", last.last_seq + 1, f"the database's chain does not go on from "
-                                        f"{last.path.name} (it records entries up to "
-                                        f"{archived.last_seq if archived else 0} as archived)", code="archive-junction"))
+                                        f"{last.path.name} (it records entries up to {recorded} as archived)",
+                                        code="archive-junction"))
         elif archived.sha256 != last.sha256:
             out.problems.append(Problem("archive", None, f"{last.path.name} is not the file the database recorded "
                                         f"archiving (SHA-256 {archived.sha256})", code="archive-junction"))
@@ -748,14 +749,44 @@ def compare_published(session: Session, history: PublishedHistory) -> PublishedD
     wanted = sorted(history.revoked.values(), key=lambda r: (r.at, r.serial))
     for start in range(0, len(wanted), 500):
         chunk = wanted[start:start + 500]
+        serials = [r.serial for r in chunk]
         status = {serial: state for serial, state in session.execute(
-            select(Certificate.serial_hex, Certificate.status).where(Certificate.serial_hex.in_([r.serial for r in chunk])))}
+            select(Certificate.serial_hex, Certificate.status).where(Certificate.serial_hex.in_(serials)))}
         for revocation in chunk:
             if revocation.serial not in status:
                 out.unknown.append(revocation)
             elif status[revocation.serial] == "valid":
                 out.lost.append(revocation)
     return out
+
+
+def witness_findings(sessions: sessionmaker[Session], witness: Path) -> list[Problem]:
+    """What a service checks as it starts, cheaply (the witness read from its end: audit.witness.
+    recent_records): a restore's audit gap, an audit head below the witness's newest (a copy put
+    back by hand), every CA's CRL number below the witness's, and the revocations witnessed since
+    the newest checkpoint lost. The whole comparison is :func:`verify`."""
+    if not witness.exists():
+        return []
+    recent = recent_records(witness)
+    numbered = list(enumerate(recent, 1))
+    checkpoints: list[tuple[int, WitnessLine | WitnessMalformed]] = [
+        (n, r) for n, r in numbered if isinstance(r, WitnessLine)]
+    problems = _restore_gaps(checkpoints)
+    history = PublishedHistory.of(numbered)
+    with sessions() as session:
+        head = int(session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0)
+        for authority in session.scalars(select(Authority)):
+            key = authority_key_id(authority.certificate_der)
+            floor = crl_number_floor(witness, authority.name, key)
+            if floor:
+                known = history.crl_numbers.get((authority.name, key), 0)
+                history.crl_numbers[(authority.name, key)] = max(floor, known)
+        problems += compare_published(session, history).problems()
+    newest = next((r for _, r in reversed(checkpoints) if isinstance(r, WitnessLine)), None)
+    if newest is not None and newest.seq > head:
+        problems.append(Problem("truncated", head + 1, f"the witness records audit entries up to {newest.seq} "
+                                f"({newest.time}), the database ends at {head}: restored without `tessera restore`?"))
+    return problems
 
 
 def _witness_signature_problem(line: WitnessLine, staff: x509.Certificate | None) -> str | None:

@@ -419,6 +419,21 @@ def last_line(path: Path, block: int = 64 * 1024) -> WitnessLine | None:
     return None
 
 
+def recent_records(path: Path) -> list[WitnessLine | CrlLine]:
+    """The newest lines of ``path``, oldest first: read from the end back to the newest checkpoint
+    line with a state that is not a restore line (and the lines after it); what start-up compares."""
+    found: list[WitnessLine | CrlLine] = []
+    for raw in _backwards(path):
+        try:
+            record = parse_record(raw.decode("utf-8"))
+        except (UnicodeDecodeError, WitnessMalformed):
+            continue
+        found.append(record)
+        if isinstance(record, WitnessLine) and record.state is not None and record.restored is None:
+            break
+    return found[::-1]
+
+
 @dataclass
 class PublishedHistory:
     """What the witness says the deployment published, line after line (:meth:`feed`): the highest
@@ -709,4 +724,4 @@ def witness_from_settings(home: Path, path: str | None, syslog: str | None) -> W
 __all__ = ["CRL_VERSION", "VERSION", "CrlLine", "CrlNumber", "PublishedHistory", "PublishedState", "RestoreNote",
            "Revocation", "Witness", "WitnessLine", "WitnessMalformed", "attach", "authority_key_id",
            "crl_number_floor", "last_line", "parse_line", "parse_record", "published_state", "read_records",
-           "read_witness", "syslog_handler", "witness_from_settings"]
+           "read_witness", "recent_records", "syslog_handler", "witness_from_settings"]

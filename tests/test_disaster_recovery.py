@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from sqlalchemy import select
 
-from audit.verification import verify
+from audit.verification import verify, witness_findings
 from audit.witness import Witness, WitnessLine, attach, read_records
 from backup.reconcile import reconcile
 from ca.models import Certificate
@@ -202,7 +202,11 @@ def test_restores_are_reconciled_and_their_gaps_named(audit_store: AuditStore) -
         shutil.copyfile(copy, database)
         before = {p.code for p in verify(store.sessions, witness=path).problems}
         assert {"trail-truncated", "crl-number-behind", "revocation-lost"} <= before
+        # what a starting service sees, from the witness's end
+        assert {p.code for p in witness_findings(store.sessions, path)} == \
+            {"trail-truncated", "crl-number-behind", "revocation-lost"}
         result = reconcile(store.ca, store.sessions, Witness(path), copied_at, "cli:restorer")
+        assert [p.code for p in witness_findings(store.sessions, path)] == ["audit-gap"]
         assert result.gap == (11, lost_up_to)
         assert [r.serial for r in result.reapplied] == [lost] and result.unknown == []
         assert [(name, witnessed) for name, _, witnessed in result.crl_numbers] == [("staff", published)]
