@@ -6,12 +6,19 @@ the suite. Each issuance is the full path: CSR parse and self-signature check, p
 certificate built and signed, stored with its cert.issue event in one transaction. The raw
 signature rate of each CA key over a certificate's TBS bytes is the limit. Target: SM2 >= 200/s.
 
+Then OCSP in process (no HTTP: bench/ocsp_http.py measures that for ECDSA): RFC 5019 requests
+without a nonce (SHA-1 CertID) for the issued certificates are answered once (each response signed
+and stored: pre-produced), then answered again from the stored responses; requests with a nonce are
+signed fresh each time, so they show the suite's signing cost.
+
     .venv/bin/python bench/sm2_issuance.py [--count 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 import tempfile
 import time
@@ -31,12 +38,14 @@ def main() -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import ocsp
 
     from ca import sm2
-    from ca.authority import CertificateAuthority
+    from ca.authority import CertificateAuthority, utc_now
     from ca.hierarchy import HierarchyPlan
     from ca.keyring import Keyring
     from ca.keys import KeyType
+    from ca.ocsp import OcspResponder
     from ca.urls import PublicUrls
     from store import schema
     from store.engine import make_engine, make_session_factory
@@ -88,9 +97,34 @@ def main() -> None:
             issued = args.count / (time.perf_counter() - start)
             rows.append((suite, raw, issued, f"{issued / raw:.1%}",
                          ("yes" if issued >= 200 else "NO") if suite == "SM2" else "-"))
+        responder = OcspResponder(engine, ca.keyring, utc_now)
+        ocsp_rows = []
+        for suite, issuer in (("ECDSA P-256", "staff"), ("SM2", "sm2-staff")):
+            issuer_der = ca.authority_certificate(issuer).public_bytes(serialization.Encoding.DER)
+            tbs = asn1_x509.Certificate.load(issuer_der)["tbs_certificate"]
+            name_hash = hashlib.sha1(tbs["subject"].dump()).digest()  # noqa: S324  (RFC 5019 CertID)
+            key_hash = hashlib.sha1(tbs["subject_public_key_info"]["public_key"].contents[1:]).digest()  # noqa: S324
+            serials = [int(c.serial_hex, 16) for c in ca.list_certificates(issuer=issuer, limit=args.count)]
+
+            def request(serial: int, nonce: bool, name_hash: bytes = name_hash, key_hash: bytes = key_hash) -> bytes:
+                builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(name_hash, key_hash, serial, hashes.SHA1())
+                if nonce:
+                    builder = builder.add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+                return builder.build().public_bytes(serialization.Encoding.DER)
+
+            plain = [request(serial, False) for serial in serials]
+            rates = []
+            for requests in (plain, plain, [request(serial, True) for serial in serials]):
+                start = time.perf_counter()
+                for der in requests:
+                    assert responder.respond(der).status == "successful"
+                rates.append(len(requests) / (time.perf_counter() - start))
+            ocsp_rows.append((suite, *rates))
         engine.dispose()
     print(table(f"Issuance by suite, CA keys in files, SQLite, one process, {args.count} CSRs each",
                 ["suite", "raw CA signatures/s (limit)", "issued/s", "issued / raw", "SM2 >= 200/s"], rows))
+    print(table(f"OCSP responses/s in process, SQLite, {args.count} certificates each",
+                ["suite", "first answer (signed, stored)", "pre-produced", "with nonce (signed)"], ocsp_rows))
 
 
 if __name__ == "__main__":
