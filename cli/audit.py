@@ -157,7 +157,8 @@ def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, ar
             click.echo(str(problem))
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
-        state = "OK" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"
+        restored = all(p.code == "audit-gap" for p in report.problems)  # lost with a restore, not rewritten
+        state = "OK" if report.ok else f"{'INCOMPLETE' if restored else 'TAMPERED'} ({len(report.problems)} problem(s))"
         if witness is not None:
             click.echo(f"compared with the witness {witness}", err=True)
         click.echo(f"{state}: {report.entries} entries up to {report.last_seq}, {report.checkpoints} checkpoint(s), "

@@ -128,8 +128,8 @@ def _operator() -> str:
 def _record(deployment: Any, event_type: str, object_: str, **details: Any) -> None:
     from audit import AuditEvent
 
-    deployment.audit.record(AuditEvent(event_type, _operator(), "success", subject_role="operator", object=object_[:255],
-                                source_address="local", details=details))
+    deployment.audit.record(AuditEvent(event_type, _operator(), "success", subject_role="operator",
+                                       object=object_[:255], source_address="local", details=details))
 
 
 @group.command("create")
@@ -222,13 +222,16 @@ def prune_cmd(folder: str, keep: int, max_age_days: int | None, dry_run: bool, a
               help="The audit witness file of the backed-up deployment (default: TESSERA_AUDIT_WITNESS).")
 @click.option("--without-witness", is_flag=True,
               help="Restore without a witness: nothing then tells what was published after the backup.")
+@click.option("--reconcile-only", is_flag=True,
+              help="The home holds this backup already (a restore stopped after placing it): only compare it "
+                   "with the witness.")
 @_key_file
 @_passphrase_file
 @_json
 @click.pass_obj
 @_errors
 def restore_cmd(obj: CliContext, file: str, home: str | None, witness_file: str | None, without_witness: bool,
-                key_file: str | None, passphrase_file: str | None, as_json: bool) -> None:
+                reconcile_only: bool, key_file: str | None, passphrase_file: str | None, as_json: bool) -> None:
     """Restore a backup into an empty home, then bring it level with the witness: the audit gap
     is reported, CRL numbers continue above the witnessed ones, lost revocations are made again."""
     from audit.checkpoints import Checkpointer
@@ -244,7 +247,12 @@ def restore_cmd(obj: CliContext, file: str, home: str | None, witness_file: str 
         raise click.ClickException(f"no audit witness at {witness_path}: without it the restore cannot tell what was "
                                    "published after the backup; give --witness PATH, or --without-witness")
     key = _key(key_file, passphrase_file, confirm=False)
-    manifest = restore_backup(Path(file), key, deployment_files(settings), _progress)
+    if reconcile_only:
+        if not settings.home.is_dir() or not any(settings.home.iterdir()):
+            raise click.ClickException(f"{settings.home} is empty: restore the backup first (without --reconcile-only)")
+        manifest = verify_backup(Path(file), key)
+    else:
+        manifest = restore_backup(Path(file), key, deployment_files(settings), _progress)
     deployment = Deployment(settings)
     try:
         schema.upgrade(deployment.engine)
@@ -252,7 +260,13 @@ def restore_cmd(obj: CliContext, file: str, home: str | None, witness_file: str 
         if witness is not None:
             attach(deployment.sessions, witness)
         created = datetime.datetime.fromisoformat(manifest.created.replace("Z", "+00:00"))
-        result = reconcile(deployment.ca, deployment.sessions, witness, created, _operator(), deployment.tsa)
+        try:
+            result = reconcile(deployment.ca, deployment.sessions, witness, created, _operator(), deployment.tsa)
+        except Exception:
+            click.echo(f"the backup is in {settings.home} but was not compared with the witness: remove the cause "
+                       f"below, then run `tessera --home {settings.home} restore {file} --reconcile-only ...`",
+                       err=True)
+            raise
         _record(deployment, "backup.restore", file, backup_created=manifest.created, gap=result.as_dict()["gap"],
                 crl_numbers=len(result.crl_numbers), revoked_again=len(result.reapplied), unknown=len(result.unknown))
         Checkpointer(deployment.ca, deployment.sessions, deployment.tsa, witness=witness).checkpoint()
