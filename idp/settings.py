@@ -94,6 +94,9 @@ class Settings:
     #: the SM2 signer identity of new SM2 hierarchies (GB/T 32918.2 section 5.5): the standard's
     #: 1234567812345678, or "" for relying parties that verify with OpenSSL 3.0's default (docs/sm2.md)
     sm2_signer_id: str = DEFAULT_SIGNER_ID.decode()
+    #: the foreign trust anchors file (TOML, docs/verification.md), read at start: one that does not
+    #: read stops the service rather than trusting less or more than it says; "" for none
+    trust_list: str = ""
 
     def __post_init__(self) -> None:
         if self.security_log_level not in SECURITY_LOG_LEVELS:
@@ -103,6 +106,14 @@ class Settings:
             check_policy_arc(self.policy_arc)
         except ValueError as exc:
             raise ConfigurationError(f"TESSERA_POLICY_ARC: {exc}") from None
+        if self.trust_list:
+            from verification.certificates import PURPOSES
+            from verification.trust_list import TrustListError, load_trust_list
+
+            try:
+                load_trust_list(self.trust_list, tuple(PURPOSES))
+            except TrustListError as exc:
+                raise ConfigurationError(str(exc)) from None
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -140,6 +151,7 @@ class Settings:
             http_max_body_bytes=_number(env, "TESSERA_HTTP_MAX_BODY_BYTES", 8 * 1024 * 1024),
             policy_arc=(env.get("TESSERA_POLICY_ARC") or EXAMPLE_POLICY_ARC).strip(),
             sm2_signer_id=env.get("TESSERA_SM2_SIGNER_ID", DEFAULT_SIGNER_ID.decode()),
+            trust_list=env.get("TESSERA_TRUST_LIST") or "",
         )
 
     def warn_if_example_policy_arc(self) -> bool:

@@ -1,8 +1,8 @@
-"""The hand-written CMS walk of signed records (cardsim.trust.open_signed_data, the public
-/api/v1/signed-records/verify) against asn1crypto's parse of the same SignedData (the audit
-verifier's audit.verification.open_signed_data): on valid records and on mutated ones (bytes
-flipped, inserted, deleted, cut) both accept or both refuse, and agree on content and signer;
-the hand walk never raises (RFC 5652 sections 5.1-5.6)."""
+"""The CMS openings of signed records against asn1crypto's parse of the same SignedData (the audit
+verifier's audit.verification.open_signed_data): verification.cms (the public
+/api/v1/signed-records/verify) and the hand-written walk in cardsim.trust (the card reader's).
+On valid records and on mutated ones (bytes flipped, inserted, deleted, cut) all accept or all
+refuse, and agree on content and signer; neither opening raises (RFC 5652 sections 5.1-5.6)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from asn1crypto import cms
 
 from audit.verification import open_signed_data as asn1crypto_open
 from cardsim.trust import open_signed_data as hand_open
+from verification.cms import open_signed_data as package_open
 from tests.test_protocol_fuzz import mutated, nested
 
 
@@ -60,7 +61,16 @@ def outcome(der: bytes) -> tuple[str, bytes | None, int | None]:
     except Exception:  # noqa: BLE001  (the reference's every refusal counts as a refusal)
         reference = ("refused", None, None)
     assert hand == reference, (check, hand[0], reference[0])
+    record, reason = package_open(der)  # must not raise
+    package = ("ok", record.content, record.signer.serial_number) if record else ("refused", None, None)
+    assert package == reference, (reason, package[0], reference[0])
+    if record is not None and signed_ok(hand):
+        assert record.intermediates == hand_open(der)[0].intermediates  # type: ignore[union-attr]
     return hand
+
+
+def signed_ok(result: tuple[str, bytes | None, int | None]) -> bool:
+    return result[0] == "ok"
 
 
 def test_valid_records_agree() -> None:

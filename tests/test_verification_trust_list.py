@@ -164,3 +164,11 @@ def test_trust_list_file(foreign: Foreign, tmp_path: Path) -> None:
         (tmp_path / "bad.toml").write_text(bad)
         with pytest.raises(TrustListError):
             load_trust_list(tmp_path / "bad.toml", ("signing",))
+
+
+def test_a_bad_trust_list_stops_the_service_at_start(tmp_path: Path) -> None:
+    from idp.settings import ConfigurationError, Settings
+
+    (tmp_path / "list.toml").write_text('[[anchor]]\nname = "x"\ncertificate = "missing.pem"\npurposes = ["signing"]\n')
+    with pytest.raises(ConfigurationError, match="TESSERA_TRUST_LIST"):
+        Settings.from_env(tmp_path, {"TESSERA_TRUST_LIST": str(tmp_path / "list.toml")})

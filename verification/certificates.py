@@ -682,9 +682,9 @@ class CertificateValidator:
         """Full RFC 5280 validation (:func:`verification.paths.validate_path`) to each trust-list
         anchor accepted for ``purpose`` whose name issues something on the given path; the first
         valid answer, else the reasons against the nearest anchor; None when no anchor applies."""
-        issuers = {subject_der(c) for c in chain} | {cert.issuer.public_bytes()}
-        candidates = [a for a in self.anchors.foreign if purpose in a.purposes
-                      and subject_der(a.certificate) in {c.issuer.public_bytes() for c in [cert, *chain]} | issuers]
+        issuers = {c.issuer.public_bytes() for c in [cert, *chain]}
+        candidates = [a for a in self.anchors.foreign
+                      if purpose in a.purposes and subject_der(a.certificate) in issuers]
         verdict = None
         wanted = PURPOSES[purpose]
         usage = frozenset(_PYHANKO_KEY_USAGE[bit] for bit in wanted.key_usage)
