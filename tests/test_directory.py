@@ -341,6 +341,13 @@ def test_failover_to_the_second_server(slapd: SlapdServer) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_the_unix_socket(slapd: SlapdServer) -> None:
+    """ldapi:// (the private slapd's Unix socket) works like ldap:// for searching and binding."""
+    with Directory(slapd.config.with_urls(slapd.folder.ldapi_url)) as directory:
+        assert directory.authenticate("wangfang", slapd.seed_password).uid == "wangfang"
+        assert directory.check() == slapd.folder.ldapi_url
+
+
 def test_all_servers_down_is_unavailable(slapd: SlapdServer) -> None:
     directory = Directory(slapd.config.with_urls(_dead_url(), _dead_url()))
     started = time.monotonic()
