@@ -1,7 +1,7 @@
 """Operators of the command line: who is acting ``--as`` a staff member, proven.
 
 ``tessera admin login --as UID`` checks the person's two factors exactly as the login page does
-(the directory bind of :meth:`idp.directory.Directory.authenticate`, RFC 4513 section 5.1.3, then
+(the directory bind of :meth:`directory.client.Directory.authenticate`, RFC 4513 section 5.1.3, then
 a fresh TOTP code or a recovery code through :meth:`idp.second_factor.SecondFactor.verify`,
 RFC 6238 section 5.2), counting failures in the login throttle (:mod:`idp.throttle`), and issues an
 operator token: 256 random bits (RFC 4086 section 3: from the operating system's generator), of
@@ -130,7 +130,7 @@ class Operators:
 
         Raises :class:`NotAuthenticated` with one message for a wrong password, an unknown name or
         a wrong code alike (the throttle, too, says nothing more), and
-        :class:`idp.directory_errors.DirectoryUnavailable` when the directory cannot be reached.
+        :class:`directory.errors.DirectoryUnavailable` when the directory cannot be reached.
         """
         where = channel()
         wrong = NotAuthenticated("The user name, password or authenticator code is incorrect.")

@@ -1,6 +1,6 @@
 """The logged-in staff member as the web layer sees it (Flask-Login's user object).
 
-Claims come from the directory entry at login (:class:`idp.directory.StaffMember`) and are kept
+Claims come from the directory entry at login (:class:`directory.client.StaffMember`) and are kept
 in the server-side session and in the account row; the directory stays the source of truth.
 """
 

@@ -4,7 +4,7 @@ identical answers under throttling; the directory's ppolicy lock is only a backs
 
 The service runs behind one trusted proxy hop (``TESSERA_PROXY_HOPS=1``) so that each request can
 say which source address it comes from (``X-Forwarded-For``), against a slapd whose pwdMaxFailure
-is the product's default (:data:`idp.slapd.DEFAULT_MAX_FAILURE`)."""
+is the product's default (:data:`directory.slapd.DEFAULT_MAX_FAILURE`)."""
 
 from __future__ import annotations
 
