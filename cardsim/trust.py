@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
 from ca import der
+from verification.signatures import verify_signature
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 
@@ -46,15 +46,6 @@ class Check:
 
     def as_dict(self) -> dict[str, str]:
         return {"check": self.name, "outcome": self.outcome, "reason": self.reason, "detail": self.detail}
-
-
-def _verify_signature(public_key: object, signature: bytes, data: bytes, hash_algorithm: hashes.HashAlgorithm) -> None:
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        public_key.verify(signature, data, ec.ECDSA(hash_algorithm))
-    elif isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
-    else:
-        raise InvalidSignature("unsupported key type")
 
 
 @dataclass(frozen=True)
@@ -232,7 +223,7 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         signature = data[signature_field[2]:signature_field[3]]
         # the signature covers the attributes with the SET OF tag, not the [0] IMPLICIT one (section 5.4)
         signed_attributes = b"\x31" + data[attrs[1] + 1:attrs[3]]
-        _verify_signature(_public_key(signer), signature, signed_attributes, hash_algorithm)
+        verify_signature(_public_key(signer), signature, signed_attributes, hash_algorithm)
         signing_time = None
         raw_time = values.get(_OID_SIGNING_TIME)
         if raw_time is not None and len(raw_time) == 13:
@@ -498,8 +489,8 @@ class OcspStatus:
                 return Check(name, False, "status-untrusted", "the OCSP responder is not authorised by the CA"), None
             signer_key = responder.public_key()
         try:
-            _verify_signature(signer_key, response.signature, response.tbs_response_bytes,
-                              response.signature_hash_algorithm or hashes.SHA256())
+            verify_signature(signer_key, response.signature, response.tbs_response_bytes,
+                             response.signature_hash_algorithm or hashes.SHA256())
         except InvalidSignature:
             return Check(name, False, "status-untrusted", "the OCSP response signature does not verify"), None
         try:

@@ -31,10 +31,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from verification.certificates import CertificateValidator, CertificateVerdict
+from verification.signatures import verify_signature
 from cardsim.citizens import holder_name
 
 FORMAT = "web-eid:1.0"
@@ -101,20 +101,11 @@ def signed_data(origin: str, nonce: str, algorithm: str) -> bytes:
 
 
 def verify_token_signature(public_key: Any, algorithm: str, signature: bytes, data: bytes) -> None:
-    """Verify a JWS-style signature (raw r||s for ECDSA); raises InvalidSignature."""
+    """Verify a JWS-style signature (raw r||s for ECDSA, RFC 7518 section 3.4); raises InvalidSignature."""
     hash_type, kind = ALGORITHMS[algorithm]
-    if kind == "ec":
-        if not isinstance(public_key, ec.EllipticCurvePublicKey) or len(signature) % 2:
-            raise InvalidSignature("algorithm and key do not match")
-        half = len(signature) // 2
-        der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
-        public_key.verify(der, data, ec.ECDSA(hash_type()))
-    elif isinstance(public_key, rsa.RSAPublicKey):
-        pad = (padding.PKCS1v15() if kind == "rsa" else
-               padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=hash_type.digest_size))
-        public_key.verify(signature, data, pad, hash_type())
-    else:
+    if (kind == "ec") != isinstance(public_key, ec.EllipticCurvePublicKey):
         raise InvalidSignature("algorithm and key do not match")
+    verify_signature(public_key, signature, data, hash_type(), pss=kind == "pss", raw_ecdsa=kind == "ec")
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,9 @@ def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Se
                                 weak_hash_algos=set(), fetcher_backend=fetcher_backend)
     validator = CertificateValidator(ee, validation_context=context, pkix_params=policy.params())
     try:
-        path = asyncio.run(validator.async_validate_usage(set(key_usage), set(extended_key_usage or ()) or None))
+        # pyhanko-certvalidator compares extended key usages by asn1crypto's names (client_auth, ...)
+        purposes = {asn1_x509.KeyPurposeId.map(oid) for oid in extended_key_usage or ()} or None
+        path = asyncio.run(validator.async_validate_usage(set(key_usage), purposes))
     except (ValidationError, PathBuildingError) as exc:
         return PathOutcome(False, (_reason(exc),))
     except (*_UNPARSEABLE, ExceptionGroup) as exc:  # a part only read during validation (an extension's value)

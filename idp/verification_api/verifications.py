@@ -1,6 +1,6 @@
 """The three verifications of the API, one item each: a certificate for a purpose, a signed record
-(CMS SignedData, RFC 5652, with id-data content) and a signature over data or its hash; each
-:class:`Outcome` carries the verdict and what the verification log keeps of it."""
+(CMS SignedData, RFC 5652, with id-data content, opened by :mod:`verification.cms`) and a signature
+over data or its hash; each :class:`Outcome` carries the verdict and what the verification log keeps of it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from idp.json_input import parse_json
 from idp.verification_api.inputs import (HASHES, PURPOSES, SOURCES, BadInput, base64_field, certificate_field,
                                          chain_field, choice_field, json_object, time_field)
 from verification.certificates import MALFORMED, CertificateVerdict, Reason
+from verification.cms import open_signed_data
 from verification.signatures import verify_signature as check_signature
 
 
@@ -60,14 +61,13 @@ def verify_certificate(item: Any) -> Outcome:
 
 
 def verify_signed_record(item: Any) -> Outcome:
-    from cardsim.trust import open_signed_data
-
     item = json_object(item, {"record", "at", "revocation_source"}, {"record"})
     der = base64_field(item, "record", 262144)
     source = choice_field(item, "revocation_source", SOURCES, "ocsp")
-    signed, check = open_signed_data(der)
+    signed, refusal = open_signed_data(der)
     if signed is None:
-        body = {"valid": False, "reasons": [{"code": check.reason, "detail": check.detail}], "signer": None,
+        assert refusal is not None
+        body = {"valid": False, "reasons": [refusal.as_dict()], "signer": None,
                 "content": None, "content_json": None, "signing_time": None}
         return Outcome(body, None, "unparsed record", None, False)
     at = time_field(item) or signed.signing_time
