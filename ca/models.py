@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +36,16 @@ class Authority(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
 
 
+class CertificateStatus(StrEnum):
+    """The state of a certificate in the store (:attr:`Certificate.status`; the same strings in the
+    database and in JSON). ``revoked`` is final; ``on-hold`` (certificateHold, RFC 5280 section 5.3.1)
+    may be released to ``valid``."""
+
+    VALID = "valid"
+    REVOKED = "revoked"
+    ON_HOLD = "on-hold"
+
+
 class Certificate(Base):
     """Every certificate the CA issued (including the issuing CAs' own, under the root)."""
 
@@ -52,8 +63,8 @@ class Certificate(Base):
     not_after: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     der: Mapped[bytes] = mapped_column(LargeBinary)
-    #: ``valid``, ``revoked`` (final) or ``on-hold`` (certificateHold, may be released)
-    status: Mapped[str] = mapped_column(String(16), default="valid")
+    #: a :class:`CertificateStatus`
+    status: Mapped[str] = mapped_column(String(16), default=CertificateStatus.VALID)
     revoked_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
     status_changed_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())

@@ -10,6 +10,7 @@ current record from a superseded one. PIN/PUK try counters are not here: they be
 from __future__ import annotations
 
 import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from store.base import Base
 from store.types import UtcDateTime
 
-__all__ = ["Base", "CardDepartment", "Card", "CardRecord", "CitizenPseudonym"]
+__all__ = ["Base", "CardDepartment", "Card", "CardRecord", "CardStatus", "CitizenPseudonym"]
 
 
 class CardDepartment(Base):
@@ -33,6 +34,18 @@ class CardDepartment(Base):
     key_ref: Mapped[str] = mapped_column(String(512))
 
 
+class CardStatus(StrEnum):
+    """The state of a card (:attr:`Card.status`; the same strings in the database and in JSON). Only an
+    ``active`` card logs in, signs and can be reported lost; the others are final."""
+
+    ACTIVE = "active"
+    LOST = "lost"
+    #: replaced by a new card (:attr:`Card.replaced_by`)
+    RENEWED = "renewed"
+    EXPIRED = "expired"
+    BLOCKED = "blocked"
+
+
 class Card(Base):
     """A citizen card: its number (the token label), holder, state and certificates."""
 
@@ -44,8 +57,8 @@ class Card(Base):
     #: the citizen identity number (18 characters for cn-gb11643; migration 0010 widened it)
     national_id: Mapped[str] = mapped_column(String(32))
     holder: Mapped[str] = mapped_column(String(255))
-    #: ``active``, ``lost``, ``renewed`` (replaced by a new card), ``expired`` or ``blocked``
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    #: a :class:`CardStatus`
+    status: Mapped[str] = mapped_column(String(16), default=CardStatus.ACTIVE)
     token_serial: Mapped[str] = mapped_column(String(32))
     issued_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())

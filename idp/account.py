@@ -12,6 +12,7 @@ from flask_babel import gettext
 from flask_login import current_user, login_required
 
 from ca.errors import CaError
+from ca.models import CertificateStatus
 from idp import events
 from idp.deployment import current_deployment
 from idp.sessions import StaffSession
@@ -104,7 +105,7 @@ def revoke_certificate(serial: str) -> Any:
     try:
         if not confirmed:
             row = certificates().own(uid, serial)
-            if row.status == "revoked":
+            if row.status == CertificateStatus.REVOKED:
                 return _overview(409, error=gettext("This certificate is revoked already."))
             return render_template("account_revoke_confirm.html", certificate=row, reason=reason)
         row = certificates().revoke_own(uid, serial, reason)

@@ -40,10 +40,10 @@ from sqlalchemy.orm import Session
 from ca import crl as crl_module
 from ca import revocation
 from ca.errors import CaError
-from ca.models import Authority, Certificate
+from ca.models import Authority, Certificate, CertificateStatus
 from directory.administration import DirectoryWriter, initial_password
 from directory.errors import DirectoryError
-from idp.governance_models import APPLICATION_STATES, AccountApplication
+from idp.governance_models import AccountApplication, ApplicationStatus, FourEyesStatus
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
                        GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
 from translatable import N_, Text
@@ -257,7 +257,8 @@ class Lifecycle:
                                                                                              uid=repr(uid))))
         with self.sessions() as session:
             open_one = session.scalar(select(AccountApplication.id).where(
-                AccountApplication.uid == uid, AccountApplication.status.in_(("applied", "approved"))))
+                AccountApplication.uid == uid,
+                AccountApplication.status.in_((ApplicationStatus.APPLIED, ApplicationStatus.APPROVED))))
         if open_one is not None:
             raise self._refuse(actor, event_type, f"staff:{uid}",
                                InvalidState(N_("application #%(id)s for %(uid)s is already open", id=open_one,
@@ -265,7 +266,7 @@ class Lifecycle:
         with self.sessions.begin() as session:
             row = AccountApplication(kind="new-account", uid=uid, given_name=given_name, surname=surname,
                                      department=department, post=post, groups_json=json.dumps(wanted),
-                                     status="applied", applied_by=actor.uid, applied_at=self.clock())
+                                     status=ApplicationStatus.APPLIED, applied_by=actor.uid, applied_at=self.clock())
             session.add(row)
             session.flush()
             self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}", application=row.id,
@@ -306,11 +307,11 @@ class Lifecycle:
         try:
             with self.sessions.begin() as session:
                 row = self._application(session, application_id)
-                if row.status != "applied":
+                if row.status != ApplicationStatus.APPLIED:
                     # the state's word is in the catalogue (the admin console's words)
                     raise InvalidState(N_("application #%(id)s is %(status)s, not waiting for approval",
                                           id=application_id, status=Text(row.status)))
-                row.status = "approved" if approve else "rejected"
+                row.status = ApplicationStatus.APPROVED if approve else ApplicationStatus.REJECTED
                 row.decided_by, row.decided_at = actor.uid, self.clock()
                 row.note = (note or "")[:500] or None
                 self.trail.append(session, self.event(actor, event_type, "success", f"staff:{row.uid}",
@@ -330,11 +331,11 @@ class Lifecycle:
         try:
             with self.sessions.begin() as session:
                 row = self._application(session, application_id)
-                if row.status != "approved":
+                if row.status != ApplicationStatus.APPROVED:
                     raise InvalidState(N_("application #%(id)s is %(status)s: only an approved one is issued",
                                           id=application_id, status=Text(row.status)))
                 groups = json.loads(row.groups_json or "[]")
-                row.status, row.issued_by, row.issued_at = "issued", actor.uid, self.clock()
+                row.status, row.issued_by, row.issued_at = ApplicationStatus.ISSUED, actor.uid, self.clock()
                 # the audit entry first: if it cannot be written, the directory is never touched
                 self.trail.append(session, self.event(actor, event_type, "success", f"staff:{row.uid}",
                                                       application=row.id, kind=row.kind, groups=groups))
@@ -377,8 +378,8 @@ class Lifecycle:
         with self.sessions.begin() as session:
             row = AccountApplication(kind="change-of-post", uid=uid, given_name=member.given_name or member.name,
                                      surname=member.surname or member.uid, department=department, post=post,
-                                     groups_json=json.dumps(wanted), previous_post=member.title, status="applied",
-                                     applied_by=actor.uid, applied_at=self.clock())
+                                     groups_json=json.dumps(wanted), previous_post=member.title,
+                                     status=ApplicationStatus.APPLIED, applied_by=actor.uid, applied_at=self.clock())
             session.add(row)
             session.flush()
             self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}", application=row.id,
@@ -396,7 +397,7 @@ class Lifecycle:
 
     def applications(self, status: str | None = None, text: str = "", department: str | None = None,
                      limit: int = 25, offset: int = 0) -> tuple[list[ApplicationView], int]:
-        if status and status not in APPLICATION_STATES:
+        if status and status not in tuple(ApplicationStatus):
             raise GovernanceError(N_("unknown status %(status)s", status=repr(status)))
         with self.sessions() as session:
             query = select(AccountApplication)
@@ -442,7 +443,8 @@ class Lifecycle:
             with self.sessions.begin() as session:
                 now = self.clock()
                 certs = list(session.scalars(select(Certificate).where(
-                    Certificate.requester == f"staff:{uid}", Certificate.status.in_(("valid", "on-hold")),
+                    Certificate.requester == f"staff:{uid}",
+                    Certificate.status.in_((CertificateStatus.VALID, CertificateStatus.ON_HOLD)),
                     Certificate.not_after > now)))
                 serials = [c.serial_hex for c in certs]
                 self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}",
@@ -591,7 +593,8 @@ class Lifecycle:
                 row = self.four_eyes.pending_row(session, request_id, actor.uid)
                 details = json.loads(row.details_json or "{}")
                 if not approve:
-                    self.four_eyes.decide(row, actor.uid, "rejected", "rejected by the second administrator")
+                    self.four_eyes.decide(row, actor.uid, FourEyesStatus.REJECTED,
+                                          "rejected by the second administrator")
                     self.trail.append(session, self.event(actor, event_type, "success", row.target, request=row.id,
                                                           operation=row.operation, requested_by=row.requested_by))
                     return FourEyesView.of(row)
@@ -599,7 +602,7 @@ class Lifecycle:
                                                       operation=row.operation, requested_by=row.requested_by,
                                                       **details))
                 outcome = self._execute(session, row.operation, row.target, details)
-                self.four_eyes.decide(row, actor.uid, "executed", outcome)
+                self.four_eyes.decide(row, actor.uid, FourEyesStatus.EXECUTED, outcome)
                 return FourEyesView.of(row)
         except (GovernanceError, CaError, DirectoryError) as exc:
             self.refused(actor, event_type, target, str(exc), kind=getattr(exc, "kind", "error"))

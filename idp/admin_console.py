@@ -30,13 +30,14 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select
 
 from ca.errors import CaError
+from ca.models import CertificateStatus
 from cardsim.errors import CardError
 from idp import problems
 from idp.account_lifecycle import ADMINISTRATORS_DO_NOT_APPLY, Actor, IssuedAccount
 from idp.deployment import current_deployment
 from directory.administration import DirectoryWriter
 from directory.errors import DirectoryError
-from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
+from idp.governance_models import ApplicationStatus, FourEyesStatus
 from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, FourEyesView, GovernanceError,
                        admin_roles_of, login_refusal, permissions_of, role_name)
 from idp.runtime_settings import InvalidSetting, RuntimeSettings, SettingView
@@ -47,8 +48,6 @@ from idp.i18n import shown
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 PAGE_SIZE = 25
-#: the states a certificate of the store can be in (ca.models.Certificate.status)
-CERTIFICATE_STATES = ("valid", "revoked", "on-hold")
 #: the query parameters the tables filter by (carried over by the pager's links)
 TABLE_FILTERS = frozenset({"q", "status", "department", "since", "until", "type", "subject"})
 #: the words shown for the codes the console's tables and pages show (states, kinds of application,
@@ -227,8 +226,8 @@ def home() -> Any:
     context: dict[str, Any] = {}
     perms = permissions_of(who.groups)
     if "account.issue" in perms:
-        context["to_issue"], _ = lc.applications(status="approved", limit=10)
-        context["four_eyes"], _ = lc.four_eyes.list(status="pending", limit=10)
+        context["to_issue"], _ = lc.applications(status=ApplicationStatus.APPROVED, limit=10)
+        context["four_eyes"], _ = lc.four_eyes.list(status=FourEyesStatus.PENDING, limit=10)
     if "client.read" in perms:
         context["clients"] = current_deployment.clients.list()[:10]
     if may_read_config(who.groups):
@@ -353,11 +352,11 @@ def _applications_scope(who: Actor) -> str | None:
 def applications() -> Any:
     who = actor()
     department = _applications_scope(who)
-    status = _state_filter(APPLICATION_STATES)
+    status = _state_filter(tuple(ApplicationStatus))
     total = current_deployment.lifecycle.applications(status, _q(), department, limit=1)[1]
     paging = _paging(total)
     rows, _ = current_deployment.lifecycle.applications(status, _q(), department, limit=PAGE_SIZE, offset=paging["offset"])
-    return _page("admin_applications.html", rows=rows, q=_q(), status=status, states=APPLICATION_STATES,
+    return _page("admin_applications.html", rows=rows, q=_q(), status=status, states=tuple(ApplicationStatus),
                  paging=paging, endpoint="admin_console.applications")
 
 
@@ -441,7 +440,7 @@ def issue(application_id: int) -> Any:
 def certificates() -> Any:
     from ca.models import Certificate
 
-    q, status = _q(), _state_filter(CERTIFICATE_STATES)
+    q, status = _q(), _state_filter(tuple(CertificateStatus))
     with current_deployment.sessions() as s:
         query = select(Certificate)
         if q:
@@ -452,8 +451,8 @@ def certificates() -> Any:
             query = query.where(Certificate.status == status)
         paging = _paging(int(s.scalar(select(func.count()).select_from(query.subquery())) or 0))
         rows = s.scalars(query.order_by(Certificate.id.desc()).limit(PAGE_SIZE).offset(paging["offset"])).all()
-    return _page("admin_certificates.html", rows=rows, q=q, status=status, states=CERTIFICATE_STATES, paging=paging,
-                 endpoint="admin_console.certificates")
+    return _page("admin_certificates.html", rows=rows, q=q, status=status, states=tuple(CertificateStatus),
+                 paging=paging, endpoint="admin_console.certificates")
 
 
 @bp.get("/certificates/<serial>")
@@ -633,11 +632,11 @@ def set_config(name: str) -> Any:
 @bp.get("/four-eyes")
 @guarded("four-eyes.request", "admin.four-eyes.read")
 def four_eyes() -> Any:
-    status = _state_filter(FOUR_EYES_STATES)
+    status = _state_filter(tuple(FourEyesStatus))
     total = current_deployment.lifecycle.four_eyes.list(status, limit=1)[1]
     paging = _paging(total)
     rows, _ = current_deployment.lifecycle.four_eyes.list(status, limit=PAGE_SIZE, offset=paging["offset"])
-    return _page("admin_four_eyes.html", rows=rows, status=status, states=FOUR_EYES_STATES, paging=paging,
+    return _page("admin_four_eyes.html", rows=rows, status=status, states=tuple(FourEyesStatus), paging=paging,
                  endpoint="admin_console.four_eyes")
 
 

@@ -185,7 +185,7 @@ class Deployment:
         pseudonyms) from the citizen and card registries; None without an active card."""
         from sqlalchemy import select
 
-        from cardsim.models import Card
+        from cardsim.models import Card, CardStatus
         from cardsim.pseudonyms import citizen_of, is_pseudonym
 
         value = uid.removeprefix("citizen:")
@@ -193,7 +193,8 @@ class Deployment:
             national_id = citizen_of(session, value) if is_pseudonym(value) else value
             if national_id is None:
                 return None
-            holder = session.scalar(select(Card.holder).where(Card.national_id == national_id, Card.status == "active")
+            holder = session.scalar(select(Card.holder)
+                                    .where(Card.national_id == national_id, Card.status == CardStatus.ACTIVE)
                                     .order_by(Card.issued_at.desc()).limit(1))
         if holder is None:
             return None

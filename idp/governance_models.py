@@ -9,6 +9,7 @@ workflow around it (who applied, who approved, who issued) and never hold a pass
 from __future__ import annotations
 
 import datetime
+from enum import StrEnum
 
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -16,14 +17,32 @@ from sqlalchemy.orm import Mapped, mapped_column
 from store.base import Base
 from store.types import UtcDateTime
 
-__all__ = ["AccountApplication", "FourEyesRequest", "OperatorToken", "PasswordHistory"]
+__all__ = ["AccountApplication", "ApplicationStatus", "FourEyesRequest", "FourEyesStatus", "OperatorToken",
+           "PasswordHistory"]
 
-#: states of an application: applied -> approved -> issued; or rejected / cancelled
-APPLICATION_STATES = ("applied", "approved", "rejected", "issued", "cancelled")
 #: kinds of application: a new account, or new privileges after a change of post
 APPLICATION_KINDS = ("new-account", "change-of-post")
-#: states of a four-eyes request: pending -> executed (approved by a second person) or rejected
-FOUR_EYES_STATES = ("pending", "executed", "rejected", "failed")
+
+
+class ApplicationStatus(StrEnum):
+    """The state of an account application (:attr:`AccountApplication.status`; the same strings in the
+    database and in JSON): applied -> approved -> issued; or rejected / cancelled."""
+
+    APPLIED = "applied"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ISSUED = "issued"
+    CANCELLED = "cancelled"
+
+
+class FourEyesStatus(StrEnum):
+    """The state of a four-eyes request (:attr:`FourEyesRequest.status`): pending -> executed (approved
+    by a second administrator and run) or rejected."""
+
+    PENDING = "pending"
+    EXECUTED = "executed"
+    REJECTED = "rejected"
+    FAILED = "failed"
 
 
 class AccountApplication(Base):
@@ -43,7 +62,8 @@ class AccountApplication(Base):
     groups_json: Mapped[str] = mapped_column(Text, default="[]")
     #: the post before a change of post (its privileges are removed when the change is applied for)
     previous_post: Mapped[str | None] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="applied")
+    #: an :class:`ApplicationStatus`
+    status: Mapped[str] = mapped_column(String(16), default=ApplicationStatus.APPLIED)
     applied_by: Mapped[str] = mapped_column(String(128))
     applied_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     decided_by: Mapped[str | None] = mapped_column(String(128))
@@ -63,7 +83,8 @@ class FourEyesRequest(Base):
     operation: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(255))  # "staff:<uid>" or "ca:<name>"
     details_json: Mapped[str] = mapped_column(Text, default="{}")
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    #: a :class:`FourEyesStatus`
+    status: Mapped[str] = mapped_column(String(16), default=FourEyesStatus.PENDING)
     requested_by: Mapped[str] = mapped_column(String(128))
     requested_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     decided_by: Mapped[str | None] = mapped_column(String(128))

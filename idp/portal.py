@@ -121,7 +121,7 @@ def report_lost(number: str) -> Any:
     from cardsim.config import CardSettings
     from cardsim.errors import InvalidCardState
     from cardsim.issuance import CardIssuer
-    from cardsim.models import Card
+    from cardsim.models import Card, CardStatus
 
     deployment = services().deployment
     with deployment.sessions() as session:
@@ -130,7 +130,7 @@ def report_lost(number: str) -> Any:
             abort(404, description=gettext("You have no card with that number."))
         status = card.status
     not_in_use = gettext("This card is not in use any more, so it cannot be reported lost.")
-    if status != "active":
+    if status != CardStatus.ACTIVE:
         abort(409, description=not_in_use)
     if request.method == "GET" or request.form.get("confirm") != "yes":
         return render_template("portal_lost_confirm.html", card={"number": number[:16]})

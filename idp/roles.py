@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from idp.governance_models import FourEyesRequest
+from idp.governance_models import FourEyesRequest, FourEyesStatus
 from translatable import N_, Text
 
 SYSTEM_ADMIN = "system-administrators"
@@ -253,12 +253,12 @@ class FourEyes:
                                      operation=repr(operation), operations=", ".join(FOUR_EYES_OPERATIONS)))
         duplicate = session.scalar(select(FourEyesRequest).where(
             FourEyesRequest.operation == operation, FourEyesRequest.target == target,
-            FourEyesRequest.status == "pending"))
+            FourEyesRequest.status == FourEyesStatus.PENDING))
         if duplicate is not None:
             raise FourEyesViolation(N_("request #%(id)s for the same operation is already waiting for approval",
                                        id=duplicate.id))
         row = FourEyesRequest(operation=operation, target=target, details_json=json.dumps(details or {}, sort_keys=True),
-                              status="pending", requested_by=requested_by, requested_at=self.clock())
+                              status=FourEyesStatus.PENDING, requested_by=requested_by, requested_at=self.clock())
         session.add(row)
         session.flush()
         return row
@@ -268,7 +268,7 @@ class FourEyes:
         row = session.scalar(select(FourEyesRequest).where(FourEyesRequest.id == request_id).with_for_update())
         if row is None:
             raise GovernanceError(N_("no four-eyes request #%(id)s", id=request_id))
-        if row.status != "pending":  # the state's word is in the catalogue (the admin console's words)
+        if row.status != FourEyesStatus.PENDING:  # the state's word is in the catalogue (the admin console's words)
             raise FourEyesViolation(N_("request #%(id)s is %(status)s, not pending", id=request_id,
                                        status=Text(row.status)))
         if row.requested_by == decided_by:
@@ -276,7 +276,7 @@ class FourEyes:
                                        "not by the one who asked for it"))
         return row
 
-    def decide(self, row: FourEyesRequest, decided_by: str, status: str, outcome: str) -> None:
+    def decide(self, row: FourEyesRequest, decided_by: str, status: FourEyesStatus, outcome: str) -> None:
         row.status = status
         row.decided_by = decided_by
         row.decided_at = self.clock()

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from verification.certificates import CertificateValidator, CertificateVerdict
 from verification.signatures import verify_signature
 from cardsim.citizens import holder_name
+from cardsim.models import CardStatus
 
 FORMAT = "web-eid:1.0"
 MAX_TOKEN_FIELD = 8192
@@ -183,7 +184,7 @@ class TokenValidator:
             if entry is None:
                 raise LoginRefused("card-not-registered", "no card in the registry carries this certificate")
             card, status = entry
-            if status != "active":
+            if status != CardStatus.ACTIVE:
                 raise LoginRefused("card-" + status, f"the registry lists card {card} as {status}")
         return CitizenLogin(national_id, holder_name(cert) or national_id, card, serial, verdict, pseudonym)
 

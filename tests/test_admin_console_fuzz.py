@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from idp.governance_models import APPLICATION_STATES, FOUR_EYES_STATES
+from idp.governance_models import ApplicationStatus, FourEyesStatus
 from idp.response_guard import response_fault
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import AdminAgent, IdpServer
@@ -36,10 +36,10 @@ def _alive(idp: IdpServer) -> None:
 
 # -- finding 1: a filter value never becomes the status --------------------------------------------
 @pytest.mark.parametrize(("role", "path", "states"), [
-    ("security-admin", "/admin/applications", APPLICATION_STATES),
-    ("officer", "/admin/applications", APPLICATION_STATES),
+    ("security-admin", "/admin/applications", tuple(ApplicationStatus)),
+    ("officer", "/admin/applications", tuple(ApplicationStatus)),
     ("security-admin", "/admin/certificates", ("valid", "revoked", "on-hold")),
-    ("security-admin", "/admin/four-eyes", FOUR_EYES_STATES),
+    ("security-admin", "/admin/four-eyes", tuple(FourEyesStatus)),
 ])
 def test_status_filters_answer_and_the_service_stays_up(idp: IdpServer, admin_agents: dict[str, AdminAgent],
                                                         role: str, path: str, states: tuple[str, ...]) -> None:
@@ -60,7 +60,7 @@ def test_four_eyes_filter_links_work(idp: IdpServer, admin_agents: dict[str, Adm
     agent = admin_agents["security-admin"]
     page = agent.get(idp.url("/admin/four-eyes"), headers={"Accept": "text/html"})
     links = re.findall(r'<a href="([^"]+)" id="four-eyes-([a-z]+)"', page.text)
-    assert sorted(name for _, name in links) == sorted(("any", *FOUR_EYES_STATES))
+    assert sorted(name for _, name in links) == sorted(("any", *FourEyesStatus))
     for href, name in links:
         answer = agent.get(idp.url(href.replace("&amp;", "&")), headers={"Accept": "text/html"})
         assert answer.status_code == 200, (name, answer.status_code)
