@@ -576,8 +576,8 @@ class RevocationChecker:
         return known
 
 
-#: RFC 5280 section 4.2.1.3 bits as cryptography and pyhanko-certvalidator name them
-_PYHANKO_KEY_USAGE = {"digital_signature": "digital_signature", "content_commitment": "non_repudiation"}
+#: RFC 5280 section 4.2.1.3 bits: cryptography's names -> pyhanko-certvalidator's (verification.paths)
+PATH_KEY_USAGE = {"digital_signature": "digital_signature", "content_commitment": "non_repudiation"}
 
 
 def certificate_der(cert: x509.Certificate) -> bytes:
@@ -687,7 +687,7 @@ class CertificateValidator:
                       if purpose in a.purposes and subject_der(a.certificate) in issuers]
         verdict = None
         wanted = PURPOSES[purpose]
-        usage = frozenset(_PYHANKO_KEY_USAGE[bit] for bit in wanted.key_usage)
+        usage = frozenset(PATH_KEY_USAGE[bit] for bit in wanted.key_usage)
         eku = frozenset({wanted.eku.dotted_string}) if wanted.eku is not None else None
         for anchor in candidates:
             path_certs = [cert, *chain]
