@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from verification.reasons import Reason
@@ -44,6 +44,8 @@ def open_signed_data(der: bytes) -> tuple[SignedRecord | None, Reason | None]:
         if info["content_type"].native != "signed_data":
             return None, Reason("not-signed-data", "not a CMS SignedData")
         signed = info["content"]
+        for part in ("version", "digest_algorithms", "encap_content_info", "crls", "signer_infos"):
+            signed[part].native  # noqa: B018 (asn1crypto is lazy: every part parsed, a malformed one refused)
         encap = signed["encap_content_info"]
         if encap["content_type"].native != "data" or encap["content"].native is None:
             return None, Reason("no-content", "the SignedData encapsulates no id-data content")
@@ -80,7 +82,7 @@ def open_signed_data(der: bytes) -> tuple[SignedRecord | None, Reason | None]:
         return None, Reason("malformed", f"cannot parse the SignedData: {type(exc).__name__}")
     try:
         verify_signature(signer.public_key(), signature, signed_bytes, DIGESTS[digest_name]())
-    except (InvalidSignature, *_UNPARSEABLE):
+    except (InvalidSignature, UnsupportedAlgorithm, *_UNPARSEABLE):  # the key itself may not parse
         return None, Reason("bad-signature", "the signature does not verify with the signer's certificate")
     signing_time = when.astimezone(datetime.timezone.utc) if isinstance(when, datetime.datetime) else None
     return SignedRecord(content, signer, tuple(c for c in certificates if c is not signer), signing_time), None
