@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -151,6 +153,8 @@ class AuditHome(Home):
 
     extra: dict[str, str] = field(default_factory=dict)
     auditor: str = ""
+    #: entries `tessera init` wrote (the CA's own certificates, each a ``cert.issue``)
+    initial: int = 0
 
     @property
     def env(self) -> dict[str, str]:
@@ -165,6 +169,8 @@ def audit_home(tmp_path_factory: pytest.TempPathFactory, slapd: Any) -> AuditHom
     home = AuditHome(tmp_path_factory.mktemp("audit-home"), f"http://127.0.0.1:{port}", port, dict(slapd.env))
     made = home.cli("init")
     assert b"created the audit trail signer" in made.stdout + made.stderr  # `tessera init` prepares it
+    with contextlib.closing(sqlite3.connect(home.path / "tessera.db")) as db:
+        home.initial = db.execute("SELECT count(*) FROM audit_entry").fetchone()[0]
     home.auditor = new_uid("aud")
     slapd.create_user(home.auditor, PASSWORD, title="Auditor", groups=("auditors",))
     home.extra["TESSERA_OPERATOR_TOKEN"] = token_of(home.env, enrol(home.env, home.auditor, PASSWORD))

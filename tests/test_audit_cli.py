@@ -31,7 +31,10 @@ def test_every_audit_command_has_help(audit_home: AuditHome) -> None:
 def test_export_report_list_and_checkpoint_judged_by_openssl(audit_home: AuditHome, tmp_path: Path) -> None:
     assert audit_home.cli("audit", "verify").returncode == 0  # empty trail: OK, and recorded as audit.verify
     out = audit_home.cli("audit", "export", "--as", audit_home.auditor, "--format", "jsonl").stdout.decode().splitlines()
+    base = audit_home.initial  # `tessera init` recorded the CA's certificates (cert.issue) first
     entries = [json.loads(line) for line in out]
+    assert [e["type"] for e in entries[:base]] == ["cert.issue"] * base
+    entries = entries[base:]
     # the auditor's `tessera admin login` first; the export was recorded before it ran, so it is in its own output
     assert [e["type"] for e in entries] == ["login", "audit.verify", "audit.export"]
     assert entries[2]["subject"] == f"staff:{audit_home.auditor}" and entries[2]["subject_role"] == "auditor"
@@ -41,21 +44,23 @@ def test_export_report_list_and_checkpoint_judged_by_openssl(audit_home: AuditHo
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert [r["type"] for r in rows] == ["audit.verify", "audit.export", "audit.export"]
     report = json.loads(audit_home.cli("audit", "report", "--as", audit_home.auditor, "--by", "type", "--json").stdout)
-    assert {r["key"]: r["total"] for r in report} == {"audit.export": 2, "audit.verify": 1, "login": 1}
+    assert {r["key"]: r["total"] for r in report} == {"audit.export": 2, "audit.verify": 1, "login": 1,
+                                                       "cert.issue": base}
     page = json.loads(audit_home.cli("audit", "list", "--as", audit_home.auditor, "--limit", "2", "--page", "2", "--json").stdout)
-    assert [e["seq"] for e in page] == [2, 1]
+    assert [e["seq"] for e in page] == [base + 4 - 2, base + 4 - 3]  # newest first: entries base+4 .. 1
     made = audit_home.cli("audit", "checkpoint", "--json")
     assert b"created the audit trail signer" not in made.stderr  # made once, by `tessera init`
     checkpoint = json.loads(made.stdout)
-    assert checkpoint["seq"] == 4
+    assert checkpoint["seq"] == base + 4
+    last = base + 4
     assert b"created" not in audit_home.cli("audit", "checkpoint").stderr  # idempotent signer, same checkpoint
     folder = tmp_path / "cp"
     audit_home.cli("audit", "checkpoints", "--export", str(folder))
     (tmp_path / "root.pem").write_bytes(audit_home.cli("ca", "export-chain", "--ca", "root").stdout)
-    stamped = run("openssl", "ts", "-verify", "-token_in", "-in", str(folder / "checkpoint-4.tst"),
-                  "-data", str(folder / "checkpoint-4.p7s"), "-CAfile", str(tmp_path / "root.pem"), cwd=tmp_path)
+    stamped = run("openssl", "ts", "-verify", "-token_in", "-in", str(folder / f"checkpoint-{last}.tst"),
+                  "-data", str(folder / f"checkpoint-{last}.p7s"), "-CAfile", str(tmp_path / "root.pem"), cwd=tmp_path)
     assert "Verification: OK" in stamped.stdout, stamped.stdout + stamped.stderr
-    signed = run("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(folder / "checkpoint-4.p7s"),
+    signed = run("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(folder / f"checkpoint-{last}.p7s"),
                  "-CAfile", str(tmp_path / "root.pem"), cwd=tmp_path)
     assert signed.returncode == 0 and f"entry_hash={checkpoint['entry_hash']}" in signed.stdout
     verified = audit_home.cli("audit", "verify", "--anchor", str(tmp_path / "root.pem"), "--json")
@@ -65,21 +70,23 @@ def test_export_report_list_and_checkpoint_judged_by_openssl(audit_home: AuditHo
 def test_verify_exits_non_zero_with_one_line_per_problem(audit_home: AuditHome) -> None:
     for _ in range(3):
         audit_home.cli("audit", "export", "--as", audit_home.auditor, "--out", "/dev/null")
-    audit_home.cli("audit", "checkpoint")  # covers entries 1..4 (1: the auditor's login)
+    base = audit_home.initial
+    audit_home.cli("audit", "checkpoint")  # covers entries 1..base+4 (base+1: the auditor's login)
     for _ in range(4):
         audit_home.cli("audit", "export", "--as", audit_home.auditor, "--out", "/dev/null")
     db = sqlite3.connect(audit_home.path / "tessera.db")
     with db:  # the tamperer has the database file: triggers off, then one change and one deletion
         db.execute("DROP TRIGGER audit_entry_no_update")
         db.execute("DROP TRIGGER audit_entry_no_delete")
-        db.execute("UPDATE audit_entry SET subject = 'cli:nobody' WHERE seq = 2")
-        db.execute("DELETE FROM audit_entry WHERE seq = 5")
+        db.execute("UPDATE audit_entry SET subject = 'cli:nobody' WHERE seq = ?", (base + 2,))
+        db.execute("DELETE FROM audit_entry WHERE seq = ?", (base + 5,))
     db.close()
     result = audit_home.cli("audit", "verify", check=False)
     assert result.returncode == 1
     lines = result.stdout.decode().splitlines()
-    assert lines == ["entry-changed seq=2: its content no longer matches its hash",
-                     "entry-deleted seq=5: entry 5 is missing (the sequence jumps from 4 to 6)"]
+    assert lines == [f"entry-changed seq={base + 2}: its content no longer matches its hash",
+                     f"entry-deleted seq={base + 5}: entry {base + 5} is missing (the sequence jumps from "
+                     f"{base + 4} to {base + 6})"]
     assert b"TAMPERED (2 problem(s))" in result.stderr and b"Traceback" not in result.stderr
     # the failed verification was itself recorded
     last = json.loads(audit_home.cli("audit", "list", "--as", audit_home.auditor, "--limit", "1", "--json").stdout)[0]
@@ -139,12 +146,13 @@ def _rechain(db: sqlite3.Connection, first: int) -> None:
 def test_outside_testers_attack_is_named_and_not_signed(audit_home: AuditHome) -> None:
     """Issue 12, finding 4, as reproduced: with the database file, triggers dropped, a tail entry
     changed and the hashes and head recomputed, the newest checkpoint deleted."""
+    base = audit_home.initial  # the CA's cert.issue entries of `tessera init`
     for _ in range(3):
         audit_home.cli("audit", "export", "--as", audit_home.auditor, "--out", "/dev/null")
-    audit_home.cli("audit", "checkpoint")  # entries 1..4 (1: the auditor's login)
+    audit_home.cli("audit", "checkpoint")  # entries 1..base+4 (base+1: the auditor's login)
     for _ in range(3):
         audit_home.cli("audit", "export", "--as", audit_home.auditor, "--out", "/dev/null")
-    audit_home.cli("audit", "checkpoint")  # entries 1..7
+    audit_home.cli("audit", "checkpoint")  # entries 1..base+7
     for _ in range(2):
         audit_home.cli("audit", "export", "--as", audit_home.auditor, "--out", "/dev/null")
     witness = audit_home.path / "audit-witness.log"
@@ -153,24 +161,25 @@ def test_outside_testers_attack_is_named_and_not_signed(audit_home: AuditHome) -
     with db:
         for trigger in ("audit_entry_no_update", "audit_entry_no_delete", "audit_checkpoint_no_delete"):
             db.execute(f"DROP TRIGGER {trigger}")
-        db.execute("DELETE FROM audit_checkpoint WHERE seq = 7")
-        db.execute("UPDATE audit_entry SET subject = 'cli:nobody' WHERE seq = 5")
-        _rechain(db, 5)
+        db.execute("DELETE FROM audit_checkpoint WHERE seq = ?", (base + 7,))
+        db.execute("UPDATE audit_entry SET subject = 'cli:nobody' WHERE seq = ?", (base + 5,))
+        _rechain(db, base + 5)
     db.close()
     alone = run_tessera(dict(audit_home.env, TESSERA_AUDIT_WITNESS="off"), "audit", "verify", "--no-record", check=False)
     assert alone.returncode == 0  # the database alone cannot tell: the finding as reported
     result = audit_home.cli("audit", "verify", check=False)
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     lines = result.stdout.decode().splitlines()
-    assert [line.split(":", 1)[0] for line in lines] == ["entry-changed seq=7", "checkpoint-missing seq=7"], lines
-    assert "entries 5 to 7 were rewritten" in lines[0]
+    assert [line.split(":", 1)[0] for line in lines] == [f"entry-changed seq={base + 7}",
+                                                         f"checkpoint-missing seq={base + 7}"], lines
+    assert f"entries {base + 5} to {base + 7} were rewritten" in lines[0]
     refused = audit_home.cli("audit", "checkpoint", check=False)
     assert refused.returncode == 1 and b"Traceback" not in refused.stderr
-    assert b"audit checkpoint refused: checkpoint-missing seq=7" in refused.stderr
+    assert f"audit checkpoint refused: checkpoint-missing seq={base + 7}".encode() in refused.stderr
     assert len(witness.read_text().splitlines()) == 2  # nothing signed
     last = json.loads(audit_home.cli("audit", "list", "--as", audit_home.auditor, "--limit", "1", "--json").stdout)[0]
     assert (last["type"], last["result"], last["details"]["finding"]) == ("audit.checkpoint", "refused",
-                                                                          "checkpoint-missing seq=7")
+                                                                          f"checkpoint-missing seq={base + 7}")
 
 
 def test_verify_names_a_malformed_row_instead_of_crashing(audit_home: AuditHome) -> None:
