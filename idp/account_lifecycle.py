@@ -58,21 +58,6 @@ log = logging.getLogger("tessera.governance")
 MAX_NAME = 128
 #: the refusal of an administrator's application (the console refuses before showing the form too)
 ADMINISTRATORS_DO_NOT_APPLY = N_("Administrators do not apply for accounts: a department officer does.")
-_trails: dict[int, "AuditTrail"] = {}
-
-
-def audit_trail(deployment: "Deployment") -> "AuditTrail":
-    """The deployment's audit trail (``deployment.audit`` when it has one; else one per process)."""
-    existing = getattr(deployment, "audit", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-    trail = _trails.get(id(deployment))
-    if trail is None:
-        from audit import open_trail
-
-        trail = open_trail(deployment.ca, deployment.sessions, deployment.tsa)
-        _trails[id(deployment)] = trail
-    return trail
 
 
 class NotFoundError(GovernanceError):
@@ -179,7 +164,7 @@ class Lifecycle:
     @property
     def trail(self) -> "AuditTrail":
         if self._trail is None:
-            self._trail = audit_trail(self.d)
+            self._trail = self.d.audit
         return self._trail
 
     @property

@@ -89,7 +89,7 @@ class Deployment:
 
         ca = self.ca
         if "audit" in self.__dict__:  # building the CA built the trail already
-            return self.__dict__["audit"]  # type: ignore[no-any-return]
+            return self.__dict__["audit"]
         from audit.witness import witness_from_settings
 
         witness = witness_from_settings(self.settings.home, self.settings.audit_witness, self.settings.audit_syslog)
@@ -244,7 +244,7 @@ class Deployment:
 
 
 def _app_deployment() -> Deployment:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION]
 
 
 #: the deployment of the application handling the current request (set by :meth:`Deployment.init_app`);

@@ -75,7 +75,7 @@ def _pending() -> dict[str, Any] | None:
     pending = session.get("pending")
     if not pending or time.time() - float(pending.get("at", 0)) > SECOND_FACTOR_SECONDS:
         return None
-    return pending  # type: ignore[no-any-return]
+    return pending
 
 
 def login_form(nxt: str) -> tuple[str, int]:
@@ -169,7 +169,7 @@ def enrol() -> Any:
     d = current_deployment
     uid = pending["uid"]
     enrolment = d.second_factor.begin_enrolment(uid)
-    context = {"secret": enrolment.secret, "qr": Markup(qr_svg(enrolment.uri)), "uri": enrolment.uri}
+    context: dict[str, Any] = {"secret": enrolment.secret, "qr": Markup(qr_svg(enrolment.uri)), "uri": enrolment.uri}
     if request.method == "GET":
         return _page("enrol.html", **context)
     codes = d.second_factor.confirm_enrolment(uid, request.form.get("code") or "")

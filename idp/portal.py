@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as HttpResponse
 from sqlalchemy import select
 
 from cardsim.identity_schemes import mask_any
@@ -26,7 +27,7 @@ bp = Blueprint("portal", __name__)
 IDENTITY_NUMBER_FIELDS = frozenset({"national_id", "taxpayer_number", "social_security_number"})
 
 
-def _require_citizen() -> dict[str, Any] | Response:
+def _require_citizen() -> dict[str, Any] | HttpResponse:
     citizen = current_citizen()
     if citizen is None:
         return redirect(url_for("citizen_login.login_page", next=request.full_path.rstrip("?")))
@@ -71,7 +72,7 @@ def _masked_records(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
 @bp.get("/citizen/")
 def overview() -> Any:
     citizen = _require_citizen()
-    if isinstance(citizen, Response):
+    if isinstance(citizen, HttpResponse):
         return citizen
     from cardsim.models import Card
     from idp.citizen_models import VerificationLog
@@ -113,7 +114,7 @@ def report_lost(number: str) -> Any:
     without ``confirm=yes``), then the act and a page of next steps. Only the holder's own card,
     only while it is in use; the act is irreversible (its certificates are revoked)."""
     citizen = _require_citizen()
-    if isinstance(citizen, Response):
+    if isinstance(citizen, HttpResponse):
         return citizen
     from flask_babel import gettext
 

@@ -51,7 +51,7 @@ class NewClient:
     client_secret: str | None  # shown once
 
 
-class RegisteredClient(ClientMixin):  # type: ignore[misc]
+class RegisteredClient(ClientMixin):
     """A client as Authlib sees it (the ClientMixin contract of RFC 6749 checks)."""
 
     def __init__(self, row: OAuthClient) -> None:
@@ -174,7 +174,7 @@ class ClientRegistry:
         if unknown or "openid" not in scopes:
             raise ClientRegistrationError(f"scopes must include openid and be among {', '.join(SCOPES)}")
         grant_types = ["authorization_code"] + (["refresh_token"] if refresh_tokens else [])
-        metadata = {
+        metadata: dict[str, Any] = {
             "client_name": name,
             "redirect_uris": [_check_uri(u, "redirect URI") for u in redirect_uris],
             "post_logout_redirect_uris": [_check_uri(u, "post-logout redirect URI") for u in post_logout_redirect_uris],
