@@ -77,6 +77,21 @@ def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str |
     click.echo(f"Tessera home ready: {obj.settings.home}" + ("" if steps else " (nothing to do)"))
 
 
+def _report_start_findings(obj: _Context) -> None:
+    """Once per start, before the workers fork: the example policy arc, and what the audit witness
+    knows that the database does not (a restore's gap, CRL numbers or revocations behind:
+    docs/operations.md). Logged and printed; the service still starts, so status stays answerable."""
+    from audit.verification import witness_findings
+    from audit.witness import witness_from_settings
+
+    obj.settings.warn_if_example_policy_arc()
+    witness = witness_from_settings(obj.settings.home, obj.settings.audit_witness, obj.settings.audit_syslog)
+    if witness.path is None:
+        return
+    for problem in witness_findings(obj.deployment.sessions, witness.path):
+        click.echo(f"audit witness: {problem}", err=True)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
@@ -105,6 +120,7 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
     if missing:  # every worker would fail on the tables it lacks
         raise click.ClickException(f"the database of {obj.settings.home} lacks migrations {', '.join(missing)}: "
                                    "run `tessera init` to bring it up to date")
+    _report_start_findings(obj)
     obj.deployment.close()  # nothing PKCS#11 or SQL may cross the fork into the workers
     os.environ["TESSERA_HOME"] = str(obj.settings.home)
     slapd: EmbeddedSlapd | None = None

@@ -65,7 +65,7 @@ class Deployment:
     @cached_property
     def keyring(self) -> Keyring:
         token = TokenConfig(self.settings.pkcs11_module, self.settings.token_label, self.settings.pin())
-        return Keyring(token, self.settings.key_passphrase)
+        return Keyring(token, self.settings.key_passphrase, self.settings.sm2_signer_id.encode())
 
     @cached_property
     def urls(self) -> PublicUrls:
@@ -76,7 +76,7 @@ class Deployment:
         """The CA; its certificate operations write their audit entries inside their own transactions."""
         from idp.audit_bridge import ca_sink
 
-        ca = CertificateAuthority(self.sessions, self.keyring, self.urls, utc_now)
+        ca = CertificateAuthority(self.sessions, self.keyring, self.urls, utc_now, policy_arc=self.settings.policy_arc)
         self.__dict__["ca"] = ca  # the trail needs the CA (its checkpoint signer and TSA): publish it first
         ca.events = ca_sink(self.audit)
         return ca
@@ -90,9 +90,10 @@ class Deployment:
         ca = self.ca
         if "audit" in self.__dict__:  # building the CA built the trail already
             return self.__dict__["audit"]
-        from audit.witness import witness_from_settings
+        from audit.witness import attach, witness_from_settings
 
         witness = witness_from_settings(self.settings.home, self.settings.audit_witness, self.settings.audit_syslog)
+        attach(self.sessions, witness)  # every CRL witnessed, numbered above what the witness saw
         trail = open_trail(ca, self.sessions, self.tsa, self.settings.audit_checkpoint_every,
                            witness=witness if witness.enabled else None)
         install(trail)
