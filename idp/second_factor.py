@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.models import RecoveryCode, StaffAccount
 from idp.secretbox import SecretBox
 from idp.totp import TotpVerifier, new_secret
+from store.driver_read import DriverRead
 
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
@@ -31,7 +32,8 @@ _TOTP_PURPOSE = "totp-secret"
 _RECOVERY_HASHER = PasswordHasher(time_cost=2, memory_cost=8 * 1024, parallelism=1)
 
 # the login path's statements, built once as Core statements (every login runs them; the ORM's unit
-# of work would cost more than they do), each its own transaction on a pooled connection
+# of work would cost more than they do), each its own transaction on a pooled connection; the account's
+# read (three per login) runs on the driver (store.driver_read; its gain in docs/platform-notes.md)
 _ACCOUNT = select(StaffAccount.claims_json, StaffAccount.totp_secret_sealed, StaffAccount.totp_last_step).where(
     StaffAccount.uid == bindparam("account"))
 _SET_CLAIMS = update(StaffAccount).where(StaffAccount.uid == bindparam("account"))
@@ -59,6 +61,7 @@ class SecondFactor:
                  verifier: TotpVerifier | None = None, issuer: str = "Tessera") -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
+        self._account = DriverRead(self.engine, _ACCOUNT)
         self.box = box
         self.clock = clock
         self.verifier = verifier or TotpVerifier()
@@ -80,8 +83,7 @@ class SecondFactor:
         return False
 
     def _account_row(self, uid: str) -> _Account | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(_ACCOUNT, {"account": uid}).first()
+        row = self._account.first({"account": uid})
         return None if row is None else _Account(*row)
 
     def claims(self, uid: str) -> dict[str, object] | None:

@@ -23,11 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CallbackDict
 
 from idp.models import WebSession
+from store.driver_read import DriverRead
 
 _TOUCH_EVERY = datetime.timedelta(seconds=30)
 
 # Every request loads and most save a session: one Core statement each, built once from the table
-# (the ORM's unit of work would cost more than the statement), on a pooled connection returned at once
+# (the ORM's unit of work would cost more than the statement), on a pooled connection returned at once.
+# The load runs on the driver (store.driver_read; its measured gain in docs/platform-notes.md)
 _LOAD = select(WebSession.data_json, WebSession.created_at, WebSession.last_seen_at).where(
     WebSession.id_hash == bindparam("key"))
 _INSERT = insert(WebSession)
@@ -81,6 +83,7 @@ class SessionStore:
                  tuning: Callable[[str], int] | None = None) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
+        self._load = DriverRead(self.engine, _LOAD)
         self.clock = clock
         self._idle = idle
         self._absolute = absolute
@@ -97,8 +100,7 @@ class SessionStore:
 
     def load(self, sid: str) -> StaffSession | None:
         now = self.clock()
-        with self.engine.connect() as conn:
-            row = conn.execute(_LOAD, {"key": _hash(sid)}).first()
+        row = self._load.first({"key": _hash(sid)})
         if row is None:
             return None
         data_json, created_at, last_seen_at = row

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from idp import events
 from idp.models import AuthorizationCode, ClientAssertionJti
 from idp.oidc.tokens import new_token, token_hash
+from store.driver_read import DriverRead
 
 if TYPE_CHECKING:
     from idp.oidc.provider import Provider
@@ -62,7 +64,8 @@ _SPEND_CODE = (update(AuthorizationCode)
                       AuthorizationCode.used_at.is_(None))
                .values(used_at=bindparam("now")).returning(*_CODE_COLUMNS))
 _PURGE_CODES = delete(AuthorizationCode).where(AuthorizationCode.expires_at < bindparam("before"))
-#: OIDC Core 3.1.2.1: a nonce this client used before
+#: OIDC Core 3.1.2.1: a nonce this client used before (asked twice per login: run on the driver,
+#: store.driver_read; its measured gain in docs/platform-notes.md)
 _NONCE_SEEN = (select(AuthorizationCode.code_hash)
                .where(AuthorizationCode.client_id == bindparam("client"), AuthorizationCode.nonce == bindparam("nonce"))
                .limit(1))
@@ -80,6 +83,10 @@ class AuthorizationCodes:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    @functools.cached_property
+    def _nonce_seen(self) -> DriverRead:
+        return DriverRead(self.engine, _NONCE_SEEN)
 
     def save(self, code: Mapping[str, Any]) -> None:
         """Store a new code (the columns of :class:`idp.models.AuthorizationCode` by name); now and
@@ -102,8 +109,7 @@ class AuthorizationCodes:
         return None if row is None else _CodeRow._make(row)
 
     def nonce_seen(self, client_id: str, nonce: str) -> bool:
-        with self.engine.connect() as conn:
-            return conn.execute(_NONCE_SEEN, {"client": client_id, "nonce": nonce}).first() is not None
+        return self._nonce_seen.first({"client": client_id, "nonce": nonce}) is not None
 
 
 def code_statements(engine: Engine) -> tuple[Callable[[Mapping[str, Any]], None],
