@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Engine, Select
 from sqlalchemy.exc import DBAPIError
@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 class DriverRead:
     """One select, compiled once for ``engine``; :meth:`first` runs it and returns its first row."""
 
-    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+    def __init__(self, engine: Engine, statement: Select[Unpack[tuple[Any, ...]]]) -> None:
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
         self._engine = engine
