@@ -34,6 +34,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -293,11 +294,14 @@ def main() -> None:
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     base = Path(tempfile.mkdtemp(prefix="tessera-bench-reads-"))
     instrument()
-    with staff_directory(args.staff, args.keep) as staff:
-        env, client = prepare_home(staff, base, free_port())
-        with application(env) as app:
-            per_login = login_rounds(app, staff, client, args.logins, args.rounds, modes)
-            reads = read_rounds(app, staff, args.calls, args.rounds) if args.reads else []
+    try:
+        with staff_directory(args.staff, args.keep) as staff:
+            env, client = prepare_home(staff, base, free_port())
+            with application(env) as app:
+                per_login = login_rounds(app, staff, client, args.logins, args.rounds, modes)
+                reads = read_rounds(app, staff, args.calls, args.rounds) if args.reads else []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     load_after = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     logins = args.logins * args.rounds
     medians = {mode: statistics.median(per_login[mode]) for mode in modes}
