@@ -2,6 +2,10 @@
 HOME_DIR ?= var
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# test processes (pytest-xdist); every fixture takes its own port and folder, so they run side by side
+TEST_WORKERS ?= 4
+# packages mypy checks on every test run (pyproject.toml [tool.mypy])
+TYPED_PACKAGES := ca audit store directory verification backup translatable
 DEMO_PORT ?= 5001
 VENV := .venv
 
@@ -28,7 +32,9 @@ run:
 
 test:
 	@scripts/bootstrap.sh --test
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/mypy $(TYPED_PACKAGES)
+	@$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench:
 	@scripts/bootstrap.sh --test

@@ -20,8 +20,9 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,11 +64,12 @@ class CheckpointSchedule:
                 return None  # no activity since the newest checkpoint
             next_due = now + datetime.timedelta(seconds=self.interval - self.tick_seconds)
             with self.sessions.begin() as session:
-                claimed = session.execute(
+                result = session.execute(
                     update(AuditCheckpointSchedule)
                     .where(AuditCheckpointSchedule.id == 1, AuditCheckpointSchedule.due_at <= now)
                     .values(due_at=next_due, holder=self.holder)
-                    .execution_options(synchronize_session=False)).rowcount
+                    .execution_options(synchronize_session=False))
+                claimed = cast("CursorResult[Any]", result).rowcount  # an UPDATE's result counts its rows
             if claimed != 1:
                 return None
             return self.checkpointer.checkpoint()

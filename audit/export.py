@@ -12,7 +12,7 @@ import datetime
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar, Unpack
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,10 @@ FIELDS = ("seq", "time", "type", "subject", "subject_role", "object", "result", 
 FORMATS = ("jsonl", "csv")
 
 
+#: a select of any columns over the audit entries
+_Query = TypeVar("_Query", bound=Select[Unpack[tuple[Any, ...]]])
+
+
 @dataclass(frozen=True)
 class EntryFilter:
     """Which entries: ``since`` inclusive, ``until`` exclusive, an event type (``admin.*`` matches a
@@ -35,7 +39,8 @@ class EntryFilter:
     event_type: str | None = None
     subject: str | None = None
 
-    def apply(self, query: Select[Any]) -> Select[Any]:
+    def apply(self, query: _Query) -> _Query:
+        """``query`` (any columns: entries, counts, reports) limited to the entries this filter names."""
         if self.since is not None:
             query = query.where(AuditEntry.at >= self.since)
         if self.until is not None:
@@ -81,7 +86,7 @@ def iter_entries(sessions: sessionmaker[Session], where: EntryFilter = EntryFilt
             values = list(row)
             values[1] = chain.canonical_time(values[1])
             values[9] = json.loads(values[9])
-            yield dict(zip(FIELDS, values))
+            yield dict(zip(FIELDS, values, strict=True))
 
 
 def count_entries(sessions: sessionmaker[Session], where: EntryFilter = EntryFilter()) -> int:

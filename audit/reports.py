@@ -44,7 +44,7 @@ def report(sessions: sessionmaker[Session], by: str, where: EntryFilter = EntryF
         raise ValueError(f"unknown report grouping {by!r}: use one of {', '.join(GROUPINGS)}")
     with sessions() as session:
         dialect = session.get_bind().dialect.name
-        key = {"person": AuditEntry.subject, "type": AuditEntry.event_type}.get(by) if by in ("person", "type") \
+        key = {"person": AuditEntry.subject, "type": AuditEntry.event_type}[by] if by in ("person", "type") \
             else _period(dialect, by)
         total = func.count()
         columns = [key.label("key"), total.label("total")] + [

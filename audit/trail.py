@@ -26,10 +26,10 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import Engine, bindparam, column, insert, select, table, update
+from sqlalchemy import Engine, Table, bindparam, column, insert, select, table, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,19 +51,25 @@ _SECRET_KEYS = frozenset({"password", "passwd", "pin", "puk", "secret", "otp", "
 _SECRET_SUFFIXES = ("_password", "_pin", "_puk", "_secret", "_passphrase", "_private_key", "_cookie")
 MAX_DETAILS_BYTES = 4096
 
-_HEAD = AuditHead.__table__
+_HEAD = cast(Table, AuditHead.__table__)
+_ENTRIES = cast(Table, AuditEntry.__table__)
 #: built once: statement construction costs more than the statements themselves
 _ADVANCE = (update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + 1)
             .returning(_HEAD.c.seq, _HEAD.c.entry_hash))
-_INSERT = insert(AuditEntry.__table__)
+_INSERT = insert(_ENTRIES)
 _MOVE_TIP = update(_HEAD).where(_HEAD.c.id == 1).values(entry_hash=bindparam("tip"))
 #: PostgreSQL: insert and move the tip in one round trip (a data-modifying CTE)
-_INSERTED = (insert(AuditEntry.__table__)
-             .values({c.name: bindparam("new_" + c.name, type_=c.type) for c in AuditEntry.__table__.columns})
-             .returning(AuditEntry.__table__.c.entry_hash).cte("inserted"))
+_INSERTED = (insert(_ENTRIES)
+             .values({c.name: bindparam("new_" + c.name, type_=c.type) for c in _ENTRIES.columns})
+             .returning(_ENTRIES.c.entry_hash).cte("inserted"))
 _INSERT_AND_MOVE = (update(_HEAD).where(_HEAD.c.id == 1)
                     .values(entry_hash=select(_INSERTED.c.entry_hash).scalar_subquery()))
 _ENTRY_COLUMNS = [c.name for c in AuditEntry.__table__.columns]
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    """The driver's exception name behind ``exc`` (what the operator looks up), else SQLAlchemy's."""
+    return type(getattr(exc, "orig", None) or exc).__name__
 #: SQLite, migration 0008: the trigger that moves the head to each inserted entry
 HEAD_TRIGGER = "audit_entry_moves_head"
 #: SQLite's catalogue (https://sqlite.org/schematab.html): is that trigger there?
@@ -198,7 +204,7 @@ class AuditTrail:
                 if not self._head_follows_entries():
                     connection.execute(_MOVE_TIP, {"tip": entry.entry_hash})
         except SQLAlchemyError as exc:
-            raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
+            raise AuditUnavailable(f"the audit trail cannot be written: {_cause(exc)}") from exc
         if self.checkpointer is not None and entry.seq % self.checkpoint_every == 0:
             sa_event.listen(session, "after_commit", lambda _s: self._checkpoint_after_commit(), once=True)
         return entry
@@ -253,7 +259,7 @@ class AuditTrail:
                     if conn.execute(_SET_IF_HEAD, {**values, "prev_seq": prev_seq, "prev_hash": prev_hash}).rowcount == 1:
                         return entry
         except SQLAlchemyError as exc:  # the database refused the row (a constraint, a full disk) or is gone
-            raise AuditUnavailable(f"the audit trail cannot be written: {type(exc.orig or exc).__name__}") from exc
+            raise AuditUnavailable(f"the audit trail cannot be written: {_cause(exc)}") from exc
         return None
 
     def head(self) -> tuple[int, str]:

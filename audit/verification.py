@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit import chain
 from audit.archive import ArchivedRange, ArchiveInvalid, AuditArchive, archived_range, read_archive
 from audit.chain import CHECKPOINT_CONTENT_TYPE
-from audit.models import AuditCheckpoint, AuditHead
+from audit.models import AuditHead
 from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, WitnessMalformed, authority_key_id,
                            crl_number_floor, read_records, recent_records)
 from ca.models import Authority, Certificate
@@ -307,7 +307,7 @@ def check_extension(connection: Any, start_seq: int, start_hash: str, head_seq: 
     return _distinct(walk.problems + _check_head(head_seq, head_hash, walk))
 
 
-def _walk(rows: Iterable[tuple], wanted: set[int], start_seq: int = 0, start_hash: str = chain.GENESIS) -> _Walk:
+def _walk(rows: Iterable[Sequence[Any]], wanted: set[int], start_seq: int = 0, start_hash: str = chain.GENESIS) -> _Walk:
     w = _Walk()
     sha256, fromhex, dumps, version = hashlib.sha256, bytes.fromhex, chain._dumps, chain.VERSION
     to_text, naive_datetime = _driver_time, datetime.datetime
@@ -398,7 +398,7 @@ def _malformed(row: Sequence[Any]) -> str | None:
         return "at is NULL"
     if not isinstance(at, (str, datetime.datetime)) or (isinstance(at, str) and len(at) != 26):
         return "at is not a time as the trail writes it"
-    for (name, required), value in zip(_TEXT_COLUMNS, row[2:9]):
+    for (name, required), value in zip(_TEXT_COLUMNS, row[2:9], strict=True):
         if value is None and required:
             return f"{name} is NULL"
         if value is not None and not isinstance(value, str):

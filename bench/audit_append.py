@@ -133,7 +133,7 @@ def generate(url: str, count: int, every: int, folder: Path, batch: int = 20_000
         table_ = AuditEntry.__table__
         with engine.begin() as conn:
             for first in range(1, count + 1, batch):
-                conn.execute(insert(table_), [dict(zip(columns, r)) for r in rows(first, min(first + batch, count + 1))])
+                conn.execute(insert(table_), [dict(zip(columns, r, strict=True)) for r in rows(first, min(first + batch, count + 1))])
             conn.execute(text("UPDATE audit_head SET seq = :s, entry_hash = :h WHERE id = 1"), {"s": count, "h": prev})
     made = time.perf_counter() - start
     start = time.perf_counter()

@@ -41,7 +41,7 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
     """A plain-text table (also valid Markdown) for closing notes."""
     cells = [[str(c) for c in header]] + [[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [f"### {title}", "| " + " | ".join(h.ljust(w) for h, w in zip(cells[0], widths)) + " |",
+    lines = [f"### {title}", "| " + " | ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
+    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells[1:]]
     return "\n".join(lines)

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, table  # noqa: E402
@@ -381,7 +381,7 @@ def main() -> None:
                     rows.append([f"full login (4 requests), {server}, {load} load processes", rate,
                                  f"{min(f[0] for f in fulls):.0f}-{max(f[0] for f in fulls):.0f}",
                                  sum(f[1] for f in fulls), f"{rate / raw:.0%}",
-                                 f"{statistics.median(f[0] / r[0] for f, r in zip(fulls, raws)):.0%}",
+                                 f"{statistics.median(f[0] / r[0] for f, r in zip(fulls, raws, strict=True)):.0%}",
                                  cpu["tessera"], cpu["slapd"], cpu["load"], projected])
             finally:
                 stop_server(proc)

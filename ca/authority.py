@@ -109,7 +109,7 @@ class CertificateAuthority:
 
     def is_initialised(self) -> bool:
         with self.sessions() as session:
-            return session.scalar(select(func.count()).select_from(Authority)) > 0
+            return (session.scalar(select(func.count()).select_from(Authority)) or 0) > 0
 
     def authority(self, session: Session, name: str) -> Authority:
         row = session.scalar(select(Authority).where(Authority.name == name))

@@ -250,7 +250,7 @@ def _store(
 
 _INSERT_COLUMNS = tuple(c.key for c in Certificate.__table__.columns if c.key != "id")
 #: built once: constructing the statement per call costs more than executing it
-_INSERT_CERTIFICATE = insert(Certificate.__table__).returning(Certificate.__table__.c.id)
+_INSERT_CERTIFICATE = insert(Certificate).returning(Certificate.id)
 
 
 def find_certificate(session: Session, serial: str) -> Certificate:

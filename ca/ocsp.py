@@ -17,6 +17,7 @@ import hashlib
 import logging
 import threading
 import time
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -168,7 +169,7 @@ class OcspResponder:
 
         now = self.clock()
         serial_hex = format(serial, "x")
-        row = self._lookup.first({"serial": serial_hex, "hash_algorithm": hash_name})
+        row: Any = self._lookup.first({"serial": serial_hex, "hash_algorithm": hash_name})  # a named row
         if row is not None and row.issuer_id != issuer.authority_id:
             row = None  # same serial under another CA: not ours to answer for this issuer
         if row is not None and nonce is None and row.der is not None and row.next_update - now > self.refresh_before:

@@ -99,9 +99,17 @@ def sign_certificate(builder: x509.CertificateBuilder, key: SigningKey,
         return x509.load_der_x509_certificate(_sm2_signed(tbs, key))
     if isinstance(subject_key, Sm2PublicKey):
         raise ValueError("SM2 keys are certified by an SM2 CA only")
-    draft = builder.sign(_placeholder_for(key), key.key_type.signature_hash())
+    draft = builder.sign(_placeholder_for(key), _x509_hash(key))
     final = _signed(draft.public_bytes(Encoding.DER), draft.tbs_certificate_bytes, key, key.key_type)
     return x509.load_der_x509_certificate(final)
+
+
+def _x509_hash(key: SigningKey) -> hashes.SHA256 | hashes.SHA384:
+    """The hash cryptography's builders take for an ECDSA or RSA CA key (SM2 keys never get here)."""
+    chosen = key.key_type.signature_hash()
+    if not isinstance(chosen, hashes.SHA256 | hashes.SHA384):
+        raise ValueError(f"no X.509 signature with {chosen.name} for a {key.key_type.value} key")
+    return chosen
 
 
 def sign_crl(builder: x509.CertificateRevocationListBuilder, key: SigningKey) -> x509.CertificateRevocationList:
@@ -109,7 +117,7 @@ def sign_crl(builder: x509.CertificateRevocationListBuilder, key: SigningKey) ->
     if key.key_type is KeyType.SM2:
         draft = builder.sign(_placeholder("ec"), hashes.SHA256())
         return x509.load_der_x509_crl(_sm2_signed(_sm2_tbs(draft.tbs_certlist_bytes, asn1_crl.TbsCertList), key))
-    draft = builder.sign(_placeholder_for(key), key.key_type.signature_hash())
+    draft = builder.sign(_placeholder_for(key), _x509_hash(key))
     final = _signed(draft.public_bytes(Encoding.DER), draft.tbs_certlist_bytes, key, key.key_type)
     return x509.load_der_x509_crl(final)
 

@@ -50,7 +50,7 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
     row_of: dict[str, int] = {}
 
     def jobs() -> Iterator[CardJob]:
-        for number, (row, key) in enumerate(zip(rows, keys), start=2):
+        for number, (row, key) in enumerate(zip(rows, keys, strict=True), start=2):
             try:
                 if None in row:
                     raise InvalidApplication("more values than header columns")

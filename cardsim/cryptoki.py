@@ -327,7 +327,7 @@ class AttributeReader:
 
     def read(self, session: int, handle: int) -> dict[int, bytes | None]:
         template = self._template
-        for i, (buffer, pointer) in enumerate(zip(self._buffers, self._pointers)):
+        for i, (buffer, pointer) in enumerate(zip(self._buffers, self._pointers, strict=True)):
             template[i].pValue, template[i].ulValueLen = pointer, len(buffer)
         rv = self._function(CK_ULONG(session), CK_ULONG(handle), template, self._count)
         if rv not in (CKR_OK, CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL):

@@ -119,7 +119,7 @@ class Gb11643:
     @staticmethod
     def check_character(first17: str) -> str:
         """ISO 7064 MOD 11-2 (GB 11643-1999 section 8.2): ``(12 - sum mod 11) mod 11``, ``X`` for 10."""
-        value = (12 - sum(int(c) * w for c, w in zip(first17, GB11643_WEIGHTS)) % 11) % 11
+        value = (12 - sum(int(c) * w for c, w in zip(first17, GB11643_WEIGHTS, strict=False)) % 11) % 11
         return "X" if value == 10 else str(value)
 
     def validate(self, text: str, sex: str | None = None, today: datetime.date | None = None) -> CitizenId:
@@ -159,9 +159,9 @@ class Evs585:
     @classmethod
     def check_character(cls, first_ten: str) -> str:
         digits = [int(c) for c in first_ten]
-        total = sum(d * w for d, w in zip(digits, cls._W1)) % 11
+        total = sum(d * w for d, w in zip(digits, cls._W1, strict=False)) % 11
         if total == 10:
-            total = sum(d * w for d, w in zip(digits, cls._W2)) % 11
+            total = sum(d * w for d, w in zip(digits, cls._W2, strict=False)) % 11
             if total == 10:
                 total = 0
         return str(total)

@@ -20,7 +20,7 @@ class CliContext:
     def deployment(self) -> Deployment:
         if self._deployment is None:
             self._deployment = Deployment(self.settings)
-            self._deployment.audit  # card and security events of this command are audited (idp.audit_bridge)
+            _ = self._deployment.audit  # card and security events of this command are audited (idp.audit_bridge)
         return self._deployment
 
     def read_only_sessions(self) -> sessionmaker[Session]:

@@ -232,7 +232,7 @@ class Lifecycle:
                                              "are granted by a security administrator with four eyes",
                                              group=repr(APPROVERS)))
         except GovernanceError as exc:
-            raise self._refuse(actor, event_type, f"staff:{str(uid)[:64]}", exc)
+            raise self._refuse(actor, event_type, f"staff:{str(uid)[:64]}", exc) from exc
         self._officer_of(actor, department, event_type, f"staff:{uid}")
         if department not in self.d.directory.departments():
             raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(N_("no department %(department)s",
@@ -303,7 +303,7 @@ class Lifecycle:
                                                       application=row.id, kind=row.kind))
                 return ApplicationView.of(row)
         except InvalidState as exc:
-            raise self._refuse(actor, event_type, target, exc)
+            raise self._refuse(actor, event_type, target, exc) from exc
 
     def issue(self, actor: Actor, application_id: int) -> IssuedAccount | ApplicationView:
         """The security administrator issues an approved application: a new directory entry with a
@@ -337,7 +337,7 @@ class Lifecycle:
             if created:
                 self.writer.delete_person(created)  # undo the entry: the application stays approved
             if isinstance(exc, GovernanceError):
-                raise self._refuse(actor, event_type, target, exc)
+                raise self._refuse(actor, event_type, target, exc) from exc
             self.refused(actor, event_type, target, exc.message, kind=exc.kind)
             raise
         if kind == "new-account":
@@ -353,7 +353,7 @@ class Lifecycle:
         try:
             post = _text(post, N_("the new post"))
         except GovernanceError as exc:
-            raise self._refuse(actor, event_type, f"staff:{uid}", exc)
+            raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
         department = department or member.department
         wanted = sorted(set(groups))
         if any(g != APPROVERS for g in wanted):
@@ -419,7 +419,7 @@ class Lifecycle:
             try:
                 check_removal(role, uid, self._holders(role))
             except GovernanceError as exc:
-                raise self._refuse(actor, event_type, f"staff:{uid}", exc)
+                raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
         flag = revocation.parse_reason(reason)
         sessions_ended, tokens = self.d.end_staff_access(uid)
         groups = sorted(member.groups & (set(ADMIN_ROLES) | {APPROVERS} | set(self.d.directory.config.role_groups)))
@@ -481,7 +481,7 @@ class Lifecycle:
             if uid == actor.uid:
                 raise Forbidden(N_("Nobody grants a role to themselves."))
         except GovernanceError as exc:
-            raise self._refuse(actor, event_type, f"staff:{uid}", exc)
+            raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
         if group in ADMIN_ROLES:
             return self.request_four_eyes(actor, "add-administrator", f"staff:{uid}", {"group": group})
         with self.sessions.begin() as session:
@@ -502,7 +502,7 @@ class Lifecycle:
             try:
                 check_removal(group, uid, self._holders(group))
             except GovernanceError as exc:
-                raise self._refuse(actor, event_type, f"staff:{uid}", exc)
+                raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
             return self.request_four_eyes(actor, "remove-administrator", f"staff:{uid}", {"group": group})
         with self.sessions.begin() as session:
             self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}", group=group))
@@ -555,7 +555,7 @@ class Lifecycle:
         try:
             self._check_target(operation, target, details or {})
         except GovernanceError as exc:
-            raise self._refuse(actor, event_type, target[:255], exc)
+            raise self._refuse(actor, event_type, target[:255], exc) from exc
         try:
             with self.sessions.begin() as session:
                 row = self.four_eyes.request(session, operation, target, actor.uid, details)
@@ -563,7 +563,7 @@ class Lifecycle:
                                                       operation=operation, **(details or {})))
                 return FourEyesView.of(row)
         except GovernanceError as exc:
-            raise self._refuse(actor, event_type, target, exc)
+            raise self._refuse(actor, event_type, target, exc) from exc
 
     def decide_four_eyes(self, actor: Actor, request_id: int, approve: bool) -> FourEyesView:
         """A second administrator approves (and so runs) or rejects a pending request."""
@@ -679,9 +679,9 @@ class Lifecycle:
                                       [_text(redirect_uri, N_("the redirect URI"), 2000)],
                                       trusted=trusted, on_change=audited)
         except GovernanceError as exc:
-            raise self._refuse(actor, event_type, None, exc)
+            raise self._refuse(actor, event_type, None, exc) from exc
         except ClientRegistrationError as exc:
-            raise self._refuse(actor, event_type, None, GovernanceError(str(exc)))
+            raise self._refuse(actor, event_type, None, GovernanceError(str(exc))) from exc
 
     def remove_client(self, actor: Actor, client_id: str) -> bool:
         event_type = "admin.client.remove"

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                       REMEMBER_COOKIE_HTTPONLY=True)
     deployment = Deployment(settings)
     deployment.init_app(app)  # the views find it as idp.deployment.current_deployment
-    deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
+    _ = deployment.audit  # security events are audited from the first request on (idp.audit_bridge)
     start_checkpoints(deployment)  # witnessed checkpoints by time, in every worker (audit.checkpoint_schedule)
     app.session_interface = StaffSessionInterface(deployment.web_sessions, settings.cookie_secure)
     problems.install(app)

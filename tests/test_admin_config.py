@@ -127,7 +127,8 @@ def test_concurrent_changes_cannot_break_the_rule_between_two_settings(audit_sto
         barrier = threading.Barrier(2)
         outcome: dict[str, str] = {}
 
-        def change(name: str, value: str) -> None:
+        def change(name: str, value: str, barrier: threading.Barrier = barrier,
+                   outcome: dict[str, str] = outcome) -> None:
             runtime = _runtime(audit_store)
             barrier.wait()
             try:

@@ -58,7 +58,7 @@ def test_entries_are_gapless_chained_with_the_documented_encoding(audit_store: A
         if seq == 1:
             assert row["prev_hash"] == previous
         assert hashlib.sha256(bytes.fromhex(str(row["prev_hash"])) + body).hexdigest() == row["entry_hash"]
-    for (_, _, h), (_, prev, _) in zip(rows, rows[1:]):
+    for (_, _, h), (_, prev, _) in zip(rows, rows[1:], strict=False):
         assert prev == h
     assert json.loads(str(stored(audit_store, 3)["details"])) == {"n": 2, "via": "test", "名前": "Jüri"}
     report_ = verify(audit_store.sessions)

@@ -77,7 +77,7 @@ def test_signatures_made_at_the_same_time_are_all_valid(agent: str, card: Issued
 
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(sign, nonces))
-    for nonce, answer in zip(nonces, answers):
+    for nonce, answer in zip(nonces, answers, strict=True):
         assert answer.status_code == 200, answer.text
         token = answer.json()
         raw = base64.b64decode(token["signature"])

@@ -38,7 +38,7 @@ def test_pkcs11_tool_lists_the_card_and_its_keys_stay_on_it(home: Home, card: Is
     listing = pkcs11_tool(home, card.number, "--login", "--pin", card.pin, "--list-objects")
     keys = blocks(listing, "Private Key Object")
     assert set(keys) == {"citizen-auth", "citizen-sign"}
-    for label, block in keys.items():
+    for block in keys.values():
         access = next(line for line in block.splitlines() if "Access:" in line)
         assert "sensitive" in access and "never extractable" in access and "always sensitive" in access, access
         usage = next(line for line in block.splitlines() if "Usage:" in line)

@@ -179,7 +179,7 @@ def test_an_account_the_directory_gives_two_roles_is_refused_with_a_clear_messag
     before = audit_tip(idp)
     refused_login = post_login(requests.Session(), idp, uid, PASSWORD)
     assert refused_login.status_code == 403 and "holds two administrator roles" in refused_login.text
-    assert [(e["event_type"], e["result"]) for e in audit_entries(idp, f"address:127.0.0.1", before)
+    assert [(e["event_type"], e["result"]) for e in audit_entries(idp, "address:127.0.0.1", before)
             if e["object"] == f"staff:{uid}"] == [("login.password", "refused")]
     # a second role given in the directory after the login: the console refuses on every request
     uid = new_uid("late")

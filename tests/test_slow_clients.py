@@ -98,7 +98,7 @@ def test_slow_and_lying_clients_are_cut_off_and_cannot_starve_the_workers(served
     finally:
         for sock in sockets:
             sock.close()
-    for data, when in closed:
+    for _data, when in closed:
         assert when is not None, "a slow connection was still open after the read timeout"
         assert when - opened <= TIMEOUT + 1.5, f"closed after {when - opened:.1f} s"
     for data, _ in closed[len(partial):]:  # a body that never came: 408 with a problem detail
