@@ -164,7 +164,7 @@ def test_fuzzed_get_requests_never_5xx(console: Flask, admin_agents: dict[str, A
            query=st.lists(st.tuples(names, values), max_size=4), accept=st.sampled_from(["text/html", "application/json"]))
     def probe(rule: Any, segments: list[str], query: list[tuple[str, str]], accept: str) -> None:
         path = rule.rule
-        for name, segment in zip(sorted(rule.arguments), segments, strict=True):
+        for name, segment in zip(sorted(rule.arguments), segments, strict=False):
             path = re.sub(r"<[^>]*:?%s>" % name, urllib.parse.quote(segment, safe=""), path)
         query_string = urllib.parse.urlencode(query)
         _check(client.get(path, query_string=query_string, headers={"Accept": accept}), f"{role} {path}?{query_string}")

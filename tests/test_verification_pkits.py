@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cryptography_vectors as vectors  # the test extra: NIST PKITS under x509/PKITS_data
 import pytest
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
@@ -26,7 +27,6 @@ from verification.paths import PolicyInputs, validate_path
 
 pytestmark = pytest.mark.integration
 
-vectors = pytest.importorskip("cryptography_vectors")
 DATA = Path(os.path.dirname(vectors.__file__)) / "x509" / "PKITS_data"
 AT = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)  # inside every PKITS validity period
 DEFAULT = PolicyInputs()  # PKITS section 3: any policy, nothing inhibited, nothing explicit
