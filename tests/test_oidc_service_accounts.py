@@ -151,6 +151,8 @@ def test_token_without_the_verify_scope_is_403(idp: IdpServer, admins: dict[str,
     for name, value in idp.env.items():
         if name.startswith(("TESSERA_", "SOFTHSM2_")):
             monkeypatch.setenv(name, value)
+    # the deployment points SoftHSM2 at its home's tokens (SOFTHSM2_CONF); undone after the test
+    monkeypatch.delenv("SOFTHSM2_CONF", raising=False)
     deployment = Deployment(Settings.from_env(str(idp.home)))
     try:
         kid, key = deployment.signing_keys.signing_key("ES256")

@@ -103,6 +103,8 @@ def target(home: Home) -> Iterator[FuzzTarget]:
     record = pkcs7.PKCS7SignatureBuilder().set_data(json.dumps({"data": {"national_id": "38001010000"}}).encode()) \
         .add_signer(certificate, key, hashes.SHA256()).add_certificate(chain[0]).sign(serialization.Encoding.DER, [])
     saved = {k: v for k, v in os.environ.items() if k.startswith(("TESSERA_", "SOFTHSM2_"))}
+    for name in saved:  # another module's home (its SOFTHSM2_CONF above all) must not be this one's
+        del os.environ[name]
     os.environ.update({k: v for k, v in env.items() if k.startswith(("TESSERA_", "SOFTHSM2_"))})
     from idp.app import create_app
     from idp.settings import Settings
