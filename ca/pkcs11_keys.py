@@ -93,6 +93,20 @@ class _Module:
 _MODULES: dict[str, _Module] = {}
 
 
+def finalize_all() -> None:
+    """C_Finalize every PKCS#11 library this process initialised (PKCS#11 v2.40 section 5.4).
+
+    Every session ends and every login with it; the next use initialises the library again and
+    so reads its configuration (``SOFTHSM2_CONF``) anew. For a process that is done with one
+    home before it opens another (the test suite, tools that visit several homes)."""
+    with _LOCK:
+        for module in _MODULES.values():
+            if module.pid == os.getpid():
+                ctypes.CDLL(module.path).C_Finalize(None)
+                module.pid = None
+                module.generation += 1
+
+
 def _module(path: str) -> _Module:
     if path not in _MODULES:
         _MODULES[path] = _Module(path)

@@ -232,11 +232,14 @@ class RuntimeSettings:
     """The runtime settings of one deployment: a cached accessor for every worker, and the audited setter."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings,
-                 clock: Callable[[], datetime.datetime], ttl: float = DEFAULT_TTL) -> None:
+                 clock: Callable[[], datetime.datetime], ttl: float = DEFAULT_TTL,
+                 ticks: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` stamps changes; ``ticks`` (seconds, monotonic) ages the cache."""
         self.sessions = sessions
         self.defaults = {name: t.default(settings) for name, t in TUNABLES.items()}
         self.clock = clock
         self.ttl = ttl
+        self.ticks = ticks
         self._lock = threading.Lock()
         self._values: dict[str, int] = {}
         self._loaded_at = float("-inf")
@@ -252,11 +255,12 @@ class RuntimeSettings:
         """The value in force (at most ``ttl`` seconds old). Raises KeyError for an unknown name."""
         if name not in TUNABLES:
             raise KeyError(name)
-        if time.monotonic() - self._loaded_at > self.ttl:
+        if self.ticks() - self._loaded_at > self.ttl:
+            loaded_at = self.ticks()
             with self.sessions() as session:
                 values = self._effective(self._rows(session))
             with self._lock:
-                self._values, self._loaded_at = values, time.monotonic()
+                self._values, self._loaded_at = values, loaded_at
         return self._values[name]
 
     def show(self) -> list[SettingView]:

@@ -4,7 +4,9 @@ and is stopped by PID at the end."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,22 @@ def server(home: Home) -> Iterator[Home]:
                         home.path / "server.log", env=home.env):
         wait_healthy(home.url("/healthz"), timeout=20)
         yield home
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_leaves_no_token_state() -> Iterator[None]:
+    """A test module that serves a home in this process leaves neither its environment
+    (``TESSERA_*``, ``SOFTHSM2_CONF``) nor a logged-in PKCS#11 session behind: under
+    pytest-xdist the next module in this worker would otherwise meet the other home's token,
+    or find it already logged in (a wrong PIN then reads as accepted)."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(("TESSERA_", "SOFTHSM2_"))}
+    yield
+    for name in [k for k in os.environ if k.startswith(("TESSERA_", "SOFTHSM2_"))]:
+        del os.environ[name]
+    os.environ.update(before)
+    if "ca.pkcs11_keys" in sys.modules:
+        from ca.pkcs11_keys import finalize_all
+        finalize_all()
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import datetime
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,8 +37,9 @@ def _event(**change: Any) -> AuditEvent:
                       object="config:test", details=change)
 
 
-def _runtime(store: AuditStore, ttl: float = 0.0, env: dict[str, str] | None = None) -> RuntimeSettings:
-    return RuntimeSettings(store.sessions, Settings.from_env(store.folder, env=env or {}), _now, ttl=ttl)
+def _runtime(store: AuditStore, ttl: float = 0.0, env: dict[str, str] | None = None,
+             ticks: Callable[[], float] = time.monotonic) -> RuntimeSettings:
+    return RuntimeSettings(store.sessions, Settings.from_env(store.folder, env=env or {}), _now, ttl=ttl, ticks=ticks)
 
 
 def _config_entries(store: AuditStore) -> list[AuditEntry]:
@@ -151,12 +153,15 @@ def test_concurrent_changes_cannot_break_the_rule_between_two_settings(audit_sto
 
 
 def test_every_worker_sees_a_change_within_its_ttl(audit_store: AuditStore) -> None:
-    writer, reader = _runtime(audit_store, ttl=0.5), _runtime(audit_store, ttl=0.5)
+    now = [1000.0]  # the workers' monotonic clock, moved by hand: no sleep, no race with a slow machine
+    writer = _runtime(audit_store, ttl=30, ticks=lambda: now[0])
+    reader = _runtime(audit_store, ttl=30, ticks=lambda: now[0])
     assert reader.get("password.min_length") == 12  # cached now
     writer.set("password.min_length", "16", audit_store.trail, _event, "staff:sysadmin")
     assert writer.get("password.min_length") == 16  # the writing worker: at once
+    now[0] += 29.9
     assert reader.get("password.min_length") == 12  # another worker: its cache, for at most the TTL
-    time.sleep(0.6)
+    now[0] += 0.2
     assert reader.get("password.min_length") == 16
 
 

@@ -1,7 +1,8 @@
 """CA keys on the SoftHSM2 token of a real `tessera init` home: attributes, threads, fork, PINs.
 
-Only this module drives PKCS#11 inside the pytest process; it points SoftHSM2 at the home's
-private token folder before the library is first loaded."""
+It points SoftHSM2 at the home's private token folder before it first uses the library; the
+conftest finalises the library after every module, so no other module's login or token folder
+is still in force here."""
 
 from __future__ import annotations
 
