@@ -57,8 +57,13 @@ def _error_page(error: OAuth2Error) -> tuple[str, int]:
 
 
 def _oauth_error(error: OAuth2Error) -> Any:
+    """An authorization request's error: redirected to the client with ``iss`` (RFC 9207 section 2)
+    when it may be, else a page."""
     if getattr(error, "redirect_uri", None):
-        return current_provider.server.handle_error_response(None, error)
+        server = current_provider.server
+        response = server.handle_error_response(None, error)
+        current_provider.issuer_parameter.add_issuer_parameter(server, response)
+        return response
     return _error_page(error)
 
 

@@ -17,6 +17,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProte
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfo, UserInfoEndpoint
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Flask, Request, current_app
@@ -90,6 +91,19 @@ class _OAuth2Request(OAuth2Request):
         return self._form
 
 
+class _IssuerParameter(IssuerParameter):
+    """RFC 9207 section 2: every authorization response, an error redirected to the client
+    included, names its issuer in ``iss`` (Authlib's extension, after
+    ``create_authorization_response``; :mod:`idp.oidc.endpoints` adds it to the errors it
+    redirects itself)."""
+
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+
+    def get_issuer(self) -> str:
+        return self.issuer
+
+
 class _Server(AuthorizationServer):
     #: the provider whose stores the grants use (idp.oidc.grants)
     provider: Provider
@@ -125,6 +139,8 @@ class Provider:
         self.save_code, self.spend_code = code_statements(self.engine)
         self.server = _Server()
         self.server.provider = self  # grants reach the stores through their server
+        #: adds ``iss`` to authorization responses (RFC 9207)
+        self.issuer_parameter = _IssuerParameter(issuer)
         self.resource = ResourceProtector()
 
     def authorization_request(self, args: MultiDict[str, str]) -> OAuth2Request:
@@ -172,6 +188,7 @@ class Provider:
                                                           "client_credentials": SERVICE_TOKEN_SECONDS})
         app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES) + list(SERVICE_SCOPES))
         self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
+        self.server.register_extension(self.issuer_parameter)
         self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIdCode(self)])
         self.server.register_grant(RotatingRefreshGrant)
         self.server.register_grant(ServiceCredentialsGrant)
@@ -272,6 +289,7 @@ class Provider:
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
             "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": True,  # RFC 9207 section 3
             "prompt_values_supported": ["none", "login", "consent"],
             "acr_values_supported": ["urn:tessera:acr:pwd+otp", "urn:tessera:acr:card"],
             "claims_supported": sorted({c for claims in SCOPE_CLAIMS.values() for c in claims}

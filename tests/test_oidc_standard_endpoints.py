@@ -1,0 +1,51 @@
+"""The provider's standard endpoints judged by an independent client (requests for HTTP, PyJWT for
+JOSE): RFC 9207 ``iss`` on authorization responses, RFC 8414 metadata, RFC 6750 userinfo
+challenges, RFC 7009 revocation and RFC 7662 introspection. Against the running service."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures_web import *  # noqa: F401,F403
+from tests.fixtures_web import IdpServer, StaffAgent, csrf_of, query_of
+from tests.test_oidc import REDIRECT, authorize, code_of, exchange, pkce
+
+
+@pytest.fixture(scope="module")
+def client(idp: IdpServer) -> dict[str, Any]:
+    return idp.add_client("Leave requests", REDIRECT, "--trusted")
+
+
+@pytest.fixture()
+def agent(idp: IdpServer, staff_user: tuple[str, str]) -> StaffAgent:
+    a = StaffAgent(idp, *staff_user)
+    a.login()
+    return a
+
+
+# -- RFC 9207: iss on every authorization response ---------------------------------------------
+def test_every_authorization_response_names_the_issuer(idp: IdpServer, client: dict[str, Any],
+                                                       agent: StaffAgent) -> None:
+    config = requests.get(idp.url("/.well-known/openid-configuration"), timeout=10).json()
+    assert config["authorization_response_iss_parameter_supported"] is True
+    _, challenge = pkce()
+    success = authorize(agent, idp, client["client_id"], challenge, state="s-1")
+    assert code_of(success) and query_of(success.headers["Location"])["iss"] == config["issuer"]
+    # errors redirected to the client: decided before Authlib's response (prompt=none), and by it
+    login_required = authorize(requests.Session(), idp, client["client_id"], challenge, prompt="none", state="s-2")
+    query = query_of(login_required.headers["Location"])
+    assert query["error"] == "login_required" and query["iss"] == config["issuer"] and query["state"] == "s-2"
+    plain = authorize(agent, idp, client["client_id"], None, code_challenge="x" * 43, code_challenge_method="plain")
+    query = query_of(plain.headers["Location"])
+    assert query["error"] == "invalid_request" and query["iss"] == config["issuer"]
+    untrusted = idp.add_client("Third party", REDIRECT)
+    page = authorize(agent, idp, untrusted["client_id"], challenge)
+    denied = agent.post(page.url, data={"decision": "deny", "csrf_token": csrf_of(page.text)}, allow_redirects=False)
+    query = query_of(denied.headers["Location"])
+    assert query["error"] == "access_denied" and query["iss"] == config["issuer"]
+    # never on a page that is not a redirect to the client (unknown client)
+    assert "Location" not in authorize(agent, idp, "no-such-client", challenge).headers
