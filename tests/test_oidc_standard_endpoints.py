@@ -49,3 +49,15 @@ def test_every_authorization_response_names_the_issuer(idp: IdpServer, client: d
     assert query["error"] == "access_denied" and query["iss"] == config["issuer"]
     # never on a page that is not a redirect to the client (unknown client)
     assert "Location" not in authorize(agent, idp, "no-such-client", challenge).headers
+
+
+# -- RFC 8414: authorization server metadata -----------------------------------------------------
+def test_oauth_metadata_is_the_discovery_document(idp: IdpServer) -> None:
+    oauth = requests.get(idp.url("/.well-known/oauth-authorization-server"), timeout=10)
+    assert oauth.status_code == 200 and oauth.headers["Content-Type"].startswith("application/json")
+    metadata = oauth.json()
+    # RFC 8414 section 2: required, and the issuer is the one the document was asked of (section 3.3)
+    assert metadata["issuer"] == idp.base
+    for name in ("authorization_endpoint", "token_endpoint", "response_types_supported"):
+        assert metadata[name], name
+    assert metadata == requests.get(idp.url("/.well-known/openid-configuration"), timeout=10).json()

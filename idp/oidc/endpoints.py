@@ -1,6 +1,7 @@
 """HTTP endpoints of the OpenID Connect provider.
 
-/.well-known/openid-configuration (Discovery 1.0 section 4), /oidc/jwks.json (RFC 7517),
+/.well-known/openid-configuration (Discovery 1.0 section 4) and /.well-known/oauth-authorization-server
+(RFC 8414 section 3, the same document), /oidc/jwks.json (RFC 7517),
 /oidc/authorize (Core 3.1.2, with prompt and max_age; :mod:`idp.oidc.authorization` decides),
 /oidc/token (Core 3.1.3), /oidc/userinfo (Core 5.3) and /oidc/logout (RP-Initiated Logout 1.0).
 Errors that may not be redirected (unknown client, unregistered redirect_uri) are a page here and
@@ -68,7 +69,11 @@ def _oauth_error(error: OAuth2Error) -> Any:
 
 
 @bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
 def discovery() -> Response:
+    """The provider's metadata: OpenID Connect Discovery 1.0 section 4 and, the same document, RFC
+    8414 section 3 (every OpenID field is registered in RFC 8414's metadata registry, and section 2
+    lets a server publish more than the OAuth fields)."""
     response = jsonify(current_provider.metadata())
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
