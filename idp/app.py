@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import Flask, Response, render_template, request
 
-from idp import (account, admin_blueprints, citizen_login, csrf, database_ids, i18n, login, pki, portal, problems,
-                 verification_api)
+from idp import (account, admin_blueprints, citizen_login, csrf, database_ids, health, i18n, login, pki, portal,
+                 problems, verification_api)
 from idp.citizen_blueprints import CitizenServices
 from idp.audit_bridge import start_checkpoints
 from idp.deployment import Deployment
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                         deployment.now, deployment.second_factor.claims, oidc_endpoints.end_browser_session,
                         deployment.staff_still_active, deployment.citizen_claims)
     provider.init_app(app)
+    health.install(app, deployment)  # /healthz (liveness) and /readyz (readiness)
     app.register_blueprint(pki.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(account.bp)
@@ -103,10 +104,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/favicon.ico")
     def favicon() -> Response:
         return Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
-
-    @app.get("/healthz")
-    def health() -> Response:
-        return Response("ok\n", mimetype="text/plain")
 
     always = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"),
               ("Content-Security-Policy", CSP), ("Cross-Origin-Opener-Policy", "same-origin")]
