@@ -61,3 +61,23 @@ def test_oauth_metadata_is_the_discovery_document(idp: IdpServer) -> None:
     for name in ("authorization_endpoint", "token_endpoint", "response_types_supported"):
         assert metadata[name], name
     assert metadata == requests.get(idp.url("/.well-known/openid-configuration"), timeout=10).json()
+
+
+# -- RFC 6750 section 3: the userinfo endpoint's challenges --------------------------------------
+def test_userinfo_without_a_token_is_a_bare_challenge(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> None:
+    realm = f'realm="{idp.base}"'
+    for headers in ({}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer "}):
+        for method in ("GET", "POST"):
+            bare = requests.request(method, idp.url("/oidc/userinfo"), headers=headers, timeout=10)
+            assert bare.status_code == 401, (headers, method)
+            challenge = bare.headers["WWW-Authenticate"]
+            assert challenge.startswith("Bearer ") and realm in challenge and "error" not in challenge, challenge
+            assert "error" not in bare.json()
+    invalid = requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": "Bearer not-a-token"}, timeout=10)
+    assert invalid.status_code == 401 and invalid.json()["error"] == "invalid_token"
+    challenge = invalid.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and realm in challenge and 'error="invalid_token"' in challenge
+    verifier, challenge_ = pkce()
+    token = exchange(idp, client, code_of(authorize(agent, idp, client["client_id"], challenge_)), verifier).json()
+    ok = requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10)
+    assert ok.status_code == 200 and ok.json()["sub"] == agent.uid

@@ -150,7 +150,17 @@ def token() -> Any:
 
 @bp.route("/oidc/userinfo", methods=["GET", "POST"])
 def userinfo() -> Any:
-    """UserInfo endpoint (OIDC Core 5.3), bearer token (RFC 6750)."""
+    """UserInfo endpoint (OIDC Core 5.3), bearer token in the Authorization header (RFC 6750
+    section 2.1). A request without one is challenged with no error code (section 3.1: no
+    authentication information, no error information); a token that is not valid is
+    ``invalid_token`` (Authlib's resource protector)."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        response = jsonify({})  # nothing to say (and JSON, as every answer of this endpoint)
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = f'Bearer realm="{current_provider.issuer}"'
+        response.headers["Cache-Control"] = "no-store"
+        return response
     return current_provider.server.create_endpoint_response("userinfo")
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749 import scope_to_list
-from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc6750 import BearerTokenValidator, InvalidTokenError
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import UserInfo, UserInfoEndpoint
 from authlib.oidc.rpinitiated import EndSessionEndpoint
@@ -205,9 +205,7 @@ class Provider:
 
             def generate_user_info(self, user: Any, scope: str) -> UserInfo:
                 if user is None:
-                    from authlib.oauth2.rfc6750 import InvalidTokenError
-
-                    raise InvalidTokenError()
+                    raise InvalidTokenError(realm=provider.issuer)
                 return provider.user_info(user, scope)
 
             def resolve_private_key(self) -> Any:
@@ -220,7 +218,7 @@ class Provider:
             def end_session(self, end_session_request: Any) -> None:
                 provider.end_staff_session(end_session_request)
 
-        self.resource.register_token_validator(_Bearer())
+        self.resource.register_token_validator(_Bearer(realm=self.issuer))
         self.server.register_endpoint(_UserInfo(resource_protector=self.resource))
         self.server.register_endpoint(_EndSession())
 
