@@ -3,8 +3,8 @@
 Reading stays in :mod:`directory.client`; this module creates entries, changes group membership
 (RFC 4511 section 4.6 modify of the group's ``member``: the memberof overlay keeps ``memberOf``),
 sets a post, disables and re-enables accounts (the ppolicy permanent lock ``pwdAccountLockedTime:
-000001010000Z``, draft-behera 5.3.3) and marks an initial password as one that must be changed
-(``pwdReset: TRUE``, draft-behera 5.3.7). Every value in a DN is escaped (RFC 4514 section 2.4)
+000001010000Z``, draft-behera 5.3.3) and marks an initial password, or one the help desk set, as
+one that must be changed (``pwdReset: TRUE``, draft-behera 5.3.7). Every value in a DN is escaped (RFC 4514 section 2.4)
 and filters are built as structures (:mod:`directory.filters`); the listing of people is paged
 (RFC 2696). Connections verify TLS as the client's do (:mod:`directory.connection`). A directory
 that Tessera may only read refuses every write.
@@ -156,6 +156,23 @@ class DirectoryWriter:
             return dn
 
         return self._run(operation)
+
+    def reset_password(self, uid: str, password: str) -> None:
+        """Set ``password`` (a one-time one: :func:`initial_password`) as the person's password,
+        marked must-change (``pwdReset: TRUE``, draft-behera 5.3.7), in one modify (RFC 4511 section
+        4.6: all or nothing). slapd hashes it (``ppolicy_hash_cleartext``) and drops a lockout with
+        the old password; so it also drops the permanent lock of a disabled account, which the
+        caller must refuse to reset (:meth:`directory.client.Directory.account_state`)."""
+        changes: dict[str, Any] = {"userPassword": [(MODIFY_REPLACE, [password])],
+                                   "pwdReset": [(MODIFY_REPLACE, ["TRUE"])]}
+
+        def operation(conn: LdapConnection) -> None:
+            result = conn.modify(self.person_dn(uid), changes)
+            if result.code == _RESULT_NO_SUCH_OBJECT:
+                raise DirectoryError(f"the directory has no person {uid!r}")
+            self._check(result, f"reset the password of {uid}")
+
+        self._run(operation)
 
     def delete_person(self, uid: str) -> None:
         """Remove an entry (only to undo a creation whose transaction failed)."""

@@ -14,6 +14,7 @@ directory that cannot be reached, or does not answer in LDAPv3, raises :class:`D
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
 from ldap3 import MODIFY_DELETE
 from ldap3.core.exceptions import LDAPException, LDAPExceptionError
+from ldap3.protocol.formatters.formatters import format_time
 from ldap3.utils.dn import parse_dn
 
 from directory.config import DirectoryConfig
@@ -41,7 +43,7 @@ from directory.saslprep import prepare_password
 from translatable import N_
 
 __all__ = [
-    "Directory", "DirectoryConfig", "StaffMember", "DirectoryError", "InvalidCredentials", "AccountLocked",
+    "AccountState", "Directory", "DirectoryConfig", "StaffMember", "DirectoryError", "InvalidCredentials", "AccountLocked",
     "AccountDisabled", "PasswordExpired", "PasswordMustChange", "PasswordRejected", "DirectoryUnavailable",
     "valid_username",
 ]
@@ -95,6 +97,39 @@ class StaffMember:
     # this many seconds, or it has expired and only this many grace logins remain
     password_expires_in: int | None = None
     grace_logins_remaining: int | None = None
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What the password policy says of an account now (draft-behera-ldap-password-policy-11,
+    section 5.3 state attributes read as the service account, against the entry's policy, section
+    5.2). None where the directory does not say (Active Directory, a policy Tessera cannot read)."""
+
+    disabled: bool
+    #: locked out after failed binds (pwdAccountLockedTime, 5.3.3) and not yet past pwdLockoutDuration
+    locked: bool | None = None
+    #: when the lockout ends by itself; None while locked: only an unlock ends it (pwdLockoutDuration 0)
+    locked_until: datetime.datetime | None = None
+    #: the password was set by an administrator and must change at the next login (pwdReset, 5.3.7)
+    must_change: bool | None = None
+    password_changed_at: datetime.datetime | None = None  # pwdChangedTime (5.3.2)
+    #: pwdChangedTime + pwdMaxAge (5.2.4); None: the password never expires, or the policy is unknown
+    password_expires_at: datetime.datetime | None = None
+    expired: bool | None = None
+
+
+def _generalized_time(values: list[str]) -> datetime.datetime | None:
+    """The first GeneralizedTime of ``values`` (RFC 4517 section 3.3.13) as an aware datetime;
+    None when absent or not a time (the permanent lock's ``000001010000Z`` included)."""
+    parsed = format_time(values[0].encode()) if values else None
+    return parsed if isinstance(parsed, datetime.datetime) else None
+
+
+def _seconds(values: list[str]) -> int:
+    try:
+        return max(0, int(values[0])) if values else 0
+    except ValueError:
+        return 0
 
 
 def valid_username(username: object) -> bool:
@@ -368,6 +403,44 @@ class Directory:
             entries = [e for e in self._search_entries(self.config.people_base, person, a.person_attributes())
                        if e.dn.lower() in members]
         return sorted((self._member(e) for e in entries), key=lambda m: m.uid)
+
+    #: the password policy of an entry without pwdPolicySubentry: ``ppolicy_default`` in Tessera's
+    #: own directory (ldap/slapd.conf.template); slapd does not publish it as an attribute
+    DEFAULT_POLICY_RDN = "cn=default,ou=policies"
+
+    def account_state(self, member: StaffMember, now: datetime.datetime | None = None) -> AccountState:
+        """The ppolicy state of ``member``'s account (locked, must change, expired, disabled), as
+        the service account reads it: the state attributes are operational, asked for by name."""
+        a = self.config.attributes
+        if not a.locked_time:  # Active Directory: only the account control's disabled flag is read
+            return AccountState(disabled=not member.enabled)
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        state_names = [a.locked_time, "pwdReset", "pwdChangedTime", "pwdPolicySubentry"]
+        entries = self._search_entries(member.dn, present("objectClass"), state_names, size_limit=1, scope=BASE)
+        if not entries:
+            return AccountState(disabled=not member.enabled)
+        entry = entries[0]
+        policy_dn = (_values(entry, "pwdPolicySubentry")
+                     or [f"{self.DEFAULT_POLICY_RDN},{self.config.base_dn}"])[0]
+        policies = self._search_entries(policy_dn, equals("objectClass", "pwdPolicy"),
+                                        ["pwdMaxAge", "pwdLockoutDuration"], size_limit=1, scope=BASE)
+        policy = policies[0] if policies else None
+        locked_at = _generalized_time(_values(entry, a.locked_time))
+        locked = locked_until = None
+        if policy is not None:
+            duration = _seconds(_values(policy, "pwdLockoutDuration"))
+            locked_until = locked_at + datetime.timedelta(seconds=duration) if locked_at and duration else None
+            locked = locked_at is not None and (locked_until is None or locked_until > now)
+        elif locked_at is not None:
+            locked = True
+        changed = _generalized_time(_values(entry, "pwdChangedTime"))
+        max_age = _seconds(_values(policy, "pwdMaxAge")) if policy is not None else 0
+        expires = changed + datetime.timedelta(seconds=max_age) if changed and max_age else None
+        return AccountState(
+            disabled=not member.enabled, locked=locked, locked_until=locked_until if locked else None,
+            must_change=(_values(entry, "pwdReset") or ["FALSE"])[0].upper() == "TRUE",
+            password_changed_at=changed, password_expires_at=expires,
+            expired=(expires <= now) if expires else (False if policy is not None and changed else None))
 
     # -- authenticating --------------------------------------------------------------------
     def authenticate(self, username: str, password: str) -> StaffMember:

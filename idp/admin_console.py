@@ -38,6 +38,7 @@ from idp.deployment import current_deployment
 from directory.administration import DirectoryWriter
 from directory.errors import DirectoryError
 from idp.governance_models import ApplicationStatus, FourEyesStatus
+from idp.help_desk import HelpDesk, HelpDeskResult
 from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, FourEyesView, GovernanceError,
                        admin_roles_of, login_refusal, permissions_of, role_name)
 from idp.runtime_settings import InvalidSetting, RuntimeSettings, SettingView
@@ -61,6 +62,8 @@ WORDS: dict[str, Any] = {
     "add-administrator": lazy_gettext("add-administrator"),
     "remove-administrator": lazy_gettext("remove-administrator"),
     "revoke-issuing-ca": lazy_gettext("revoke-issuing-ca"),
+    "reset-password": lazy_gettext("reset-password"), "reset-second-factor": lazy_gettext("reset-second-factor"),
+    "unlock": lazy_gettext("unlock"),
     "valid": lazy_gettext("valid"), "revoked": lazy_gettext("revoked"), "on-hold": lazy_gettext("on-hold"),
     "active": lazy_gettext("active"), "lost": lazy_gettext("lost"), "renewed": lazy_gettext("renewed"),
     "expired": lazy_gettext("expired"), "blocked": lazy_gettext("blocked"),
@@ -266,7 +269,10 @@ def person(uid: str) -> Any:
     sessions_open = len(d.web_sessions.list_for(member.uid))
     apps, _ = current_deployment.lifecycle.applications(text=member.uid, limit=20)
     return _page("admin_person.html", member=member, certificates=certs, sessions_open=sessions_open,
-                 applications=[a for a in apps if a.uid == member.uid], grantable=GRANTABLE)
+                 applications=[a for a in apps if a.uid == member.uid], grantable=GRANTABLE,
+                 state=d.directory.account_state(member), enrolled=d.second_factor.is_enrolled(member.uid),
+                 recovery_left=d.second_factor.recovery_codes_left(member.uid),
+                 is_administrator=bool(admin_roles_of(member.groups)))
 
 
 @bp.post("/people/<uid>/grant")
@@ -282,8 +288,9 @@ def grant(uid: str) -> Any:
 
 
 def _after_role_change(uid: str, request_made: FourEyesView | None) -> Any:
-    """Where a grant or a removal of a role goes on to: the four-eyes request it became (an
-    administrator role), told to wait for a second administrator; else the person's page."""
+    """Where a grant or a removal of a role, or a help-desk act, goes on to: the four-eyes request it
+    became (an administrator role or account), told to wait for a second administrator; else the
+    person's page."""
     if request_made is not None:
         flash(gettext("A second security administrator must approve this before it is carried out."))
         return redirect(url_for("admin_console.four_eyes_detail", request_id=request_made.id))
@@ -333,6 +340,73 @@ def leaver(uid: str) -> Any:
                                 serials=", ".join(report.certificates_revoked) or none),
                         gettext("Groups removed: %(groups)s.", groups=", ".join(report.groups_removed) or none)],
                  back=url_for("admin_console.person", uid=uid))
+
+
+# -- help desk (idp/help_desk.py) ---------------------------------------------------------------------
+def _help_desk(uid: str, act: str, title: str, detail: str) -> Any:
+    """The confirmation page of a help-desk act, then the act: its result page, or (an administrator's
+    account) the four-eyes request it became."""
+    member = current_deployment.lifecycle.member(uid)
+    if admin_roles_of(member.groups):
+        detail += " " + gettext("%(uid)s is an administrator: a second security administrator must approve this "
+                                "(four eyes) before it is carried out.", uid=member.uid)
+    page = _confirm(title, detail)
+    if page is not None:
+        return page
+    done = HelpDesk(current_deployment.lifecycle).act(actor(), act, member.uid)
+    if isinstance(done, FourEyesView):
+        return _after_role_change(uid, done)
+    return _help_desk_done(done)
+
+
+def _help_desk_done(done: HelpDeskResult) -> Response:
+    """What a help-desk act did; a one-time password is on this page only (never cached)."""
+    uid, lines = done.uid, []
+    if done.act == "reset-password":
+        title = gettext("Password reset")
+        lines.append(gettext("Hand the one-time password to %(uid)s through a separate channel. It is shown only "
+                             "now; the next login must replace it.", uid=uid))
+    elif done.act == "reset-second-factor":
+        title = gettext("Authenticator reset")
+        lines.append(gettext("The authenticator and the recovery codes of %(uid)s no longer work; the next login "
+                             "sets up a new authenticator.", uid=uid))
+    else:
+        title = gettext("Account unlocked")
+        lines.append(gettext("%(uid)s may log in again.", uid=uid))
+    if "was_locked" in done.details:
+        lines.append(gettext("Directory lockout lifted: %(answer)s; login throttle counters cleared: %(count)s.",
+                             answer=gettext("yes") if done.details["was_locked"] else gettext("no (not locked)"),
+                             count=done.details["throttle_cleared"]))
+    response = _page("admin_help_desk_done.html", title=title, lines=lines, uid=uid,
+                     one_time_password=done.one_time_password, change_url=url_for("password.change", username=uid,
+                                                                                  _external=True))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/people/<uid>/reset-password")
+@guarded("account.reset-password", "admin.staff.reset-password")
+def reset_password(uid: str) -> Any:
+    return _help_desk(uid, "reset-password", gettext("Reset the password"),
+                      gettext("Reset the password of %(uid)s? Their present password stops working at once. A "
+                              "one-time password is shown to you once; they must replace it at the next login.",
+                              uid=uid))
+
+
+@bp.post("/people/<uid>/reset-second-factor")
+@guarded("account.reset-second-factor", "admin.staff.reset-second-factor")
+def reset_second_factor(uid: str) -> Any:
+    return _help_desk(uid, "reset-second-factor", gettext("Reset the authenticator"),
+                      gettext("Reset the authenticator of %(uid)s? Their authenticator app and recovery codes stop "
+                              "working at once; the next login sets up a new authenticator.", uid=uid))
+
+
+@bp.post("/people/<uid>/unlock")
+@guarded("account.unlock", "admin.staff.unlock")
+def unlock(uid: str) -> Any:
+    return _help_desk(uid, "unlock", gettext("Unlock"),
+                      gettext("Unlock %(uid)s? The directory's lockout after wrong passwords and this service's login "
+                              "throttle for the account are both cleared.", uid=uid))
 
 
 # -- applications -------------------------------------------------------------------------------------
@@ -671,7 +745,9 @@ def four_eyes_approve(request_id: int) -> Any:
     page = _confirm(gettext("Approve (four eyes)"), gettext("Approve and carry out request #%(id)s?", id=request_id))
     if page is not None:
         return page
-    current_deployment.lifecycle.decide_four_eyes(actor(), request_id, True)
+    _, done = HelpDesk(current_deployment.lifecycle).decide(actor(), request_id, True)
+    if done is not None:  # a help-desk act: its result (a one-time password) is for this administrator
+        return _help_desk_done(done)
     return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
 
 
@@ -681,7 +757,7 @@ def four_eyes_reject(request_id: int) -> Any:
     page = _confirm(gettext("Reject (four eyes)"), gettext("Reject request #%(id)s?", id=request_id))
     if page is not None:
         return page
-    current_deployment.lifecycle.decide_four_eyes(actor(), request_id, False)
+    HelpDesk(current_deployment.lifecycle).decide(actor(), request_id, False)
     return redirect(url_for("admin_console.four_eyes_detail", request_id=request_id))
 
 

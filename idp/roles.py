@@ -8,8 +8,9 @@ group                      role                 may
 system-administrators      system administrator configuration, OpenID Connect clients, service
                                                 accounts; NOT roles, NOT the audit trail
 security-administrators    security administr.  issue approved accounts, grant/remove roles, change
-                                                of post, leavers, revoke certificates, block cards;
-                                                NOT configuration, NOT the audit trail
+                                                of post, leavers, the help desk (reset a password
+                                                or a second factor, unlock), revoke certificates,
+                                                block cards; NOT configuration, NOT the audit trail
 auditors                   auditor              read, export and report on the audit trail only
 =========================  ===================  =================================================
 
@@ -17,8 +18,9 @@ No account may hold two of them: :func:`check_grant` refuses granting a second, 
 :func:`login_refusal` gives the clear message a login must show when the directory says otherwise
 (the admin console refuses such an account on every request as well).
 
-Four eyes (:class:`FourEyes`): adding an administrator, removing one and revoking an issuing CA
-are asked for by one security administrator and run only when a second, different security
+Four eyes (:class:`FourEyes`): adding an administrator, removing one, revoking an issuing CA and
+every help-desk act on an administrator's account (:mod:`idp.help_desk`) are asked for by one
+security administrator and run only when a second, different security
 administrator approves (on the command line both must have logged in: :mod:`idp.operators`). The
 last holder of an administrator role is never removed (:func:`check_removal`): without an auditor
 nobody reads the trail, without two security administrators nothing needing four eyes can be done.
@@ -59,6 +61,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     }),
     SECURITY_ADMIN: frozenset({
         "people.read", "account.read", "account.issue", "account.change-post", "account.leaver",
+        "account.reset-password", "account.reset-second-factor", "account.unlock",
         "role.grant", "role.remove", "cert.read", "cert.revoke", "card.read", "card.block",
         "four-eyes.request", "four-eyes.approve", "config.read",
     }),
@@ -71,6 +74,10 @@ FOUR_EYES_OPERATIONS: dict[str, str] = {
     "add-administrator": "role.grant",
     "remove-administrator": "role.remove",
     "revoke-issuing-ca": "cert.revoke",
+    # the help desk (idp.help_desk) on an administrator's account
+    "reset-password": "account.reset-password",
+    "reset-second-factor": "account.reset-second-factor",
+    "unlock": "account.unlock",
 }
 
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.models import RecoveryCode, StaffAccount
@@ -122,15 +122,21 @@ class SecondFactor:
             account.totp_last_step = step
             return _replace_recovery_codes(session, uid)
 
-    def reset(self, uid: str) -> None:
-        """Forget the TOTP secret and recovery codes (the next login enrols again)."""
-        with self.sessions.begin() as session:
-            account = session.get(StaffAccount, uid)
-            if account is not None:
-                account.totp_secret_sealed = None
-                account.totp_pending_sealed = None
-                account.totp_enrolled_at = None
-            session.query(RecoveryCode).filter(RecoveryCode.uid == uid).delete()
+    def reset(self, uid: str, session: Session | None = None) -> bool:
+        """Forget the TOTP secret, a pending one and every recovery code (the next login enrols
+        again), in ``session``'s transaction (the help desk's, with its audit entry) or a new one.
+        True if a second factor was enrolled."""
+        if session is None:
+            with self.sessions.begin() as own:
+                return self.reset(uid, own)
+        account = session.get(StaffAccount, uid)
+        enrolled = account is not None and account.totp_secret_sealed is not None
+        if account is not None:
+            account.totp_secret_sealed = None
+            account.totp_pending_sealed = None
+            account.totp_enrolled_at = None
+        session.execute(delete(RecoveryCode).where(RecoveryCode.uid == uid))
+        return enrolled
 
     # -- verification --------------------------------------------------------------------
     def verify(self, uid: str, code: str) -> str | None:

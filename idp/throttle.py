@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, bindparam, delete, exists, or_, select
+from sqlalchemy import CursorResult, Engine, and_, bindparam, delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -139,6 +140,16 @@ class LoginThrottle:
                 row.failures += 1
                 if row.failures >= limits[key]:
                     row.blocked_until = now + self.window
+
+    def clear(self, session: Session, username: str) -> int:
+        """The help desk's unlock (:mod:`idp.help_desk`): forget ``username``'s failures and blocks,
+        from every address and account-wide, in the caller's transaction (the one of its audit
+        entry); the number of counters cleared. The address counters stay (other accounts' failures
+        fill them), and so do the usual addresses (they are the owner's, not an attacker's)."""
+        account = _account(username)
+        deleted = session.execute(delete(ThrottleRow).where(or_(
+            ThrottleRow.key == f"account:{account}", ThrottleRow.key.startswith(f"pair:{account}|", autoescape=True))))
+        return int(cast("CursorResult[Any]", deleted).rowcount)
 
     def success(self, username: str, address: str | None = None) -> None:
         """A complete login: clears the pair's count (not the account-wide or address count, which
