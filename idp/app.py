@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import Flask, Response, render_template, request
 
-from idp import (account, admin_blueprints, citizen_login, csrf, database_ids, health, i18n, login, pki, portal,
-                 problems, verification_api)
+from idp import (account, admin_blueprints, citizen_login, csrf, database_ids, health, i18n, login, metrics,
+                 pki, portal, problems, verification_api)
 from idp.citizen_blueprints import CitizenServices
 from idp.audit_bridge import start_checkpoints
 from idp.deployment import Deployment
@@ -120,6 +120,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         return response
 
     app.wsgi_app = PathDispatcher(app.wsgi_app, OcspHttpApp(lambda: deployment.ocsp, deployment.now))  # type: ignore[method-assign]
+    # every answer counted and timed, OCSP's too; /metrics served outside Flask (idp/metrics.py)
+    app.wsgi_app = metrics.install(app, health.readiness_of(app), settings.secrets_dir)  # type: ignore[method-assign]
     if settings.proxy_hops > 0:
         # behind a TLS-terminating proxy: the client's address (per-address throttling, session
         # records) and https (HSTS) come from the proxy's headers, trusted for exactly that many hops

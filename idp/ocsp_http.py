@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ca.errors import KeyUnavailable
 from ca.ocsp import MAX_REQUEST_BYTES, OcspReply, OcspResponder, unsuccessful
+from idp import metrics
 
 StartResponse = Callable[..., Any]
 #: How long HTTP caches may keep a nonce-less answer. RFC 5019 section 6.2 allows up to its
@@ -87,6 +88,7 @@ class OcspHttpApp:
             return [b""]
 
         reply = self._answer(request_der)
+        metrics.ocsp_answered(reply)
         headers = [("Content-Type", "application/ocsp-response"), ("Content-Length", str(len(reply.der))),
                    *_SECURITY_HEADERS]
         if reply.next_update is not None and reply.this_update is not None:

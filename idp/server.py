@@ -80,6 +80,9 @@ def run(host: str, port: int, workers: int) -> None:
         raise ConfigurationError(f"TESSERA_HTTP_READ_TIMEOUT must be 1 to 60 seconds, not {settings.http_read_timeout}")
     if settings.http_max_body_bytes < 1:
         raise ConfigurationError("TESSERA_HTTP_MAX_BODY_BYTES must be at least 1")
+    from idp.metrics import prepare_folder
+
+    prepare_folder(settings.home)  # every worker's counters in <home>/metrics (idp/metrics.py)
     if chosen_server() == "granian":
         supervise(lambda: _run_granian(host, port, workers, settings))
     else:
