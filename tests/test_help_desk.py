@@ -18,6 +18,7 @@ from directory.client import AccountState
 from directory.errors import DirectoryError
 from tests.fixtures_admin import *  # noqa: F403
 from tests.fixtures_admin import PASSWORD, AdminAgent, IdpServer, audit_entries, audit_tip, new_uid
+from tests.fixtures_operators import operator_tokens, run_as  # noqa: F401
 from tests.fixtures_web import StaffAgent, csrf_of, post_login
 
 NEW_PASSWORD = "Lantern-quiet-4-river-moss"
@@ -153,6 +154,44 @@ def test_refusals_other_roles_oneself_and_a_leaver(idp: IdpServer, slapd, admin_
     assert ("admin.staff.reset-password", "refused") in refusals and ("admin.staff.unlock", "refused") in refusals
     missing = security.act("/admin/people/nobody-such-4711/unlock")
     assert missing.status_code == 404
+
+
+def test_the_command_line_help_desk_as_proven_security_administrators(  # type: ignore[no-untyped-def]
+        idp: IdpServer, slapd, admins, operator_tokens) -> None:  # noqa: F811
+    first, second = admins["security-admin"], admins["security-admin-2"]
+    uid = _person(slapd)
+    _enrolled(idp, uid)
+    for _ in range(5):
+        post_login(requests.Session(), idp, uid, "Wrong-password-123")
+    before = audit_tip(idp)
+    unlocked = json.loads(run_as(idp, operator_tokens, "directory", "unlock", uid, "--as", first, "--json").stdout)
+    assert unlocked == {"uid": uid, "act": "unlock", "throttle_cleared": 2, "was_locked": True}
+    reset = json.loads(run_as(idp, operator_tokens, "directory", "reset-password", uid, "--as", first, "--json").stdout)
+    assert len(reset["one_time_password"]) >= 20
+    sent = post_login(requests.Session(), idp, uid, reset["one_time_password"])
+    assert sent.status_code == 302 and "/password/change" in sent.headers["Location"]
+    voided = run_as(idp, operator_tokens, "directory", "reset-second-factor", uid, "--as", first).stdout.decode()
+    assert voided.startswith(f"reset-second-factor of {uid} done; was enrolled: True")
+    refused = run_as(idp, operator_tokens, "directory", "reset-password", uid, "--as", admins["auditor"], check=False)
+    assert refused.returncode == 3 and b"Traceback" not in refused.stderr
+    unproven = run_as(idp, {}, "directory", "reset-password", uid, "--as", first, check=False)
+    assert unproven.returncode == 4
+    # an administrator's account: a request, carried out by the second security administrator
+    admin_uid = _person(slapd, groups=("auditors",))
+    asked = run_as(idp, operator_tokens, "directory", "reset-second-factor", admin_uid, "--as", first).stdout.decode()
+    request_id = re.search(r"four-eyes request #(\d+)", asked)
+    assert request_id, asked
+    own = run_as(idp, operator_tokens, "directory", "approve", request_id.group(1), "--as", first, check=False)
+    assert own.returncode == 1 and b"second administrator" in own.stderr
+    done = run_as(idp, operator_tokens, "directory", "approve", request_id.group(1), "--as", second).stdout.decode()
+    assert done.startswith(f"reset-second-factor of {admin_uid} done")
+    trail = _trail(idp, before)
+    for expected in [("admin.staff.unlock", "success", f"staff:{first}", f"staff:{uid}"),
+                     ("admin.staff.reset-password", "success", f"staff:{first}", f"staff:{uid}"),
+                     ("admin.staff.reset-second-factor", "success", f"staff:{first}", f"staff:{uid}"),
+                     ("admin.staff.reset-password", "refused", f"staff:{admins['auditor']}", f"staff:{uid}"),
+                     ("admin.staff.reset-second-factor", "success", f"staff:{second}", f"staff:{admin_uid}")]:
+        assert expected in trail, expected
 
 
 def test_account_state_reads_lock_reset_and_expiry(slapd) -> None:  # type: ignore[no-untyped-def]
