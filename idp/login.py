@@ -11,6 +11,7 @@ never a failure. After the login the browser goes on to ``next`` only if it is a
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -130,7 +131,8 @@ def login() -> Any:
     session.clear()
     if isinstance(session, StaffSession):
         session.rotate()
-    session["pending"] = {"uid": member.uid, "at": time.time(), "next": nxt, "enrolled": enrolled, "claims": claims}
+    session["pending"] = {"uid": member.uid, "at": time.time(), "next": nxt, "enrolled": enrolled, "claims": claims,
+                          "expires_in": member.password_expires_in, "grace": member.grace_logins_remaining}
     events.record("login.password", f"address:{_address()}", f"staff:{member.uid}", "success")
     if enrolled:  # the code form in place: GET /login/code still shows it after a reload
         return _page("totp.html")
@@ -158,7 +160,10 @@ def second_factor() -> Any:
     if method == "recovery":
         events.record("totp.recovery_code_used", f"staff:{uid}", f"staff:{uid}", "success",
                       left=d.second_factor.recovery_codes_left(uid))
-    return _continue(_complete(uid, pending, method))
+    nxt = _complete(uid, pending, method)
+    if password_warning() is not None:
+        return _page("password_expiring.html", next=nxt, warning=password_warning())
+    return _continue(nxt)
 
 
 @bp.route("/login/enrol", methods=["GET", "POST"])
@@ -204,10 +209,27 @@ def _complete(uid: str, pending: dict[str, Any], method: str) -> str:
     session["staff"] = claims
     session["auth_time"] = int(time.time())
     session["amr"] = ["pwd", "otp"]
+    if pending.get("expires_in") is not None or pending.get("grace") is not None:
+        session["password_warning"] = {"expires_at": int(time.time()) + int(pending.get("expires_in") or 0),
+                                       "grace": pending.get("grace")}
     login_user(StaffUser(claims, session["auth_time"], ("pwd", "otp")))
     d.throttle.success(uid, _address())
     events.record("login", f"staff:{uid}", f"staff:{uid}", "success", factors=["pwd", method], address=_address())
     return nxt
+
+
+def password_warning() -> dict[str, Any] | None:
+    """The ppolicy warning of this session's login (draft-behera section 6.2), for the page after the
+    login and the account page: ``days`` left (rounded down), the ``expires_at`` epoch, or ``grace``
+    logins left after expiry; None when the directory gave none. ``expires_at`` is a UTC datetime."""
+    warning = session.get("password_warning")
+    if not isinstance(warning, dict):
+        return None
+    if warning.get("grace") is not None:
+        return {"grace": int(warning["grace"]), "days": None, "expires_at": None}
+    expires_at = int(warning.get("expires_at", 0))
+    return {"grace": None, "days": max(0, expires_at - int(time.time())) // 86400,
+            "expires_at": datetime.datetime.fromtimestamp(expires_at, datetime.UTC)}
 
 
 def _continue(nxt: str) -> Response:

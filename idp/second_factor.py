@@ -96,11 +96,13 @@ class SecondFactor:
             return account is not None and account.totp_secret_sealed is not None
 
     # -- enrolment -----------------------------------------------------------------------
-    def begin_enrolment(self, uid: str) -> Enrolment:
-        """A pending secret (kept sealed until confirmed with a code); the same one on reload."""
+    def begin_enrolment(self, uid: str, fresh: bool = False) -> Enrolment:
+        """A pending secret (kept sealed until confirmed with a code); the same one on reload, a new
+        one when ``fresh`` (a re-enrolment begun again). The secret in force, if any, stays so until
+        :meth:`confirm_enrolment`."""
         with self.sessions.begin() as session:
             account = _account(session, uid, self.clock())
-            if account.totp_pending_sealed is None:
+            if account.totp_pending_sealed is None or fresh:
                 account.totp_pending_sealed = self.box.seal(new_secret().encode(), _TOTP_PURPOSE)
             secret = self.box.open(account.totp_pending_sealed, _TOTP_PURPOSE).decode()
         return Enrolment(secret, self.verifier.provisioning_uri(secret, uid, self.issuer))
