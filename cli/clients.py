@@ -35,6 +35,7 @@ def _summary(client: RegisteredClient) -> dict[str, Any]:
         "scope": meta.get("scope", ""),
         "grant_types": meta.get("grant_types", []),
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "introspection": client.may_introspect,
         "created_at": client.created_at.isoformat(),
     }
 
@@ -72,11 +73,13 @@ def _audited(obj: CliContext, event_type: str, **details: Any) -> Any:
 @click.option("--id-token-alg", type=click.Choice(["ES256", "RS256"]), default="ES256", show_default=True,
               help="Algorithm of the id_tokens it receives.")
 @click.option("--no-refresh", is_flag=True, help="Issue no refresh tokens to it.")
+@click.option("--introspection", is_flag=True,
+              help="A resource server: may ask /oidc/introspect about access tokens (RFC 7662).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the secret).")
 @click.pass_obj
 def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: str | None, auth_method: str,
         post_logout: tuple[str, ...], scopes: tuple[str, ...], trusted: bool, jwks_file: str | None, id_token_alg: str,
-        no_refresh: bool, as_json: bool) -> None:
+        no_refresh: bool, introspection: bool, as_json: bool) -> None:
     """Register a client. Its secret is printed once: Tessera stores only a hash."""
     jwks = read_jwks(jwks_file) if jwks_file else None
     registry = obj.deployment.clients
@@ -84,7 +87,9 @@ def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: s
         new = registry.add(name, list(redirect_uris), client_id=client_id, auth_method=auth_method,
                            post_logout_redirect_uris=list(post_logout), scopes=list(scopes) or list(SCOPES),
                            trusted=trusted, jwks=jwks, id_token_alg=id_token_alg, refresh_tokens=not no_refresh,
-                           on_change=_audited(obj, "client.add", auth_method=auth_method, trusted=trusted))
+                           introspection=introspection,
+                           on_change=_audited(obj, "client.add", auth_method=auth_method, trusted=trusted,
+                                              introspection=introspection))
     except ClientRegistrationError as exc:
         events.record("client.add", _actor(), f"client:{client_id}", "failure", reason=str(exc))
         raise click.ClickException(str(exc)) from None

@@ -81,3 +81,126 @@ def test_userinfo_without_a_token_is_a_bare_challenge(idp: IdpServer, client: di
     token = exchange(idp, client, code_of(authorize(agent, idp, client["client_id"], challenge_)), verifier).json()
     ok = requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10)
     assert ok.status_code == 200 and ok.json()["sub"] == agent.uid
+
+
+# -- RFC 7009: revocation --------------------------------------------------------------------------
+def _tokens(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> dict[str, Any]:
+    verifier, challenge = pkce()
+    response = exchange(idp, client, code_of(authorize(agent, idp, client["client_id"], challenge)), verifier)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _userinfo(idp: IdpServer, access_token: str) -> int:
+    return requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": f"Bearer {access_token}"},
+                        timeout=10).status_code
+
+
+def _refresh(idp: IdpServer, client: dict[str, Any], refresh_token: str) -> requests.Response:
+    return requests.post(idp.url("/oidc/token"), data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                         auth=(client["client_id"], client["client_secret"]), timeout=10)
+
+
+def test_revocation(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> None:
+    config = requests.get(idp.url("/.well-known/oauth-authorization-server"), timeout=10).json()
+    assert config["revocation_endpoint"] == idp.url("/oidc/revoke")
+    assert {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"} <= \
+        set(config["revocation_endpoint_auth_methods_supported"])
+    auth = (client["client_id"], client["client_secret"])
+
+    def revoke(data: dict[str, str], credentials: Any = auth) -> requests.Response:
+        return requests.post(config["revocation_endpoint"], data=data, auth=credentials, timeout=10)
+
+    tokens = _tokens(idp, client, agent)
+    # an access token: only itself (RFC 7009 2.1); the refresh token still works
+    assert revoke({"token": tokens["access_token"], "token_type_hint": "access_token"}).status_code == 200
+    assert _userinfo(idp, tokens["access_token"]) == 401
+    refreshed = _refresh(idp, client, tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    second = refreshed.json()
+    assert _userinfo(idp, second["access_token"]) == 200
+    # a refresh token (hinted wrongly: the search goes on): every token of its grant
+    assert revoke({"token": second["refresh_token"], "token_type_hint": "access_token"}).status_code == 200
+    assert _refresh(idp, client, second["refresh_token"]).json()["error"] == "invalid_grant"
+    assert _userinfo(idp, second["access_token"]) == 401
+    # unknown, revoked again, an unknown hint: 200 (section 2.2)
+    for data in ({"token": "no-such-token"}, {"token": second["refresh_token"]},
+                 {"token": "x", "token_type_hint": "id_token"}):
+        answer = revoke(data)
+        assert answer.status_code == 200 and answer.json() == {}, data
+    # malformed or unauthenticated requests: RFC 6749 5.2 errors, never 5xx
+    assert revoke({}).json()["error"] == "invalid_request"
+    for credentials in ((client["client_id"], "wrong"), None):
+        refused = revoke({"token": "x"}, credentials)
+        assert refused.status_code in (400, 401) and refused.json()["error"] == "invalid_client"
+    alone = requests.post(config["revocation_endpoint"], data={"token": "x", "client_id": client["client_id"]}, timeout=10)
+    assert alone.status_code in (400, 401) and alone.json()["error"] == "invalid_client"  # confidential: not by id alone
+    # another client's token is not this client's to revoke
+    other = idp.add_client("Other", REDIRECT, "--trusted")
+    third = _tokens(idp, client, agent)
+    foreign = revoke({"token": third["access_token"]}, (other["client_id"], other["client_secret"]))
+    assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_grant"
+    assert _userinfo(idp, third["access_token"]) == 200
+    # a public client revokes with its client_id (RFC 7009 section 5)
+    public = idp.add_client("Mobile", REDIRECT, "--auth-method", "none", "--trusted")
+    verifier, challenge = pkce()
+    code = code_of(authorize(agent, idp, public["client_id"], challenge))
+    mobile = requests.post(idp.url("/oidc/token"), data={"grant_type": "authorization_code", "code": code,
+                                                        "redirect_uri": REDIRECT, "client_id": public["client_id"],
+                                                        "code_verifier": verifier}, timeout=10).json()
+    gone = requests.post(config["revocation_endpoint"], data={"token": mobile["refresh_token"],
+                                                             "client_id": public["client_id"]}, timeout=10)
+    assert gone.status_code == 200 and _userinfo(idp, mobile["access_token"]) == 401
+
+
+# -- RFC 7662: introspection -----------------------------------------------------------------------
+def test_introspection(idp: IdpServer, client: dict[str, Any], agent: StaffAgent) -> None:
+    config = requests.get(idp.url("/.well-known/openid-configuration"), timeout=10).json()
+    endpoint = config["introspection_endpoint"]
+    assert endpoint == idp.url("/oidc/introspect") and "none" not in config["introspection_endpoint_auth_methods_supported"]
+    gateway = idp.add_client("API gateway", "https://gateway.example/cb", "--introspection")
+    assert gateway["introspection"] is True
+    auth = (gateway["client_id"], gateway["client_secret"])
+    tokens = _tokens(idp, client, agent)
+
+    def introspect(token: str, credentials: Any = auth, **extra: str) -> requests.Response:
+        return requests.post(endpoint, data={"token": token, **extra}, auth=credentials, timeout=10)
+
+    answer = introspect(tokens["access_token"])
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json")
+    claims = answer.json()
+    assert claims["active"] is True and claims["sub"] == agent.uid and claims["client_id"] == client["client_id"]
+    assert claims["iss"] == config["issuer"] and "openid" in claims["scope"].split()
+    assert claims["token_type"].lower() == "bearer" and claims["exp"] > claims["iat"]
+    # another client's refresh token is not the gateway's to see; the client's own is
+    assert introspect(tokens["refresh_token"]).json() == {"active": False}
+    own = introspect(tokens["refresh_token"], (client["client_id"], client["client_secret"]), token_type_hint="refresh_token")
+    assert own.status_code == 403  # not registered for introspection (RFC 7662 2.1)
+    for token in ("no-such-token", ""):
+        inactive = introspect(token)
+        assert inactive.status_code in (200, 400), token
+    assert introspect("no-such-token").json() == {"active": False}
+    requests.post(config["revocation_endpoint"], data={"token": tokens["access_token"]},
+                  auth=(client["client_id"], client["client_secret"]), timeout=10)
+    assert introspect(tokens["access_token"]).json() == {"active": False}
+    # who may ask: authenticated (401 otherwise), and registered for it (403 otherwise)
+    for credentials in (None, (gateway["client_id"], "wrong")):
+        refused = introspect("x", credentials)
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", credentials
+    assert introspect("x", (client["client_id"], client["client_secret"])).status_code == 403
+    bad = idp.cli("client", "add", "Public gateway", "--redirect-uri", REDIRECT, "--auth-method", "none",
+                  "--introspection", check=False)
+    assert bad.returncode == 1 and b"Traceback" not in bad.stderr
+
+
+def test_bad_requests_to_revocation_and_introspection_are_oauth_errors(idp: IdpServer, client: dict[str, Any]) -> None:
+    auth = (client["client_id"], client["client_secret"])
+    for path in ("/oidc/revoke", "/oidc/introspect"):
+        for kwargs in ({"data": b"\xff\xfe=\x00", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+                       {"json": {"token": "x"}}, {"data": {"token": "x" * 10_000}},
+                       {"headers": {"Authorization": "Basic %%%"}}, {"headers": {"Authorization": "Basic " + secrets.token_hex(8)}}):
+            answer = requests.post(idp.url(path), auth=None if "headers" in kwargs else auth, timeout=10, **kwargs)
+            assert answer.status_code < 500, (path, kwargs, answer.status_code)
+            body = answer.json()
+            assert "error" in body or body in ({}, {"active": False}), (path, kwargs, body)
+        assert requests.get(idp.url(path), timeout=10).status_code == 405

@@ -38,6 +38,8 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 SERVICE_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 #: called inside the registration's transaction with the client id: raising undoes the change (the audit entry)
 ChangeSink = Callable[[Session, str], None]
+#: the metadata flag of a client that may call the introspection endpoint (RFC 7662 has no registered name)
+INTROSPECTION = "introspection_allowed"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{3,128}$")
 
 
@@ -85,9 +87,10 @@ class RegisteredClient(ClientMixin):
         return hmac.compare_digest(self._secret_hash, _secret_hash(client_secret))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        if endpoint == "token":
-            return bool(method == self.token_endpoint_auth_method)
-        return True
+        """The token, revocation (RFC 7009 section 2.1) and introspection (RFC 7662 section 2.1)
+        endpoints all authenticate a client as registered: a confidential client never gets in
+        with its client_id alone."""
+        return bool(method == self.token_endpoint_auth_method)
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type in self.client_metadata.get("response_types", ["code"])
@@ -120,6 +123,12 @@ class RegisteredClient(ClientMixin):
     @property
     def id_token_signed_response_alg(self) -> str:
         return str(self.client_metadata.get("id_token_signed_response_alg", "ES256"))
+
+    @property
+    def may_introspect(self) -> bool:
+        """A resource server registered for token introspection (RFC 7662 section 2.1: the endpoint
+        answers only clients authorised for it)."""
+        return bool(self.client_metadata.get(INTROSPECTION))
 
 
 def new_client_id() -> str:
@@ -156,8 +165,11 @@ class ClientRegistry:
     def add(self, name: str, redirect_uris: Sequence[str], *, client_id: str | None = None,
             auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
             scopes: Sequence[str] = SCOPES, trusted: bool = False, jwks: dict[str, Any] | None = None,
-            id_token_alg: str = "ES256", refresh_tokens: bool = True, on_change: ChangeSink | None = None) -> NewClient:
+            id_token_alg: str = "ES256", refresh_tokens: bool = True, introspection: bool = False,
+            on_change: ChangeSink | None = None) -> NewClient:
         """Register a client; its secret (for the client_secret_* methods) is returned once.
+        ``introspection``: it may ask the introspection endpoint about tokens (RFC 7662; a
+        confidential client only).
 
         ``on_change`` runs inside the transaction (the audit entry): if it raises, nothing is registered."""
         client_id = client_id or new_client_id()
@@ -168,6 +180,8 @@ class ClientRegistry:
             raise ClientRegistrationError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
         if auth_method == "private_key_jwt" and not (jwks and jwks.get("keys")):
             raise ClientRegistrationError("private_key_jwt needs the client's public keys (jwks)")
+        if introspection and auth_method not in SERVICE_AUTH_METHODS:
+            raise ClientRegistrationError("a client that introspects tokens must authenticate (not --auth-method none)")
         if id_token_alg not in ("ES256", "RS256"):
             raise ClientRegistrationError("id_token_signed_response_alg must be ES256 or RS256")
         unknown = [s for s in scopes if s not in SCOPES]
@@ -186,6 +200,8 @@ class ClientRegistry:
         }
         if jwks:
             metadata["jwks"] = jwks
+        if introspection:
+            metadata[INTROSPECTION] = True
         return self._register(client_id, name, metadata, trusted, on_change)
 
     def add_service(self, name: str, scopes: Sequence[str] = SERVICE_SCOPES, *, client_id: str | None = None,

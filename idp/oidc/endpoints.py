@@ -3,7 +3,8 @@
 /.well-known/openid-configuration (Discovery 1.0 section 4) and /.well-known/oauth-authorization-server
 (RFC 8414 section 3, the same document), /oidc/jwks.json (RFC 7517),
 /oidc/authorize (Core 3.1.2, with prompt and max_age; :mod:`idp.oidc.authorization` decides),
-/oidc/token (Core 3.1.3), /oidc/userinfo (Core 5.3) and /oidc/logout (RP-Initiated Logout 1.0).
+/oidc/token (Core 3.1.3), /oidc/userinfo (Core 5.3), /oidc/logout (RP-Initiated Logout 1.0),
+/oidc/revoke (RFC 7009) and /oidc/introspect (RFC 7662).
 Errors that may not be redirected (unknown client, unregistered redirect_uri) are a page here and
 never a redirect (RFC 6749 4.1.2.1).
 """
@@ -20,13 +21,15 @@ from authlib.oauth2.rfc6749 import scope_to_list
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from idp import events
+from idp import csrf, events
 from idp.login import login_form
 from idp.oidc.authorization import CONTROL_CHARACTER, authorization, malformed_parameter_error, save_consent
 from idp.oidc.provider import SCOPE_CLAIMS, current_provider
 from idp.sessions import StaffSession
 
 bp = Blueprint("oidc", __name__)
+# the back-channel endpoints authenticate the client, never by a cookie: CSRF does not apply to them
+csrf.EXEMPT.update({"oidc.revoke", "oidc.introspect"})
 
 
 def _basic_credentials_error() -> Response | None:
@@ -146,6 +149,18 @@ def token() -> Any:
     if refused is not None:
         return refused
     return current_provider.server.create_token_response()
+
+
+@bp.post("/oidc/revoke")
+def revoke() -> Any:
+    """Revocation endpoint (RFC 7009 section 2; :mod:`idp.oidc.revocation`)."""
+    return _basic_credentials_error() or current_provider.server.create_endpoint_response("revocation")
+
+
+@bp.post("/oidc/introspect")
+def introspect() -> Any:
+    """Introspection endpoint (RFC 7662 section 2; :mod:`idp.oidc.introspection`)."""
+    return _basic_credentials_error() or current_provider.server.create_endpoint_response("introspection")
 
 
 @bp.route("/oidc/userinfo", methods=["GET", "POST"])

@@ -380,7 +380,10 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         self.provider = provider
 
     def get_audiences(self) -> list[str]:
-        return [self.provider.token_endpoint, self.provider.issuer]
+        """RFC 7523 section 3: the token endpoint (or the issuer); at the revocation and introspection
+        endpoints, which authenticate clients as the token endpoint does, their own URLs too."""
+        p = self.provider
+        return [p.token_endpoint, p.issuer, p.revocation_endpoint, p.introspection_endpoint]
 
     def resolve_client_public_key(self, client: Any) -> KeySet:
         return KeySet.import_key_set(client.client_metadata.get("jwks") or {"keys": []})

@@ -30,7 +30,9 @@ from idp.i18n import LANGUAGE_TAGS
 from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
                              S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, code_statements)
+from idp.oidc.introspection import Introspection
 from idp.oidc.keys import SigningKeys
+from idp.oidc.revocation import Revocation
 from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore, new_token
 from idp.staff import StaffUser
 
@@ -173,6 +175,14 @@ class Provider:
         return self.issuer + "/oidc/logout"
 
     @property
+    def revocation_endpoint(self) -> str:
+        return self.issuer + "/oidc/revoke"
+
+    @property
+    def introspection_endpoint(self) -> str:
+        return self.issuer + "/oidc/introspect"
+
+    @property
     def service_audience(self) -> str:
         """The ``aud`` of service accounts' access tokens: the verification API (idp.verification_api)."""
         return self.issuer + "/api/v1"
@@ -221,6 +231,8 @@ class Provider:
         self.resource.register_token_validator(_Bearer(realm=self.issuer))
         self.server.register_endpoint(_UserInfo(resource_protector=self.resource))
         self.server.register_endpoint(_EndSession())
+        self.server.register_endpoint(Revocation(self))
+        self.server.register_endpoint(Introspection(self))
 
     # -- storage callbacks -----------------------------------------------------------------
     def _save_token(self, token: dict[str, Any], request: Any) -> None:
@@ -286,6 +298,12 @@ class Provider:
             "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
+            "revocation_endpoint": self.revocation_endpoint,  # RFC 8414 section 2 (RFC 7009)
+            "revocation_endpoint_auth_methods_supported": list(Revocation.CLIENT_AUTH_METHODS),
+            "revocation_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
+            "introspection_endpoint": self.introspection_endpoint,  # RFC 8414 section 2 (RFC 7662)
+            "introspection_endpoint_auth_methods_supported": list(Introspection.CLIENT_AUTH_METHODS),
+            "introspection_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
             "code_challenge_methods_supported": ["S256"],
             "authorization_response_iss_parameter_supported": True,  # RFC 9207 section 3
             "prompt_values_supported": ["none", "login", "consent"],

@@ -55,11 +55,19 @@ def token_hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+#: the kinds of token a client may present for revocation or introspection (RFC 7009 and RFC 7662
+#: section 2.1 ``token_type_hint``), each with the statement that finds it
+ACCESS, REFRESH = "access_token", "refresh_token"
+_BY_KIND = {ACCESS: _BY_ACCESS, REFRESH: _BY_REFRESH}
+
+
 class IssuedToken(TokenMixin):  # type: ignore[misc]
-    """A stored token as Authlib's grants and resource protector see it."""
+    """A stored token as Authlib's grants, resource protector, revocation and introspection
+    endpoints see it. ``presented``: which of the row's two credentials was shown (its expiry and
+    revocation are that credential's)."""
 
     def __init__(self, row: Any, now: datetime.datetime, load_user: Callable[[str], Any],
-                 load_client: Callable[[str], Any]) -> None:
+                 load_client: Callable[[str], Any], presented: str = ACCESS) -> None:
         self.id = row.id
         self.client_id = row.client_id
         self.uid = row.uid
@@ -72,6 +80,7 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
         self.refresh_expires_at = row.refresh_expires_at
         self.access_revoked = bool(row.access_revoked)
         self.refresh_used_at = row.refresh_used_at
+        self.presented = presented
         self._now = now
         self._load_user = load_user
         self._load_client = load_client
@@ -85,10 +94,19 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
     def get_expires_in(self) -> int:
         return self.expires_in
 
+    def expires_at(self) -> datetime.datetime | None:
+        """When the presented credential expires (a refresh token without a lifetime: None)."""
+        if self.presented == REFRESH:
+            return self.refresh_expires_at
+        return self.issued_at + datetime.timedelta(seconds=self.expires_in)
+
     def is_expired(self) -> bool:
-        return self._now >= self.issued_at + datetime.timedelta(seconds=self.expires_in)
+        expires = self.expires_at()
+        return expires is None or self._now >= expires
 
     def is_revoked(self) -> bool:
+        if self.presented == REFRESH:
+            return self.refresh_used_at is not None
         return self.access_revoked
 
     def refresh_is_expired(self) -> bool:
@@ -131,8 +149,29 @@ class TokenStore:
                 "expires_in": int(token.get("expires_in", ACCESS_TOKEN_SECONDS)),
                 "refresh_expires_at": now + REFRESH_TOKEN_LIFETIME if refresh else None, "access_revoked": False})
 
-    def _wrap(self, row: Any) -> IssuedToken | None:
-        return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client)
+    def _wrap(self, row: Any, presented: str = ACCESS) -> IssuedToken | None:
+        return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client, presented)
+
+    def find(self, value: str, hint: str | None = None) -> IssuedToken | None:
+        """The token ``value`` whatever its kind, the hinted kind looked up first (RFC 7009 and RFC
+        7662 section 2.1: the hint only speeds the search up; an unknown hint is ignored)."""
+        kinds = (REFRESH, ACCESS) if hint == REFRESH else (ACCESS, REFRESH)
+        digest = token_hash(value)
+        with self.engine.connect() as conn:
+            for kind in kinds:
+                row = conn.execute(_BY_KIND[kind], {"h": digest}).first()
+                if row is not None:
+                    return self._wrap(row, kind)
+        return None
+
+    def revoke(self, token: IssuedToken) -> int:
+        """RFC 7009 section 2.1: a refresh token ends every token of its grant (its family); an
+        access token only itself. The number of access tokens revoked."""
+        if token.presented == REFRESH:
+            return self.revoke_family(token.family)
+        with self.engine.begin() as conn:
+            return int(conn.execute(update(OAuthToken).where(OAuthToken.id == token.id, OAuthToken.access_revoked.is_(False))
+                                    .values(access_revoked=True)).rowcount or 0)
 
     def by_access_token(self, value: str) -> IssuedToken | None:
         with self.engine.connect() as conn:
@@ -155,7 +194,7 @@ class TokenStore:
 
     def by_refresh_token(self, value: str) -> IssuedToken | None:
         with self.engine.connect() as conn:
-            return self._wrap(conn.execute(_BY_REFRESH, {"h": token_hash(value)}).first())
+            return self._wrap(conn.execute(_BY_REFRESH, {"h": token_hash(value)}).first(), REFRESH)
 
     def spend_refresh_token(self, token_id: int) -> bool:
         """Mark a refresh token used; False if it already was (a concurrent or repeated use)."""
