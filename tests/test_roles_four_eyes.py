@@ -300,7 +300,7 @@ def test_the_console_needs_a_login_and_csrf(idp: IdpServer, admin_agents: dict[s
     page = admin_agents["security-admin"].act(f"/admin/people/{admins['officer']}/leaver", confirmed=False)
     assert page.status_code == 200 and 'id="confirm"' in page.text
     person = admin_agents["security-admin"].get(idp.url(f"/admin/people/{admins['officer']}"))
-    assert 'id="enabled">yes<' in person.text
+    assert 'id="enabled" data-state="enabled">enabled<' in person.text
 
 
 def test_tables_search_and_page(idp: IdpServer, admins: dict[str, str], admin_agents: dict[str, AdminAgent]) -> None:
