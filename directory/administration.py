@@ -101,7 +101,7 @@ class DirectoryWriter:
     # -- reading what the writes need -------------------------------------------------------------
     def search_people(self, text: str = "", department: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
         """People whose user name, name or post contains ``text`` (case-insensitive): dicts of
-        uid, name, department, title, groups, enabled; sorted by user name."""
+        uid, name, department, title, groups, enabled, lock_recorded; sorted by user name."""
         a = self.config.attributes
         parts = [equals("objectClass", a.person_class)]
         value = text.strip()[:64]
@@ -123,7 +123,10 @@ class DirectoryWriter:
                 out.append({"uid": first[a.uid], "name": first[a.name], "department": first[a.department],
                             "title": first[a.title],
                             "groups": sorted(g.split(",")[0].split("=", 1)[-1] for g in groups),
-                            "enabled": PERMANENT_LOCK not in locked})
+                            "enabled": PERMANENT_LOCK not in locked,
+                            # a lockout after failed binds, perhaps past its pwdLockoutDuration already
+                            # (Directory.account_state tells)
+                            "lock_recorded": any(v != PERMANENT_LOCK for v in locked)})
             return sorted(out, key=lambda p: p["uid"])
 
         return self._run(operation)

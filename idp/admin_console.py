@@ -255,6 +255,10 @@ def people() -> Any:
     found = DirectoryWriter(current_deployment.directory.config).search_people(_q(), request.args.get("department") or None)
     paging = _paging(len(found))
     rows = found[paging["offset"]:paging["offset"] + PAGE_SIZE]
+    directory = current_deployment.directory
+    for row in rows:  # a recorded lockout may have ended by itself: the policy says (a few rows at most)
+        member = directory.find(row["uid"]) if row["enabled"] and row["lock_recorded"] else None
+        row["locked"] = bool(member and directory.account_state(member).locked)
     return _page("admin_people.html", rows=rows, q=_q(), paging=paging, endpoint="admin_console.people")
 
 

@@ -99,6 +99,8 @@ def test_unlock_clears_the_directory_lock_and_the_throttle(idp: IdpServer, slapd
     for _ in range(10):  # ppolicy locks after 5, the throttle blocks this address after 10
         assert post_login(requests.Session(), idp, uid, "Wrong-password-123").status_code == 401
     assert _state(security, uid)["enabled"] == "locked"
+    listed = security.get(idp.url(f"/admin/people?q={uid}")).text
+    assert '<td data-state="locked">locked out</td>' in listed  # the table says so too, not "yes"
     assert post_login(requests.Session(), idp, uid, PASSWORD).status_code == 401
     before = audit_tip(idp)
     done = security.act(f"/admin/people/{uid}/unlock")
@@ -106,6 +108,7 @@ def test_unlock_clears_the_directory_lock_and_the_throttle(idp: IdpServer, slapd
     entry = [e for e in audit_entries(idp, since_seq=before) if e["event_type"] == "admin.staff.unlock"]
     assert [e["result"] for e in entry] == ["success"] and json.loads(entry[0]["details"])["throttle_cleared"] == 2
     assert _state(security, uid)["enabled"] == "enabled"
+    assert '<td data-state="enabled">yes</td>' in security.get(idp.url(f"/admin/people?q={uid}")).text
     assert post_login(requests.Session(), idp, uid, PASSWORD).status_code == 302
 
 
@@ -150,6 +153,7 @@ def test_refusals_other_roles_oneself_and_a_leaver(idp: IdpServer, slapd, admin_
     assert security.act(f"/admin/people/{uid}/reset-password").status_code == 409
     assert security.act(f"/admin/people/{uid}/unlock").status_code == 409
     assert _state(security, uid)["enabled"] == "disabled"  # still: a reset would have lifted the lock
+    assert '<td data-state="disabled">no</td>' in security.get(idp.url(f"/admin/people?q={uid}")).text
     refusals = [(e[0], e[1]) for e in _trail(idp, before) if e[3] == f"staff:{uid}" or e[2] == f"staff:{security.uid}"]
     assert ("admin.staff.reset-password", "refused") in refusals and ("admin.staff.unlock", "refused") in refusals
     missing = security.act("/admin/people/nobody-such-4711/unlock")

@@ -38,6 +38,8 @@ def test_account_page_links_and_the_expiry_warning_after_login(idp: IdpServer, s
     assert f'href="/password/change?username={uid}" id="password-warning-change"' in warned.text
     assert 'href="/account" id="continue"' in warned.text
     assert again.get(idp.url("/account"), allow_redirects=False).status_code == 200  # logged in all the same
+    change = again.get(idp.url(f"/password/change?username={uid}")).text
+    assert "Choose a new password: at least" in change and "initial password must be replaced" not in change
 
     plain = StaffAgent(idp, _staff(slapd), PASSWORD)
     assert 'id="password-warning"' not in plain.login().text  # 180 days: no warning
