@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, render_template, request, url_for
+from flask import Blueprint, Flask, render_template, request, session, url_for
 from flask_babel import gettext
+from flask_login import current_user
 
 from audit import AuditEvent
 from idp import events
@@ -142,7 +143,9 @@ def change() -> Any:
         error = gettext("Use at most %(count)s characters.", count=MAX_LENGTH)
     else:
         try:
-            change_password(username, current, new, address)
+            changed = change_password(username, current, new, address)
+            if current_user.is_authenticated and current_user.uid == changed.uid:
+                session.pop("password_warning", None)  # the login's expiry warning is past (idp.login)
         except ChangeRefused as exc:
             error, status = " ".join(shown(reason) for reason in exc.reasons), exc.status
         except DirectoryUnavailable as exc:

@@ -40,6 +40,11 @@ def test_account_page_links_and_the_expiry_warning_after_login(idp: IdpServer, s
     assert again.get(idp.url("/account"), allow_redirects=False).status_code == 200  # logged in all the same
     change = again.get(idp.url(f"/password/change?username={uid}")).text
     assert "Choose a new password: at least" in change and "initial password must be replaced" not in change
+    changed = again.post(idp.url("/password/change"), data={
+        "csrf_token": csrf_of(change), "username": uid, "current_password": PASSWORD,
+        "new_password": "Orchard-silver-5-late-frost", "new_password_again": "Orchard-silver-5-late-frost"})
+    assert 'id="password-changed"' in changed.text
+    assert 'id="password-warning"' not in again.get(idp.url("/account")).text  # a new password: no warning
 
     plain = StaffAgent(idp, _staff(slapd), PASSWORD)
     assert 'id="password-warning"' not in plain.login().text  # 180 days: no warning
