@@ -56,7 +56,11 @@ from cardsim.personalisation import APPLICATION, AUTH_KEY, SIGN_KEY
 from cardsim.pins import TryCounter, check_pin_form
 from cardsim.records import LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJECT, parse_content, sha256_hex
 from cardsim.shard_module import ShardLibrary
-from cardsim.trust import Check, ChainValidator, CrlStatus, OcspStatus, SignedContent, open_signed_data
+from verification.chain import ChainValidator
+from verification.crl_status import CrlStatus
+from verification.ocsp_status import OcspStatus
+from verification.reasons import Check
+from verification.signed_data import SignedContent, open_signed_data
 
 _LABEL_TO_RECORD = {label: kind for kind, label in LABELS.items()}
 

@@ -37,7 +37,7 @@ def _require_citizen() -> dict[str, Any] | HttpResponse:
 def _records(card_id: int) -> dict[str, dict[str, Any]]:
     from cardsim.models import CardRecord
     from cardsim.records import RECORD_TYPES
-    from cardsim.trust import open_signed_data
+    from verification.signed_data import open_signed_data
 
     out: dict[str, dict[str, Any]] = {}
     with services().deployment.sessions() as session:

@@ -333,7 +333,7 @@ def test_chain_validator_keeps_the_ca_part_and_checks_every_leaf_in_full() -> No
     (and reason) is the one the whole path gives."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from cardsim.trust import ChainValidator
+    from verification.chain import ChainValidator
 
     keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
     root = _certificate("root", None, keys[0], True, (-1, 3650))

@@ -1,6 +1,6 @@
 """The CMS openings of signed records against asn1crypto's parse of the same SignedData (the audit
 verifier's audit.verification.open_signed_data): verification.cms (the public
-/api/v1/signed-records/verify) and the hand-written walk in cardsim.trust (the card reader's).
+/api/v1/signed-records/verify) and the hand-written walk in verification.signed_data (the card reader's).
 On valid records and on mutated ones (bytes flipped, inserted, deleted, cut) all accept or all
 refuse, and agree on content and signer; neither opening raises (RFC 5652 sections 5.1-5.6)."""
 
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from asn1crypto import cms
 
 from audit.verification import open_signed_data as asn1crypto_open
-from cardsim.trust import open_signed_data as hand_open
+from verification.signed_data import open_signed_data as hand_open
 from verification.cms import open_signed_data as package_open
 from tests.test_protocol_fuzz import mutated, nested
 

@@ -5,7 +5,7 @@ Path building and the X.509 rules of RFC 5280 section 6 come from ``cryptography
 section 4.2.1.3 key usage, 4.2.1.12 extended key usage, 4.2.1.4 certificate policies). It does no
 revocation checking (docs/platform-notes.md), so status is ours: the certificate store itself, our
 own OCSP responder answered in process (RFC 6960; the pre-produced answer from the store when
-there is one), or the CA's latest CRL (RFC 5280 section 6.3, via :class:`cardsim.trust.CrlStatus`).
+there is one), or the CA's latest CRL (RFC 5280 section 6.3).
 Revocation fails closed: an unknown status is a reason to refuse.
 
 This is the fast path for Tessera's own hierarchy (measured: docs/verification.md); foreign CAs named
