@@ -79,6 +79,13 @@ class DirectoryConfig:
     connect_timeout: float = 2.0
     operation_timeout: float = 5.0
     pool_size: int = 8
+    #: seconds all the directory work of one web request may take together (directory.connection.deadline)
+    deadline: float = 8.0
+    #: failures or timeouts in a row after which a server is not asked for breaker_cooldown seconds
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
+    #: calls of one process that may wait on one server at once (the rest fail instead of holding threads)
+    server_concurrency: int = 2
     attributes: AttributeMap = field(default_factory=AttributeMap)
     role_groups: frozenset[str] = frozenset(DEFAULT_ROLE_GROUPS)
     approver_group: str = "approvers"
@@ -98,6 +105,11 @@ class DirectoryConfig:
             raise DirectoryConfigError("directory timeouts must be positive")
         if self.pool_size < 1:
             raise DirectoryConfigError("TESSERA_LDAP_POOL_SIZE must be at least 1")
+        if self.deadline <= 0 or self.breaker_cooldown <= 0:
+            raise DirectoryConfigError("TESSERA_LDAP_DEADLINE and TESSERA_LDAP_BREAKER_COOLDOWN must be positive")
+        if self.breaker_failures < 1 or self.server_concurrency < 1:
+            raise DirectoryConfigError("TESSERA_LDAP_BREAKER_FAILURES and TESSERA_LDAP_SERVER_CONCURRENCY must be "
+                                       "at least 1")
         for name, value in vars(self.attributes).items():
             if value and name not in ("person_class", "group_class") and not is_attribute_description(value):
                 raise DirectoryConfigError(f"the directory attribute for {name} is not an attribute name: {value!r}")
@@ -183,6 +195,10 @@ class DirectoryConfig:
             connect_timeout=number("CONNECT_TIMEOUT", base.connect_timeout),
             operation_timeout=number("TIMEOUT", base.operation_timeout),
             pool_size=int(number("POOL_SIZE", base.pool_size)),
+            deadline=number("DEADLINE", base.deadline),
+            breaker_failures=int(number("BREAKER_FAILURES", base.breaker_failures)),
+            breaker_cooldown=number("BREAKER_COOLDOWN", base.breaker_cooldown),
+            server_concurrency=int(number("SERVER_CONCURRENCY", base.server_concurrency)),
             attributes=mapping,
             role_groups=frozenset(r for r in roles.replace(",", " ").split()) if roles else base.role_groups,
             approver_group=get("APPROVER_GROUP", base.approver_group),

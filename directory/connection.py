@@ -15,16 +15,29 @@ skipped; the client reads one directory and never sends its credentials elsewher
 decoder. A failure to talk to the server is an ``LDAPException`` or ``OSError`` (the caller tries
 another connection or server); a reply ldap3 cannot decode (a server that does not speak LDAPv3)
 is :class:`ProtocolError`.
+
+A hung server (stopped, not dead: it accepts connections and never answers) must not hold the
+service's threads. Every exchange with a server goes through that server's :class:`Breaker` (one per
+URL and process): after ``breaker_failures`` timeouts or slow failures in a row the server is not asked
+for ``breaker_cooldown`` seconds (:class:`CircuitOpen`, at once), then one trial call decides; at
+most ``server_concurrency`` calls of a process wait on one server at once. Work done inside
+:func:`deadline` (the web layer wraps each request in it) ends within that many seconds all
+together: each connect and reply waits at most what is left.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import socket
 import ssl
+import threading
+import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from ldap3 import BASE, DEREF_NEVER, IP_V4_PREFERRED, SIMPLE, SUBTREE, Connection, Server, Tls
@@ -34,8 +47,10 @@ from ldap3.core.exceptions import LDAPException
 from directory.config import DirectoryConfig
 from directory.filters import Filter
 
-__all__ = ["BASE", "SUBTREE", "PAGE_SIZE", "Entry", "LdapConnection", "ProtocolError", "Result", "tls_context",
-           "tls_context_for"]
+__all__ = ["BASE", "SUBTREE", "PAGE_SIZE", "Breaker", "CircuitOpen", "Entry", "LdapConnection", "ProtocolError",
+           "Result", "breaker_for", "configure", "deadline", "tls_context", "tls_context_for"]
+
+log = logging.getLogger("tessera.directory")
 
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"  # RFC 2696
 #: entries per page of a paged search: below Active Directory's default MaxPageSize (1,000)
@@ -45,6 +60,184 @@ _PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # RFC 3062
 
 class ProtocolError(Exception):
     """A server's reply is not LDAPv3 (ldap3 could not decode it): the directory's fault."""
+
+
+class CircuitOpen(ConnectionError):
+    """A server not asked at all: its breaker is open after repeated failures, a trial call is
+    under way, too many calls already wait on it, or the work's deadline is spent. An ``OSError``,
+    so the client fails over to the next server, then says the directory is unavailable."""
+
+
+#: when the current work must be done (time.monotonic()), None: no deadline but each operation's own timeout
+_deadline: ContextVar[float | None] = ContextVar("tessera_directory_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Directory work inside the block ends within ``seconds``, all together: each connect and each
+    reply waits at most what is left, and nothing is sent once it is spent (:class:`CircuitOpen`).
+    Nested blocks keep the sooner deadline."""
+    end = time.monotonic() + seconds
+    current = _deadline.get()
+    token = _deadline.set(end if current is None else min(current, end))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _left(timeout: float) -> float:
+    """Seconds one exchange may wait: ``timeout``, or what is left of the deadline if less."""
+    end = _deadline.get()
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise CircuitOpen("the directory work's deadline is spent")
+    return min(timeout, left)
+
+
+class Breaker:
+    """One server's circuit breaker and bulkhead, in one process.
+
+    Closed: calls go through; a timeout or a slow failure counts (:data:`SLOW_FAILURE`), a reply
+    resets the count. After ``failures`` in a row it opens: for ``cooldown`` seconds every call
+    fails at once with :class:`CircuitOpen`. Then one trial call (the thread that makes it may
+    connect, bind and search) is let through: a reply closes the breaker, a failure opens it for
+    another cooldown; other calls fail at once meanwhile. A successful connect alone proves nothing
+    (the kernel accepts connections for a stopped server), so only replies close it.
+
+    The bulkhead, for work under a :func:`deadline` (the service's requests, whose threads it
+    protects): at most ``concurrency`` such calls wait on the server at once. One more waits for a
+    place while some holder is younger than :data:`SLOW_FAILURE` (a healthy server frees places in
+    milliseconds), and fails at once when every holder is older: a server that stopped answering
+    holds ``concurrency`` threads of a process, not all of them."""
+
+    #: a failure counts when it is a timeout or took this long (seconds): one that costs no time
+    #: (connection refused, a server that died) fails fast by itself, and the server is asked again
+    #: as soon as it is back; also the age after which a call holding a place counts as stuck
+    SLOW_FAILURE = 0.5
+    #: seconds after which a trial call that never finished no longer blocks another one
+    TRIAL_EXPIRY = 30.0
+
+    def __init__(self, url: str, failures: int = 3, cooldown: float = 30.0, concurrency: int = 2,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url, self.clock = url, clock
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._holders: dict[object, float] = {}  # calls holding a place -> when they took it
+        self.tune(failures, cooldown, concurrency)
+        self.failures = 0
+        self.open_until = 0.0  # 0: closed
+        self._trial: tuple[int, float] | None = None  # (thread, since) of the trial call when half-open
+
+    def tune(self, failures: int, cooldown: float, concurrency: int) -> None:
+        """Set the limits."""
+        if failures < 1 or cooldown <= 0 or concurrency < 1:
+            raise ValueError("breaker limits must be positive")
+        with self._lock:
+            self.limit, self.cooldown, self.concurrency = failures, cooldown, concurrency
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` (failing fast) or ``half-open`` (the next call is a trial)."""
+        if not self.open_until:
+            return "closed"
+        return "open" if self.clock() < self.open_until else "half-open"
+
+    def _admit(self) -> None:
+        if not self.open_until:
+            return
+        now, me = self.clock(), threading.get_ident()
+        with self._lock:
+            if not self.open_until:
+                return
+            if now < self.open_until:
+                raise CircuitOpen(f"{self.url} is not asked for {self.open_until - now:.0f} s more "
+                                  f"after {self.failures} timeouts or slow failures in a row")
+            if self._trial is not None and self._trial[0] != me and now - self._trial[1] < self.TRIAL_EXPIRY:
+                raise CircuitOpen(f"{self.url} is being tried again by another call")
+            if self._trial is None or self._trial[0] != me:
+                self._trial = (me, now)
+
+    def _take_place(self, wait: float) -> object:
+        """A place among the ``concurrency`` (see the class docstring), or CircuitOpen."""
+        place = object()
+        end = time.monotonic() + wait
+        with self._freed:
+            while len(self._holders) >= self.concurrency:
+                now = time.monotonic()
+                youngest = max(self._holders.values())
+                if now - youngest >= self.SLOW_FAILURE or now >= end:
+                    raise CircuitOpen(f"{len(self._holders)} calls already wait on {self.url}")
+                self._freed.wait(min(end - now, self.SLOW_FAILURE - (now - youngest)) + 0.001)
+            self._holders[place] = time.monotonic()
+        return place
+
+    def _leave_place(self, place: object) -> None:
+        with self._freed:
+            del self._holders[place]
+            self._freed.notify()
+
+    def _replied(self) -> None:
+        if self.failures or self.open_until:
+            with self._lock:
+                if self.open_until:
+                    log.warning("directory %s answers again: calls resume", self.url)
+                self.failures, self.open_until, self._trial = 0, 0.0, None
+
+    def _failed(self) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.open_until or self.failures >= self.limit:  # a failed trial, or the limit reached
+                if not self.open_until:
+                    log.error("directory %s timed out or failed slowly %d times in a row: not asked for %.0f s",
+                              self.url, self.failures, self.cooldown)
+                self.open_until, self._trial = self.clock() + self.cooldown, None
+
+    @contextmanager
+    def call(self, timeout: float, *, reply: bool = True) -> Iterator[float]:
+        """Guard one exchange with the server; yields the seconds it may wait (``timeout``, or less
+        near the deadline). ``reply``: whether finishing it means the server answered."""
+        wait = _left(timeout)
+        self._admit()
+        place = self._take_place(wait) if _deadline.get() is not None else None
+        began = self.clock()
+        try:
+            try:
+                yield _left(timeout)
+            except (LDAPException, OSError, ProtocolError) as exc:
+                if not isinstance(exc, CircuitOpen) and (isinstance(exc, TimeoutError) or self.open_until
+                                                         or self.clock() - began >= self.SLOW_FAILURE):
+                    self._failed()
+                raise
+            if reply:
+                self._replied()
+        finally:
+            if place is not None:
+                self._leave_place(place)
+
+
+_breakers: dict[str, Breaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(url: str) -> Breaker:
+    """The breaker of the server at ``url`` in this process."""
+    with _breakers_lock:
+        breaker = _breakers.get(url)
+        if breaker is None:
+            breaker = _breakers[url] = Breaker(url)
+        return breaker
+
+
+def configure(config: DirectoryConfig) -> None:
+    """Give the breakers of ``config``'s servers its limits (``TESSERA_LDAP_BREAKER_*``)."""
+    for url in config.urls:
+        breaker_for(url).tune(config.breaker_failures, config.breaker_cooldown, config.server_concurrency)
+
+
+os.register_at_fork(after_in_child=_breakers.clear)  # a worker's breakers are its own
 
 
 class Result(NamedTuple):
@@ -118,20 +311,29 @@ class LdapConnection:
     def __init__(self, url: str, *, connect_timeout: float, operation_timeout: float,
                  tls: ssl.SSLContext | None = None, start_tls: bool = False) -> None:
         self.url = url
-        # ldap3 sets the receive timeout with SO_RCVTIMEO, which takes whole seconds
-        self._conn = Connection(_server(url, connect_timeout, tls), authentication=SIMPLE, raise_exceptions=False,
-                                check_names=False, auto_referrals=False, auto_range=False,
-                                return_empty_attributes=False, receive_timeout=max(1, math.ceil(operation_timeout)))
-        try:
-            with self._ldap():
-                self._conn.open(read_server_info=False)
-                if self._conn.socket.family != socket.AF_UNIX:
-                    self._conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small write a request
-                if start_tls and url.lower().startswith("ldap://"):
+        self._breaker = breaker_for(url)
+        self._operation_timeout = operation_timeout
+        with self._breaker.call(connect_timeout, reply=False) as wait:
+            # ldap3 sets the receive timeout with SO_RCVTIMEO, which takes whole seconds; each
+            # exchange then sets the socket's own timeout to what it may wait (_exchange)
+            self._conn = Connection(_server(url, wait, tls), authentication=SIMPLE, raise_exceptions=False,
+                                    check_names=False, auto_referrals=False, auto_range=False,
+                                    return_empty_attributes=False, receive_timeout=max(1, math.ceil(operation_timeout)))
+            try:
+                with self._ldap():
+                    self._conn.open(read_server_info=False)
+                    if self._conn.socket.family != socket.AF_UNIX:
+                        self._conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small write a request
+            except BaseException:
+                self.close()
+                raise
+        if start_tls and url.lower().startswith("ldap://"):
+            try:
+                with self._exchange():
                     self._conn.start_tls(read_server_info=False)  # raises if refused or not verified
-        except BaseException:
-            self.close()
-            raise
+            except BaseException:
+                self.close()
+                raise
 
     @contextmanager
     def _ldap(self) -> Iterator[None]:
@@ -143,6 +345,15 @@ class LdapConnection:
         except Exception as exc:  # IndexError, KeyError, ... from decoding what is not an LDAPMessage
             raise ProtocolError(f"{self.url} answered with something that is not LDAPv3 "
                                 f"({type(exc).__name__}: {exc})") from exc
+
+    @contextmanager
+    def _exchange(self) -> Iterator[None]:
+        """One request and its reply, through the server's breaker, waiting at most what it allows."""
+        with self._breaker.call(self._operation_timeout) as wait:
+            if self._conn.socket is not None:
+                self._conn.socket.settimeout(wait)
+            with self._ldap():
+                yield
 
     def _result(self) -> Result:
         result = self._conn.result
@@ -157,7 +368,7 @@ class LdapConnection:
         """Simple bind (RFC 4511 section 4.2) with octets already prepared (SASLprep): the result
         code says whether the password was right."""
         self._conn.user, self._conn.password = dn, password
-        with self._ldap():
+        with self._exchange():
             self._conn.bind(read_server_info=False, controls=list(controls) or None)
         return self._result()
 
@@ -169,7 +380,7 @@ class LdapConnection:
         entries: list[Entry] = []
         cookie: bytes | None = None
         while True:
-            with self._ldap():
+            with self._exchange():
                 self._conn.search(base, search_filter.text, scope, DEREF_NEVER, list(attributes) or ["1.1"],
                                   size_limit, time_limit, paged_size=PAGE_SIZE if paged else None,
                                   paged_cookie=cookie)
@@ -180,7 +391,7 @@ class LdapConnection:
             cookie = page.get("cookie") if paged and result.code == 0 and isinstance(page, dict) else None
             if limit and len(entries) >= limit:
                 if cookie:
-                    with self._ldap():  # page size 0 with the cookie ends the paged search (RFC 2696 section 3)
+                    with self._exchange():  # page size 0 with the cookie ends the paged search (RFC 2696 section 3)
                         self._conn.search(base, search_filter.text, scope, DEREF_NEVER, ["1.1"], paged_size=0,
                                           paged_cookie=cookie)
                 return result, entries[:limit]
@@ -189,26 +400,26 @@ class LdapConnection:
 
     def modify(self, dn: str, changes: dict[str, list[tuple[str, list[str]]]]) -> Result:
         """Modify (section 4.6), changes in ldap3's form: {attribute: [(MODIFY_*, values)]}."""
-        with self._ldap():
+        with self._exchange():
             self._conn.modify(dn, changes)
         return self._result()
 
     def add(self, dn: str, object_class: str, attributes: dict[str, str]) -> Result:
         """Add (section 4.7)."""
-        with self._ldap():
+        with self._exchange():
             self._conn.add(dn, [object_class], attributes)
         return self._result()
 
     def delete(self, dn: str) -> Result:
         """Delete (section 4.8)."""
-        with self._ldap():
+        with self._exchange():
             self._conn.delete(dn)
         return self._result()
 
     def modify_password(self, dn: str, old: bytes, new: bytes,
                         controls: Sequence[tuple[str, bool, Any]] = ()) -> Result:
         """The password modify extended operation (RFC 3062) on ``dn``'s own password."""
-        with self._ldap():
+        with self._exchange():
             self._conn.extend.standard.modify_password(dn, old, new, controls=list(controls) or None)
         return self._result()
 

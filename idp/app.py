@@ -10,6 +10,9 @@ from typing import Any
 
 from flask import Flask, Response, render_template, request
 
+from directory.config import DirectoryConfig
+from directory.connection import configure as configure_breakers, deadline
+from directory.errors import DirectoryError
 from idp import (account, admin_blueprints, citizen_login, csrf, database_ids, health, i18n, login, metrics,
                  pki, portal, problems, verification_api)
 from idp.citizen_blueprints import CitizenServices
@@ -54,6 +57,30 @@ def _page_url_for(app: Flask) -> Callable[..., str]:
         return url
 
     return url_for
+
+
+class _DirectoryDeadline:
+    """WSGI middleware: each request's directory work ends within ``TESSERA_LDAP_DEADLINE`` seconds
+    (directory.connection.deadline), so a hung directory holds a request thread no longer; the
+    breakers of the directory's servers take their limits from its settings on first use."""
+
+    def __init__(self, app: Callable[..., Any], deployment: Deployment) -> None:
+        self.app, self.deployment = app, deployment
+        self.seconds: float | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if self.seconds is None:
+            self.seconds = self._configure()
+        with deadline(self.seconds):
+            return self.app(environ, start_response)
+
+    def _configure(self) -> float:
+        try:
+            config = self.deployment.directory.config
+        except DirectoryError:  # no directory configured: its own use says so, with its own words
+            return DirectoryConfig.deadline
+        configure_breakers(config)
+        return config.deadline
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -119,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers.extend([(k, v) for k, v in wanted if k.lower() not in present])
         return response
 
+    app.wsgi_app = _DirectoryDeadline(app.wsgi_app, deployment)  # type: ignore[method-assign]
     app.wsgi_app = PathDispatcher(app.wsgi_app, OcspHttpApp(lambda: deployment.ocsp, deployment.now))  # type: ignore[method-assign]
     # every answer counted and timed, OCSP's too; /metrics served outside Flask (idp/metrics.py)
     app.wsgi_app = metrics.install(app, health.readiness_of(app), settings.secrets_dir)  # type: ignore[method-assign]

@@ -26,6 +26,7 @@ several balancers and the metrics scrape (idp.metrics) cost one round of checks.
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -70,8 +71,12 @@ def check_database(deployment: Deployment) -> Finding:
 
 
 def check_directory(deployment: Deployment) -> Finding:
+    from directory.connection import configure, deadline
+
     directory = deployment.directory
-    url = directory.check()
+    configure(directory.config)
+    with deadline(CHECK_SECONDS):  # the breaker's verdict is reused: an open one fails at once
+        url = directory.check()
     urls = list(directory.config.urls)
     position = urls.index(url) + 1 if url in urls else 1
     return Finding(True, f"answers (server {position} of {len(urls)})", {"server": float(position)})
@@ -161,7 +166,7 @@ class Readiness:
     def __init__(self, deployment: Deployment, checks: dict[str, Callable[[Deployment], Finding]] | None = None,
                  timeout: float = CHECK_SECONDS, cache_seconds: float = CACHE_SECONDS) -> None:
         self.deployment = deployment
-        self.checks = checks if checks is not None else {
+        self.checks: dict[str, Callable[[Deployment], Finding]] = checks if checks is not None else {
             "database": check_database, "directory": check_directory, "ca_token": _TokenProbe(),
             "crl": check_crl, "audit": check_audit}
         self.timeout, self.cache_seconds = timeout, cache_seconds
@@ -178,7 +183,7 @@ class Readiness:
             for name, check in self.checks.items():
                 flight = self._flights.get(name)
                 if flight is None or flight.done.is_set():  # a hung one is waited for, not started again
-                    flight = self._flights[name] = _Flight(lambda check=check: check(self.deployment))
+                    flight = self._flights[name] = _Flight(functools.partial(check, self.deployment))
                 flights[name] = flight
         deadline = time.monotonic() + self.timeout
         findings = {}
@@ -195,7 +200,7 @@ class Readiness:
 
 
 def readiness_of(app: Flask) -> Readiness:
-    return app.extensions["tessera.readiness"]  # type: ignore[no-any-return]
+    return app.extensions["tessera.readiness"]
 
 
 def install(app: Flask, deployment: Deployment) -> None:
