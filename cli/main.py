@@ -24,7 +24,7 @@ from ca.keys import KeyType
 from ca.models import Certificate
 from ca.profiles import PROFILES
 from ca.revocation import REASONS, parse_reason
-from cli import admin, audit, backup, card_agent, cards, certs, clients, config, directory, services  # noqa: F401  (card_agent adds `card agent`)
+from cli import admin, audit, backup, card_agent, cards, certs, clients, config, directory, services, sessions  # noqa: F401  (card_agent adds `card agent`)
 from cli.context import CliContext as _Context
 from store import schema
 from directory.errors import DirectoryError
@@ -325,6 +325,7 @@ def ca_export_chain(obj: _Context, name: str, out: str | None) -> None:
 for _group in (directory.group, clients.group, certs.group, cards.group, audit.group, admin.group, config.group,
                services.group):
     main.add_command(_group)
+main.add_command(sessions.group)
 backup.register(main)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base
@@ -63,6 +63,9 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime(), index=True)
     address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(255))
+    #: the session as OpenID Connect names it (``sid``): random, not a credential, kept when the
+    #: cookie's id rotates; the codes and tokens issued in the session carry it and end with it
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class LoginThrottle(Base):
@@ -108,7 +111,8 @@ class AuthorizationCode(Base):
     auth_time: Mapped[int] = mapped_column(Integer)
     acr: Mapped[str | None] = mapped_column(String(64))
     amr: Mapped[str] = mapped_column(String(64))
-    session_id_hash: Mapped[str | None] = mapped_column(String(64))
+    #: the browser session it was issued in (:attr:`WebSession.sid`): its tokens end with that session
+    sid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
@@ -138,6 +142,11 @@ class OAuthToken(Base):
     access_revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     #: set when the refresh token was rotated (used) or revoked
     refresh_used_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime())
+    #: the browser session the grant was given in (:attr:`WebSession.sid`); None for service
+    #: accounts, and for an offline grant refreshed after its session ended
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: granted ``offline_access`` (OIDC Core 11): the refresh token outlives the session
+    offline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SigningKey(Base):

@@ -2,7 +2,11 @@
 
 - :mod:`idp.oidc.keys`       JWKS and id_token signing keys, rotation (RFC 7517, RFC 7518)
 - :mod:`idp.oidc.clients`    the client registry (OIDC Registration metadata, RFC 7591 names)
-- :mod:`idp.oidc.tokens`     access and refresh tokens: rotation, reuse detection, per-user revoke
+- :mod:`idp.oidc.tokens`     access and refresh tokens: rotation, reuse detection, per-user revoke,
+                             the end of the session they were issued in
+- :mod:`idp.oidc.revocation` token revocation (RFC 7009)
+- :mod:`idp.oidc.introspection` token introspection (RFC 7662)
+- :mod:`idp.oidc.session_end` a person's sessions ended everywhere, with their tokens
 - :mod:`idp.oidc.grants`     authorization code + PKCE (RFC 6749 4.1, RFC 7636), refresh (RFC 6749 6),
                              OpenID Connect Core 3.1, private_key_jwt (RFC 7523 2.2)
 - :mod:`idp.oidc.discovery`  /.well-known/openid-configuration (OIDC Discovery 1.0)

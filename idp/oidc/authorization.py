@@ -24,6 +24,7 @@ from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 from idp.citizen_login import ACR_CARD, citizen_user
 from idp.deployment import current_deployment
 from idp.models import Consent
+from idp.oidc.clients import OFFLINE_ACCESS
 from idp.oidc.provider import current_provider
 
 #: a control character (C0, DEL, C1): never part of any OAuth parameter (RFC 6749 appendix A)
@@ -110,8 +111,12 @@ def authorization(values: MultiDict[str, str], request: OAuth2Request | None = N
             raise LoginRequiredError(redirect_uri=grant.redirect_uri)
         return Authorization(grant, None, card, needs_login=True, needs_consent=False)
     client = grant.client
+    scope = client.get_allowed_scope(grant.request.payload.scope or "")  # what it would be granted
+    # OIDC Core 11: a grant that outlives the session (offline_access) is the person's to allow, trusted
+    # application or not; remembered like any consent
+    offline = OFFLINE_ACCESS in (scope_to_list(scope) or [])
     needs_consent = "consent" in prompts or not (
-        client.trusted or has_consent(user.uid, client.client_id, grant.request.payload.scope or ""))
+        (client.trusted and not offline) or has_consent(user.uid, client.client_id, scope))
     if needs_consent and "none" in prompts:
         raise ConsentRequiredError(redirect_uri=grant.redirect_uri)
     return Authorization(grant, user, card, needs_login=False, needs_consent=needs_consent)

@@ -30,7 +30,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.models import OAuthClient
 
-SCOPES = ("openid", "profile", "email", "department", "roles", "offline_access")
+#: the scope of a refresh token that outlives the browser session (OIDC Core 11); asked for, it is
+#: always consented to by the person (idp.oidc.authorization)
+OFFLINE_ACCESS = "offline_access"
+SCOPES = ("openid", "profile", "email", "department", "roles", OFFLINE_ACCESS)
 #: what a service account may be granted: ``verify`` is the verification API (/api/v1)
 SERVICE_SCOPES = ("verify",)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")

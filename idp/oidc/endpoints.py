@@ -128,7 +128,7 @@ def authorize() -> Any:
             return _ask_login(found.card)
         user, client = found.user, found.grant.client
         if found.needs_consent:
-            scope = found.grant.request.payload.scope or ""
+            scope = client.get_allowed_scope(found.grant.request.payload.scope or "")  # what it would get
             if request.method == "GET":
                 return render_template("consent.html", client=client, scopes=scope_to_list(scope) or [],
                                        claims=SCOPE_CLAIMS, user=user, action=request.full_path)

@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from idp import events
 from idp.models import AuthorizationCode, ClientAssertionJti
 from idp.oidc.tokens import new_token, token_hash
+from idp.sessions import StaffSession
 from store.driver_read import DriverRead
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ ACR_CARD = "urn:tessera:acr:card"
 _CODE_COLUMNS = (AuthorizationCode.code_hash, AuthorizationCode.client_id, AuthorizationCode.uid,
                  AuthorizationCode.redirect_uri, AuthorizationCode.scope, AuthorizationCode.nonce,
                  AuthorizationCode.code_challenge, AuthorizationCode.code_challenge_method, AuthorizationCode.auth_time,
-                 AuthorizationCode.acr, AuthorizationCode.amr, AuthorizationCode.family, AuthorizationCode.expires_at)
+                 AuthorizationCode.acr, AuthorizationCode.amr, AuthorizationCode.family, AuthorizationCode.expires_at,
+                 AuthorizationCode.sid)
 _SAVE_CODE = insert(AuthorizationCode)
 _FIND_CODE = select(*_CODE_COLUMNS).where(AuthorizationCode.code_hash == bindparam("h"))
 #: find and spend in one statement (the token endpoint's hot path): a row comes back only for this
@@ -134,6 +136,7 @@ class _CodeRow(NamedTuple):
     amr: str
     family: str | None
     expires_at: datetime.datetime
+    sid: str | None
 
 
 class StoredCode:
@@ -152,6 +155,8 @@ class StoredCode:
         self.acr = row.acr
         self.amr = row.amr
         self.family = row.family or row.code_hash[:32]
+        #: the browser session the code was issued in (idp.sessions.StaffSession.oidc_sid)
+        self.sid = row.sid
 
     # AuthorizationCodeMixin (RFC 6749) and its OIDC extension
     def get_redirect_uri(self) -> str:
@@ -178,6 +183,14 @@ def _acr(amr: tuple[str, ...] | list[str]) -> str | None:
     if "sc" in amr:
         return ACR_CARD
     return ACR_TWO_FACTOR if "otp" in amr else None
+
+
+def browser_session_sid() -> str | None:
+    """The OpenID Connect ``sid`` of the browser session the request belongs to (the tokens of a
+    code issued now end with it); None outside a server-side session."""
+    from flask import session
+
+    return session.oidc_sid if isinstance(session, StaffSession) else None
 
 
 @contextmanager
@@ -209,7 +222,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
                 "scope": request.payload.scope or "", "nonce": payload.get("nonce"),
                 "code_challenge": payload.get("code_challenge"),
                 "code_challenge_method": payload.get("code_challenge_method"), "auth_time": int(user.auth_time),
-                "acr": _acr(user.amr), "amr": " ".join(user.amr), "session_id_hash": user.session_hash,
+                "acr": _acr(user.amr), "amr": " ".join(user.amr), "sid": browser_session_sid(),
                 "created_at": now, "expires_at": now + datetime.timedelta(seconds=CODE_SECONDS)})
 
     def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:
@@ -305,6 +318,8 @@ class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         client = self.request.client
         if token is None or not token.check_client(client):
             return None
+        if not (token.offline or token.session_alive):
+            return None  # its session ended (idp.oidc.tokens): no reuse, the family ended with it
         if token.refresh_used_at is None and provider.still_active(token.uid) is False:
             # a leaver (deleted or disabled in the directory): no new tokens, and the old ones end
             ended = provider.tokens.revoke_user(token.uid)
@@ -318,6 +333,8 @@ class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         if token.refresh_is_expired():
             return None
+        if token.sid is not None and token.session_alive:
+            provider.tokens.touch_session(token.sid)
         return token
 
     def authenticate_user(self, refresh_token: Any) -> Any:

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict, MultiDict
 from werkzeug.local import LocalProxy
 
+from idp.deployment import EXTENSION
 from idp.i18n import LANGUAGE_TAGS
-from idp.oidc.clients import SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
+from idp.oidc.clients import OFFLINE_ACCESS, SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
                              S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, code_statements)
 from idp.oidc.introspection import Introspection
@@ -197,6 +198,10 @@ class Provider:
                                                           "refresh_token": ACCESS_TOKEN_SECONDS,
                                                           "client_credentials": SERVICE_TOKEN_SECONDS})
         app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES) + list(SERVICE_SCOPES))
+        deployment = app.extensions.get(EXTENSION)
+        if deployment is not None:  # tokens end with their session, its timeouts included (idp.oidc.tokens)
+            web = deployment.web_sessions
+            self.tokens.session_limits = lambda: (web.idle, web.absolute)
         self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
         self.server.register_extension(self.issuer_parameter)
         self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIdCode(self)])
@@ -247,11 +252,13 @@ class Provider:
             return
         if request.authorization_code is not None:
             code = request.authorization_code
-            family, auth_time, amr = code.family, code.auth_time, code.amr
-        else:
+            family, auth_time, amr, sid = code.family, code.auth_time, code.amr, code.sid
+            offline = OFFLINE_ACCESS in (scope_to_list(token.get("scope")) or [])
+        else:  # a refresh: the grant's session, unless an offline grant outlived it (then it has none)
             old = request.refresh_token
-            family, auth_time, amr = old.family, old.auth_time, old.amr
-        self.tokens.save(token, request.client.get_client_id(), request.user.uid, family, auth_time, amr)
+            family, auth_time, amr, offline = old.family, old.auth_time, old.amr, old.offline
+            sid = old.sid if old.session_alive else None
+        self.tokens.save(token, request.client.get_client_id(), request.user.uid, family, auth_time, amr, sid, offline)
 
     def load_user(self, uid: str, auth_time: int = 0, amr: list[str] | tuple[str, ...] = ()) -> StaffUser | None:
         if uid.startswith("citizen:"):

@@ -4,6 +4,10 @@ Tokens are stored as SHA-256 hashes. Every token belongs to a *family*: the toke
 one authorization code. Refresh tokens rotate (each use returns a new one and spends the old);
 presenting a spent refresh token again is reuse, the sign of a stolen token, and ends the whole
 family (RFC 9700 section 4.14.2). A code presented twice ends its family too (RFC 6749 4.1.2).
+
+Tokens end with the browser session they were issued in (:class:`IssuedToken`,
+:func:`end_session_tokens`), except the refresh token of an ``offline_access`` grant (OIDC Core 11),
+which lives until it expires or is revoked (RFC 7009).
 """
 
 from __future__ import annotations
@@ -16,18 +20,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import TokenMixin
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from idp.models import OAuthClient, OAuthToken
+from idp.models import OAuthClient, OAuthToken, WebSession
 
 # the token endpoint's and userinfo's statements: Core, built once from the mapped classes (the ORM's
 # unit of work would cost several times the statement)
+#: a token with the session it was issued in, if that still exists (``session_*`` None otherwise)
 _TOKEN_COLUMNS = (OAuthToken.id, OAuthToken.client_id, OAuthToken.uid, OAuthToken.family, OAuthToken.scope,
                   OAuthToken.auth_time, OAuthToken.amr, OAuthToken.issued_at, OAuthToken.expires_in,
-                  OAuthToken.refresh_expires_at, OAuthToken.access_revoked, OAuthToken.refresh_used_at)
-_BY_ACCESS = select(*_TOKEN_COLUMNS).where(OAuthToken.access_token_hash == bindparam("h"))
-_BY_REFRESH = select(*_TOKEN_COLUMNS).where(OAuthToken.refresh_token_hash == bindparam("h"))
+                  OAuthToken.refresh_expires_at, OAuthToken.access_revoked, OAuthToken.refresh_used_at,
+                  OAuthToken.sid, OAuthToken.offline, WebSession.uid.label("session_uid"),
+                  WebSession.created_at.label("session_created_at"),
+                  WebSession.last_seen_at.label("session_last_seen_at"))
+_WITH_SESSION = select(*_TOKEN_COLUMNS).outerjoin(WebSession, WebSession.sid == OAuthToken.sid)
+_BY_ACCESS = _WITH_SESSION.where(OAuthToken.access_token_hash == bindparam("h"))
+_BY_REFRESH = _WITH_SESSION.where(OAuthToken.refresh_token_hash == bindparam("h"))
+#: a refresh counts as the session's activity (its idle timeout starts again), as Keycloak's does
+_TOUCH_SESSION = (update(WebSession).where(WebSession.sid == bindparam("session"))
+                  .values(last_seen_at=bindparam("now")))
 #: one per login (the token endpoint)
 _INSERT = insert(OAuthToken)
 #: a service account's access token with its account's name (the join fails once the account is
@@ -61,13 +73,23 @@ ACCESS, REFRESH = "access_token", "refresh_token"
 _BY_KIND = {ACCESS: _BY_ACCESS, REFRESH: _BY_REFRESH}
 
 
+#: a session's idle and absolute timeouts, as in force now (idp.sessions.SessionStore)
+SessionLimits = Callable[[], tuple[datetime.timedelta, datetime.timedelta]]
+
+
 class IssuedToken(TokenMixin):  # type: ignore[misc]
     """A stored token as Authlib's grants, resource protector, revocation and introspection
     endpoints see it. ``presented``: which of the row's two credentials was shown (its expiry and
-    revocation are that credential's)."""
+    revocation are that credential's).
+
+    A token issued in a browser session (``sid``) lives only as long as that session: the row
+    exists, belongs to the token's person (another person's login in the same browser ends the
+    first one's tokens) and is within its idle and absolute timeouts, so a timeout nobody noticed
+    ends the tokens too. The refresh token of an ``offline_access`` grant is exempt (OIDC Core 11)."""
 
     def __init__(self, row: Any, now: datetime.datetime, load_user: Callable[[str], Any],
-                 load_client: Callable[[str], Any], presented: str = ACCESS) -> None:
+                 load_client: Callable[[str], Any], presented: str = ACCESS,
+                 session_limits: SessionLimits | None = None) -> None:
         self.id = row.id
         self.client_id = row.client_id
         self.uid = row.uid
@@ -80,10 +102,23 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
         self.refresh_expires_at = row.refresh_expires_at
         self.access_revoked = bool(row.access_revoked)
         self.refresh_used_at = row.refresh_used_at
+        self.sid = row.sid
+        self.offline = bool(row.offline)
         self.presented = presented
         self._now = now
+        self.session_alive = self._session_alive(row, now, session_limits)
         self._load_user = load_user
         self._load_client = load_client
+
+    def _session_alive(self, row: Any, now: datetime.datetime, limits: SessionLimits | None) -> bool:
+        if self.sid is None:  # a service account's, or issued before sessions were named
+            return True
+        if row.session_created_at is None or (row.session_uid != self.uid and not self.uid.startswith("citizen:")):
+            return False  # ended, or another person logged in over it (a citizen's login keeps no uid there)
+        if limits is None:
+            return True
+        idle, absolute = limits()
+        return now - row.session_last_seen_at <= idle and now - row.session_created_at <= absolute
 
     def check_client(self, client: Any) -> bool:
         return bool(client.get_client_id() == self.client_id)
@@ -106,8 +141,8 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
 
     def is_revoked(self) -> bool:
         if self.presented == REFRESH:
-            return self.refresh_used_at is not None
-        return self.access_revoked
+            return self.refresh_used_at is not None or not (self.offline or self.session_alive)
+        return self.access_revoked or not self.session_alive
 
     def refresh_is_expired(self) -> bool:
         return self.refresh_expires_at is None or self._now >= self.refresh_expires_at
@@ -131,14 +166,20 @@ class ServiceToken:
 
 class TokenStore:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
-                 load_user: Callable[[str], Any], load_client: Callable[[str], Any]) -> None:
+                 load_user: Callable[[str], Any], load_client: Callable[[str], Any],
+                 session_limits: SessionLimits | None = None) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
         self.load_user = load_user
         self.load_client = load_client
+        #: the sessions' timeouts (None: a session lives as long as its row)
+        self.session_limits = session_limits
 
-    def save(self, token: dict[str, Any], client_id: str, uid: str, family: str, auth_time: int, amr: str) -> None:
+    def save(self, token: dict[str, Any], client_id: str, uid: str, family: str, auth_time: int, amr: str,
+             sid: str | None = None, offline: bool = False) -> None:
+        """Store a token response's tokens; ``sid``: the session they end with, ``offline``: the
+        refresh token outlives it."""
         now = self.clock()
         refresh = token.get("refresh_token")
         with self.engine.begin() as conn:
@@ -147,10 +188,17 @@ class TokenStore:
                 "refresh_token_hash": token_hash(refresh) if refresh else None, "scope": token.get("scope", ""),
                 "auth_time": auth_time, "amr": amr, "issued_at": now,
                 "expires_in": int(token.get("expires_in", ACCESS_TOKEN_SECONDS)),
-                "refresh_expires_at": now + REFRESH_TOKEN_LIFETIME if refresh else None, "access_revoked": False})
+                "refresh_expires_at": now + REFRESH_TOKEN_LIFETIME if refresh else None, "access_revoked": False,
+                "sid": sid, "offline": offline})
+
+    def touch_session(self, sid: str) -> None:
+        """A refresh in the session ``sid``: the session was active now (its idle timeout restarts)."""
+        with self.engine.begin() as conn:
+            conn.execute(_TOUCH_SESSION, {"session": sid, "now": self.clock()})
 
     def _wrap(self, row: Any, presented: str = ACCESS) -> IssuedToken | None:
-        return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client, presented)
+        return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client, presented,
+                                                    self.session_limits)
 
     def find(self, value: str, hint: str | None = None) -> IssuedToken | None:
         """The token ``value`` whatever its kind, the hinted kind looked up first (RFC 7009 and RFC
@@ -211,10 +259,30 @@ class TokenStore:
             return int(access or 0)
 
     def revoke_user(self, uid: str) -> int:
-        """End every token of a staff member (a leaver, log out everywhere)."""
-        with self.sessions.begin() as session:
-            access = session.execute(update(OAuthToken).where(OAuthToken.uid == uid, OAuthToken.access_revoked.is_(False))
-                                     .values(access_revoked=True)).rowcount
-            session.execute(update(OAuthToken).where(OAuthToken.uid == uid, OAuthToken.refresh_used_at.is_(None))
-                            .values(refresh_used_at=self.clock()))
-            return int(access or 0)
+        """End every token of a staff member (a leaver, log out everywhere), offline grants' too."""
+        with self.engine.begin() as conn:
+            return revoke_user_tokens(conn, uid, self.clock())
+
+
+def end_session_tokens(conn: Connection, sids: list[str], now: datetime.datetime) -> int:
+    """The sessions ``sids`` ended (logout, timeout, help desk, leaver), in the caller's transaction:
+    every access token issued in them is revoked, and every refresh token but an offline grant's
+    (OIDC Core 11: ``offline_access`` outlives the session). The number of access tokens revoked."""
+    if not sids:
+        return 0
+    in_them = OAuthToken.sid.in_(sids)
+    revoked = conn.execute(update(OAuthToken).where(in_them, OAuthToken.access_revoked.is_(False))
+                           .values(access_revoked=True)).rowcount
+    conn.execute(update(OAuthToken).where(in_them, OAuthToken.offline.is_(False), OAuthToken.refresh_used_at.is_(None))
+                 .values(refresh_used_at=now))
+    return int(revoked or 0)
+
+
+def revoke_user_tokens(conn: Connection, uid: str, now: datetime.datetime) -> int:
+    """End every access and refresh token of ``uid``, offline grants' included, in the caller's
+    transaction; the number of access tokens revoked."""
+    revoked = conn.execute(update(OAuthToken).where(OAuthToken.uid == uid, OAuthToken.access_revoked.is_(False))
+                           .values(access_revoked=True)).rowcount
+    conn.execute(update(OAuthToken).where(OAuthToken.uid == uid, OAuthToken.refresh_used_at.is_(None))
+                 .values(refresh_used_at=now))
+    return int(revoked or 0)
