@@ -43,9 +43,11 @@ process by ``ca.pkcs11_keys``, so a worker's threads cannot corrupt a token.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -80,13 +82,71 @@ def run(host: str, port: int, workers: int) -> None:
         raise ConfigurationError(f"TESSERA_HTTP_READ_TIMEOUT must be 1 to 60 seconds, not {settings.http_read_timeout}")
     if settings.http_max_body_bytes < 1:
         raise ConfigurationError("TESSERA_HTTP_MAX_BODY_BYTES must be at least 1")
+    claim_address(host, port)  # held while serving: a second deployment cannot share the port
     from idp.metrics import prepare_folder
 
     prepare_folder(settings.home)  # every worker's counters in <home>/metrics (idp/metrics.py)
-    if chosen_server() == "granian":
-        supervise(lambda: _run_granian(host, port, workers, settings))
-    else:
-        supervise(lambda: _run_gunicorn(host, port, workers))
+    try:
+        if chosen_server() == "granian":
+            supervise(lambda: _run_granian(host, port, workers, settings))
+        else:
+            supervise(lambda: _run_gunicorn(host, port, workers))
+    finally:
+        release_address(host, port)
+
+
+#: the addresses this process has claimed, and their guards
+_claimed: dict[tuple[str, int], socket.socket] = {}
+
+
+def claim_address(host: str, port: int) -> socket.socket:
+    """Make sure nothing listens on ``host:port`` yet, and that no other ``tessera serve`` starts on
+    it while this one runs (until :func:`release_address`); returns the guard.
+
+    granian's workers listen with SO_REUSEPORT (Linux lets every socket of the same user that sets
+    it share the port): a second deployment on the same port used to start "successfully" and the
+    kernel split connections between the two (two different root CAs answered ``/ca/root.crt``
+    alternately); a port held by another program ended in a traceback from every worker. The
+    check binds the address without SO_REUSEPORT, which any listener refuses (EADDRINUSE); the
+    guard is an abstract Unix socket named after the address (Linux, unix(7)), which only one
+    process can bind, so two deployments started at the same moment cannot both pass the check.
+    Raises ConfigurationError (one line from the command) when the address is taken. A second
+    claim by the same process returns the first one's guard (a command may check before it starts
+    anything, then :func:`run` checks again)."""
+    if (host, port) in _claimed:
+        return _claimed[(host, port)]
+    taken = ConfigurationError(f"{host}:{port} is already in use (by another Tessera deployment or another "
+                               "program): stop it or choose another --port")
+    guard = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        guard.bind(f"\0tessera-serve {host}:{port}")
+    except OSError:
+        guard.close()
+        raise taken from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        guard.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            guard.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise taken from None
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    _claimed[(host, port)] = guard
+    return guard
+
+
+def release_address(host: str, port: int) -> None:
+    """End this process's claim of ``host:port`` (:func:`claim_address`)."""
+    guard = _claimed.pop((host, port), None)
+    if guard is not None:
+        guard.close()
 
 
 def supervise(serve_once: Callable[[], bool], sleep: Callable[[float], bool] | None = None) -> int:
