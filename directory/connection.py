@@ -22,7 +22,9 @@ URL and process): after ``breaker_failures`` timeouts or slow failures in a row 
 for ``breaker_cooldown`` seconds (:class:`CircuitOpen`, at once), then one trial call decides; at
 most ``server_concurrency`` calls of a process wait on one server at once. Work done inside
 :func:`deadline` (the web layer wraps each request in it) ends within that many seconds all
-together: each connect and reply waits at most what is left.
+together: each connect and reply waits at most what is left. A connection to a later server is
+retired after :data:`FAILBACK_AFTER` seconds, so the client goes back to the first server once it
+answers again.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ from ldap3.core.exceptions import LDAPException
 from directory.config import DirectoryConfig
 from directory.filters import Filter
 
-__all__ = ["BASE", "SUBTREE", "PAGE_SIZE", "Breaker", "CircuitOpen", "Entry", "LdapConnection", "ProtocolError",
-           "Result", "breaker_for", "configure", "deadline", "tls_context", "tls_context_for"]
+__all__ = ["BASE", "SUBTREE", "PAGE_SIZE", "Breaker", "CircuitOpen", "Entry", "FailBack", "LdapConnection",
+           "ProtocolError", "Result", "breaker_for", "configure", "deadline", "tls_context", "tls_context_for"]
 
 log = logging.getLogger("tessera.directory")
 
@@ -231,10 +233,25 @@ def breaker_for(url: str) -> Breaker:
         return breaker
 
 
+#: seconds a connection to a server after the first configured one serves before it is retired,
+#: so that the client connects again, to the first server if it is back (failback)
+FAILBACK_AFTER = 60.0
+#: a later server's URL -> the first server of its configuration (:func:`configure`)
+_preferred: dict[str, str] = {}
+
+
+class FailBack(CircuitOpen):
+    """A connection to a later server retired unused (nothing was sent): the client connects again,
+    to the first server when its breaker lets it be asked."""
+
+
 def configure(config: DirectoryConfig) -> None:
-    """Give the breakers of ``config``'s servers its limits (``TESSERA_LDAP_BREAKER_*``)."""
+    """Give the breakers of ``config``'s servers its limits (``TESSERA_LDAP_BREAKER_*``), and
+    connections to its later servers their failback to the first."""
     for url in config.urls:
         breaker_for(url).tune(config.breaker_failures, config.breaker_cooldown, config.server_concurrency)
+    for url in config.urls[1:]:
+        _preferred[url] = config.urls[0]
 
 
 os.register_at_fork(after_in_child=_breakers.clear)  # a worker's breakers are its own
@@ -311,6 +328,7 @@ class LdapConnection:
     def __init__(self, url: str, *, connect_timeout: float, operation_timeout: float,
                  tls: ssl.SSLContext | None = None, start_tls: bool = False) -> None:
         self.url = url
+        self._opened = time.monotonic()
         self._breaker = breaker_for(url)
         self._operation_timeout = operation_timeout
         with self._breaker.call(connect_timeout, reply=False) as wait:
@@ -348,7 +366,13 @@ class LdapConnection:
 
     @contextmanager
     def _exchange(self) -> Iterator[None]:
-        """One request and its reply, through the server's breaker, waiting at most what it allows."""
+        """One request and its reply, through the server's breaker, waiting at most what it allows.
+        A connection to a later server that has served :data:`FAILBACK_AFTER` seconds is retired
+        first (:class:`FailBack`) while the first server may be asked."""
+        preferred = _preferred.get(self.url)
+        if preferred is not None and time.monotonic() - self._opened > FAILBACK_AFTER \
+                and breaker_for(preferred).state != "open":
+            raise FailBack(f"{self.url} served {FAILBACK_AFTER:.0f} s in place of {preferred}: trying it again")
         with self._breaker.call(self._operation_timeout) as wait:
             if self._conn.socket is not None:
                 self._conn.socket.settimeout(wait)

@@ -3,7 +3,8 @@ circuit breaker and bulkhead per server (directory.connection).
 
 Unit: the breaker opens after N failures in a row, fails at once while open, lets one trial through
 after the cool-down (closing on a reply, opening again on a failure), and lets only so many calls
-wait on a server; the deadline bounds every wait and nothing starts once it is spent.
+wait on a server; the deadline bounds every wait and nothing starts once it is spent; with two servers, the client
+fails over to the second and back to the first once it returns.
 Integration (the drill): the test's private slapd is stopped with SIGSTOP under `tessera serve
 --workers 2`: four staff members logging in at once get 503 within the deadline, soon at once,
 while OCSP and JWKS answer as fast as before; after SIGCONT and the cool-down, logins work again.
@@ -24,10 +25,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from ldap3 import MODIFY_REPLACE
 from ldap3.core.exceptions import LDAPSocketReceiveError, communication_exception_factory
 
+from directory.client import Directory, InvalidCredentials
 from directory.config import DirectoryConfig
-from directory.connection import Breaker, CircuitOpen, deadline
+from directory.connection import Breaker, CircuitOpen, configure, deadline
 from tests.fixtures_directory import SlapdServer, new_uid
 from tests.fixtures_web import PASSWORD, IdpServer, csrf_of
 from tests.servers import TESSERA, free_port, running_server, wait_healthy
@@ -171,6 +174,41 @@ def test_the_limits_come_from_the_environment(tmp_path: Path) -> None:
         3.5, 5, 10.0, 3)
     defaults = DirectoryConfig.from_env(tmp_path, {"TESSERA_LDAP_URLS": "ldap://a:389", "TESSERA_LDAP_BASE_DN": "dc=x"})
     assert (defaults.deadline, defaults.breaker_failures, defaults.breaker_cooldown) == (8.0, 3, 30.0)
+
+
+def test_failback_to_the_first_server_once_it_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import directory.client
+    import directory.connection
+
+    monkeypatch.setattr(directory.connection, "FAILBACK_AFTER", 0.3)
+    monkeypatch.setattr(directory.client, "_SKIP_FAILED_SERVER_SECONDS", 0.3)
+    base = Path(tempfile.mkdtemp(prefix="tessera-failback-"))
+    first, second = SlapdServer(base / "1"), SlapdServer(base / "2")
+    first.start()
+    second.start()
+    try:
+        shared = second.admin()  # two replicas share the service account's password
+        shared.modify(second.config.bind_dn, {"userPassword": [(MODIFY_REPLACE, [first.config.bind_password])]})
+        shared.unbind()
+        on_first, on_second = new_uid("one"), new_uid("two")  # each on one server only: who answered
+        first.create_user(on_first, PASSWORD)
+        second.create_user(on_second, PASSWORD)
+        config = first.config.with_urls(first.url, second.url)
+        configure(config)
+        with Directory(config) as staff:
+            assert staff.authenticate(on_first, PASSWORD).uid == on_first
+            first.stop()
+            assert staff.authenticate(on_second, PASSWORD).uid == on_second  # failed over
+            assert staff.authenticate(on_second, PASSWORD).uid == on_second  # and stays there
+            first.start()
+            time.sleep(0.5)
+            assert staff.authenticate(on_first, PASSWORD).uid == on_first  # back on the first
+            with pytest.raises(InvalidCredentials):
+                staff.authenticate(on_second, PASSWORD)
+    finally:
+        first.stop()
+        second.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- the hung-directory drill ------------------------------------------------------------------
