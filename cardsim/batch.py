@@ -38,9 +38,9 @@ class BatchReport:
 
 
 def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, envelope_dir: Path | None,
-                progress: Callable[[int], None], envelope: Callable[[Path, IssuedCard], None],
-                writers: int = WRITERS) -> BatchReport:
-    """Issue a card for each valid row (row 1 is the CSV header, so data rows start at 2)."""
+                progress: Callable[[int], None], writers: int = WRITERS) -> BatchReport:
+    """Issue a card for each valid row (row 1 is the CSV header, so data rows start at 2); each
+    card's PIN envelope is ``<envelope_dir>/<card number>.json``, written before the card is active."""
     started = time.monotonic()
     report = BatchReport()
     folder = envelope_dir or issuer.settings.envelope_dir
@@ -71,10 +71,9 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
                 progress(1)
                 continue
             row_of[key] = number
-            yield CardJob(application, batch_key=key)
+            yield CardJob(application, batch_key=key, envelope_at=lambda card: folder / f"{card}.json")
 
     def issued(card: IssuedCard) -> None:
-        envelope(folder / f"{card.number}.json", card)
         report.issued += 1
         report.cards.append(card.number)
         progress(1)

@@ -3,10 +3,13 @@
 Every operation is all-or-nothing across the card token, the CA and SQL:
 
 * issue: journal entry (cardsim.journal) -> token with two on-card key pairs (writer process)
-  -> in one SQL transaction: both certificates, the three signed records, the security object,
-  the card row -> objects written to the card -> commit -> journal entry dropped. Any failure
-  before the commit deletes the token; a killed process leaves a journal entry that the next
-  issuer sweeps (token deleted, nothing registered).
+  -> certificates, the three signed records and the security object signed in memory -> objects
+  written to the card -> PIN envelope written (cardsim.envelopes) -> one SQL transaction
+  registers the certificates, records and card row -> commit -> journal entry dropped. Any
+  failure before the commit deletes the token and the envelope; a killed process leaves a
+  journal entry that the next issuer sweeps (token and envelope deleted, nothing registered).
+  A citizen holds at most one active card: refused before the token is made, and enforced by
+  a unique index on the registry (the race of two issuers).
 * lost / renew / expire: certificate revocation, the new CRL, the card's state change and the
   audit entry (cardsim.events.record) in one SQL transaction.
 * record update: the department's new record and a new security object are written to the card
@@ -22,6 +25,7 @@ import secrets
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asn1crypto import cms, core
@@ -29,18 +33,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.authority import CertificateAuthority, SignedCertificate
 from ca.models import Certificate
 from ca.subjects import SubjectRequest
 from cardsim import events, journal
+from cardsim.envelopes import remove_envelope, write_envelope
 from cardsim.events import CardEventSink
 from cardsim.citizens import Application, citizen_subject, parse_application, parse_record_update
 from cardsim.config import CardSettings
 from cardsim.errors import (CardBlocked, CardConfigurationError, CardError, CardNotFound, CardWriteFailed,
                             InvalidApplication, InvalidCardState, PinBlocked)
-from cardsim.models import Card, CardDepartment, CardRecord
+from cardsim.identity_schemes import mask_any
+from cardsim.models import Card, CardDepartment, CardRecord, CardStatus
 from cardsim.pseudonyms import pseudonym
 from cardsim.pseudonyms import register as register_pseudonym
 from cardsim.numbers import SHARDS, new_card_number, parse_card_number
@@ -51,6 +58,8 @@ from cardsim.records import (LABELS, PRIVATE_RECORDS, RECORD_TYPES, SECURITY_OBJ
 from cardsim.setup import DEPARTMENTS
 
 CITIZEN_CA = "citizen"
+#: the states a card may be renewed (replaced) from
+_RENEWABLE = (CardStatus.ACTIVE, CardStatus.LOST, CardStatus.EXPIRED)
 #: personalisation processes of a batch: three keep two cores busy while the CA side signs
 WRITERS = 3
 
@@ -74,6 +83,8 @@ class IssuedCard:
     expires_at: datetime.datetime
     auth_serial: str
     sign_serial: str
+    #: where the PIN envelope was written (before the card became active)
+    envelope: Path
 
 
 @dataclass(frozen=True)
@@ -101,11 +112,13 @@ class CardSummary:
 
 @dataclass(frozen=True)
 class CardJob:
-    """One card to issue: the application, its batch key, the card it replaces."""
+    """One card to issue: the application, its batch key, the card it replaces, and where its PIN
+    envelope goes given the new card's number (default: the home's envelope folder)."""
 
     application: Application
     batch_key: str | None = None
     replaces: str | None = None
+    envelope_at: Callable[[str], Path] | None = None
 
 
 @dataclass
@@ -125,6 +138,7 @@ class _Flight:
     records: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     objects: list[CardObject] = field(default_factory=list)
     expires_at: datetime.datetime = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc)
+    envelope: Path | None = None
 
 
 def _pin(digits: int) -> str:
@@ -203,6 +217,8 @@ class CardIssuer:
                 for path in folders:
                     _remove_tree(path)
                 (self.settings.counter_dir / number).unlink(missing_ok=True)
+                if noted.get("envelope"):
+                    remove_envelope(Path(noted["envelope"]))
                 undone.append(number)
                 events.emit("card.issue-failed", number, self.actor, "undone", reason="interrupted issuance")
             drop()
@@ -214,10 +230,12 @@ class CardIssuer:
             self.sweep()
 
     # -- issuance ---------------------------------------------------------------------------
-    def issue(self, application: Application, batch_key: str | None = None, replaces: str | None = None) -> IssuedCard:
-        """Make, sign, write and register one card, all or nothing."""
+    def issue(self, application: Application, replaces: str | None = None, envelope: Path | None = None) -> IssuedCard:
+        """Make, sign, write and register one card, all or nothing; its PIN envelope goes to
+        ``envelope`` (default: the home's envelope folder)."""
         outcome: list[IssuedCard | BaseException] = []
-        self.issue_many([CardJob(application, batch_key, replaces)], outcome.append,
+        job = CardJob(application, replaces=replaces, envelope_at=(lambda _number: envelope) if envelope else None)
+        self.issue_many([job], outcome.append,
                         lambda job, exc: outcome.append(exc), writers=1)
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
@@ -243,7 +261,11 @@ class CardIssuer:
         def start(k: int) -> None:
             flights[k] = None
             for job in pending:
-                flight = self._begin(job, {f.number for f in flights if f is not None})
+                try:
+                    flight = self._begin(job, {f.number for f in flights if f is not None})
+                except CardError as exc:
+                    on_failed(job, exc)
+                    continue
                 try:
                     stations[k].send("create_card", number=flight.number, pin=flight.pin, puk=flight.puk)
                 except BaseException as exc:
@@ -272,6 +294,8 @@ class CardIssuer:
                         flight.stage = "write"
                         continue
                     crash_point("written")
+                    self._write_envelope(flight)
+                    crash_point("envelope")
                     issued = self._store(flight)
                 except BaseException as exc:
                     self._undo(stations[k], flight, exc)
@@ -305,7 +329,21 @@ class CardIssuer:
         self._shard[1] += 1
         return self._shard[0]
 
+    def _active_card(self, session: Session, national_id: str) -> str | None:
+        return session.scalar(select(Card.number).where(Card.national_id == national_id,
+                                                        Card.status == CardStatus.ACTIVE))
+
+    def _refuse_second_card(self, session: Session, job: "CardJob") -> None:
+        """One active card per citizen: a new card only replaces the active one (renew)."""
+        national_id = job.application.identity.national_id
+        holder = self._active_card(session, national_id)
+        if holder is not None and holder != job.replaces:
+            raise InvalidCardState(f"national_id {mask_any(national_id)} already holds active card {holder}; "
+                                   "renew it or report it lost first")
+
     def _begin(self, job: "CardJob", in_flight: set[str]) -> "_Flight":
+        with self.ca.sessions() as session:
+            self._refuse_second_card(session, job)
         shard = self._open_shard()
         with self.ca.sessions() as session:
             while True:
@@ -316,7 +354,18 @@ class CardIssuer:
         crash_point("journal")
         return _Flight(job, number, _pin(6), _pin(8), entry, self.ca.clock())
 
+    def _write_envelope(self, flight: "_Flight") -> None:
+        """The PIN envelope, before the commit that activates the card (noted first, so a sweep
+        after a kill removes it with the token)."""
+        where = flight.job.envelope_at or (lambda number: self.settings.envelope_dir / f"{number}.json")
+        path = where(flight.number)
+        flight.entry.note(envelope=str(path))
+        flight.envelope = path
+        write_envelope(path, flight.number, flight.job.application.holder, flight.pin, flight.puk)
+
     def _undo(self, station: PersonalisationStation, flight: "_Flight", exc: BaseException) -> None:
+        if flight.envelope is not None:
+            remove_envelope(flight.envelope)
         try:
             station.call("destroy", number=flight.number, serial=flight.serial)
         except CardError:
@@ -368,14 +417,28 @@ class CardIssuer:
         return pseudonym(self._pseudonym_key, application.scheme, application.identity.national_id)
 
     def _store(self, flight: "_Flight") -> IssuedCard:
+        """Register the card; losing the race for the citizen's one active card (the registry's
+        unique index) is :class:`InvalidCardState`, like the check before the token was made."""
+        try:
+            return self._register(flight)
+        except IntegrityError:
+            with self.ca.sessions() as session:  # another issuer activated a card for this citizen first
+                self._refuse_second_card(session, flight.job)
+            raise
+
+    def _register(self, flight: "_Flight") -> IssuedCard:
         """One short transaction: certificates (each with its ``cert.issue``), card, records (and the
         replaced card's retirement)."""
         job, now = flight.job, flight.now
+        assert flight.envelope is not None
         with self.ca.sessions.begin() as session:
+            if job.replaces:  # first: the citizen's one active card is the new one only after this
+                self._retire_replaced(session, job.replaces, flight.number, now)
+                session.flush()
             rows = {label: self.ca.register(session, signed, f"card:{flight.number}", actor=self.actor)
                     for label, signed in flight.certificates.items()}
             card = Card(number=flight.number, national_id=job.application.identity.national_id,
-                        holder=job.application.holder, status="active", token_serial=flight.serial or "",
+                        holder=job.application.holder, status=CardStatus.ACTIVE, token_serial=flight.serial or "",
                         issued_at=now, expires_at=flight.expires_at, status_changed_at=now,
                         auth_certificate_id=rows[AUTH_KEY].id, sign_certificate_id=rows[SIGN_KEY].id,
                         replaces=job.replaces, batch_key=job.batch_key)
@@ -383,8 +446,6 @@ class CardIssuer:
             application = job.application
             register_pseudonym(session, self._pseudonym(application), application.scheme,
                                application.identity.national_id, now)
-            if job.replaces:
-                self._retire_replaced(session, job.replaces, flight.number, now)
             session.flush()
             departments = self._department_ids(session)
             for record_type, (version, der) in flight.records.items():
@@ -398,7 +459,7 @@ class CardIssuer:
                 events.record(session, self.event_sink, "card.renewed", job.replaces, self.actor,
                               new_card=flight.number)
         return IssuedCard(flight.number, card.holder, card.national_id, flight.pin, flight.puk, flight.expires_at,
-                          rows[AUTH_KEY].serial_hex, rows[SIGN_KEY].serial_hex)
+                          rows[AUTH_KEY].serial_hex, rows[SIGN_KEY].serial_hex, flight.envelope)
 
     def _serials(self, session: Session, card: Card) -> tuple[str, str]:
         auth = session.get(Certificate, card.auth_certificate_id)
@@ -418,10 +479,10 @@ class CardIssuer:
 
     def _retire_replaced(self, session: Session, old_number: str, new_number: str, now: datetime.datetime) -> None:
         old = self._card_row(session, old_number)
-        if old.status not in ("active", "lost", "expired"):
+        if old.status not in _RENEWABLE:
             raise InvalidCardState(f"card {old_number} is {old.status}: it cannot be renewed")
         self._revoke_certificates(session, old, x509.ReasonFlags.superseded, now)
-        old.status, old.replaced_by, old.status_changed_at = "renewed", new_number, now
+        old.status, old.replaced_by, old.status_changed_at = CardStatus.RENEWED, new_number, now
 
     def _revoke_certificates(self, session: Session, card: Card, reason: x509.ReasonFlags,
                              now: datetime.datetime) -> None:
@@ -484,12 +545,12 @@ class CardIssuer:
             events.record(session, self.event_sink, "card.lost", number, self.actor)
         return self.summary(number)
 
-    def renew(self, number: str) -> IssuedCard:
+    def renew(self, number: str, envelope: Path | None = None) -> IssuedCard:
         """A new card with new keys and re-signed records; the old card is retired in the same commit."""
         old = self.summary(number)
-        if old.status not in ("active", "lost", "expired"):
+        if old.status not in _RENEWABLE:
             raise InvalidCardState(f"card {old.number} is {old.status}: it cannot be renewed")
-        return self.issue(self.application_of(old.number), replaces=old.number)
+        return self.issue(self.application_of(old.number), replaces=old.number, envelope=envelope)
 
     def expire_due(self, dry_run: bool = False) -> list[str]:
         """Mark every active card whose certificates are past notAfter (RFC 5280 section 4.1.2.5)

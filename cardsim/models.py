@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base
@@ -50,7 +50,12 @@ class Card(Base):
     """A citizen card: its number (the token label), holder, state and certificates."""
 
     __tablename__ = "card"
-    __table_args__ = (Index("ix_card_national_id_status", "national_id", "status"),)
+    __table_args__ = (
+        Index("ix_card_national_id_status", "national_id", "status"),
+        #: one active card per citizen (cardsim.issuance), whichever process issues it
+        Index("uq_card_active_citizen", "national_id", unique=True,
+              sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(16), unique=True)

@@ -6,7 +6,6 @@ import csv
 import datetime
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,23 +46,6 @@ def _secret(prompt: str) -> str:
     return line.rstrip("\r\n")
 
 
-def _write_envelope(path: Path, issued: Any) -> None:
-    """The PIN envelope: card number, PIN and PUK in a file only the operator can read."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"card": issued.number, "holder": issued.holder, "pin": issued.pin, "puk": issued.puk}, fh)
-        fh.write("\n")
-
-
-def _envelope_path(ctx: click.Context, given: str | None, number: str) -> Path:
-    if given:
-        return Path(given)
-    from cardsim.config import CardSettings
-
-    return CardSettings.from_env(ctx.obj.settings.home).envelope_dir / f"{number}.json"
-
-
 def _load_json(path: str) -> dict[str, Any]:
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -91,9 +73,8 @@ def issue(ctx: click.Context, source: str, envelope: str | None, as_json: bool) 
     from cardsim.citizens import parse_application
 
     application = parse_application(_load_json(source))
-    issued = _issuer(ctx).issue(application)
-    path = _envelope_path(ctx, envelope, issued.number)
-    _write_envelope(path, issued)
+    issued = _issuer(ctx).issue(application, envelope=Path(envelope) if envelope else None)
+    path = issued.envelope
     if as_json:
         click.echo(json.dumps({"card": issued.number, "holder": issued.holder, "expires_at": issued.expires_at.isoformat(),
                                "auth_certificate": issued.auth_serial, "sign_certificate": issued.sign_serial,
@@ -248,11 +229,9 @@ def expire(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 @click.pass_context
 def renew(ctx: click.Context, number: str, envelope: str | None) -> None:
     """Issue a new card (new keys, records re-signed) and retire the old one (certificates revoked)."""
-    issued = _issuer(ctx).renew(number)
-    path = _envelope_path(ctx, envelope, issued.number)
-    _write_envelope(path, issued)
+    issued = _issuer(ctx).renew(number, envelope=Path(envelope) if envelope else None)
     click.echo(f"card {number} renewed as {issued.number}, valid until {issued.expires_at:%Y-%m-%d}; "
-               f"PIN envelope -> {path}")
+               f"PIN envelope -> {issued.envelope}")
 
 
 @group.command("unblock")
@@ -299,7 +278,7 @@ def issue_batch(ctx: click.Context, csv_path: str, envelopes: str | None, as_jso
     with click.progressbar(length=len(rows), label="issuing cards", file=sys.stderr,
                            show_pos=True, show_eta=True) as bar:
         report: BatchReport = run_batch(issuer, rows, Path(csv_path).name, folder,
-                                        progress=lambda n: bar.update(n), envelope=_write_envelope)
+                                        progress=lambda n: bar.update(n))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

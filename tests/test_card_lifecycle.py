@@ -24,10 +24,18 @@ def pending(home: Home) -> list[Path]:
     return sorted((home.path / "cards" / "pending").iterdir())
 
 
-@pytest.mark.parametrize("point", ["journal", "token", "certificates", "written"])
+CRASH_POINTS = ["journal", "token", "certificates", "written", "envelope"]
+
+
+def envelopes(home: Home) -> list[Path]:
+    folder = home.path / "cards" / "envelopes"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
 def test_killed_issuance_leaves_nothing_and_a_rerun_completes(home: Home, card_dir: Path, point: str) -> None:
     source = card_dir / f"crash-{point}.json"
-    source.write_text(json.dumps(citizen(300 + len(point))))
+    source.write_text(json.dumps(citizen(340 + CRASH_POINTS.index(point))))
     before_tokens, before_cards = token_folders(home), registered_cards(home)
     killed = subprocess.run([TESSERA, "card", "issue", "--from", str(source)], capture_output=True, timeout=120,
                             env={**home.env, "TESSERA_CARD_CRASH_AT": point})
@@ -36,9 +44,10 @@ def test_killed_issuance_leaves_nothing_and_a_rerun_completes(home: Home, card_d
     number = json.loads(entry.read_text())["number"]
     assert registered_cards(home) == before_cards  # nothing registered
     assert certificates_requested_by(home, number) == 0  # no certificate outlived the transaction
-    # the rerun sweeps the half-made token, then issues the card
+    # the rerun sweeps the half-made token (and the envelope of the card that never was), then issues the card
     home.cli("card", "issue", "--from", str(source), "--envelope", str(card_dir / f"crash-{point}-envelope.json"))
     assert pending(home) == []
+    assert home.path / "cards" / "envelopes" / f"{number}.json" not in envelopes(home)
     assert registered_cards(home) == before_cards + 1
     assert token_folders(home) == before_tokens + 1  # the orphan is gone, the new card is there
     shown = home.cli("card", "show", number, check=False)
@@ -57,6 +66,10 @@ def test_killed_after_the_commit_keeps_the_complete_card(home: Home, card_dir: P
     (entry,) = pending(home)
     number = json.loads(entry.read_text())["number"]
     assert registered_cards(home) == before_cards + 1
+    # the active card has its PIN envelope: written before the commit that activated the card
+    envelope = json.loads((home.path / "cards" / "envelopes" / f"{number}.json").read_text(encoding="utf-8"))
+    assert envelope["card"] == number and envelope["holder"] == citizen(310)["name"]
+    assert verify_json(home, number, envelope["pin"])["ok"]
     issue_card(home, 311, card_dir)
     assert pending(home) == []
     assert token_folders(home) == before_tokens + 2 and registered_cards(home) == before_cards + 2
@@ -67,13 +80,35 @@ def test_a_refusal_midway_undoes_the_token_in_the_same_process(home: Home, card_
     source = card_dir / "refused.json"
     source.write_text(json.dumps(citizen(312)))
     before_tokens, before_cards = token_folders(home), registered_cards(home)
-    for point in ("certificates", "written"):
+    for point in ("certificates", "written", "envelope"):
         failed = subprocess.run([TESSERA, "card", "issue", "--from", str(source)], capture_output=True, timeout=120,
                                 env={**home.env, "TESSERA_CARD_FAIL_AT": point})
         assert failed.returncode == 1
         assert failed.stderr.decode().strip() == f"Error: injected failure at {point}"
         assert pending(home) == []
         assert (token_folders(home), registered_cards(home)) == (before_tokens, before_cards)
+        assert not any(e.read_text(encoding="utf-8").count(citizen(312)["name"]) for e in envelopes(home))
+
+
+def test_a_citizen_holds_one_active_card_whatever_the_path(home: Home, card_dir: Path) -> None:
+    first = issue_card(home, 313, card_dir)
+    before_tokens, before_cards = token_folders(home), registered_cards(home)
+    source = card_dir / "citizen-313.json"
+    again = home.cli("card", "issue", "--from", str(source), check=False)
+    assert again.returncode == 1 and b"already holds active card " + first.number.encode() in again.stderr
+    assert (token_folders(home), registered_cards(home), pending(home)) == (before_tokens, before_cards, [])
+    # the registry itself refuses a second active card, whoever writes it
+    with sqlite3.connect(home.path / "tessera.db") as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute("insert into card (number, national_id, holder, status, token_serial, issued_at, expires_at, "
+                   "auth_certificate_id, sign_certificate_id) select 'X' || number, national_id, holder, status, "
+                   "token_serial, issued_at, expires_at, auth_certificate_id, sign_certificate_id from card "
+                   "where number = ?", (first.number,))
+    # renewing replaces the active card: still exactly one
+    renewed = home.cli("card", "renew", first.number, "--envelope", str(card_dir / "renew-313.json"))
+    assert renewed.returncode == 0
+    with sqlite3.connect(home.path / "tessera.db") as db:
+        assert db.execute("select count(*) from card where status = 'active' and national_id = "
+                          "(select national_id from card where number = ?)", (first.number,)).fetchone()[0] == 1
 
 
 EXPIRED_CA = """
