@@ -336,6 +336,29 @@ def four_eyes_request(obj: CliContext, as_uid: str, operation: str, target: str,
     _out(view.__dict__, as_json, f"four-eyes request #{view.id}: pending")
 
 
+def help_desk_out(done: object, as_json: bool) -> None:
+    """Print a help-desk act's result (the one-time password once), or the four-eyes request it became."""
+    from idp.help_desk import HelpDeskResult
+
+    if not isinstance(done, HelpDeskResult):  # a four-eyes request (idp.roles.FourEyesView)
+        view = vars(done)
+        click.echo(json.dumps(view, indent=2, default=str) if as_json else
+                   f"four-eyes request #{view['id']}: {view['operation']} of {view['target']} waits for a second "
+                   "security administrator (tessera admin four-eyes approve)")
+        return
+    data = {"uid": done.uid, "act": done.act, **done.details}
+    if done.one_time_password:
+        data["one_time_password"] = done.one_time_password
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif done.one_time_password:
+        click.echo(f"one-time password of {done.uid} (shown once; it must be changed at the next login): "
+                   f"{done.one_time_password}")
+    else:
+        click.echo(f"{done.act} of {done.uid} done" + "".join(f"; {k.replace('_', ' ')}: {v}"
+                                                             for k, v in done.details.items()))
+
+
 @four_eyes.command("approve")
 @_as
 @click.argument("request_id", type=int)
@@ -344,9 +367,14 @@ def four_eyes_request(obj: CliContext, as_uid: str, operation: str, target: str,
 @click.pass_obj
 @_errors
 def four_eyes_approve(obj: CliContext, as_uid: str, request_id: int, reject: bool, as_json: bool) -> None:
-    """A second security administrator approves (and so carries out) or rejects a request."""
-    lc, who = _lifecycle(obj), _actor(obj, as_uid)
-    view = lc.decide_four_eyes(who, request_id, not reject)
+    """A second security administrator approves (and so carries out) or rejects a request, a
+    help-desk act's included (its one-time password is shown to this administrator, once)."""
+    from idp.help_desk import HelpDesk
+
+    view, done = HelpDesk(_lifecycle(obj)).decide(_actor(obj, as_uid), request_id, not reject)
+    if done is not None:
+        help_desk_out(done, as_json)
+        return
     _out(view.__dict__, as_json, f"four-eyes request #{view.id}: {view.status}"
          + (f" ({view.outcome})" if view.outcome else ""))
 

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from cli.admin import _actor, _lifecycle, authorised_operator
+from cli.admin import _lifecycle, authorised_operator, help_desk_out
 from cli.admin import _errors as refusals  # refusals as `tessera admin` answers them (exit 3, 4)
 from cli.context import CliContext
 from directory.client import Directory, DirectoryError, StaffMember
@@ -132,29 +132,7 @@ def _help_desk(obj: CliContext, as_uid: str, act: str, username: str, as_json: b
     from idp.help_desk import ACTS, HelpDesk
 
     who = authorised_operator(obj, as_uid, ACTS[act], f"admin.staff.{act}", f"staff:{username[:64]}")
-    _help_desk_out(HelpDesk(_lifecycle(obj)).act(who, act, username), as_json)
-
-
-def _help_desk_out(done: object, as_json: bool) -> None:
-    from idp.help_desk import HelpDeskResult
-
-    if not isinstance(done, HelpDeskResult):  # a four-eyes request (idp.roles.FourEyesView)
-        view = vars(done)
-        click.echo(json.dumps(view, indent=2, default=str) if as_json else
-                   f"four-eyes request #{view['id']}: {view['operation']} of {view['target']} waits for a second "
-                   "security administrator (tessera directory approve)")
-        return
-    data = {"uid": done.uid, "act": done.act, **done.details}
-    if done.one_time_password:
-        data["one_time_password"] = done.one_time_password
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    elif done.one_time_password:
-        click.echo(f"one-time password of {done.uid} (shown once; it must be changed at the next login): "
-                   f"{done.one_time_password}")
-    else:
-        click.echo(f"{done.act} of {done.uid} done" + "".join(f"; {k.replace('_', ' ')}: {v}"
-                                                             for k, v in done.details.items()))
+    help_desk_out(HelpDesk(_lifecycle(obj)).act(who, act, username), as_json)
 
 
 @group.command("unlock")
@@ -201,25 +179,6 @@ def reset_password(obj: CliContext, username: str, as_uid: str, as_json: bool) -
 def reset_second_factor(obj: CliContext, username: str, as_uid: str, as_json: bool) -> None:
     """Void USERNAME's authenticator secret and recovery codes: the next login enrols again."""
     _help_desk(obj, as_uid, "reset-second-factor", username, as_json)
-
-
-@group.command("approve")
-@click.argument("request_id", type=int)
-@click.option("--as", "as_uid", required=True, metavar="UID", help="The second security administrator.")
-@click.option("--reject", is_flag=True, help="Reject instead of approving.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-@refusals
-def approve(obj: CliContext, request_id: int, as_uid: str, reject: bool, as_json: bool) -> None:
-    """Approve (and so carry out) or reject a four-eyes request, a help-desk act's included."""
-    from idp.help_desk import HelpDesk
-
-    view, done = HelpDesk(_lifecycle(obj)).decide(_actor(obj, as_uid), request_id, not reject)
-    if done is not None:
-        _help_desk_out(done, as_json)
-    else:
-        click.echo(json.dumps(vars(view), indent=2, default=str) if as_json else
-                   f"four-eyes request #{view.id}: {view.status}" + (f" ({view.outcome})" if view.outcome else ""))
 
 
 @group.command("generate")

@@ -185,9 +185,10 @@ def test_the_command_line_help_desk_as_proven_security_administrators(  # type: 
     asked = run_as(idp, operator_tokens, "directory", "reset-second-factor", admin_uid, "--as", first).stdout.decode()
     request_id = re.search(r"four-eyes request #(\d+)", asked)
     assert request_id, asked
-    own = run_as(idp, operator_tokens, "directory", "approve", request_id.group(1), "--as", first, check=False)
+    own = run_as(idp, operator_tokens, "admin", "four-eyes", "approve", request_id.group(1), "--as", first,
+                 check=False)
     assert own.returncode == 1 and b"second administrator" in own.stderr
-    done = run_as(idp, operator_tokens, "directory", "approve", request_id.group(1), "--as", second).stdout.decode()
+    done = run_as(idp, operator_tokens, "admin", "four-eyes", "approve", request_id.group(1), "--as", second).stdout.decode()
     assert done.startswith(f"reset-second-factor of {admin_uid} done")
     trail = _trail(idp, before)
     for expected in [("admin.staff.unlock", "success", f"staff:{first}", f"staff:{uid}"),
