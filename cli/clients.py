@@ -36,6 +36,7 @@ def _summary(client: RegisteredClient) -> dict[str, Any]:
         "grant_types": meta.get("grant_types", []),
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
         "introspection": client.may_introspect,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
         "created_at": client.created_at.isoformat(),
     }
 
@@ -75,11 +76,13 @@ def _audited(obj: CliContext, event_type: str, **details: Any) -> Any:
 @click.option("--no-refresh", is_flag=True, help="Issue no refresh tokens to it.")
 @click.option("--introspection", is_flag=True,
               help="A resource server: may ask /oidc/introspect about access tokens (RFC 7662).")
+@click.option("--backchannel-logout-uri", default=None,
+              help="Told of every logout of a session it took part in (OpenID Connect Back-Channel Logout 1.0).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the secret).")
 @click.pass_obj
 def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: str | None, auth_method: str,
         post_logout: tuple[str, ...], scopes: tuple[str, ...], trusted: bool, jwks_file: str | None, id_token_alg: str,
-        no_refresh: bool, introspection: bool, as_json: bool) -> None:
+        no_refresh: bool, introspection: bool, backchannel_logout_uri: str | None, as_json: bool) -> None:
     """Register a client. Its secret is printed once: Tessera stores only a hash."""
     jwks = read_jwks(jwks_file) if jwks_file else None
     registry = obj.deployment.clients
@@ -87,7 +90,7 @@ def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: s
         new = registry.add(name, list(redirect_uris), client_id=client_id, auth_method=auth_method,
                            post_logout_redirect_uris=list(post_logout), scopes=list(scopes) or list(SCOPES),
                            trusted=trusted, jwks=jwks, id_token_alg=id_token_alg, refresh_tokens=not no_refresh,
-                           introspection=introspection,
+                           introspection=introspection, backchannel_logout_uri=backchannel_logout_uri,
                            on_change=_audited(obj, "client.add", auth_method=auth_method, trusted=trusted,
                                               introspection=introspection))
     except ClientRegistrationError as exc:

@@ -2,7 +2,8 @@
 
 Authorization code flow with PKCE S256 (RFC 7636), state and nonce; the id_token is validated as
 OIDC Core 3.1.3.7 says: signature against the provider's JWKS, iss, aud, exp, iat, nonce and
-at_hash (3.1.3.8). Logout goes to the provider's end_session_endpoint (RP-Initiated Logout 1.0).
+at_hash (3.1.3.8). Logout goes to the provider's end_session_endpoint (RP-Initiated Logout 1.0); the provider's logout
+tokens are validated as Back-Channel Logout 1.0 section 2.6 says (:meth:`RelyingParty.verify_logout_token`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from requests_oauthlib import OAuth2Session
 from demo.config import DemoConfig
 
 ALGORITHMS = ["ES256", "RS256"]
+#: the event of a logout token (Back-Channel Logout 1.0 section 2.4)
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 class LoginFailed(Exception):
@@ -109,6 +112,30 @@ class RelyingParty:
             if claims["at_hash"] != expected:
                 raise LoginFailed("id_token at_hash does not match the access token")
         return claims  # type: ignore[no-any-return]
+
+    def verify_logout_token(self, logout_token: str) -> dict[str, Any]:
+        """The claims of a logout token the provider POSTed (Back-Channel Logout 1.0 section 2.6):
+        signature against the JWKS, ``typ`` logout+jwt, iss, aud, iat, exp, jti, the logout event,
+        a ``sid`` or ``sub``, and no ``nonce``. Raises :class:`LoginFailed` naming the failed check."""
+        self.metadata()
+        assert self._jwks is not None
+        try:
+            if jwt.get_unverified_header(logout_token).get("typ", "logout+jwt") != "logout+jwt":
+                raise LoginFailed("logout token: typ is not logout+jwt")
+            key = self._jwks.get_signing_key_from_jwt(logout_token)
+            claims: dict[str, Any] = jwt.decode(
+                logout_token, key.key, algorithms=ALGORITHMS, audience=self.config.client_id, issuer=self.config.issuer,
+                leeway=30, options={"require": ["iat", "exp", "jti", "events", "aud", "iss"]})
+        except jwt.PyJWTError as exc:
+            raise LoginFailed(f"logout token rejected: {exc}") from None
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+            raise LoginFailed("logout token: no back-channel logout event")
+        if "nonce" in claims:
+            raise LoginFailed("logout token: a nonce is not allowed")
+        if not (isinstance(claims.get("sid"), str) or isinstance(claims.get("sub"), str)):
+            raise LoginFailed("logout token: neither sid nor sub")
+        return claims
 
     def logout_url(self, id_token: str, state: str) -> str:
         query = urlencode({"id_token_hint": id_token, "post_logout_redirect_uri": self.config.base_url + "/",

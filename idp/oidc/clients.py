@@ -128,6 +128,12 @@ class RegisteredClient(ClientMixin):
         return str(self.client_metadata.get("id_token_signed_response_alg", "ES256"))
 
     @property
+    def backchannel_logout_uri(self) -> str | None:
+        """Where the client takes logout tokens (Back-Channel Logout 1.0 section 2.2), if anywhere."""
+        uri = self.client_metadata.get("backchannel_logout_uri")
+        return str(uri) if uri else None
+
+    @property
     def may_introspect(self) -> bool:
         """A resource server registered for token introspection (RFC 7662 section 2.1: the endpoint
         answers only clients authorised for it)."""
@@ -169,10 +175,11 @@ class ClientRegistry:
             auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
             scopes: Sequence[str] = SCOPES, trusted: bool = False, jwks: dict[str, Any] | None = None,
             id_token_alg: str = "ES256", refresh_tokens: bool = True, introspection: bool = False,
-            on_change: ChangeSink | None = None) -> NewClient:
+            backchannel_logout_uri: str | None = None, on_change: ChangeSink | None = None) -> NewClient:
         """Register a client; its secret (for the client_secret_* methods) is returned once.
         ``introspection``: it may ask the introspection endpoint about tokens (RFC 7662; a
-        confidential client only).
+        confidential client only). ``backchannel_logout_uri``: where it is told of the end of a
+        session it took part in (OpenID Connect Back-Channel Logout 1.0 section 2.2).
 
         ``on_change`` runs inside the transaction (the audit entry): if it raises, nothing is registered."""
         client_id = client_id or new_client_id()
@@ -205,6 +212,9 @@ class ClientRegistry:
             metadata["jwks"] = jwks
         if introspection:
             metadata[INTROSPECTION] = True
+        if backchannel_logout_uri:
+            metadata["backchannel_logout_uri"] = _check_uri(backchannel_logout_uri, "back-channel logout URI")
+            metadata["backchannel_logout_session_required"] = True  # every logout token carries sid
         return self._register(client_id, name, metadata, trusted, on_change)
 
     def add_service(self, name: str, scopes: Sequence[str] = SERVICE_SCOPES, *, client_id: str | None = None,

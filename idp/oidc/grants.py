@@ -292,6 +292,14 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
     def get_client_algorithm(self, client: Any) -> str:
         return str(client.id_token_signed_response_alg)
 
+    def get_authorization_code_claims(self, authorization_code: StoredCode) -> dict[str, Any]:
+        """Authlib's nonce, auth_time, acr, amr, and the session's ``sid`` (Back-Channel Logout 1.0
+        section 2.1: the logout token names the same session)."""
+        claims: dict[str, Any] = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
+        return claims
+
     def resolve_client_private_key(self, client: Any) -> Any:
         return self.provider.keys.signing_key(self.get_client_algorithm(client))[1]
 

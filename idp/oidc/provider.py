@@ -28,6 +28,7 @@ from werkzeug.local import LocalProxy
 
 from idp.deployment import EXTENSION
 from idp.i18n import LANGUAGE_TAGS
+from idp.oidc.backchannel import BackChannelLogout
 from idp.oidc.clients import OFFLINE_ACCESS, SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
                              S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, code_statements)
@@ -35,6 +36,7 @@ from idp.oidc.introspection import Introspection
 from idp.oidc.keys import SigningKeys
 from idp.oidc.revocation import Revocation
 from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore, new_token
+from idp.sessions import on_sessions_ended
 from idp.staff import StaffUser
 
 #: which claims each scope releases (OIDC Core 5.4, plus Tessera's department and roles scopes)
@@ -202,6 +204,7 @@ class Provider:
         if deployment is not None:  # tokens end with their session, its timeouts included (idp.oidc.tokens)
             web = deployment.web_sessions
             self.tokens.session_limits = lambda: (web.idle, web.absolute)
+        on_sessions_ended(BackChannelLogout(self.issuer, self.keys, self.clients, self.engine))
         self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
         self.server.register_extension(self.issuer_parameter)
         self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIdCode(self)])
@@ -324,7 +327,8 @@ class Provider:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
             "frontchannel_logout_supported": False,
-            "backchannel_logout_supported": False,
+            "backchannel_logout_supported": True,  # Back-Channel Logout 1.0 section 2.1
+            "backchannel_logout_session_supported": True,
         }
 
 

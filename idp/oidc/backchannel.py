@@ -1,0 +1,107 @@
+"""OpenID Connect Back-Channel Logout 1.0: the applications a session took part in are told, server
+to server, when it ends.
+
+A client registers ``backchannel_logout_uri`` (``tessera client add --backchannel-logout-uri``,
+section 2.2). When sessions end (:func:`idp.sessions.on_sessions_ended`: logout, RP-initiated
+logout, log out everywhere, a leaver, the help desk, a timeout), every client that got tokens in
+one of them is sent a *logout token* (section 2.4): a JWT signed with the provider's key for the
+client's id_token algorithm, ``typ`` logout+jwt, with ``iss``, ``aud``, ``iat``, ``exp``, ``jti``,
+``sub``, ``sid`` and the back-channel logout event, never a ``nonce``; POSTed as the form parameter
+``logout_token`` (section 2.5). The deliveries run in parallel with a short timeout; a failure is
+audited (``oidc.backchannel_logout`` ``failure``) and never fails the logout itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import requests
+from joserfc import jwt
+from sqlalchemy import Engine, select
+
+from idp import events
+from idp.models import OAuthToken
+from idp.oidc.clients import ClientRegistry, RegisteredClient
+from idp.oidc.keys import SigningKeys
+from idp.oidc.revocation import token_subject
+from idp.sessions import EndedSession
+
+if TYPE_CHECKING:
+    from idp.deployment import Deployment
+
+log = logging.getLogger(__name__)
+
+#: the event a logout token carries (section 2.4)
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+#: a logout token is valid this long (section 2.4 recommends at most two minutes)
+LOGOUT_TOKEN_SECONDS = 120
+#: each client has this long to answer (connect and read); they are told in parallel
+DELIVERY_TIMEOUT_SECONDS = 2.0
+_MAX_PARALLEL = 8
+
+
+class BackChannelLogout:
+    """The listener of ended sessions (:func:`idp.sessions.on_sessions_ended`) of one provider."""
+
+    def __init__(self, issuer: str, keys: SigningKeys, clients: ClientRegistry, engine: Engine) -> None:
+        self.issuer = issuer
+        self.keys = keys
+        self.clients = clients
+        self.engine = engine
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> BackChannelLogout:
+        """The back-channel logout of ``deployment``'s provider (the command line has no web app)."""
+        return cls(deployment.settings.public_url, deployment.signing_keys, deployment.clients, deployment.engine)
+
+    def __eq__(self, other: object) -> bool:  # one listener per provider and database
+        return isinstance(other, BackChannelLogout) and (other.issuer, other.engine.url) == (self.issuer, self.engine.url)
+
+    def __hash__(self) -> int:
+        return hash((self.issuer, str(self.engine.url)))
+
+    def __call__(self, ended: list[EndedSession]) -> None:
+        """Tell every client of the ``ended`` sessions that registered a back-channel logout URI."""
+        sids = [e.sid for e in ended if e.sid]
+        if not sids:
+            return
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(OAuthToken.client_id, OAuthToken.uid, OAuthToken.sid).distinct()
+                                .where(OAuthToken.sid.in_(sids))).all()
+        deliveries = []
+        for client_id, uid, sid in rows:
+            client = self.clients.get(client_id)
+            if client is not None and client.backchannel_logout_uri:
+                deliveries.append((client, uid, sid))
+        if deliveries:
+            with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(deliveries))) as pool:
+                list(pool.map(lambda d: self.deliver(*d), deliveries))
+
+    def logout_token(self, client: RegisteredClient, sub: str, sid: str) -> str:
+        """The logout token for ``client`` about ``sub``'s session ``sid`` (section 2.4)."""
+        alg = client.id_token_signed_response_alg
+        kid, key = self.keys.signing_key(alg)
+        now = int(time.time())
+        claims: dict[str, Any] = {"iss": self.issuer, "aud": client.get_client_id(), "iat": now,
+                                  "exp": now + LOGOUT_TOKEN_SECONDS, "jti": secrets.token_urlsafe(16), "sub": sub,
+                                  "sid": sid, "events": {LOGOUT_EVENT: {}}}
+        return jwt.encode({"alg": alg, "kid": kid, "typ": "logout+jwt"}, claims, key)
+
+    def deliver(self, client: RegisteredClient, sub: str, sid: str) -> bool:
+        """POST the logout token to the client (section 2.5); whether it answered 200 or 204."""
+        uri = client.backchannel_logout_uri
+        assert uri is not None
+        try:
+            response = requests.post(uri, data={"logout_token": self.logout_token(client, sub, sid)},
+                                     timeout=DELIVERY_TIMEOUT_SECONDS, allow_redirects=False)
+            status: int | str = response.status_code
+        except requests.RequestException as exc:  # the logout goes on: the client is told it failed in the trail
+            status = type(exc).__name__
+        delivered = status in (200, 204)
+        events.record("oidc.backchannel_logout", f"client:{client.get_client_id()}", token_subject(sub),
+                      "success" if delivered else "failure", answer=status)
+        return delivered

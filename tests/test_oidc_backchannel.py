@@ -1,0 +1,119 @@
+"""OpenID Connect Back-Channel Logout 1.0, judged by independent receivers: the demo application
+(requests-oauthlib and PyJWT) is logged out when the person logs out at the provider or the help
+desk ends their sessions, and a bare HTTP receiver checks the logout token with PyJWT (signature
+against the JWKS, typ, iss, aud, events, sid of the id_token, no nonce). A receiver that is down
+never fails the logout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+import pytest
+import requests
+
+from tests.fixtures_web import *  # noqa: F401,F403
+from tests.fixtures_web import IdpServer, StaffAgent, csrf_of, running_demo_app
+from tests.servers import free_port
+from tests.test_oidc import REDIRECT, authorize, code_of, exchange, pkce
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Takes logout tokens (Back-Channel Logout 1.0 section 2.5) and keeps them."""
+
+    tokens: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        assert self.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+        self.tokens.append(parse_qs(body)["logout_token"][0])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", free_port()), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/logout"
+    server.shutdown()
+
+
+@pytest.fixture()
+def agent(idp: IdpServer, staff_user: tuple[str, str]) -> StaffAgent:
+    a = StaffAgent(idp, *staff_user)
+    a.login()
+    return a
+
+
+def test_discovery_and_registration(idp: IdpServer) -> None:
+    config = requests.get(idp.url("/.well-known/openid-configuration"), timeout=10).json()
+    assert config["backchannel_logout_supported"] is True and config["backchannel_logout_session_supported"] is True
+    bad = idp.cli("client", "add", "Bad", "--redirect-uri", REDIRECT, "--backchannel-logout-uri",
+                  "http://rp.example/logout", check=False)
+    assert bad.returncode == 1 and b"https" in bad.stderr
+
+
+def test_the_logout_token(idp: IdpServer, agent: StaffAgent, receiver: str) -> None:
+    rp = idp.add_client("Payroll", REDIRECT, "--trusted", "--backchannel-logout-uri", receiver)
+    assert rp["backchannel_logout_uri"] == receiver
+    dead = idp.add_client("Switched off", REDIRECT, "--trusted", "--backchannel-logout-uri",
+                          f"http://127.0.0.1:{free_port()}/logout")
+    verifier, challenge = pkce()
+    tokens = exchange(idp, rp, code_of(authorize(agent, idp, rp["client_id"], challenge)), verifier).json()
+    exchange(idp, dead, code_of(authorize(agent, idp, dead["client_id"], challenge)), verifier)
+    config = requests.get(idp.url("/.well-known/openid-configuration"), timeout=10).json()
+    keys = jwt.PyJWKClient(config["jwks_uri"], cache_keys=False)
+    id_token = jwt.decode(tokens["id_token"], keys.get_signing_key_from_jwt(tokens["id_token"]).key,
+                          algorithms=["ES256"], audience=rp["client_id"], issuer=config["issuer"])
+    assert id_token["sid"]
+    Receiver.tokens.clear()
+    page = agent.get(idp.url("/account"))
+    started = time.monotonic()
+    out = agent.post(idp.url("/logout"), data={"csrf_token": csrf_of(page.text)})
+    assert out.status_code == 200 and time.monotonic() - started < 10  # the switched-off client failed quietly
+    [token] = Receiver.tokens
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "logout+jwt"
+    claims = jwt.decode(token, keys.get_signing_key_from_jwt(token).key, algorithms=["ES256"], audience=rp["client_id"],
+                        issuer=config["issuer"], options={"require": ["iat", "exp", "jti", "sid", "sub", "events"]})
+    assert claims["sid"] == id_token["sid"] and claims["sub"] == agent.uid == id_token["sub"]
+    assert claims["events"] == {LOGOUT_EVENT: {}} and "nonce" not in claims
+    assert claims["exp"] - claims["iat"] <= 120
+
+
+def _demo_home(browser: requests.Session, base: str) -> str:
+    return browser.get(base + "/", timeout=10).text
+
+
+def test_the_demo_application_is_logged_out_by_the_provider(idp: IdpServer, agent: StaffAgent) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client = idp.add_client("Travel claims (back-channel)", base + "/callback", "--trusted",
+                            "--post-logout-redirect-uri", base + "/", "--backchannel-logout-uri", base + "/backchannel-logout")
+    with running_demo_app(idp.base, client, idp.home.parent, port):
+        # the demo's receiver refuses what is not a valid logout token
+        assert requests.post(base + "/backchannel-logout", data={"logout_token": "x"}, timeout=10).status_code == 400
+        for end in ("logout", "help desk"):
+            if end == "help desk":
+                agent.login()
+            welcome = agent.get(base + "/login", timeout=10)  # through the provider (logged in there) and back
+            assert welcome.url == base + "/" and 'id="welcome"' in welcome.text, welcome.text[:300]
+            if end == "logout":
+                page = agent.get(idp.url("/account"))
+                agent.post(idp.url("/logout"), data={"csrf_token": csrf_of(page.text)})
+            else:
+                idp.cli("sessions", "end", "--user", agent.uid)
+            assert 'id="welcome"' not in _demo_home(agent, base), end
