@@ -204,3 +204,45 @@ def test_bad_requests_to_revocation_and_introspection_are_oauth_errors(idp: IdpS
             body = answer.json()
             assert "error" in body or body in ({}, {"active": False}), (path, kwargs, body)
         assert requests.get(idp.url(path), timeout=10).status_code == 405
+
+
+# -- CORS on the token and userinfo endpoints, for public clients' origins only -----------------------
+def test_cors_for_the_origins_of_public_clients_only(idp: IdpServer, agent: StaffAgent) -> None:
+    import time
+
+    spa = "http://127.0.0.1:8765"
+    public = idp.add_client("Single-page app", spa + "/cb", "--auth-method", "none", "--trusted")
+    idp.add_client("Confidential", "https://confidential.example/cb", "--trusted")
+
+    def preflight(path: str, origin: str, method: str = "POST") -> requests.Response:
+        return requests.options(idp.url(path), headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                                        "Access-Control-Request-Headers": "content-type"}, timeout=10)
+
+    deadline = time.monotonic() + 10  # each worker keeps the origins for at most 5 s
+    while preflight("/oidc/token", spa).headers.get("Access-Control-Allow-Origin") != spa and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for path, method in (("/oidc/token", "POST"), ("/oidc/userinfo", "GET")):
+        answer = preflight(path, spa, method)
+        assert answer.status_code < 300 and answer.headers["Access-Control-Allow-Origin"] == spa, path
+        assert method in answer.headers["Access-Control-Allow-Methods"] and "Origin" in answer.headers["Vary"]
+        for other in ("https://confidential.example", "https://evil.example", "null", "http://127.0.0.1:9999"):
+            assert "Access-Control-Allow-Origin" not in preflight(path, other, method).headers, (path, other)
+    # the actual requests from the page's origin
+    verifier, challenge = pkce()
+    back = authorize(agent, idp, public["client_id"], challenge, redirect_uri=spa + "/cb").headers["Location"]
+    assert back.startswith(spa + "/cb?")
+    code = query_of(back)["code"]
+    token = requests.post(idp.url("/oidc/token"), headers={"Origin": spa},
+                          data={"grant_type": "authorization_code", "code": code, "redirect_uri": spa + "/cb",
+                                "client_id": public["client_id"], "code_verifier": verifier}, timeout=10)
+    assert token.status_code == 200 and token.headers["Access-Control-Allow-Origin"] == spa
+    info = requests.get(idp.url("/oidc/userinfo"), headers={"Origin": spa,
+                                                            "Authorization": f"Bearer {token.json()['access_token']}"},
+                        timeout=10)
+    assert info.status_code == 200 and info.headers["Access-Control-Allow-Origin"] == spa
+    denied = requests.get(idp.url("/oidc/userinfo"), headers={"Origin": spa}, timeout=10)
+    assert denied.status_code == 401 and "WWW-Authenticate" in denied.headers["Access-Control-Expose-Headers"]
+    # never on the other endpoints, and never a wildcard
+    revoke = requests.post(idp.url("/oidc/revoke"), headers={"Origin": spa}, data={"token": "x", "client_id": public["client_id"]},
+                           timeout=10)
+    assert "Access-Control-Allow-Origin" not in revoke.headers

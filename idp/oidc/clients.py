@@ -161,6 +161,18 @@ def _check_uri(uri: str, what: str) -> str:
     return uri
 
 
+def origin_of(uri: str) -> str:
+    """The ASCII serialisation of a URL's origin (RFC 6454 section 6.2), as a browser sends it in
+    ``Origin``: scheme and host lower-cased, the port only when it is not the scheme's default."""
+    parts = urlsplit(uri)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
 #: how long a process keeps a client it looked up (registration changes reach every worker within this)
 CACHE_SECONDS = 5.0
 
@@ -170,6 +182,7 @@ class ClientRegistry:
         self.sessions = sessions
         self.clock = clock
         self._cache: dict[str, tuple[float, RegisteredClient | None]] = {}
+        self._origins: tuple[float, frozenset[str]] | None = None
 
     def add(self, name: str, redirect_uris: Sequence[str], *, client_id: str | None = None,
             auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
@@ -281,6 +294,17 @@ class ClientRegistry:
                 self._cache.clear()
             self._cache[client_id] = (time.monotonic(), client)
         return client
+
+    def public_client_origins(self) -> frozenset[str]:
+        """The origins (RFC 6454: scheme, host, port) of the public clients' redirect URIs: the web
+        pages that may call the token and userinfo endpoints from a browser (CORS). Kept for
+        :data:`CACHE_SECONDS`, as clients are."""
+        cached = self._origins
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        origins = frozenset(origin_of(uri) for client in self.list() if client.is_public for uri in client.redirect_uris)
+        self._origins = (time.monotonic(), origins)
+        return origins
 
     def list(self) -> list[RegisteredClient]:
         with self.sessions() as session:

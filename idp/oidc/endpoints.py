@@ -179,6 +179,33 @@ def userinfo() -> Any:
     return current_provider.server.create_endpoint_response("userinfo")
 
 
+#: the endpoints a public client's web page may call from the browser: their methods and request headers
+_CORS = {"oidc.token": ("POST", "Content-Type"), "oidc.userinfo": ("GET, POST", "Authorization, Content-Type")}
+
+
+@bp.after_request
+def cross_origin(response: Response) -> Response:
+    """CORS (WHATWG Fetch, "CORS protocol") on the token and userinfo endpoints for the origins of
+    the public clients' registered redirect URIs, and only those (no wildcard): a single-page
+    application exchanges its code and asks userinfo from its own origin. A preflight (OPTIONS,
+    answered by Flask) learns the method and headers; ``WWW-Authenticate`` may be read."""
+    allowed = _CORS.get(request.endpoint or "")
+    if allowed is None:
+        return response
+    response.vary.add("Origin")
+    origin = request.headers.get("Origin")
+    if not origin or origin not in current_provider.clients.public_client_origins():
+        return response
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
+    if request.method == "OPTIONS":
+        methods, headers = allowed
+        response.headers["Access-Control-Allow-Methods"] = methods
+        response.headers["Access-Control-Allow-Headers"] = headers
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
 def end_browser_session(end_session_request: Any) -> None:
     """RP-Initiated Logout: end this browser's session if it belongs to the token's subject."""
     claims = end_session_request.id_token_claims or {}
