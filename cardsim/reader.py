@@ -3,7 +3,8 @@
 ``CardReader.verify(number)`` opens the card by its number, reads its certificates, records and
 security object, and checks, each with its own outcome and reason (:class:`CardVerification`):
 
-* the card certificates: chain to the root (RFC 5280 section 6), expiry, status (OCSP or CRL);
+* the card certificates: chain to the root (RFC 5280 section 6), expiry, status (OCSP, or the CRLs
+  of every certificate of the path, section 6.3: a revoked CA revokes its cards);
 * each record: CMS signature (RFC 5652 section 5.6), signed by the department that owns that kind
   of record, the signer's chain and status, bound to this card number, listed in the security
   object, and the registry's current version (a superseded version is named as such);
@@ -134,14 +135,14 @@ class ReaderTrust:
                 departments[row.record_type] = x509.load_der_x509_certificate(cert_row.der).subject
         authority_ids = [a.id for a in authorities]
 
-        def published_crls() -> list[x509.CertificateRevocationList]:
+        def published_crls() -> list[bytes]:
             out = []
             with sessions() as session:
                 for authority_id in authority_ids:
                     authority = session.get(Authority, authority_id)
                     latest = crl_module.latest_crl(session, authority) if authority is not None else None
                     if latest is not None:
-                        out.append(x509.load_der_x509_crl(latest.der))
+                        out.append(latest.der)
             return out
 
         roots = [c for name, c in certs.items() if name == "root"]
@@ -416,8 +417,7 @@ class CardReader:
                 reason = "card-expired" if chain.reason == "expired" or cert.not_valid_after_utc < at else chain.reason
                 checks.append(Check(name, False, reason, chain.detail))
                 continue
-            issuer = path[1] if len(path) > 1 else path[0]  # the chain validated: the CA that issued it
-            status = self.trust.status.status(cert, issuer, at, name)
+            status = self.trust.status.path_status(path, at, name)  # the card's and every CA's
             checks.append(status if not status.ok else Check(name, True, "good", status.detail))
         return out, checks
 
@@ -443,8 +443,8 @@ class CardReader:
             chain, path = self._chains.validate_path(signed.signer, pool, signed_at)
             issuer = (path[1] if len(path) > 1 else path[0]) if path is not None else None
             status = None  # online: kept_status below
-            if isinstance(status_source, CrlStatus) and issuer is not None:
-                status = status_source.status(signed.signer, issuer, at)
+            if isinstance(status_source, CrlStatus) and path is not None:
+                status = status_source.path_status(path, at)
             if len(self._signer_checks) > 1_000:
                 self._signer_checks.clear()
             cached = self._signer_checks[key] = (chain, issuer, status)

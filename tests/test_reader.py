@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TESSERA, Home
+from tests.servers import free_port
 from tests.fixtures_cards import PYTHON, REPO, IssuedCard, citizen, issue_card, on_card, verify_json
 
 
@@ -346,7 +347,8 @@ def test_chain_validator_keeps_the_ca_part_and_checks_every_leaf_in_full() -> No
     first, path = kept.validate_path(leaf("first"), [ca], now)
     assert first.ok and path is not None and len(path) == 3 and path[1] == ca
     second, path = kept.validate_path(leaf("second"), [ca], now)
-    assert second.ok and path is not None and len(path) == 2 and path[1] == ca  # through the kept CA
+    # through the kept CA, the whole path returned (every CA's status is asked: verification.crl_status)
+    assert second.ok and path is not None and path == [path[0], ca, root]
 
     cases = [(leaf("forged", issuer_key=keys[3]), now), (leaf("expired", days=(-10, -5)), now),
              (leaf("not yet", days=(5, 10)), now), (leaf("outlives its CA", days=(-1, 900)), later)]
@@ -401,3 +403,32 @@ print(once.ok, len(reloads), twice.ok, sorted(twice.reasons), TryCounter(setting
     out = subprocess.run([PYTHON, "-c", program], env=home.env, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "1", "False", "['card-unreadable']", "0"]
+
+
+def test_a_home_with_sm2_cas_reads_ecdsa_cards_and_a_revoked_citizen_ca_revokes_them(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 18: with the SM2 hierarchy beside the ECDSA one (`tessera ca add-sm2`), the reader
+    loads every CA's CRL (SM2 ones through GmSSL) and still verifies ECDSA cards. Issue 15: the
+    status of every certificate of the path is checked, so revoking the citizen CA revokes its
+    cards (RFC 5280 section 6.3), in a home of its own."""
+    port = free_port()
+    private = Home(tmp_path_factory.mktemp("sm2-reader-home"), f"http://127.0.0.1:{port}", port)
+    private.cli("init")
+    private.cli("ca", "add-sm2")
+    victim = issue_card(private, 121, private.path)
+    good = verify_json(private, victim.number)
+    assert good["ok"], good["reasons"]
+    program = """
+from idp.deployment import Deployment
+from idp.settings import Settings
+ca = Deployment(Settings.from_env(None)).ca
+citizen = ca.get(format(ca.authority_certificate("citizen").serial_number, "x"))
+ca.revoke(citizen.serial_hex, "cACompromise", actor="test")
+"""
+    out = subprocess.run([PYTHON, "-c", program], env=private.env, capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    revoked = verify_json(private, victim.number)
+    assert revoked["reasons"]["certificate:citizen-auth"] == "revoked"
+    detail = next(c["detail"] for c in revoked["checks"] if c["check"] == "certificate:citizen-auth")
+    assert "issuing CA" in detail and "cACompromise" in detail

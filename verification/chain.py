@@ -29,8 +29,10 @@ class ChainValidator:
     def __init__(self, roots: Sequence[x509.Certificate]) -> None:
         self._store = Store(list(roots))
         self._builders: dict[datetime.datetime, PolicyBuilder] = {}
-        #: DER of an issuer's name -> [(issuer, its store, start and end of the path's validity)]
-        self._issuers: dict[bytes, list[tuple[x509.Certificate, Store, datetime.datetime, datetime.datetime]]] = {}
+        #: DER of an issuer's name -> [(issuer, the CAs from it to the root, a store of the issuer,
+        #: start and end of the path's validity)]
+        self._issuers: dict[bytes, list[tuple[x509.Certificate, tuple[x509.Certificate, ...], Store,
+                                              datetime.datetime, datetime.datetime]]] = {}
         self._issuer_builders: dict[tuple[bytes, int, datetime.datetime], PolicyBuilder] = {}
 
     @staticmethod
@@ -51,7 +53,7 @@ class ChainValidator:
 
     def _keep_issuer(self, chain: Sequence[x509.Certificate]) -> None:
         """Keep the CA part of a validated ``chain`` (leaf, issuer, ..., root)."""
-        cas = list(chain[1:])
+        cas = tuple(chain[1:])
         if len(cas) < 2:  # issued by a root: the whole path is the short one already
             return
         for ca in cas:
@@ -65,17 +67,18 @@ class ChainValidator:
         kept = self._issuers.setdefault(key, [])
         if any(entry[0] == issuer for entry in kept) or len(kept) >= 8:
             return
-        kept.append((issuer, Store([issuer]), max(c.not_valid_before_utc for c in cas),
+        kept.append((issuer, cas, Store([issuer]), max(c.not_valid_before_utc for c in cas),
                      min(c.not_valid_after_utc for c in cas)))
 
     def _by_kept_issuer(self, leaf: x509.Certificate, at: datetime.datetime) -> list[x509.Certificate] | None:
-        """The path through a kept issuer, or None when none validates ``leaf`` that way."""
+        """The whole path (leaf, the kept issuer, ..., root) through a kept issuer, or None when none
+        validates ``leaf`` that way."""
         name = leaf.issuer.public_bytes()
         kept = self._issuers.get(name)
         if not kept:
             return None
         at = at.replace(microsecond=0)
-        for index, (issuer, store, valid_from, valid_until) in enumerate(kept):
+        for index, (_issuer, cas, store, valid_from, valid_until) in enumerate(kept):
             if not valid_from <= at <= valid_until:
                 continue
             builder = self._issuer_builders.get((name, index, at))
@@ -87,14 +90,15 @@ class ChainValidator:
                 builder.build_client_verifier().verify(leaf, [])
             except (VerificationError, ValueError):
                 continue
-            return [leaf, issuer]
+            return [leaf, *cas]
         return None
 
     def validate_path(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
                       at: datetime.datetime, name: str = "chain",
                       eku: x509.ObjectIdentifier | None = None) -> tuple[Check, list[x509.Certificate] | None]:
         """RFC 5280 section 6 path validation at ``at``; ``eku`` is required when given. With the
-        path on success: the leaf, its issuer, and (when validated in full) the CAs up to the root."""
+        path on success: the leaf, its issuer and the CAs up to the root (each to be asked for
+        its status, :meth:`verification.crl_status.CrlStatus.path_status`)."""
         chain = self._by_kept_issuer(leaf, at)
         if chain is None:
             try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -37,6 +37,13 @@ class OcspStatus:
                name: str = "status") -> Check:
         """A fresh answer (with a nonce) from the certificate's OCSP responder."""
         return self._ask(certificate, issuer, at, name)[0]
+
+    def path_status(self, path: Sequence[x509.Certificate], at: datetime.datetime, name: str = "status") -> Check:
+        """A fresh answer about the end entity of ``path`` (end entity first). The CAs above it are
+        not asked about online: their status comes from the CRLs (docs/cards.md)."""
+        if len(path) < 2:
+            return Check(name, False, "status-unknown", "no issuer to ask about the certificate")
+        return self.status(path[0], path[1], at, name)
 
     def kept_status(self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime,
                     name: str = "status") -> Check:
