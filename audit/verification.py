@@ -47,7 +47,7 @@ from audit.chain import CHECKPOINT_CONTENT_TYPE
 from audit.models import AuditHead
 from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, WitnessMalformed, authority_key_id,
                            crl_number_floor, read_records, recent_records)
-from ca.models import Authority, Certificate
+from ca.models import Authority, Certificate, CertificateStatus
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
 _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
@@ -755,7 +755,7 @@ def compare_published(session: Session, history: PublishedHistory) -> PublishedD
         for revocation in chunk:
             if revocation.serial not in status:
                 out.unknown.append(revocation)
-            elif status[revocation.serial] == "valid":
+            elif status[revocation.serial] == CertificateStatus.VALID:
                 out.lost.append(revocation)
     return out
 

@@ -61,7 +61,7 @@ from sqlalchemy.orm import Mapper, Session, sessionmaker
 from audit import chain
 from audit.models import AuditCheckpoint
 from ca import crl as crl_module
-from ca.models import Authority, Certificate
+from ca.models import Authority, Certificate, CertificateStatus
 
 log = logging.getLogger("tessera.audit")
 
@@ -530,9 +530,9 @@ def published_state(connection: Connection, since: datetime.datetime | None) -> 
     revocations, released = [], []
     for issuer_id, serial, status, revoked_at, reason in reversed(rows):
         authority = names.get(issuer_id, str(issuer_id))
-        if status in ("revoked", "on-hold") and revoked_at is not None:
+        if status in (CertificateStatus.REVOKED, CertificateStatus.ON_HOLD) and revoked_at is not None:
             revocations.append(Revocation(authority, serial, chain.canonical_time(revoked_at), reason, status))
-        elif status == "valid":
+        elif status == CertificateStatus.VALID:
             released.append((authority, serial))
     return PublishedState(crls, tuple(revocations), tuple(released), omitted)
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from ca.errors import InvalidCsr, InvalidRequest, KeyPolicyViolation, NotFound
 from ca.keys import KeyType, PublicKey, SigningKey, key_type_of
-from ca.models import Authority, Certificate
+from ca.models import Authority, Certificate, CertificateStatus
 from ca.profiles import ANY_POLICY, Profile, role_of
 from ca.signing import builder_public_key, sign_certificate
 from ca.sm2 import DEFAULT_SIGNER_ID, SM2_CURVE_OID, SM2_WITH_SM3_OID, Sm2Error, Sm2PublicKey
@@ -239,7 +239,7 @@ def _store(
         not_after=certificate.not_valid_after_utc,
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         der=der,
-        status="valid",
+        status=CertificateStatus.VALID,
     )
     # A Core INSERT ... RETURNING: one round trip, without the unit-of-work cost of an ORM flush
     # (issuance is a hot path). The unique serial constraint fires here, inside the caller's transaction.

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from store.driver_read import DriverRead
 from ca.keyring import Keyring
-from ca.models import Authority, Certificate, OcspResponse, Signer
+from ca.models import Authority, Certificate, CertificateStatus, OcspResponse, Signer
 from ca.signing import sign_ocsp_response
 
 #: Hashes accepted in a CertID (RFC 6960 section 4.1.1; SHA-1 stays for interoperability).
@@ -182,7 +182,7 @@ class OcspResponder:
         status = ocsp.OCSPCertStatus.UNKNOWN
         revoked_at = reason = None
         if row is not None:
-            status = ocsp.OCSPCertStatus.GOOD if row.status == "valid" else ocsp.OCSPCertStatus.REVOKED
+            status = ocsp.OCSPCertStatus.GOOD if row.status == CertificateStatus.VALID else ocsp.OCSPCertStatus.REVOKED
             if status is ocsp.OCSPCertStatus.REVOKED:
                 revoked_at = row.revoked_at
                 flag = x509.ReasonFlags(row.revocation_reason or "unspecified")
@@ -242,4 +242,4 @@ def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
 
 
 def _cert_status(status: str) -> str:
-    return "good" if status == "valid" else "revoked"
+    return "good" if status == CertificateStatus.VALID else "revoked"

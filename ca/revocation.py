@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidRequest, InvalidStateTransition
-from ca.models import Certificate, OcspResponse
+from ca.models import Certificate, CertificateStatus, OcspResponse
 
 #: Reasons an operator may give. removeFromCRL is not a revocation reason: it only appears in
 #: delta CRLs when a hold is released (RFC 5280 section 5.3.1).
@@ -30,16 +30,17 @@ def parse_reason(text: str) -> x509.ReasonFlags:
 
 def revoke(session: Session, certificate: Certificate, reason: x509.ReasonFlags, now: datetime.datetime) -> None:
     """Mark ``certificate`` revoked (or on hold); the caller commits with the new CRL."""
-    if certificate.status == "revoked":
+    if certificate.status == CertificateStatus.REVOKED:
         raise InvalidStateTransition(f"certificate {certificate.serial_hex} is already revoked")
-    if certificate.status == "on-hold" and reason is x509.ReasonFlags.certificate_hold:
+    if certificate.status == CertificateStatus.ON_HOLD and reason is x509.ReasonFlags.certificate_hold:
         raise InvalidStateTransition(f"certificate {certificate.serial_hex} is already on hold")
     if certificate.not_after <= now:
         raise InvalidStateTransition(f"certificate {certificate.serial_hex} has expired; there is nothing to revoke")
-    if certificate.status == "valid":
+    if certificate.status == CertificateStatus.VALID:
         certificate.revoked_at = now.replace(microsecond=0)
     # a hold made final keeps its original revocation date (RFC 5280 section 5.3.1, certificateHold)
-    certificate.status = "on-hold" if reason is x509.ReasonFlags.certificate_hold else "revoked"
+    certificate.status = (CertificateStatus.ON_HOLD if reason is x509.ReasonFlags.certificate_hold
+                          else CertificateStatus.REVOKED)
     certificate.revocation_reason = reason.value
     certificate.status_changed_at = now
     forget_ocsp_responses(session, certificate)
@@ -47,9 +48,9 @@ def revoke(session: Session, certificate: Certificate, reason: x509.ReasonFlags,
 
 def release_hold(session: Session, certificate: Certificate, now: datetime.datetime) -> None:
     """Take a certificate off hold: it is valid again (removeFromCRL in a delta CRL)."""
-    if certificate.status != "on-hold":
+    if certificate.status != CertificateStatus.ON_HOLD:
         raise InvalidStateTransition(f"certificate {certificate.serial_hex} is not on hold")
-    certificate.status = "valid"
+    certificate.status = CertificateStatus.VALID
     certificate.revoked_at = None
     certificate.revocation_reason = None
     certificate.status_changed_at = now

@@ -19,7 +19,7 @@ from cardsim.citizens import parse_application
 from cardsim.errors import InvalidApplication
 from cardsim.identity_schemes import mask_any
 from cardsim.issuance import WRITERS, CardIssuer, CardJob, IssuedCard
-from cardsim.models import Card
+from cardsim.models import Card, CardStatus
 
 
 @dataclass
@@ -91,4 +91,4 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
 
 def _active_card(issuer: CardIssuer, national_id: str) -> str | None:
     with issuer.ca.sessions() as session:
-        return session.scalar(select(Card.number).where(Card.national_id == national_id, Card.status == "active"))
+        return session.scalar(select(Card.number).where(Card.national_id == national_id, Card.status == CardStatus.ACTIVE))

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.authority import CertificateAuthority, SignedCertificate
-from ca.models import Certificate
+from ca.models import Certificate, CertificateStatus
 from ca.subjects import SubjectRequest
 from cardsim import events, journal
 from cardsim.envelopes import remove_envelope, write_envelope
@@ -492,7 +492,7 @@ class CardIssuer:
         for cert_id in (card.auth_certificate_id, card.sign_certificate_id):
             cert = session.get(Certificate, cert_id)
             assert cert is not None
-            if cert.status != "revoked" and cert.not_after > now:
+            if cert.status != CertificateStatus.REVOKED and cert.not_after > now:
                 certificates.append(cert)
         if certificates:
             self.ca.revoke_in(session, certificates, reason, self.actor, now)
@@ -537,7 +537,7 @@ class CardIssuer:
         now = self.ca.clock()
         with self.ca.sessions.begin() as session:
             card = self._card_row(session, number)
-            if card.status != "active":
+            if card.status != CardStatus.ACTIVE:
                 raise InvalidCardState(f"card {card.number} is {card.status}; only an active card can be reported lost")
             self._revoke_certificates(session, card, x509.ReasonFlags.key_compromise, now)
             card.status, card.status_changed_at = "lost", now
@@ -558,7 +558,7 @@ class CardIssuer:
         A card's ``expires_at`` is the earlier notAfter of its two certificates (or the card
         validity, if shorter), so this is the certificates' expiry."""
         now = self.ca.clock()
-        query = select(Card).where(Card.status == "active", Card.expires_at <= now).order_by(Card.number)
+        query = select(Card).where(Card.status == CardStatus.ACTIVE, Card.expires_at <= now).order_by(Card.number)
         if dry_run:
             with self.ca.sessions() as session:
                 return [card.number for card in session.scalars(query)]
@@ -582,7 +582,7 @@ class CardIssuer:
         with self.ca.sessions.begin() as session:
             card = self._card_row(session, number)
             content_data = parse_record_update(record_type, data, national_id=card.national_id)
-            if card.status != "active":
+            if card.status != CardStatus.ACTIVE:
                 raise InvalidCardState(f"card {card.number} is {card.status}: its records cannot be updated")
             current = {r.record_type: r for r in session.scalars(
                 select(CardRecord).where(CardRecord.card_id == card.id, CardRecord.current.is_(True)))}
@@ -648,7 +648,7 @@ class CardIssuer:
         now = self.ca.clock()
         with self.ca.sessions.begin() as session:
             card = session.scalar(select(Card).where(Card.number == number))
-            if card is not None and card.status == "active":
+            if card is not None and card.status == CardStatus.ACTIVE:
                 card.status, card.status_changed_at = "blocked", now
             events.record(session, self.event_sink, "card.blocked", number, self.actor, "failure")
 
