@@ -6,8 +6,8 @@ after the cool-down (closing on a reply, opening again on a failure), and lets o
 wait on a server; the deadline bounds every wait and nothing starts once it is spent; with two servers, the client
 fails over to the second and back to the first once it returns.
 Integration (the drill): the test's private slapd is stopped with SIGSTOP under `tessera serve
---workers 2`: four staff members logging in at once get 503 within the deadline, soon at once,
-while OCSP and JWKS answer as fast as before; after SIGCONT and the cool-down, logins work again.
+--workers 2`: /readyz says so within its bound, four staff members logging in at once get 503
+within the deadline, soon at once, while OCSP and JWKS answer as fast as before; after SIGCONT and the cool-down, logins work again.
 """
 
 from __future__ import annotations
@@ -294,11 +294,17 @@ def test_a_hung_directory_costs_logins_a_deadline_and_nothing_else(hung_idp: Idp
 
     os.kill(pid, signal.SIGSTOP)
     try:
+        began = time.monotonic()
+        ready = requests.get(idp.url("/readyz"), timeout=30)
+        ready_took = time.monotonic() - began
+        assert ready.status_code == 503 and ready.json()["checks"]["directory"]["status"] == "failing"
+        assert ready.json()["checks"]["database"]["status"] == "ok" and ready_took < 3.0  # the probe never hangs
         during = _latencies_while(idp, None, logins)
     finally:
         os.kill(pid, signal.SIGCONT)
     codes = [code for one in rounds for code, _ in one]
     took = [seconds for one in rounds for _, seconds in one]
+    print(f"/readyz while hung: 503 in {ready_took:.2f} s ({ready.json()['checks']['directory']['detail']})")
     print(f"logins while hung, by round: {[[round(t, 2) for _, t in one] for one in rounds]}")
     print(f"OCSP+JWKS before: median {statistics.median(before) * 1000:.0f} ms, max {max(before) * 1000:.0f} ms "
           f"({len(before)}); while hung: median {statistics.median(during) * 1000:.0f} ms, "
