@@ -1,8 +1,8 @@
 """Prometheus metrics at ``GET /metrics`` (text exposition format 0.0.4, prometheus-client).
 
 What is counted, each process counting its own and the scrape adding them up (prometheus-client's
-multiprocess mode: ``tessera serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at ``<home>/metrics``,
-emptied at each start, :func:`prepare_folder`):
+multiprocess mode: ``tessera serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at
+``<home>/metrics/<port>``, emptied at each start, :func:`prepare_folder`):
 
 * ``tessera_http_requests_total{route,method,status}`` and the histogram
   ``tessera_http_request_duration_seconds{route,method}``: every answer, by the route's template
@@ -55,13 +55,15 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def prepare_folder(home: Path) -> Path:
-    """Empty ``<home>/metrics`` and point ``PROMETHEUS_MULTIPROC_DIR`` at it, before any worker
-    starts (and so before any process imports prometheus_client): counters start from zero with
-    each start of the service, as Prometheus expects of a restarted target."""
-    folder = home / "metrics"
+def prepare_folder(home: Path, port: int) -> Path:
+    """Empty ``<home>/metrics/<port>`` and point ``PROMETHEUS_MULTIPROC_DIR`` at it, before any
+    worker starts (and so before any process imports prometheus_client): counters start from zero
+    with each start of the service, as Prometheus expects of a restarted target. One folder per
+    port: a second service of the same home on another port keeps its own counters."""
+    folder = home / "metrics" / str(port)
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700, parents=True)
+    folder.parent.mkdir(mode=0o700, exist_ok=True)
+    folder.mkdir(mode=0o700)
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder
 

@@ -85,7 +85,7 @@ def run(host: str, port: int, workers: int) -> None:
     claim_address(host, port)  # held while serving: a second deployment cannot share the port
     from idp.metrics import prepare_folder
 
-    prepare_folder(settings.home)  # every worker's counters in <home>/metrics (idp/metrics.py)
+    prepare_folder(settings.home, port)  # every worker's counters in <home>/metrics/<port> (idp/metrics.py)
     try:
         if chosen_server() == "granian":
             supervise(lambda: _run_granian(host, port, workers, settings))

@@ -101,8 +101,9 @@ def test_curl_metrics_parses_and_counts_every_worker(served: tuple[str, Path]) -
     assert _total(up, component="database") == 1 and _total(up, component="ca_token") == 1
     assert _total(samples["tessera_crl_next_update_seconds"], ca="staff") > 3600
     assert _total(samples["tessera_audit_entries_total"]) >= 1
-    # multiprocess mode: each worker its own file in <home>/metrics (24 new connections reached both)
-    assert len({path.name for path in (home / "metrics").iterdir() if path.name.startswith("counter_")}) == 2
+    # multiprocess mode: each worker its own file in <home>/metrics/<port> (24 new connections reached both)
+    folder = home / "metrics" / base.rsplit(":", 1)[1]
+    assert len({path.name for path in folder.iterdir() if path.name.startswith("counter_")}) == 2
 
 
 # -- unit --------------------------------------------------------------------------------------
