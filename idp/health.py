@@ -65,12 +65,14 @@ class CheckFailed(Exception):
 
 # -- the checks ------------------------------------------------------------------------------
 def check_database(deployment: Deployment) -> Finding:
+    """``SELECT 1`` on the deployment's engine (a pooled connection, pinged on PostgreSQL)."""
     with deployment.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
     return Finding(True, "answers")
 
 
 def check_directory(deployment: Deployment) -> Finding:
+    """A base search as the service account, through the servers' breakers, within the check's bound."""
     from directory.connection import configure, deadline
 
     directory = deployment.directory
@@ -105,21 +107,33 @@ class _TokenProbe:
 
 
 def check_crl(deployment: Deployment) -> Finding:
+    """Each CA's current CRL, as ``/crl/<name>.crl`` serves it (re-signed near its nextUpdate, RFC
+    5280 section 5.1.2.5), still has its nextUpdate ahead; a CA whose CRL cannot be signed fails."""
+    from ca.errors import CaError
+
     ca = deployment.ca
     now = deployment.now()
-    remaining = {}
+    remaining, unsigned = {}, []
     for authority in ca.authorities():
-        crl = ca.current_crl(authority.name)
+        try:
+            crl = ca.current_crl(authority.name)
+        except CaError as exc:  # e.g. an offline root's key: its last CRL cannot be renewed here
+            unsigned.append(f"{authority.name} ({type(exc).__name__})")
+            continue
         remaining[authority.name] = (crl.next_update - now).total_seconds()
-    if not remaining:
+    if not remaining and not unsigned:
         raise CheckFailed("no certificate authority")
     stale = sorted(name for name, seconds in remaining.items() if seconds <= 0)
-    if stale:
-        return Finding(False, f"nextUpdate passed: {', '.join(stale)}", remaining)
+    if stale or unsigned:
+        words = [f"nextUpdate passed: {', '.join(stale)}"] if stale else []
+        words += [f"cannot be signed: {', '.join(unsigned)}"] if unsigned else []
+        return Finding(False, "; ".join(words), remaining)
     return Finding(True, f"nextUpdate in {int(min(remaining.values()))} s or more", remaining)
 
 
 def check_audit(deployment: Deployment) -> Finding:
+    """Entries appended since the newest checkpoint have not waited beyond twice the time-based
+    checkpoint interval and :data:`AUDIT_GRACE_SECONDS` (audit.checkpoint_schedule)."""
     from audit.models import AuditCheckpoint, AuditEntry, AuditHead
 
     with deployment.sessions() as session:

@@ -1,13 +1,15 @@
 """/healthz and /readyz (issue 16, item 2): readiness tells a balancer the truth, each check bounded.
 
 Unit: a hung check fails as ``timed out`` within the probe's bound and is not started again while
-it hangs; a failing check shows its class, never its message; 200/503 with each check's state.
+it hangs; a failing check shows its class, never its message; the CRL check names a stale or
+unsignable CA; 200/503 with each check's state.
 Integration: the PostgreSQL stop/start drill on a served home: /readyz 503 (database failing)
 while the cluster is down, no 500 anywhere meanwhile, 200 again once it is back.
 """
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import subprocess
 import tempfile
@@ -15,12 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 import requests
 from flask import Flask
 
+from ca.errors import KeyUnavailable
 from idp import health
 from idp.health import CheckFailed, Finding, Readiness
 from tests.servers import PG_BIN, TESSERA, _as_postgres, free_port, private_postgres, run_tessera, running_server
@@ -66,6 +70,27 @@ def test_a_failing_check_names_its_class_never_its_message() -> None:
     findings = Readiness(None, {"a": leaky, "b": refused}, timeout=2, cache_seconds=0).run()  # type: ignore[arg-type]
     assert findings["a"] == Finding(False, "unavailable (RuntimeError)", seconds=findings["a"].seconds)
     assert findings["b"].detail == "no certificate authority" and not findings["b"].ok
+
+
+def test_the_crl_check_names_a_stale_or_unsignable_ca() -> None:
+    now = datetime.datetime(2026, 12, 3, 12, 0, tzinfo=datetime.timezone.utc)
+    next_updates = {"staff": now + datetime.timedelta(hours=20), "citizen": now - datetime.timedelta(minutes=1)}
+
+    def current_crl(name: str) -> SimpleNamespace:
+        if name == "root":
+            raise KeyUnavailable("the root key is offline")
+        return SimpleNamespace(next_update=next_updates[name])
+
+    ca = SimpleNamespace(authorities=lambda: [SimpleNamespace(name=n) for n in ("root", "staff", "citizen")],
+                         current_crl=current_crl)
+    finding = health.check_crl(SimpleNamespace(ca=ca, now=lambda: now))  # type: ignore[arg-type]
+    assert not finding.ok
+    assert finding.detail == "nextUpdate passed: citizen; cannot be signed: root (KeyUnavailable)"
+    assert finding.values == {"staff": 72000.0, "citizen": -60.0}
+    del next_updates["citizen"]
+    ca.authorities = lambda: [SimpleNamespace(name="staff")]
+    assert health.check_crl(SimpleNamespace(ca=ca, now=lambda: now)) == Finding(  # type: ignore[arg-type]
+        True, "nextUpdate in 72000 s or more", {"staff": 72000.0})
 
 
 def test_readyz_answers_200_or_503_with_each_check() -> None:
