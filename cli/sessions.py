@@ -13,9 +13,7 @@ import json
 import click
 
 from cli.context import CliContext
-from idp.oidc.backchannel import BackChannelLogout
 from idp.oidc.session_end import end_sessions_of
-from idp.sessions import on_sessions_ended
 
 
 @click.group(name="sessions")
@@ -34,7 +32,6 @@ def end(obj: CliContext, uid: str, reason: str, offline_too: bool, as_json: bool
     """End every session of USER and revoke the tokens issued in them."""
     if not uid.strip() or len(uid) > 128:
         raise click.ClickException("--user: a user name of 1 to 128 characters")
-    on_sessions_ended(BackChannelLogout.of(obj.deployment))  # the applications are told, as by the web service
     ended = end_sessions_of(obj.deployment, uid, reason, actor=f"cli:{getpass.getuser()}", offline_too=offline_too)
     if as_json:
         click.echo(json.dumps({"uid": ended.uid, "sessions": ended.sessions, "access_tokens": ended.access_tokens}))

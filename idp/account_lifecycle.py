@@ -44,6 +44,7 @@ from ca.models import Authority, Certificate, CertificateStatus
 from directory.administration import DirectoryWriter, initial_password
 from directory.errors import DirectoryError
 from idp.governance_models import AccountApplication, ApplicationStatus, FourEyesStatus
+from idp.oidc.session_end import end_sessions_of
 from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
                        GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
 from translatable import N_, Text
@@ -421,7 +422,7 @@ class Lifecycle:
             except GovernanceError as exc:
                 raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
         flag = revocation.parse_reason(reason)
-        sessions_ended, tokens = self.d.end_staff_access(uid)
+        first = end_sessions_of(self.d, uid, "leaver", actor=actor.subject, role=actor.role, offline_too=True)
         groups = sorted(member.groups & (set(ADMIN_ROLES) | {APPROVERS} | set(self.d.directory.config.role_groups)))
         directory_changed = False
         try:
@@ -446,8 +447,9 @@ class Lifecycle:
             if isinstance(exc, (DirectoryError, GovernanceError, CaError)):
                 self.refused(actor, event_type, f"staff:{uid}", str(exc), kind=getattr(exc, "kind", "error"))
             raise
-        more_sessions, more_tokens = self.d.end_staff_access(uid)
-        return LeaverReport(uid, sessions_ended + more_sessions, tokens + more_tokens, serials, groups)
+        again = end_sessions_of(self.d, uid, "leaver", actor=actor.subject, role=actor.role, offline_too=True)
+        return LeaverReport(uid, first.sessions + again.sessions, first.access_tokens + again.access_tokens, serials,
+                            groups)
 
     def _undo_leaver(self, uid: str, groups: list[str]) -> None:
         try:

@@ -1,8 +1,9 @@
 """OpenID Connect Back-Channel Logout 1.0, judged by independent receivers: the demo application
-(requests-oauthlib and PyJWT) is logged out when the person logs out at the provider or the help
-desk ends their sessions, and a bare HTTP receiver checks the logout token with PyJWT (signature
-against the JWKS, typ, iss, aud, events, sid of the id_token, no nonce). A receiver that is down
-never fails the logout."""
+(requests-oauthlib and PyJWT) is logged out when the person logs out at the provider, the help
+desk ends their sessions or the security administrator processes them as a leaver (whose tokens,
+an offline grant's too, are refused at once), and a bare HTTP receiver checks the logout token with
+PyJWT (signature against the JWKS, typ, iss, aud, events, sid of the id_token, no nonce). A
+receiver that is down never fails the logout."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import jwt
 import pytest
 import requests
 
+from tests.fixtures_admin import *  # noqa: F401,F403
+from tests.fixtures_admin import AdminAgent
 from tests.fixtures_web import *  # noqa: F401,F403
 from tests.fixtures_web import IdpServer, StaffAgent, csrf_of, running_demo_app
 from tests.servers import free_port
@@ -117,3 +120,32 @@ def test_the_demo_application_is_logged_out_by_the_provider(idp: IdpServer, agen
             else:
                 idp.cli("sessions", "end", "--user", agent.uid)
             assert 'id="welcome"' not in _demo_home(agent, base), end
+
+
+def test_a_leaver_loses_every_token_and_the_demo_session(idp: IdpServer, agent: StaffAgent,
+                                                        admin_agents: dict[str, AdminAgent]) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    client = idp.add_client("Travel claims (leaver)", base + "/callback", "--trusted",
+                            "--backchannel-logout-uri", base + "/backchannel-logout")
+    with running_demo_app(idp.base, client, idp.home.parent, port):
+        assert 'id="welcome"' in agent.get(base + "/login", timeout=10).text
+        verifier, challenge = pkce()
+        page = authorize(agent, idp, client["client_id"], challenge, redirect_uri=base + "/callback",
+                         scope="openid offline_access")
+        allowed = agent.post(page.url, data={"decision": "allow", "csrf_token": csrf_of(page.text)}, allow_redirects=False)
+        code = parse_qs(allowed.headers["Location"].split("?", 1)[1])["code"][0]
+        offline = requests.post(idp.url("/oidc/token"), data={"grant_type": "authorization_code", "code": code,
+                                                             "redirect_uri": base + "/callback", "code_verifier": verifier},
+                                auth=(client["client_id"], client["client_secret"]), timeout=10).json()
+        assert "offline_access" in offline["scope"].split()
+        done = admin_agents["security-admin"].act(f"/admin/people/{agent.uid}/leaver")
+        assert done.status_code == 200 and 'id="done"' in done.text, done.text[:300]
+        info = requests.get(idp.url("/oidc/userinfo"), headers={"Authorization": f"Bearer {offline['access_token']}"},
+                            timeout=10)
+        assert info.status_code == 401
+        refused = requests.post(idp.url("/oidc/token"), data={"grant_type": "refresh_token",
+                                                             "refresh_token": offline["refresh_token"]},
+                                auth=(client["client_id"], client["client_secret"]), timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+        assert 'id="welcome"' not in _demo_home(agent, base)

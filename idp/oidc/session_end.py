@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from audit.trail import AuditEvent
+from idp.oidc.backchannel import BackChannelLogout
 from idp.oidc.tokens import revoke_user_tokens
-from idp.sessions import announce
+from idp.sessions import announce, on_sessions_ended
 
 if TYPE_CHECKING:
     from idp.deployment import Deployment
@@ -36,18 +37,21 @@ class SessionsEnded:
     access_tokens: int
 
 
-def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str,
+def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str, role: str | None = None,
                     offline_too: bool = False) -> SessionsEnded:
     """End every session of the staff member ``uid`` and revoke the tokens issued in them (offline
     grants' refresh tokens excepted unless ``offline_too``), audited ``session.end_all`` by
-    ``actor`` (``staff:<uid>``, ``cli:<user>``) with ``reason`` in the same transaction."""
+    ``actor`` (``staff:<uid>``, ``cli:<user>``; ``role``: its audit role, else the actor's kind)
+    with ``reason`` in the same transaction; then the applications are told (back-channel logout,
+    also where no web service runs: the command line)."""
+    on_sessions_ended(BackChannelLogout.of(deployment))  # the web service's own listener, if it runs here
     now = deployment.now()
     with deployment.sessions.begin() as session:
         ended, access_tokens = deployment.web_sessions.end_all_in(session.connection(), uid)
         if offline_too:
             access_tokens += revoke_user_tokens(session.connection(), uid, now)
         deployment.audit.append(session, AuditEvent(
-            "session.end_all", actor[:255], "success", subject_role=_ROLES.get(actor.partition(":")[0]),
+            "session.end_all", actor[:255], "success", subject_role=role or _ROLES.get(actor.partition(":")[0]),
             object=f"staff:{uid}"[:255],
             details={"reason": reason[:200], "sessions": len(ended), "access_tokens_revoked": access_tokens,
                      "offline_too": offline_too}))
