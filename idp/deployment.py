@@ -109,6 +109,13 @@ class Deployment:
 
         return StoredTimeStampAuthority(self.ca, self.sessions)
 
+    @cached_property
+    def sm2_tsa(self) -> StoredTimeStampAuthority:
+        """The SM2 hierarchy's TSA (``tessera ca add-sm2``): SM2-with-SM3 signed tokens (GB/T 20518)."""
+        from ca.timestamps import StoredTimeStampAuthority
+
+        return StoredTimeStampAuthority(self.ca, self.sessions, "sm2-staff")
+
     # -- identity provider ---------------------------------------------------------------
     @cached_property
     def directory(self) -> Directory:

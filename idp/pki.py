@@ -13,6 +13,7 @@ from email.utils import format_datetime
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, request
 
+from ca.timestamps import StoredTimeStampAuthority
 from idp.deployment import current_deployment
 from idp.problems import problem
 
@@ -46,11 +47,23 @@ def crl(name: str) -> Response:
     })
 
 
-@bp.post("/tsa")
-def tsa() -> Response:
-    """Time-stamp protocol via HTTP (RFC 3161 section 3.4)."""
+def _time_stamp(authority: StoredTimeStampAuthority) -> Response:
+    """Time-stamp protocol via HTTP (RFC 3161 section 3.4): one DER TimeStampReq in, one TimeStampResp out."""
     if request.mimetype != "application/timestamp-query":
         return problem(415, "Unsupported Media Type", "send an application/timestamp-query body", "media-type")
     query = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before any work
-    reply = current_deployment.tsa.respond(query)
+    reply = authority.respond(query)
     return Response(reply.der, status=reply.http_status, mimetype="application/timestamp-reply")
+
+
+@bp.post("/tsa")
+def tsa() -> Response:
+    """The TSA of the ECDSA hierarchy."""
+    return _time_stamp(current_deployment.tsa)
+
+
+@bp.post("/tsa/sm2")
+def sm2_tsa() -> Response:
+    """The TSA of the SM2 hierarchy (SM2-with-SM3 signatures; any imprint, SM3 included); 404
+    where the deployment has no SM2 hierarchy."""
+    return _time_stamp(current_deployment.sm2_tsa)
