@@ -57,21 +57,26 @@ def main(ctx: click.Context, home: str | None) -> None:
 @main.command()
 @click.option("--key-type", type=click.Choice([k.value for k in KeyType if k is not KeyType.SM2]),
               default=KeyType.EC_P256.value, show_default=True,
-              help="Algorithm of every CA, OCSP and TSA key (the SM2 suite: `tessera ca add-sm2`).")
+              help="Algorithm of every CA, OCSP and TSA key of the main hierarchy (for SM2 see --sm2).")
 @click.option("--key-backend", type=click.Choice(["pkcs11", "file"]), default="pkcs11", show_default=True,
               help="Where CA keys live: the PKCS#11 token, or encrypted PKCS#8 files.")
 @click.option("--root-key-backend", type=click.Choice(["pkcs11", "file"]), default=None,
               help="Keep the root key elsewhere, e.g. 'file' for an offline root (default: --key-backend).")
 @click.option("--organisation", default="Tessera Government PKI", show_default=True, help="O= of the CA names.")
 @click.option("--country", default="CN", show_default=True, help="C= of the CA names (ISO 3166 alpha-2).")
+@click.option("--sm2", is_flag=True, help="Also create the SM2 hierarchy (GB/T 20518, SM2-with-SM3) beside the main "
+              "one, as `tessera ca add-sm2` does.")
 @click.pass_obj
-def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str | None, organisation: str, country: str) -> None:
+def init(obj: _Context, key_type: str, key_backend: str, root_key_backend: str | None, organisation: str, country: str,
+         sm2: bool) -> None:
     """Create the home folder, the CA token, the database and the CA hierarchy (idempotent)."""
     from idp.home import initialise_home
 
     plan = HierarchyPlan(organisation=organisation, country=country, key_type=KeyType(key_type),
                          backend=key_backend, root_backend=root_key_backend)
     steps = initialise_home(obj.settings, plan)
+    if sm2:
+        steps += _add_sm2_hierarchy(obj, organisation, country)
     for line in steps:
         click.echo(line)
     click.echo(f"Tessera home ready: {obj.settings.home}" + ("" if steps else " (nothing to do)"))
@@ -300,16 +305,27 @@ def ca_crl(obj: _Context, name: str, publish: bool, pem: bool, out: str | None) 
 def ca_add_sm2(obj: _Context, organisation: str, country: str) -> None:
     """Add the SM2 hierarchy beside the existing one: sm2-root, sm2-staff, sm2-citizen, their OCSP
     responders and TSA, signed SM2-with-SM3 (GB/T 20518), keys in the sealed SM2 keystore."""
+    steps = _add_sm2_hierarchy(obj, organisation, country)
+    for line in steps or ["the SM2 hierarchy exists already (nothing to do)"]:
+        click.echo(line)
+
+
+def _add_sm2_hierarchy(obj: _Context, organisation: str, country: str) -> list[str]:
+    """The SM2 hierarchy beside the main one, once: a line per CA created, none if it exists."""
     import secrets
 
+    from ca.profiles import SM2_PREFIX
+
+    ca_ = obj.deployment.ca
+    if any(a.name.startswith(SM2_PREFIX) for a in ca_.authorities()):
+        return []
     passphrase = obj.settings.secrets_dir / "key-passphrase"
     if not os.environ.get("TESSERA_KEY_PASSPHRASE") and not passphrase.exists():
         with open(passphrase, "x", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
             fh.write(secrets.token_urlsafe(32))
     plan = HierarchyPlan(organisation=organisation, country=country, key_type=KeyType.SM2,
                          key_dir=obj.settings.key_dir)
-    for authority in obj.deployment.ca.initialise(plan):
-        click.echo(f"created CA {authority.name}: {authority.subject}")
+    return [f"created CA {authority.name}: {authority.subject}" for authority in ca_.initialise(plan)]
 
 
 @ca.command("export-chain")

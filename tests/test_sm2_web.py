@@ -25,8 +25,11 @@ def sm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     folder = tmp_path_factory.mktemp("sm2-web-home")
     url = f"http://127.0.0.1:{port}"
     env = tessera_env(folder, url, TESSERA_SM2_SIGNER_ID="")
-    run_tessera(env, "init")
-    run_tessera(env, "ca", "add-sm2")
+    made = run_tessera(env, "init", "--sm2").stdout.decode()
+    assert "created CA sm2-root" in made and "created CA sm2-citizen" in made, made
+    # both ways are idempotent: the hierarchy is made once
+    assert "nothing to do" in run_tessera(env, "init", "--sm2").stdout.decode()
+    assert "exists already" in run_tessera(env, "ca", "add-sm2").stdout.decode()
     with running_server([TESSERA, "serve", "--port", str(port), "--workers", "1"], port, folder / "server.log",
                         env=env):
         wait_healthy(url + "/healthz", timeout=30)
