@@ -68,6 +68,24 @@ class UsableCrl:
     #: onlySomeReasons, None for every reason
     reasons: frozenset[x509.ReasonFlags] | None = None
 
+    @property
+    def scoped(self) -> bool:
+        """Whether an issuingDistributionPoint limits what it covers (section 5.2.5)."""
+        return self.point_names is not None or self.only_user or self.only_ca or self.reasons is not None
+
+    def revocation(self, certificate: x509.Certificate) -> str | None:
+        """How ``certificate`` is listed (step (i); removeFromCRL, step (j), is not listed)."""
+        entry = self.crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+        if entry is None:
+            return None
+        try:
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        except x509.ExtensionNotFound:
+            reason = x509.ReasonFlags.unspecified
+        if reason == x509.ReasonFlags.remove_from_crl:
+            return None
+        return f"revoked ({reason.value}) at {entry.revocation_date_utc:%Y-%m-%d %H:%M:%SZ}"
+
 
 def load_crl(der: bytes) -> x509.CertificateRevocationList | str:
     """``der`` as a CRL with every part parsed (RFC 5280 section 5.1), or why it is not one."""
@@ -180,7 +198,17 @@ def _scope(certificate: x509.Certificate) -> tuple[list[tuple[frozenset[x509.Gen
 def certificate_status(certificate: x509.Certificate, crls: Sequence[UsableCrl],
                        at: datetime.datetime) -> tuple[str, str]:
     """(``good``, ``revoked``, ``stale`` or ``unknown``, detail) for ``certificate`` from ``crls``,
-    the usable CRLs signed by the key of the CA that issued it (RFC 5280 section 6.3.3)."""
+    the usable CRLs signed by the key of the CA that issued it (RFC 5280 section 6.3.3).
+
+    When none of ``crls`` is scoped by an issuingDistributionPoint (Tessera's own), the first
+    fresh one covers every reason for every distribution point of the certificate, so the
+    certificate's extensions are not read (parsing them is most of the cost otherwise)."""
+    if not any(usable.scoped for usable in crls):
+        fresh = next((u for u in crls if u.next_update is None or u.next_update >= at), None)
+        if fresh is None:
+            return "stale", "the CRL is past its nextUpdate"
+        listed = fresh.revocation(certificate)
+        return ("revoked", listed) if listed is not None else ("good", f"not on CRL #{fresh.number}")
     try:
         points, is_ca = _scope(certificate)
     except _MALFORMED:
@@ -200,14 +228,9 @@ def certificate_status(certificate: x509.Certificate, crls: Sequence[UsableCrl],
             interim = (usable.reasons or ALL_REASONS) & point_reasons
             if not interim - covered:
                 continue
-            entry = usable.crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
-            if entry is not None:
-                try:
-                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-                except x509.ExtensionNotFound:
-                    reason = x509.ReasonFlags.unspecified
-                if reason != x509.ReasonFlags.remove_from_crl:
-                    return "revoked", f"revoked ({reason.value}) at {entry.revocation_date_utc:%Y-%m-%d %H:%M:%SZ}"
+            listed = usable.revocation(certificate)
+            if listed is not None:
+                return "revoked", listed
             covered |= interim
             numbers.append(usable.number)
             if covered >= ALL_REASONS:
