@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from audit import AuditError
+from backup import BackupError
 from ca.errors import CaError
 from cardsim.errors import CardError
 from ca.hierarchy import HierarchyPlan
@@ -32,15 +34,18 @@ from idp.settings import ConfigurationError
 
 
 class _TesseraGroup(click.Group):
-    """Turns domain and configuration errors into one line and exit status 1."""
+    """Turns domain, configuration and database errors of every command into one line and exit
+    status 1 (never a traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (CaError, CardError, DirectoryError, AuditError) as exc:
+        except (CaError, CardError, DirectoryError, AuditError, BackupError) as exc:
             raise click.ClickException(str(exc)) from None
         except (ConfigurationError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise click.ClickException(f"the database cannot be used: {type(exc).__name__}") from None
 
 
 @click.group(cls=_TesseraGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +117,7 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
     """
     import signal
 
-    from idp.server import chosen_server, run
+    from idp.server import chosen_server, claim_address, run
     from directory.slapd import DirectoryFolder, EmbeddedSlapd
 
     if not obj.deployment.ca.is_initialised():
@@ -125,6 +130,8 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
     if missing:  # every worker would fail on the tables it lacks
         raise click.ClickException(f"the database of {obj.settings.home} lacks migrations {', '.join(missing)}: "
                                    "run `tessera init` to bring it up to date")
+    if not dev:  # before slapd starts and "serving" is said: a taken port is one line, nothing started
+        claim_address(host, port)
     _report_start_findings(obj)
     obj.deployment.close()  # nothing PKCS#11 or SQL may cross the fork into the workers
     os.environ["TESSERA_HOME"] = str(obj.settings.home)

@@ -41,6 +41,8 @@ def _one_line_refusal(result: subprocess.CompletedProcess[str], port: int) -> No
     lines = result.stderr.strip().splitlines()  # the start's own warnings (example policy arc) may come first
     assert [line for line in lines if line.startswith("Error")] == lines[-1:], result.stderr
     assert f"127.0.0.1:{port} is already in use" in lines[-1] and "Traceback" not in result.stdout + result.stderr
+    # refused before anything started: no directory started, never "serving"
+    assert "serving" not in result.stdout and "started the staff directory" not in result.stdout, result.stdout
 
 
 def test_a_port_another_program_holds_is_one_line(second_home: dict[str, str]) -> None:
