@@ -120,7 +120,8 @@ class ReaderTrust:
     def from_registry(cls, sessions: sessionmaker[Session], online: bool = False,
                       crl_max_age: float = 60.0) -> "ReaderTrust":
         """Trust as the deployment's own database describes it: CRLs as last published, read
-        again every ``crl_max_age`` seconds (or OCSP when ``online``)."""
+        again every ``crl_max_age`` seconds (or, when ``online``, OCSP for the end entities and
+        those CRLs for the CAs above them)."""
         from ca import crl as crl_module
         from ca.models import Authority, Certificate
         from cardsim.models import Card, CardDepartment, CardRecord
@@ -147,8 +148,8 @@ class ReaderTrust:
 
         roots = [c for name, c in certs.items() if name == "root"]
         intermediates = [c for name, c in certs.items() if name != "root"]
-        status: CrlStatus | OcspStatus = (OcspStatus() if online else
-                                          CrlStatus(published_crls(), list(certs.values()), published_crls, crl_max_age))
+        crls = CrlStatus(published_crls(), list(certs.values()), published_crls, crl_max_age)
+        status: CrlStatus | OcspStatus = OcspStatus(authorities=crls) if online else crls
 
         # the registry's word on a card: its state and the version and hash of each current record (one
         # row per record; none when the registry lacks the card or lists none of its records)
@@ -355,8 +356,9 @@ class CardReader:
     def verify(self, number: str, pin: str | None = None, at: datetime.datetime | None = None) -> CardVerification:
         """Every check of the card; never raises for a bad card."""
         at = at or datetime.datetime.now(datetime.timezone.utc)
-        if isinstance(self.trust.status, CrlStatus):
-            self.trust.status.refresh_if_old()
+        crls = self.trust.status if isinstance(self.trust.status, CrlStatus) else self.trust.status.authorities
+        if crls is not None:
+            crls.refresh_if_old()
         checks: list[Check] = []
         if not is_card_number(number):
             return CardVerification(number, (Check("card", False, "bad-card-number", "wrong length or check digit"),))
@@ -425,15 +427,15 @@ class CardReader:
         """The signer's department, its chain at signing time (a record outlives the two-year
         signer certificate, as a signed document does) and its status now. Every card shares
         these few signers, so the department and chain are checked once per signer and signing
-        day, and the status is kept per CRL generation, or (online) the OCSP answer until its
-        nextUpdate."""
+        day, and the status is kept per CRL generation, or (online) the CAs' CRL status per
+        generation and the signer's OCSP answer until its nextUpdate."""
         signed_at = signed.signing_time or at
         if signed_at > at + datetime.timedelta(minutes=5):
             if not self._is_department(signed.signer, record_type):
                 return self._wrong_department(signed)
             return Check("signer", False, "signed-in-the-future", f"signing time {signed_at:%Y-%m-%d %H:%M:%SZ}")
         status_source = self.trust.status
-        generation = status_source.generation if isinstance(status_source, CrlStatus) else 0
+        generation = status_source.generation
         key = (signed.signer, record_type, signed_at.date(), generation)
         cached = self._signer_checks.get(key)
         if cached is None:
@@ -442,9 +444,11 @@ class CardReader:
             pool = [*signed.intermediates, *self.trust.intermediates]
             chain, path = self._chains.validate_path(signed.signer, pool, signed_at)
             issuer = (path[1] if len(path) > 1 else path[0]) if path is not None else None
-            status = None  # online: kept_status below
+            status = None  # online and every CA good: kept_status below
             if isinstance(status_source, CrlStatus) and path is not None:
                 status = status_source.path_status(path, at)
+            elif path is not None:
+                status = status_source.authorities_status(path, at)
             if len(self._signer_checks) > 1_000:
                 self._signer_checks.clear()
             cached = self._signer_checks[key] = (chain, issuer, status)

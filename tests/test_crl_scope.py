@@ -338,3 +338,22 @@ def test_the_reader_fast_path_and_the_full_path_agree(name: str) -> None:
     full = validate_path(leaf.public_bytes(Encoding.DER), [CA.public_bytes(Encoding.DER)],
                          [ROOT.public_bytes(Encoding.DER)], at, crls=crls)
     assert reader_ok == full.valid == (name == "valid"), (check, full.reasons)
+
+
+def test_online_status_checks_the_cas_against_their_crls() -> None:
+    """Online (OCSP for the end entity), a revoked CA is found in its issuer's CRL before any
+    responder is asked; with every CA good, the end entity is asked about."""
+    from verification.ocsp_status import OcspStatus
+
+    asked: list[str] = []
+
+    def fetch(url: str, body: bytes) -> bytes:
+        asked.append(url)
+        raise OSError("no responder here")
+
+    revoked_ca = OcspStatus(fetch=fetch, authorities=CrlStatus(
+        [crl(ROOT, "root", [(CA, x509.ReasonFlags.ca_compromise)]), crl(CA, "ca")], [ROOT, CA]))
+    check = revoked_ca.path_status([LEAF, CA, ROOT], NOW)
+    assert check.reason == "revoked" and "Citizen CA" in check.detail and asked == []
+    good_cas = OcspStatus(fetch=fetch, authorities=CrlStatus([ROOT_CRL, crl(CA, "ca")], [ROOT, CA]))
+    assert good_cas.path_status([LEAF, CA, ROOT], NOW).reason == "status-unknown"  # LEAF names no responder

@@ -432,3 +432,6 @@ ca.revoke(citizen.serial_hex, "cACompromise", actor="test")
     assert revoked["reasons"]["certificate:citizen-auth"] == "revoked"
     detail = next(c["detail"] for c in revoked["checks"] if c["check"] == "certificate:citizen-auth")
     assert "issuing CA" in detail and "cACompromise" in detail
+    # online too: the CA's status comes from the root's CRL before any responder is asked
+    online = verify_json(private, victim.number, None, "--online")
+    assert online["reasons"]["certificate:citizen-auth"] == "revoked"

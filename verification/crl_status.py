@@ -309,14 +309,13 @@ class CrlStatus:
         self.refresh_if_old()
         return _check(name, *self._status(certificate, issuer, at))
 
-    def path_status(self, path: Sequence[x509.Certificate], at: datetime.datetime, name: str = "status") -> Check:
-        """The status of every certificate of ``path`` (end entity first, anchor last; the anchor
-        itself has none): the end entity's answer when every CA is good, else the first CA's
-        failure, naming it. A CA's answer is kept for this generation of CRLs until the next
-        update of the CRL that gave it."""
+    def authorities_status(self, path: Sequence[x509.Certificate], at: datetime.datetime,
+                           name: str = "status") -> Check | None:
+        """The first CA of ``path`` (end entity first, anchor last; the anchor itself has no
+        status) whose status is not good, as a failed check naming it; None when every CA is
+        good. A CA's answer is kept for this generation of CRLs until the next update of the CRL
+        that gave it."""
         self.refresh_if_old()
-        if len(path) < 2:
-            return Check(name, False, "status-unknown", "no issuer to ask about the certificate")
         for ca, issuer in zip(path[1:-1], path[2:], strict=True):
             kept = self._cas.get(id(ca))
             if kept is None or kept[0] is not ca or kept[1] is not issuer or at > kept[4]:
@@ -329,7 +328,15 @@ class CrlStatus:
                 kept = self._cas[id(ca)] = (ca, issuer, outcome, detail, until)
             if kept[2] != "good":
                 return _check(name, kept[2], f"the issuing CA {ca.subject.rfc4514_string()}: {kept[3]}")
-        return _check(name, *self._status(path[0], path[1], at))
+        return None
+
+    def path_status(self, path: Sequence[x509.Certificate], at: datetime.datetime, name: str = "status") -> Check:
+        """The status of every certificate of ``path`` (end entity first, anchor last): the end
+        entity's answer when every CA is good, else the first CA's failure
+        (:meth:`authorities_status`)."""
+        if len(path) < 2:
+            return Check(name, False, "status-unknown", "no issuer to ask about the certificate")
+        return self.authorities_status(path, at, name) or _check(name, *self._status(path[0], path[1], at))
 
 
 def _check(name: str, outcome: str, detail: str) -> Check:

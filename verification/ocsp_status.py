@@ -1,5 +1,7 @@
 """Online certificate status from the CA's OCSP responder (RFC 6960) for the card reader: a
-fresh signed answer with a nonce, from the CA or its delegated responder (section 4.2.2.2)."""
+fresh signed answer with a nonce, from the CA or its delegated responder (section 4.2.2.2), about
+the end entity; the CAs above it are checked against their CRLs (RFC 5280 section 6.3), so a
+revoked CA revokes its certificates online too."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from verification.crl_status import CrlStatus
 from verification.reasons import Check
 from verification.signatures import verify_signature
 
@@ -20,10 +23,13 @@ from verification.signatures import verify_signature
 class OcspStatus:
     """Online status from the CA's OCSP responder (RFC 6960), URL from the certificate's AIA."""
 
-    def __init__(self, timeout: float = 5.0,
-                 fetch: Callable[[str, bytes], bytes] | None = None) -> None:
+    def __init__(self, timeout: float = 5.0, fetch: Callable[[str, bytes], bytes] | None = None,
+                 authorities: CrlStatus | None = None) -> None:
+        """``authorities``: the CRLs that give the status of the CAs above the end entities
+        (:meth:`path_status`); without them only the end entity's status is asked."""
         self.timeout = timeout
         self._fetch = fetch or self._post
+        self.authorities = authorities
         #: (issuer key hash, serial) -> a verified, conclusive answer and its nextUpdate
         self._kept: dict[tuple[bytes, int], tuple[Check, datetime.datetime]] = {}
 
@@ -38,12 +44,23 @@ class OcspStatus:
         """A fresh answer (with a nonce) from the certificate's OCSP responder."""
         return self._ask(certificate, issuer, at, name)[0]
 
+    @property
+    def generation(self) -> int:
+        """The generation of the CAs' CRLs (answers cached by callers are dropped when it moves)."""
+        return self.authorities.generation if self.authorities is not None else 0
+
+    def authorities_status(self, path: Sequence[x509.Certificate], at: datetime.datetime,
+                           name: str = "status") -> Check | None:
+        """The first CA of ``path`` that is not good per the CRLs of :attr:`authorities`, or None."""
+        return self.authorities.authorities_status(path, at, name) if self.authorities is not None else None
+
     def path_status(self, path: Sequence[x509.Certificate], at: datetime.datetime, name: str = "status") -> Check:
-        """A fresh answer about the end entity of ``path`` (end entity first). The CAs above it are
-        not asked about online: their status comes from the CRLs (docs/cards.md)."""
+        """The status of every certificate of ``path`` (end entity first): the CAs above the end
+        entity from the CRLs of :attr:`authorities` (RFC 5280 section 6.3), then a fresh OCSP
+        answer about the end entity."""
         if len(path) < 2:
             return Check(name, False, "status-unknown", "no issuer to ask about the certificate")
-        return self.status(path[0], path[1], at, name)
+        return self.authorities_status(path, at, name) or self.status(path[0], path[1], at, name)
 
     def kept_status(self, certificate: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime,
                     name: str = "status") -> Check:
