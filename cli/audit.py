@@ -7,43 +7,23 @@ Every command that reads the trail out (verify, export) is itself recorded in it
 from __future__ import annotations
 
 import datetime
-import functools
 import getpass
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy.exc import SQLAlchemyError
 
 from cli.admin import authorised_operator
 from cli.context import CliContext
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(name="audit")
 def group() -> None:
     """Verify, export and report on the tamper-evident audit trail."""
-
-
-def _errors(fn: F) -> F:
-    """Audit and database errors as one line and exit status 1."""
-    from audit.errors import AuditError
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AuditError as exc:
-            raise click.ClickException(str(exc)) from None
-        except SQLAlchemyError as exc:
-            raise click.ClickException(f"the database cannot be read: {type(exc).__name__}") from None
-    return wrapper  # type: ignore[return-value]
 
 
 def _witness(obj: CliContext) -> Any:
@@ -122,7 +102,6 @@ def _filter(since: datetime.datetime | None, until: datetime.datetime | None, ev
 @click.option("--no-record", is_flag=True,
               help="Do not append an audit.verify entry: reads the database alone (read-only copies; no CA token needed).")
 @click.pass_obj
-@_errors
 def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, archives: tuple[str, ...],
                as_json: bool, no_record: bool) -> None:
     """Recompute the hash chain, check every checkpoint and compare with the witness (and the
@@ -174,7 +153,6 @@ def verify_cmd(obj: CliContext, anchor: str | None, witness_file: str | None, ar
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_as
 @click.pass_obj
-@_errors
 def archive_cmd(obj: CliContext, before: datetime.datetime, out: str, as_json: bool, as_uid: str) -> None:
     """Move old entries with their checkpoints to a file that verifies alone (retention: 180 days
     online at least); the move is recorded as audit.archive. Check with `audit verify --archive`."""
@@ -193,7 +171,6 @@ def archive_cmd(obj: CliContext, before: datetime.datetime, out: str, as_json: b
 @group.command("checkpoint")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-@_errors
 def checkpoint_cmd(obj: CliContext, as_json: bool) -> None:
     """Sign and time-stamp the current head now (creates the audit signer first if missing) and
     witness it; refused, with exit status 1, when the chain does not extend the head last signed."""
@@ -216,7 +193,6 @@ def checkpoint_cmd(obj: CliContext, as_json: bool) -> None:
                    "signer certificate here, for openssl cms -verify / openssl ts -verify.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-@_errors
 def checkpoints_cmd(obj: CliContext, limit: int, export_dir: str | None, as_json: bool) -> None:
     """List checkpoints, newest first."""
     from audit.checkpoints import list_checkpoints
@@ -253,7 +229,6 @@ def checkpoints_cmd(obj: CliContext, limit: int, export_dir: str | None, as_json
 @click.option("--out", default=None, help="Write here (default: stdout).")
 @_as
 @click.pass_obj
-@_errors
 def export_cmd(obj: CliContext, fmt: str, since: datetime.datetime | None, until: datetime.datetime | None,
                event_type: str | None, subject: str | None, out: str | None, as_uid: str) -> None:
     """Export entries (streamed); the export itself is recorded first as audit.export."""
@@ -281,7 +256,6 @@ def export_cmd(obj: CliContext, fmt: str, since: datetime.datetime | None, until
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for charts).")
 @_as
 @click.pass_obj
-@_errors
 def report_cmd(obj: CliContext, by: str, since: datetime.datetime | None, until: datetime.datetime | None,
                event_type: str | None, subject: str | None, as_json: bool, as_uid: str) -> None:
     """Counts of events, split by result."""
@@ -308,7 +282,6 @@ def report_cmd(obj: CliContext, by: str, since: datetime.datetime | None, until:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_as
 @click.pass_obj
-@_errors
 def list_cmd(obj: CliContext, since: datetime.datetime | None, until: datetime.datetime | None,
              event_type: str | None, subject: str | None, limit: int, page: int, as_json: bool, as_uid: str) -> None:
     """List entries, newest first, a page at a time."""

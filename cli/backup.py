@@ -11,24 +11,21 @@ the audit trail before it copies anything (``backup.create``), a restore after i
 from __future__ import annotations
 
 import datetime
-import functools
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from backup import (BackupError, DeploymentFiles, KeySource, backup_name, create_backup, new_key_file, prune,
+from backup import (DeploymentFiles, KeySource, backup_name, create_backup, new_key_file, prune,
                     reconcile, restore_backup, verify_backup)
 from backup.restore import ENVIRONMENT_FILE
 from cli.context import CliContext
 from idp.settings import DEFAULT_PKCS11_MODULE, Settings
 
-F = TypeVar("F", bound=Callable[..., Any])
 #: variables of the backing-up process that are not the deployment's configuration
 _NOT_CONFIGURATION = ("TESSERA_BACKUP_", "TESSERA_OPERATOR_TOKEN", "TESSERA_HOME")
 MIN_PASSPHRASE = 12
@@ -37,16 +34,6 @@ MIN_PASSPHRASE = 12
 @click.group(name="backup")
 def group() -> None:
     """Back the deployment up while it serves, and check or prune backups (docs/operations.md)."""
-
-
-def _errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BackupError as exc:
-            raise click.ClickException(str(exc)) from None
-    return wrapper  # type: ignore[return-value]
 
 
 _key_file = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
@@ -140,7 +127,6 @@ def _record(deployment: Any, event_type: str, object_: str, **details: Any) -> N
 @_passphrase_file
 @_json
 @click.pass_obj
-@_errors
 def create_cmd(obj: CliContext, out: str | None, key_file: str | None, passphrase_file: str | None,
                as_json: bool) -> None:
     """Back up the database, CA token, cards, secrets, keys, directory and configuration while the
@@ -172,7 +158,6 @@ def create_cmd(obj: CliContext, out: str | None, key_file: str | None, passphras
 @_key_file
 @_passphrase_file
 @_json
-@_errors
 def verify_cmd(file: str, key_file: str | None, passphrase_file: str | None, as_json: bool) -> None:
     """Read a backup end to end: every byte must authenticate and every file match the manifest
     (exit 1 if not). Writes nothing."""
@@ -186,7 +171,6 @@ def verify_cmd(file: str, key_file: str | None, passphrase_file: str | None, as_
 
 @group.command("new-key")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the key (mode 0600).")
-@_errors
 def new_key_cmd(out: str) -> None:
     """Make a key file for backups (keep a copy apart from the backups: without it they cannot be read)."""
     try:
@@ -229,7 +213,6 @@ def prune_cmd(folder: str, keep: int, max_age_days: int | None, dry_run: bool, a
 @_passphrase_file
 @_json
 @click.pass_obj
-@_errors
 def restore_cmd(obj: CliContext, file: str, home: str | None, witness_file: str | None, without_witness: bool,
                 reconcile_only: bool, key_file: str | None, passphrase_file: str | None, as_json: bool) -> None:
     """Restore a backup into an empty home, then bring it level with the witness: the audit gap
