@@ -357,3 +357,14 @@ def test_online_status_checks_the_cas_against_their_crls() -> None:
     assert check.reason == "revoked" and "Citizen CA" in check.detail and asked == []
     good_cas = OcspStatus(fetch=fetch, authorities=CrlStatus([ROOT_CRL, crl(CA, "ca")], [ROOT, CA]))
     assert good_cas.path_status([LEAF, CA, ROOT], NOW).reason == "status-unknown"  # LEAF names no responder
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=st.data())
+def test_mutated_sm2_crl_der_is_a_status_never_an_exception(mixed_home: Sm2Home, data: st.DataObject) -> None:
+    """The same for an SM2-with-SM3 CRL, whose signature GmSSL checks: a status, never an exception."""
+    _, certs = _home_status(mixed_home)
+    original = mixed_home.ca.current_crl("sm2-root").der
+    der = data.draw(mutated(original))
+    check = CrlStatus([der], list(certs.values())).path_status([certs["sm2-citizen"], certs["sm2-root"]], NOW)
+    assert check.reason in ("revoked", "status-unknown", "status-stale") or der == original, check
