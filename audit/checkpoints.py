@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from store.engine import read_snapshot
 
 from audit import chain
 from audit.errors import CheckpointRefused, CheckpointUnavailable
@@ -157,6 +158,7 @@ class Checkpointer:
     def _checkpoint(self, witness: Witness | None) -> AuditCheckpoint:
         witnessed = witness.last() if witness is not None else None
         with self.sessions() as session:
+            read_snapshot(session)  # the head and the entries it covers, as of one moment
             head = session.execute(select(AuditHead.seq, AuditHead.entry_hash).where(AuditHead.id == 1)).one_or_none()
             if head is None:
                 raise CheckpointUnavailable("the audit trail is not initialised: run the migrations")

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from store.engine import read_snapshot
 
 from audit import chain
 from audit.archive import ArchivedRange, ArchiveInvalid, AuditArchive, archived_range, read_archive
@@ -167,8 +168,9 @@ def verify(sessions: sessionmaker[Session], anchors: Sequence[x509.Certificate] 
     records = list(read_records(witness)) if witness is not None and witness.exists() else []
     witnessed = [(n, r) for n, r in records if not isinstance(r, CrlLine)]
     with sessions() as session:
+        # one snapshot (the head and the entries as of one moment, appends go on meanwhile);
         # driver values, no type processing: a tampered column may hold anything
-        connection = session.connection().execution_options(stream_results=True, yield_per=batch)
+        connection = read_snapshot(session).execution_options(stream_results=True, yield_per=batch)
         with _tolerant_text(connection):
             archived = archived_range(connection)
             start_seq, start_hash = (archived.last_seq, archived.last_hash) if archived else (0, chain.GENESIS)

@@ -6,7 +6,7 @@ import os
 import weakref
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 #: every engine of this process, so that a forked child leaves their pooled connections to the parent
@@ -52,3 +52,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_snapshot(session: Session) -> Connection:
+    """Begin ``session``'s transaction as one snapshot: every read in it sees the database as it
+    was at its first read, whatever other transactions commit meanwhile. Call it first in the
+    session. PostgreSQL: REPEATABLE READ (its default, READ COMMITTED, takes a new snapshot per
+    statement). SQLite: an explicit deferred BEGIN (the driver would run each SELECT in a
+    transaction of its own); in WAL mode the snapshot never blocks a writer. For readers that
+    compare one row with many others, such as the audit chain's head and its entries."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    connection = session.connection()
+    if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        connection.exec_driver_sql("BEGIN")
+    return connection
