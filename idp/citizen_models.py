@@ -6,19 +6,22 @@
 * ``verification_log``: which service verified which citizen's card or certificate, when, how,
   with which outcome: the citizen portal shows it to the citizen. The audit trail (event type
   ``api.verify``) records the same calls, hash-chained.
+* ``api_rate_bucket`` (migration 0015): the verification API's token bucket of each service, one
+  for the whole deployment; workers lease tokens from it in chunks
+  (:mod:`idp.verification_api.rate_limit`).
 """
 
 from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base
 from store.types import UtcDateTime
 
-__all__ = ["Base", "CitizenLoginNonce", "VerificationLog"]
+__all__ = ["ApiRateBucket", "Base", "CitizenLoginNonce", "VerificationLog"]
 
 
 class CitizenLoginNonce(Base):
@@ -47,3 +50,17 @@ class VerificationLog(Base):
     subject: Mapped[str] = mapped_column(String(255))
     certificate_serial: Mapped[str | None] = mapped_column(String(40))
     outcome: Mapped[str] = mapped_column(String(16))
+
+
+class ApiRateBucket(Base):
+    """A service's token bucket, shared by every worker of every node: its tokens after the last
+    lease, that lease's size (0: refused) and when it was refilled, in seconds since the epoch on
+    the database's clock (one clock for all nodes). The key is the SHA-256 of the service's rate
+    key (``client:<id>`` or ``certificate:<name>``), so its length is bounded."""
+
+    __tablename__ = "api_rate_bucket"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    granted: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[float] = mapped_column(Float)

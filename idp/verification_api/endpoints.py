@@ -176,12 +176,14 @@ def install(app: Flask) -> None:
     """Per-process state; the API's endpoints carry no cookies, so CSRF does not apply to them."""
     from idp import csrf
 
-    runtime = app.extensions["tessera"].runtime
+    deployment = app.extensions["tessera"]
+    runtime = deployment.runtime
     burst = os.environ.get("TESSERA_API_RATE_BURST")
     provider = app.extensions["tessera.oidc"]
     authenticator = ServiceAuthenticator(provider.service_audience, provider.issuer, provider.keys.key_set,
                                          provider.tokens.service_token)
-    limiter = RateLimiter(lambda: runtime.get("api.rate_per_second"), float(burst) if burst else None)
+    limiter = RateLimiter(deployment.engine, lambda: runtime.get("api.rate_per_second"),
+                          float(burst) if burst else None)
     app.extensions["tessera.api"] = _ApiState(authenticator, limiter, GroupCommit(write_calls))
     csrf.EXEMPT.update({"verification_api." + name for name in (
         "certificate", "certificate_batch", "signed_record", "signed_record_batch", "signature", "signature_batch")})
