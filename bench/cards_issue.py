@@ -302,7 +302,8 @@ def main() -> None:
         """(cards per second, CPU ms per card in this process, CPU ms per card in the writers)."""
         issuer._extra_stations(args.writers - 1)
         writer_start = writers_cpu()
-        jobs = (CardJob(parse_application(_citizen(counter[0] + i), scheme="cn-gb11643")) for i in range(count))
+        first = counter[0]  # the generator runs later: each run issues to citizens of its own
+        jobs = (CardJob(parse_application(_citizen(first + i), scheme="cn-gb11643")) for i in range(count))
         counter[0] += count
         failures: list[BaseException] = []
         with click.progressbar(length=count, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:

@@ -43,7 +43,7 @@ def read_tlv(data: bytes, offset: int = 0, limit: int | None = None) -> Tlv:
 def children(data: bytes, element: Tlv) -> list[Tlv]:
     """The elements directly inside a constructed element (each must end inside it)."""
     out: list[Tlv] = []
-    pos, end = element[2], element[3]  # by index: a CMS walk reads some 40 elements (cardsim.trust)
+    pos, end = element[2], element[3]  # by index: a CMS walk reads some 40 elements (verification.signed_data)
     while pos < end:
         child = read_tlv(data, pos, end)
         out.append(child)
