@@ -235,9 +235,10 @@ class Lifecycle:
         except GovernanceError as exc:
             raise self._refuse(actor, event_type, f"staff:{str(uid)[:64]}", exc) from exc
         self._officer_of(actor, department, event_type, f"staff:{uid}")
-        if department not in self.d.directory.departments():
-            raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(N_("no department %(department)s",
-                                                                                  department=repr(department))))
+        try:
+            self.known_department(department)
+        except GovernanceError as exc:
+            raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
         if self.d.directory.find(uid) is not None:
             raise self._refuse(actor, event_type, f"staff:{uid}", InvalidState(N_("the directory already has %(uid)s",
                                                                                              uid=repr(uid))))
@@ -258,6 +259,17 @@ class Lifecycle:
             self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}", application=row.id,
                                                   department=department, post=post, groups=wanted))
             return ApplicationView.of(row)
+
+    def known_department(self, department: str) -> str:
+        """``department`` when it is one of the directory's departments (its organisation under
+        ``TESSERA_LDAP_DEPARTMENTS_BASE``); otherwise refused, naming them: an application for a
+        department nobody approves for would wait for ever."""
+        departments = self.d.directory.departments()
+        if department not in departments:
+            raise GovernanceError(N_("%(department)s is not a department of the directory's organisation; choose one "
+                                     "of: %(departments)s", department=repr(department[:64]),
+                                     departments=", ".join(sorted(departments)) or N_("none")))
+        return department
 
     def _officer_of(self, actor: Actor, department: str, event_type: str, object_: str) -> None:
         if admin_roles_of(actor.groups):
@@ -355,7 +367,10 @@ class Lifecycle:
             post = _text(post, N_("the new post"))
         except GovernanceError as exc:
             raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
-        department = department or member.department
+        try:  # a department chosen must be the directory's (the same one stays as the directory has it)
+            department = self.known_department(department) if department else member.department
+        except GovernanceError as exc:
+            raise self._refuse(actor, event_type, f"staff:{uid}", exc) from exc
         wanted = sorted(set(groups))
         if any(g != APPROVERS for g in wanted):
             raise self._refuse(actor, event_type, f"staff:{uid}", GovernanceError(

@@ -249,17 +249,31 @@ def admin_roles_of_actor(who: Actor) -> list[str]:
 
 
 # -- people -----------------------------------------------------------------------------------------
+def departments() -> dict[str, str]:
+    """The directory's departments (its organisation): id -> name, for the console's department pickers."""
+    return current_deployment.directory.departments()
+
+
 @bp.get("/people")
 @guarded("people.read", "admin.people.read")
 def people() -> Any:
-    found = DirectoryWriter(current_deployment.directory.config).search_people(_q(), request.args.get("department") or None)
+    known = departments()
+    department = request.args.get("department") or None
+    if department is not None:
+        try:
+            current_deployment.lifecycle.known_department(department)
+        except GovernanceError as exc:  # the search form stays, saying why
+            return _page("admin_people.html", http_status=HTTPStatus(exc.status), rows=[], q=_q(), paging=_paging(0),
+                         endpoint="admin_console.people", departments=known, department=None, error=shown(exc))
+    found = DirectoryWriter(current_deployment.directory.config).search_people(_q(), department)
     paging = _paging(len(found))
     rows = found[paging["offset"]:paging["offset"] + PAGE_SIZE]
     directory = current_deployment.directory
     for row in rows:  # a recorded lockout may have ended by itself: the policy says (a few rows at most)
         member = directory.find(row["uid"]) if row["enabled"] and row["lock_recorded"] else None
         row["locked"] = bool(member and directory.account_state(member).locked)
-    return _page("admin_people.html", rows=rows, q=_q(), paging=paging, endpoint="admin_console.people")
+    return _page("admin_people.html", rows=rows, q=_q(), paging=paging, endpoint="admin_console.people",
+                 departments=known, department=department)
 
 
 @bp.get("/people/<uid>")
@@ -276,7 +290,7 @@ def person(uid: str) -> Any:
                  applications=[a for a in apps if a.uid == member.uid], grantable=GRANTABLE,
                  state=d.directory.account_state(member), enrolled=d.second_factor.is_enrolled(member.uid),
                  recovery_left=d.second_factor.recovery_codes_left(member.uid),
-                 is_administrator=bool(admin_roles_of(member.groups)))
+                 is_administrator=bool(admin_roles_of(member.groups)), departments=departments())
 
 
 @bp.post("/people/<uid>/grant")
@@ -316,14 +330,20 @@ def remove_role(uid: str) -> Any:
 @bp.post("/people/<uid>/change-post")
 @guarded("account.change-post", "admin.account.change-post")
 def change_post(uid: str) -> Any:
-    post = request.form.get("post") or ""
+    post, department = request.form.get("post") or "", request.form.get("department") or None
+    lc = current_deployment.lifecycle
+    if department is not None:  # refused before the confirmation: a department the directory has not
+        try:
+            lc.known_department(department)
+        except GovernanceError as exc:
+            lc.refused(actor(), "admin.account.change-post", f"staff:{uid[:64]}", str(exc), kind=exc.kind)
+            raise
     page = _confirm(gettext("Change of post"), gettext("Record that %(uid)s moves to the post %(post)s? Their present "
                                                        "role groups are removed now; the new post's groups need the "
                                                        "department's approval.", uid=uid, post=repr(post)))
     if page is not None:
         return page
-    view = current_deployment.lifecycle.change_post(actor(), uid, post, request.form.get("department") or None,
-                                   request.form.getlist("groups"))
+    view = lc.change_post(actor(), uid, post, department, request.form.getlist("groups"))
     return redirect(url_for("admin_console.application", application_id=view.id))
 
 
@@ -446,8 +466,10 @@ def apply() -> Any:
         # the audit trail in English, the person in their language
         current_deployment.lifecycle.refused(who, "admin.account.apply", None, ADMINISTRATORS_DO_NOT_APPLY, kind=Forbidden.kind)
         raise Forbidden(ADMINISTRATORS_DO_NOT_APPLY)
+    # the departments the officer may apply for: their own, as the directory's organisation names it
+    own = {key: name for key, name in departments().items() if key == who.department}
     if request.method == "GET":
-        return _page("admin_apply.html", form={}, departments=current_deployment.directory.departments())
+        return _page("admin_apply.html", form={}, departments=own)
     form = request.form
     page = _confirm(gettext("Apply for an account"),
                     gettext("Apply for an account %(uid)s for %(given_name)s %(surname)s, post %(post)s?",
@@ -463,7 +485,7 @@ def apply() -> Any:
         if exc.status == 403:
             raise
         return _page("admin_apply.html", http_status=HTTPStatus(exc.status), form=form, error=shown(exc),
-                     departments=current_deployment.directory.departments())
+                     departments=own)
     return redirect(url_for("admin_console.application", application_id=view.id))
 
 

@@ -212,3 +212,29 @@ def test_system_administrator_changes_a_setting_from_the_keyboard(idp: IdpServer
         page.get_by_label("New value of throttle.account_failures (failures)").press("Enter")
         confirm_with_keyboard(page)
     assert not people.errors, people.errors
+
+
+def test_departments_are_picked_from_the_directory(idp: IdpServer, slapd, people: People) -> None:  # type: ignore[no-untyped-def]
+    """The people search and the change of post choose a department from the directory's
+    organisation (a <select>, no free text); the application made names the department chosen."""
+    security, mover = new_uid("bdsa"), new_uid("bdmv")
+    slapd.create_user(security, PASSWORD, department="it-centre", groups=("security-administrators",))
+    slapd.create_user(mover, PASSWORD, department="finance", title="Clerk")
+    page = people.page()
+    first_login(page, idp, security, PASSWORD)
+    page.get_by_role("link", name="People", exact=True).click()
+    page.get_by_label("User name, name or post").fill(mover)
+    page.get_by_label("Department").select_option("tax")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#people tbody")).to_contain_text("Nobody matches.")  # the mover is in finance
+    page.get_by_label("Department").select_option("finance")
+    page.get_by_role("button", name="Search").click()
+    page.locator("#people").get_by_role("link", name=mover).click()
+    assert page.locator("input[name=department]").count() == 0  # no free text
+    page.get_by_label("New post", exact=True).fill("Tax Inspector")
+    page.locator("#change-post-department").select_option("tax")
+    page.get_by_role("button", name="Record the change of post").click()
+    confirm_with_keyboard(page)
+    expect(page.locator("#app-status")).to_have_text("applied")
+    expect(page.locator("dl.facts")).to_contain_text("tax")
+    assert not people.errors, people.errors
