@@ -22,8 +22,11 @@ import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Flask, Response, flash, g, redirect, render_template, request, url_for
+from babel.dates import get_timezone_name
+
+from flask import Blueprint, Flask, Response, current_app, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext
 from flask_login import current_user
 from markupsafe import Markup, escape
@@ -45,7 +48,7 @@ from idp.runtime_settings import InvalidSetting, RuntimeSettings, SettingView
 from idp.runtime_settings import may_change as may_change_config
 from idp.runtime_settings import may_read as may_read_config
 from idp.runtime_settings import require as require_config
-from idp.i18n import shown
+from idp.i18n import locale_name, shown
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 PAGE_SIZE = 25
@@ -788,22 +791,72 @@ def four_eyes_reject(request_id: int) -> Any:
 
 
 # -- audit --------------------------------------------------------------------------------------------
-def _audit_filter() -> Any:
+#: the audit filters' dates, by field: (label, whether the whole day named is included as the end)
+DATE_FIELDS: dict[str, tuple[Any, bool]] = {"since": (lazy_gettext("Since"), False),
+                                            "until": (lazy_gettext("Until"), True)}
+
+
+def local_zone() -> ZoneInfo:
+    """The zone the console shows times in (``TESSERA_TIMEZONE``, Asia/Shanghai unless configured)."""
+    return ZoneInfo(current_app.config["TESSERA_TIMEZONE"])
+
+
+def zone_words() -> str:
+    """The console's time zone in words of the page's language and by its IANA name, e.g.
+    ``China Standard Time (Asia/Shanghai)``: what the date fields say of their dates."""
+    zone = local_zone()
+    return f"{get_timezone_name(datetime.datetime.now(zone), width='long', locale=locale_name())} ({zone.key})"
+
+
+def _local_instant(name: str, value: str) -> datetime.datetime:
+    """The instant an audit filter's date or time means: a day (ISO 8601 ``YYYY-MM-DD``, what an
+    ``<input type="date">`` sends) starts at local midnight, and as the end of a period (``until``)
+    it is included whole; a date and time without an offset is local time. Raises ValueError."""
+    zone, (_, whole_day) = local_zone(), DATE_FIELDS[name]
+    if len(value) == 10:  # a calendar date (ISO 8601 section 5.2.1.1); fromisoformat reads other forms too
+        day = datetime.date.fromisoformat(value)
+        start = datetime.datetime.combine(day + datetime.timedelta(days=1) if whole_day else day, datetime.time(),
+                                          tzinfo=zone)
+    else:
+        start = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        start = start.replace(tzinfo=zone) if start.tzinfo is None else start
+    try:
+        return start.astimezone(datetime.timezone.utc)
+    except OverflowError:  # the first or last representable day, shifted past the calendar's end
+        raise ValueError(value) from None
+
+
+def _audit_filter() -> tuple[Any, dict[str, str]]:
+    """The audit trail's filter from the request, and the errors of its dates by field (each in
+    words naming the field and the form expected); a date in error filters nothing."""
     from audit.export import EntryFilter
 
-    def when(name: str) -> datetime.datetime | None:
+    errors: dict[str, str] = {}
+    when: dict[str, datetime.datetime | None] = {}
+    for name, (label, _) in DATE_FIELDS.items():
         value = (request.values.get(name) or "").strip()
-        if not value:
-            return None
-        try:
-            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise GovernanceError(gettext("%(name)s: use an ISO 8601 date, e.g. 2026-11-25", name=name)) from None
-        return parsed.replace(tzinfo=datetime.timezone.utc) if parsed.tzinfo is None else parsed
+        when[name] = None
+        if value:
+            try:
+                when[name] = _local_instant(name, value)
+            except (ValueError, OverflowError):
+                errors[name] = gettext("%(field)s: %(value)s is not a date. Use year-month-day, e.g. 2026-11-25 "
+                                       "(local time: %(zone)s).", field=label, value=repr(value[:32]),
+                                       zone=zone_words())
+    since, until = when["since"], when["until"]
+    if since is not None and until is not None and until <= since:
+        errors["until"] = gettext("%(until)s: the period ends before it begins; choose a day on or after %(since)s.",
+                                  until=DATE_FIELDS["until"][0], since=DATE_FIELDS["since"][0])
+        until = None
+    return EntryFilter(since=since, until=until, event_type=(request.values.get("type") or "").strip()[:64] or None,
+                       subject=(request.values.get("subject") or "").strip()[:255] or None), errors
 
-    return EntryFilter(since=when("since"), until=when("until"),
-                       event_type=(request.values.get("type") or "").strip()[:64] or None,
-                       subject=(request.values.get("subject") or "").strip()[:255] or None)
+
+def _date_errors_page(template: str, where: Any, errors: dict[str, str], **context: Any) -> Response:
+    """The audit page or the reports page with its filter form as sent and the date errors next
+    to the fields (400): nothing read, nothing recorded."""
+    return _page(template, http_status=HTTPStatus.BAD_REQUEST, where=where, errors=errors, zone=zone_words(),
+                 **context)
 
 
 @bp.get("/audit")
@@ -811,14 +864,18 @@ def _audit_filter() -> Any:
 def audit() -> Any:
     from audit.export import count_entries, iter_entries
 
-    where = _audit_filter()
+    where, errors = _audit_filter()
+    if errors:
+        return _date_errors_page("admin_audit.html", where, errors, rows=[], paging=_paging(0),
+                                 endpoint="admin_console.audit")
     sessions = current_deployment.sessions
     paging = _paging(count_entries(sessions, where))
     rows = list(iter_entries(sessions, where, limit=PAGE_SIZE, offset=paging["offset"], newest_first=True))
     # reading the trail is itself on the trail (who looked at what)
     current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(actor(), "audit.read", "success", "audit:trail", filter=where.as_dict(),
                                                page=paging["page"]))
-    return _page("admin_audit.html", rows=rows, where=where, paging=paging, endpoint="admin_console.audit")
+    return _page("admin_audit.html", rows=rows, where=where, paging=paging, endpoint="admin_console.audit",
+                 errors={}, zone=zone_words())
 
 
 @bp.get("/audit/<dbid(bits=64):seq>")
@@ -848,7 +905,10 @@ def audit_export() -> Any:
     fmt = request.form.get("format") or "jsonl"
     if fmt not in FORMATS:
         raise GovernanceError(gettext("unknown format %(format)s: jsonl or csv", format=repr(fmt)))
-    where = _audit_filter()
+    where, errors = _audit_filter()
+    if errors:
+        return _date_errors_page("admin_audit.html", where, errors, rows=[], paging=_paging(0),
+                                 endpoint="admin_console.audit")
     who = actor()
     # the export is recorded first: an export whose entry cannot be written does not happen
     current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(who, "audit.export", "success", "audit:trail", format=fmt,
@@ -891,14 +951,16 @@ def bar_chart(rows: list[Any], title: str, width: int = 640) -> Markup:
 def audit_reports() -> Any:
     from audit.reports import report
 
-    where = _audit_filter()
+    where, errors = _audit_filter()
+    if errors:
+        return _date_errors_page("admin_reports.html", where, errors, charts=[])
     sessions = current_deployment.sessions
     by_type = report(sessions, "type", where, limit=20)
     by_person = report(sessions, "person", where, limit=20)
     by_day = report(sessions, "day", where, limit=60)
     current_deployment.lifecycle.trail.record(current_deployment.lifecycle.event(actor(), "audit.report", "success", "audit:trail",
                                                filter=where.as_dict()))
-    return _page("admin_reports.html", where=where,
+    return _page("admin_reports.html", where=where, errors={}, zone=zone_words(),
                  charts=[(gettext("By event type"), bar_chart(by_type, gettext("Audit entries by event type")),
                           by_type),
                          (gettext("By person"), bar_chart(by_person, gettext("Audit entries by person")), by_person),

@@ -238,3 +238,34 @@ def test_departments_are_picked_from_the_directory(idp: IdpServer, slapd, people
     expect(page.locator("#app-status")).to_have_text("applied")
     expect(page.locator("dl.facts")).to_contain_text("tax")
     assert not people.errors, people.errors
+
+
+def test_audit_dates_are_picked_and_a_wrong_one_is_explained(idp: IdpServer, slapd, people: People) -> None:  # type: ignore[no-untyped-def]
+    """The auditor picks days in date fields (local time, said next to them); a wrong date in the
+    address is explained next to its field, the filter form staying."""
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    auditor = new_uid("badt")
+    slapd.create_user(auditor, PASSWORD, department="it-centre", groups=("auditors",))
+    page = people.page()
+    first_login(page, idp, auditor, PASSWORD)
+    today = datetime.datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    page.goto(idp.url("/admin/audit"))
+    expect(page.locator("#date-zone")).to_contain_text("Asia/Shanghai")
+    assert page.get_by_label("Since (date)").get_attribute("type") == "date"
+    page.get_by_label("Event type (e.g. admin.*)").fill("login.*")
+    page.get_by_label("Since (date)").fill(today.isoformat())
+    page.get_by_label("Until (date, included)").fill(today.isoformat())
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#audit tbody tr").first).to_contain_text("login")  # the auditor's own login today
+    expect(page.get_by_label("Since (date)")).to_have_value(today.isoformat())
+    page.get_by_label("Until (date, included)").fill((today - datetime.timedelta(days=2)).isoformat())
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#until-error")).to_contain_text("Until: the period ends before it begins")
+    expect(page.get_by_label("Event type (e.g. admin.*)")).to_have_value("login.*")  # the form stays
+    page.goto(idp.url("/admin/audit/reports?since=25.11.2026"))
+    expect(page.locator("#since-error")).to_contain_text("Since: '25.11.2026' is not a date. Use year-month-day")
+    expect(page.get_by_role("button", name="Report")).to_be_visible()
+    assert page.locator("#refusal").count() == 0
+    assert not people.errors, people.errors
