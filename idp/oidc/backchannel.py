@@ -7,8 +7,11 @@ logout, log out everywhere, a leaver, the help desk, a timeout), every client th
 one of them is sent a *logout token* (section 2.4): a JWT signed with the provider's key for the
 client's id_token algorithm, ``typ`` logout+jwt, with ``iss``, ``aud``, ``iat``, ``exp``, ``jti``,
 ``sub``, ``sid`` and the back-channel logout event, never a ``nonce``; POSTed as the form parameter
-``logout_token`` (section 2.5). The deliveries run in parallel with a short timeout; a failure is
-audited (``oidc.backchannel_logout`` ``failure``) and never fails the logout itself.
+``logout_token`` (section 2.5). Each delivery has a short timeout and is audited
+(``oidc.backchannel_logout``, ``failure`` with the answer or the error); none holds up or fails
+the logout itself: the web service delivers on a few threads of its own after the session is gone
+(a purge of timed-out sessions may tell many clients at once), the command line delivers in
+parallel before it exits.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -39,24 +42,32 @@ log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 #: a logout token is valid this long (section 2.4 recommends at most two minutes)
 LOGOUT_TOKEN_SECONDS = 120
-#: each client has this long to answer (connect and read); they are told in parallel
+#: each client has this long to answer (connect and read)
 DELIVERY_TIMEOUT_SECONDS = 2.0
-_MAX_PARALLEL = 8
+#: clients told at once
+_PARALLEL = 4
 
 
 class BackChannelLogout:
-    """The listener of ended sessions (:func:`idp.sessions.on_sessions_ended`) of one provider."""
+    """The listener of ended sessions (:func:`idp.sessions.on_sessions_ended`) of one provider.
+    ``background``: deliver on threads of its own and return at once (the web service), else
+    deliver before returning (the command line, whose process ends after the command)."""
 
-    def __init__(self, issuer: str, keys: SigningKeys, clients: ClientRegistry, engine: Engine) -> None:
+    def __init__(self, issuer: str, keys: SigningKeys, clients: ClientRegistry, engine: Engine,
+                 background: bool = True) -> None:
         self.issuer = issuer
         self.keys = keys
         self.clients = clients
         self.engine = engine
+        self.background = background
+        self._pool: ThreadPoolExecutor | None = None  # made at first use: in the worker, after any fork
 
     @classmethod
     def of(cls, deployment: Deployment) -> BackChannelLogout:
-        """The back-channel logout of ``deployment``'s provider (the command line has no web app)."""
-        return cls(deployment.settings.public_url, deployment.signing_keys, deployment.clients, deployment.engine)
+        """The back-channel logout of ``deployment``'s provider where no web service runs (the command
+        line): delivered before the call returns."""
+        return cls(deployment.settings.public_url, deployment.signing_keys, deployment.clients, deployment.engine,
+                   background=False)
 
     def __eq__(self, other: object) -> bool:  # one listener per provider and database
         return isinstance(other, BackChannelLogout) and (other.issuer, other.engine.url) == (self.issuer, self.engine.url)
@@ -77,9 +88,16 @@ class BackChannelLogout:
             client = self.clients.get(client_id)
             if client is not None and client.backchannel_logout_uri:
                 deliveries.append((client, uid, sid))
-        if deliveries:
-            with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(deliveries))) as pool:
+        if not deliveries:
+            return
+        if not self.background:
+            with ThreadPoolExecutor(max_workers=min(_PARALLEL, len(deliveries))) as pool:
                 list(pool.map(lambda d: self.deliver(*d), deliveries))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="backchannel-logout")
+        for delivery in deliveries:
+            self._pool.submit(self.deliver, *delivery).add_done_callback(_log_failure)
 
     def logout_token(self, client: RegisteredClient, sub: str, sid: str) -> str:
         """The logout token for ``client`` about ``sub``'s session ``sid`` (section 2.4)."""
@@ -105,3 +123,11 @@ class BackChannelLogout:
         events.record("oidc.backchannel_logout", f"client:{client.get_client_id()}", token_subject(sub),
                       "success" if delivered else "failure", answer=status)
         return delivered
+
+
+def _log_failure(done: Future[bool]) -> None:
+    """A delivery on the web service's threads that raised (its audit entry could not be written):
+    logged, since no request is there to fail."""
+    error = done.exception()
+    if error is not None:
+        log.error("back-channel logout delivery failed: %r", error)
