@@ -1,16 +1,17 @@
 """The verification API's rate limit: one token bucket per service for the whole deployment, every
-worker of every node together; a batch costs one token per item.
+worker of every node together; a batch costs one token per item; over the limit the call is
+answered 429 with Retry-After (RFC 6585 section 4, RFC 9110 section 10.2.3).
 
 The bucket is a row of ``api_rate_bucket`` (migration 0015, :class:`idp.citizen_models.ApiRateBucket`).
 A worker does not write it per call: it *leases* a chunk of tokens (:data:`CHUNK_SECONDS` of the
 rate, at least the call's cost) in one statement, an upsert that refills the row by the time
 passed on the database's clock, takes the chunk if the row has that much, and returns what is
-left. The worker then spends the chunk locally, under a lock, until it is
-gone or :data:`LEASE_SECONDS` old. Every token a worker spends was taken from the shared row, so
-over any time ``t`` a service gets at most ``burst + rate x t`` plus the chunks other workers still
-hold (at most one chunk each), whatever the number of workers and nodes. A refusal is remembered
-by the worker until the row can have refilled enough (at least :data:`CHUNK_SECONDS`), so a service
-over its limit costs each worker at most one write per :data:`CHUNK_SECONDS`, however often it calls.
+left. The worker then spends the chunk locally, under a lock, until it is gone or
+:data:`LEASE_SECONDS` old. Every token a worker spends was taken from the shared row, so over any
+time ``t`` a service gets at most ``burst + rate x t`` plus the chunks other workers still hold (at
+most one chunk each), whatever the number of workers and nodes. A refusal is remembered by the
+worker until the row can have refilled enough (at least :data:`CHUNK_SECONDS`), so a service over
+its limit costs each worker at most one write per :data:`CHUNK_SECONDS`, however often it calls.
 
 The database's clock (PostgreSQL ``clock_timestamp()``, SQLite ``julianday('now')``) refills the
 bucket, so the nodes' clocks do not have to agree for the limit to hold.
