@@ -3,8 +3,8 @@
 Because the record is on the server a session can be ended from anywhere (log out everywhere,
 a leaver, the help desk). Ending a session, a timeout included, ends the OpenID Connect tokens
 issued in it (:func:`idp.oidc.tokens.end_session_tokens`, in the same transaction) and tells the
-listeners (:func:`on_sessions_ended`: back-channel logout). The id is rotated at every privilege change (login), so an id planted before login is
-worthless afterwards (OWASP session fixation). Idle and absolute timeouts are enforced when the
+listeners (:func:`on_sessions_ended`: back-channel logout). The id is rotated at every privilege
+change (login), so an id planted before login is worthless afterwards (OWASP session fixation). Idle and absolute timeouts are enforced when the
 session is opened. Cookies are HttpOnly, SameSite=Lax (the OIDC redirect back from a relying
 party is a top-level GET that must carry it) and Secure with the ``__Host-`` prefix under TLS.
 """
@@ -151,10 +151,9 @@ class SessionStore:
             return None
         return StaffSession(json.loads(data_json), sid, created_at, last_seen_at, oidc_sid)
 
-    def alive(self, created_at: datetime.datetime, last_seen_at: datetime.datetime,
-              now: datetime.datetime | None = None) -> bool:
-        """Whether a session created and last seen then is within its idle and absolute timeouts."""
-        now = now or self.clock()
+    def alive(self, created_at: datetime.datetime, last_seen_at: datetime.datetime, now: datetime.datetime) -> bool:
+        """Whether a session created and last seen then is within its idle and absolute timeouts
+        now (also asked for the tokens issued in a session: idp.oidc.tokens)."""
         return now - last_seen_at <= self.idle and now - created_at <= self.absolute
 
     def save(self, data: StaffSession, address: str | None, user_agent: str | None) -> str:

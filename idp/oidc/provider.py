@@ -202,8 +202,7 @@ class Provider:
         app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", list(SCOPES) + list(SERVICE_SCOPES))
         deployment = app.extensions.get(EXTENSION)
         if deployment is not None:  # tokens end with their session, its timeouts included (idp.oidc.tokens)
-            web = deployment.web_sessions
-            self.tokens.session_limits = lambda: (web.idle, web.absolute)
+            self.tokens.within_timeouts = deployment.web_sessions.alive
         on_sessions_ended(BackChannelLogout(self.issuer, self.keys, self.clients, self.engine))
         self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
         self.server.register_extension(self.issuer_parameter)

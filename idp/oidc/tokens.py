@@ -73,8 +73,8 @@ ACCESS, REFRESH = "access_token", "refresh_token"
 _BY_KIND = {ACCESS: _BY_ACCESS, REFRESH: _BY_REFRESH}
 
 
-#: a session's idle and absolute timeouts, as in force now (idp.sessions.SessionStore)
-SessionLimits = Callable[[], tuple[datetime.timedelta, datetime.timedelta]]
+#: whether a session created and last seen then is within its timeouts now (idp.sessions.SessionStore.alive)
+SessionTimeouts = Callable[[datetime.datetime, datetime.datetime, datetime.datetime], bool]
 
 
 class IssuedToken(TokenMixin):  # type: ignore[misc]
@@ -89,7 +89,7 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
 
     def __init__(self, row: Any, now: datetime.datetime, load_user: Callable[[str], Any],
                  load_client: Callable[[str], Any], presented: str = ACCESS,
-                 session_limits: SessionLimits | None = None) -> None:
+                 within_timeouts: SessionTimeouts | None = None) -> None:
         self.id = row.id
         self.client_id = row.client_id
         self.uid = row.uid
@@ -106,19 +106,16 @@ class IssuedToken(TokenMixin):  # type: ignore[misc]
         self.offline = bool(row.offline)
         self.presented = presented
         self._now = now
-        self.session_alive = self._session_alive(row, now, session_limits)
+        self.session_alive = self._session_alive(row, now, within_timeouts)
         self._load_user = load_user
         self._load_client = load_client
 
-    def _session_alive(self, row: Any, now: datetime.datetime, limits: SessionLimits | None) -> bool:
+    def _session_alive(self, row: Any, now: datetime.datetime, within_timeouts: SessionTimeouts | None) -> bool:
         if self.sid is None:  # a service account's, or issued before sessions were named
             return True
         if row.session_created_at is None or (row.session_uid != self.uid and not self.uid.startswith("citizen:")):
             return False  # ended, or another person logged in over it (a citizen's login keeps no uid there)
-        if limits is None:
-            return True
-        idle, absolute = limits()
-        return now - row.session_last_seen_at <= idle and now - row.session_created_at <= absolute
+        return within_timeouts is None or within_timeouts(row.session_created_at, row.session_last_seen_at, now)
 
     def check_client(self, client: Any) -> bool:
         return bool(client.get_client_id() == self.client_id)
@@ -167,14 +164,14 @@ class ServiceToken:
 class TokenStore:
     def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime.datetime],
                  load_user: Callable[[str], Any], load_client: Callable[[str], Any],
-                 session_limits: SessionLimits | None = None) -> None:
+                 within_timeouts: SessionTimeouts | None = None) -> None:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.clock = clock
         self.load_user = load_user
         self.load_client = load_client
         #: the sessions' timeouts (None: a session lives as long as its row)
-        self.session_limits = session_limits
+        self.within_timeouts = within_timeouts
 
     def save(self, token: dict[str, Any], client_id: str, uid: str, family: str, auth_time: int, amr: str,
              sid: str | None = None, offline: bool = False) -> None:
@@ -198,7 +195,7 @@ class TokenStore:
 
     def _wrap(self, row: Any, presented: str = ACCESS) -> IssuedToken | None:
         return None if row is None else IssuedToken(row, self.clock(), self.load_user, self.load_client, presented,
-                                                    self.session_limits)
+                                                    self.within_timeouts)
 
     def find(self, value: str, hint: str | None = None) -> IssuedToken | None:
         """The token ``value`` whatever its kind, the hinted kind looked up first (RFC 7009 and RFC
