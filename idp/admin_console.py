@@ -49,6 +49,7 @@ from idp.runtime_settings import may_change as may_change_config
 from idp.runtime_settings import may_read as may_read_config
 from idp.runtime_settings import require as require_config
 from idp.i18n import locale_name, shown
+from translatable import N_
 
 bp = Blueprint("admin_console", __name__, url_prefix="/admin")
 PAGE_SIZE = 25
@@ -732,15 +733,55 @@ def set_config(name: str) -> Any:
 
 
 # -- four eyes ----------------------------------------------------------------------------------------
+def issuing_cas() -> list[tuple[str, str]]:
+    """The deployment's issuing CAs whose certificate is not revoked, (name, subject) by name: what
+    the four-eyes page offers to revoke (the root never; ``Lifecycle`` checks the name again)."""
+    from ca.models import Authority, Certificate
+
+    with current_deployment.sessions() as s:
+        rows = s.execute(select(Authority.name, Authority.subject).join(
+            Certificate, Certificate.serial_hex == Authority.serial_hex, isouter=True).where(
+            Authority.parent_id.is_not(None),
+            or_(Certificate.status.is_(None), Certificate.status != CertificateStatus.REVOKED)).order_by(Authority.name))
+        return [(name, subject) for name, subject in rows]
+
+
 @bp.get("/four-eyes")
 @guarded("four-eyes.request", "admin.four-eyes.read")
 def four_eyes() -> Any:
+    """The requests waiting for a decision first, then the forms that ask for one, then them all."""
+    four = current_deployment.lifecycle.four_eyes
     status = _state_filter(tuple(FourEyesStatus))
-    total = current_deployment.lifecycle.four_eyes.list(status, limit=1)[1]
+    pending, pending_total = four.list(FourEyesStatus.PENDING, limit=PAGE_SIZE)
+    total = four.list(status, limit=1)[1]
     paging = _paging(total)
-    rows, _ = current_deployment.lifecycle.four_eyes.list(status, limit=PAGE_SIZE, offset=paging["offset"])
+    rows, _ = four.list(status, limit=PAGE_SIZE, offset=paging["offset"])
     return _page("admin_four_eyes.html", rows=rows, status=status, states=tuple(FourEyesStatus), paging=paging,
-                 endpoint="admin_console.four_eyes")
+                 endpoint="admin_console.four_eyes", pending=pending, pending_total=pending_total,
+                 issuing_cas=issuing_cas(), admin_roles=tuple(ADMIN_ROLES))
+
+
+@bp.post("/four-eyes/add-administrator")
+@guarded("role.grant", "admin.role.grant")
+def request_add_administrator() -> Any:
+    """Ask for a staff member to become a system administrator, a security administrator or an
+    auditor: a four-eyes request (``Lifecycle.grant_role``), as ``tessera admin four-eyes request
+    add-administrator`` makes it."""
+    uid, group = (request.form.get("uid") or "").strip(), request.form.get("group") or ""
+    lc, who = current_deployment.lifecycle, actor()
+    if group not in ADMIN_ROLES:
+        error = GovernanceError(N_("%(group)s is not an administrator role (%(roles)s)", group=repr(group[:80]),
+                                   roles=", ".join(ADMIN_ROLES)))
+        lc.refused(who, "admin.role.grant", f"staff:{uid[:64]}", str(error), kind=error.kind)
+        raise error
+    member = lc.member(uid, who, "admin.role.grant")  # an unknown user name: refused before the confirmation
+    page = _confirm(gettext("Add an administrator"),
+                    gettext("Ask for %(name)s (%(uid)s) to become %(role)s? A second security administrator must "
+                            "approve it (four eyes) before it is carried out.", name=member.name, uid=member.uid,
+                            role=word(group)), danger=False)
+    if page is not None:
+        return page
+    return _after_role_change(member.uid, lc.grant_role(who, member.uid, group))
 
 
 @bp.get("/four-eyes/<dbid:request_id>")

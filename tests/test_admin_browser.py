@@ -269,3 +269,46 @@ def test_audit_dates_are_picked_and_a_wrong_one_is_explained(idp: IdpServer, sla
     expect(page.get_by_role("button", name="Report")).to_be_visible()
     assert page.locator("#refusal").count() == 0
     assert not people.errors, people.errors
+
+
+def test_a_security_administrator_is_added_from_the_console_under_four_eyes(  # type: ignore[no-untyped-def]
+        idp: IdpServer, slapd, people: People) -> None:
+    """One security administrator asks on the four-eyes page for a staff member to become a security
+    administrator; the page of the second leads with the pending request, who decides it from
+    there; the new administrator's next login is the security administration's."""
+    first, second, candidate = new_uid("bfa"), new_uid("bfb"), new_uid("bfc")
+    for uid in (first, second):
+        slapd.create_user(uid, PASSWORD, department="it-centre", groups=("security-administrators",))
+    slapd.create_user(candidate, PASSWORD, department="it-centre", title="Security Officer")
+    before = audit_tip(idp)
+
+    a = people.page()
+    first_login(a, idp, first, PASSWORD)
+    a.get_by_role("link", name="Four eyes", exact=True).click()
+    expect(a.locator("h2").first).to_have_text("Waiting for a decision")
+    assert a.locator("#revoke-ca option").count() >= 1  # the issuing CAs, chosen not typed
+    a.get_by_label("User name of the staff member").fill(candidate)
+    a.get_by_label("Administrator role").select_option("security-administrators")
+    a.get_by_role("button", name="Ask to add the administrator").click()
+    confirm_with_keyboard(a)
+    expect(a.locator("#flash")).to_contain_text("A second security administrator must approve this")
+    expect(a.locator("#four-eyes-status")).to_have_text("pending")
+    request_id = a.url.rsplit("/", 1)[-1]
+    with slapd.directory() as directory:
+        assert "security-administrators" not in directory.find(candidate).groups
+
+    b = people.page()
+    first_login(b, idp, second, PASSWORD)
+    b.get_by_role("link", name="Four eyes", exact=True).click()
+    b.locator("#pending").locator(f"#decide-{request_id}").click()
+    b.click("#approve")
+    confirm_with_keyboard(b)
+    expect(b.locator("#four-eyes-status")).to_have_text("executed")
+
+    c = people.page()
+    first_login(c, idp, candidate, PASSWORD)
+    expect(c.locator("#home-title")).to_have_text("Security administration")
+    trail = [(e["event_type"], e["result"], e["subject"]) for e in audit_entries(idp, since_seq=before)]
+    assert ("admin.four-eyes.request", "success", f"staff:{first}") in trail
+    assert ("admin.four-eyes.approve", "success", f"staff:{second}") in trail
+    assert not people.errors, people.errors
