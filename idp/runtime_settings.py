@@ -77,7 +77,7 @@ class Tunable:
 
 
 def _api_rate(_settings: Settings) -> int:
-    # the verification API reads this variable itself (idp/verification_api.py); same default
+    # the verification API reads this variable itself (idp/verification_api/rate_limit.py); same default
     return int(float(os.environ.get("TESSERA_API_RATE_PER_SECOND") or 100))
 
 
