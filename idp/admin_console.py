@@ -42,8 +42,8 @@ from directory.administration import DirectoryWriter
 from directory.errors import DirectoryError
 from idp.governance_models import ApplicationStatus, FourEyesStatus
 from idp.help_desk import HelpDesk, HelpDeskResult
-from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, ConflictingRoles, Forbidden, FourEyesView, GovernanceError,
-                       admin_roles_of, login_refusal, permissions_of, role_name)
+from idp.roles import (ADMIN_ROLES, APPROVERS, GRANTABLE, SECURITY_ADMIN, ConflictingRoles, Forbidden, FourEyesView,
+                       GovernanceError, admin_roles_of, login_refusal, permissions_of, role_name)
 from idp.runtime_settings import InvalidSetting, RuntimeSettings, SettingView
 from idp.runtime_settings import may_change as may_change_config
 from idp.runtime_settings import may_read as may_read_config
@@ -758,7 +758,8 @@ def four_eyes() -> Any:
     rows, _ = four.list(status, limit=PAGE_SIZE, offset=paging["offset"])
     return _page("admin_four_eyes.html", rows=rows, status=status, states=tuple(FourEyesStatus), paging=paging,
                  endpoint="admin_console.four_eyes", pending=pending, pending_total=pending_total,
-                 issuing_cas=issuing_cas(), admin_roles=tuple(ADMIN_ROLES))
+                 issuing_cas=issuing_cas(), admin_roles=tuple(ADMIN_ROLES),
+                 security_administrators=sum(m.enabled for m in current_deployment.directory.members_of(SECURITY_ADMIN)))
 
 
 @bp.post("/four-eyes/add-administrator")

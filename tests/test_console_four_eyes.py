@@ -33,6 +33,7 @@ def test_the_page_leads_with_the_pending_requests(idp: IdpServer, admin_agents: 
         order = [text.index(marker) for marker in ('id="pending"', 'id="add-administrator-title"',
                                                    'id="revoke-ca-title"', 'id="four-eyes"')]
         assert order == sorted(order), order  # pending first, then the forms, then every request
+        assert 'id="sole-security-administrator"' not in text  # two or more: requests can be approved
         pending = text[order[0]:order[1]]
         assert f'id="decide-{request_id}"' in pending and "revoke-issuing-ca" in pending
         own = first.get(idp.url("/admin/four-eyes"), headers=EN).text
