@@ -4,11 +4,16 @@ challenges, RFC 7009 revocation and RFC 7662 introspection. Against the running 
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
+import uuid
 from typing import Any
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fixtures_web import *  # noqa: F401,F403
 from tests.fixtures_web import IdpServer, StaffAgent, csrf_of, query_of
@@ -208,8 +213,6 @@ def test_bad_requests_to_revocation_and_introspection_are_oauth_errors(idp: IdpS
 
 # -- CORS on the token and userinfo endpoints, for public clients' origins only -----------------------
 def test_cors_for_the_origins_of_public_clients_only(idp: IdpServer, agent: StaffAgent) -> None:
-    import time
-
     spa = "http://127.0.0.1:8765"
     public = idp.add_client("Single-page app", spa + "/cb", "--auth-method", "none", "--trusted")
     idp.add_client("Confidential", "https://confidential.example/cb", "--trusted")
@@ -246,3 +249,36 @@ def test_cors_for_the_origins_of_public_clients_only(idp: IdpServer, agent: Staf
     revoke = requests.post(idp.url("/oidc/revoke"), headers={"Origin": spa}, data={"token": "x", "client_id": public["client_id"]},
                            timeout=10)
     assert "Access-Control-Allow-Origin" not in revoke.headers
+
+
+def test_private_key_jwt_client_revokes_and_introspects(idp: IdpServer, agent: StaffAgent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """RFC 7523 client authentication at the revocation and introspection endpoints, the assertion's
+    audience being the endpoint itself (or the token endpoint, as at the token endpoint)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    public.update(kid="rs-key-1", alg="ES256", use="sig")
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [public]}))
+    rs = idp.add_client("Records API", REDIRECT, "--auth-method", "private_key_jwt", "--jwks", str(tmp_path / "jwks.json"),
+                        "--trusted", "--introspection")
+
+    def assertion(audience: str) -> dict[str, str]:
+        now = int(time.time())
+        signed = jwt.encode({"iss": rs["client_id"], "sub": rs["client_id"], "aud": audience, "jti": str(uuid.uuid4()),
+                             "iat": now, "exp": now + 60}, key, algorithm="ES256", headers={"kid": "rs-key-1"})
+        return {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": signed}
+
+    verifier, challenge = pkce()
+    code = code_of(authorize(agent, idp, rs["client_id"], challenge))
+    tokens = requests.post(idp.url("/oidc/token"), data={"grant_type": "authorization_code", "code": code,
+                                                        "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                                        **assertion(idp.url("/oidc/token"))}, timeout=10).json()
+    introspected = requests.post(idp.url("/oidc/introspect"), data={"token": tokens["access_token"],
+                                                                    **assertion(idp.url("/oidc/introspect"))}, timeout=10)
+    assert introspected.status_code == 200 and introspected.json()["active"] is True
+    assert requests.post(idp.url("/oidc/revoke"), data={"token": tokens["refresh_token"],
+                                                        **assertion(idp.url("/oidc/revoke"))}, timeout=10).status_code == 200
+    assert _userinfo(idp, tokens["access_token"]) == 401
+    bare = requests.post(idp.url("/oidc/revoke"), data={"token": tokens["access_token"], "client_id": rs["client_id"]},
+                         timeout=10)
+    assert bare.status_code in (400, 401) and bare.json()["error"] == "invalid_client"
