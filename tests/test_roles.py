@@ -45,6 +45,8 @@ ACTIONS: list[tuple[str, str, str, dict[str, str] | None, str, str]] = [
     ("four-eyes list", "GET", "/admin/four-eyes", None, "four-eyes.request", "admin.four-eyes.read"),
     ("revoke issuing CA", "POST", "/admin/four-eyes/revoke-issuing-ca", {"ca": "citizen"}, "four-eyes.request",
      "admin.four-eyes.request"),
+    ("add administrator", "POST", "/admin/four-eyes/add-administrator", {"uid": "{officer}", "group": "auditors"},
+     "role.grant", "admin.role.grant"),
     ("four-eyes approve", "POST", "/admin/four-eyes/999999/approve", {}, "four-eyes.approve",
      "admin.four-eyes.approve"),
     ("clients", "GET", "/admin/clients", None, "client.read", "admin.client.read"),
