@@ -288,6 +288,19 @@ def grant(obj: CliContext, as_uid: str, uid: str, role_group: str, as_json: bool
              "administrator must approve it (tessera admin four-eyes approve)")
 
 
+@group.command("add-second-security-admin")
+@click.argument("uid")
+@click.pass_obj
+@_errors
+def add_second_security_admin(obj: CliContext, uid: str) -> None:
+    """The host's system operator makes UID a security administrator, only while fewer than two
+    hold that role (a new deployment: no four-eyes request can be approved until a second one
+    exists). Audited; refused once two hold it (then a second security administrator approves)."""
+    import getpass
+
+    click.echo(_lifecycle(obj).add_second_security_admin(f"cli:{getpass.getuser()}", uid))
+
+
 @group.command("remove-role")
 @_as
 @click.argument("uid")

@@ -45,8 +45,9 @@ from directory.administration import DirectoryWriter, initial_password
 from directory.errors import DirectoryError
 from idp.governance_models import AccountApplication, ApplicationStatus, FourEyesStatus
 from idp.oidc.session_end import end_sessions_of
-from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, Forbidden, FourEyes, FourEyesView,
-                       GovernanceError, admin_roles_of, check_grant, check_removal, require, role_name)
+from idp.roles import (ADMIN_ROLES, APPROVERS, FOUR_EYES_OPERATIONS, MINIMUM_HOLDERS, SECURITY_ADMIN, Forbidden,
+                       FourEyes, FourEyesView, GovernanceError, admin_roles_of, check_grant, check_removal, require,
+                       role_name)
 from translatable import N_, Text
 
 if TYPE_CHECKING:
@@ -525,6 +526,42 @@ class Lifecycle:
             self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}", group=group))
             self.writer.remove_from_group(uid, group)
         return None
+
+    def add_second_security_admin(self, operator: str, uid: str) -> str:
+        """The host's system operator (``cli:<os user>``) makes ``uid`` a security administrator
+        while fewer than :data:`idp.roles.MINIMUM_HOLDERS` hold the role: until then no four-eyes
+        request can be approved, so a new deployment (one security administrator in its seed)
+        would need the directory's own tools. Audited as ``admin.role.grant`` (``bootstrap``) in
+        the transaction that writes the directory; refused (and audited) once the role has its
+        minimum, when a second security administrator approves instead."""
+        event_type = "admin.role.grant"
+        target = f"staff:{uid}"
+
+        def event(result: str, **details: Any) -> "AuditEvent":
+            from audit.trail import AuditEvent
+
+            return AuditEvent(event_type, operator, result, subject_role="operator", object=target,
+                              details={"group": SECURITY_ADMIN, "bootstrap": True, "channel": "cli", **details})
+
+        try:
+            member = self.d.directory.find(uid)
+            if member is None or not member.enabled:
+                raise NotFoundError(N_("%(uid)s is not an active staff member in the directory", uid=uid))
+            holders = self._holders(SECURITY_ADMIN)
+            if len(holders) >= MINIMUM_HOLDERS[SECURITY_ADMIN]:
+                raise Forbidden(N_("There are %(count)s security administrators already: a new one is asked for "
+                                   "under four eyes (the console's four-eyes page, or tessera admin four-eyes "
+                                   "request add-administrator).", count=len(holders)))
+            if SECURITY_ADMIN in member.groups:
+                raise InvalidState(N_("%(uid)s is a security administrator already", uid=uid))
+            check_grant(member.groups, SECURITY_ADMIN)
+        except GovernanceError as exc:
+            self.trail.record(event("refused", reason=str(exc)[:500]))
+            raise
+        with self.sessions.begin() as session:
+            self.trail.append(session, event("success", holders=holders))
+            self.writer.add_to_group(uid, SECURITY_ADMIN)
+        return f"{uid} is now a security administrator ({len(holders) + 1} hold the role)"
 
     def _holders(self, group: str) -> list[str]:
         """The active staff members holding ``group`` now, as the directory says."""
