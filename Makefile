@@ -21,6 +21,7 @@ run:
 	  $(VENV)/bin/tessera --home $(HOME_DIR) client remove demo-travel-claims >/dev/null 2>&1; \
 	  umask 077 && $(VENV)/bin/tessera --home $(HOME_DIR) client add "Travel claims (demo)" --client-id demo-travel-claims \
 	    --redirect-uri http://$(HOST):$(DEMO_PORT)/callback --post-logout-redirect-uri http://$(HOST):$(DEMO_PORT)/ \
+	    --backchannel-logout-uri http://$(HOST):$(DEMO_PORT)/backchannel-logout \
 	    --json > $(HOME_DIR)/demo-client.json.tmp && mv $(HOME_DIR)/demo-client.json.tmp $(HOME_DIR)/demo-client.json; fi
 	@echo "Tessera (identity provider):    http://$(HOST):$(PORT)/   staff login: http://$(HOST):$(PORT)/login"
 	@echo "Demo departmental application:  http://$(HOST):$(DEMO_PORT)/"

@@ -37,13 +37,11 @@ def claims_of(member: "StaffMember") -> dict[str, Any]:
 class StaffUser(UserMixin):  # type: ignore[misc]
     """A staff member with the facts of their login (auth_time, amr: RFC 8176 method names)."""
 
-    def __init__(self, claims: dict[str, Any], auth_time: int = 0, amr: tuple[str, ...] = (),
-                 session_hash: str | None = None) -> None:
+    def __init__(self, claims: dict[str, Any], auth_time: int = 0, amr: tuple[str, ...] = ()) -> None:
         self.claims = claims
         self.uid: str = str(claims["sub"])
         self.auth_time = auth_time
         self.amr = amr
-        self.session_hash = session_hash
 
     def get_id(self) -> str:
         return self.uid
