@@ -66,8 +66,7 @@ def citizen_user() -> CitizenUser | None:
     if citizen is None:
         return None
     claims = {"sub": citizen["sub"], "name": citizen["name"], "national_id": citizen["national_id"]}
-    sid = session.id_hash if isinstance(session, StaffSession) else None
-    return CitizenUser(claims, int(citizen["auth_time"]), tuple(citizen["amr"]), sid)
+    return CitizenUser(claims, int(citizen["auth_time"]), tuple(citizen["amr"]))
 
 
 def _safe_next(value: str | None) -> str:

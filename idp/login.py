@@ -54,8 +54,7 @@ def _load_user(uid: str) -> StaffUser | None:
     staff = session.get("staff")
     if not staff or staff.get("sub") != uid:
         return None
-    sid_hash = session.id_hash if isinstance(session, StaffSession) else None
-    return StaffUser(staff, int(session.get("auth_time", 0)), tuple(session.get("amr", ())), sid_hash)
+    return StaffUser(staff, int(session.get("auth_time", 0)), tuple(session.get("amr", ())))
 
 
 def safe_next(value: object) -> str:
