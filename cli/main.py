@@ -112,8 +112,9 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
     """Run the web service (granian, or gunicorn with TESSERA_HTTP_SERVER=gunicorn; each worker
     opens PKCS#11 after the fork).
 
-    With the embedded directory (no TESSERA_LDAP_URLS), its private slapd is started first and
-    stopped by PID when the service exits, also on Ctrl-C or SIGTERM.
+    With the embedded directory (no TESSERA_LDAP_URLS), its private slapd is started first,
+    started again if it dies, and stopped by PID when the service exits (Ctrl-C, SIGTERM; after
+    a SIGKILL the kernel stops it).
     """
     import signal
 
@@ -145,6 +146,8 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
         else:
             slapd.start()
             click.echo(f"started the staff directory on {folder.url} (pid {slapd.pid})")
+    end_watch = slapd.supervise(on_restart=lambda n, why: click.echo(
+        f"the staff directory stopped: {why}; started again (restart {n})", err=True)) if slapd else None
     previous = signal.getsignal(signal.SIGTERM)
     if dev:  # the production servers handle SIGTERM themselves; Flask's server would die without cleaning up
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -158,6 +161,8 @@ def serve(obj: _Context, host: str, port: int, workers: int | None, dev: bool) -
         run(host, port, workers or os.cpu_count() or 1)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if end_watch is not None:
+            end_watch()
         if slapd is not None:
             slapd.stop()  # by PID, and only in this process (the forked workers skip it)
 

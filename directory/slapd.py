@@ -332,13 +332,21 @@ def generated_staff(suffix: str, count: int, password: str, *, start: int = 1, w
 
 
 # --- the server process ---------------------------------------------------------------------
+#: run slapd so that it gets SIGTERM when the thread that started it dies (util-linux setpriv(1),
+#: Essential on Debian); without setpriv, slapd is only stopped by :meth:`EmbeddedSlapd.stop`
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+
+
 class EmbeddedSlapd:
     """Start and stop the private slapd of a folder, always by PID.
 
-    ``start()`` runs ``slapd -d 0`` as this process's child (``tessera serve``, tests);
-    ``start(detach=True)`` lets slapd daemonise (``tessera directory start``), found again by
-    its pid file. Only the process that started a child may stop it: gunicorn forks its
-    workers from the process that owns slapd, and a worker leaving must not take slapd along.
+    ``start()`` runs ``slapd -d 0`` as this process's child (``tessera serve``, tests), which
+    the kernel ends with SIGTERM when the thread that started it dies (``setpriv --pdeathsig``,
+    prctl(2) PR_SET_PDEATHSIG), so a ``tessera serve`` killed with SIGKILL leaves no slapd
+    behind; :meth:`supervise` restarts a child that died. ``start(detach=True)`` lets slapd
+    daemonise (``tessera directory start``), found again by its pid file. Only the process that
+    started a child may stop it: gunicorn forks its workers from the process that owns slapd,
+    and a worker leaving must not take slapd along.
     """
 
     def __init__(self, folder: DirectoryFolder | Path) -> None:
@@ -397,7 +405,8 @@ class EmbeddedSlapd:
                 if result.returncode != 0:
                     raise DirectorySetupError(f"slapd did not start (see {self.folder.log_file})")
             else:
-                self._proc = subprocess.Popen([SLAPD, "-h", urls, "-f", str(self.folder.conf), "-d", "0"],
+                self._proc = subprocess.Popen([*_DIE_WITH_PARENT, SLAPD, "-h", urls, "-f", str(self.folder.conf),
+                                               "-d", "0"],
                                               stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                               start_new_session=True)  # Ctrl-C reaches us; we stop it in order
                 self._owner = os.getpid()
@@ -438,6 +447,49 @@ class EmbeddedSlapd:
             time.sleep(0.02)
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+    def supervise(self, interval: float = 1.0, on_restart: Callable[[int, str], None] | None = None
+                  ) -> Callable[[], None]:
+        """Watch the child started by :meth:`start` from a thread of this process and start it
+        again when it dies (after 1 s; doubling to 60 s while it dies within a minute of each start); ``on_restart``
+        gets the restart count and why. Returns the function that ends the watch (call it before
+        :meth:`stop`). The watching thread starts each new slapd, so it lives as long as the
+        watch: a restarted slapd still dies with this process."""
+        import threading
+
+        done = threading.Event()
+
+        def watch() -> None:
+            restarts, backoff, started = 0, 1.0, time.monotonic()
+            while not done.wait(interval):
+                proc = self._proc
+                if proc is not None and proc.poll() is None:
+                    continue
+                # died, or a restart failed last time: start it (again)
+                why = (f"slapd (pid {proc.pid}) exited with status {proc.returncode}" if proc is not None
+                       else "slapd is not running")
+                self._proc = None
+                # it ran a minute or more: it is not dying in a loop, so no waiting
+                backoff = 1.0 if time.monotonic() - started >= 60 else min(60.0, backoff * 2)
+                if done.wait(backoff):
+                    return
+                try:
+                    self.start()
+                except DirectorySetupError as exc:
+                    why += f"; restart failed: {exc}"
+                started = time.monotonic()
+                restarts += 1
+                if on_restart is not None:
+                    on_restart(restarts, why)
+
+        thread = threading.Thread(target=watch, name="slapd-supervisor", daemon=True)
+        thread.start()
+
+        def end() -> None:
+            done.set()
+            thread.join(timeout=15)
+
+        return end
 
     def __enter__(self) -> "EmbeddedSlapd":
         self.start()
