@@ -86,6 +86,25 @@ def idp(slapd: SlapdServer) -> Iterator[IdpServer]:  # noqa: F811
     shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def private_idp(prefix: str, env: dict[str, str] | None = None, **slapd_options: Any) -> Iterator[IdpServer]:
+    """`tessera init` + `tessera serve --workers 2` on a home and a slapd of their own, for tests
+    that change the directory's or the service's settings (``env``); both stopped by PID."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    directory = SlapdServer(base / "d", **slapd_options)
+    directory.start()
+    server = IdpServer(base / "home", free_port(), directory, base / "server.log", env or {})
+    try:
+        server.cli("init")
+        with running_server([TESSERA, "serve", "--port", str(server.port), "--workers", "2"], server.port, server.log,
+                            env=server.env):
+            wait_healthy(server.url("/healthz"))
+            yield server
+    finally:
+        directory.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture()
 def staff_user(slapd: SlapdServer) -> tuple[str, str]:  # noqa: F811
     uid = new_uid("w")

@@ -32,7 +32,7 @@ from directory.client import Directory, InvalidCredentials
 from directory.config import DirectoryConfig
 from directory.connection import Breaker, CircuitOpen, configure, deadline
 from tests.fixtures_directory import SlapdServer, new_uid
-from tests.fixtures_web import PASSWORD, IdpServer, csrf_of
+from tests.fixtures_web import PASSWORD, IdpServer, csrf_of, private_idp
 from tests.servers import TESSERA, free_port, running_server, wait_healthy
 
 
@@ -219,20 +219,8 @@ PASSED = (200, 302)
 
 @pytest.fixture(scope="module")
 def hung_idp() -> Iterator[IdpServer]:
-    base = Path(tempfile.mkdtemp(prefix="tessera-hung-"))
-    directory = SlapdServer(base / "d")
-    directory.start()
-    server = IdpServer(base / "home", free_port(), directory, base / "server.log",
-                       {"TESSERA_LDAP_BREAKER_COOLDOWN": str(COOLDOWN)})
-    try:
-        server.cli("init")
-        with running_server([TESSERA, "serve", "--port", str(server.port), "--workers", "2"], server.port, server.log,
-                            env=server.env):
-            wait_healthy(server.url("/healthz"))
-            yield server
-    finally:
-        directory.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with private_idp("tessera-hung-", {"TESSERA_LDAP_BREAKER_COOLDOWN": str(COOLDOWN)}) as server:
+        yield server
 
 
 def _password_step(idp: IdpServer, uid: str) -> tuple[int, float]:

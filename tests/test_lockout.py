@@ -23,7 +23,7 @@ from idp.embedded_directory import backstop_max_failure
 from idp.login import GENERIC_FAILURE
 from idp.settings import Settings
 from tests.fixtures_directory import SlapdServer, new_uid
-from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of
+from tests.fixtures_web import PASSWORD, IdpServer, StaffAgent, csrf_of, private_idp
 from tests.servers import TESSERA, free_port, running_server, wait_healthy
 
 GENERIC = GENERIC_FAILURE
@@ -32,19 +32,8 @@ OWNER, ATTACKER, ELSEWHERE = "203.0.113.5", "198.51.100.7", "192.0.2.44"
 
 @pytest.fixture(scope="module")
 def proxied_idp() -> Iterator[IdpServer]:
-    base = Path(tempfile.mkdtemp(prefix="tessera-lock-"))
-    directory = SlapdServer(base / "d", max_failure=DEFAULT_MAX_FAILURE)
-    directory.start()
-    server = IdpServer(base / "home", free_port(), directory, base / "server.log", {"TESSERA_PROXY_HOPS": "1"})
-    try:
-        server.cli("init")
-        with running_server([TESSERA, "serve", "--port", str(server.port), "--workers", "2"], server.port, server.log,
-                            env=server.env):
-            wait_healthy(server.url("/healthz"))
-            yield server
-    finally:
-        directory.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with private_idp("tessera-lock-", {"TESSERA_PROXY_HOPS": "1"}, max_failure=DEFAULT_MAX_FAILURE) as server:
+        yield server
 
 
 def _from(address: str) -> requests.Session:
