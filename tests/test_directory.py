@@ -466,7 +466,8 @@ def test_paged_searches_see_past_a_size_limit_like_active_directorys() -> None:
             assert len(directory.members_of("paged")) == 1200  # every person read, in pages, then matched
         listed = DirectoryWriter(server.config).search_people("pg")
         assert len(listed) == 1200 and listed[0] == {"uid": "pg0000", "name": "P 0", "department": "tax", "title": "",
-                                                     "groups": ["paged"], "enabled": True}
+                                                     "groups": ["paged"], "enabled": True,
+                                                     "lock_recorded": False}
         assert len(DirectoryWriter(server.config).search_people("pg", limit=1100)) == 1100
     finally:
         server.stop()
