@@ -10,6 +10,7 @@ while the cluster is down, no 500 anywhere meanwhile, 200 again once it is back.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,10 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 import requests
+from asn1crypto import tsp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 from flask import Flask
 
 from ca.errors import KeyUnavailable
@@ -162,6 +167,22 @@ def test_postgresql_stop_start_drill(served_on_postgres: tuple[str, str]) -> Non
     code, checks = _ready(base)
     assert code == 200 and set(checks) == {"database", "directory", "ca_token", "crl", "audit"}
     print(f"ready: {checks}")
+    # an OCSP question (RFC 6960 section 4.1.1) about a certificate the store holds: the TSA's,
+    # from a time-stamp token with its certificate (RFC 3161 section 2.4.1, certReq)
+    staff = x509.load_der_x509_certificate(requests.get(base + "/ca/staff.crt", timeout=10).content)
+    stamp_query = tsp.TimeStampReq({"version": 1, "message_imprint": {
+        "hash_algorithm": {"algorithm": "sha256"}, "hashed_message": hashlib.sha256(b"drill").digest()},
+        "cert_req": True}).dump()
+    stamp = tsp.TimeStampResp.load(requests.post(base + "/tsa", data=stamp_query, timeout=15, headers={
+        "Content-Type": "application/timestamp-query"}).content)
+    tsa_cert = next(x509.load_der_x509_certificate(c.chosen.dump())
+                    for c in stamp["time_stamp_token"]["content"]["certificates"]
+                    if c.chosen.issuer.dump() == staff.subject.public_bytes())
+    question = ocsp.OCSPRequestBuilder().add_certificate(tsa_cert, staff, hashes.SHA1()).build().public_bytes(
+        serialization.Encoding.DER)
+    before = requests.post(base + "/ocsp/staff", data=question, timeout=15,
+                           headers={"Content-Type": "application/ocsp-request"})
+    assert ocsp.load_der_ocsp_response(before.content).certificate_status == ocsp.OCSPCertStatus.GOOD
     _pg_ctl(data, "-m", "fast", "-w", "stop")
     try:
         took, checks = _until(base, 503, 10)
@@ -173,6 +194,11 @@ def test_postgresql_stop_start_drill(served_on_postgres: tuple[str, str]) -> Non
             answer = requests.get(base + path, timeout=15, headers={"Accept": "application/json"})
             assert answer.status_code != 500 and "Traceback" not in answer.text, (path, answer.status_code)
         assert requests.get(base + "/healthz", timeout=5).status_code == 200  # alive: no restart wanted
+        # OCSP: an unsuccessful response "tryLater" (RFC 6960 section 2.3), never an HTTP 5xx
+        answer = requests.post(base + "/ocsp/staff", data=question, timeout=15,
+                               headers={"Content-Type": "application/ocsp-request"})
+        assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/ocsp-response"
+        assert ocsp.load_der_ocsp_response(answer.content).response_status == ocsp.OCSPResponseStatus.TRY_LATER
     finally:
         _pg_ctl(data, "-w", "-l", str(Path(data).parent / "pg.log"), "restart")
     took, _ = _until(base, 200, 30)
