@@ -30,10 +30,8 @@ import argparse
 import base64
 import collections
 import functools
-import hashlib
 import os
 import re
-import secrets
 import shutil
 import statistics
 import sys
@@ -43,11 +41,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import table  # noqa: E402
-from sso_logins import REDIRECT, prepare_home, totp_secret  # noqa: E402
+from sso_logins import REDIRECT, authorization_request, prepare_home, totp_secret  # noqa: E402
 from sso_raw_ldap import staff_directory  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
@@ -131,12 +128,7 @@ def count_statements(engine: Any) -> None:
 
 def one_login(app: Any, uid: str, password: str, client: dict[str, str], step: int) -> None:
     """The four requests of bench/sso_logins.py's browser-shaped login, through the test client."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    authorize = "/oidc/authorize?" + urlencode({
-        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
-        "scope": "openid profile email department roles", "state": secrets.token_urlsafe(8),
-        "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256"})
+    verifier, authorize = authorization_request(client["client_id"])
     browser = app.test_client()
     page = browser.get(authorize)
     assert page.status_code == 200, page.status_code

@@ -207,13 +207,18 @@ class Browser:
                 return out
 
 
-def one_login(port: int, uid: str, password: str, client: dict[str, str], step: int) -> str:
+def authorization_request(client_id: str) -> tuple[str, str]:
+    """(PKCE verifier, the /oidc/authorize path with its S256 challenge): OIDC Core 3.1.2.1, RFC 7636."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    authorize = "/oidc/authorize?" + urlencode({
-        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT,
+    return verifier, "/oidc/authorize?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
         "scope": "openid profile email department roles", "state": secrets.token_urlsafe(8),
         "nonce": secrets.token_urlsafe(8), "code_challenge": challenge, "code_challenge_method": "S256"})
+
+
+def one_login(port: int, uid: str, password: str, client: dict[str, str], step: int) -> str:
+    verifier, authorize = authorization_request(client["client_id"])
     b = Browser(port)
     try:
         status, _, page = b.request("GET", authorize)  # no session yet: the login form in place
