@@ -26,6 +26,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -451,12 +452,10 @@ class EmbeddedSlapd:
     def supervise(self, interval: float = 1.0, on_restart: Callable[[int, str], None] | None = None
                   ) -> Callable[[], None]:
         """Watch the child started by :meth:`start` from a thread of this process and start it
-        again when it dies (after 1 s; doubling to 60 s while it dies within a minute of each start); ``on_restart``
-        gets the restart count and why. Returns the function that ends the watch (call it before
-        :meth:`stop`). The watching thread starts each new slapd, so it lives as long as the
-        watch: a restarted slapd still dies with this process."""
-        import threading
-
+        again when it dies (after 1 s; the wait doubles, to 60 s at most, while it dies within a
+        minute of each start); ``on_restart`` gets the restart count and why. Returns the function
+        that ends the watch (call it before :meth:`stop`). The watching thread starts each new
+        slapd, so it lives as long as the watch: a restarted slapd still dies with this process."""
         done = threading.Event()
 
         def watch() -> None:
@@ -469,8 +468,8 @@ class EmbeddedSlapd:
                 why = (f"slapd (pid {proc.pid}) exited with status {proc.returncode}" if proc is not None
                        else "slapd is not running")
                 self._proc = None
-                # it ran a minute or more: it is not dying in a loop, so no waiting
-                backoff = 1.0 if time.monotonic() - started >= 60 else min(60.0, backoff * 2)
+                # the first death, or it ran a minute or more: 1 s; dying in a loop: twice the last wait
+                backoff = 1.0 if restarts == 0 or time.monotonic() - started >= 60 else min(60.0, backoff * 2)
                 if done.wait(backoff):
                     return
                 try:
