@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 
 from cardsim.citizens import parse_application
 from cardsim.errors import InvalidApplication
 from cardsim.identity_schemes import mask_any
 from cardsim.issuance import WRITERS, CardIssuer, CardJob, IssuedCard
-from cardsim.models import Card, CardStatus
 
 
 @dataclass
@@ -63,7 +61,7 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
                     report.skipped += 1
                     progress(1)
                     continue
-                holder = _active_card(issuer, national_id)
+                holder = issuer.active_card(national_id)
                 if holder is not None:
                     raise InvalidApplication(f"national_id {mask_any(national_id)} already holds active card {holder}")
             except InvalidApplication as exc:
@@ -88,7 +86,3 @@ def issue_batch(issuer: CardIssuer, rows: list[dict[str, Any]], source: str, env
     report.seconds = time.monotonic() - started
     return report
 
-
-def _active_card(issuer: CardIssuer, national_id: str) -> str | None:
-    with issuer.ca.sessions() as session:
-        return session.scalar(select(Card.number).where(Card.national_id == national_id, Card.status == CardStatus.ACTIVE))

@@ -329,9 +329,15 @@ class CardIssuer:
         self._shard[1] += 1
         return self._shard[0]
 
-    def _active_card(self, session: Session, national_id: str) -> str | None:
+    @staticmethod
+    def _active_card(session: Session, national_id: str) -> str | None:
         return session.scalar(select(Card.number).where(Card.national_id == national_id,
                                                         Card.status == CardStatus.ACTIVE))
+
+    def active_card(self, national_id: str) -> str | None:
+        """The number of the citizen's active card, if they hold one."""
+        with self.ca.sessions() as session:
+            return self._active_card(session, national_id)
 
     def _refuse_second_card(self, session: Session, job: "CardJob") -> None:
         """One active card per citizen: a new card only replaces the active one (renew)."""
@@ -344,8 +350,7 @@ class CardIssuer:
     def _begin(self, job: "CardJob", in_flight: set[str]) -> "_Flight":
         with self.ca.sessions() as session:
             self._refuse_second_card(session, job)
-        shard = self._open_shard()
-        with self.ca.sessions() as session:
+            shard = self._open_shard()
             while True:
                 number = new_card_number(shard)
                 if number not in in_flight and session.scalar(select(Card.id).where(Card.number == number)) is None:
