@@ -3,7 +3,7 @@
 Because the record is on the server a session can be ended from anywhere (log out everywhere,
 a leaver, the help desk). Ending a session, a timeout included, ends the OpenID Connect tokens
 issued in it (:func:`idp.oidc.tokens.end_session_tokens`, in the same transaction) and tells the
-listeners (:func:`on_sessions_ended`: back-channel logout). The id is rotated at every privilege
+listeners of its store (:meth:`SessionStore.on_ended`: back-channel logout). The id is rotated at every privilege
 change (login), so an id planted before login is worthless afterwards (OWASP session fixation). Idle and absolute timeouts are enforced when the
 session is opened. Cookies are HttpOnly, SameSite=Lax (the OIDC redirect back from a relying
 party is a top-level GET that must carry it) and Secure with the ``__Host-`` prefix under TLS.
@@ -52,24 +52,6 @@ class EndedSession(NamedTuple):
 
     uid: str | None
     sid: str | None
-
-
-#: told of the sessions ended, after their transaction (the provider's back-channel logout)
-_listeners: list[Callable[[list[EndedSession]], None]] = []
-
-
-def on_sessions_ended(listener: Callable[[list[EndedSession]], None]) -> None:
-    """Call ``listener`` with the sessions every later end (logout, timeout, log out everywhere,
-    a leaver, the help desk) ended, once they are gone."""
-    if listener not in _listeners:
-        _listeners.append(listener)
-
-
-def announce(ended: list[EndedSession]) -> None:
-    """Tell the listeners (:func:`on_sessions_ended`) of sessions ended and committed."""
-    if ended:
-        for listener in list(_listeners):
-            listener(ended)
 
 
 class StaffSession(CallbackDict[str, Any], SessionMixin):
@@ -131,6 +113,21 @@ class SessionStore:
         self._absolute = absolute
         #: the runtime settings in force (idp/runtime_settings.py), read on each use; None: fixed
         self._tuning = tuning
+        #: told of the sessions ended, after their transaction (the provider's back-channel logout)
+        self._listeners: list[Callable[[list[EndedSession]], None]] = []
+
+    def on_ended(self, listener: Callable[[list[EndedSession]], None]) -> None:
+        """Call ``listener`` with the sessions every later end (logout, timeout, log out everywhere,
+        a leaver, the help desk) ended, once they are gone. A listener equal to one already
+        registered is not added twice."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def announce(self, ended: list[EndedSession]) -> None:
+        """Tell the listeners (:meth:`on_ended`) of sessions ended and committed."""
+        if ended:
+            for listener in list(self._listeners):
+                listener(ended)
 
     @property
     def idle(self) -> datetime.timedelta:
@@ -187,20 +184,20 @@ class SessionStore:
         """End the session whose cookie holds ``sid`` (logout, a timeout noticed) with its tokens."""
         with self.engine.begin() as conn:
             ended, _ = self._end(conn, _DELETE, {"key": _hash(sid)})
-        announce(ended)
+        self.announce(ended)
 
     def end_all(self, uid: str, except_sid: str | None = None) -> int:
         """End every session of ``uid`` (log out everywhere, a leaver) with its tokens; the number ended."""
         with self.engine.begin() as conn:
             ended, _ = self.end_all_in(conn, uid, except_sid)
-        announce(ended)
+        self.announce(ended)
         return len(ended)
 
     def end_all_in(self, conn: Connection, uid: str,
                    except_sid: str | None = None) -> tuple[list[EndedSession], int]:
         """:meth:`end_all` inside the caller's transaction (with its audit entry): the sessions
         ended and the number of access tokens revoked. The caller announces the sessions
-        (:func:`announce`) once the transaction committed."""
+        (:meth:`announce`) once the transaction committed."""
         query = delete(WebSession).where(WebSession.uid == uid)
         if except_sid:
             query = query.where(WebSession.id_hash != _hash(except_sid))
@@ -224,7 +221,7 @@ class SessionStore:
                                          (WebSession.created_at < now - self.absolute))
         with self.engine.begin() as conn:
             ended, _ = self._end(conn, query.returning(WebSession.uid, WebSession.sid))
-        announce(ended)
+        self.announce(ended)
         return len(ended)
 
 

@@ -142,7 +142,7 @@ def test_api_verdicts_are_counted_one_per_item(tmp_path: Path) -> None:
     assert client.post("/api/v1/certificates/verify-batch").status_code == 200
     after = _scrape(client.get("/metrics").get_data(as_text=True))
     verdicts = after["tessera_api_verifications_total"]
-    assert _total(verdicts, operation="certificate", verdict="valid") - _total(before, verdict="valid") == 2
-    assert _total(verdicts, operation="certificate", verdict="invalid") - _total(before, verdict="invalid") == 1
+    assert _total(verdicts, operation="certificate", verdict="valid") - _total(before, operation="certificate", verdict="valid") == 2
+    assert _total(verdicts, operation="certificate", verdict="invalid") - _total(before, operation="certificate", verdict="invalid") == 1
     assert _total(after["tessera_http_requests_total"], route="/api/v1/certificates/verify-batch", status="200") >= 1
     assert _total(after["tessera_up"], component="database") == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 from idp.oidc.clients import ClientRegistry
 from idp.oidc.tokens import TokenStore
-from idp.sessions import EndedSession, SessionStore, StaffSession, on_sessions_ended
+from idp.sessions import EndedSession, SessionStore, StaffSession
 from tests.test_login_stores import db  # noqa: F401  (the fixture)
 
 HOUR = {"expires_in": 3600, "scope": "openid"}
@@ -26,7 +26,7 @@ def test_tokens_end_with_their_session(db) -> None:  # type: ignore[no-untyped-d
     def listener(ended: list[EndedSession]) -> None:
         heard.extend(ended)
 
-    on_sessions_ended(listener)
+    store.on_ended(listener)
 
     def login(uid: str) -> tuple[StaffSession, str]:
         session = StaffSession({"_user_id": uid})

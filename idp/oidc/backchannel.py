@@ -2,7 +2,7 @@
 to server, when it ends.
 
 A client registers ``backchannel_logout_uri`` (``tessera client add --backchannel-logout-uri``,
-section 2.2). When sessions end (:func:`idp.sessions.on_sessions_ended`: logout, RP-initiated
+section 2.2). When sessions end (:meth:`idp.sessions.SessionStore.on_ended`: logout, RP-initiated
 logout, log out everywhere, a leaver, the help desk, a timeout), every client that got tokens in
 one of them is sent a *logout token* (section 2.4): a JWT signed with the provider's key for the
 client's id_token algorithm, ``typ`` logout+jwt, with ``iss``, ``aud``, ``iat``, ``exp``, ``jti``,
@@ -49,7 +49,7 @@ _PARALLEL = 4
 
 
 class BackChannelLogout:
-    """The listener of ended sessions (:func:`idp.sessions.on_sessions_ended`) of one provider.
+    """The listener of ended sessions (:meth:`idp.sessions.SessionStore.on_ended`) of one provider.
     ``background``: deliver on threads of its own and return at once (the web service), else
     deliver before returning (the command line, whose process ends after the command)."""
 

@@ -36,7 +36,6 @@ from idp.oidc.introspection import Introspection
 from idp.oidc.keys import SigningKeys
 from idp.oidc.revocation import Revocation
 from idp.oidc.tokens import ACCESS_TOKEN_SECONDS, TokenStore, new_token
-from idp.sessions import on_sessions_ended
 from idp.staff import StaffUser
 
 #: which claims each scope releases (OIDC Core 5.4, plus Tessera's department and roles scopes)
@@ -203,7 +202,7 @@ class Provider:
         deployment = app.extensions.get(EXTENSION)
         if deployment is not None:  # tokens end with their session, its timeouts included (idp.oidc.tokens)
             self.tokens.within_timeouts = deployment.web_sessions.alive
-        on_sessions_ended(BackChannelLogout(self.issuer, self.keys, self.clients, self.engine))
+            deployment.web_sessions.on_ended(BackChannelLogout(self.issuer, self.keys, self.clients, self.engine))
         self.server.init_app(app, query_client=self.clients.get, save_token=self._save_token)
         self.server.register_extension(self.issuer_parameter)
         self.server.register_grant(CodeGrant, [S256CodeChallenge(required=True), OpenIdCode(self)])

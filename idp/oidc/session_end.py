@@ -7,7 +7,7 @@ person goes, with every access token issued in them and every refresh token but 
 ``offline_access`` grants (OpenID Connect Core 1.0 section 11: those outlive the session until
 revoked), unless ``offline_too`` (a leaver: nothing of theirs may go on). The audit entry
 ``session.end_all`` is written in the same transaction: if it cannot be written, nothing ends.
-The applications the sessions touched are told afterwards (:func:`idp.sessions.announce`).
+The applications the sessions touched are told afterwards (:meth:`idp.sessions.SessionStore.announce`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from audit.trail import AuditEvent
 from idp.oidc.backchannel import BackChannelLogout
 from idp.oidc.tokens import revoke_user_tokens
-from idp.sessions import announce, on_sessions_ended
 
 if TYPE_CHECKING:
     from idp.deployment import Deployment
@@ -44,7 +43,7 @@ def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str
     ``actor`` (``staff:<uid>``, ``cli:<user>``; ``role``: its audit role, else the actor's kind)
     with ``reason`` in the same transaction; then the applications are told (back-channel logout,
     also where no web service runs: the command line)."""
-    on_sessions_ended(BackChannelLogout.of(deployment))  # the web service's own listener, if it runs here
+    deployment.web_sessions.on_ended(BackChannelLogout.of(deployment))  # unless the web service's runs here
     now = deployment.now()
     with deployment.sessions.begin() as session:
         ended, access_tokens = deployment.web_sessions.end_all_in(session.connection(), uid)
@@ -55,5 +54,5 @@ def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str
             object=f"staff:{uid}"[:255],
             details={"reason": reason[:200], "sessions": len(ended), "access_tokens_revoked": access_tokens,
                      "offline_too": offline_too}))
-    announce(ended)
+    deployment.web_sessions.announce(ended)
     return SessionsEnded(uid, len(ended), access_tokens)
