@@ -97,10 +97,12 @@ class CardSettings:
         """The key of the pseudonyms in citizen certificates (cardsim.pseudonyms), derived from
         the deployment's data key."""
         from cardsim.pseudonyms import pseudonym_key
-        from idp.settings import Settings
+        from store.data_key import DataKeyError, data_key_file, load_data_key
 
-        env = {"TESSERA_DATA_KEY": self.data_key_b64} if self.data_key_b64 else {}
-        return pseudonym_key(Settings.from_env(self.home, env).data_key())
+        try:
+            return pseudonym_key(load_data_key(self.data_key_b64, data_key_file(self.home)))
+        except DataKeyError as exc:
+            raise CardConfigurationError(str(exc)) from None
 
     @classmethod
     def from_env(cls, home: Path, env: dict[str, str] | None = None) -> "CardSettings":

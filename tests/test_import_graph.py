@@ -16,11 +16,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"translatable": 0, "store": 0, "ca": 1, "directory": 1, "audit": 2, "cardsim": 2, "verification": 2,
           "idp": 3, "backup": 3, "cli": 4}
-#: upward imports still to be removed (issue 14: configuration below idp), each with its reason
-KNOWN_UPWARD = {
-    ("cardsim.config", "idp.settings"): "the pseudonym key is derived from the deployment's data key, which "
-                                        "idp.settings reads; it moves down with the configuration",
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -98,7 +93,7 @@ def test_no_import_circle() -> None:
 def test_no_upward_import() -> None:
     upward = {(m, d) for m, deps in _graph().items() for d in deps
               if LAYERS[d.split(".")[0]] > LAYERS[m.split(".")[0]]}
-    assert upward <= set(KNOWN_UPWARD), sorted(upward - set(KNOWN_UPWARD))
+    assert upward == set(), sorted(upward)
 
 
 def test_the_directory_uses_nothing_but_store_and_translatable() -> None:
