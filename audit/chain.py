@@ -26,7 +26,8 @@ VERSION = "tessera-audit-v1"
 #: prev_hash of entry 1: SHA-256 of the text "tessera audit trail genesis"
 GENESIS = hashlib.sha256(b"tessera audit trail genesis").hexdigest()
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-#: eContentType of a signed checkpoint statement (under Tessera's example arc, like the policies)
+#: eContentType of a signed checkpoint statement: the name of its format, the same in every deployment
+#: (not under TESSERA_POLICY_ARC: changing it would make the checkpoints already signed unverifiable)
 CHECKPOINT_CONTENT_TYPE = "2.999.1863.3.1"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

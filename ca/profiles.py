@@ -221,3 +221,12 @@ def issuing_policies(authority: str, arc: str) -> list[ObjectIdentifier]:
     each profile's policy valid along the whole path."""
     return [p.policy_oid(arc) for p in sorted(PROFILES.values(), key=lambda p: p.policy_number)
             if authority in p.issuers]
+
+
+def tsa_policy(arc: str) -> str:
+    """The policy Tessera's TSA issues its time-stamp tokens under (RFC 3161 section 2.4.2, the TSA
+    policy of RFC 3628 section 5.2): ``<arc>.7.1``, the first time-stamping policy under the ``tsa``
+    profile's certificate policy ``<arc>.7``, so it follows ``TESSERA_POLICY_ARC`` as the
+    certificate policies do. Tokens already issued keep the policy they name; a verifier reads it
+    from the token."""
+    return f"{get_profile('tsa').policy_oid(arc).dotted_string}.1"

@@ -6,16 +6,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ca.authority import CertificateAuthority, utc_now
 from ca.models import Timestamp
+from ca.profiles import tsa_policy
 from ca.tsa import IssuedTimestamp, TimeStampAuthority, TimestampReply
-
-#: Tessera's time-stamping policy (under the same example arc as the certificate policies)
-TSA_POLICY = "2.999.1863.2.1"
 
 
 class StoredTimeStampAuthority:
     """Builds the RFC 3161 TSA lazily (per process) and stores each issued token's serial.
 
-    ``authority`` is the issuing CA whose TSA signs: ``staff`` (ECDSA) or ``sm2-staff`` (SM2)."""
+    ``authority`` is the issuing CA whose TSA signs: ``staff`` (ECDSA) or ``sm2-staff`` (SM2). Its
+    tokens name the policy under the CA's policy arc (:func:`ca.profiles.tsa_policy`)."""
 
     def __init__(self, ca: CertificateAuthority, sessions: sessionmaker[Session], authority: str = "staff") -> None:
         self._ca = ca
@@ -35,6 +34,6 @@ class StoredTimeStampAuthority:
         if self._tsa is None:
             certificate, key_ref = self._ca.signer("tsa", self._authority)
             chain = self._ca.chain(self._authority)
-            self._tsa = TimeStampAuthority(self._ca.keyring.get(key_ref), certificate, chain, TSA_POLICY,
-                                           self._record, clock=utc_now)
+            self._tsa = TimeStampAuthority(self._ca.keyring.get(key_ref), certificate, chain,
+                                           tsa_policy(self._ca.policy_arc), self._record, clock=utc_now)
         return self._tsa.respond(query_der)

@@ -21,7 +21,7 @@ from audit.witness import Witness
 from ca.authority import CertificateAuthority
 from ca.hierarchy import HierarchyPlan
 from ca.keyring import Keyring
-from ca.timestamps import TSA_POLICY
+from ca.profiles import tsa_policy
 from ca.tsa import TimeStampAuthority
 from ca.urls import PublicUrls
 from store import schema
@@ -60,7 +60,7 @@ def old_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
     ca.initialise(HierarchyPlan(backend="file", key_dir=tmp_path / "keys"))
     prepare_audit_signer(ca)
     certificate, key_ref = ca.signer("tsa", "staff")
-    tsa = TimeStampAuthority(ca.keyring.get(key_ref), certificate, ca.chain("staff"), TSA_POLICY, lambda _t: None,
+    tsa = TimeStampAuthority(ca.keyring.get(key_ref), certificate, ca.chain("staff"), tsa_policy(ca.policy_arc), lambda _t: None,
                              clock=clock)
     checkpointer = Checkpointer(ca, sessions, tsa, clock, Witness(tmp_path / "witness.log"))
     trail = AuditTrail(sessions, clock, checkpointer, checkpoint_every=10)
