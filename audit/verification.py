@@ -31,13 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asn1crypto import cms, tsp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from store.engine import read_snapshot
@@ -49,6 +46,8 @@ from audit.models import AuditHead
 from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, WitnessMalformed, authority_key_id,
                            crl_number_floor, read_records, recent_records)
 from ca.models import Authority, Certificate, CertificateStatus
+from verification import cms
+from verification.reasons import Reason
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
 _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
@@ -512,7 +511,7 @@ def _check_checkpoints(rows: list, w: _Walk, staff: x509.Certificate | None,
         try:
             reason = _checkpoint_signature_problem(seq, previous, entry_hash, created_at, signature, signer_der,
                                                    token, staff)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, InvalidSignature) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             reason = f"unreadable ({type(exc).__name__})"
         if reason is not None:
             problems.append(Problem("checkpoint", seq, f"checkpoint #{cid} is not authentic: {reason}"))
@@ -797,13 +796,12 @@ def _witness_signature_problem(line: WitnessLine, staff: x509.Certificate | None
         return "the line carries no signature and no checkpoint in the database has its signature's hash"
     if staff is None:
         return "the staff CA certificate is missing: the signature cannot be checked"
-    try:
-        content, signer, _ = open_signed_data(line.signature, CHECKPOINT_CONTENT_TYPE)
-    except (ValueError, InvalidSignature, TypeError) as exc:
-        return f"bad signature ({exc or type(exc).__name__})"
-    if content != line.statement():
+    record, refused = cms.open_signed_data(line.signature, CHECKPOINT_CONTENT_TYPE)
+    if record is None:
+        return f"bad signature ({_because(refused)})"
+    if record.content != line.statement():
         return "the signature is over a different head, time or predecessor than the line states"
-    if not _issued_by(signer, staff):
+    if not _issued_by(record.signer, staff):
         return "the signer's certificate was not issued by the staff CA"
     return None
 
@@ -827,86 +825,47 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return known
 
 
-def _has_eku(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
-    try:
-        return oid in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return False
+def _because(reason: Reason | None) -> str:
+    """A refusal of the verification package as a finding's words."""
+    return f"{reason.code}: {reason.detail}" if reason is not None else "refused"
 
 
 def _checkpoint_signature_problem(seq: int, previous: int, entry_hash: str, created_at: datetime.datetime, signature: bytes,
                                   signer_der: bytes, token: bytes, staff: x509.Certificate) -> str | None:
-    try:
-        content, signer, _ = open_signed_data(signature, CHECKPOINT_CONTENT_TYPE)
-    except (ValueError, InvalidSignature) as exc:
-        return f"bad signature ({exc})"
-    if content != chain.checkpoint_statement(seq, entry_hash, created_at, previous):
+    """Why a checkpoint is not authentic (None when it is): its CMS signature (RFC 5652 section
+    5.6) over its own statement by an audit signer the staff CA certified, valid at the time; its
+    RFC 3161 token (section 2.4.2) by the staff CA's TSA, over the signature, near that time."""
+    record, refused = cms.open_signed_data(signature, CHECKPOINT_CONTENT_TYPE)
+    if record is None:
+        return f"bad signature ({_because(refused)})"
+    signer = record.signer
+    if record.content != chain.checkpoint_statement(seq, entry_hash, created_at, previous):
         return "the signed statement does not match the checkpoint's sequence number, hash, time or predecessor"
-    if signer.public_bytes(_DER) != signer_der:
+    if signer.public_bytes(Encoding.DER) != signer_der:
         return "the stored signer certificate is not the one that signed"
     if not _issued_by(signer, staff):
         return "the audit signer's certificate was not issued by the staff CA"
     if not (signer.not_valid_before_utc <= created_at <= signer.not_valid_after_utc):
         return "the audit signer's certificate was not valid at the checkpoint's time"
-    try:
-        tst_der, tsa, _ = open_signed_data(token, "tst_info")
-    except (ValueError, InvalidSignature) as exc:
-        return f"bad time-stamp token ({exc})"
-    if not _issued_by(tsa, staff) or not _has_eku(tsa, ExtendedKeyUsageOID.TIME_STAMPING):
+    stamp, refused = cms.open_timestamp_token(token)
+    if stamp is None:
+        return f"bad time-stamp token ({_because(refused)})"
+    if not _issued_by(stamp.record.signer, staff):
         return "the time-stamp token was not signed by our TSA"
-    info = tsp.TSTInfo.load(tst_der)
-    imprint = info["message_imprint"]
-    if imprint["hash_algorithm"]["algorithm"].native != "sha256" or \
-            imprint["hashed_message"].native != hashlib.sha256(signature).digest():
+    if stamp.hash_algorithm != "sha256" or not stamp.covers(signature):
         return "the time-stamp token is over something other than the checkpoint's signature"
-    gen_time = info["gen_time"].native
-    if abs(gen_time - created_at) > _TIMESTAMP_SLACK:
-        return f"the time-stamp ({gen_time:%Y-%m-%d %H:%M:%SZ}) is far from the checkpoint's time"
+    if abs(stamp.gen_time - created_at) > _TIMESTAMP_SLACK:
+        return f"the time-stamp ({stamp.gen_time:%Y-%m-%d %H:%M:%SZ}) is far from the checkpoint's time"
     return None
 
 
-_DER = Encoding.DER
-_HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
-
-
 def open_signed_data(data: bytes, content_type: str) -> tuple[bytes, x509.Certificate, list[x509.Certificate]]:
-    """Check a CMS SignedData with one signer (RFC 5652 sections 5.4 and 5.6): the content type,
-    messageDigest over the encapsulated content, and the signature over the DER SET OF signed
-    attributes with the signer certificate's key. Returns (content, signer, certificates)."""
-    try:
-        info = cms.ContentInfo.load(data, strict=True)
-        if info["content_type"].native != "signed_data":
-            raise ValueError("not a SignedData")
-        signed = info["content"]
-        encap = signed["encap_content_info"]
-        if encap["content_type"].native != content_type:
-            raise ValueError(f"content type is {encap['content_type'].native}, expected {content_type}")
-        content = bytes(encap["content"].contents)
-        certificates = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"]]
-        (signer_info,) = list(signed["signer_infos"])
-        sid = signer_info["sid"].chosen
-        signer = next(c for c in certificates if c.serial_number == sid["serial_number"].native
-                      and c.issuer.public_bytes() == sid["issuer"].dump())
-        digest_name = signer_info["digest_algorithm"]["algorithm"].native
-        hash_algorithm = _HASHES[digest_name]
-        attrs = signer_info["signed_attrs"]
-        values = {a["type"].native: a["values"][0] for a in attrs}
-        if values["content_type"].native != content_type:
-            raise ValueError("the signed contentType attribute differs")
-        if values["message_digest"].native != hashlib.new(digest_name, content).digest():
-            raise ValueError("the messageDigest does not match the content")
-        signed_bytes = b"\x31" + attrs.dump()[1:]  # the SET OF's own tag, not [0] IMPLICIT (section 5.4)
-    except (ValueError, KeyError, TypeError, StopIteration) as exc:
-        raise ValueError(str(exc) or type(exc).__name__) from None
-    key = signer.public_key()
-    sig = signer_info["signature"].native
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(sig, signed_bytes, ec.ECDSA(hash_algorithm))
-    elif isinstance(key, rsa.RSAPublicKey):
-        key.verify(sig, signed_bytes, padding.PKCS1v15(), hash_algorithm)
-    else:
-        raise ValueError("unsupported signer key type")
-    return content, signer, certificates
+    """A checkpoint's signature opened by the verification package (:func:`verification.cms.open_signed_data`)
+    as (content, signer, certificates), for the checkpoint export; :class:`ValueError` says why it is refused."""
+    record, refused = cms.open_signed_data(data, content_type)
+    if record is None:
+        raise ValueError(_because(refused))
+    return record.content, record.signer, [record.signer, *record.intermediates]
 
 
 def report_json(report: VerificationReport) -> str:

@@ -1,20 +1,25 @@
 """Opening a CMS SignedData from outside (RFC 5652 sections 5.1-5.6) through asn1crypto: one
-signer, id-data content, signed attributes with contentType and messageDigest, the signature over
-the DER SET OF signed attributes by the key of the signer's certificate (carried in the
-SignedData). The signer's certificate is then validated like any other
-(:class:`verification.certificates.CertificateValidator`). Anything malformed is a
-:class:`~verification.reasons.Reason`, never an exception."""
+signer, encapsulated content of the expected type (id-data for a signed record, id-ct-TSTInfo for
+an RFC 3161 time-stamp token, the audit checkpoint's statement type), signed attributes with
+contentType and messageDigest, the signature over the DER SET OF signed attributes by the key of
+the signer's certificate (carried in the SignedData). The signer's certificate is then validated
+like any other (:class:`verification.certificates.CertificateValidator`), or against the caller's
+own anchor (the audit verifier). Anything malformed is a :class:`~verification.reasons.Reason`,
+never an exception."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
-from asn1crypto import cms
+from asn1crypto import cms, core, tsp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from verification.reasons import Reason
 from verification.signatures import verify_signature
@@ -24,6 +29,8 @@ DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha3
                                                   "sha512": hashes.SHA512}
 #: what asn1crypto (lazy) and cryptography raise on a part that does not parse
 _UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+#: the names content types go by in reasons (RFC 5652 section 4, RFC 3161 section 2.4.2)
+_TYPE_NAMES = {"data": "id-data", "tst_info": "id-ct-TSTInfo"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,18 @@ class SignedRecord:
     signing_time: datetime.datetime | None
 
 
-def open_signed_data(der: bytes) -> tuple[SignedRecord | None, Reason | None]:
-    """The record in ``der`` with its signature checked, or None and the reason it is refused."""
+def open_signed_data(der: bytes, content_type: str = "data") -> tuple[SignedRecord | None, Reason | None]:
+    """The record in ``der`` with its signature checked, or None and the reason it is refused.
+    ``content_type``: the eContentType expected, an asn1crypto name (``data``, ``tst_info``) or a
+    dotted OID; the contentType signed attribute must name it too (section 11.1)."""
+    opened, reason = _open(der, content_type)
+    return (opened[0] if opened else None), reason
+
+
+def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, Any]] | None, Reason | None]:
+    """:func:`open_signed_data`, with the signed attributes (their parsed first values by name)."""
+    expected = cms.ContentType(content_type).native
+    name = _TYPE_NAMES.get(expected, expected)
     try:
         info = cms.ContentInfo.load(der, strict=True)
         if info["content_type"].native != "signed_data":
@@ -47,9 +64,9 @@ def open_signed_data(der: bytes) -> tuple[SignedRecord | None, Reason | None]:
         for part in ("version", "digest_algorithms", "encap_content_info", "crls", "signer_infos"):
             signed[part].native  # noqa: B018 (asn1crypto is lazy: every part parsed, a malformed one refused)
         encap = signed["encap_content_info"]
-        if encap["content_type"].native != "data" or encap["content"].native is None:
-            return None, Reason("no-content", "the SignedData encapsulates no id-data content")
-        content = bytes(encap["content"].native)
+        if encap["content_type"].native != expected or isinstance(encap["content"], core.Void):
+            return None, Reason("no-content", f"the SignedData encapsulates no {name} content")
+        content = bytes(encap["content"])  # the octets, not their parse (a TSTInfo is the caller's to read)
         infos = list(signed["signer_infos"])
         if len(infos) != 1:
             return None, Reason("signer-count", "expected exactly one signer")
@@ -61,8 +78,8 @@ def open_signed_data(der: bytes) -> tuple[SignedRecord | None, Reason | None]:
         if not len(attrs):
             return None, Reason("malformed", "no signed attributes")
         values = {a["type"].native: a["values"][0].native for a in attrs}
-        if values.get("content_type") != "data":
-            return None, Reason("content-type", "contentType attribute is not id-data")
+        if values.get("content_type") != expected:
+            return None, Reason("content-type", f"contentType attribute is not {name}")
         if values.get("message_digest") != hashlib.new(digest_name, content).digest():
             return None, Reason("digest-mismatch", "the content does not match its signed digest")
         certificates = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"] or []
@@ -85,4 +102,73 @@ def open_signed_data(der: bytes) -> tuple[SignedRecord | None, Reason | None]:
     except (InvalidSignature, UnsupportedAlgorithm, *_UNPARSEABLE):  # the key itself may not parse
         return None, Reason("bad-signature", "the signature does not verify with the signer's certificate")
     signing_time = when.astimezone(datetime.timezone.utc) if isinstance(when, datetime.datetime) else None
-    return SignedRecord(content, signer, tuple(c for c in certificates if c is not signer), signing_time), None
+    record = SignedRecord(content, signer, tuple(c for c in certificates if c is not signer), signing_time)
+    return (record, values), None
+
+
+@dataclass(frozen=True)
+class TimeStampToken:
+    """An opened RFC 3161 time-stamp token (section 2.4.2): the TSA's signed record and the fields
+    of its TSTInfo a verifier compares with what it expects."""
+
+    record: SignedRecord
+    policy: str
+    hash_algorithm: str
+    message_imprint: bytes
+    serial_number: int
+    gen_time: datetime.datetime
+
+    def covers(self, data: bytes) -> bool:
+        """Whether the token's message imprint is the hash of ``data`` (section 2.4.2,
+        messageImprint), by one of the digests accepted for signatures (:data:`DIGESTS`)."""
+        return self.hash_algorithm in DIGESTS and hashlib.new(self.hash_algorithm, data).digest() == self.message_imprint
+
+
+def open_timestamp_token(der: bytes) -> tuple[TimeStampToken | None, Reason | None]:
+    """The RFC 3161 token in ``der`` (a ContentInfo holding SignedData over a TSTInfo, section
+    2.4.2) with its signature checked; or None and why it is refused. The signer's certificate
+    must carry the one extended key usage timeStamping, critical (section 2.3), and the ESS
+    signingCertificate(V2) attribute, when present, must name it (RFC 5816 section 2.2.1)."""
+    opened, reason = _open(der, "tst_info")
+    if opened is None:
+        return None, reason
+    record, attributes = opened
+    try:
+        info = tsp.TSTInfo.load(record.content, strict=True)
+        fields = info.native
+        imprint = fields["message_imprint"]
+        token = TimeStampToken(record, fields["policy"], imprint["hash_algorithm"]["algorithm"],
+                               imprint["hashed_message"], fields["serial_number"],
+                               fields["gen_time"].astimezone(datetime.timezone.utc))
+        if fields["version"] != "v1":
+            return None, Reason("malformed", "the TSTInfo is not version 1")
+        bound = _names_signer(attributes, record.signer)
+    except _UNPARSEABLE as exc:
+        return None, Reason("malformed", f"cannot parse the TSTInfo: {type(exc).__name__}")
+    if not bound:
+        return None, Reason("signer-missing", "the signingCertificate attribute names another certificate")
+    try:
+        usage = record.signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        usage = None
+    except _UNPARSEABLE:
+        return None, Reason("malformed-certificate", "the TSA certificate's extensions do not parse")
+    if usage is None or not usage.critical or list(usage.value) != [ExtendedKeyUsageOID.TIME_STAMPING]:
+        return None, Reason("not-a-tsa", "the signer's certificate is not a time-stamping unit's (RFC 3161 "
+                            "section 2.3: the one critical extended key usage timeStamping)")
+    return token, None
+
+
+def _names_signer(attributes: dict[str, Any], signer: x509.Certificate) -> bool:
+    """Whether the ESS signingCertificate or signingCertificateV2 attribute, if any, names
+    ``signer`` by its hash (RFC 2634 section 5.4, RFC 5035 section 3: the first ESSCertID is the
+    signer's)."""
+    for attribute, default in (("signing_certificate_v2", "sha256"), ("signing_certificate", "sha1")):
+        value = attributes.get(attribute)
+        if value is None:
+            continue
+        first = value["certs"][0]
+        algorithm = (first.get("hash_algorithm") or {}).get("algorithm", default)
+        encoded = signer.public_bytes(Encoding.DER)
+        return algorithm in ("sha1", *DIGESTS) and hashlib.new(algorithm, encoded).digest() == first["cert_hash"]
+    return True
