@@ -28,7 +28,13 @@ from pyhanko_certvalidator.policy_decl import PKIXValidationParams
 from verification.reasons import Reason
 
 #: what asn1crypto raises on a part that does not parse (it parses lazily, like cryptography)
-_UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+
+
+#: anyPolicy (RFC 5280 section 4.2.1.4) in a user-initial-policy-set, as pyhanko-certvalidator names it
+ANY_POLICY = "any_policy"
+#: anyPolicy's OID
+ANY_POLICY_OID = "2.5.29.32.0"
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,27 @@ class PolicyInputs:
     """The initial policy inputs of RFC 5280 section 6.1.1 (c), (e), (f) and (g)."""
 
     #: user-initial-policy-set: dotted OIDs, or ``any_policy``
-    initial_policy_set: frozenset[str] = frozenset({"any_policy"})
+    initial_policy_set: frozenset[str] = frozenset({ANY_POLICY})
     initial_explicit_policy: bool = False
     initial_policy_mapping_inhibit: bool = False
     initial_any_policy_inhibit: bool = False
+
+    @classmethod
+    def of(cls, policies: Iterable[str] = (), explicit: bool = False, mapping_inhibit: bool = False,
+           any_inhibit: bool = False) -> "PolicyInputs":
+        """The inputs from dotted OIDs (anyPolicy's OID, or none at all: any policy) and the three flags."""
+        wanted = frozenset(ANY_POLICY if oid == ANY_POLICY_OID else oid for oid in policies)
+        return cls(frozenset({ANY_POLICY}) if not wanted or ANY_POLICY in wanted else wanted, explicit,
+                   mapping_inhibit, any_inhibit)
+
+    def admits(self, asserted: Iterable[str]) -> bool:
+        """Whether a path whose certificates all assert the policies ``asserted`` (dotted OIDs),
+        with no policy mappings and no policyConstraints (Tessera's own hierarchy), passes RFC
+        5280 section 6.1.5 (g) with these inputs: without initial-explicit-policy it always does
+        (an empty valid_policy_tree is no failure then); with it, ``asserted`` must meet the
+        user-initial-policy-set."""
+        return (not self.initial_explicit_policy or ANY_POLICY in self.initial_policy_set
+                or not self.initial_policy_set.isdisjoint(asserted))
 
     def params(self) -> PKIXValidationParams:
         return PKIXValidationParams(user_initial_policy_set=self.initial_policy_set,
@@ -128,7 +151,7 @@ def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Se
         ee = _load(end_entity)
         others = [_load(der) for der in intermediates]
         roots = [_load(der) for der in anchors]
-    except _UNPARSEABLE as exc:
+    except UNPARSEABLE as exc:
         return PathOutcome(False, (Reason("malformed-certificate", f"a certificate cannot be parsed: {exc}"[:300]),))
     parsed_crls = [crl for crl in map(_crl, crls) if crl is not None]
     fetcher_backend = None
@@ -147,11 +170,12 @@ def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Se
         path = asyncio.run(validator.async_validate_usage(set(key_usage), purposes))
     except (ValidationError, PathBuildingError) as exc:
         return PathOutcome(False, (_reason(exc),))
-    except (*_UNPARSEABLE, ExceptionGroup) as exc:  # a part only read during validation (an extension's value)
+    except (*UNPARSEABLE, ExceptionGroup) as exc:  # a part only read during validation (an extension's value)
         return PathOutcome(False, (Reason("malformed-certificate", f"a certificate cannot be parsed: {exc}"[:300]),))
     ders = tuple(c.dump() for c in reversed(list(path.iter_certs(include_root=True))))
     policies = tuple(sorted({p.user_domain_policy_id for p in path.qualified_policies() or ()}))
     return PathOutcome(True, (), ders, policies)
 
 
-__all__ = ["PathOutcome", "PolicyInputs", "PathValidationError", "validate_path"]
+__all__ = ["ANY_POLICY", "ANY_POLICY_OID", "UNPARSEABLE", "PathOutcome", "PolicyInputs", "PathValidationError",
+           "validate_path"]

@@ -1,6 +1,7 @@
 """Foreign trust anchors: the trust list file (``TESSERA_TRUST_LIST``, TOML) read at start, and
-how revocation of a foreign path is learnt (RFC 5280 section 4.2.1.13 CRL distribution points,
-fetched over HTTP and kept until their nextUpdate; RFC 6960 OCSP at the AIA's responder).
+how revocation of a foreign path is learnt: CRLs from local files (RFC 5280 section 5, as a
+directory would serve them), RFC 5280 section 4.2.1.13 CRL distribution points fetched over HTTP
+and kept until their nextUpdate, or RFC 6960 OCSP at the AIA's responder.
 
 The file::
 
@@ -11,8 +12,22 @@ The file::
     policies = ["1.2.3.4.1"]                # user-initial-policy-set, explicit (section 6.1.1);
                                             # empty: any policy, none required
     revocation = "crl"                      # "crl" (CDPs of each path certificate) or "ocsp"
+    crls = ["northland-crls/"]              # CRL files or folders (DER or PEM), relative to the
+                                            # list's directory; read at start; optional
     timeout = 5                             # seconds per fetch
     fail_open = false                       # true: no reachable status is no reason to refuse
+
+**Local CRLs** (``crls``) are a revocation source beside the distribution points (``crl``) or
+OCSP (``ocsp``): every CRL of the named files and folders (each file DER, or PEM with one or more
+``X509 CRL`` blocks; a folder's files, not its subfolders) is read when the list is loaded (a file
+that is no CRL stops the service, like the rest of the list) and indexed by its issuer's name
+(RFC 5280 section 7.1 comparison). A validation gets the CRLs issued by the issuer of each
+certificate of its path and by each cRLIssuer their distribution points name (section 4.2.1.13:
+indirect CRLs), so delta CRLs, CRLs of separate signing keys and indirect CRLs reach
+pyhanko-certvalidator as they would from a directory. They are not re-read while the service runs:
+replace the files and restart; a CRL past its nextUpdate is no status (fail closed).
+
+**Policies**: an anchor's ``policies`` bound what a caller may ask (:meth:`ForeignAnchor.policy_inputs`).
 """
 
 from __future__ import annotations
@@ -21,19 +36,79 @@ import datetime
 import threading
 import tomllib
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from asn1crypto import pem
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from verification.paths import UNPARSEABLE, ANY_POLICY, PolicyInputs
+
 REVOCATION_METHODS = ("crl", "ocsp")
+#: the largest CRL fetched or read from a file (bytes); a larger one is no CRL
+MAX_CRL = 8 * 1024 * 1024
 
 
 class TrustListError(ValueError):
     """The trust list cannot be read, or names something unknown."""
-#: the largest CRL fetched (bytes); a larger answer is no CRL
-MAX_CRL = 8 * 1024 * 1024
+
+
+def _name_key(der: bytes) -> str:
+    """A name's RFC 5280 section 7.1 comparison form (asn1crypto's, as pyhanko-certvalidator compares)."""
+    return str(asn1_x509.Name.load(der).hashable)
+
+
+@dataclass(frozen=True, eq=False)
+class LocalCrls:
+    """CRLs read from files, indexed by their issuer's name (the module's docstring)."""
+
+    by_issuer: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, paths: Iterable[Path]) -> "LocalCrls":
+        """Every CRL of ``paths`` (files, or folders whose files are read); raises ValueError
+        naming the file that holds no CRL, OSError for one that cannot be read."""
+        index: dict[str, list[bytes]] = {}
+        for path in paths:
+            for file in sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]:
+                data = file.read_bytes()
+                if len(data) > MAX_CRL:
+                    raise ValueError(f"{file}: larger than {MAX_CRL} bytes")
+                try:
+                    ders = ([der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "X509 CRL"]
+                            if pem.detect(data) else [data])
+                    crls = [x509.load_der_x509_crl(der) for der in ders]
+                    if not crls:
+                        raise ValueError("no X509 CRL block")
+                except ValueError as exc:
+                    raise ValueError(f"{file}: not a CRL ({exc})") from None
+                for crl in crls:
+                    index.setdefault(_name_key(crl.issuer.public_bytes()), []).append(crl.public_bytes(Encoding.DER))
+        return cls({name: tuple(ders) for name, ders in index.items()})
+
+    def for_path(self, certs: Sequence[x509.Certificate]) -> list[bytes]:
+        """The CRLs that can speak for ``certs``: issued by the issuer of one of them, or by a
+        cRLIssuer one of their distribution points names (RFC 5280 section 4.2.1.13)."""
+        if not self.by_issuer:
+            return []
+        names = set()
+        for cert in certs:
+            try:
+                names.add(_name_key(cert.issuer.public_bytes()))
+                points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+                names.update(_name_key(general.value.public_bytes()) for point in points
+                             for general in point.crl_issuer or [] if isinstance(general, x509.DirectoryName))
+            except x509.ExtensionNotFound:
+                continue
+            except UNPARSEABLE:
+                continue  # a part that does not parse: the path validation names it (verification.paths)
+        return [der for name in sorted(names) for der in self.by_issuer.get(name, ())]
+
+    def __len__(self) -> int:
+        return sum(len(ders) for ders in self.by_issuer.values())
 
 
 @dataclass(frozen=True)
@@ -47,10 +122,41 @@ class ForeignAnchor:
     revocation: str = "crl"
     timeout: float = 5.0
     fail_open: bool = False
+    #: CRLs from local files (``crls`` in the list), beside the distribution points or OCSP
+    crls: LocalCrls = field(default_factory=LocalCrls)
 
     @property
     def der(self) -> bytes:
         return self.certificate.public_bytes(Encoding.DER)
+
+    def policy_inputs(self, caller: PolicyInputs | None = None) -> PolicyInputs:
+        """The RFC 5280 section 6.1.1 initial inputs for a path to this anchor: the caller's
+        within the anchor's. The anchor's ``policies`` are the outer bound: with them the
+        user-initial-policy-set is the caller's set intersected with them (theirs when the caller
+        names none; empty when none is shared, so no path is valid) and initial-explicit-policy is
+        set; each inhibit flag is set when either sets it. Without them the caller's inputs
+        (default: any policy, nothing explicit or inhibited) apply as given."""
+        caller = caller or PolicyInputs()
+        if not self.policies:
+            return caller
+        wanted = self.policies if ANY_POLICY in caller.initial_policy_set else self.policies & caller.initial_policy_set
+        return PolicyInputs(frozenset(wanted), True, caller.initial_policy_mapping_inhibit,
+                            caller.initial_any_policy_inhibit)
+
+    def revocation_crls(self, certs: Sequence[x509.Certificate], at: datetime.datetime,
+                        cache: "CrlCache") -> tuple[list[bytes], str]:
+        """The CRLs for a path of ``certs`` (end entity first): the local ones that can speak for
+        them, then, with ``revocation = "crl"``, those of their distribution points (through
+        ``cache``); and the words for the verdict's revocation detail."""
+        crls = self.crls.for_path(certs)
+        local = len(crls)
+        words = [f"{local} local CRL{'s' if local != 1 else ''}"] if self.crls else []
+        if self.revocation == "crl":
+            fetched = [der for url in sorted({u for c in certs for u in CrlCache.points(c)})
+                       if (der := cache.get(url, at, self.timeout)) is not None]
+            crls += fetched
+            words.append(f"{len(fetched)} CRL{'s' if len(fetched) != 1 else ''} fetched")
+        return crls, f"{self.revocation} ({', '.join(words)})" if words else self.revocation
 
 
 def _certificate(path: Path) -> x509.Certificate:
@@ -74,9 +180,13 @@ def load_trust_list(path: str | Path, known_purposes: tuple[str, ...]) -> list[F
             if revocation not in REVOCATION_METHODS:
                 raise TrustListError(f"{where}: revocation must be one of {', '.join(REVOCATION_METHODS)}")
             policies = frozenset(str(x509.ObjectIdentifier(p).dotted_string) for p in entry.get("policies", []))
+            files = entry.get("crls", [])
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                raise TrustListError(f"{where}: crls must be a list of file or folder names")
             anchors.append(ForeignAnchor(str(entry["name"]), _certificate(path.parent / entry["certificate"]),
                                          purposes, policies, revocation, float(entry.get("timeout", 5)),
-                                         bool(entry.get("fail_open", False))))
+                                         bool(entry.get("fail_open", False)),
+                                         LocalCrls.read(path.parent / f for f in files)))
     except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
         raise TrustListError(f"TESSERA_TRUST_LIST {path}: {exc}") from None
     return anchors

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from verification.certificates import load_certificate
+from verification.paths import PolicyInputs
 
 
 #: items in one ``verify-batch`` request
@@ -21,6 +22,11 @@ PURPOSES = ("staff-auth", "citizen-auth", "signing", "service")
 SOURCES = ("ocsp", "crl", "store")
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
                                                   "sha512": hashes.SHA512}
+#: the RFC 5280 section 6.1.1 initial inputs a caller may give: (c) and, as booleans, (e), (f), (g)
+POLICY_FLAGS = ("explicit_policy", "policy_mapping_inhibit", "any_policy_inhibit")
+POLICY_FIELDS = ("policies", *POLICY_FLAGS)
+#: OIDs in one user-initial-policy-set
+MAX_POLICIES = 32
 
 
 class BadInput(Exception):
@@ -93,3 +99,29 @@ def choice_field(item: dict[str, Any], name: str, options: tuple[str, ...], defa
         raise BadInput(f"{name} must be one of {', '.join(options)}")
     return str(value)
 
+
+
+def policy_field(item: dict[str, Any]) -> PolicyInputs | None:
+    """The caller's initial policy inputs (RFC 5280 section 6.1.1 (c), (e), (f), (g)), or None when
+    the item gives none: ``policies`` (user-initial-policy-set, dotted OIDs; anyPolicy's OID or an
+    empty list mean any policy) and the booleans ``explicit_policy``, ``policy_mapping_inhibit``
+    and ``any_policy_inhibit``."""
+    if not any(name in item for name in POLICY_FIELDS):
+        return None
+    value = item.get("policies", [])
+    if not isinstance(value, list) or len(value) > MAX_POLICIES:
+        raise BadInput(f"policies must be a list of at most {MAX_POLICIES} OIDs")
+    policies = []
+    for i, oid in enumerate(value):
+        if not isinstance(oid, str) or not 0 < len(oid) <= 128:
+            raise BadInput(f"policies[{i}] must be a dotted OID")
+        try:
+            policies.append(x509.ObjectIdentifier(oid).dotted_string)
+        except ValueError:
+            raise BadInput(f"policies[{i}] is not a dotted OID") from None
+    flags = {name: item.get(name, False) for name in POLICY_FLAGS}
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise BadInput(f"{name} must be true or false")
+    return PolicyInputs.of(policies, flags["explicit_policy"], flags["policy_mapping_inhibit"],
+                           flags["any_policy_inhibit"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from idp.verification_api.authentication import SCOPE
-from idp.verification_api.inputs import HASHES, MAX_BATCH, PURPOSES, SOURCES
+from idp.verification_api.inputs import HASHES, MAX_BATCH, MAX_POLICIES, PURPOSES, SOURCES
 
 
 def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
@@ -21,11 +21,26 @@ def document(public_url: str) -> dict[str, Any]:
               "description": "where revocation status comes from: our OCSP responder, the latest CRL, or the store"}
     cert_text = {"type": "string", "minLength": 1, "maxLength": 65536, "description": "PEM or base64 DER"}
     chain = {"type": "array", "maxItems": 8, "items": cert_text, "description": "intermediates (optional)"}
+    bound = " A trust-list anchor's own policies stay the outer bound (the set asked is intersected with them)."
+    policy_inputs = {
+        "policies": {"type": "array", "maxItems": MAX_POLICIES,
+                     "items": {"type": "string", "pattern": r"^[0-2](\.[0-9]+)+$", "maxLength": 128},
+                     "description": "user-initial-policy-set (RFC 5280 section 6.1.1 (c)), dotted OIDs; empty or "
+                                    "anyPolicy (2.5.29.32.0): any policy. With explicit_policy, on Tessera's own hierarchy "
+                                    "too, the certificate's policies must meet it." + bound},
+        "explicit_policy": {"type": "boolean", "default": False,
+                            "description": "initial-explicit-policy (section 6.1.1 (f)): the path must be valid for "
+                                           "a policy of the set"},
+        "policy_mapping_inhibit": {"type": "boolean", "default": False,
+                                   "description": "initial-policy-mapping-inhibit (section 6.1.1 (e)); for foreign "
+                                                  "anchors"},
+        "any_policy_inhibit": {"type": "boolean", "default": False,
+                               "description": "initial-any-policy-inhibit (section 6.1.1 (g)); for foreign anchors"}}
     requests = {
         "CertificateRequest": {"type": "object", "additionalProperties": False, "required": ["certificate", "purpose"],
                                "properties": {"certificate": cert_text, "chain": chain, "at": time_field,
                                               "purpose": {"type": "string", "enum": list(PURPOSES)},
-                                              "revocation_source": source}},
+                                              "revocation_source": source, **policy_inputs}},
         "SignedRecordRequest": {"type": "object", "additionalProperties": False, "required": ["record"],
                                 "properties": {"record": {"type": "string", "minLength": 1, "maxLength": 262144,
                                                           "contentEncoding": "base64",
