@@ -93,4 +93,4 @@ class CitizenServices:
 
 
 def services() -> CitizenServices:
-    return current_app.extensions["tessera.citizen"]  # type: ignore[no-any-return]
+    return current_app.extensions["tessera.citizen"]

@@ -83,10 +83,10 @@ class BackChannelLogout:
         with self.engine.connect() as conn:
             rows = conn.execute(select(OAuthToken.client_id, OAuthToken.uid, OAuthToken.sid).distinct()
                                 .where(OAuthToken.sid.in_(sids))).all()
-        deliveries = []
+        deliveries: list[tuple[RegisteredClient, str, str]] = []
         for client_id, uid, sid in rows:
             client = self.clients.get(client_id)
-            if client is not None and client.backchannel_logout_uri:
+            if client is not None and client.backchannel_logout_uri and sid:  # sid: one of ``sids``
                 deliveries.append((client, uid, sid))
         if not deliveries:
             return
@@ -96,8 +96,8 @@ class BackChannelLogout:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="backchannel-logout")
-        for delivery in deliveries:
-            self._pool.submit(self.deliver, *delivery).add_done_callback(_log_failure)
+        for client, uid, sid in deliveries:
+            self._pool.submit(self.deliver, client, uid, sid).add_done_callback(_log_failure)
 
     def logout_token(self, client: RegisteredClient, sub: str, sid: str) -> str:
         """The logout token for ``client`` about ``sub``'s session ``sid`` (section 2.4)."""

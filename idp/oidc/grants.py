@@ -76,7 +76,7 @@ CODE_KEPT = datetime.timedelta(days=1)
 
 
 def _provider(grant: Any) -> "Provider":
-    return grant.server.provider  # type: ignore[no-any-return]
+    return grant.server.provider
 
 
 class AuthorizationCodes:
@@ -204,7 +204,7 @@ def client_still_registered() -> Iterator[None]:
         raise InvalidClientError("the client was removed", status_code=401) from None
 
 
-class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+class CodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
     def generate_authorization_code(self) -> str:
@@ -251,7 +251,7 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
                                          authorization_code.get_amr())
 
 
-class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+class S256CodeChallenge(CodeChallenge):
     """PKCE with S256 only; required when the client is public (it has no secret)."""
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
@@ -274,7 +274,7 @@ class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
         return authorization_code.code_challenge_method
 
 
-class OpenIdCode(OpenIDCode):  # type: ignore[misc]
+class OpenIdCode(OpenIDCode):
     def __init__(self, provider: "Provider") -> None:
         super().__init__(require_nonce=False)
         self.provider = provider
@@ -316,7 +316,7 @@ class OpenIdCode(OpenIDCode):  # type: ignore[misc]
         return self.provider.user_info(user, scope)
 
 
-class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+class RotatingRefreshGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
@@ -355,7 +355,7 @@ class RotatingRefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         pass  # spent in authenticate_refresh_token, before the new token was issued
 
 
-class ServiceCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+class ServiceCredentialsGrant(grants.ClientCredentialsGrant):
     """Client credentials (RFC 6749 section 4.4) for service accounts: a confidential client
     (section 2.1) authenticated at the token endpoint (section 3.2.1) gets a short-lived bearer
     access token (RFC 6750), no refresh token (section 4.4.3). The scope (section 3.3) is what it
@@ -397,7 +397,7 @@ class ServiceCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mi
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
-class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+class PrivateKeyJwt(JWTBearerClientAssertion):
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
     def __init__(self, provider: "Provider") -> None:
@@ -411,7 +411,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         return [p.token_endpoint, p.issuer, p.revocation_endpoint, p.introspection_endpoint]
 
     def resolve_client_public_key(self, client: Any) -> KeySet:
-        return KeySet.import_key_set(client.client_metadata.get("jwks") or {"keys": []})
+        return KeySet.import_key_set(client.client_metadata.get("jwks") or {"keys": []})  # type: ignore[arg-type]
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
         now = self.provider.clock()

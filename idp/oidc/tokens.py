@@ -77,7 +77,7 @@ _BY_KIND = {ACCESS: _BY_ACCESS, REFRESH: _BY_REFRESH}
 SessionTimeouts = Callable[[datetime.datetime, datetime.datetime, datetime.datetime], bool]
 
 
-class IssuedToken(TokenMixin):  # type: ignore[misc]
+class IssuedToken(TokenMixin):
     """A stored token as Authlib's grants, resource protector, revocation and introspection
     endpoints see it. ``presented``: which of the row's two credentials was shown (its expiry and
     revocation are that credential's).
@@ -248,11 +248,11 @@ class TokenStore:
 
     def revoke_family(self, family: str) -> int:
         """End every access and refresh token of a family; the number of tokens touched."""
-        with self.sessions.begin() as session:
-            access = session.execute(update(OAuthToken).where(OAuthToken.family == family, OAuthToken.access_revoked.is_(False))
-                                     .values(access_revoked=True)).rowcount
-            session.execute(update(OAuthToken).where(OAuthToken.family == family, OAuthToken.refresh_used_at.is_(None))
-                            .values(refresh_used_at=self.clock()))
+        with self.engine.begin() as conn:
+            access = conn.execute(update(OAuthToken).where(OAuthToken.family == family, OAuthToken.access_revoked.is_(False))
+                                  .values(access_revoked=True)).rowcount
+            conn.execute(update(OAuthToken).where(OAuthToken.family == family, OAuthToken.refresh_used_at.is_(None))
+                         .values(refresh_used_at=self.clock()))
             return int(access or 0)
 
     def revoke_user(self, uid: str) -> int:
