@@ -15,7 +15,7 @@ import click
 
 from idp import events
 from cli.context import CliContext
-from idp.oidc.clients import AUTH_METHODS, SCOPES, ClientRegistrationError, RegisteredClient
+from idp.oidc.clients import AUTH_METHODS, SCOPES, USERINFO_ALGORITHMS, ClientRegistrationError, RegisteredClient
 
 
 @click.group(name="client")
@@ -35,6 +35,7 @@ def _summary(client: RegisteredClient) -> dict[str, Any]:
         "scope": meta.get("scope", ""),
         "grant_types": meta.get("grant_types", []),
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "userinfo_signed_response_alg": client.userinfo_signed_response_alg,
         "introspection": client.may_introspect,
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "created_at": client.created_at.isoformat(),
@@ -73,6 +74,9 @@ def _audited(obj: CliContext, event_type: str, **details: Any) -> Any:
               help="The client's public JWK Set (JSON file), for private_key_jwt.")
 @click.option("--id-token-alg", type=click.Choice(["ES256", "RS256"]), default="ES256", show_default=True,
               help="Algorithm of the id_tokens it receives.")
+@click.option("--userinfo-alg", type=click.Choice(USERINFO_ALGORITHMS), default=None,
+              help="Sign its userinfo answers (a JWT, userinfo_signed_response_alg) with this algorithm; "
+                   "default: plain JSON.")
 @click.option("--no-refresh", is_flag=True, help="Issue no refresh tokens to it.")
 @click.option("--introspection", is_flag=True,
               help="A resource server: may ask /oidc/introspect about access tokens (RFC 7662).")
@@ -82,14 +86,16 @@ def _audited(obj: CliContext, event_type: str, **details: Any) -> Any:
 @click.pass_obj
 def add(obj: CliContext, name: str, redirect_uris: tuple[str, ...], client_id: str | None, auth_method: str,
         post_logout: tuple[str, ...], scopes: tuple[str, ...], trusted: bool, jwks_file: str | None, id_token_alg: str,
-        no_refresh: bool, introspection: bool, backchannel_logout_uri: str | None, as_json: bool) -> None:
+        userinfo_alg: str | None, no_refresh: bool, introspection: bool, backchannel_logout_uri: str | None,
+        as_json: bool) -> None:
     """Register a client. Its secret is printed once: Tessera stores only a hash."""
     jwks = read_jwks(jwks_file) if jwks_file else None
     registry = obj.deployment.clients
     try:
         new = registry.add(name, list(redirect_uris), client_id=client_id, auth_method=auth_method,
                            post_logout_redirect_uris=list(post_logout), scopes=list(scopes) or list(SCOPES),
-                           trusted=trusted, jwks=jwks, id_token_alg=id_token_alg, refresh_tokens=not no_refresh,
+                           trusted=trusted, jwks=jwks, id_token_alg=id_token_alg, userinfo_alg=userinfo_alg,
+                           refresh_tokens=not no_refresh,
                            introspection=introspection, backchannel_logout_uri=backchannel_logout_uri,
                            on_change=_audited(obj, "client.add", auth_method=auth_method, trusted=trusted,
                                               introspection=introspection))

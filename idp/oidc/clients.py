@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.models import OAuthClient
+from idp.oidc.keys import ALGORITHMS
 
 #: the scope of a refresh token that outlives the browser session (OIDC Core 11); asked for, it is
 #: always consented to by the person (idp.oidc.authorization)
@@ -41,6 +42,9 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 SERVICE_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 #: called inside the registration's transaction with the client id: raising undoes the change (the audit entry)
 ChangeSink = Callable[[Session, str], None]
+#: the algorithms a client may register as ``userinfo_signed_response_alg`` (OIDC Registration 1.0
+#: section 2): the provider's signing keys', advertised as ``userinfo_signing_alg_values_supported``
+USERINFO_ALGORITHMS = ALGORITHMS
 #: the metadata flag of a client that may call the introspection endpoint (RFC 7662 has no registered name)
 INTROSPECTION = "introspection_allowed"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{3,128}$")
@@ -128,6 +132,13 @@ class RegisteredClient(ClientMixin):
         return str(self.client_metadata.get("id_token_signed_response_alg", "ES256"))
 
     @property
+    def userinfo_signed_response_alg(self) -> str | None:
+        """The algorithm of its signed userinfo responses (OIDC Core 5.3.2), None for plain JSON.
+        Authlib's :class:`UserInfoEndpoint` reads the same metadata name."""
+        alg = self.client_metadata.get("userinfo_signed_response_alg")
+        return str(alg) if alg else None
+
+    @property
     def backchannel_logout_uri(self) -> str | None:
         """Where the client takes logout tokens (Back-Channel Logout 1.0 section 2.2), if anywhere."""
         uri = self.client_metadata.get("backchannel_logout_uri")
@@ -187,12 +198,16 @@ class ClientRegistry:
     def add(self, name: str, redirect_uris: Sequence[str], *, client_id: str | None = None,
             auth_method: str = "client_secret_basic", post_logout_redirect_uris: Sequence[str] = (),
             scopes: Sequence[str] = SCOPES, trusted: bool = False, jwks: dict[str, Any] | None = None,
-            id_token_alg: str = "ES256", refresh_tokens: bool = True, introspection: bool = False,
-            backchannel_logout_uri: str | None = None, on_change: ChangeSink | None = None) -> NewClient:
+            id_token_alg: str = "ES256", userinfo_alg: str | None = None, refresh_tokens: bool = True,
+            introspection: bool = False, backchannel_logout_uri: str | None = None,
+            on_change: ChangeSink | None = None) -> NewClient:
         """Register a client; its secret (for the client_secret_* methods) is returned once.
         ``introspection``: it may ask the introspection endpoint about tokens (RFC 7662; a
         confidential client only). ``backchannel_logout_uri``: where it is told of the end of a
         session it took part in (OpenID Connect Back-Channel Logout 1.0 section 2.2).
+        ``userinfo_alg``: its userinfo answers are a JWT signed with this algorithm (OIDC
+        Registration 1.0 section 2 ``userinfo_signed_response_alg``, one of those discovery
+        advertises), else JSON.
 
         ``on_change`` runs inside the transaction (the audit entry): if it raises, nothing is registered."""
         client_id = client_id or new_client_id()
@@ -205,8 +220,11 @@ class ClientRegistry:
             raise ClientRegistrationError("private_key_jwt needs the client's public keys (jwks)")
         if introspection and auth_method not in SERVICE_AUTH_METHODS:
             raise ClientRegistrationError("a client that introspects tokens must authenticate (not --auth-method none)")
-        if id_token_alg not in ("ES256", "RS256"):
-            raise ClientRegistrationError("id_token_signed_response_alg must be ES256 or RS256")
+        if id_token_alg not in ALGORITHMS:
+            raise ClientRegistrationError(f"id_token_signed_response_alg must be one of {', '.join(ALGORITHMS)}")
+        if userinfo_alg is not None and userinfo_alg not in USERINFO_ALGORITHMS:
+            raise ClientRegistrationError(
+                f"userinfo_signed_response_alg must be one of {', '.join(USERINFO_ALGORITHMS)}")
         unknown = [s for s in scopes if s not in SCOPES]
         if unknown or "openid" not in scopes:
             raise ClientRegistrationError(f"scopes must include openid and be among {', '.join(SCOPES)}")
@@ -221,6 +239,8 @@ class ClientRegistry:
             "scope": " ".join(scopes),
             "id_token_signed_response_alg": id_token_alg,
         }
+        if userinfo_alg is not None:
+            metadata["userinfo_signed_response_alg"] = userinfo_alg
         if jwks:
             metadata["jwks"] = jwks
         if introspection:

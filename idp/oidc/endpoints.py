@@ -22,6 +22,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask_login import current_user
 
 from idp import csrf, events
+from idp.citizen_login import citizen_user
 from idp.login import login_form
 from idp.oidc.authorization import CONTROL_CHARACTER, authorization, malformed_parameter_error, save_consent
 from idp.oidc.provider import SCOPE_CLAIMS, current_provider
@@ -176,7 +177,9 @@ def userinfo() -> Any:
         response.headers["WWW-Authenticate"] = f'Bearer realm="{current_provider.issuer}"'
         response.headers["Cache-Control"] = "no-store"
         return response
-    return current_provider.server.create_endpoint_response("userinfo")
+    response = current_provider.server.create_endpoint_response("userinfo")
+    response.headers.setdefault("Cache-Control", "no-store")  # the signed answer (5.3.2) holds claims too
+    return response
 
 
 #: the endpoints a public client's web page may call from the browser: their methods and request headers
@@ -207,16 +210,18 @@ def cross_origin(response: Response) -> Response:
 
 
 def end_browser_session(end_session_request: Any) -> None:
-    """RP-Initiated Logout: end this browser's session if it belongs to the token's subject."""
+    """RP-Initiated Logout: end this browser's session, with the tokens issued in it
+    (:mod:`idp.sessions`), if it belongs to the token's subject: the staff member or the citizen
+    logged in there."""
     claims = end_session_request.id_token_claims or {}
-    if not current_user.is_authenticated:
+    staff = current_user._get_current_object() if current_user.is_authenticated else None
+    ending = [user for user in (staff, citizen_user()) if user is not None and (not claims or claims.get("sub") == user.uid)]
+    if not ending:
         return
-    if claims and claims.get("sub") != current_user.uid:
-        return
-    uid = current_user.uid
     if isinstance(session, StaffSession):
         session.end()
-    events.record("logout", f"staff:{uid}", f"client:{claims.get('aud')}", "success", via="end_session_endpoint")
+    for user in ending:
+        events.record("logout", _subject(user), f"client:{claims.get('aud')}", "success", via="end_session_endpoint")
 
 
 @bp.route("/oidc/logout", methods=["GET", "POST"])

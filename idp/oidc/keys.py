@@ -102,7 +102,8 @@ class SigningKeys:
                 if in_service and row.alg not in active and row.created_at <= now - PROPAGATION:
                     if row.kid not in self._opened:
                         cls = ECKey if row.alg == "ES256" else RSAKey
-                        self._opened[row.kid] = cls.import_key(self.box.open(row.private_sealed, _PURPOSE))
+                        self._opened[row.kid] = cls.import_key(self.box.open(row.private_sealed, _PURPOSE),
+                                                               {"kid": row.kid, "alg": row.alg, "use": "sig"})
                     active[row.alg] = (row.kid, self._opened[row.kid])
                 if in_service or now - row.retired_at < RETIRED_PUBLISHED:  # type: ignore[operator]
                     published.append(json.loads(row.public_jwk_json))
@@ -116,6 +117,12 @@ class SigningKeys:
             self.ensure()
             self._refresh()
         return self._active[alg]
+
+    def signing_key_set(self) -> KeySet:
+        """The private keys that sign now, one per algorithm, each with its ``kid`` and ``alg``:
+        joserfc signs a JWS with the one of the header's ``alg`` and names it in ``kid`` (RFC 7515
+        section 4.1.4), so a relying party finds its public half in the JWKS."""
+        return KeySet([self.signing_key(alg)[1] for alg in ALGORITHMS])
 
     def jwks(self) -> dict[str, list[dict[str, object]]]:
         """The public JWK Set: active keys and recently retired ones (RFC 7517 section 5)."""

@@ -29,7 +29,8 @@ from werkzeug.local import LocalProxy
 from idp.deployment import EXTENSION
 from idp.i18n import LANGUAGE_TAGS
 from idp.oidc.backchannel import BackChannelLogout
-from idp.oidc.clients import OFFLINE_ACCESS, SCOPES, SERVICE_SCOPES, ClientRegistry, RegisteredClient
+from idp.oidc.clients import (OFFLINE_ACCESS, SCOPES, SERVICE_SCOPES, USERINFO_ALGORITHMS, ClientRegistry,
+                              RegisteredClient)
 from idp.oidc.grants import (SERVICE_TOKEN_SECONDS, CodeGrant, OpenIdCode, PrivateKeyJwt, RotatingRefreshGrant,
                              S256CodeChallenge, ServiceCredentialsGrant, client_still_registered, code_statements)
 from idp.oidc.introspection import Introspection
@@ -216,6 +217,10 @@ class Provider:
                 return provider.tokens.by_access_token(token_string)
 
         class _UserInfo(UserInfoEndpoint):
+            """OIDC Core 5.3: JSON, or for a client registered with ``userinfo_signed_response_alg``
+            a JWT (``application/jwt``, 5.3.2) with ``iss`` and ``aud``, signed by Authlib with the
+            provider's key for that algorithm, named by ``kid`` (:meth:`SigningKeys.signing_key_set`)."""
+
             def get_issuer(self) -> str:
                 return provider.issuer
 
@@ -225,7 +230,10 @@ class Provider:
                 return provider.user_info(user, scope)
 
             def resolve_private_key(self) -> Any:
-                return provider.keys.signing_key("ES256")[1]
+                return provider.keys.signing_key_set()
+
+            def get_supported_algorithms(self) -> list[str]:
+                return list(USERINFO_ALGORITHMS)
 
         class _EndSession(EndSessionEndpoint):
             def get_server_jwks(self) -> Any:
@@ -303,7 +311,7 @@ class Provider:
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-            "userinfo_signing_alg_values_supported": ["ES256", "RS256"],
+            "userinfo_signing_alg_values_supported": list(USERINFO_ALGORITHMS),  # OIDC Core 5.3.2
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256"],
             "revocation_endpoint": self.revocation_endpoint,  # RFC 8414 section 2 (RFC 7009)
