@@ -13,13 +13,23 @@ multiprocess mode: ``tessera serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at
 * ``tessera_ocsp_responses_total{status}``: ``good``, ``revoked``, ``unknown``, or the unsuccessful
   response status (``try_later``, ``malformed_request``, ...; RFC 6960 section 4.2.1);
 * ``tessera_api_verifications_total{operation,verdict}``: the verification API's verdicts
-  (``valid`` or ``invalid``), one per item of a batch.
+  (``valid`` or ``invalid``), one per item of a batch;
+* ``tessera_card_operations_total{operation,outcome}``: the card operations this process made, by
+  card event (cardsim.events, without its ``card.`` prefix: ``issued``, ``issue-failed``,
+  ``renewed``, ``lost``, ``expired``, ``record-updated``, ``blocked``, ``pin-changed``,
+  ``pin-blocked``, ``unblocked``) and its outcome; an event written inside its registry
+  transaction counts once that transaction commits, never when it rolls back;
+* ``tessera_card_logins_total{outcome}``: citizen card logins (``/citizen/login/token``), read from
+  the answer: ``success``, ``refused`` (the card's token was refused, 403), ``invalid`` (not a
+  login request) or ``error``.
 
 What is read from the deployment at each scrape (idp.health's checks, reused for 2 s, each bounded):
 ``tessera_up{component}`` (1 or 0 for database, directory, ca_token, crl, audit),
 ``tessera_crl_next_update_seconds{ca}``, ``tessera_audit_entries_total`` (the trail's length: every
 node's appends, so take ``max`` across nodes, not ``sum``), ``tessera_audit_unchecked_entries`` and
-``tessera_audit_checkpoint_wait_seconds``.
+``tessera_audit_checkpoint_wait_seconds``; and ``tessera_cards{status}``, the card registry by
+status (one grouped count, reused for 2 s and bounded the same way): the cards every process made,
+the ``tessera card`` commands' included (like the audit length, take ``max`` across nodes).
 
 Access (docs/operations.md): from the loopback address, or with ``Authorization: Bearer <token>``
 where the token is the content of ``<home>/secrets/metrics.token``; anything else gets 403.
@@ -38,11 +48,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, SessionTransaction
+
+from cardsim import events as card_events
+from idp.health import Finding, Readiness
 
 if TYPE_CHECKING:
     from ca.ocsp import OcspReply
+    from idp.deployment import Deployment
     from idp.events import SecurityEvent
-    from idp.health import Readiness
 
 #: prometheus-client's setting: the folder every worker writes its counters to
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -51,6 +67,11 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"
 #: request latency buckets (seconds): OCSP answers in milliseconds, a login step in tens of them
 _BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROUTE = "tessera.route"
+#: the citizen card login's endpoint (idp.citizen_login), whose answers are counted by outcome
+_CARD_LOGIN = "citizen_login.token"
+_CARD_LOGIN_OUTCOMES = ("success", "refused", "invalid", "error")
+#: ``Session.info`` key: the card events written in the session's open transaction, counted at its commit
+_PENDING_CARD_EVENTS = "tessera.metrics.card_events"
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -83,6 +104,11 @@ class _Metrics:
                             "response status", ["status"])
         self.verifications = Counter("tessera_api_verifications", "Verification API verdicts, by operation and "
                                      "verdict", ["operation", "verdict"])
+        self.card_operations = Counter("tessera_card_operations", "Card operations of this service, by card "
+                                       "event and outcome", ["operation", "outcome"])
+        self.card_logins = Counter("tessera_card_logins", "Citizen card logins, by outcome", ["outcome"])
+        for outcome in _CARD_LOGIN_OUTCOMES:  # every outcome served from the start, at 0
+            self.card_logins.labels(outcome)
 
 
 _made: list[_Metrics] = []
@@ -94,12 +120,77 @@ def _metrics() -> _Metrics:
         from idp import events
 
         events.subscribe(_security_event)
+        card_events.SUBSCRIBERS.append(_card_event)
     return _made[0]
 
 
 def _security_event(event: SecurityEvent) -> None:
     if event.action == "login" or event.action.startswith("login."):
         _metrics().logins.labels(event.action, event.result).inc()
+
+
+def _card_event(event: card_events.CardEvent) -> None:
+    _metrics().card_operations.labels(event.kind.removeprefix("card."), event.outcome).inc()
+
+
+class _CountingSink:
+    """The process's card event sink (cardsim.events.install_sink), wrapped: what it wrote inside an
+    operation's transaction is counted when that transaction commits, and forgotten when it ends
+    otherwise (a rolled-back operation is never counted)."""
+
+    def __init__(self, inner: card_events.CardEventSink | None) -> None:
+        self.inner = inner
+
+    def __call__(self, session: Session, event: card_events.CardEvent) -> None:
+        if self.inner is not None:
+            self.inner(session, event)  # raising undoes the operation: nothing to count
+        pending = session.info.get(_PENDING_CARD_EVENTS)
+        if pending is None:
+            pending = session.info[_PENDING_CARD_EVENTS] = []
+            sa_event.listen(session, "after_commit", _count_committed)
+            sa_event.listen(session, "after_transaction_end", _forget_uncommitted)
+        pending.append(event)
+
+
+def _count_committed(session: Session) -> None:
+    pending = session.info.get(_PENDING_CARD_EVENTS, [])
+    for event in pending:
+        _card_event(event)
+    pending.clear()
+
+
+def _forget_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the session's transaction ended without a commit (or after one: empty)
+        session.info.get(_PENDING_CARD_EVENTS, []).clear()
+
+
+def _count_card_events() -> None:
+    """Count this process's card events: the emitted ones as they happen (a subscriber, made with
+    the counters), the recorded ones after their commit (the installed sink wrapped; call after the
+    deployment's audit wiring installed its sink, idp.audit_bridge)."""
+    _metrics()
+    sink = card_events.installed_sink()
+    if not isinstance(sink, _CountingSink):
+        card_events.install_sink(_CountingSink(sink))
+
+
+def _count_card_login(response: Response) -> None:
+    """A citizen card login's outcome, read from its answer (idp.citizen_login.token)."""
+    status = response.status_code
+    success, refused, invalid, error = _CARD_LOGIN_OUTCOMES
+    _metrics().card_logins.labels(success if status < 300 else refused if status == 403 else invalid if status < 500
+                                  else error).inc()
+
+
+def _card_registry(deployment: Deployment) -> Finding:
+    """The card registry by status: one grouped count (every process's cards, the command line's too)."""
+    from cardsim.models import Card, CardStatus
+
+    with deployment.sessions() as session:
+        counted = session.execute(select(Card.status, func.count()).group_by(Card.status)).all()
+    by_status = {status.value: 0.0 for status in CardStatus}
+    by_status.update({str(status): float(count) for status, count in counted})
+    return Finding(True, "counted", by_status)
 
 
 def ocsp_answered(reply: OcspReply) -> None:
@@ -129,10 +220,12 @@ def _count_verdicts(response: Response) -> None:
 
 
 class _DeploymentCollector:
-    """Figures read at scrape time from the readiness checks (idp.health)."""
+    """Figures read at scrape time from the readiness checks (idp.health), and the card registry's
+    count, run and reused the same way (a hung database costs a scrape :data:`idp.health.CHECK_SECONDS`)."""
 
     def __init__(self, readiness: Readiness) -> None:
         self.readiness = readiness
+        self.cards = Readiness(readiness.deployment, {"cards": _card_registry})
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -158,6 +251,13 @@ class _DeploymentCollector:
                                     value=audit.values["unchecked_entries"])
             yield GaugeMetricFamily("tessera_audit_checkpoint_wait_seconds", "How long the oldest entry not yet "
                                     "under a checkpoint has waited", value=audit.values["waiting_seconds"])
+        cards = self.cards.run()["cards"]
+        if cards.ok:
+            registry = GaugeMetricFamily("tessera_cards", "Cards in the registry by status (every process's, "
+                                         "the command line's included: take max across nodes)", labels=["status"])
+            for status, count in sorted(cards.values.items()):
+                registry.add_metric([status], count)
+            yield registry
 
 
 def _metrics_token(secrets_dir: Path) -> bytes | None:
@@ -244,7 +344,7 @@ def _answer(start_response: StartResponse, status: str, body: bytes, media_type:
 
 
 def install(app: Flask, readiness: Readiness, secrets_dir: Path) -> MeasuredRequests:
-    """Count ``app``'s requests and verdicts; returns the middleware to put around ``app.wsgi_app``
+    """Count ``app``'s requests, verdicts, card logins and card operations; returns the middleware to put around ``app.wsgi_app``
     (outside the OCSP dispatcher, inside any proxy fix: the client's address decides access)."""
 
     @app.after_request
@@ -253,6 +353,9 @@ def install(app: Flask, readiness: Readiness, secrets_dir: Path) -> MeasuredRequ
         request.environ[_ROUTE] = rule.rule if rule is not None else "unmatched"
         if request.blueprint == "verification_api":
             _count_verdicts(response)
+        elif request.endpoint == _CARD_LOGIN:
+            _count_card_login(response)
         return response
 
+    _count_card_events()
     return MeasuredRequests(app.wsgi_app, readiness, secrets_dir)

@@ -2,17 +2,23 @@
 
 Integration: `tessera serve --workers 2`, a few requests of each kind, then `curl /metrics` parsed
 by prometheus-client's own text-format parser: the two workers' counters added up, route templates
-(never a path a client sent), OCSP by status, logins by outcome, component health, CRL nextUpdate.
+(never a path a client sent), OCSP by status, logins by outcome (citizen card logins too), component
+health, CRL nextUpdate; cards issued and reported lost by `tessera card` (another process) appear in
+the registry gauge; every metric the sample Grafana dashboard asks for is served.
 Unit: access from elsewhere than the loopback address needs the home's bearer token; the
-verification API's verdicts are counted one per item.
+verification API's verdicts are counted one per item; card operations are counted once their
+transaction commits, never when it rolls back or the audit sink refuses, and emitted ones at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +27,17 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, request
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
+from cardsim import events as card_events
 from idp import metrics
 from idp.health import Finding, Readiness
+from tests.fixtures_cards import citizen
+from tests.fixtures_citizen import csrf_from
 from tests.fixtures_web import csrf_of
 from tests.servers import TESSERA, free_port, run_tessera, running_server, tessera_env, wait_healthy
 
@@ -83,10 +95,17 @@ def test_curl_metrics_parses_and_counts_every_worker(served: tuple[str, Path]) -
         answer = client.post(base + "/login", data={"username": "nobody-here", "password": "wrong-password-1",
                                                     "csrf_token": csrf_of(page.text)}, timeout=10)
         assert answer.status_code == 401
+        page = client.get(base + "/citizen/login", timeout=10)
+        headers = {"X-CSRF-Token": csrf_from(page.text)}
+        nonce = client.post(base + "/citizen/login/challenge", json={}, headers=headers, timeout=10).json()["nonce"]
+        for body, status in (({"token": {"format": "jwt"}, "nonce": nonce}, 403), ({"token": {}}, 400)):
+            assert client.post(base + "/citizen/login/token", json=body, headers=headers, timeout=10).status_code == status
     text = subprocess.run(["curl", "-sS", "--max-time", "10", base + "/metrics"], capture_output=True, check=True,
                           text=True).stdout
     assert "wangfang" not in text and "110101" not in text  # no path, no user name in a label
     samples = _scrape(text)
+    card_logins = samples["tessera_card_logins_total"]
+    assert _total(card_logins, outcome="refused") == 1 and _total(card_logins, outcome="invalid") == 1
     requests_total = samples["tessera_http_requests_total"]
     assert _total(requests_total, route="/crl/<name>.crl", method="GET", status="200") == sent // 2
     assert _total(requests_total, route="unmatched", method="GET", status="404") == sent // 2
@@ -106,6 +125,50 @@ def test_curl_metrics_parses_and_counts_every_worker(served: tuple[str, Path]) -
     assert len({path.name for path in folder.iterdir() if path.name.startswith("counter_")}) == 2
 
 
+def _scrape_until(base: str, done: object, seconds: float = 10.0) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Scrapes until ``done(samples)`` (a worker's figures read from the deployment are reused for 2 s)."""
+    end = time.monotonic() + seconds
+    while True:
+        samples = _scrape(requests.get(base + "/metrics", timeout=10).text)
+        if done(samples) or time.monotonic() > end:  # type: ignore[operator]
+            return samples
+        time.sleep(0.5)
+
+
+def test_card_commands_show_in_the_registry_gauge(served: tuple[str, Path], tmp_path: Path) -> None:
+    base, home = served
+    env = tessera_env(home, base)
+    (tmp_path / "citizen.json").write_text(json.dumps(citizen(7101)))
+    run_tessera(env, "card", "issue", "--from", str(tmp_path / "citizen.json"), "--envelope",
+                str(tmp_path / "envelope.json"))
+    number = json.loads((tmp_path / "envelope.json").read_text())["card"]
+    samples = _scrape_until(base, lambda found: _total(found.get("tessera_cards", {}), status="active") == 1)
+    assert _total(samples["tessera_cards"], status="active") == 1
+    run_tessera(env, "card", "lost", number)
+    samples = _scrape_until(base, lambda found: _total(found["tessera_cards"], status="lost") == 1)
+    cards = samples["tessera_cards"]
+    assert _total(cards, status="lost") == 1 and _total(cards, status="active") == 0
+    assert {dict(key)["status"] for key in cards} == {"active", "lost", "renewed", "expired", "blocked"}
+    # the command's own operations were counted in its process, not by the service
+    assert _total(samples.get("tessera_card_operations_total", {}), operation="lost") == 0
+
+
+def test_the_dashboard_asks_only_for_served_metrics(served: tuple[str, Path], tmp_path: Path) -> None:
+    base, _home = served
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel.get("targets", [])
+             for name in re.findall(r"tessera_[a-z_]+", target["expr"])}
+    assert {"tessera_card_operations_total", "tessera_card_logins_total", "tessera_cards"} <= asked
+    # a labelled counter has samples from its first count on: the counters' names from their
+    # declarations (this process's registry), the deployment's figures from the service
+    _app(tmp_path)
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    declared = {family.name + suffix for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+                for suffix in suffixes.get(family.type, [""])}
+    served_names = set(_scrape_until(base, lambda found: "tessera_cards" in found))
+    assert asked - declared - served_names == set()
+
+
 # -- unit --------------------------------------------------------------------------------------
 def _app(tmp_path: Path) -> Flask:
     app = Flask(__name__)
@@ -116,7 +179,14 @@ def _app(tmp_path: Path) -> Flask:
         return Response('{"results": [{"valid": true}, {"valid": false}, {"valid": true}]}',
                         mimetype="application/json")
 
+    card_login = Blueprint("citizen_login", __name__)
+
+    @card_login.post("/citizen/login/token")
+    def token() -> Response:
+        return Response(status=int(request.args["answer"]))
+
     app.register_blueprint(api)
+    app.register_blueprint(card_login)
     readiness = Readiness(None, {"database": lambda _d: Finding(True, "answers")}, cache_seconds=0)  # type: ignore[arg-type]
     app.wsgi_app = metrics.install(app, readiness, tmp_path)  # type: ignore[method-assign]
     return app
@@ -146,3 +216,64 @@ def test_api_verdicts_are_counted_one_per_item(tmp_path: Path) -> None:
     assert _total(verdicts, operation="certificate", verdict="invalid") - _total(before, operation="certificate", verdict="invalid") == 1
     assert _total(after["tessera_http_requests_total"], route="/api/v1/certificates/verify-batch", status="200") >= 1
     assert _total(after["tessera_up"], component="database") == 1
+
+
+def test_citizen_card_logins_are_counted_by_outcome(tmp_path: Path) -> None:
+    client = _app(tmp_path).test_client()
+    before = _scrape(client.get("/metrics").get_data(as_text=True)).get("tessera_card_logins_total", {})
+    for answer in (200, 200, 403, 400, 503):
+        assert client.post(f"/citizen/login/token?answer={answer}").status_code == answer
+    after = _scrape(client.get("/metrics").get_data(as_text=True))["tessera_card_logins_total"]
+    assert {outcome: _total(after, outcome=outcome) - _total(before, outcome=outcome)
+            for outcome in ("success", "refused", "invalid", "error")} == \
+        {"success": 2, "refused": 1, "invalid": 1, "error": 1}
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_card_operations_count_once_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+
+    def audit_sink(session: Session, event: card_events.CardEvent) -> None:  # the audit trail's place
+        session.execute(text("SELECT 1"))
+        if event.card == "refused":
+            raise _Refused("the audit trail cannot be written")
+        written.append(event.kind)
+
+    monkeypatch.setattr(card_events, "_installed", [audit_sink])
+    client = _app(tmp_path).test_client()  # wraps the installed sink
+    monkeypatch.setattr(card_events, "SUBSCRIBERS", [s for s in card_events.SUBSCRIBERS if s.__module__ == metrics.__name__])
+    sessions = sessionmaker(create_engine(f"sqlite:///{tmp_path / 'cards.db'}"))
+
+    def counted() -> dict[tuple[tuple[str, str], ...], float]:
+        return _scrape(client.get("/metrics").get_data(as_text=True)).get("tessera_card_operations_total", {})
+
+    def record(kind: str, card: str = "0000000000000001", outcome: str = "success") -> None:
+        card_events.record(session, card_events.installed_sink(), kind, card, "cli:test", outcome)
+
+    before = counted()
+    with sessions.begin() as session:
+        record("card.issued")
+        record("card.renewed")
+        assert counted() == before  # not yet committed
+    with pytest.raises(_Refused), sessions.begin() as session:
+        record("card.lost", "refused")
+    with sessions() as session:  # one session, two transactions: only the committed one counts
+        with pytest.raises(RuntimeError), session.begin():
+            record("card.expired")
+            raise RuntimeError("the operation fails after its event was written")
+        with session.begin():
+            record("card.blocked", outcome="failure")
+    card_events.emit("card.pin-changed", "0000000000000001", "cli:test")
+    card_events.emit("card.issue-failed", "0000000000000002", "cli:test", "undone", reason="interrupted issuance")
+    after = counted()
+
+    def delta(operation: str, outcome: str = "success") -> float:
+        return _total(after, operation=operation, outcome=outcome) - _total(before, operation=operation, outcome=outcome)
+
+    assert written == ["card.issued", "card.renewed", "card.expired", "card.blocked"]
+    assert (delta("issued"), delta("renewed"), delta("blocked", "failure"), delta("pin-changed"),
+            delta("issue-failed", "undone")) == (1, 1, 1, 1, 1)
+    assert delta("expired") == 0 and delta("lost") == 0
