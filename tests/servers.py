@@ -5,8 +5,10 @@ Each server gets its own port and folder and is stopped by PID; nothing touches 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
+import json
 import os
 import random
 import shutil
@@ -37,11 +39,95 @@ def tessera_env(home: Path, public_url: str | None = None, **extra: str) -> dict
 
 def run_tessera(env: dict[str, str], *args: str, check: bool = True,
                 input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run the `tessera` CLI; with ``check``, a non-zero exit fails the test with its stderr."""
-    result = subprocess.run([TESSERA, *args], env=env, capture_output=True, input=input, timeout=120)
+    """Run the `tessera` CLI in a process of its own (forked by :class:`_ForkServer` when it can, else
+    a subprocess); with ``check``, a non-zero exit fails the test with its stderr."""
+    result = _fork_server.run(env, args, input, timeout=120)
+    if result is None:
+        result = subprocess.run([TESSERA, *args], env=env, capture_output=True, input=input, timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(f"tessera {' '.join(args)} failed: {result.stderr.decode()}")
     return result
+
+
+class _ForkServer:
+    """This test process's `tessera` fork server (tests/forkserver.py): each call is a forked child of
+    a process that imported the command once, so it skips the second of interpreter start and imports
+    a subprocess costs. Started on first use; ``TESSERA_TEST_FORKSERVER=0`` turns it off (every call a
+    subprocess). Calls whose environment changes what the interpreter reads at start-up (``PYTHON*``,
+    ``LC_*``, ``LANG``) run as subprocesses."""
+
+    SCRIPT = Path(__file__).resolve().parent / "forkserver.py"
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.pid = -1
+        self.socket: str | None = None
+        self.startup: dict[str, str] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _started(self) -> str | None:
+        with self.guard:
+            if self.pid != os.getpid():  # first use, or a forked child of the process that started it
+                self.pid, self.socket = os.getpid(), None
+                if os.environ.get("TESSERA_TEST_FORKSERVER", "1") != "0":
+                    self._start()
+            return self.socket
+
+    def _start(self) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="tessera-fork-"))
+        path = str(folder / "socket")
+        env = tessera_env(folder)
+        del env["TESSERA_HOME"]
+        self.startup = {k: v for k, v in env.items() if k.startswith(_STARTUP_VARIABLES)}
+        self.process = subprocess.Popen([sys.executable, str(self.SCRIPT), path], env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=open(folder / "forkserver.log", "ab"),
+                                        cwd=folder)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline() == b"ready\n":
+            self.socket = path
+        atexit.register(self._stop, self.process, folder)
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[bytes], folder: Path) -> None:
+        stop_server(process, timeout=5)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def run(self, env: dict[str, str], args: tuple[str, ...], input: bytes | None,
+            timeout: float) -> subprocess.CompletedProcess[bytes] | None:
+        """`tessera ARGS` forked with ``env`` (None when the fork server cannot run this call)."""
+        path = self._started()
+        if path is None or {k: v for k, v in env.items() if k.startswith(_STARTUP_VARIABLES)} != self.startup:
+            return None
+        umask = os.umask(0o077)
+        os.umask(umask)
+        request = json.dumps({"program": TESSERA, "args": list(args), "env": env, "cwd": os.getcwd(), "umask": umask})
+        with contextlib.ExitStack() as files:
+            stdin = files.enter_context(tempfile.TemporaryFile() if input is not None else open(os.devnull, "rb"))
+            if input is not None:
+                stdin.write(input)
+                stdin.seek(0)
+            stdout, stderr = (files.enter_context(tempfile.TemporaryFile()) for _ in range(2))
+            conn = files.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
+            try:
+                conn.connect(path)
+            except OSError:  # the server is gone: a subprocess then
+                return None
+            socket.send_fds(conn, [request.encode()], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
+            conn.settimeout(timeout)
+            child = json.loads(conn.recv(4096))["pid"]
+            try:
+                status = json.loads(conn.recv(4096))["status"]
+            except TimeoutError:
+                os.kill(child, signal.SIGKILL)
+                raise subprocess.TimeoutExpired([TESSERA, *args], timeout) from None
+            stdout.seek(0)
+            stderr.seek(0)
+            return subprocess.CompletedProcess([TESSERA, *args], os.waitstatus_to_exitcode(status), stdout.read(),
+                                               stderr.read())
+
+
+_STARTUP_VARIABLES = ("PYTHON", "LC_", "LANG")
+_fork_server = _ForkServer()
 
 
 class _PortReservations:

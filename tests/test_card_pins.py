@@ -3,20 +3,38 @@ for good; tries are counted before they are made, so a killed process gives no f
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from cardsim.config import CardSettings
+from cardsim.errors import CardBlocked, PinBlocked, WrongPin
+from cardsim.issuance import CardIssuer
+from idp.deployment import Deployment
+from idp.settings import Settings
 from tests.conftest import Home
 from tests.fixtures_cards import issue_card, verify_json
+from tests.servers import run_tessera
 
 
-def change_pin(home: Home, number: str, old: str, new: str, **env: str):  # type: ignore[no-untyped-def]
-    import subprocess
+def change_pin(home: Home, number: str, old: str, new: str, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return run_tessera(home.env | env, "card", "change-pin", number, check=False, input=f"{old}\n{new}\n".encode())
 
-    from tests.conftest import TESSERA
 
-    return subprocess.run([TESSERA, "card", "change-pin", number], env={**home.env, **env}, capture_output=True,
-                          input=f"{old}\n{new}\n".encode(), timeout=120)
+@contextlib.contextmanager
+def card_issuer(home: Home) -> Iterator[CardIssuer]:
+    """The card layer in this process on ``home``: one personalisation process for every call."""
+    deployment = Deployment(Settings.from_env(home.path, home.env))
+    issuer = CardIssuer(deployment.ca, CardSettings.from_env(home.path, home.env), actor="test")
+    try:
+        yield issuer
+    finally:
+        issuer.close()
+        deployment.close()
 
 
 def test_three_wrong_pins_block_and_the_puk_unblocks(home: Home, card_dir: Path) -> None:
@@ -34,13 +52,23 @@ def test_three_wrong_pins_block_and_the_puk_unblocks(home: Home, card_dir: Path)
 
 
 def test_ten_wrong_puks_block_the_card_for_good(home: Home, card_dir: Path) -> None:
+    """The counters driven through the card layer in process (the command line's rendering of the same
+    refusals is the test above); the blocked card as the command line and the registry then see it."""
     card = issue_card(home, 202, card_dir)
-    for _ in range(3):
-        change_pin(home, card.number, "000000", "111111")
-    outputs = [home.cli("card", "unblock", card.number, check=False, input=b"00000000\n123456\n").stderr.decode()
-               for _ in range(10)]
-    assert "9 tries left" in outputs[0] and "1 tries left" in outputs[8]
-    assert "blocked for good" in outputs[9]
+    with card_issuer(home) as issuer:
+        for _ in range(2):
+            with pytest.raises(WrongPin):
+                issuer.change_pin(card.number, "000000", "111111")
+        with pytest.raises(PinBlocked, match="now blocked"):
+            issuer.change_pin(card.number, "000000", "111111")
+        outputs = []
+        for _ in range(9):
+            with pytest.raises(WrongPin) as wrong:
+                issuer.unblock(card.number, "00000000", "123456")
+            outputs.append((str(wrong.value), wrong.value.remaining))
+        with pytest.raises(CardBlocked, match="now blocked for good"):
+            issuer.unblock(card.number, "00000000", "123456")
+    assert outputs[0] == ("wrong PUK: 9 tries left", 9) and outputs[8] == ("wrong PUK: 1 tries left", 1)
     final = home.cli("card", "unblock", card.number, check=False, input=f"{card.puk}\n123456\n".encode())
     assert final.returncode == 1 and b"blocked for good" in final.stderr
     assert json.loads(home.cli("card", "show", card.number, "--json").stdout)["status"] == "blocked"
@@ -53,13 +81,8 @@ def test_a_process_killed_during_a_pin_attempt_gives_no_extra_try(home: Home, ca
     for _ in range(2):
         killed = change_pin(home, card.number, card.pin, "13572468", TESSERA_CARD_CRASH_AT="pin-attempt")
         assert killed.returncode == 1 and b"personalisation process stopped" in killed.stderr
-    import subprocess
-
-    from tests.conftest import TESSERA
-
-    reader_killed = subprocess.run([TESSERA, "card", "verify", card.number, "--with-pin"], capture_output=True,
-                                   env={**home.env, "TESSERA_CARD_CRASH_AT": "pin-attempt"},
-                                   input=f"{card.pin}\n".encode(), timeout=120)
+    reader_killed = run_tessera(home.env | {"TESSERA_CARD_CRASH_AT": "pin-attempt"}, "card", "verify", card.number,
+                                "--with-pin", check=False, input=f"{card.pin}\n".encode())
     assert reader_killed.returncode == -9
     refused = change_pin(home, card.number, card.pin, "13572468")
     assert refused.returncode == 1 and b"blocked" in refused.stderr
@@ -71,8 +94,6 @@ def test_readers_in_several_processes_log_in_to_one_card_one_at_a_time(home: Hom
     """SoftHSM2 rewrites a token's file at each login: two processes logging in to one card at
     once made one of them fail (CKR_GENERAL_ERROR, ~10 % of logins under contention). The try
     counter's lock takes the tries one at a time, and every try is still counted."""
-    import subprocess
-
     from tests.fixtures_cards import PYTHON, REPO
 
     card = issue_card(home, 204, card_dir)
