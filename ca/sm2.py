@@ -110,6 +110,14 @@ class Sm2PublicKey:
         except gmssl_pyx.GmsslInnerError:
             return False
 
+    def verify_digest(self, digest: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` (DER r, s) is the SM2 signature of the given 32-byte e = SM3(Z || M)
+        (GB/T 32918.2 section 7.1 from step B3): for a caller that hashed Z and the message itself."""
+        try:
+            return len(digest) == 32 and bool(gmssl_pyx.sm2_verify_sm3_digest(self.point, digest, signature))
+        except gmssl_pyx.GmsslInnerError:
+            return False
+
 
 def sign(private_key: bytes, public_key: Sm2PublicKey, data: bytes, signer_id: bytes = DEFAULT_SIGNER_ID) -> bytes:
     """The SM2 signature (DER r, s) of ``data`` with Z of ``signer_id`` (GB/T 32918.2 section 6):

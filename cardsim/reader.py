@@ -43,8 +43,6 @@ import pkcs11
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +59,7 @@ from verification.chain import ChainValidator
 from verification.crl_status import CrlStatus
 from verification.ocsp_status import OcspStatus
 from verification.reasons import Check
+from verification.signatures import public_key_of, verify_signature
 from verification.signed_data import SignedContent, open_signed_data
 
 _LABEL_TO_RECORD = {label: kind for kind, label in LABELS.items()}
@@ -123,7 +122,9 @@ class ReaderTrust:
         again every ``crl_max_age`` seconds (or, when ``online``, OCSP for the end entities and
         those CRLs for the CAs above them)."""
         from ca import crl as crl_module
+        from ca.hierarchy import ROOT
         from ca.models import Authority, Certificate
+        from ca.profiles import SM2_PREFIX
         from cardsim.models import Card, CardDepartment, CardRecord
 
         with sessions() as session:
@@ -146,8 +147,8 @@ class ReaderTrust:
                         out.append(latest.der)
             return out
 
-        roots = [c for name, c in certs.items() if name == "root"]
-        intermediates = [c for name, c in certs.items() if name != "root"]
+        roots = [c for name, c in certs.items() if name in (ROOT, SM2_PREFIX + ROOT)]  # SM2: verification.sm2_paths
+        intermediates = [c for name, c in certs.items() if name not in (ROOT, SM2_PREFIX + ROOT)]
         crls = CrlStatus(published_crls(), list(certs.values()), published_crls, crl_max_age)
         status: CrlStatus | OcspStatus = OcspStatus(authorities=crls) if online else crls
 
@@ -561,14 +562,9 @@ class CardReader:
             return Check(name, False, contents.pin_check.reason, contents.pin_check.detail)
         if cert is None or contents.signature is None or contents.challenge is None:
             return Check(name, False, "certificate-missing", "no authentication certificate to check against")
-        public = cert.public_key()
-        raw = contents.signature
-        try:
-            assert isinstance(public, ec.EllipticCurvePublicKey) and raw and len(raw) % 2 == 0
-            half = len(raw) // 2  # raw r||s (PKCS#11 v2.40 section 2.3.1) to DER (RFC 3279 section 2.2.3)
-            der_signature = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
-            public.verify(der_signature, contents.challenge, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, AssertionError, ValueError):
+        try:  # raw r||s of CKM_ECDSA (PKCS#11 v2.40 section 2.3.1) over the challenge's SHA-256
+            verify_signature(public_key_of(cert), contents.signature, contents.challenge, hashes.SHA256(), raw_ecdsa=True)
+        except InvalidSignature:
             return Check(name, False, "key-mismatch", "the card's key does not match its authentication certificate")
         return Check(name, True, "ok", "the card signed a fresh challenge with the certified key")
 

@@ -14,6 +14,11 @@ in the trust list (``TESSERA_TRUST_LIST``, :mod:`verification.trust_list`) are v
 certificate on the path), and the verdict names the anchor and the revocation source. A certificate
 from any other CA is ``untrusted-issuer``.
 
+A certificate signed SM2-with-SM3 (GB/T 20518) is validated to the deployment's SM2 root by
+:mod:`verification.sm2_paths` instead of cryptography, which has no SM2; purpose, policy and
+revocation are the same for both suites (SM2 CRLs and the SM2 OCSP responders' answers are
+verified through :mod:`verification.sm2_signatures`).
+
 The certificate policies a purpose accepts are numbers under the deployment's policy arc
 (``TESSERA_POLICY_ARC``), read from the issuing CAs' own certificatePolicies (RFC 5280 section
 4.2.1.4), so a deployment with its own arc validates its own certificates.
@@ -39,12 +44,16 @@ from cryptography.x509.verification import (Criticality, ExtensionPolicy, Policy
                                              VerificationError)
 from sqlalchemy import Engine, bindparam, select
 
+from ca.hierarchy import ROOT
 from ca.models import Authority, Certificate, CertificateStatus, Crl
-from ca.profiles import EXAMPLE_POLICY_ARC, PROFILES
+from ca.profiles import EXAMPLE_POLICY_ARC, PROFILES, SM2_PREFIX
+from verification.crl_status import UsableCrl, certificate_status, load_crl, usable_crl
 from verification.paths import PolicyInputs, validate_path
 from verification.reasons import Reason
+from verification.signatures import directly_issued_by, verify_signed_by
+from verification.sm2_paths import is_sm2_certificate, validate_sm2_path
+from verification.sm2_signatures import sm2_public_key
 from verification.trust_list import CrlCache, ForeignAnchor, load_trust_list
-from verification.signatures import verify_signature
 
 REVOCATION_SOURCES = ("ocsp", "crl", "store")
 
@@ -188,7 +197,8 @@ def _known(cert: x509.Certificate) -> _Known:
 #: what cryptography raises, lazily (on ``.extensions``, ``.subject``, ``.public_key()``), when a part
 #: of a loaded certificate does not parse; DuplicateExtension and UnsupportedGeneralNameType are
 #: not ValueErrors
-MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm)
+MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm,
+             x509.InvalidVersion)
 
 #: RFC 5280 section 4.2 names of the extensions asn1crypto calls otherwise
 _EXTENSION_NAMES = {"subject_alt_name": "subjectAltName", "issuer_alt_name": "issuerAltName",
@@ -236,7 +246,7 @@ def malformed_part(cert: x509.Certificate) -> str | None:
         known.malformed = ""
         for part, read in (("subject", lambda: cert.subject.rfc4514_string()),
                            ("issuer", lambda: cert.issuer.rfc4514_string()),
-                           ("subjectPublicKeyInfo", cert.public_key),
+                           ("subjectPublicKeyInfo", lambda: sm2_public_key(cert) or cert.public_key()),
                            ("extensions", lambda: cert.extensions)):
             try:
                 read()
@@ -326,16 +336,19 @@ def load_certificate(data: str | bytes) -> x509.Certificate:
     loaded = _LOADED.get(stripped)
     if loaded is not None:
         return loaded
-    if stripped.startswith(b"-----BEGIN"):
-        cert = x509.load_pem_x509_certificate(stripped)
-    elif stripped[:1] == b"\x30":
-        cert = x509.load_der_x509_certificate(stripped)
-    else:
-        try:
-            der = base64.b64decode(b"".join(stripped.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("neither PEM nor base64 DER") from None
-        cert = x509.load_der_x509_certificate(der)
+    try:
+        if stripped.startswith(b"-----BEGIN"):
+            cert = x509.load_pem_x509_certificate(stripped)
+        elif stripped[:1] == b"\x30":
+            cert = x509.load_der_x509_certificate(stripped)
+        else:
+            try:
+                der = base64.b64decode(b"".join(stripped.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("neither PEM nor base64 DER") from None
+            cert = x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion:  # not a ValueError: a version other than v1-v3 (RFC 5280 section 4.1.2.1)
+        raise ValueError("not an X.509 v1-v3 certificate") from None
     if len(_LOADED) >= _KNOWN_LIMIT:
         _LOADED.clear()
     _LOADED[stripped] = cert
@@ -403,14 +416,18 @@ def profile_of(cert: x509.Certificate, purpose: Purpose | None = None) -> str | 
 # --- trust ---------------------------------------------------------------------------------
 @dataclass
 class Anchors:
-    """The trust anchors: ours (root and issuing CAs from the store) for the fast path, and the
-    foreign anchors of the trust list, validated in full (:mod:`verification.paths`)."""
+    """The trust anchors: ours (root and issuing CAs from the store) for the fast path, the SM2
+    ones apart (:mod:`verification.sm2_paths`), and the foreign anchors of the trust list,
+    validated in full (:mod:`verification.paths`)."""
 
     roots: list[x509.Certificate]
     intermediates: list[x509.Certificate]
     #: authority name by subject DER of our issuing CAs (for the store and OCSP lookups)
     ours: dict[bytes, str]
     foreign: list[ForeignAnchor] = field(default_factory=list)
+    #: the SM2 root and issuing CAs (``tessera ca add-sm2``), signed SM2-with-SM3
+    sm2_roots: list[x509.Certificate] = field(default_factory=list)
+    sm2_intermediates: list[x509.Certificate] = field(default_factory=list)
 
     @classmethod
     def from_store(cls, engine: Engine, trust_list: str | None = None) -> "Anchors":
@@ -420,9 +437,11 @@ class Anchors:
         with engine.connect() as conn:
             rows = conn.execute(select(Authority.name, Authority.certificate_der)).all()
         certs = {name: x509.load_der_x509_certificate(der) for name, der in rows}
-        roots = [c for n, c in certs.items() if n == "root"]
-        intermediates = [c for n, c in certs.items() if n != "root"]
-        for cert in intermediates:
+        suites: dict[bool, tuple[list[x509.Certificate], list[x509.Certificate]]] = {False: ([], []), True: ([], [])}
+        for name, cert in certs.items():
+            suites[is_sm2_certificate(cert)][name not in (ROOT, SM2_PREFIX + ROOT)].append(cert)
+        (roots, intermediates), (sm2_roots, sm2_intermediates) = suites[False], suites[True]
+        for cert in intermediates + sm2_intermediates:
             try:
                 named = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
             except (x509.ExtensionNotFound, *MALFORMED):
@@ -431,7 +450,8 @@ class Anchors:
                         if p.policy_identifier != x509.oid.CertificatePoliciesOID.ANY_POLICY)
         path = trust_list if trust_list is not None else os.environ.get("TESSERA_TRUST_LIST")
         foreign = load_trust_list(path, tuple(PURPOSES)) if path else []
-        return cls(roots, intermediates, {c.subject.public_bytes(): n for n, c in certs.items()}, foreign)
+        return cls(roots, intermediates, {c.subject.public_bytes(): n for n, c in certs.items()}, foreign,
+                   sm2_roots, sm2_intermediates)
 
 
 # --- revocation ---------------------------------------------------------------------------
@@ -454,7 +474,8 @@ class RevocationChecker:
         self.engine = engine
         self.responder = ocsp_responder
         self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
-        self._crls: dict[bytes, tuple[Any, Any]] = {}
+        #: issuer subject DER -> (the id of its latest CRL, that CRL as usable or why it is not)
+        self._crls: dict[bytes, tuple[Any, UsableCrl | str]] = {}
         self._responders: dict[bytes, bool] = {}
         self._requests: dict[tuple[bytes, bytes], bytes] = {}
         self._answers: dict[tuple[bytes, int], Any] = {}
@@ -504,7 +525,10 @@ class RevocationChecker:
         return out
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime) -> RevocationStatus:
-        """The issuer's latest published CRL (its number read each time, so a new CRL is seen at once)."""
+        """The status from the issuer's latest published CRL (its number read each time, so a new
+        CRL is seen at once), used as RFC 5280 section 6.3.3 allows (:func:`verification.crl_status.usable_crl`:
+        signed by the issuer's key, ECDSA, RSA or SM2, with cRLSign, no unknown critical extension, a
+        complete direct CRL; then its freshness and scope), worked out once per CRL."""
         key = subject_der(issuer)
         issuer_der = issuer.public_bytes(serialization.Encoding.DER)
         with self.engine.connect() as conn:
@@ -514,24 +538,26 @@ class RevocationChecker:
             cached = self._crls.get(key)
             if cached is None or cached[0] != latest:
                 der = conn.execute(select(Crl.der).where(Crl.id == latest)).scalar() if latest is not None else None
-                crl = x509.load_der_x509_crl(der) if der is not None else None
-                if crl is not None and not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-                    crl = None
-                cached = (latest, crl)
+                usable: UsableCrl | str = "no CRL of the issuer is published"
+                if der is not None:
+                    loaded = load_crl(der)
+                    usable = loaded if isinstance(loaded, str) else usable_crl(loaded, [issuer])
+                cached = (latest, usable)
                 self._crls[key] = cached
-        crl = cached[1]
-        if crl is None:
-            return RevocationStatus("unknown", "crl", detail="no valid CRL for the issuer")
-        if crl.next_update_utc is not None and crl.next_update_utc < at:
-            return RevocationStatus("unknown", "crl", crl.last_update_utc, detail="the CRL is past its nextUpdate")
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        usable = cached[1]
+        if isinstance(usable, str):
+            return RevocationStatus("unknown", "crl", detail=usable)
+        outcome, detail = certificate_status(cert, [usable], at)
+        this_update = usable.crl.last_update_utc
+        entry = usable.crl.get_revoked_certificate_by_serial_number(cert.serial_number) if outcome == "revoked" else None
         if entry is None:
-            return RevocationStatus("good", "crl", crl.last_update_utc)
+            return RevocationStatus("good", "crl", this_update) if outcome == "good" else \
+                RevocationStatus("unknown", "crl", this_update, detail=detail)
         try:
             reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
         except x509.ExtensionNotFound:
             reason = "unspecified"
-        return RevocationStatus("revoked", "crl", crl.last_update_utc, entry.revocation_date_utc, reason)
+        return RevocationStatus("revoked", "crl", this_update, entry.revocation_date_utc, reason)
 
     def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime.datetime) -> RevocationStatus:
         """Ask our responder in process (RFC 6960 section 4.1, no nonce: the stored answer) and
@@ -585,8 +611,8 @@ class RevocationChecker:
                 return RevocationStatus("unknown", "ocsp", detail="the OCSP responder is not authorised by the CA")
             signer = candidate
         try:
-            verify_signature(signer.public_key(), response.signature, response.tbs_response_bytes,
-                             response.signature_hash_algorithm)
+            verify_signed_by(signer, response.signature, response.tbs_response_bytes, response.signature_algorithm_oid,
+                             lambda: response.signature_hash_algorithm)
         except (InvalidSignature, *MALFORMED):
             return RevocationStatus("unknown", "ocsp", detail="the OCSP response signature does not verify")
         if response.serial_number != cert.serial_number:
@@ -598,10 +624,9 @@ class RevocationChecker:
         known = self._responders.get(key)
         if known is None:
             try:
-                responder.verify_directly_issued_by(issuer)
                 usages = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-                known = ExtendedKeyUsageOID.OCSP_SIGNING in usages
-            except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+                known = directly_issued_by(responder, issuer) and ExtendedKeyUsageOID.OCSP_SIGNING in usages
+            except (x509.ExtensionNotFound, *MALFORMED):
                 known = False
             self._responders[key] = known
         return known
@@ -764,6 +789,8 @@ class CertificateValidator:
             reasons.append(Reason("not-yet-valid", f"valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"))
         fit = purpose_reasons(cert, PURPOSES[purpose])
         reasons += fit
+        if is_sm2_certificate(cert):
+            return self._sm2_path(cert, chain, at, reasons)
         intermediates = list(chain) + self.anchors.intermediates
         built: tuple[x509.Certificate, ...] = ()
         if self._store is None:
@@ -791,6 +818,17 @@ class CertificateValidator:
                 except (VerificationError, ValueError) as exc3:
                     reasons.append(Reason("untrusted-issuer", f"no path to a trusted anchor: {str(exc3)[:300]}"))
         return reasons, built
+
+    def _sm2_path(self, cert: x509.Certificate, chain: Sequence[x509.Certificate], at: datetime.datetime,
+                  reasons: list[Reason]) -> tuple[list[Reason], tuple[x509.Certificate, ...]]:
+        """The path of an SM2 certificate to the SM2 root (:func:`verification.sm2_paths.validate_sm2_path`):
+        ``reasons`` (its own validity and purpose, named already) and the path's own, with the path
+        as for ECDSA (shown when only the certificate's own validity fails)."""
+        if not self.anchors.sm2_roots:
+            return reasons + [Reason("untrusted-issuer", "no SM2 trust anchor is configured")], ()
+        outcome = validate_sm2_path(cert, [*chain, *self.anchors.sm2_intermediates], self.anchors.sm2_roots, at)
+        named = {r.code for r in reasons}
+        return reasons + [r for r in outcome.reasons if r.code not in named], outcome.path
 
 
 def fingerprint(cert: x509.Certificate) -> str:

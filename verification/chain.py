@@ -1,7 +1,8 @@
 """The card reader's certification path validation to a fixed set of roots (RFC 5280 section 6),
 through ``cryptography.x509.verification``, with the CA part of a path kept between the cards of
-one CA. Revocation is not checked here: :mod:`verification.crl_status` and
-:mod:`verification.ocsp_status` do it for the path this returns."""
+one CA. A certificate signed SM2-with-SM3 is validated to the SM2 roots among the given ones by
+:mod:`verification.sm2_paths` (cryptography has no SM2). Revocation is not checked here:
+:mod:`verification.crl_status` and :mod:`verification.ocsp_status` do it for the path this returns."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from cryptography import x509
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from verification.reasons import Check
+from verification.sm2_paths import is_sm2_certificate, validate_sm2_path
 
 
 class ChainValidator:
@@ -27,7 +29,9 @@ class ChainValidator:
     validated along the whole path again, so failures read as they always did."""
 
     def __init__(self, roots: Sequence[x509.Certificate]) -> None:
-        self._store = Store(list(roots))
+        self._sm2_roots = [root for root in roots if is_sm2_certificate(root)]
+        others = [root for root in roots if not is_sm2_certificate(root)]
+        self._store = Store(others) if others else None
         self._builders: dict[datetime.datetime, PolicyBuilder] = {}
         #: DER of an issuer's name -> [(issuer, the CAs from it to the root, a store of the issuer,
         #: start and end of the path's validity)]
@@ -47,6 +51,8 @@ class ChainValidator:
         at = at.replace(microsecond=0)
         builder = self._builders.get(at)
         if builder is None:
+            if self._store is None:
+                raise VerificationError("no trust anchor of the certificate's suite is configured")
             builder = self._builder(self._store, at)
             self._builders = {at: builder}
         return builder.build_client_verifier()
@@ -99,7 +105,17 @@ class ChainValidator:
         """RFC 5280 section 6 path validation at ``at``; ``eku`` is required when given. With the
         path on success: the leaf, its issuer and the CAs up to the root (each to be asked for
         its status, :meth:`verification.crl_status.CrlStatus.path_status`)."""
-        chain = self._by_kept_issuer(leaf, at)
+        chain: list[x509.Certificate] | None
+        if is_sm2_certificate(leaf):
+            outcome = validate_sm2_path(leaf, intermediates, self._sm2_roots, at)
+            if not outcome.valid:
+                first = outcome.reasons[0]
+                expired = first.code != "untrusted-issuer" or " expired on " in first.detail \
+                    or " is valid from " in first.detail
+                return Check(name, False, "expired" if expired else "untrusted", first.detail[:200]), None
+            chain = list(outcome.path)
+        else:
+            chain = self._by_kept_issuer(leaf, at)
         if chain is None:
             try:
                 chain = list(self._verifier(at).verify(leaf, list(intermediates)).chain)  # type: ignore[attr-defined]

@@ -49,7 +49,8 @@ _KNOWN_CRL_EXTENSIONS = {ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDE
 #: CRL entry extensions processed here (section 5.3); certificateIssuer belongs to indirect CRLs
 _KNOWN_ENTRY_EXTENSIONS = {CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE}
 #: what cryptography raises, lazily, on a part of a CRL or certificate that does not parse
-_MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm)
+_MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm,
+              x509.InvalidVersion)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Online certificate status from the CA's OCSP responder (RFC 6960) for the card reader: a
 fresh signed answer with a nonce, from the CA or its delegated responder (section 4.2.2.2), about
 the end entity; the CAs above it are checked against their CRLs (RFC 5280 section 6.3), so a
-revoked CA revokes its certificates online too."""
+revoked CA revokes its certificates online too. An SM2 CA's answers, signed SM2-with-SM3, are
+verified through :mod:`verification.sm2_signatures` (GmSSL)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import urllib.request
 from collections.abc import Callable, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from verification.crl_status import CrlStatus
 from verification.reasons import Check
-from verification.signatures import verify_signature
+from verification.signatures import directly_issued_by, verify_signed_by
 
 
 class OcspStatus:
@@ -97,20 +98,19 @@ class OcspStatus:
         if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
             return Check(name, False, "status-unavailable", f"OCSP responder said {response.response_status.name}"), None
         responder = next(iter(response.certificates), None)
-        signer_key = issuer.public_key()
+        signer = issuer
         if responder is not None:
             # delegated responder: issued by the CA, id-kp-OCSPSigning (RFC 6960 section 4.2.2.2)
             try:
-                responder.verify_directly_issued_by(issuer)
                 eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-                if x509.ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
-                    raise ValueError("no OCSPSigning")
-            except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+                if x509.ExtendedKeyUsageOID.OCSP_SIGNING not in eku or not directly_issued_by(responder, issuer):
+                    raise ValueError("not a delegated responder of the CA")
+            except (ValueError, TypeError, x509.ExtensionNotFound, UnsupportedAlgorithm):
                 return Check(name, False, "status-untrusted", "the OCSP responder is not authorised by the CA"), None
-            signer_key = responder.public_key()
+            signer = responder
         try:
-            verify_signature(signer_key, response.signature, response.tbs_response_bytes,
-                             response.signature_hash_algorithm or hashes.SHA256())
+            verify_signed_by(signer, response.signature, response.tbs_response_bytes, response.signature_algorithm_oid,
+                             lambda: response.signature_hash_algorithm or hashes.SHA256())
         except InvalidSignature:
             return Check(name, False, "status-untrusted", "the OCSP response signature does not verify"), None
         try:

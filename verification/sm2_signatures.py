@@ -43,3 +43,18 @@ def verify_sm2(key: Sm2PublicKey, data: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is ``key``'s SM2 signature over ``data`` (e = SM3(Z || M), GB/T 32918.2
     section 7) with Z of one of the :data:`SIGNER_IDS`."""
     return any(key.verify(data, signature, signer_id) for signer_id in SIGNER_IDS)
+
+
+def sm2_issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``certificate`` names ``issuer``'s subject as its issuer and carries ``issuer``'s
+    SM2-with-SM3 signature, the same algorithm in its signatureAlgorithm and TBS signature fields
+    (RFC 5280 section 4.1.1.2 and 6.1.3 (a)(1), (a)(4))."""
+    key = sm2_public_key(issuer)
+    if key is None or not is_sm2_signed(certificate.signature_algorithm_oid) or certificate.issuer != issuer.subject:
+        return False
+    try:
+        loaded = asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER))
+        same = loaded["signature_algorithm"].dump() == loaded["tbs_certificate"]["signature"].dump()
+    except (ValueError, TypeError, KeyError):
+        return False
+    return same and verify_sm2(key, certificate.tbs_certificate_bytes, certificate.signature)
