@@ -20,6 +20,7 @@ import pyotp
 import pytest
 
 from tests.fixtures_admin import PASSWORD, AdminAgent, admin_agents, admins, idp, slapd  # noqa: F401
+from tests.fixtures_web import unused_step
 from tests.servers import run_tessera
 
 __all__ = ["SESSION_SECONDS", "Operator", "enrol", "login", "operator_tokens", "run_as", "token_of"]
@@ -36,15 +37,9 @@ class Operator:
     last_step: int = field(default=-1)
 
     def code(self) -> str:
-        """A code of a step not used yet: now, or the next step (inside the window of one), or wait."""
-        step = int(time.time() // 30)
-        if step <= self.last_step:
-            step = self.last_step + 1
-        if step > int(time.time() // 30) + 1:
-            time.sleep(30 - time.time() % 30 + 0.1)
-            step = int(time.time() // 30)
-        self.last_step = step
-        return pyotp.TOTP(self.secret).generate_otp(step)
+        """A code of a step not used yet, inside the window of one (waits when three are used)."""
+        self.last_step = unused_step(self.last_step)
+        return pyotp.TOTP(self.secret).generate_otp(self.last_step)
 
     @classmethod
     def of(cls, agent: AdminAgent) -> Operator:

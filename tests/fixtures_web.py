@@ -113,6 +113,18 @@ def staff_user(slapd: SlapdServer) -> tuple[str, str]:  # noqa: F811
     return uid, PASSWORD
 
 
+def unused_step(last_step: int) -> int:
+    """The earliest TOTP step after ``last_step`` that the service accepts now: its window is one step
+    either side (RFC 6238 section 5.2), so three steps serve before a wait; the previous step only in
+    the first 20 seconds of this one (its code must still be in the window when it arrives)."""
+    while True:
+        now, into = divmod(time.time(), 30)
+        step = max(int(now) - (1 if into < 20 else 0), last_step + 1)
+        if step <= int(now) + 1:
+            return step
+        time.sleep(30 - into + 0.1)
+
+
 class StaffAgent(requests.Session):
     """A staff member's user agent without a browser: follows the login pages like a person."""
 
@@ -128,15 +140,8 @@ class StaffAgent(requests.Session):
     def code(self) -> str:
         """A TOTP code of a step not used yet (waits for the next step when needed)."""
         assert self.secret
-        totp = pyotp.TOTP(self.secret)
-        step = int(time.time() // 30)
-        if step <= self.last_step:
-            step = self.last_step + 1  # the next step is inside the window of one
-        if step > int(time.time() // 30) + 1:
-            time.sleep(30 - time.time() % 30 + 0.1)
-            step = int(time.time() // 30)
-        self.last_step = step
-        return totp.generate_otp(step)
+        self.last_step = unused_step(self.last_step)
+        return pyotp.TOTP(self.secret).generate_otp(self.last_step)
 
     def password_step(self, next_path: str = "/account") -> requests.Response:
         page = self.get(self.idp.url("/login"), params={"next": next_path})
@@ -179,7 +184,7 @@ def query_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-__all__ += ["query_of", "PASSWORD"]
+__all__ += ["query_of", "PASSWORD", "unused_step"]
 
 
 @dataclass
