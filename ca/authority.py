@@ -256,16 +256,20 @@ class CertificateAuthority:
             return cert
 
     def revoke_in(self, session: Session, certificates: Sequence[Certificate], reason: x509.ReasonFlags,
-                  actor: str, now: datetime.datetime | None = None) -> None:
+                  actor: str, now: datetime.datetime | None = None, events: EventSink | None = None) -> None:
         """Revoke (or hold) ``certificates`` and publish each issuing CA's new CRL (RFC 5280 section
-        5) in the caller's transaction, each with its ``cert.revoke`` event."""
+        5) in the caller's transaction, each with its ``cert.revoke`` event (``reason``, the
+        certificate's ``subject`` and ``requester``). ``events``: the sink that records them instead
+        of the CA's, for an act that records its events with its own context (an administrator's
+        role and request: idp.account_lifecycle)."""
         now = now or self.clock()
+        emit = events or self._emit
         issuers: set[int] = set()
         for cert in certificates:
             revocation.revoke(session, cert, reason, now)
             issuers.add(cert.issuer_id)
-            self._emit(session, CaEvent("cert.revoke", actor, f"cert:{cert.serial_hex}",
-                                        {"reason": reason.value, "subject": cert.subject}))
+            emit(session, CaEvent("cert.revoke", actor, f"cert:{cert.serial_hex}",
+                                  {"reason": reason.value, "subject": cert.subject, "requester": cert.requester}))
         for issuer_id in sorted(issuers):
             self._publish(session, session.get(Authority, issuer_id), now)  # type: ignore[arg-type]
 

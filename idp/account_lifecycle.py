@@ -37,9 +37,9 @@ from cryptography import x509
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ca import crl as crl_module
 from ca import revocation
 from ca.errors import CaError
+from ca.events import CaEvent
 from ca.models import Authority, Certificate, CertificateStatus
 from directory.administration import DirectoryWriter, initial_password
 from directory.errors import DirectoryError
@@ -452,7 +452,7 @@ class Lifecycle:
                 self.trail.append(session, self.event(actor, event_type, "success", f"staff:{uid}",
                                                       certificates=serials, groups_removed=groups,
                                                       reason=flag.value))
-                self._revoke_in(session, certs, flag, now)
+                self._revoke_in(session, actor, certs, flag, now)
                 self.writer.disable(uid)
                 directory_changed = True
                 for group in groups:
@@ -475,18 +475,15 @@ class Lifecycle:
         except DirectoryError:
             log.error("leaver of %s failed and the directory could not be restored: re-enable it by hand", uid)
 
-    def _revoke_in(self, session: Session, certs: list[Certificate], flag: x509.ReasonFlags,
+    def _revoke_in(self, session: Session, actor: Actor, certs: list[Certificate], flag: x509.ReasonFlags,
                    now: datetime.datetime) -> None:
-        """Revoke ``certs`` and publish each affected authority's CRL, in the caller's transaction."""
-        authorities: set[int] = set()
-        for cert in certs:
-            revocation.revoke(session, cert, flag, now)
-            authorities.add(cert.issuer_id)
-        for authority_id in sorted(authorities):
-            authority = session.get(Authority, authority_id)
-            assert authority is not None
-            crl_module.build_crl(session, authority, x509.load_der_x509_certificate(authority.certificate_der),
-                                 self.d.keyring.get(authority.key_ref), now, self.d.ca.crl_period)
+        """Revoke ``certs`` through the CA (:meth:`ca.authority.CertificateAuthority.revoke_in`: new
+        CRLs, one ``cert.revoke`` per certificate) in the caller's transaction, each event recorded
+        as the administrator's (their role, request and channel, like the act's own entry)."""
+        def record(inner: Session, event: CaEvent) -> None:
+            self.trail.append(inner, self.event(actor, event.type, "success", event.object, **event.details))
+
+        self.d.ca.revoke_in(session, certs, flag, actor.subject, now, events=record)
 
     # -- roles ---------------------------------------------------------------------------------------
     def grant_role(self, actor: Actor, uid: str, group: str) -> FourEyesView | None:
@@ -640,14 +637,14 @@ class Lifecycle:
                 self.trail.append(session, self.event(actor, event_type, "success", row.target, request=row.id,
                                                       operation=row.operation, requested_by=row.requested_by,
                                                       **details))
-                outcome = self._execute(session, row.operation, row.target, details)
+                outcome = self._execute(session, actor, row.operation, row.target, details)
                 self.four_eyes.decide(row, actor.uid, FourEyesStatus.EXECUTED, outcome)
                 return FourEyesView.of(row)
         except (GovernanceError, CaError, DirectoryError) as exc:
             self.refused(actor, event_type, target, str(exc), kind=getattr(exc, "kind", "error"))
             raise
 
-    def _execute(self, session: Session, operation: str, target: str, details: dict[str, Any]) -> str:
+    def _execute(self, session: Session, actor: Actor, operation: str, target: str, details: dict[str, Any]) -> str:
         if operation == "add-administrator":
             uid, group = target.removeprefix("staff:"), str(details.get("group"))
             check_grant(self.member(uid).groups, group)  # again: the directory may have changed since
@@ -668,8 +665,8 @@ class Lifecycle:
             cert = session.scalar(select(Certificate).where(Certificate.serial_hex == authority.serial_hex))
             if cert is None:
                 raise NotFoundError(N_("the certificate of %(name)s is not in the store", name=repr(name)))
-            self._revoke_in(session, [cert], revocation.parse_reason(str(details.get("reason") or "cACompromise")),
-                            self.clock())
+            self._revoke_in(session, actor, [cert],
+                            revocation.parse_reason(str(details.get("reason") or "cACompromise")), self.clock())
             return f"issuing CA {name} ({cert.serial_hex}) revoked"
         raise GovernanceError(N_("unknown operation %(operation)s", operation=repr(operation)))
 
@@ -689,11 +686,9 @@ class Lifecycle:
                 name = authority.name if authority is not None else ""
             if issuing_ca:
                 return self.request_four_eyes(actor, "revoke-issuing-ca", f"ca:{name}", {"reason": flag.value})
-            with self.sessions.begin() as session:
+            with self.sessions.begin() as session:  # its one entry is the CA's cert.revoke, as the actor's
                 cert = find_certificate(session, serial)
-                self.trail.append(session, self.event(actor, event_type, "success", f"cert:{cert.serial_hex}",
-                                                      reason=flag.value, requester=cert.requester))
-                self._revoke_in(session, [cert], flag, self.clock())
+                self._revoke_in(session, actor, [cert], flag, self.clock())
                 return cert
         except CaError as exc:
             self.refused(actor, event_type, f"cert:{serial[:64]}", str(exc), kind=exc.kind)
