@@ -180,7 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_timeout  # socket timeout: an idle or slow connection is closed
+        # the socket timeout StreamRequestHandler.setup applies (typeshed calls it a ClassVar; it is
+        # read per handler): an idle or slow connection is closed
+        self.timeout = self.server.idle_timeout  # type: ignore[misc]
         super().setup()
 
     def __getattr__(self, name: str) -> Any:

@@ -168,9 +168,14 @@ def holder_name(cert: Certificate) -> str:
     given = cert.subject.get_attributes_for_oid(NameOID.GIVEN_NAME)
     surname = cert.subject.get_attributes_for_oid(NameOID.SURNAME)
     if given and surname:
-        return f"{given[0].value} {surname[0].value}"
+        return f"{_value_text(given[0].value)} {_value_text(surname[0].value)}"
     common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(common[0].value) if common else ""
+    return _value_text(common[0].value) if common else ""
+
+
+def _value_text(value: str | bytes) -> str:
+    """A name attribute's value as text (cryptography types it str or bytes; names are strings)."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _text(row: dict[str, Any], name: str, maximum: int, problems: list[str]) -> str:

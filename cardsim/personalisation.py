@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -212,7 +212,7 @@ class CardWriter:
 
     def _generate(self, p11: ck.Cryptoki, session: int, name: str) -> bytes:
         """A sign-only key pair: sensitive, never extractable (PKCS#11 v2.40 section 4.9)."""
-        common = {ck.CKA_TOKEN: True, ck.CKA_LABEL: name, ck.CKA_ID: KEY_IDS[name]}
+        common: dict[int, bool | int | str | bytes] = {ck.CKA_TOKEN: True, ck.CKA_LABEL: name, ck.CKA_ID: KEY_IDS[name]}
         public = {**common, ck.CKA_PRIVATE: False, ck.CKA_VERIFY: True, ck.CKA_ENCRYPT: False, ck.CKA_WRAP: False,
                   ck.CKA_VERIFY_RECOVER: False, ck.CKA_MODIFIABLE: False}
         private = {**common, ck.CKA_PRIVATE: True, ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: False,
@@ -339,13 +339,13 @@ class CardWriter:
 _FRAME = struct.Struct("<I")
 
 
-def _send(stream: BinaryIO, message: object) -> None:
+def _send(stream: IO[bytes], message: object) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_FRAME.pack(len(data)) + data)
     stream.flush()
 
 
-def _receive(stream: BinaryIO) -> Any:
+def _receive(stream: IO[bytes]) -> Any:
     header = stream.read(_FRAME.size)
     if len(header) < _FRAME.size:
         raise EOFError

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -98,7 +99,7 @@ def _read_secrets(from_stdin: bool) -> tuple[str, str]:
     """The password and the authenticator code: two lines on standard input, or asked for on the
     terminal without echo. Never from the command line or the environment."""
     if from_stdin:
-        stream = click.get_text_stream("stdin")
+        stream = sys.stdin  # click 8.3 deprecates get_text_stream; stdin is already text
         password = stream.readline().rstrip("\r\n")
         code = stream.readline().strip()
         if not password or not code:

@@ -195,7 +195,7 @@ def _write(out: str | None, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
-        Path(out).write_bytes(data)  # type: ignore[arg-type]
+        Path(out).write_bytes(data)
 
 
 @ca.command("issue")

@@ -85,7 +85,7 @@ def install(app: Flask, data_key: bytes, secure: bool) -> None:
 
     @app.before_request
     def _check() -> Response | None:
-        current = request._get_current_object()  # type: ignore[attr-defined]  (one context lookup, not one per attribute)
+        current = request._get_current_object()  # type: ignore[attr-defined]  # one context lookup, not one per attribute
         if current.method in ("GET", "HEAD", "OPTIONS") or current.endpoint in EXEMPT or current.endpoint is None:
             return None
         form_post = current.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")

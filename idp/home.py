@@ -113,7 +113,7 @@ def initialise_home(settings: Settings, plan: HierarchyPlan) -> list[str]:
     try:
         schema.upgrade(deployment.engine)
         with deployment.sessions() as session:
-            exists = session.scalar(select(func.count()).select_from(Authority)) > 0
+            exists = (session.scalar(select(func.count()).select_from(Authority)) or 0) > 0
         if not exists:
             plan = HierarchyPlan(**{**plan.__dict__, "key_dir": plan.key_dir or settings.key_dir})
             for authority in deployment.ca.initialise(plan):

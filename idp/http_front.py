@@ -146,7 +146,7 @@ class WholeRequests:
         from a2wsgi.wsgi import build_environ
 
         message = await receive()
-        environ = build_environ(scope, io.BytesIO(message.get("body", b"")))  # type: ignore[arg-type]
+        environ = dict(build_environ(scope, io.BytesIO(message.get("body", b""))))  # type: ignore[arg-type]
         environ["wsgi.errors"] = _ERRORS
         status, headers, body = await asyncio.get_running_loop().run_in_executor(self.pool, self._run, environ)
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -227,5 +227,5 @@ def create_asgi_app() -> ASGIApp:
     from idp.settings import Settings
 
     settings = Settings.from_env()
-    whole = WholeRequests(create_app(settings), THREADS)  # type: ignore[arg-type]
+    whole = WholeRequests(create_app(settings), THREADS)
     return BufferedBodies(whole, read_timeout=settings.http_read_timeout, max_body=settings.http_max_body_bytes)

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from babel.dates import get_timezone_name
 from flask import Blueprint, Flask, Response, current_app, redirect, request, url_for
+from werkzeug.wrappers import Response as HttpResponse
 from flask_babel import Babel, get_locale, gettext, lazy_gettext
 
 from idp.settings import ConfigurationError
@@ -126,7 +127,7 @@ def select_locale() -> str:
 
 
 def select_timezone() -> str:
-    return current_app.config["TESSERA_TIMEZONE"]  # type: ignore[no-any-return]
+    return current_app.config["TESSERA_TIMEZONE"]
 
 
 def locale_name() -> str:
@@ -148,9 +149,10 @@ def localtime(value: datetime.datetime | str | None, show: str = "minutes") -> s
         return "—"
     if isinstance(value, str):  # ISO 8601, as signed records carry it
         try:
-            value = datetime.datetime.fromisoformat(value)
+            parsed = datetime.datetime.fromisoformat(value)
         except ValueError:
             return value
+        value = parsed
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.UTC)
     zone = ZoneInfo(current_app.config["TESSERA_TIMEZONE"])
@@ -176,7 +178,7 @@ def _local_path(value: str | None) -> str:
 
 
 @bp.get("/language")
-def choose_language() -> Response:
+def choose_language() -> HttpResponse:
     """The language switch: remembers the choice in ``tessera_lang`` and goes back to the page."""
     chosen = supported_locale(request.args.get("lang"))
     response = redirect(_local_path(request.args.get("next")), 303)

@@ -88,7 +88,7 @@ class SecondFactor:
 
     def claims(self, uid: str) -> dict[str, object] | None:
         row = self._account_row(uid)
-        return None if row is None else json.loads(row.claims_json)  # type: ignore[no-any-return]
+        return None if row is None else json.loads(row.claims_json)
 
     def is_enrolled(self, uid: str) -> bool:
         with self.sessions() as session:
@@ -172,7 +172,7 @@ class SecondFactor:
                     _RECOVERY_HASHER.verify(row.code_hash, normalised)
                 except (VerificationError, InvalidHashError):
                     continue
-                won = session.execute(update(RecoveryCode).where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
+                won = session.connection().execute(update(RecoveryCode).where(RecoveryCode.id == row.id, RecoveryCode.used_at.is_(None))
                                       .values(used_at=self.clock())).rowcount
                 return bool(won == 1)
         return False

@@ -237,7 +237,7 @@ def _run_gunicorn(host: str, port: int, workers: int) -> bool:
     """One run of gunicorn; True if it stopped on a signal, False if its arbiter halted on an error."""
     from gunicorn.app.base import BaseApplication
 
-    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    class _Gunicorn(BaseApplication):
         def __init__(self, options: dict[str, Any]) -> None:
             self._options = options
             super().__init__()

@@ -34,7 +34,7 @@ def claims_of(member: "StaffMember") -> dict[str, Any]:
     }
 
 
-class StaffUser(UserMixin):  # type: ignore[misc]
+class StaffUser(UserMixin):
     """A staff member with the facts of their login (auth_time, amr: RFC 8176 method names)."""
 
     def __init__(self, claims: dict[str, Any], auth_time: int = 0, amr: tuple[str, ...] = ()) -> None:
