@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ORDER = ["ca_issuance.py", "ocsp_http.py", "sso_raw_ldap.py", "sso_logins.py", "cards_issue.py",
-         "citizen_verification.py", "audit_append.py", "audit_login_overhead.py", "sm2_issuance.py"]
+         "citizen_verification.py", "foreign_verification.py",
+         "audit_append.py", "audit_login_overhead.py", "sm2_issuance.py"]
 
 
 def main() -> int:

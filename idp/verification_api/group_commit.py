@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import request
 
@@ -170,7 +170,7 @@ def _audit_events(calls: list[_Call]) -> list[Any]:
 
 def write_calls(calls: list[_Call]) -> None:
     """One transaction for a group of calls: every log row (one Core insert), their audit entries."""
-    from sqlalchemy import insert
+    from sqlalchemy import Table, insert
 
     from idp.citizen_models import VerificationLog
 
@@ -179,7 +179,8 @@ def write_calls(calls: list[_Call]) -> None:
     rows = [row for call in calls for row in call.rows]
     events = _audit_events(calls)
     with deployment.sessions.begin() as session:
-        session.execute(insert(VerificationLog.__table__), rows)  # Core: no unit of work for rows nobody reads back
+        # Core: no unit of work for rows nobody reads back
+        session.execute(insert(cast(Table, VerificationLog.__table__)), rows)
         for event in events:
             trail.append(session, event)
 
