@@ -81,6 +81,9 @@ class DirectoryConfig:
     pool_size: int = 8
     #: seconds all the directory work of one web request may take together (directory.connection.deadline)
     deadline: float = 8.0
+    #: the same for one ``tessera`` command, counted from its first exchange with a server: room for
+    #: one operation timeout on a hung server and a failover, never a hang
+    command_deadline: float = 15.0
     #: failures or timeouts in a row after which a server is not asked for breaker_cooldown seconds
     breaker_failures: int = 3
     breaker_cooldown: float = 30.0
@@ -105,8 +108,9 @@ class DirectoryConfig:
             raise DirectoryConfigError("directory timeouts must be positive")
         if self.pool_size < 1:
             raise DirectoryConfigError("TESSERA_LDAP_POOL_SIZE must be at least 1")
-        if self.deadline <= 0 or self.breaker_cooldown <= 0:
-            raise DirectoryConfigError("TESSERA_LDAP_DEADLINE and TESSERA_LDAP_BREAKER_COOLDOWN must be positive")
+        if self.deadline <= 0 or self.command_deadline <= 0 or self.breaker_cooldown <= 0:
+            raise DirectoryConfigError("TESSERA_LDAP_DEADLINE, TESSERA_LDAP_COMMAND_DEADLINE and "
+                                       "TESSERA_LDAP_BREAKER_COOLDOWN must be positive")
         if self.breaker_failures < 1 or self.server_concurrency < 1:
             raise DirectoryConfigError("TESSERA_LDAP_BREAKER_FAILURES and TESSERA_LDAP_SERVER_CONCURRENCY must be "
                                        "at least 1")
@@ -196,6 +200,7 @@ class DirectoryConfig:
             operation_timeout=number("TIMEOUT", base.operation_timeout),
             pool_size=int(number("POOL_SIZE", base.pool_size)),
             deadline=number("DEADLINE", base.deadline),
+            command_deadline=number("COMMAND_DEADLINE", base.command_deadline),
             breaker_failures=int(number("BREAKER_FAILURES", base.breaker_failures)),
             breaker_cooldown=number("BREAKER_COOLDOWN", base.breaker_cooldown),
             server_concurrency=int(number("SERVER_CONCURRENCY", base.server_concurrency)),

@@ -21,8 +21,10 @@ service's threads. Every exchange with a server goes through that server's :clas
 URL and process): after ``breaker_failures`` timeouts or slow failures in a row the server is not asked
 for ``breaker_cooldown`` seconds (:class:`CircuitOpen`, at once), then one trial call decides; at
 most ``server_concurrency`` calls of a process wait on one server at once. Work done inside
-:func:`deadline` (the web layer wraps each request in it) ends within that many seconds all
-together: each connect and reply waits at most what is left. A connection to a later server is
+:func:`deadline` ends within that many seconds all together: each connect and reply waits at most
+what is left. The web layer wraps each request in one; each ``tessera`` command's directory work
+is in one too, counted from its first exchange with a server (a password typed at a prompt before
+it is not directory work). A connection to a later server is
 retired after :data:`FAILBACK_AFTER` seconds, so the client goes back to the first server once it
 answers again.
 """
@@ -70,18 +72,33 @@ class CircuitOpen(ConnectionError):
     so the client fails over to the next server, then says the directory is unavailable."""
 
 
-#: when the current work must be done (time.monotonic()), None: no deadline but each operation's own timeout
-_deadline: ContextVar[float | None] = ContextVar("tessera_directory_deadline", default=None)
+class _Window:
+    """When the work of a :func:`deadline` block must be done: ``seconds`` after the block began,
+    or after its first exchange with a server (``lazy``), and never after an enclosing block's."""
+
+    def __init__(self, seconds: float, lazy: bool, outer: "_Window | None") -> None:
+        self.seconds, self.outer = seconds, outer
+        self.end = None if lazy else time.monotonic() + seconds
+
+    def due(self) -> float:
+        """The time.monotonic() by which the work ends (a lazy window's clock starts now, at its first use)."""
+        if self.end is None:
+            self.end = time.monotonic() + self.seconds
+        return self.end if self.outer is None else min(self.end, self.outer.due())
+
+
+#: the current work's window; None: no deadline but each operation's own timeout
+_deadline: ContextVar[_Window | None] = ContextVar("tessera_directory_deadline", default=None)
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
+def deadline(seconds: float, *, from_first_exchange: bool = False) -> Iterator[None]:
     """Directory work inside the block ends within ``seconds``, all together: each connect and each
     reply waits at most what is left, and nothing is sent once it is spent (:class:`CircuitOpen`).
-    Nested blocks keep the sooner deadline."""
-    end = time.monotonic() + seconds
-    current = _deadline.get()
-    token = _deadline.set(end if current is None else min(current, end))
+    The seconds count from entering the block, or with ``from_first_exchange`` from the block's
+    first exchange with a server (a command that asks for a password first). Nested blocks keep
+    the sooner deadline."""
+    token = _deadline.set(_Window(seconds, from_first_exchange, _deadline.get()))
     try:
         yield
     finally:
@@ -90,10 +107,10 @@ def deadline(seconds: float) -> Iterator[None]:
 
 def _left(timeout: float) -> float:
     """Seconds one exchange may wait: ``timeout``, or what is left of the deadline if less."""
-    end = _deadline.get()
-    if end is None:
+    window = _deadline.get()
+    if window is None:
         return timeout
-    left = end - time.monotonic()
+    left = window.due() - time.monotonic()
     if left <= 0:
         raise CircuitOpen("the directory work's deadline is spent")
     return min(timeout, left)
