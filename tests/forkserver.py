@@ -13,7 +13,8 @@ module and imports nothing of ``tests``. Protocol, on an AF_UNIX SOCK_SEQPACKET 
 connection per call: the client sends a JSON request (args, env, cwd, umask) with three file
 descriptors (stdin, stdout, stderr) attached (SCM_RIGHTS, unix(7)); the server forks a runner that
 forks the command, sends its PID, waits for it and sends the wait status. The server exits when
-the test process that started it is gone.
+the test process that started it is gone. Servers (`tessera serve`, `tessera card agent`) are
+forked the same way, in a session of their own (:func:`tests.servers.start_server`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-#: what the command imports at start or on most calls (cli.main imports every command group)
-PRELOAD = ("cli.main", "idp.deployment", "idp.home", "idp.settings", "cardsim.issuance", "cardsim.reader",
-           "cardsim.personalisation", "audit.verification", "backup")
+#: what the command imports at start or on most calls (cli.main imports every command group; `serve`
+#: builds the application in each worker, which then imports nothing)
+PRELOAD = ("cli.main", "idp.deployment", "idp.home", "idp.settings", "idp.app", "idp.server", "cardsim.issuance",
+           "cardsim.reader", "cardsim.personalisation", "cardsim.agent", "audit.verification", "backup")
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -47,6 +49,8 @@ def _exit_code(exc: SystemExit) -> int:
 
 def _run_command(request: dict[str, Any], fds: list[int]) -> None:
     """In the forked child: become `tessera ARGS` as a fresh process would be, run it, exit."""
+    if request["session"]:
+        os.setsid()  # as Popen(start_new_session=True): the tests stop a server by its session
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     os.closerange(3, 4096)  # what exec(2) with close_fds would leave: 0, 1, 2

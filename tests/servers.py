@@ -92,42 +92,96 @@ class _ForkServer:
         stop_server(process, timeout=5)
         shutil.rmtree(folder, ignore_errors=True)
 
-    def run(self, env: dict[str, str], args: tuple[str, ...], input: bytes | None,
-            timeout: float) -> subprocess.CompletedProcess[bytes] | None:
-        """`tessera ARGS` forked with ``env`` (None when the fork server cannot run this call)."""
+    def launch(self, env: dict[str, str], args: list[str], stdio: tuple[int, int, int], cwd: Path | None = None,
+               new_session: bool = False) -> ForkedProcess | None:
+        """`tessera ARGS` forked with ``env``, standard input/output/error on the three descriptors
+        (None when the fork server cannot run this call: the caller runs a subprocess)."""
         path = self._started()
         if path is None or {k: v for k, v in env.items() if k.startswith(_STARTUP_VARIABLES)} != self.startup:
             return None
         umask = os.umask(0o077)
         os.umask(umask)
-        request = json.dumps({"program": TESSERA, "args": list(args), "env": env, "cwd": os.getcwd(), "umask": umask})
+        request = json.dumps({"program": TESSERA, "args": args, "env": env, "cwd": str(cwd or os.getcwd()),
+                              "umask": umask, "session": new_session})
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.connect(path)
+            socket.send_fds(conn, [request.encode()], list(stdio))
+            pid = json.loads(conn.recv(4096))["pid"]
+        except (OSError, ValueError, KeyError):  # the server is gone: a subprocess then
+            conn.close()
+            return None
+        return ForkedProcess([TESSERA, *args], pid, conn)
+
+    def run(self, env: dict[str, str], args: tuple[str, ...], input: bytes | None,
+            timeout: float) -> subprocess.CompletedProcess[bytes] | None:
+        """:meth:`launch` and wait, output captured, as :func:`subprocess.run` does."""
         with contextlib.ExitStack() as files:
             stdin = files.enter_context(tempfile.TemporaryFile() if input is not None else open(os.devnull, "rb"))
             if input is not None:
                 stdin.write(input)
                 stdin.seek(0)
             stdout, stderr = (files.enter_context(tempfile.TemporaryFile()) for _ in range(2))
-            conn = files.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
-            try:
-                conn.connect(path)
-            except OSError:  # the server is gone: a subprocess then
+            child = self.launch(env, list(args), (stdin.fileno(), stdout.fileno(), stderr.fileno()))
+            if child is None:
                 return None
-            socket.send_fds(conn, [request.encode()], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
-            conn.settimeout(timeout)
-            child = json.loads(conn.recv(4096))["pid"]
             try:
-                status = json.loads(conn.recv(4096))["status"]
-            except TimeoutError:
-                os.kill(child, signal.SIGKILL)
-                raise subprocess.TimeoutExpired([TESSERA, *args], timeout) from None
+                code = child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise
             stdout.seek(0)
             stderr.seek(0)
-            return subprocess.CompletedProcess([TESSERA, *args], os.waitstatus_to_exitcode(status), stdout.read(),
-                                               stderr.read())
+            return subprocess.CompletedProcess(child.args, code, stdout.read(), stderr.read())
+
+
+class ForkedProcess:
+    """A `tessera` process forked by the fork server, with what the tests use of :class:`subprocess.Popen`:
+    ``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``. Its exit status
+    comes over the connection from the fork server's runner, which waits for it."""
+
+    def __init__(self, args: list[str], pid: int, conn: socket.socket) -> None:
+        self.args = args
+        self.pid = pid
+        self.returncode: int | None = None
+        self._conn = conn
+
+    def _collect(self, timeout: float | None) -> int | None:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                message = self._conn.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return None
+            self.returncode = os.waitstatus_to_exitcode(json.loads(message)["status"]) if message else -signal.SIGKILL
+            self._conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._collect(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._collect(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 _STARTUP_VARIABLES = ("PYTHON", "LC_", "LANG")
 _fork_server = _ForkServer()
+#: a started `tessera` (forked) or other program
+Process = subprocess.Popen[bytes] | ForkedProcess
 
 
 class _PortReservations:
@@ -199,7 +253,7 @@ def free_port() -> int:
     raise RuntimeError(f"no free port left in {ports.start}-{ports.stop - 1}")
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+def wait_for_port(port: int, proc: Process | None = None, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -227,11 +281,17 @@ def wait_healthy(url: str, timeout: float = 30.0) -> None:
 
 
 def start_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 timeout: float = 30.0) -> subprocess.Popen[bytes]:
+                 timeout: float = 30.0) -> Process:
     """Start a server in its own session, output to ``log``, and wait for its port; stopped again
     when it does not come up."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as out, open(os.devnull, "rb") as nothing:
+        proc: Process | None = None
+        if cmd[0] == TESSERA:
+            proc = _fork_server.launch(dict(os.environ if env is None else env), cmd[1:],
+                                       (nothing.fileno(), out.fileno(), out.fileno()), cwd, new_session=True)
+        if proc is None:
+            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
     try:
         wait_for_port(port, proc, timeout=timeout)
     except BaseException:
@@ -240,7 +300,7 @@ def start_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | Non
     return proc
 
 
-def stop_server(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def stop_server(proc: Process, timeout: float = 15.0) -> None:
     """SIGTERM, then SIGKILL to its whole session when it does not stop in ``timeout`` seconds."""
     if proc.poll() is not None:
         return
@@ -254,7 +314,7 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def running_server(cmd: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
-                   timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+                   timeout: float = 30.0) -> Iterator[Process]:
     """:func:`start_server` for the length of a ``with`` block."""
     proc = start_server(cmd, port, log, env, cwd, timeout)
     try:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TESSERA, Home
+from tests.conftest import Home
 from tests.fixtures_cards import citizen, issue_card, registered_cards, token_folders, verify_json
+from tests.servers import run_tessera
 
 
 def certificates_requested_by(home: Home, number: str) -> int:
@@ -37,8 +38,7 @@ def test_killed_issuance_leaves_nothing_and_a_rerun_completes(home: Home, card_d
     source = card_dir / f"crash-{point}.json"
     source.write_text(json.dumps(citizen(340 + CRASH_POINTS.index(point))))
     before_tokens, before_cards = token_folders(home), registered_cards(home)
-    killed = subprocess.run([TESSERA, "card", "issue", "--from", str(source)], capture_output=True, timeout=120,
-                            env={**home.env, "TESSERA_CARD_CRASH_AT": point})
+    killed = run_tessera(home.env | {"TESSERA_CARD_CRASH_AT": point}, "card", "issue", "--from", str(source), check=False)
     assert killed.returncode == -9
     (entry,) = pending(home)
     number = json.loads(entry.read_text())["number"]
@@ -60,8 +60,8 @@ def test_killed_after_the_commit_keeps_the_complete_card(home: Home, card_dir: P
     source = card_dir / "crash-committed.json"
     source.write_text(json.dumps(citizen(310)))
     before_tokens, before_cards = token_folders(home), registered_cards(home)
-    killed = subprocess.run([TESSERA, "card", "issue", "--from", str(source)], capture_output=True, timeout=120,
-                            env={**home.env, "TESSERA_CARD_CRASH_AT": "committed"})
+    killed = run_tessera(home.env | {"TESSERA_CARD_CRASH_AT": "committed"}, "card", "issue", "--from", str(source),
+                         check=False)
     assert killed.returncode == -9
     (entry,) = pending(home)
     number = json.loads(entry.read_text())["number"]
@@ -81,8 +81,7 @@ def test_a_refusal_midway_undoes_the_token_in_the_same_process(home: Home, card_
     source.write_text(json.dumps(citizen(312)))
     before_tokens, before_cards = token_folders(home), registered_cards(home)
     for point in ("certificates", "written", "envelope"):
-        failed = subprocess.run([TESSERA, "card", "issue", "--from", str(source)], capture_output=True, timeout=120,
-                                env={**home.env, "TESSERA_CARD_FAIL_AT": point})
+        failed = run_tessera(home.env | {"TESSERA_CARD_FAIL_AT": point}, "card", "issue", "--from", str(source), check=False)
         assert failed.returncode == 1
         assert failed.stderr.decode().strip() == f"Error: injected failure at {point}"
         assert pending(home) == []

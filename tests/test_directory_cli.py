@@ -17,7 +17,7 @@ from directory.client import Directory
 from directory.config import DirectoryConfig
 from tests.conftest import TESSERA, Home, free_port
 from tests.fixtures_operators import enrol, token_of
-from tests.servers import run_tessera
+from tests.servers import run_tessera, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,8 @@ def test_serve_starts_the_embedded_slapd_and_stops_it(own_home: Home, how: signa
     ldap_port = _ldap_port(own_home)
     assert not _answers(ldap_port)
     log = open(own_home.path / f"serve-{how.name}.log", "wb")
-    proc = subprocess.Popen([TESSERA, "serve", "--port", str(free_port()), "--workers", "1"], env=own_home.env,
+    port = free_port()
+    proc = subprocess.Popen([TESSERA, "serve", "--port", str(port), "--workers", "1"], env=own_home.env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
@@ -132,7 +133,7 @@ def test_serve_starts_the_embedded_slapd_and_stops_it(own_home: Home, how: signa
             time.sleep(0.05)
         slapd_pid = _pid(own_home)
         assert slapd_pid is not None
-        time.sleep(1.0)  # the workers have forked: one of them leaving must not stop slapd
+        wait_healthy(f"http://127.0.0.1:{port}/healthz")  # the worker has forked: its leaving must not stop slapd
         config = DirectoryConfig.from_env(own_home.path, {})
         with Directory(config) as directory:
             assert directory.find("heguiying") is not None
