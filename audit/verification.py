@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select, text
@@ -48,6 +47,7 @@ from audit.witness import (CrlLine, PublishedHistory, Revocation, WitnessLine, W
 from ca.models import Authority, Certificate, CertificateStatus
 from verification import cms
 from verification.reasons import Reason
+from verification.signatures import directly_issued_by
 
 _MAX_OFFSET = 4  # how far a moved entry's original number is searched
 _TIMESTAMP_SLACK = datetime.timedelta(minutes=10)
@@ -814,11 +814,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     key = (cert.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256()))
     known = _ISSUED.get(key)
     if known is None:
-        try:
-            cert.verify_directly_issued_by(issuer)
-            known = True
-        except (ValueError, TypeError, InvalidSignature):
-            known = False
+        known = directly_issued_by(cert, issuer)
         if len(_ISSUED) > 1000:
             _ISSUED.clear()
         _ISSUED[key] = known
