@@ -157,3 +157,14 @@ def test_pkits_sections_4_1_to_4_16(pkits: Pkits) -> None:
           f"({agreement:.1%}) in {elapsed:.1f} s; disagreements: {[d[0] for d in disagreements]}")
     assert {name for name, _, _ in disagreements} <= EXPLAINED, disagreements
     assert agreement >= 0.95
+
+
+def test_a_verdict_is_the_same_when_asked_again(pkits: Pkits) -> None:
+    """Parsed certificates and CRLs are not shared between validations: asking again about the
+    UID CA's certificate (its subjectUniqueID BIT STRING) or the CRLs with issuing distribution
+    points, reasons and deltas gives the first answer (it was once a refused signature)."""
+    names = [n for n in pkits.tests if re.search(r"UID|DistributionPoint|onlySomeReasons|deltaCRL", n)]
+    assert len(names) >= 15
+    first = {name: pkits.run(name) for name in names}
+    assert {name: pkits.run(name) for name in names} == first
+    assert first["ValidNameUIDsTest6EE"]

@@ -102,39 +102,42 @@ def _reason(error: Exception) -> Reason:
     return Reason("path-invalid", text)
 
 
-#: parsed certificates by DER (asn1crypto parses lazily, and parsing is most of a validation's cost)
-_PARSED: dict[bytes, asn1_x509.Certificate] = {}
+#: DER of the certificates and CRLs known to parse in every part (bounded): each is parsed in full
+#: once, then loaded afresh (lazily) for each validation. A parsed object is not shared between
+#: validations: pyhanko-certvalidator's reading can change how asn1crypto encodes a part again (a
+#: BIT STRING's unused bits: the subjectUniqueID of PKITS 4.3.x's UID CA), and the next validation
+#: would then check the signature over other bytes and refuse a good certificate.
+_PARSES: set[bytes] = set()
+
+
+def _checked(der: bytes) -> None:
+    if len(_PARSES) > 4096:
+        _PARSES.clear()
+    _PARSES.add(der)
 
 
 def _load(der: bytes) -> asn1_x509.Certificate:
-    """``der`` parsed, every part at once (a malformed part is a verdict here, not a crash later);
-    kept per process in a bounded table."""
-    cert = _PARSED.get(der)
-    if cert is None:
-        cert = asn1_x509.Certificate.load(der)
+    """``der`` parsed, every part at once the first time (a malformed part is a verdict here, not
+    a crash later)."""
+    cert = asn1_x509.Certificate.load(der)
+    if der not in _PARSES:
         cert.native  # noqa: B018
-        if len(_PARSED) > 4096:
-            _PARSED.clear()
-        _PARSED[der] = cert
+        _checked(der)
     return cert
-
-
-#: parsed CRLs by DER (None: does not parse), like :data:`_PARSED`
-_CRLS: dict[bytes, asn1_crl.CertificateList | None] = {}
 
 
 def _crl(der: bytes) -> asn1_crl.CertificateList | None:
     """``der`` parsed as a CRL (RFC 5280 section 5.1), or None: a CRL that does not parse is no status."""
-    if der not in _CRLS:
+    if der not in _PARSES:
         try:
             x509.load_der_x509_crl(der)  # strict DER first: asn1crypto is lenient and lazy
-            parsed: asn1_crl.CertificateList | None = asn1_crl.CertificateList.load(der)
         except ValueError:
-            parsed = None
-        if len(_CRLS) > 256:
-            _CRLS.clear()
-        _CRLS[der] = parsed
-    return _CRLS[der]
+            return None
+        _checked(der)
+    try:
+        return asn1_crl.CertificateList.load(der)
+    except ValueError:
+        return None
 
 
 def validate_path(end_entity: bytes, intermediates: Iterable[bytes], anchors: Sequence[bytes],
