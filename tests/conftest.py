@@ -5,6 +5,7 @@ and is stopped by PID at the end."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,6 +38,19 @@ class Home:
 
     def url(self, path: str) -> str:
         return self.public_url + path
+
+
+def copy_home(template: Path, target: Path) -> Path:
+    """``target``: a copy of the home ``template`` that `tessera init` made (modes kept), its own from
+    then on: the configuration files that name the home's folders (SoftHSM2's, the card shards',
+    slapd's) are rewritten to name the copy's. Same CA keys and secrets as the template; its embedded
+    directory, if started, needs a port of its own (``ldap/port``)."""
+    shutil.copytree(template, target, symlinks=True, dirs_exist_ok=True)
+    for conf in target.rglob("*.conf"):
+        text = conf.read_text(encoding="utf-8")
+        if str(template) in text:
+            conf.write_text(text.replace(str(template), str(target)), encoding="utf-8")
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ from ca.hierarchy import HierarchyPlan
 from ca.keyring import Keyring
 from ca.urls import PublicUrls
 from store import schema
-from tests.conftest import Home
+from tests.conftest import Home, copy_home
 from tests.fixtures_directory import new_uid
 from tests.fixtures_operators import enrol, token_of
 from tests.fixtures_web import PASSWORD
@@ -161,16 +161,31 @@ class AuditHome(Home):
         return tessera_env(self.path, self.public_url, **self.extra)
 
 
+#: slapd URL -> the home `tessera init` made on it, which every audit_home of this process copies
+_templates: dict[str, AuditHome] = {}
+
+
+def _template(tmp_path_factory: pytest.TempPathFactory, slapd: Any) -> AuditHome:
+    if slapd.url not in _templates:
+        port = free_port()
+        home = AuditHome(tmp_path_factory.mktemp("audit-home-template"), f"http://127.0.0.1:{port}", port,
+                         dict(slapd.env))
+        made = home.cli("init")
+        assert b"created the audit trail signer" in made.stdout + made.stderr  # `tessera init` prepares it
+        with contextlib.closing(sqlite3.connect(home.path / "tessera.db")) as db:
+            home.initial = db.execute("SELECT count(*) FROM audit_entry").fetchone()[0]
+        _templates[slapd.url] = home
+    return _templates[slapd.url]
+
+
 @pytest.fixture()
 def audit_home(tmp_path_factory: pytest.TempPathFactory, slapd: Any) -> AuditHome:
-    """A fresh home from the real `tessera init` (CA keys on its SoftHSM2 token) using the test slapd,
-    and an auditor with TOTP enrolled on it and logged in (`tessera admin login`)."""
-    port = free_port()
-    home = AuditHome(tmp_path_factory.mktemp("audit-home"), f"http://127.0.0.1:{port}", port, dict(slapd.env))
-    made = home.cli("init")
-    assert b"created the audit trail signer" in made.stdout + made.stderr  # `tessera init` prepares it
-    with contextlib.closing(sqlite3.connect(home.path / "tessera.db")) as db:
-        home.initial = db.execute("SELECT count(*) FROM audit_entry").fetchone()[0]
+    """A fresh home: a copy of one the real `tessera init` made once in this process (CA keys on its
+    SoftHSM2 token) using the test slapd, and an auditor with TOTP enrolled on it and logged in
+    (`tessera admin login`)."""
+    template = _template(tmp_path_factory, slapd)  # its URL (in the CA's certificates) and port are the copy's
+    home = AuditHome(copy_home(template.path, tmp_path_factory.mktemp("audit-home")), template.public_url,
+                     template.port, dict(slapd.env), initial=template.initial)
     home.auditor = new_uid("aud")
     slapd.create_user(home.auditor, PASSWORD, title="Auditor", groups=("auditors",))
     home.extra["TESSERA_OPERATOR_TOKEN"] = token_of(home.env, enrol(home.env, home.auditor, PASSWORD))
