@@ -24,6 +24,8 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -173,3 +175,22 @@ def test_policy_inputs_are_checked(pkits_api: PkitsApi) -> None:
     doc = pkits_api.client.get(API + "/openapi.json").get_json()
     assert {"policies", "explicit_policy", "policy_mapping_inhibit", "any_policy_inhibit"} <= set(
         doc["components"]["schemas"]["CertificateRequest"]["properties"])
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=12)
+_OIDS = st.lists(st.from_regex(r"\A[0-3](\.[0-9]{1,12}){0,6}\Z") | st.text(max_size=30), max_size=5)
+
+
+@settings(max_examples=120, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(fields=st.dictionaries(st.sampled_from(["policies", "explicit_policy", "policy_mapping_inhibit",
+                                                "any_policy_inhibit"]), _JSON | _OIDS | st.booleans(), min_size=1))
+def test_any_policy_input_is_a_verdict_or_a_400(pkits_api: PkitsApi, fields: dict[str, Any]) -> None:
+    der = pkits_api.pkits.certs["ValidPolicyMappingTest1EE"]
+    cas, _ = pkits_api.pkits.directory_for(der)
+    body = {"certificate": base64.b64encode(der).decode(), "purpose": "signing",
+            "chain": [base64.b64encode(c).decode() for c in cas], "at": AT.isoformat().replace("+00:00", "Z"), **fields}
+    answer = pkits_api.post("/certificates/verify", body)
+    assert answer.status_code in (200, 400), (fields, answer.status_code, answer.get_data(as_text=True)[:300])
