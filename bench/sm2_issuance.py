@@ -11,6 +11,12 @@ without a nonce (SHA-1 CertID) for the issued certificates are answered once (ea
 and stored: pre-produced), then answered again from the stored responses; requests with a nonce are
 signed fresh each time, so they show the suite's signing cost.
 
+Last, certificate validation as the verification API does it in process
+(:class:`verification.certificates.CertificateValidator`, purpose staff-auth): the first sight of
+each issued certificate (its path built and checked: cryptography for ECDSA, verification.sm2_paths
+with GmSSL for SM2; status from the store) and the same certificates again (path kept), with the
+status from the pre-produced OCSP answers, the CA's CRL and the store.
+
     .venv/bin/python bench/sm2_issuance.py [--count 1000]
 """
 
@@ -49,6 +55,7 @@ def main() -> None:
     from ca.urls import PublicUrls
     from store import schema
     from store.engine import make_engine, make_session_factory
+    from verification.certificates import CertificateValidator, load_certificate
 
     def sm2_csr(common_name: str) -> bytes:
         """A PKCS#10 request signed SM2-with-SM3 by a fresh GmSSL key (what `openssl req -newkey sm2` sends)."""
@@ -120,11 +127,28 @@ def main() -> None:
                     assert responder.respond(der).status == "successful"
                 rates.append(len(requests) / (time.perf_counter() - start))
             ocsp_rows.append((suite, *rates))
+        validator = CertificateValidator.for_deployment(engine, responder)
+        verify_rows = []
+        for suite, issuer in (("ECDSA P-256", "staff"), ("SM2", "sm2-staff")):
+            certificates = [load_certificate(c.der) for c in ca.list_certificates(issuer=issuer, profile="staff-auth",
+                                                                                   limit=args.count)]
+            rates = []
+            # the first pass builds each path; the untimed one has each OCSP answer signed and stored
+            for source, timed in (("store", True), ("ocsp", False), ("ocsp", True), ("crl", True), ("store", True)):
+                start = time.perf_counter()
+                for certificate in certificates:
+                    assert validator.validate(certificate, "staff-auth", revocation_source=source).valid
+                if timed:
+                    rates.append(len(certificates) / (time.perf_counter() - start))
+            verify_rows.append((suite, *rates))
         engine.dispose()
     print(table(f"Issuance by suite, CA keys in files, SQLite, one process, {args.count} CSRs each",
                 ["suite", "raw CA signatures/s (limit)", "issued/s", "issued / raw", "SM2 >= 200/s"], rows))
     print(table(f"OCSP responses/s in process, SQLite, {args.count} certificates each",
                 ["suite", "first answer (signed, stored)", "pre-produced", "with nonce (signed)"], ocsp_rows))
+    print(table(f"Certificate validations/s in process (API validator, staff-auth), {args.count} certificates each",
+                ["suite", "path built, store", "path kept, OCSP pre-produced", "path kept, CRL",
+                 "path kept, store"], verify_rows))
 
 
 if __name__ == "__main__":

@@ -308,3 +308,14 @@ def test_mutated_sm2_der_is_a_verdict_never_an_exception_nor_valid(data: st.Data
     outcome = ChainValidator([root]).validate_path(given_leaf, given_chain, NOW)[0]
     assert not outcome.ok or certificate.tbs_certificate_bytes == \
         x509.load_der_x509_certificate(original).tbs_certificate_bytes
+
+
+def test_a_der_certificate_ending_in_a_white_space_byte_loads() -> None:
+    """load_certificate strips text (PEM, base64), never DER: a signature may end in 0x20 or 0x0a."""
+    for attempt in range(2000):
+        certificate = build(f"white space {attempt}", KEYS["leaf"], (CA, KEYS["ca"]), ca=False)
+        der = certificate.public_bytes(Encoding.DER)
+        if der[-1:].isspace():
+            assert load_certificate(der) == certificate
+            return
+    pytest.fail("no certificate ended in a white space byte")

@@ -332,7 +332,7 @@ def load_certificate(data: str | bytes) -> x509.Certificate:
     import binascii
 
     raw = data.encode() if isinstance(data, str) else data
-    stripped = raw.strip()
+    stripped = raw if raw[:1] == b"\x30" else raw.strip()  # DER may end in a byte that is white space
     loaded = _LOADED.get(stripped)
     if loaded is not None:
         return loaded
