@@ -11,6 +11,7 @@ depends on the submodule, not on the package's ``__init__``.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     return {name for name in out if name in modules}
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imports(path, modules) for name, path in modules.items()}
