@@ -13,7 +13,7 @@ The file::
                                             # empty: any policy, none required
     revocation = "crl"                      # "crl" (CDPs of each path certificate) or "ocsp"
     crls = ["northland-crls/"]              # CRL files or folders (DER or PEM), relative to the
-                                            # list's directory; read at start; optional
+                                            # list's directory (or absolute); read at start; optional
     timeout = 5                             # seconds per fetch
     fail_open = false                       # true: no reachable status is no reason to refuse
 
