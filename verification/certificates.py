@@ -682,10 +682,14 @@ class CertificateValidator:
         return builder.build_client_verifier()
 
     def validate(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate] = (),
-                 at: datetime.datetime | None = None, revocation_source: str = "ocsp") -> CertificateVerdict:
+                 at: datetime.datetime | None = None, revocation_source: str = "ocsp",
+                 policy: PolicyInputs | None = None) -> CertificateVerdict:
         """RFC 5280 section 6 path validation at ``at`` (default now) for ``purpose``, then the
         revocation status from ``revocation_source`` (``ocsp``, ``crl`` or ``store``); every
         reason is collected, none short-circuits the others except an unbuildable path.
+        ``policy``: the caller's initial policy inputs (section 6.1.1), applied to a path to a
+        foreign anchor within the anchor's own (:meth:`ForeignAnchor.policy_inputs`); Tessera's
+        own paths are held to the purpose's policy alone.
 
         The path and purpose part depends only on the certificates and the time, so a result is
         reused while ``at`` stays inside the validity of every certificate on the path (the
@@ -714,7 +718,7 @@ class CertificateValidator:
                     self._paths = {}
                 self._paths[key] = (window[0], window[1], tuple(reasons), built)
         if not built and self.anchors.foreign:
-            foreign = self._foreign(cert, purpose, chain, at)
+            foreign = self._foreign(cert, purpose, chain, at, policy)
             if foreign is not None:
                 return foreign
         revocation = RevocationStatus("unknown", "none", detail="not checked: no trusted path")
@@ -742,7 +746,7 @@ class CertificateValidator:
                                   revocation, at, "tessera" if built else None)
 
     def _foreign(self, cert: x509.Certificate, purpose: str, chain: Sequence[x509.Certificate],
-                 at: datetime.datetime) -> CertificateVerdict | None:
+                 at: datetime.datetime, policy: PolicyInputs | None = None) -> CertificateVerdict | None:
         """Full RFC 5280 validation (:func:`verification.paths.validate_path`) to each trust-list
         anchor accepted for ``purpose`` whose name issues something on the given path; the first
         valid answer, else the reasons against the nearest anchor; None when no anchor applies."""
@@ -754,21 +758,11 @@ class CertificateValidator:
         usage = frozenset(PATH_KEY_USAGE[bit] for bit in wanted.key_usage)
         eku = frozenset({wanted.eku.dotted_string}) if wanted.eku is not None else None
         for anchor in candidates:
-            path_certs = [cert, *chain]
-            crls: list[bytes] = []
-            if anchor.revocation == "crl":
-                for url in {u for c in path_certs for u in CrlCache.points(c)}:
-                    der = self.crl_cache.get(url, at, anchor.timeout)
-                    if der is not None:
-                        crls.append(der)
-            policy = (PolicyInputs(anchor.policies, initial_explicit_policy=True) if anchor.policies
-                      else PolicyInputs())
+            crls, source = anchor.revocation_crls([cert, *chain], at, self.crl_cache)
             outcome = validate_path(certificate_der(cert), [certificate_der(c) for c in chain], [anchor.der], at,
-                                    crls=crls, policy=policy, key_usage=usage, extended_key_usage=eku,
-                                    fetch=anchor.revocation == "ocsp", fetch_timeout=anchor.timeout,
-                                    require_revocation=not anchor.fail_open)
-            source = f"{anchor.revocation} ({len(crls)} CRL{'s' if len(crls) != 1 else ''} fetched)" \
-                if anchor.revocation == "crl" else "ocsp"
+                                    crls=crls, policy=anchor.policy_inputs(policy), key_usage=usage,
+                                    extended_key_usage=eku, fetch=anchor.revocation == "ocsp",
+                                    fetch_timeout=anchor.timeout, require_revocation=not anchor.fail_open)
             codes = {r.code for r in outcome.reasons}
             status = "good" if outcome.valid else ("revoked" if "revoked" in codes else "unknown")
             revocation = RevocationStatus(status, anchor.revocation, at,
