@@ -61,8 +61,12 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
         if info["content_type"].native != "signed_data":
             return None, Reason("not-signed-data", "not a CMS SignedData")
         signed = info["content"]
-        for part in ("version", "digest_algorithms", "encap_content_info", "crls", "signer_infos"):
+        # the signed attributes' bytes as received, before .native touches them: asn1crypto
+        # completes defaults (NULL digest parameters, ESS hash algorithms) and re-encodes
+        received = [i["signed_attrs"].dump() for i in signed["signer_infos"]]
+        for part in ("version", "digest_algorithms", "encap_content_info", "crls"):
             signed[part].native  # noqa: B018 (asn1crypto is lazy: every part parsed, a malformed one refused)
+        attributes = [_parse_signer_info(signer_info) for signer_info in signed["signer_infos"]]
         encap = signed["encap_content_info"]
         if encap["content_type"].native != expected or isinstance(encap["content"], core.Void):
             return None, Reason("no-content", f"the SignedData encapsulates no {name} content")
@@ -77,7 +81,7 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
         attrs = signer_info["signed_attrs"]
         if not len(attrs):
             return None, Reason("malformed", "no signed attributes")
-        values = {a["type"].native: a["values"][0].native for a in attrs}
+        values = attributes[0]
         if values.get("content_type") != expected:
             return None, Reason("content-type", f"contentType attribute is not {name}")
         if values.get("message_digest") != hashlib.new(digest_name, content).digest():
@@ -93,7 +97,7 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
         if signer is None:
             return None, Reason("signer-missing", "the signer's certificate is not in the SignedData")
         signature = signer_info["signature"].native
-        signed_bytes = b"\x31" + attrs.dump()[1:]  # the SET OF's own tag, not [0] IMPLICIT (section 5.4)
+        signed_bytes = b"\x31" + received[0][1:]  # the SET OF's own tag, not [0] IMPLICIT (section 5.4)
         when = values.get("signing_time")
     except _UNPARSEABLE as exc:
         return None, Reason("malformed", f"cannot parse the SignedData: {type(exc).__name__}")
@@ -104,6 +108,31 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
     signing_time = when.astimezone(datetime.timezone.utc) if isinstance(when, datetime.datetime) else None
     record = SignedRecord(content, signer, tuple(c for c in certificates if c is not signer), signing_time)
     return (record, values), None
+
+
+def _parse_signer_info(signer_info: cms.SignerInfo) -> dict[str, Any]:
+    """Every part of ``signer_info`` parsed (a malformed one raises), attribute value by attribute
+    value: ``.native`` on the whole SignerInfo re-encodes each container whose parts asn1crypto
+    completed with defaults, five times the cost of the parse. The signer's issuer name is not made
+    native (it re-encodes too): it must equal a carried certificate's issuer byte for byte. Returns
+    the signed attributes' first values by name (each value made native once: asn1crypto makes a
+    completed value again on every ``.native``)."""
+    for name in ("version", "digest_algorithm", "signature_algorithm", "signature"):
+        signer_info[name].native  # noqa: B018
+    sid = signer_info["sid"]
+    if sid.name == "issuer_and_serial_number":  # the issuer is compared by its DER with the certificates'
+        sid.chosen["serial_number"].native  # noqa: B018
+    else:
+        sid.native  # noqa: B018
+    for attribute in signer_info["unsigned_attrs"]:
+        attribute["type"].native  # noqa: B018
+        for value in attribute["values"]:
+            value.native  # noqa: B018
+    signed: dict[str, Any] = {}
+    for attribute in signer_info["signed_attrs"]:
+        natives = [value.native for value in attribute["values"]]
+        signed[attribute["type"].native] = natives[0]
+    return signed
 
 
 @dataclass(frozen=True)
@@ -134,13 +163,12 @@ def open_timestamp_token(der: bytes) -> tuple[TimeStampToken | None, Reason | No
         return None, reason
     record, attributes = opened
     try:
-        info = tsp.TSTInfo.load(record.content, strict=True)
-        fields = info.native
-        imprint = fields["message_imprint"]
-        token = TimeStampToken(record, fields["policy"], imprint["hash_algorithm"]["algorithm"],
-                               imprint["hashed_message"], fields["serial_number"],
-                               fields["gen_time"].astimezone(datetime.timezone.utc))
-        if fields["version"] != "v1":
+        info = tsp.TSTInfo.load(record.content, strict=True)  # parsed whole as the SignedData was opened
+        imprint = info["message_imprint"]
+        token = TimeStampToken(record, info["policy"].native, imprint["hash_algorithm"]["algorithm"].native,
+                               imprint["hashed_message"].native, info["serial_number"].native,
+                               info["gen_time"].native.astimezone(datetime.timezone.utc))
+        if info["version"].native != "v1":
             return None, Reason("malformed", "the TSTInfo is not version 1")
         bound = _names_signer(attributes, record.signer)
     except _UNPARSEABLE as exc:
