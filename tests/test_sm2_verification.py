@@ -319,3 +319,24 @@ def test_a_der_certificate_ending_in_a_white_space_byte_loads() -> None:
             assert load_certificate(der) == certificate
             return
     pytest.fail("no certificate ended in a white space byte")
+
+
+def test_an_sm2_login_signature_of_a_software_card_key_verifies(home: tuple[Sm2Home, Path]) -> None:
+    """What citizen login needs of verification for an SM2 card (idp/webeid.py does not offer SM2
+    yet: docs/sm2.md): the citizen-auth certificate valid, and the key's signature over
+    SM3(origin) || SM3(nonce) (the Web eID construction with SM3), made by OpenSSL with the
+    certificate's key and the standard identity, verified with the certificate's key."""
+    made, folder = home
+    validator = CertificateValidator.for_deployment(made.ca.sessions.kw["bind"], made.ocsp)
+    certificate = load_certificate((folder / "good.der").read_bytes())
+    assert validator.validate(certificate, "citizen-auth").valid
+    signed = sm2.sm3(b"https://tessera-login.example") + sm2.sm3(b"a fresh nonce from /citizen/login/challenge")
+    (folder / "login.bin").write_bytes(signed)
+    made_by = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", "good.key", "-rawin", "-digest", "sm3",
+                              "-pkeyopt", "distid:1234567812345678", "-in", "login.bin", "-out", "login.sig"],
+                             cwd=folder, capture_output=True, text=True, timeout=60)
+    assert made_by.returncode == 0, made_by.stderr
+    signature = (folder / "login.sig").read_bytes()
+    verify_signature(public_key_of(certificate), signature, signed, hashes.SM3())
+    with pytest.raises(InvalidSignature):
+        verify_signature(public_key_of(certificate), signature, signed[:32] + sm2.sm3(b"another nonce"), hashes.SM3())
