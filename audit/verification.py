@@ -855,14 +855,5 @@ def _checkpoint_signature_problem(seq: int, previous: int, entry_hash: str, crea
     return None
 
 
-def open_signed_data(data: bytes, content_type: str) -> tuple[bytes, x509.Certificate, list[x509.Certificate]]:
-    """A checkpoint's signature opened by the verification package (:func:`verification.cms.open_signed_data`)
-    as (content, signer, certificates), for the checkpoint export; :class:`ValueError` says why it is refused."""
-    record, refused = cms.open_signed_data(data, content_type)
-    if record is None:
-        raise ValueError(_because(refused))
-    return record.content, record.signer, [record.signer, *record.intermediates]
-
-
 def report_json(report: VerificationReport) -> str:
     return json.dumps(report.as_dict(), indent=2)

@@ -202,11 +202,14 @@ def checkpoints_cmd(obj: CliContext, limit: int, export_dir: str | None, as_json
         folder = Path(export_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for row in rows:
-            from audit.verification import open_signed_data
             from audit.checkpoints import CHECKPOINT_CONTENT_TYPE
+            from verification.cms import open_signed_data
 
-            content, _, _ = open_signed_data(row.signature, CHECKPOINT_CONTENT_TYPE)
-            (folder / f"checkpoint-{row.seq}.statement").write_bytes(content)
+            record, refused = open_signed_data(row.signature, CHECKPOINT_CONTENT_TYPE)
+            if record is None:
+                raise click.ClickException(f"checkpoint {row.seq}: its signature does not open"
+                                           f" ({refused.detail if refused else 'unknown'}); run tessera audit verify")
+            (folder / f"checkpoint-{row.seq}.statement").write_bytes(record.content)
             (folder / f"checkpoint-{row.seq}.p7s").write_bytes(row.signature)
             (folder / f"checkpoint-{row.seq}.tst").write_bytes(row.timestamp_token)
             (folder / f"checkpoint-{row.seq}.signer.pem").write_bytes(
