@@ -340,3 +340,64 @@ def test_an_sm2_login_signature_of_a_software_card_key_verifies(home: tuple[Sm2H
     verify_signature(public_key_of(certificate), signature, signed, hashes.SM3())
     with pytest.raises(InvalidSignature):
         verify_signature(public_key_of(certificate), signature, signed[:32] + sm2.sm3(b"another nonce"), hashes.SM3())
+
+
+#: 1-4 edits of bytes whose length is known only when they are made (a fresh OCSP answer): each a
+#: kind, a place as a fraction of the length, a bit, and bytes to insert or set
+EDITS = st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "cut", "set"]), st.floats(0, 1),
+                           st.integers(0, 7), st.binary(min_size=1, max_size=8)), min_size=1, max_size=4)
+
+
+def edited(original: bytes, edits: list[tuple[str, float, int, bytes]]) -> bytes:
+    """``original`` with ``edits`` (as :func:`tests.test_protocol_fuzz.mutated` makes them)."""
+    data = bytearray(original)
+    for kind, where, bit, value in edits:
+        at = min(int(where * len(data)), max(0, len(data) - 1))
+        if kind == "flip" and data:
+            data[at] ^= 1 << bit
+        elif kind == "set" and data:
+            data[at] = value[0]
+        elif kind == "insert":
+            data[at:at] = value
+        elif kind == "delete" and data:
+            del data[at:at + 1 + bit % 4]
+        elif kind == "cut":
+            del data[at:]
+    return bytes(data)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(edits=EDITS)
+def test_mutated_sm2_ocsp_answers_are_a_status_never_an_exception(home: tuple[Sm2Home, Path],
+                                                                  edits: list[tuple[str, float, int, bytes]]) -> None:
+    """A mutated answer of the SM2 OCSP responder, to the reader (online) and to the API's
+    checker: a status, never an exception, and good only when the signed response is unchanged."""
+    from cryptography.x509 import ocsp
+
+    made, folder = home
+    issuer = made.ca.authority_certificate("sm2-citizen")
+    good = x509.load_der_x509_certificate((folder / "good.der").read_bytes())
+    answers: list[tuple[bytes, bytes]] = []
+
+    def mutate(body: bytes) -> bytes:
+        original = made.ocsp.respond(body).der
+        answers.append((original, edited(original, edits)))
+        return answers[-1][1]
+
+    def unchanged() -> bool:
+        original, changed = answers[-1]
+        try:
+            return ocsp.load_der_ocsp_response(changed).tbs_response_bytes == \
+                ocsp.load_der_ocsp_response(original).tbs_response_bytes
+        except ValueError:
+            return False
+
+    check = OcspStatus(fetch=lambda _url, body: mutate(body)).status(good, issuer, NOW)
+    assert not check.ok or unchanged(), check
+
+    class Responder:
+        def respond(self, body: bytes) -> object:
+            return type("Reply", (), {"der": mutate(body)})()
+
+    status = RevocationChecker(made.ca.sessions.kw["bind"], Responder())._ocsp(good, issuer, NOW)  # noqa: SLF001
+    assert status.status != "good" or unchanged(), status
