@@ -34,10 +34,9 @@ from cryptography.x509.oid import NameOID
 from tests.conftest import Home
 from tests.servers import run_tessera
 from tests.test_verification_pkits import AT, DATA, DEFAULT, EXPLAINED, VARIANTS, Pkits, expected
-from tests.test_verification_trust_list import NEEDS_HOOK
 from verification.paths import ANY_POLICY, PolicyInputs
 
-pytestmark = [pytest.mark.integration, NEEDS_HOOK]
+pytestmark = pytest.mark.integration
 
 API = "/api/v1"
 #: the disagreements through the API and why (docs/verification.md): those of the direct run

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import http.server
-import inspect
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -32,10 +31,6 @@ pytestmark = pytest.mark.unit
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 POLICY = "1.3.6.1.4.1.99999.7.1"
 OTHER_POLICY = "1.3.6.1.4.1.99999.7.2"
-#: the validator takes the caller's policy inputs and the anchor's local CRLs (the D1 change to
-#: verification/certificates.py; this marker goes with it)
-NEEDS_HOOK = pytest.mark.skipif("policy" not in inspect.signature(CertificateValidator.validate).parameters,
-                                reason="CertificateValidator.validate(policy=...) not there yet")
 
 
 def _name(cn: str) -> x509.Name:
@@ -242,7 +237,6 @@ def test_caller_policy_inputs_stay_within_the_anchors() -> None:
     assert PolicyInputs.of(["1.2.3"]).admits({POLICY})  # nothing explicit: RFC 5280 section 6.1.5 (g)
 
 
-@NEEDS_HOOK
 def test_local_crls_are_the_revocation_source(foreign: Foreign, tmp_path: Path) -> None:
     foreign.write_crls(tmp_path / "crls")
     local = LocalCrls.read([tmp_path / "crls"])
@@ -259,7 +253,6 @@ def test_local_crls_are_the_revocation_source(foreign: Foreign, tmp_path: Path) 
         foreign.served.update(saved)
 
 
-@NEEDS_HOOK
 def test_caller_policy_inputs_in_a_validation(foreign: Foreign) -> None:
     validator = foreign.validator(policies=frozenset({POLICY, OTHER_POLICY}))
     assert validator.validate(foreign.ee, "signing", [foreign.ca], policy=PolicyInputs.of([POLICY])).valid

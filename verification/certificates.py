@@ -404,13 +404,18 @@ def purpose_reasons(cert: x509.Certificate, purpose: Purpose) -> list[Reason]:
 
 def profile_of(cert: x509.Certificate, purpose: Purpose | None = None) -> str | None:
     """The Tessera profile the certificate asserts by policy (within ``purpose`` when given)."""
-    try:
-        asserted = {_tessera_policy(p.policy_identifier.dotted_string) for p in
-                    cert.extensions.get_extension_for_class(x509.CertificatePolicies).value}
-    except x509.ExtensionNotFound:
-        return None
+    asserted = {_tessera_policy(p) for p in asserted_policies(cert)}
     table = purpose.policies if purpose else {k: v for p in PURPOSES.values() for k, v in p.policies.items()}
     return next((table[p] for p in sorted(n for n in asserted if n is not None) if p in table), None)
+
+
+def asserted_policies(cert: x509.Certificate) -> set[str]:
+    """The dotted OIDs of ``cert``'s certificatePolicies (RFC 5280 section 4.2.1.4); none without them."""
+    try:
+        value = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {p.policy_identifier.dotted_string for p in value}
 
 
 # --- trust ---------------------------------------------------------------------------------
@@ -687,9 +692,10 @@ class CertificateValidator:
         """RFC 5280 section 6 path validation at ``at`` (default now) for ``purpose``, then the
         revocation status from ``revocation_source`` (``ocsp``, ``crl`` or ``store``); every
         reason is collected, none short-circuits the others except an unbuildable path.
-        ``policy``: the caller's initial policy inputs (section 6.1.1), applied to a path to a
-        foreign anchor within the anchor's own (:meth:`ForeignAnchor.policy_inputs`); Tessera's
-        own paths are held to the purpose's policy alone.
+        ``policy``: the caller's initial policy inputs (section 6.1.1), applied in full on a
+        foreign anchor's path within the anchor's own (:meth:`ForeignAnchor.policy_inputs`); on
+        Tessera's hierarchy (no policy mappings; every CA asserts its certificates' policies) the
+        certificate's policies must meet an explicit user-initial-policy-set (:meth:`PolicyInputs.admits`).
 
         The path and purpose part depends only on the certificates and the time, so a result is
         reused while ``at`` stays inside the validity of every certificate on the path (the
@@ -723,6 +729,8 @@ class CertificateValidator:
                 return foreign
         revocation = RevocationStatus("unknown", "none", detail="not checked: no trusted path")
         issuer = built[1] if len(built) > 1 else None
+        if policy is not None and built and not policy.admits(asserted_policies(cert)):
+            reasons.append(Reason("wrong-policy", "none of the certificate's policies is in the policy set asked"))
         if issuer is not None and subject_der(issuer) in self.anchors.ours:
             revocation, *authorities = self.revocation.check_path(built, revocation_source, at)
             if revocation.status == "revoked":

@@ -5,7 +5,6 @@ over data or its hash; each :class:`Outcome` carries the verdict and what the ve
 from __future__ import annotations
 
 import base64
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,14 +58,8 @@ def verify_certificate(item: Any) -> Outcome:
     cert = certificate_field(item["certificate"], "certificate")
     purpose = choice_field(item, "purpose", PURPOSES, None)
     source = choice_field(item, "revocation_source", SOURCES, "ocsp")
-    policy = policy_field(item)
-    validate = services().certificates.validate
-    if policy is None:
-        verdict = validate(cert, purpose, chain_field(item), time_field(item), source)
-    elif "policy" not in inspect.signature(validate).parameters:  # until verification/certificates.py takes them
-        raise BadInput("initial policy inputs are not supported by this validator yet")
-    else:
-        verdict = validate(cert, purpose, chain_field(item), time_field(item), source, policy=policy)  # type: ignore[call-arg]
+    verdict = services().certificates.validate(cert, purpose, chain_field(item), time_field(item), source,
+                                               policy=policy_field(item))
     return _verdict_outcome(verdict)
 
 
