@@ -80,10 +80,10 @@ def _csp() -> str:
             f"connect-src 'self' {agent}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-def _audit(result: str, subject: str, obj: str | None, **details: Any) -> None:
+def _audit(result: str, subject: str, obj: str | None, action: str = "login.card", **details: Any) -> None:
     from audit.trail import AuditEvent
 
-    services().trail.record(AuditEvent("login.card", subject, result, subject_role="citizen", object=obj,
+    services().trail.record(AuditEvent(action, subject, result, subject_role="citizen", object=obj,
                                        source_address=(request.remote_addr or "")[:64] or None,
                                        details=details))
 
@@ -144,5 +144,13 @@ def token() -> Response:
 
 @bp.post("/citizen/logout")
 def logout() -> Any:
-    session.pop("citizen", None)
+    """End the browser session (server-side, as staff /logout does) and with it the tokens the
+    citizen's applications were given in it (idp.sessions), audited ``logout.card``."""
+    citizen = session.get("citizen")
+    if isinstance(session, StaffSession):
+        session.end()
+    else:
+        session.pop("citizen", None)
+    if isinstance(citizen, dict) and citizen.get("sub"):
+        _audit("success", str(citizen["sub"]), f"card:{citizen.get('card')}", action="logout.card")
     return redirect(url_for("citizen_login.login_page"))

@@ -81,8 +81,6 @@ def test_rp_initiated_logout_ends_a_citizens_session_and_tokens(citizen_idp: Cit
     assert userinfo(citizen_idp, elsewhere) == 200 and refresh(citizen_idp, client, elsewhere).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="/citizen/logout (idp/citizen_login.py) only forgets the citizen: it must "
-                                       "end the session, as /logout does (issue 17; asked of the lead)")
 def test_the_portals_logout_ends_the_session_and_its_tokens(citizen_idp: CitizenIdp, client: dict[str, Any]) -> None:
     browser, tokens = citizen_tokens(citizen_idp, client)
     portal = browser.get(citizen_idp.url("/citizen/"), timeout=30)
