@@ -591,8 +591,11 @@ class RevocationChecker:
             return checked
         response = checked
         this_update = response.this_update_utc
+        # stale for the time asked, as a CRL is (crl_status); "from the future" against the clock
+        # (5 minutes of skew), not against ``at``: an answer made after a record's signing time
+        # still speaks for that time (good now, good then)
         stale = response.next_update_utc is not None and response.next_update_utc < at
-        if stale or this_update > at + datetime.timedelta(minutes=5):
+        if stale or this_update > self.clock() + datetime.timedelta(minutes=5):
             return RevocationStatus("unknown", "ocsp", this_update, detail="the OCSP response is not current")
         if response.certificate_status == ocsp.OCSPCertStatus.GOOD:
             return RevocationStatus("good", "ocsp", this_update)
