@@ -2,10 +2,12 @@
 signer, encapsulated content of the expected type (id-data for a signed record, id-ct-TSTInfo for
 an RFC 3161 time-stamp token, the audit checkpoint's statement type), signed attributes with
 contentType and messageDigest, the signature over the DER SET OF signed attributes by the key of
-the signer's certificate (carried in the SignedData). The signer's certificate is then validated
+the signer's certificate (carried in the SignedData). An SM2 signer (GB/T 35275-2017) digests
+with SM3 (1.2.156.10197.1.401) and signs SM2 with Z of its identity
+(:func:`verification.signatures.verify_signer_info`). The signer's certificate is then validated
 like any other (:class:`verification.certificates.CertificateValidator`), or against the caller's
 own anchor (the audit verifier). Anything malformed is a :class:`~verification.reasons.Reason`,
-never an exception."""
+never an exception; a certificate that does not load (a version above v3 too) is malformed."""
 
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from ca.sm2 import SM3_OID
+from verification.certificates import load_certificate
 from verification.reasons import Reason
-from verification.signatures import verify_signature
+from verification.signatures import digest, public_key_of, verify_signer_info
 
-#: digest algorithms accepted for signed records (RFC 5754); SHA-1 and MD5 are not
+#: digest algorithms accepted for signed records (RFC 5754; SM3 for SM2 signers, GB/T 35275-2017);
+#: SHA-1 and MD5 are not
 DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
-                                                  "sha512": hashes.SHA512}
+                                                  "sha512": hashes.SHA512, "sm3": hashes.SM3}
 #: what asn1crypto (lazy) and cryptography raise on a part that does not parse
 _UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 #: the names content types go by in reasons (RFC 5652 section 4, RFC 3161 section 2.4.2)
@@ -75,7 +80,8 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
         if len(infos) != 1:
             return None, Reason("signer-count", "expected exactly one signer")
         signer_info = infos[0]
-        digest_name = signer_info["digest_algorithm"]["algorithm"].native
+        digest_oid = signer_info["digest_algorithm"]["algorithm"]
+        digest_name = "sm3" if digest_oid.dotted == SM3_OID else digest_oid.native  # asn1crypto has no name for it
         if digest_name not in DIGESTS:
             return None, Reason("weak-digest", "the digest algorithm is not accepted")
         attrs = signer_info["signed_attrs"]
@@ -84,9 +90,9 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
         values = attributes[0]
         if values.get("content_type") != expected:
             return None, Reason("content-type", f"contentType attribute is not {name}")
-        if values.get("message_digest") != hashlib.new(digest_name, content).digest():
+        if values.get("message_digest") != digest(DIGESTS[digest_name](), content):
             return None, Reason("digest-mismatch", "the content does not match its signed digest")
-        certificates = [x509.load_der_x509_certificate(c.chosen.dump()) for c in signed["certificates"] or []
+        certificates = [load_certificate(c.chosen.dump()) for c in signed["certificates"] or []
                         if c.name == "certificate"]
         sid = signer_info["sid"]
         if sid.name != "issuer_and_serial_number":
@@ -97,12 +103,13 @@ def _open(der: bytes, content_type: str) -> tuple[tuple[SignedRecord, dict[str, 
         if signer is None:
             return None, Reason("signer-missing", "the signer's certificate is not in the SignedData")
         signature = signer_info["signature"].native
+        signature_algorithm = signer_info["signature_algorithm"]["algorithm"].contents
         signed_bytes = b"\x31" + received[0][1:]  # the SET OF's own tag, not [0] IMPLICIT (section 5.4)
         when = values.get("signing_time")
     except _UNPARSEABLE as exc:
         return None, Reason("malformed", f"cannot parse the SignedData: {type(exc).__name__}")
     try:
-        verify_signature(signer.public_key(), signature, signed_bytes, DIGESTS[digest_name]())
+        verify_signer_info(public_key_of(signer), signature_algorithm, signature, signed_bytes, DIGESTS[digest_name]())
     except (InvalidSignature, UnsupportedAlgorithm, *_UNPARSEABLE):  # the key itself may not parse
         return None, Reason("bad-signature", "the signature does not verify with the signer's certificate")
     signing_time = when.astimezone(datetime.timezone.utc) if isinstance(when, datetime.datetime) else None
@@ -150,7 +157,7 @@ class TimeStampToken:
     def covers(self, data: bytes) -> bool:
         """Whether the token's message imprint is the hash of ``data`` (section 2.4.2,
         messageImprint), by one of the digests accepted for signatures (:data:`DIGESTS`)."""
-        return self.hash_algorithm in DIGESTS and hashlib.new(self.hash_algorithm, data).digest() == self.message_imprint
+        return self.hash_algorithm in DIGESTS and digest(DIGESTS[self.hash_algorithm](), data) == self.message_imprint
 
 
 def open_timestamp_token(der: bytes) -> tuple[TimeStampToken | None, Reason | None]:

@@ -1,22 +1,36 @@
 """The one signature check: ECDSA (FIPS 186-5; DER per RFC 3279 section 2.2.3 or the raw r||s of
 PKCS#11 and JWS, RFC 7518 section 3.4), RSASSA-PKCS1-v1_5 and RSASSA-PSS (RFC 8017 section 8), and
 SM2 with SM3 (GB/T 32918.2 section 7, through :mod:`verification.sm2_signatures`: GmSSL), over data
-or over its hash (``prehashed``). Everything that goes wrong is
+or over its hash (``prehashed``); and the signature of a CMS SignerInfo (RFC 5652 section 5.6,
+GB/T 35275-2017 for SM2). Everything that goes wrong is
 :class:`cryptography.exceptions.InvalidSignature`, so a caller has one exception to handle."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from asn1crypto import core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
-from ca.sm2 import Sm2PublicKey
+from ca.sm2 import EC_PUBLIC_KEY_OID, SM2_WITH_SM3_OID, Sm2PublicKey, sm3
 from verification.sm2_signatures import is_sm2_signed, sm2_issued_by, sm2_public_key, verify_sm2
+
+#: the signatureAlgorithm values of an SM2 SignerInfo, as OID content octets (X.690 section 8.19):
+#: SM2-with-SM3 (GM/T 0006), sm2-1 (the SM2 signature, 1.2.156.10197.1.301.1, as GB/T 35275-2017
+#: and GM/T 0010 name it) and id-ecPublicKey (RFC 5753 section 2.1.1's older form, the key's algorithm)
+SM2_SIGNER_INFO_ALGORITHMS = frozenset(core.ObjectIdentifier(oid).contents
+                                       for oid in (SM2_WITH_SM3_OID, "1.2.156.10197.1.301.1", EC_PUBLIC_KEY_OID))
+
+
+def digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    """``data`` hashed with ``algorithm``: SM3 (GB/T 32905) by GmSSL, the SHA-2 family by hashlib."""
+    return sm3(data) if isinstance(algorithm, hashes.SM3) else hashlib.new(algorithm.name, data).digest()
 
 
 def raw_to_der(signature: bytes) -> bytes:
@@ -64,6 +78,8 @@ def verify_signature(public_key: Any, signature: bytes, data: bytes, algorithm: 
     if isinstance(public_key, Sm2PublicKey):
         _verify_sm2(public_key, signature, data, algorithm, prehashed, raw_ecdsa)
         return
+    if isinstance(algorithm, hashes.SM3):
+        raise InvalidSignature("SM3 is the hash of SM2 signatures only")
     chosen: Any = Prehashed(algorithm) if prehashed else algorithm
     try:
         if isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -80,6 +96,19 @@ def verify_signature(public_key: Any, signature: bytes, data: bytes, algorithm: 
             raise InvalidSignature("the key is neither EC, RSA nor SM2")
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise InvalidSignature(f"the signature cannot be checked: {type(exc).__name__}") from None
+
+
+def verify_signer_info(public_key: Any, signature_algorithm: bytes, signature: bytes, signed_attributes: bytes,
+                       algorithm: hashes.HashAlgorithm) -> None:
+    """Check a SignerInfo's ``signature`` over its DER SET OF ``signed_attributes`` (RFC 5652
+    section 5.4) with the signer certificate's ``public_key`` and the SignerInfo's digest
+    ``algorithm``. For an SM2 key (GB/T 35275-2017) the digest must be SM3 and the
+    signatureAlgorithm (``signature_algorithm``, its OID's content octets) one of
+    :data:`SM2_SIGNER_INFO_ALGORITHMS`; the signature is SM2 with Z of a signer identity (GB/T
+    32918.2 section 6.1, :func:`verification.sm2_signatures.verify_sm2`). Raises InvalidSignature."""
+    if isinstance(public_key, Sm2PublicKey) and signature_algorithm not in SM2_SIGNER_INFO_ALGORITHMS:
+        raise InvalidSignature("the signatureAlgorithm of an SM2 signer is not SM2's")
+    verify_signature(public_key, signature, signed_attributes, algorithm)
 
 
 def verify_signed_by(signer: x509.Certificate, signature: bytes, data: bytes, algorithm: x509.ObjectIdentifier,

@@ -1,6 +1,6 @@
 """The card reader's opening of a CMS SignedData (RFC 5652 sections 5.1-5.6): a strict DER walk
 (:mod:`ca.der`) of a card's records and security object, messageDigest over the content, the
-signature over the DER SET OF signed attributes.
+signature over the DER SET OF signed attributes (SM2 with SM3 for an SM2 signer, GB/T 35275-2017).
 
 A hand walk of outside input stays here only because tests/test_signed_record_differential.py
 sits beside it: on valid and mutated records it must accept and refuse exactly what asn1crypto's
@@ -13,16 +13,18 @@ opens SignedData through :mod:`verification.cms`. Every function returns a
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass
 
+from asn1crypto import core
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
 from ca import der
+from ca.sm2 import SM3_OID
+from verification.certificates import load_certificate
 from verification.reasons import Check
-from verification.signatures import verify_signature
+from verification.signatures import digest, public_key_of, verify_signer_info
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ _DIGESTS = {
     bytes.fromhex("608648016503040201"): hashes.SHA256(),
     bytes.fromhex("608648016503040202"): hashes.SHA384(),
     bytes.fromhex("608648016503040203"): hashes.SHA512(),
+    core.ObjectIdentifier(SM3_OID).contents: hashes.SM3(),  # for SM2 signers (GB/T 35275-2017)
 }
 _CERTIFICATES: dict[bytes, tuple[x509.Certificate, bytes]] = {}
 #: the DER of a SignedData's whole certificates field -> its parsed certificates (signers are few)
@@ -53,22 +56,25 @@ _PUBLIC_KEYS: dict[x509.Certificate, object] = {}
 
 
 def _public_key(certificate: x509.Certificate) -> object:
-    """A signer certificate's public key, loaded once per process (signers are few)."""
+    """A signer certificate's public key (an SM2 one too, :func:`verification.signatures.public_key_of`),
+    loaded once per process (signers are few)."""
     key = _PUBLIC_KEYS.get(certificate)
     if key is None:
         if len(_PUBLIC_KEYS) > 1000:
             _PUBLIC_KEYS.clear()
-        key = _PUBLIC_KEYS[certificate] = certificate.public_key()
+        key = _PUBLIC_KEYS[certificate] = public_key_of(certificate)
     return key
 
 
 def _certificate(raw: bytes) -> tuple[x509.Certificate, bytes]:
-    """A parsed certificate and its issuer's DER name, kept per process (signers are few)."""
+    """A parsed certificate (:func:`verification.certificates.load_certificate`: ValueError for
+    anything that is not a v1-v3 certificate) and its issuer's DER name, kept per process (signers
+    are few)."""
     cached = _CERTIFICATES.get(raw)
     if cached is None:
         if len(_CERTIFICATES) > 1000:
             _CERTIFICATES.clear()
-        cert = x509.load_der_x509_certificate(raw)
+        cert = load_certificate(raw)
         cached = _CERTIFICATES[raw] = (cert, cert.issuer.public_bytes())
     return cached
 
@@ -109,7 +115,8 @@ def _shape(*expected: tuple[der.Tlv, int]) -> None:
 
 def _algorithm(data: bytes, element: der.Tlv) -> der.Tlv:
     """An AlgorithmIdentifier's OID; its parameters absent or NULL, the only forms of the SHA-2
-    digests (RFC 5754 section 2) and of the ECDSA / PKCS#1 v1.5 signatures accepted here."""
+    digests (RFC 5754 section 2), of SM3 and SM2 (GB/T 35275-2017) and of the ECDSA / PKCS#1 v1.5
+    signatures accepted here."""
     _shape((element, _SEQUENCE))
     fields = der.children(data, element)
     _shape((fields[0], _OID))
@@ -178,7 +185,7 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         if signer is None:
             return None, Check(name, False, "signer-missing", "the signer's certificate is not in the SignedData")
         digest_oid = _algorithm(data, fields[2])
-        _algorithm(data, fields[4])
+        signature_oid = _algorithm(data, fields[4])
         hash_algorithm = _DIGESTS.get(data[digest_oid[2]:digest_oid[3]])
         if hash_algorithm is None:
             return None, Check(name, False, "weak-digest", "the digest algorithm is not accepted")
@@ -194,13 +201,14 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
             values[data[attr_oid[2]:attr_oid[3]]] = data[value[2]:value[3]]
         if values.get(_OID_CONTENT_TYPE) != _OID_DATA:
             return None, Check(name, False, "content-type", "contentType attribute is not id-data")
-        if values.get(_OID_MESSAGE_DIGEST) != hashlib.new(hash_algorithm.name, content).digest():
+        if values.get(_OID_MESSAGE_DIGEST) != digest(hash_algorithm, content):
             return None, Check(name, False, "digest-mismatch", "the content does not match its signed digest")
         signature_field = fields[5]
         signature = data[signature_field[2]:signature_field[3]]
         # the signature covers the attributes with the SET OF tag, not the [0] IMPLICIT one (section 5.4)
         signed_attributes = b"\x31" + data[attrs[1] + 1:attrs[3]]
-        verify_signature(_public_key(signer), signature, signed_attributes, hash_algorithm)
+        verify_signer_info(_public_key(signer), data[signature_oid[2]:signature_oid[3]], signature, signed_attributes,
+                           hash_algorithm)
         signing_time = None
         raw_time = values.get(_OID_SIGNING_TIME)
         if raw_time is not None and len(raw_time) == 13:
@@ -209,7 +217,7 @@ def open_signed_data(data: bytes) -> tuple[SignedContent | None, Check]:
         return SignedContent(content, signer, intermediates, signing_time), Check(name, True)
     except InvalidSignature:
         return None, Check(name, False, "bad-signature", "the signature does not verify with the signer's key")
-    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm) as exc:
-        # UnsupportedAlgorithm: the signer certificate's key is of a kind cryptography cannot load;
-        # the walk itself is flat (ca.der reads one level at a time), so nesting cannot recurse
+    except (ValueError, TypeError, IndexError) as exc:
+        # a key cryptography cannot load is InvalidSignature (public_key_of); the walk itself is
+        # flat (ca.der reads one level at a time), so nesting cannot recurse
         return None, Check(name, False, "malformed", f"cannot parse the SignedData: {type(exc).__name__}")
