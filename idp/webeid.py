@@ -9,13 +9,18 @@ specification, as validated by web-eid-authtoken-validation-java and its Python/
 
 The card signs ``hash(origin) || hash(nonce)`` with its authentication key, the hash being the
 algorithm's (SHA-256 for ES256/RS256/PS256, SHA-384 for ES384, SHA-512 for ES512); ECDSA
-signatures are the raw ``r || s`` of JWS (RFC 7518 section 3.4). The origin is the IdP's own
-(RFC 6454 serialisation), so a token made for another site never verifies here.
+signatures are the raw ``r || s`` of JWS (RFC 7518 section 3.4). A card with an SM2 key (the SM2
+hierarchy's ``sm2-citizen`` CA, docs/sm2.md) uses :data:`SM2_ALGORITHM`, which JWS does not name:
+``SM3(origin) || SM3(nonce)`` signed SM2 with SM3 and Z of the default signer identity
+``1234567812345678`` (GB/T 32918.2 section 6.1, GB/T 35276-2017 section 10; the empty identity
+verifies too, :data:`verification.sm2_signatures.SIGNER_IDS`), the signature DER or ``r || s``.
+The origin is the IdP's own (RFC 6454 serialisation), so a token made for another site never
+verifies here.
 
 Validation order (each failure a :class:`LoginRefused` with a machine ``code``): token structure,
 the nonce (single use: consumed before anything else is looked at, so a replay fails even if the
-rest is good), the certificate (chain to the citizen CA, validity now, revocation through our
-OCSP responder failing closed, the citizen-auth key usage, extended key usage and policy), the
+rest is good), the certificate (chain to a citizen CA, ECDSA or SM2, validity now, revocation
+through our OCSP responder failing closed, the citizen-auth key usage, extended key usage and policy), the
 signature over origin and nonce, then the citizen registry (the card still active).
 """
 
@@ -33,19 +38,26 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from verification.certificates import CertificateValidator, CertificateVerdict
-from verification.signatures import verify_signature
+from ca.profiles import SM2_PREFIX
+from ca.sm2 import Sm2PublicKey
+from verification.certificates import CertificateValidator, CertificateVerdict, load_certificate, subject_der
+from verification.signatures import public_key_of, verify_signature
 from cardsim.citizens import holder_name
 from cardsim.models import CardStatus
 
 FORMAT = "web-eid:1.0"
 MAX_TOKEN_FIELD = 8192
-#: JWS algorithm names (RFC 7518 section 3.1) -> (hash, key kind)
+#: the token algorithm of an SM2 card: SM2 with SM3 (GB/T 32918.2), which JWS has no name for
+SM2_ALGORITHM = "SM2SM3"
+#: JWS algorithm names (RFC 7518 section 3.1), and :data:`SM2_ALGORITHM` -> (hash, key kind)
 ALGORITHMS: dict[str, tuple[type[hashes.HashAlgorithm], str]] = {
     "ES256": (hashes.SHA256, "ec"), "ES384": (hashes.SHA384, "ec"), "ES512": (hashes.SHA512, "ec"),
     "RS256": (hashes.SHA256, "rsa"), "RS384": (hashes.SHA384, "rsa"), "RS512": (hashes.SHA512, "rsa"),
     "PS256": (hashes.SHA256, "pss"), "PS384": (hashes.SHA384, "pss"), "PS512": (hashes.SHA512, "pss"),
+    SM2_ALGORITHM: (hashes.SM3, "sm2"),
 }
+#: the SM2 hierarchy's citizen CA (``tessera ca add-sm2``), beside the ECDSA one
+SM2_CITIZEN_CA = SM2_PREFIX + "citizen"
 
 
 class LoginRefused(Exception):
@@ -102,11 +114,14 @@ def signed_data(origin: str, nonce: str, algorithm: str) -> bytes:
 
 
 def verify_token_signature(public_key: Any, algorithm: str, signature: bytes, data: bytes) -> None:
-    """Verify a JWS-style signature (raw r||s for ECDSA, RFC 7518 section 3.4); raises InvalidSignature."""
+    """Verify a JWS-style signature (raw r||s for ECDSA, RFC 7518 section 3.4; DER or r||s for
+    SM2, Z of a signer identity hashed in, GB/T 32918.2 section 7); raises InvalidSignature."""
     hash_type, kind = ALGORITHMS[algorithm]
-    if (kind == "ec") != isinstance(public_key, ec.EllipticCurvePublicKey):
+    if ((kind == "ec") != isinstance(public_key, ec.EllipticCurvePublicKey)
+            or (kind == "sm2") != isinstance(public_key, Sm2PublicKey)):
         raise InvalidSignature("algorithm and key do not match")
-    verify_signature(public_key, signature, data, hash_type(), pss=kind == "pss", raw_ecdsa=kind == "ec")
+    verify_signature(public_key, signature, data, hash_type(), pss=kind == "pss",
+                     raw_ecdsa=None if kind == "sm2" else kind == "ec")
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,8 @@ Citizens = Callable[[str], "str | None"]
 
 
 class TokenValidator:
-    """Validates Web eID tokens for one origin against the citizen CA."""
+    """Validates Web eID tokens for one origin against the citizen CAs: ``citizen_ca`` (ECDSA) and,
+    when the deployment has the SM2 hierarchy, its ``sm2-citizen`` CA (from the validator's anchors)."""
 
     def __init__(self, certificates: CertificateValidator, origin: str, citizen_ca: x509.Certificate,
                  registry: Registry | None = None, revocation_source: str = "ocsp",
@@ -145,6 +161,9 @@ class TokenValidator:
         self.citizens = citizens
         self.origin = origin
         self.citizen_ca = citizen_ca
+        anchors = certificates.anchors
+        self.citizen_cas = (citizen_ca, *(c for c in anchors.sm2_intermediates
+                                          if anchors.ours.get(subject_der(c)) == SM2_CITIZEN_CA))
         self.registry = registry
         self.revocation_source = revocation_source
         self.clock = clock or certificates.clock
@@ -155,8 +174,8 @@ class TokenValidator:
         token = AuthToken.parse(data)
         if not nonce or not consume_nonce(nonce):
             raise LoginRefused("nonce-invalid", "the challenge was already used, has expired, or was never issued here")
-        try:
-            cert = x509.load_der_x509_certificate(token.certificate_der)
+        try:  # any certificate that does not load, a version above v3 too, is refused here
+            cert = load_certificate(token.certificate_der)
         except ValueError:
             raise LoginRefused("token-malformed", "the certificate cannot be parsed") from None
         verdict = self.certificates.validate(cert, "citizen-auth", at=self.clock(),
@@ -167,10 +186,10 @@ class TokenValidator:
             first = min(verdict.reasons, key=lambda r: order.index(r.code) if r.code in order else len(order))
             code = "certificate-" + first.code if not first.code.startswith("wrong-") else "certificate-wrong-purpose"
             raise LoginRefused(code, first.detail)
-        if len(verdict.chain) < 2 or verdict.chain[1] != self.citizen_ca:
+        if len(verdict.chain) < 2 or verdict.chain[1] not in self.citizen_cas:
             raise LoginRefused("certificate-wrong-issuer", "the certificate is not issued by the citizen CA")
         try:
-            verify_token_signature(cert.public_key(), token.algorithm, token.signature,
+            verify_token_signature(public_key_of(cert), token.algorithm, token.signature,
                                    signed_data(self.origin, nonce, token.algorithm))
         except (InvalidSignature, ValueError):
             raise LoginRefused("signature-invalid",

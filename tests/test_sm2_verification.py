@@ -322,9 +322,9 @@ def test_a_der_certificate_ending_in_a_white_space_byte_loads() -> None:
 
 
 def test_an_sm2_login_signature_of_a_software_card_key_verifies(home: tuple[Sm2Home, Path]) -> None:
-    """What citizen login needs of verification for an SM2 card (idp/webeid.py does not offer SM2
-    yet: docs/sm2.md): the citizen-auth certificate valid, and the key's signature over
-    SM3(origin) || SM3(nonce) (the Web eID construction with SM3), made by OpenSSL with the
+    """What citizen login needs of verification for an SM2 card (the login endpoint itself:
+    tests/test_sm2_signatures_api.py): the citizen-auth certificate valid, and the key's signature
+    over SM3(origin) || SM3(nonce) (the Web eID construction with SM3), made by OpenSSL with the
     certificate's key and the standard identity, verified with the certificate's key."""
     made, folder = home
     validator = CertificateValidator.for_deployment(made.ca.sessions.kw["bind"], made.ocsp)

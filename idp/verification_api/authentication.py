@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc.jws import JWSRegistry
 
 from idp.citizen_blueprints import services
-from verification.certificates import MALFORMED
+from verification.certificates import MALFORMED, load_certificate
 
 
 def _jws_registry(algorithms: list[str]) -> JWSRegistry:
@@ -161,7 +161,8 @@ class ServiceAuthenticator:
         try:
             if not isinstance(chain, list) or not chain or not all(isinstance(c, str) for c in chain) or len(chain) > 4:
                 raise PermissionError("the assertion has no x5c certificate chain")
-            certs = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in chain]
+            # load_certificate: any certificate that does not load (a version above v3 too) is a ValueError
+            certs = [load_certificate(base64.b64decode(c, validate=True)) for c in chain]
         except (ValueError, binascii.Error) as exc:
             raise PermissionError(f"the assertion cannot be read: {type(exc).__name__}") from None
         # the JWT's signature first (with the key the assertion names), so an unauthenticated caller

@@ -20,8 +20,9 @@ from verification.paths import PolicyInputs
 MAX_BATCH = 100
 PURPOSES = ("staff-auth", "citizen-auth", "signing", "service")
 SOURCES = ("ocsp", "crl", "store")
+#: ``sm3`` for an SM2 certificate's signature (GB/T 32918.2, Z of the signer identity hashed in)
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
-                                                  "sha512": hashes.SHA512}
+                                                  "sha512": hashes.SHA512, "sm3": hashes.SM3}
 #: the RFC 5280 section 6.1.1 initial inputs a caller may give: (c) and, as booleans, (e), (f), (g)
 POLICY_FLAGS = ("explicit_policy", "policy_mapping_inhibit", "any_policy_inhibit")
 POLICY_FIELDS = ("policies", *POLICY_FLAGS)

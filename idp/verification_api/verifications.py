@@ -18,6 +18,7 @@ from idp.verification_api.inputs import (HASHES, POLICY_FIELDS, PURPOSES, SOURCE
                                          time_field)
 from verification.certificates import MALFORMED, CertificateVerdict, Reason
 from verification.cms import open_signed_data
+from verification.signatures import public_key_of
 from verification.signatures import verify_signature as check_signature
 
 
@@ -130,7 +131,7 @@ def verify_signature(item: Any) -> Outcome:
             raise BadInput(f"digest must be {algorithm.digest_size} bytes for {hash_name}")
     reasons: list[Reason] = []
     try:
-        check_signature(cert.public_key(), signature, message, algorithm, prehashed=prehashed, raw_ecdsa=None)
+        check_signature(public_key_of(cert), signature, message, algorithm, prehashed=prehashed, raw_ecdsa=None)
     except (InvalidSignature, *MALFORMED):
         reasons.append(Reason("bad-signature", "the signature does not verify with the certificate's key"))
     verdict = services().certificates.validate(cert, purpose, chain_field(item), time_field(item), source)
