@@ -411,7 +411,7 @@ class CardReader:
                 continue
             try:
                 cert = x509.load_der_x509_certificate(der)
-            except ValueError:
+            except (ValueError, x509.InvalidVersion):  # InvalidVersion: not v1-v3, and not a ValueError
                 checks.append(Check(name, False, "certificate-malformed", "cannot parse the certificate"))
                 continue
             out[label] = cert

@@ -130,3 +130,18 @@ def test_api_mutated_chain_and_x5c(target: FuzzTarget, data: st.DataObject) -> N
 
 
 
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("which", ["ee", "ca", "anchor"])
+def test_full_path_with_a_key_of_an_unknown_algorithm_is_an_outcome(foreign: Foreign, which: str) -> None:
+    """A certificate whose key is id-ecPublicKey changed to an arc no library knows: pyhanko loads
+    the key through cryptography, which raises UnsupportedAlgorithm (not a ValueError)."""
+    inputs = {"ee": foreign.ee.public_bytes(DER), "ca": foreign.ca.public_bytes(DER),
+              "anchor": foreign.root.public_bytes(DER)}
+    ec_public_key = bytes.fromhex("2a8648ce3d0201")  # 1.2.840.10045.2.1
+    assert ec_public_key in inputs[which]
+    inputs[which] = inputs[which].replace(ec_public_key, bytes.fromhex("2a8648ce3d027f"), 1)
+    outcome = validate_path(inputs["ee"], [inputs["ca"]], [inputs["anchor"]], NOW,
+                            crls=[foreign.served["/ca.crl"], foreign.served["/root.crl"]])
+    assert not outcome.valid and outcome.reasons

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import (ExpiredError, InsufficientRevinfoError, InvalidCertificateError,
                                           NotYetValidError, PathBuildingError, PathValidationError, RevokedError,
@@ -27,8 +28,9 @@ from pyhanko_certvalidator.policy_decl import PKIXValidationParams
 
 from verification.reasons import Reason
 
-#: what asn1crypto raises on a part that does not parse (it parses lazily, like cryptography)
-UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+#: what asn1crypto raises on a part that does not parse (it parses lazily, like cryptography), and
+#: what cryptography raises on a key or version it cannot take (pyhanko loads keys through it)
+UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError, UnsupportedAlgorithm, x509.InvalidVersion)
 
 
 #: anyPolicy (RFC 5280 section 4.2.1.4) in a user-initial-policy-set, as pyhanko-certvalidator names it

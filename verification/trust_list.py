@@ -187,7 +187,7 @@ def load_trust_list(path: str | Path, known_purposes: tuple[str, ...]) -> list[F
                                          purposes, policies, revocation, float(entry.get("timeout", 5)),
                                          bool(entry.get("fail_open", False)),
                                          LocalCrls.read(path.parent / f for f in files)))
-    except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError, x509.InvalidVersion) as exc:
         raise TrustListError(f"TESSERA_TRUST_LIST {path}: {exc}") from None
     return anchors
 
