@@ -56,7 +56,11 @@ def document(public_url: str) -> dict[str, Any]:
                                                                "default": "sha256"},
                                             "signature": {"type": "string", "minLength": 1, "maxLength": 4096,
                                                           "contentEncoding": "base64",
-                                                          "description": "ECDSA (DER or raw r||s) or RSA PKCS#1 v1.5"},
+                                                          "description": "ECDSA (DER or raw r||s), RSA PKCS#1 v1.5, "
+                                                                         "or SM2 (DER or raw r||s, GB/T 32918.2) with "
+                                                                         "hash_algorithm sm3: over data, Z (signer identity "
+                                                                         "1234567812345678, or the empty one) is hashed in; a "
+                                                                         "digest is e = SM3(Z || M)"},
                                             "certificate": cert_text, "chain": chain, "at": time_field,
                                             "purpose": {"type": "string", "enum": list(PURPOSES), "default": "signing"},
                                             "revocation_source": source}},
