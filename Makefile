@@ -5,7 +5,7 @@ PORT ?= 5000
 # test processes (pytest-xdist); every fixture takes its own port and folder, so they run side by side
 TEST_WORKERS ?= 4
 # packages mypy checks on every test run (pyproject.toml [tool.mypy])
-TYPED_PACKAGES := ca audit store directory verification backup translatable
+TYPED_PACKAGES := ca audit store directory verification backup translatable cardsim idp cli
 DEMO_PORT ?= 5001
 VENV := .venv
 

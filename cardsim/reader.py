@@ -336,11 +336,11 @@ class CardReader:
                 if label is None:
                     continue
                 text = label.decode("utf-8", "replace")
-                if object_class == ck.CKO_CERTIFICATE and values[ck.CKA_VALUE] is not None:
-                    certificates[text] = values[ck.CKA_VALUE]
-                elif (object_class == ck.CKO_DATA and values[ck.CKA_APPLICATION] == _APPLICATION
-                      and values[ck.CKA_VALUE] is not None):
-                    objects.setdefault(text, []).append(values[ck.CKA_VALUE])
+                value = values[ck.CKA_VALUE]
+                if object_class == ck.CKO_CERTIFICATE and value is not None:
+                    certificates[text] = value
+                elif object_class == ck.CKO_DATA and values[ck.CKA_APPLICATION] == _APPLICATION and value is not None:
+                    objects.setdefault(text, []).append(value)
                 elif object_class == ck.CKO_PRIVATE_KEY and text == AUTH_KEY:
                     auth_keys.append(handle)
             signature = None
