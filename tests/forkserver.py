@@ -23,6 +23,7 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -118,7 +119,7 @@ def serve(path: str) -> None:
                 os._exit(code)
         conn.close()
     listener.close()
-    os.unlink(path)
+    shutil.rmtree(Path(path).parent, ignore_errors=True)  # the test process left without removing it
 
 
 if __name__ == "__main__":
