@@ -264,17 +264,18 @@ def test_the_api_validates_sm2_certificates_with_every_revocation_source(home: t
 
 def test_the_card_reader_validates_an_sm2_chain_and_its_status(home: tuple[Sm2Home, Path]) -> None:
     made, folder = home
+    now = made.ca.clock()  # after the module's hierarchy was made (NOW is taken at import)
     certs = {a.name: made.ca.authority_certificate(a.name) for a in made.ca.authorities()}
     chains = ChainValidator([certs["root"], certs["sm2-root"]])
     intermediates = [c for n, c in certs.items() if n not in ("root", "sm2-root")]
     crls = CrlStatus([made.ca.current_crl(n).der for n in certs], list(certs.values()))
     good = x509.load_der_x509_certificate((folder / "good.der").read_bytes())
     revoked = x509.load_der_x509_certificate((folder / "revoked.der").read_bytes())
-    check, path = chains.validate_path(good, intermediates, NOW, eku=ExtendedKeyUsageOID.CLIENT_AUTH)
+    check, path = chains.validate_path(good, intermediates, now, eku=ExtendedKeyUsageOID.CLIENT_AUTH)
     assert check.ok and path is not None and path[-1] == certs["sm2-root"], check
-    assert crls.path_status(path, NOW).reason == "good"
-    check, path = chains.validate_path(revoked, intermediates, NOW)
-    assert path is not None and crls.path_status(path, NOW).reason == "revoked"
+    assert crls.path_status(path, now).reason == "good"
+    check, path = chains.validate_path(revoked, intermediates, now)
+    assert path is not None and crls.path_status(path, now).reason == "revoked"
     expired = chains.validate_path(good, intermediates, good.not_valid_after_utc + DAY)[0]
     assert expired.reason == "expired"
 
@@ -282,10 +283,10 @@ def test_the_card_reader_validates_an_sm2_chain_and_its_status(home: tuple[Sm2Ho
         return made.ocsp.respond(body).der
 
     online = OcspStatus(fetch=fetch, authorities=crls)
-    assert online.path_status(path, NOW).reason == "revoked"
-    good_path = chains.validate_path(good, intermediates, NOW)[1]
-    assert good_path is not None and online.path_status(good_path, NOW).reason == "good"
-    assert online.kept_status(good, certs["sm2-citizen"], NOW).reason == "good"
+    assert online.path_status(path, now).reason == "revoked"
+    good_path = chains.validate_path(good, intermediates, now)[1]
+    assert good_path is not None and online.path_status(good_path, now).reason == "good"
+    assert online.kept_status(good, certs["sm2-citizen"], now).reason == "good"
 
 
 @settings(max_examples=150, deadline=None, database=None)
