@@ -184,22 +184,18 @@ class Settings:
     @property
     def data_key_file(self) -> Path:
         """The key that seals TOTP secrets and OIDC signing keys at rest (AES-256-GCM)."""
-        return self.secrets_dir / "idp-data.key"
+        from store.data_key import data_key_file
+
+        return data_key_file(self.home)
 
     def data_key(self) -> bytes:
-        """``TESSERA_DATA_KEY`` (base64 of 32 bytes) or the embedded secrets file."""
-        import base64
+        """``TESSERA_DATA_KEY`` (base64 of 32 bytes) or the embedded secrets file (store.data_key)."""
+        from store.data_key import DataKeyError, load_data_key
 
-        raw = self.data_key_b64
-        if raw is None:
-            try:
-                raw = self.data_key_file.read_text().strip()
-            except OSError:
-                raise ConfigurationError(f"no data key: set TESSERA_DATA_KEY or run `tessera init` ({self.data_key_file} missing)") from None
-        key = base64.b64decode(raw)
-        if len(key) != 32:
-            raise ConfigurationError("the data key must be 32 bytes (base64)")
-        return key
+        try:
+            return load_data_key(self.data_key_b64, self.data_key_file)
+        except DataKeyError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def pin(self) -> str:
         """The CA token's user PIN: ``TESSERA_CA_TOKEN_PIN`` or the embedded secrets file."""
