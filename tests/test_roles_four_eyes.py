@@ -19,8 +19,7 @@ import pytest
 from tests.fixtures_admin import *  # noqa: F401,F403
 from tests.fixtures_admin import PASSWORD, AdminAgent, IdpServer, new_uid
 from tests.fixtures_operators import Operator, enrol, login, token_of
-from tests.fixtures_web import TESSERA
-from tests.servers import tessera_env
+from tests.servers import run_tessera, tessera_env
 
 #: uid -> operator token on ``own_home`` (filled by the ``operators`` fixture)
 TOKENS: dict[str, str] = {}
@@ -31,7 +30,7 @@ def own_home(slapd) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
     """`tessera init` on a fresh home that uses the test directory; the environment to run the CLI."""
     base = Path(tempfile.mkdtemp(prefix="tessera-4eyes-"))
     env = tessera_env(base / "home", "http://127.0.0.1:9", **slapd.env)
-    subprocess.run([TESSERA, "init"], env=env, check=True, capture_output=True, timeout=180)
+    run_tessera(env, "init")
     try:
         yield env
     finally:
@@ -45,7 +44,8 @@ def tessera(env: dict[str, str], *args: str, token: str | None = None,
         token = TOKENS.get(args[list(args).index("--as") + 1])
     if token:
         env = env | {"TESSERA_OPERATOR_TOKEN": token}
-    return subprocess.run([TESSERA, *args], env=env, capture_output=True, text=True, timeout=120, input=input)
+    done = run_tessera(env, *args, check=False, input=input.encode() if input is not None else None)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,7 @@ def test_revoking_an_issuing_ca_needs_a_second_security_administrator(own_home: 
     assert shown["status"] == "revoked" and shown["revocation_reason"] == "cACompromise"
     # openssl reads the root's CRL: the citizen CA's serial is on it, with its reason
     crl = tmp_path / "root.crl"
-    crl.write_bytes(subprocess.run([TESSERA, "ca", "crl", "--ca", "root"], env=own_home, capture_output=True,
-                                   check=True).stdout)
+    crl.write_bytes(run_tessera(own_home, "ca", "crl", "--ca", "root").stdout)
     text = subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(crl), "-noout", "-text"],
                           capture_output=True, text=True, check=True).stdout
     assert citizen["serial"].upper().lstrip("0") in text.replace(":", "").upper()
