@@ -67,7 +67,7 @@ WORDS: dict[str, Any] = {
     "remove-administrator": lazy_gettext("remove-administrator"),
     "revoke-issuing-ca": lazy_gettext("revoke-issuing-ca"),
     "reset-password": lazy_gettext("reset-password"), "reset-second-factor": lazy_gettext("reset-second-factor"),
-    "unlock": lazy_gettext("unlock"),
+    "unlock": lazy_gettext("unlock"), "end-sessions": lazy_gettext("end-sessions"),
     "valid": lazy_gettext("valid"), "revoked": lazy_gettext("revoked"), "on-hold": lazy_gettext("on-hold"),
     "active": lazy_gettext("active"), "lost": lazy_gettext("lost"), "renewed": lazy_gettext("renewed"),
     "expired": lazy_gettext("expired"), "blocked": lazy_gettext("blocked"),
@@ -398,6 +398,11 @@ def _help_desk_done(done: HelpDeskResult) -> Response:
         title = gettext("Authenticator reset")
         lines.append(gettext("The authenticator and the recovery codes of %(uid)s no longer work; the next login "
                              "sets up a new authenticator.", uid=uid))
+    elif done.act == "end-sessions":
+        title = gettext("Sessions ended")
+        lines.append(gettext("Sessions ended: %(sessions)s; tokens revoked: %(tokens)s. The applications "
+                             "they were used in are told.", sessions=done.details["sessions_ended"],
+                             tokens=done.details["access_tokens_revoked"]))
     else:
         title = gettext("Account unlocked")
         lines.append(gettext("%(uid)s may log in again.", uid=uid))
@@ -435,6 +440,15 @@ def unlock(uid: str) -> Any:
     return _help_desk(uid, "unlock", gettext("Unlock"),
                       gettext("Unlock %(uid)s? The directory's lockout after wrong passwords and this service's login "
                               "throttle for the account are both cleared.", uid=uid))
+
+
+@bp.post("/people/<uid>/end-sessions")
+@guarded("account.end-sessions", "admin.staff.end-sessions")
+def end_sessions(uid: str) -> Any:
+    return _help_desk(uid, "end-sessions", gettext("End all sessions"),
+                      gettext("End every session of %(uid)s? They are logged out in every browser at once, the "
+                              "tokens their applications were given in those sessions stop working, and the "
+                              "applications are told.", uid=uid))
 
 
 # -- applications -------------------------------------------------------------------------------------

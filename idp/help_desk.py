@@ -1,7 +1,8 @@
 """The help desk: what a security administrator does for a staff member who cannot log in.
 
-Three acts, each permitted by :mod:`idp.roles` (``account.reset-password``,
-``account.reset-second-factor``, ``account.unlock``: the security administrator's duty), each
+Four acts, each permitted by :mod:`idp.roles` (``account.reset-password``,
+``account.reset-second-factor``, ``account.unlock``, ``account.end-sessions``: the security
+administrator's duty), each
 audited as ``admin.staff.<act>`` inside its own transaction (the entry is appended before the
 directory is written, so an entry that cannot be written stops the act):
 
@@ -13,10 +14,13 @@ directory is written, so an entry that cannot be written stops the act):
 - ``reset-second-factor``: the TOTP secret (RFC 6238) and every recovery code are voided; the next
   login enrols an authenticator again (:mod:`idp.second_factor`);
 - ``unlock``: the ppolicy lockout (``pwdAccountLockedTime``, section 5.3.3) and Tessera's own
-  login throttle for the account (:meth:`idp.throttle.LoginThrottle.clear`) are both cleared.
+  login throttle for the account (:meth:`idp.throttle.LoginThrottle.clear`) are both cleared;
+- ``end-sessions``: every browser session of the person ends, with the access and refresh tokens
+  issued in them (offline grants excepted, as at logout), and once committed every application the
+  sessions touched is told (OpenID Connect Back-Channel Logout 1.0, :mod:`idp.oidc.session_end`).
 
 A disabled account (a leaver) is not a help-desk matter: resetting its password would lift its
-permanent lock, so it is refused. Nobody uses the help desk on their own account (the account
+permanent lock, so it is refused (resetting its authenticator or ending its sessions reopen nothing). Nobody uses the help desk on their own account (the account
 page is for that). Any act on an administrator's account is grave: it becomes a four-eyes request
 (:class:`idp.roles.FourEyes`, the same table and pages as adding an administrator), carried out
 only when a second security administrator, who is not the account's owner, approves it
@@ -35,7 +39,9 @@ from directory.client import AccountState
 from directory.errors import DirectoryError
 from idp.account_lifecycle import Actor, InvalidState
 from idp.governance_models import FourEyesStatus
+from idp.oidc.session_end import tell_applications
 from idp.roles import Forbidden, FourEyesView, GovernanceError, admin_roles_of
+from idp.sessions import EndedSession
 from translatable import N_
 
 if TYPE_CHECKING:
@@ -46,7 +52,10 @@ if TYPE_CHECKING:
 #: four-eyes operation (:data:`idp.roles.FOUR_EYES_OPERATIONS`) for an administrator's account
 ACTS: dict[str, str] = {"reset-password": "account.reset-password",
                         "reset-second-factor": "account.reset-second-factor",
-                        "unlock": "account.unlock"}
+                        "unlock": "account.unlock",
+                        "end-sessions": "account.end-sessions"}
+#: the acts that also apply to a disabled account (nothing of it is reopened)
+_ON_DISABLED = ("reset-second-factor", "end-sessions")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class HelpDeskResult:
     #: reset-password: the one-time password, to be shown once and never stored
     one_time_password: str | None = field(default=None, repr=False)
     details: dict[str, Any] = field(default_factory=dict)
+    #: end-sessions: the sessions ended, whose applications are told once the act is committed
+    ended: tuple[EndedSession, ...] = field(default=(), repr=False)
 
 
 class HelpDesk:
@@ -81,10 +92,18 @@ class HelpDesk:
             return self._request(actor, act, member)
         try:
             with self.lc.sessions.begin() as session:
-                return self._run(session, actor, act, member)
+                result = self._run(session, actor, act, member)
         except (DirectoryError, GovernanceError) as exc:
             self.lc.refused(actor, event_type, target, str(exc), kind=getattr(exc, "kind", "error"))
             raise
+        self._committed(result)
+        return result
+
+    def _committed(self, result: HelpDeskResult) -> None:
+        """After the act's transaction: the applications of the sessions it ended are told
+        (OpenID Connect Back-Channel Logout 1.0)."""
+        if result.ended:
+            tell_applications(self.d, list(result.ended))
 
     def _check(self, actor: Actor, act: str, member: "StaffMember", event_type: str) -> None:
         """Refuse (audited) acting on oneself, and resetting or unlocking a disabled account."""
@@ -92,7 +111,7 @@ class HelpDesk:
         if member.uid == actor.uid:
             error = Forbidden(N_("The help desk acts for others: change your own password or authenticator on "
                                  "your account page."))
-        elif not member.enabled and act != "reset-second-factor":
+        elif not member.enabled and act not in _ON_DISABLED:
             error = InvalidState(N_("%(uid)s is disabled (a leaver), not locked out: the help desk does not "
                                     "reopen a disabled account.", uid=member.uid))
         if error is not None:
@@ -107,6 +126,11 @@ class HelpDesk:
             details: dict[str, Any] = {"was_enrolled": d.second_factor.reset(uid, session)}
             self.lc.trail.append(session, self.lc.event(actor, event, "success", f"staff:{uid}", **details))
             return HelpDeskResult(uid, act, details=details)
+        if act == "end-sessions":  # every browser session, with the tokens issued in them (idp.sessions)
+            ended, access_tokens = d.web_sessions.end_all_in(session.connection(), uid)
+            details = {"sessions_ended": len(ended), "access_tokens_revoked": access_tokens}
+            self.lc.trail.append(session, self.lc.event(actor, event, "success", f"staff:{uid}", **details))
+            return HelpDeskResult(uid, act, details=details, ended=tuple(ended))
         state: AccountState = d.directory.account_state(member)
         details = {"throttle_cleared": d.throttle.clear(session, uid), "was_locked": bool(state.locked)}
         self.lc.trail.append(session, self.lc.event(actor, event, "success", f"staff:{uid}", **details))
@@ -157,12 +181,14 @@ class HelpDesk:
                     self.lc.four_eyes.decide(row, actor.uid, FourEyesStatus.REJECTED,
                                              "rejected by the second administrator")
                     return FourEyesView.of(row), None
-                if not member.enabled and row.operation != "reset-second-factor":  # disabled since the request
+                if not member.enabled and row.operation not in _ON_DISABLED:  # disabled since the request
                     raise InvalidState(N_("%(uid)s is disabled (a leaver), not locked out: the help desk does not "
                                           "reopen a disabled account.", uid=uid))
                 result = self._run(session, actor, row.operation, member)
                 self.lc.four_eyes.decide(row, actor.uid, FourEyesStatus.EXECUTED, f"{row.operation} of {uid} done")
-                return FourEyesView.of(row), result
+                view = FourEyesView.of(row)
         except (GovernanceError, DirectoryError) as exc:
             self.lc.refused(actor, event_type, target, str(exc), kind=getattr(exc, "kind", "error"))
             raise
+        self._committed(result)
+        return view, result

@@ -61,7 +61,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     }),
     SECURITY_ADMIN: frozenset({
         "people.read", "account.read", "account.issue", "account.change-post", "account.leaver",
-        "account.reset-password", "account.reset-second-factor", "account.unlock",
+        "account.reset-password", "account.reset-second-factor", "account.unlock", "account.end-sessions",
         "role.grant", "role.remove", "cert.read", "cert.revoke", "card.read", "card.block",
         "four-eyes.request", "four-eyes.approve", "config.read",
     }),
@@ -78,6 +78,7 @@ FOUR_EYES_OPERATIONS: dict[str, str] = {
     "reset-password": "account.reset-password",
     "reset-second-factor": "account.reset-second-factor",
     "unlock": "account.unlock",
+    "end-sessions": "account.end-sessions",
 }
 
 

@@ -112,6 +112,22 @@ def test_unlock_clears_the_directory_lock_and_the_throttle(idp: IdpServer, slapd
     assert post_login(requests.Session(), idp, uid, PASSWORD).status_code == 302
 
 
+def test_end_all_sessions_logs_the_person_out_everywhere(idp: IdpServer, slapd, admin_agents) -> None:  # type: ignore[no-untyped-def]
+    security = admin_agents["security-admin"]
+    uid = _person(slapd)
+    browser = _enrolled(idp, uid)
+    assert browser.get(idp.url("/account"), allow_redirects=False).status_code == 200
+    assert 'id="end-sessions"' in security.get(idp.url(f"/admin/people/{uid}")).text
+    before = audit_tip(idp)
+    asked = security.act(f"/admin/people/{uid}/end-sessions", confirmed=False)
+    assert asked.status_code == 200 and 'id="confirm"' in asked.text and _trail(idp, before) == []
+    done = security.act(f"/admin/people/{uid}/end-sessions")
+    assert done.status_code == 200 and "Sessions ended: 1" in done.text, done.text
+    assert browser.get(idp.url("/account"), allow_redirects=False).status_code in (302, 303)  # logged out
+    entry = [e for e in audit_entries(idp, since_seq=before) if e["event_type"] == "admin.staff.end-sessions"]
+    assert [e["result"] for e in entry] == ["success"] and json.loads(entry[0]["details"])["sessions_ended"] == 1
+
+
 def test_an_administrators_account_only_under_four_eyes(idp: IdpServer, slapd, admin_agents) -> None:  # type: ignore[no-untyped-def]
     first, second = admin_agents["security-admin"], admin_agents["security-admin-2"]
     uid = _person(slapd, groups=("auditors",))
@@ -190,7 +206,10 @@ def test_the_command_line_help_desk_as_proven_security_administrators(  # type: 
     assert own.returncode == 1 and b"second administrator" in own.stderr
     done = run_as(idp, operator_tokens, "admin", "four-eyes", "approve", request_id.group(1), "--as", second).stdout.decode()
     assert done.startswith(f"reset-second-factor of {admin_uid} done")
+    ended = json.loads(run_as(idp, operator_tokens, "sessions", "end", "--user", uid, "--as", first, "--json").stdout)
+    assert ended["act"] == "end-sessions" and ended["sessions_ended"] >= 0
     trail = _trail(idp, before)
+    assert ("admin.staff.end-sessions", "success", f"staff:{first}", f"staff:{uid}") in trail
     for expected in [("admin.staff.unlock", "success", f"staff:{first}", f"staff:{uid}"),
                      ("admin.staff.reset-password", "success", f"staff:{first}", f"staff:{uid}"),
                      ("admin.staff.reset-second-factor", "success", f"staff:{first}", f"staff:{uid}"),

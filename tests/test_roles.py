@@ -36,6 +36,8 @@ ACTIONS: list[tuple[str, str, str, dict[str, str] | None, str, str]] = [
     ("reset second factor", "POST", "/admin/people/{officer}/reset-second-factor", {},
      "account.reset-second-factor", "admin.staff.reset-second-factor"),
     ("unlock", "POST", "/admin/people/{officer}/unlock", {}, "account.unlock", "admin.staff.unlock"),
+    ("end sessions", "POST", "/admin/people/{officer}/end-sessions", {}, "account.end-sessions",
+     "admin.staff.end-sessions"),
     ("issue", "POST", "/admin/applications/{application}/issue", {}, "account.issue", "admin.account.issue"),
     ("certificates", "GET", "/admin/certificates", None, "cert.read", "admin.cert.read"),
     ("certificate", "GET", "/admin/certificates/{serial}", None, "cert.read", "admin.cert.read"),
@@ -74,7 +76,7 @@ MAY: dict[str, set[str]] = {
     "system-admin": {"config.read", "config.change", "client.read", "client.add", "client.remove"},
     "security-admin": {"people.read", "account.change-post", "account.leaver", "account.issue", "role.grant",
                        "account.reset-password", "account.reset-second-factor", "account.unlock",
-                       "role.remove", "cert.read", "cert.revoke", "card.read", "card.block", "four-eyes.request",
+                       "account.end-sessions", "role.remove", "cert.read", "cert.revoke", "card.read", "card.block", "four-eyes.request",
                        "four-eyes.approve", "config.read", LIST_APPLICATIONS},
     "auditor": {"audit.read", "audit.export", "audit.report"},
     "officer": {APPLY, LIST_APPLICATIONS},  # APPROVE: none of these four is a finance approver

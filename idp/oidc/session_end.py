@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from audit.trail import AuditEvent
 from idp.oidc.backchannel import BackChannelLogout
 from idp.oidc.tokens import revoke_user_tokens
+from idp.sessions import EndedSession
 
 if TYPE_CHECKING:
     from idp.deployment import Deployment
@@ -36,6 +37,14 @@ class SessionsEnded:
     access_tokens: int
 
 
+def tell_applications(deployment: Deployment, ended: list[EndedSession]) -> None:
+    """Tell the applications of ``ended`` sessions (committed) by back-channel logout: through the web
+    service's listener where it runs in this process, else delivered before returning (the command
+    line, whose process ends after the command)."""
+    deployment.web_sessions.on_ended(BackChannelLogout.of(deployment))  # unless the web service's runs here
+    deployment.web_sessions.announce(ended)
+
+
 def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str, role: str | None = None,
                     offline_too: bool = False) -> SessionsEnded:
     """End every session of the staff member ``uid`` and revoke the tokens issued in them (offline
@@ -43,7 +52,6 @@ def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str
     ``actor`` (``staff:<uid>``, ``cli:<user>``; ``role``: its audit role, else the actor's kind)
     with ``reason`` in the same transaction; then the applications are told (back-channel logout,
     also where no web service runs: the command line)."""
-    deployment.web_sessions.on_ended(BackChannelLogout.of(deployment))  # unless the web service's runs here
     now = deployment.now()
     with deployment.sessions.begin() as session:
         ended, access_tokens = deployment.web_sessions.end_all_in(session.connection(), uid)
@@ -54,5 +62,5 @@ def end_sessions_of(deployment: Deployment, uid: str, reason: str, *, actor: str
             object=f"staff:{uid}"[:255],
             details={"reason": reason[:200], "sessions": len(ended), "access_tokens_revoked": access_tokens,
                      "offline_too": offline_too}))
-    deployment.web_sessions.announce(ended)
+    tell_applications(deployment, ended)
     return SessionsEnded(uid, len(ended), access_tokens)
