@@ -2,7 +2,8 @@
 administrator finds a locked-out staff member's page telling the lock truthfully, unlocks them,
 resets their authenticator and their password (each confirmed from the keyboard), and the person
 recovers: the one-time password, the password change it forces, the enrolment of a new
-authenticator, their account page. On an administrator's account the same act waits for a second
+authenticator, their account page; then the administrator ends all their sessions and the
+person's browser is logged out. On an administrator's account the same act waits for a second
 security administrator, who approves it from the four-eyes page and is shown the result. No page
 may log a script error or a CSP violation."""
 
@@ -91,8 +92,14 @@ def test_security_administrator_unlocks_resets_and_the_person_recovers(idp: IdpS
     sp.reload()
     expect(sp.locator("#password-state")).to_have_attribute("data-state", "valid")
     expect(sp.locator("#second-factor-state")).to_have_attribute("data-state", "enrolled")
+
+    # ending every session of the person logs their browser out
+    _act(sp, "end-sessions", "Sessions ended")
+    expect(sp.locator("#done")).to_contain_text(re.compile(r"Sessions ended: [1-9]"))
+    pp.goto(idp.url("/account"))
+    expect(pp).to_have_url(re.compile(r"/login"))
     trail = [(e["event_type"], e["result"], e["object"]) for e in audit_entries(idp, f"staff:{security}", before)]
-    for act in ("unlock", "reset-second-factor", "reset-password"):
+    for act in ("unlock", "reset-second-factor", "reset-password", "end-sessions"):
         assert (f"admin.staff.{act}", "success", f"staff:{person}") in trail, act
     assert ("password.change", "success") in [(e["event_type"], e["result"])
                                               for e in audit_entries(idp, f"staff:{person}", before)]
