@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from tests.test_protocol_fuzz import mutated
 from tests.test_sm_suite import SUBJECTS, Sm2Home, sm2_csr, sm2_home
-from verification.crl_status import CrlStatus
+from verification.crl_status import CrlStatus, load_crl
 from verification.paths import validate_path
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
@@ -368,3 +368,22 @@ def test_mutated_sm2_crl_der_is_a_status_never_an_exception(mixed_home: Sm2Home,
     der = data.draw(mutated(original))
     check = CrlStatus([der], list(certs.values())).path_status([certs["sm2-citizen"], certs["sm2-root"]], NOW)
     assert check.reason in ("revoked", "status-unknown", "status-stale") or der == original, check
+
+
+@pytest.mark.unit
+def test_a_signature_with_unused_bits_is_no_crl() -> None:
+    """The one mutation of a CRL that kept its signature valid (a Hypothesis run found it on an SM2
+    CRL): the signature BIT STRING's unused-bits octet set to 1, the signature bytes unchanged."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Unused bits CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    signature = b"\x01"
+    while signature[-1] & 1:  # a last bit of 0 may be a padding bit (X.690 section 11.2.1): ECDSA is random
+        der = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(now)
+               .next_update(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()).public_bytes(Encoding.DER))
+        signature = x509.load_der_x509_crl(der).signature
+    assert not isinstance(load_crl(der), str)
+    at = len(der) - len(signature) - 1
+    mutated = der[:at] + b"\x01" + der[at + 1:]
+    assert x509.load_der_x509_crl(mutated).is_signature_valid(key.public_key())  # what cryptography lets by
+    assert load_crl(mutated) == "the CRL cannot be parsed: its signature has unused bits"

@@ -100,6 +100,12 @@ def load_crl(der: bytes) -> x509.CertificateRevocationList | str:
                 entry_extension.value  # noqa: B018
     except _MALFORMED as exc:
         return f"the CRL cannot be parsed: {type(exc).__name__}"
+    # signatureValue, the BIT STRING that ends the encoding, carries a whole number of octets (the
+    # DER of an ECDSA or SM2 signature, RFC 3279 section 2.2.3; RSA's octets): its unused-bits octet
+    # must be 0. cryptography reads past a non-zero one, so the same signature would verify again
+    # under another encoding of the CRL.
+    if der[-len(crl.signature) - 1] != 0:
+        return "the CRL cannot be parsed: its signature has unused bits"
     return crl
 
 
