@@ -48,7 +48,7 @@ from ca.hierarchy import ROOT
 from ca.models import Authority, Certificate, CertificateStatus, Crl
 from ca.profiles import EXAMPLE_POLICY_ARC, PROFILES, SM2_PREFIX
 from verification.crl_status import UsableCrl, certificate_status, load_crl, usable_crl
-from verification.paths import PolicyInputs, validate_path
+from verification.paths import UNPARSEABLE, PolicyInputs, validate_path
 from verification.reasons import Reason
 from verification.signatures import directly_issued_by, verify_signed_by
 from verification.sm2_paths import is_sm2_certificate, validate_sm2_path
@@ -199,6 +199,8 @@ def _known(cert: x509.Certificate) -> _Known:
 #: not ValueErrors
 MALFORMED = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, UnsupportedAlgorithm,
              x509.InvalidVersion)
+#: what asn1crypto's walk of a part cryptography gave up on may raise besides (it parses lazily)
+_ASN1_UNPARSEABLE = (*MALFORMED, *UNPARSEABLE)
 
 #: RFC 5280 section 4.2 names of the extensions asn1crypto calls otherwise
 _EXTENSION_NAMES = {"subject_alt_name": "subjectAltName", "issuer_alt_name": "issuerAltName",
@@ -229,11 +231,11 @@ def _extension_at_fault(cert: x509.Certificate, error: Exception) -> str:
             name = str(extension["extn_id"].native)
             try:
                 value = extension["extn_value"].parsed.native
-            except MALFORMED:
+            except _ASN1_UNPARSEABLE:
                 return _EXTENSION_NAMES.get(name, name)
             if isinstance(value, list) and not value:
                 return _EXTENSION_NAMES.get(name, name)
-    except MALFORMED:
+    except _ASN1_UNPARSEABLE:
         pass  # asn1crypto cannot walk the extensions either: the list as a whole is named
     return "extensions"
 
@@ -243,7 +245,7 @@ def malformed_part(cert: x509.Certificate) -> str | None:
     subjectPublicKeyInfo, extensions, naming the extension), or None; looked at once per object."""
     known = _known(cert)
     if known.malformed is None:
-        known.malformed = ""
+        found = ""  # kept only once known: an unforeseen error must not leave "nothing malformed" behind
         for part, read in (("subject", lambda: cert.subject.rfc4514_string()),
                            ("issuer", lambda: cert.issuer.rfc4514_string()),
                            ("subjectPublicKeyInfo", lambda: sm2_public_key(cert) or cert.public_key()),
@@ -251,8 +253,9 @@ def malformed_part(cert: x509.Certificate) -> str | None:
             try:
                 read()
             except MALFORMED as exc:
-                known.malformed = _extension_at_fault(cert, exc) if part == "extensions" else part
+                found = _extension_at_fault(cert, exc) if part == "extensions" else part
                 break
+        known.malformed = found
     return known.malformed or None
 
 
