@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +71,28 @@ def server(home: Home) -> Iterator[Home]:
         yield home
 
 
+def _event_hooks() -> list[list[Any]]:
+    """The process-wide lists of security-event subscribers (imported here, so always present)."""
+    from cardsim import events as card_events
+    from idp import events
+
+    return [events._subscribers, card_events.SUBSCRIBERS]  # noqa: SLF001
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _module_leaves_no_token_state() -> Iterator[None]:
     """A test module that serves a home in this process leaves neither its environment
     (``TESSERA_*``, ``SOFTHSM2_CONF``) nor a logged-in PKCS#11 session behind: under
     pytest-xdist the next module in this worker would otherwise meet the other home's token,
-    or find it already logged in (a wrong PIN then reads as accepted)."""
+    or find it already logged in (a wrong PIN then reads as accepted). Nor the security-event
+    subscribers its apps installed (idp.events, cardsim.events: one deployment per process in
+    production): the next module's events would reach that deployment's database."""
     before = {k: v for k, v in os.environ.items() if k.startswith(("TESSERA_", "SOFTHSM2_"))}
+    hooks = _event_hooks()
+    kept = [list(hook) for hook in hooks]
     yield
+    for hook, was in zip(hooks, kept, strict=True):
+        hook[:] = was
     for name in [k for k in os.environ if k.startswith(("TESSERA_", "SOFTHSM2_"))]:
         del os.environ[name]
     os.environ.update(before)
