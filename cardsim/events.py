@@ -45,6 +45,13 @@ CardEventSink = Callable[[Session, CardEvent], None]
 _installed: list[CardEventSink] = []
 
 
+def subscribe(subscriber: Callable[[CardEvent], None]) -> None:
+    """Receive every event sent with :func:`emit` from now on. Idempotent: a subscriber added
+    again still receives each event once."""
+    if subscriber not in SUBSCRIBERS:
+        SUBSCRIBERS.append(subscriber)
+
+
 def install_sink(sink: CardEventSink) -> None:
     """Make ``sink`` this process's in-transaction sink (the newest installed wins)."""
     _installed[:] = [sink]

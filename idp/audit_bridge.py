@@ -113,9 +113,8 @@ def _on_card_event(event: card_events.CardEvent) -> None:
 def install(trail: "AuditTrail") -> None:
     """Send this process's idp and card events to ``trail`` (idempotent; the newest trail wins):
     card registry changes through the in-transaction sink, the rest as they happen."""
-    if not _current:
-        idp_events.subscribe(_on_idp_event)
-        card_events.SUBSCRIBERS.append(_on_card_event)
+    idp_events.subscribe(_on_idp_event)
+    card_events.subscribe(_on_card_event)
     _current["trail"] = trail
     card_events.install_sink(card_sink(trail))
 

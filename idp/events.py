@@ -41,8 +41,10 @@ _subscribers: list[Callable[[SecurityEvent], None]] = []
 
 
 def subscribe(handler: Callable[[SecurityEvent], None]) -> None:
-    """Receive every event from now on (the audit trail's hook)."""
-    _subscribers.append(handler)
+    """Receive every event from now on (the audit trail's and the metrics' hook). Idempotent: a
+    handler subscribed again still receives each event once."""
+    if handler not in _subscribers:
+        _subscribers.append(handler)
 
 
 def record(action: str, actor: str, target: str | None, result: str, **details: Any) -> SecurityEvent:

@@ -117,10 +117,6 @@ _made: list[_Metrics] = []
 def _metrics() -> _Metrics:
     if not _made:
         _made.append(_Metrics())
-        from idp import events
-
-        events.subscribe(_security_event)
-        card_events.SUBSCRIBERS.append(_card_event)
     return _made[0]
 
 
@@ -168,7 +164,10 @@ def _count_card_events() -> None:
     """Count this process's card events: the emitted ones as they happen (a subscriber, made with
     the counters), the recorded ones after their commit (the installed sink wrapped; call after the
     deployment's audit wiring installed its sink, idp.audit_bridge)."""
-    _metrics()
+    from idp import events
+
+    events.subscribe(_security_event)
+    card_events.subscribe(_card_event)
     sink = card_events.installed_sink()
     if not isinstance(sink, _CountingSink):
         card_events.install_sink(_CountingSink(sink))

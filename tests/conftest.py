@@ -72,11 +72,12 @@ def server(home: Home) -> Iterator[Home]:
 
 
 def _event_hooks() -> list[list[Any]]:
-    """The process-wide list of security-event subscribers each app adds to (idp.events; cardsim's
-    SUBSCRIBERS are added once per process by the metrics, so they stay)."""
+    """The process-wide lists of event subscribers each app adds itself to (idp.events and
+    cardsim.events; every app build subscribes again, so a later module's app is heard)."""
+    from cardsim import events as card_events
     from idp import events
 
-    return [events._subscribers]  # noqa: SLF001
+    return [events._subscribers, card_events.SUBSCRIBERS]  # noqa: SLF001
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,7 +86,7 @@ def _module_leaves_no_token_state() -> Iterator[None]:
     (``TESSERA_*``, ``SOFTHSM2_CONF``) nor a logged-in PKCS#11 session behind: under
     pytest-xdist the next module in this worker would otherwise meet the other home's token,
     or find it already logged in (a wrong PIN then reads as accepted). Nor the security-event
-    subscribers its apps installed (idp.events: one deployment per process in production): the
+    subscribers its apps installed (idp.events, cardsim.events: one deployment per process in production): the
     next module's events would reach that deployment's database."""
     before = {k: v for k, v in os.environ.items() if k.startswith(("TESSERA_", "SOFTHSM2_"))}
     hooks = _event_hooks()

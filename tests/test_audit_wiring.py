@@ -89,11 +89,15 @@ def test_every_certificate_in_the_store_has_its_issue_entry(audit_home: AuditHom
                                              ("logout.everywhere", {"sessions": 2, "tokens": 1}),
                                              ("totp.enrol", {"secret": "JBSWY3DP"})])
 def test_security_events_become_entries_and_secrets_are_dropped(audit_home: AuditHome, action: str,  # noqa: F811
-                                                                details: dict[str, object]) -> None:
+                                                                details: dict[str, object],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each deployment built subscribes its trail, even in a process whose subscriber list was
+    emptied after an earlier deployment (as the test modules' fixture does between modules)."""
     from idp import events
     from idp.deployment import Deployment
     from idp.settings import Settings
 
+    monkeypatch.setattr(events, "_subscribers", [])
     deployment = Deployment(Settings.from_env(audit_home.path, audit_home.env))
     try:
         trail = deployment.audit
