@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, and_, bindparam, delete, exists, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -56,6 +57,18 @@ _BLOCKED = select(ThrottleRow.key).where(
 # driver too)
 _AFTER_LOGIN = select(select(ThrottleRow.failures).where(ThrottleRow.key == bindparam("pair")).scalar_subquery(),
                       select(ThrottleRow.window_start).where(ThrottleRow.key == bindparam("usual")).scalar_subquery())
+
+_FORGET_PAIR = delete(ThrottleRow).where(ThrottleRow.key == bindparam("pair"))
+
+
+def _remember_usual(insert: Any) -> Any:
+    """The address an account logged in from, as usual since now: the row made, or its time moved."""
+    statement = insert(ThrottleRow).values(key=bindparam("usual"), failures=0, window_start=bindparam("now"))
+    return statement.on_conflict_do_update(index_elements=[ThrottleRow.key],
+                                           set_={"window_start": statement.excluded.window_start})
+
+
+_REMEMBER_USUAL = {"sqlite": _remember_usual(sqlite.insert), "postgresql": _remember_usual(postgresql.insert)}
 
 
 def _account(username: str) -> str:
@@ -163,18 +176,7 @@ class LoginThrottle:
         fresh = address is None or (seen is not None and now - seen < _USUAL_REFRESH)
         if not failures and fresh:
             return  # the usual case: no write at all
-        try:
-            self._remember(pair, usual if not fresh else None, now)
-        except IntegrityError:  # another worker wrote the same row at once
-            self._remember(pair, usual if not fresh else None, now)
-
-    def _remember(self, pair: str, usual: str | None, now: datetime.datetime) -> None:
-        with self.sessions.begin() as session:
-            session.execute(delete(ThrottleRow).where(ThrottleRow.key == pair))
-            if usual is None:
-                return
-            row = session.get(ThrottleRow, usual, with_for_update=True)
-            if row is None:
-                session.add(ThrottleRow(key=usual, failures=0, window_start=now))
-            else:
-                row.window_start = now
+        with self.engine.begin() as conn:
+            conn.execute(_FORGET_PAIR, {"pair": pair})
+            if not fresh:  # one statement whether or not the row exists (two workers at once: both land)
+                conn.execute(_REMEMBER_USUAL[conn.dialect.name], {"usual": usual, "now": now})
