@@ -22,7 +22,12 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 MAX_TARGET = 2048
-_PRINTABLE = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"\\"}
+
+
+def _plain_text(value: str) -> bool:
+    """Printable ASCII other than space and backslash only (0x21-0x7E without ``\\``). White space
+    other than the space is never printable (str.isprintable), so this also refuses it."""
+    return value.isascii() and value.isprintable() and " " not in value and "\\" not in value
 
 
 def _path_is_plain(path: str) -> bool:
@@ -30,7 +35,7 @@ def _path_is_plain(path: str) -> bool:
     control or white space character."""
     if not path.startswith("/"):
         return False
-    if any(ch == "\\" or ch.isspace() or not ch.isprintable() for ch in path):
+    if "\\" in path or " " in path or not path.isprintable():  # every other white space is unprintable
         return False
     segments = path[1:].split("/")
     # the root "/" alone is one empty segment; anywhere else an empty segment is a "//"
@@ -44,7 +49,7 @@ def local_path(value: object) -> str | None:
     one. The result is rebuilt from the parsed parts, never the input as given."""
     if not isinstance(value, str) or not value or len(value) > MAX_TARGET:
         return None
-    if any(ch not in _PRINTABLE for ch in value):
+    if not _plain_text(value):
         return None
     try:
         parts = urlsplit(value)

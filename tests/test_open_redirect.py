@@ -56,6 +56,22 @@ def test_corpus_is_big_enough_and_refused_by_the_parser() -> None:
         assert local_path(value) == value
 
 
+def test_every_character_outside_printable_ascii_is_refused_anywhere() -> None:
+    """Each code point of the Basic Multilingual Plane (and a sample beyond), put inside a path,
+    raw and percent-encoded: only printable ASCII other than space and backslash is kept raw, and
+    decoded only what is printable and not white space. Judged against the per-character rule
+    (``str.isspace``, ``str.isprintable``), not the string-wide checks the module makes."""
+    from urllib.parse import quote
+
+    for code in [*range(0x10000), *range(0x10000, 0x110000, 251)]:
+        ch = chr(code)
+        raw_ok = 0x21 <= code <= 0x7E and ch != "\\"
+        if ch not in "/?#.%" and not 0xD800 <= code <= 0xDFFF:
+            assert (local_path(f"/a{ch}b") is not None) == raw_ok, hex(code)
+            decoded_ok = ch != "\\" and not ch.isspace() and ch.isprintable()
+            assert (local_path(f"/a{quote(ch, safe='')}b") is not None) == decoded_ok, hex(code)
+
+
 @pytest.fixture(scope="module")
 def logged_in(idp: IdpServer, slapd) -> StaffAgent:  # type: ignore[no-untyped-def]
     uid = new_uid("redir")
