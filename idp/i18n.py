@@ -20,6 +20,7 @@ with the zone named, by the ``localtime`` template filter.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,6 +87,11 @@ def supported_locale(tag: str | None) -> str | None:
     catalogue here and is not taken for Simplified Chinese."""
     if not tag or len(tag) > 35:  # RFC 5646 section 4.4.1: 35 characters suffice for any sensible tag
         return None
+    return _supported(tag)
+
+
+@functools.lru_cache(maxsize=512)  # every request asks again for its cookie's and header's tags
+def _supported(tag: str) -> str | None:
     try:
         locale = Locale.parse(tag.strip().replace("-", "_"))
     except (ValueError, TypeError, UnknownLocaleError):
@@ -209,9 +215,9 @@ def _after(response: Response) -> Response:
 def switch_targets() -> list[tuple[str, str, str]]:
     """The language switch of a page: (BCP 47 tag, the language's own name, URL) per other language."""
     here = request.full_path.rstrip("?") if request.query_string else request.path
-    own = {"zh_CN": "简体中文", "en": "English"}
+    own, shown_now = {"zh_CN": "简体中文", "en": "English"}, locale_name()
     return [(LANGUAGE_TAGS[name], own[name], url_for("i18n.choose_language", lang=name, next=here))
-            for name in SUPPORTED if name != locale_name()]
+            for name in SUPPORTED if name != shown_now]
 
 
 def init_app(app: Flask) -> None:
