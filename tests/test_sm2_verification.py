@@ -402,3 +402,20 @@ def test_mutated_sm2_ocsp_answers_are_a_status_never_an_exception(home: tuple[Sm
 
     status = RevocationChecker(made.ca.sessions.kw["bind"], Responder())._ocsp(good, issuer, NOW)  # noqa: SLF001
     assert status.status != "good" or unchanged(), status
+
+
+def test_certificates_sharing_one_name_cannot_make_path_building_explode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight self-signed certificates all named like the leaf's issuer (anyone can make them and
+    send them as the chain) were tried in every order: 492,347 DER encodings and 4.4 s of CPU for one
+    request. Path building now looks at a bounded number of partial paths; a real path given
+    beside such junk is still found."""
+    import verification.sm2_paths as sm2_paths
+
+    encoded = []
+    der = sm2_paths._der  # noqa: SLF001
+    monkeypatch.setattr(sm2_paths, "_der", lambda c: encoded.append(1) or der(c))
+    loops = [build("SM2 Test Citizen CA", SoftSm2()) for _ in range(8)]  # the real CA's name, self-signed
+    leaf = CASES["valid"][0]
+    outcome = validate_sm2_path(leaf, loops, [ROOT], NOW)
+    assert not outcome.valid and len(encoded) < 2 * (len(loops) + 2)
+    assert validate_sm2_path(leaf, [CA, *loops], [ROOT], NOW).valid

@@ -56,6 +56,8 @@ PROCESSED = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, E
 #: the longest path built (end entity, CAs, anchor) and the most candidate paths tried
 MAX_LENGTH = 8
 MAX_CANDIDATES = 16
+#: partial paths looked at while building (the work one request may cause)
+MAX_STEPS = 256
 #: what cryptography raises, lazily, on a part of a certificate that does not parse
 _MALFORMED = (ValueError, TypeError, KeyError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
               UnsupportedAlgorithm)
@@ -88,25 +90,29 @@ def _der(certificate: x509.Certificate) -> bytes:
 def _candidates(leaf: x509.Certificate, pool: Sequence[x509.Certificate],
                 anchors: Sequence[x509.Certificate]) -> Iterator[tuple[x509.Certificate, ...]]:
     """Paths from ``leaf`` to an anchor by name chaining (issuer name = subject name, DER), no
-    certificate twice, at most :data:`MAX_LENGTH` long; the given order is tried first."""
+    certificate twice, at most :data:`MAX_LENGTH` long; the given order is tried first. At most
+    :data:`MAX_STEPS` partial paths are looked at: certificates that share one name (which anyone
+    can make and send) would otherwise be tried in every order, 8! of them for 8."""
     anchor_ders = {_der(a) for a in anchors}
-    by_subject: dict[bytes, list[x509.Certificate]] = {}
+    by_subject: dict[bytes, list[tuple[bytes, x509.Certificate]]] = {}
     seen: set[bytes] = set()
     for certificate in [*pool, *anchors]:
         der = _der(certificate)
         if der not in seen:
             seen.add(der)
-            by_subject.setdefault(certificate.subject.public_bytes(), []).append(certificate)
-    stack: list[tuple[x509.Certificate, ...]] = [(leaf,)]
-    while stack:
+            by_subject.setdefault(certificate.subject.public_bytes(), []).append((der, certificate))
+    stack: list[tuple[tuple[bytes, x509.Certificate], ...]] = [((_der(leaf), leaf),)]
+    for _ in range(MAX_STEPS):
+        if not stack:
+            return
         path = stack.pop()
-        if len(path) > 1 and _der(path[-1]) in anchor_ders:
-            yield path
+        if len(path) > 1 and path[-1][0] in anchor_ders:
+            yield tuple(certificate for _, certificate in path)
             continue
         if len(path) >= MAX_LENGTH:
             continue
-        on_path = {_der(c) for c in path}
-        issuers = [c for c in by_subject.get(path[-1].issuer.public_bytes(), []) if _der(c) not in on_path]
+        on_path = {der for der, _ in path}
+        issuers = [(der, c) for der, c in by_subject.get(path[-1][1].issuer.public_bytes(), []) if der not in on_path]
         stack.extend((*path, issuer) for issuer in reversed(issuers))
 
 
