@@ -145,3 +145,37 @@ def test_full_path_with_a_key_of_an_unknown_algorithm_is_an_outcome(foreign: For
     outcome = validate_path(inputs["ee"], [inputs["ca"]], [inputs["anchor"]], NOW,
                             crls=[foreign.served["/ca.crl"], foreign.served["/root.crl"]])
     assert not outcome.valid and outcome.reasons
+
+
+def test_many_certificates_of_one_name_reach_path_building_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyhanko-certvalidator tries every order of candidates that share a name: eight self-signed
+    certificates named like the end entity's issuer, sent as its chain, cost 9.4 s of CPU for one
+    answer. Only the first three of a name reach path building (enough for a key rollover)."""
+    import datetime
+
+    from cryptography.x509.oid import NameOID
+
+    import verification.paths as paths
+
+    def certificate(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey,
+                    signer: ec.EllipticCurvePrivateKey) -> bytes:
+        name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # noqa: E731
+        return (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(signer, hashes.SHA256()).public_bytes(DER))
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(9)]
+    loops = [certificate("Loop", "Loop", key, key) for key in keys[:8]]
+    root = certificate("Root", "Root", keys[8], keys[8])
+    handed: list[int] = []
+    context = paths.ValidationContext
+
+    def counting(*args: object, **kwargs: object) -> object:
+        handed.append(len(kwargs["other_certs"]))  # type: ignore[arg-type]
+        return context(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(paths, "ValidationContext", counting)
+    outcome = validate_path(certificate("leaf", "Loop", KEY, keys[0]), loops, [root], NOW, require_revocation=False)
+    assert not outcome.valid and handed == [paths.MAX_SAME_SUBJECT]
