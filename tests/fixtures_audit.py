@@ -31,12 +31,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from audit.checkpoints import Checkpointer, prepare_audit_signer
 from audit.trail import AuditEvent, AuditTrail
 from ca.authority import CertificateAuthority
-from store.engine import make_engine, make_session_factory
 from ca.hierarchy import HierarchyPlan
 from ca.keyring import Keyring
 from ca.urls import PublicUrls
 from store import schema
+from store.engine import make_engine, make_session_factory
 from tests.conftest import Home, copy_home
+from tests.fixtures_ca import file_key_ca
 from tests.fixtures_directory import new_uid
 from tests.fixtures_operators import enrol, token_of
 from tests.fixtures_web import PASSWORD
@@ -67,11 +68,7 @@ def audit_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Audi
     if request.param == "postgres":
         with engine.begin() as conn:  # a clean schema per test
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    schema.upgrade(engine)
-    sessions = make_session_factory(engine)
-    keyring = Keyring(None, lambda _path: b"correct horse battery staple")
-    ca = CertificateAuthority(sessions, keyring, PublicUrls("https://pki.gov.example"))
-    ca.initialise(HierarchyPlan(backend="file", key_dir=tmp_path / "keys"))
+    sessions, ca = file_key_ca(engine, tmp_path / "keys")
     assert prepare_audit_signer(ca)  # file backend, beside the staff CA's key
     assert prepare_audit_signer(ca) == []  # idempotent
     checkpointer = Checkpointer(ca, sessions)

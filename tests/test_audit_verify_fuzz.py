@@ -22,13 +22,9 @@ from audit.checkpoints import Checkpointer, prepare_audit_signer
 from audit.trail import AuditTrail
 from audit.verification import verify
 from audit.witness import Witness
-from ca.authority import CertificateAuthority
 from store.engine import make_engine, make_session_factory
-from ca.hierarchy import HierarchyPlan
-from ca.keyring import Keyring
-from ca.urls import PublicUrls
-from store import schema
 from tests.fixtures_audit import AuditStore, fill
+from tests.fixtures_ca import file_key_ca
 
 ENTRY_COLUMNS = ["seq", "at", "event_type", "subject", "subject_role", "object", "result", "source_address",
                  "request_id", "details", "prev_hash", "entry_hash"]
@@ -42,11 +38,7 @@ TRIGGERS = ["audit_entry_no_update", "audit_entry_no_delete", "audit_checkpoint_
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("audit-fuzz")
     engine = make_engine(f"sqlite:///{folder / 'audit.db'}")
-    schema.upgrade(engine)
-    sessions = make_session_factory(engine)
-    ca = CertificateAuthority(sessions, Keyring(None, lambda _p: b"correct horse battery staple"),
-                              PublicUrls("https://pki.gov.example"))
-    ca.initialise(HierarchyPlan(backend="file", key_dir=folder / "keys"))
+    sessions, ca = file_key_ca(engine, folder / "keys")
     prepare_audit_signer(ca)
     checkpointer = Checkpointer(ca, sessions, witness=Witness(folder / "witness.log"))
     trail = AuditTrail(sessions, ca.clock, checkpointer, checkpoint_every=10)

@@ -24,19 +24,16 @@ from sqlalchemy import select
 from audit.models import AuditEntry
 from audit.trail import AuditTrail
 from ca.authority import CertificateAuthority
-from ca.hierarchy import HierarchyPlan
-from ca.keyring import Keyring
 from ca.models import Authority, Certificate, CertificateStatus
 from ca.subjects import SubjectRequest
-from ca.urls import PublicUrls
 from directory.client import StaffMember
 from idp import account_lifecycle
 from idp.account_lifecycle import Actor, Lifecycle
 from idp.audit_bridge import ca_sink
 from idp.oidc.session_end import SessionsEnded
 from idp.roles import SECURITY_ADMIN
-from store import schema
-from store.engine import make_engine, make_session_factory
+from store.engine import make_engine
+from tests.fixtures_ca import file_key_ca
 
 
 def _member(uid: str, groups: frozenset[str] = frozenset()) -> StaffMember:
@@ -108,11 +105,7 @@ class Office:
 @pytest.fixture()
 def office(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Office]:
     engine = make_engine(f"sqlite:///{tmp_path / 'office.db'}")
-    schema.upgrade(engine)
-    sessions = make_session_factory(engine)
-    ca = CertificateAuthority(sessions, Keyring(None, lambda _path: b"correct horse battery staple"),
-                              PublicUrls("https://pki.gov.example"))
-    ca.initialise(HierarchyPlan(backend="file", key_dir=tmp_path / "keys"))
+    sessions, ca = file_key_ca(engine, tmp_path / "keys")
     trail = AuditTrail(sessions, ca.clock)
     ca.events = ca_sink(trail)  # as the deployment wires it: the CA's own events into the trail
     deployment = SimpleNamespace(sessions=sessions, now=ca.clock, ca=ca, audit=trail, keyring=ca.keyring,

@@ -10,15 +10,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.authority import CertificateAuthority
-from ca.hierarchy import HierarchyPlan
-from ca.keyring import Keyring
 from ca.profiles import EXAMPLE_POLICY_ARC, tsa_policy
 from ca.timestamps import StoredTimeStampAuthority
 from ca.tsa import TimeStampResp
-from ca.urls import PublicUrls
-from store import schema
-from store.engine import make_engine, make_session_factory
+from store.engine import make_engine
+from tests.fixtures_ca import file_key_ca
 
 ARC = "1.3.6.1.4.1.99999.1"
 
@@ -30,11 +26,7 @@ def test_the_tsa_policy_lies_under_the_policy_arc() -> None:
 
 def test_tokens_name_the_arcs_policy_and_openssl_accepts_them(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'tsa.db'}")
-    schema.upgrade(engine)
-    sessions = make_session_factory(engine)
-    ca = CertificateAuthority(sessions, Keyring(None, lambda _path: b"correct horse battery staple"),
-                              PublicUrls("https://pki.gov.example"), policy_arc=ARC)
-    ca.initialise(HierarchyPlan(backend="file", key_dir=tmp_path / "keys"))
+    sessions, ca = file_key_ca(engine, tmp_path / "keys", policy_arc=ARC)
     tsa = StoredTimeStampAuthority(ca, sessions)
     (tmp_path / "root.pem").write_bytes(ca.authority_certificate("root").public_bytes(Encoding.PEM))
     (tmp_path / "staff.pem").write_bytes(ca.authority_certificate("staff").public_bytes(Encoding.PEM))
