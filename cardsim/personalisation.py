@@ -17,6 +17,7 @@ issuer leaves no writer behind.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import pickle
 import shutil
@@ -40,6 +41,7 @@ from cardsim.pins import TryCounter, check_pin_form, check_puk_form
 AUTH_KEY, SIGN_KEY = "citizen-auth", "citizen-sign"
 KEY_IDS = {AUTH_KEY: b"\x01", SIGN_KEY: b"\x02"}
 APPLICATION = "tessera-card"
+log = logging.getLogger("tessera.cards")
 _CURVES = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1()}
 
 
@@ -101,14 +103,35 @@ class ShardTokens:
             self.index()
 
     def index(self) -> None:
+        """Label -> (slot, serial) of every card token, and the first free slot. A token SoftHSM2
+        cannot read (its writer was killed while writing token.object: C_GetTokenInfo fails with
+        CKR_GENERAL_ERROR for good) is left out, as the readers leave it out
+        (cardsim.shard_module): one broken token must not stop every card after it."""
         self.slots: dict[str, tuple[int, str]] = {}
         self.free_slot: int | None = None
         for slot_id in self.p11.slot_ids():
-            label, serial, initialised = self.p11.token_info(slot_id)
+            info = self._token_info(slot_id)
+            if info is None:
+                continue
+            label, serial, initialised = info
             if initialised:
                 self.slots[label] = (slot_id, serial)
             elif self.free_slot is None:
                 self.free_slot = slot_id
+
+    def _token_info(self, slot_id: int, tries: int = 5) -> tuple[str, str, bool] | None:
+        """The slot's token info; None (logged) if it cannot be read after ``tries``: SoftHSM2
+        rewrites a token's file at every login, and reading it meanwhile fails for a moment."""
+        failure: ck.CryptokiError | None = None
+        for attempt in range(tries):
+            try:
+                return self.p11.token_info(slot_id)
+            except ck.CryptokiError as exc:
+                failure = exc
+                time.sleep(0.002 * (attempt + 1))
+        log.warning("card shard %d: the token in slot %d cannot be read (%s); left out", self.shard.index,
+                    slot_id, failure)
+        return None
 
     def reinitialise(self) -> None:
         """See cards made by other processes (and forget deleted ones): C_Finalize, C_Initialize.
