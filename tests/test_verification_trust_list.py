@@ -24,7 +24,7 @@ from sqlalchemy import create_engine
 
 from verification.certificates import Anchors, CertificateValidator, RevocationChecker
 from verification.paths import ANY_POLICY, PolicyInputs
-from verification.trust_list import ForeignAnchor, LocalCrls, TrustListError, load_trust_list
+from verification.trust_list import CrlCache, ForeignAnchor, LocalCrls, TrustListError, load_trust_list
 
 pytestmark = pytest.mark.unit
 
@@ -265,3 +265,12 @@ def test_caller_policy_inputs_in_a_validation(foreign: Foreign) -> None:
     assert not free.validate(foreign.ee, "signing", [foreign.ca], policy=PolicyInputs.of(["1.2.3"], explicit=True)).valid
     # RFC 5280 section 6.1.5 (g): without explicit policy an empty valid_policy_tree is no failure
     assert free.validate(foreign.ee, "signing", [foreign.ca], policy=PolicyInputs.of(["1.2.3"])).valid
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:3;969/root.crl", "http://127.0.0.1:99999/root.crl",
+                                 "http://[::1/root.crl", "http://127.0.0.1:0/root.crl", "http://\u00e9x\u00e4mple.invalid/"])
+def test_a_distribution_point_that_cannot_be_fetched_gives_no_crl(url: str) -> None:
+    """A certificate's cRLDistributionPoints URI is outside input: one http.client refuses (a
+    non-numeric port, which Hypothesis made of a trust-list chain in CI) is no CRL, never an
+    exception out of the validator."""
+    assert CrlCache().get(url, NOW, 0.5) is None

@@ -33,6 +33,7 @@ replace the files and restart; a CRL past its nextUpdate is no status (fail clos
 from __future__ import annotations
 
 import datetime
+import http.client
 import threading
 import tomllib
 import urllib.request
@@ -211,7 +212,7 @@ class CrlCache:
             if len(der) > MAX_CRL:
                 return None
             crl = x509.load_der_x509_crl(der)
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):  # the last: a URL or an answer http.client refuses
             return None
         until = crl.next_update_utc or at
         with self._lock:
