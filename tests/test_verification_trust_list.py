@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import http.server
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,4 +274,60 @@ def test_a_distribution_point_that_cannot_be_fetched_gives_no_crl(url: str) -> N
     """A certificate's cRLDistributionPoints URI is outside input: one http.client refuses (a
     non-numeric port, which Hypothesis made of a trust-list chain in CI) is no CRL, never an
     exception out of the validator."""
-    assert CrlCache().get(url, NOW, 0.5) is None
+    assert CrlCache().get(url, NOW, time.monotonic() + 0.5) is None
+
+
+def test_a_path_fetches_a_few_distribution_points_within_the_anchors_timeout() -> None:
+    """The certificates are the caller's and not yet validated: their cRLDistributionPoints are
+    fetches this service would make for anyone. Twenty URIs in a certificate give two fetches,
+    all of them within the anchor's timeout."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder().subject_name(_name("many")).issuer_name(_name("R"))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=1))
+               .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                   [x509.UniformResourceIdentifier(f"http://127.0.0.1:9/{i}.crl")], None, None, None)
+                   for i in range(20)]), critical=False))
+    many = builder.sign(key, hashes.SHA256())
+    asked: list[tuple[str, float]] = []
+
+    class Recording(CrlCache):
+        def get(self, url: str, at: datetime.datetime, deadline: float) -> bytes | None:
+            asked.append((url, deadline))
+            return None
+
+    anchor = ForeignAnchor("A", many, frozenset({"signing"}), frozenset(), timeout=3.0)
+    before = time.monotonic()
+    anchor.revocation_crls([many, many, many, many, many], NOW, Recording())
+    assert [url for url, _ in asked] == ["http://127.0.0.1:9/0.crl", "http://127.0.0.1:9/1.crl"]
+    assert all(before + 3.0 <= deadline <= time.monotonic() + 3.0 for _, deadline in asked)
+
+
+def test_a_distribution_point_that_answers_a_byte_at_a_time_is_given_up_at_the_deadline() -> None:
+    """urllib's timeout is per socket operation: a server sending one byte every 0.1 s would hold
+    the fetch for hours. The whole body must arrive before the deadline."""
+    class Dripping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"0")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        assert CrlCache().get(f"http://127.0.0.1:{server.server_port}/slow.crl", NOW, started + 1.0) is None
+        assert time.monotonic() - started < 5.0  # one deadline of 1 s (and a read), not 10 s of drip
+    finally:
+        server.shutdown()
+        server.server_close()

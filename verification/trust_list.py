@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import threading
+import time
 import tomllib
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -51,6 +52,10 @@ from verification.paths import UNPARSEABLE, ANY_POLICY, PolicyInputs
 REVOCATION_METHODS = ("crl", "ocsp")
 #: the largest CRL fetched or read from a file (bytes); a larger one is no CRL
 MAX_CRL = 8 * 1024 * 1024
+#: distribution points fetched for one path: the first two of each certificate, eight in all (the
+#: certificates are the caller's and not yet validated: each point is a fetch this service makes)
+MAX_POINTS_PER_CERTIFICATE = 2
+MAX_POINTS = 8
 
 
 class TrustListError(ValueError):
@@ -153,8 +158,9 @@ class ForeignAnchor:
         local = len(crls)
         words = [f"{local} local CRL{'s' if local != 1 else ''}"] if self.crls else []
         if self.revocation == "crl":
-            fetched = [der for url in sorted({u for c in certs for u in CrlCache.points(c)})
-                       if (der := cache.get(url, at, self.timeout)) is not None]
+            urls = list(dict.fromkeys(u for c in certs for u in CrlCache.points(c)[:MAX_POINTS_PER_CERTIFICATE]))
+            deadline = time.monotonic() + self.timeout  # all of them within the anchor's timeout
+            fetched = [der for url in urls[:MAX_POINTS] if (der := cache.get(url, at, deadline)) is not None]
             crls += fetched
             words.append(f"{len(fetched)} CRL{'s' if len(fetched) != 1 else ''} fetched")
         return crls, f"{self.revocation} ({', '.join(words)})" if words else self.revocation
@@ -201,15 +207,16 @@ class CrlCache:
         self._crls: dict[str, tuple[datetime.datetime, bytes]] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str, at: datetime.datetime, timeout: float) -> bytes | None:
+    def get(self, url: str, at: datetime.datetime, deadline: float) -> bytes | None:
+        """The CRL at ``url`` (from the cache while current), fetched whole before ``deadline``
+        (``time.monotonic``); None when it is not there by then, too large or no CRL."""
         with self._lock:
             cached = self._crls.get(url)
         if cached is not None and at < cached[0]:
             return cached[1]
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (http(s) only, below)
-                der = answer.read(MAX_CRL + 1)
-            if len(der) > MAX_CRL:
+            der = _fetch(url, deadline)
+            if der is None:
                 return None
             crl = x509.load_der_x509_crl(der)
         except (OSError, ValueError, http.client.HTTPException):  # the last: a URL or an answer http.client refuses
@@ -230,3 +237,21 @@ class CrlCache:
             return []
         return [name.value for point in value for name in point.full_name or []
                 if isinstance(name, x509.UniformResourceIdentifier) and name.value.startswith(("http://", "https://"))]
+
+
+def _fetch(url: str, deadline: float) -> bytes | None:
+    """``url``'s body, at most :data:`MAX_CRL` bytes, all of it before ``deadline``: a server that
+    answers a byte at a time cannot hold the request longer than that (urllib's timeout is per
+    socket operation)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    with urllib.request.urlopen(url, timeout=left) as answer:  # noqa: S310 (http(s) only: CrlCache.points)
+        while chunk := answer.read1(64 * 1024):
+            size += len(chunk)
+            if size > MAX_CRL or time.monotonic() > deadline:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
