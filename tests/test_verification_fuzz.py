@@ -150,7 +150,7 @@ def test_full_path_with_a_key_of_an_unknown_algorithm_is_an_outcome(foreign: For
 def test_many_certificates_of_one_name_reach_path_building_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """pyhanko-certvalidator tries every order of candidates that share a name: eight self-signed
     certificates named like the end entity's issuer, sent as its chain, cost 9.4 s of CPU for one
-    answer. Only the first three of a name reach path building (enough for a key rollover)."""
+    answer. Only the first four of a name reach path building (as many as a CA key update makes)."""
     import datetime
 
     from cryptography.x509.oid import NameOID

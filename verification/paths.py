@@ -35,9 +35,9 @@ UNPARSEABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError, Unsup
 
 #: certificates of one subject name handed to path building: pyhanko-certvalidator tries every order
 #: of the candidates that share a name (8 self-signed ones of one name: 9.4 s of CPU for one
-#: answer), and a sender can make any number of them; a key rollover needs 3 (old, new, and one
-#: signed by the other: RFC 4210 section 4.4, PKITS 4.4)
-MAX_SAME_SUBJECT = 3
+#: answer), and a sender can make any number of them; a CA key update has four (OldWithOld,
+#: OldWithNew, NewWithOld, NewWithNew: RFC 4210 section 4.4)
+MAX_SAME_SUBJECT = 4
 
 #: anyPolicy (RFC 5280 section 4.2.1.4) in a user-initial-policy-set, as pyhanko-certvalidator names it
 ANY_POLICY = "any_policy"
