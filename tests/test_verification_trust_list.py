@@ -277,18 +277,24 @@ def test_a_distribution_point_that_cannot_be_fetched_gives_no_crl(url: str) -> N
     assert CrlCache().get(url, NOW, time.monotonic() + 0.5) is None
 
 
-def test_a_path_fetches_a_few_distribution_points_within_the_anchors_timeout() -> None:
-    """The certificates are the caller's and not yet validated: their cRLDistributionPoints are
-    fetches this service would make for anyone. Twenty URIs in a certificate give two fetches,
-    all of them within the anchor's timeout."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder().subject_name(_name("many")).issuer_name(_name("R"))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=1))
-               .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                   [x509.UniformResourceIdentifier(f"http://127.0.0.1:9/{i}.crl")], None, None, None)
-                   for i in range(20)]), critical=False))
-    many = builder.sign(key, hashes.SHA256())
+def test_a_path_fetches_a_few_distribution_points_of_what_the_anchor_signed() -> None:
+    """The certificates are the caller's: their cRLDistributionPoints are fetches this service
+    would make for anyone. Only certificates that verify under the anchor count; of one with
+    twenty URIs two are fetched, all within the anchor's timeout; one the anchor did not sign
+    (same issuer name, another key) is fetched from not at all."""
+    root_key, key, stranger = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _cert("R", root_key, "R", root_key, True, None)
+
+    def with_points(subject: str, signer: ec.EllipticCurvePrivateKey, prefix: str) -> x509.Certificate:
+        return (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name("R"))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=1))
+                .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                    [x509.UniformResourceIdentifier(f"http://127.0.0.1:9/{prefix}{i}.crl")], None, None, None)
+                    for i in range(20)]), critical=False)
+                .sign(signer, hashes.SHA256()))
+
+    signed, forged = with_points("signed", root_key, "s"), with_points("forged", stranger, "f")
     asked: list[tuple[str, float]] = []
 
     class Recording(CrlCache):
@@ -296,10 +302,11 @@ def test_a_path_fetches_a_few_distribution_points_within_the_anchors_timeout() -
             asked.append((url, deadline))
             return None
 
-    anchor = ForeignAnchor("A", many, frozenset({"signing"}), frozenset(), timeout=3.0)
+    anchor = ForeignAnchor("A", root, frozenset({"signing"}), frozenset(), timeout=3.0)
+    assert anchor.signed_under([forged, signed, forged]) == [signed]
     before = time.monotonic()
-    anchor.revocation_crls([many, many, many, many, many], NOW, Recording())
-    assert [url for url, _ in asked] == ["http://127.0.0.1:9/0.crl", "http://127.0.0.1:9/1.crl"]
+    anchor.revocation_crls([forged, signed, signed, forged], NOW, Recording())
+    assert [url for url, _ in asked] == ["http://127.0.0.1:9/s0.crl", "http://127.0.0.1:9/s1.crl"]
     assert all(before + 3.0 <= deadline <= time.monotonic() + 3.0 for _, deadline in asked)
 
 

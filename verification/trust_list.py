@@ -45,6 +45,7 @@ from pathlib import Path
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from verification.paths import UNPARSEABLE, ANY_POLICY, PolicyInputs
@@ -149,6 +150,25 @@ class ForeignAnchor:
         return PolicyInputs(frozenset(wanted), True, caller.initial_policy_mapping_inhibit,
                             caller.initial_any_policy_inhibit)
 
+    def signed_under(self, certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+        """Those of ``certs`` whose signature verifies with the anchor's key or with the key of one
+        of them that does, down from the anchor (RFC 5280 section 6.1.3 (a)(1)): only their
+        distribution points are worth a fetch (anyone can write any URI into a certificate of
+        their own; a certificate the anchor's hierarchy signed names the CA's own)."""
+        reached, issuers = [], [self.certificate]
+        left = list(dict.fromkeys(certs))
+        while issuers:
+            issuer = issuers.pop()
+            for cert in [c for c in left if c.issuer == issuer.subject]:
+                try:
+                    cert.verify_directly_issued_by(issuer)
+                except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                    continue
+                left.remove(cert)
+                reached.append(cert)
+                issuers.append(cert)
+        return reached
+
     def revocation_crls(self, certs: Sequence[x509.Certificate], at: datetime.datetime,
                         cache: "CrlCache") -> tuple[list[bytes], str]:
         """The CRLs for a path of ``certs`` (end entity first): the local ones that can speak for
@@ -158,7 +178,8 @@ class ForeignAnchor:
         local = len(crls)
         words = [f"{local} local CRL{'s' if local != 1 else ''}"] if self.crls else []
         if self.revocation == "crl":
-            urls = list(dict.fromkeys(u for c in certs for u in CrlCache.points(c)[:MAX_POINTS_PER_CERTIFICATE]))
+            signed = self.signed_under(certs)
+            urls = list(dict.fromkeys(u for c in signed for u in CrlCache.points(c)[:MAX_POINTS_PER_CERTIFICATE]))
             deadline = time.monotonic() + self.timeout  # all of them within the anchor's timeout
             fetched = [der for url in urls[:MAX_POINTS] if (der := cache.get(url, at, deadline)) is not None]
             crls += fetched
