@@ -45,10 +45,10 @@ from pathlib import Path
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from verification.paths import UNPARSEABLE, ANY_POLICY, PolicyInputs
+from verification.signatures import directly_issued_by
 
 REVOCATION_METHODS = ("crl", "ocsp")
 #: the largest CRL fetched or read from a file (bytes); a larger one is no CRL
@@ -152,18 +152,14 @@ class ForeignAnchor:
 
     def signed_under(self, certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
         """Those of ``certs`` whose signature verifies with the anchor's key or with the key of one
-        of them that does, down from the anchor (RFC 5280 section 6.1.3 (a)(1)): only their
-        distribution points are worth a fetch (anyone can write any URI into a certificate of
-        their own; a certificate the anchor's hierarchy signed names the CA's own)."""
+        of them that does, down from the anchor (:func:`verification.signatures.directly_issued_by`,
+        SM2 too): only their distribution points are worth a fetch (anyone can write any URI into a
+        certificate of their own; a certificate the anchor's hierarchy signed names the CA's own)."""
         reached, issuers = [], [self.certificate]
         left = list(dict.fromkeys(certs))
         while issuers:
             issuer = issuers.pop()
-            for cert in [c for c in left if c.issuer == issuer.subject]:
-                try:
-                    cert.verify_directly_issued_by(issuer)
-                except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-                    continue
+            for cert in [c for c in left if c.issuer == issuer.subject and directly_issued_by(c, issuer)]:
                 left.remove(cert)
                 reached.append(cert)
                 issuers.append(cert)
