@@ -36,6 +36,7 @@ from cardsim import cryptoki as ck
 from cardsim import errors
 from cardsim.config import CardSettings, CardShard
 from cardsim.pins import TryCounter, check_pin_form, check_puk_form
+from cardsim.shard_module import read_token_info
 
 #: labels and ids of what a card holds (ids pair each certificate with its key, PKCS#11 v2.40 4.4)
 AUTH_KEY, SIGN_KEY = "citizen-auth", "citizen-sign"
@@ -119,19 +120,12 @@ class ShardTokens:
             elif self.free_slot is None:
                 self.free_slot = slot_id
 
-    def _token_info(self, slot_id: int, tries: int = 5) -> tuple[str, str, bool] | None:
-        """The slot's token info; None (logged) if it cannot be read after ``tries``: SoftHSM2
-        rewrites a token's file at every login, and reading it meanwhile fails for a moment."""
-        failure: ck.CryptokiError | None = None
-        for attempt in range(tries):
-            try:
-                return self.p11.token_info(slot_id)
-            except ck.CryptokiError as exc:
-                failure = exc
-                time.sleep(0.002 * (attempt + 1))
-        log.warning("card shard %d: the token in slot %d cannot be read (%s); left out", self.shard.index,
-                    slot_id, failure)
-        return None
+    def _token_info(self, slot_id: int) -> tuple[str, str, bool] | None:
+        """The slot's token info; None (logged) if it cannot be read (read_token_info)."""
+        info = read_token_info(lambda: self.p11.token_info(slot_id), (ck.CryptokiError,))
+        if info is None:
+            log.warning("card shard %d: the token in slot %d cannot be read; left out", self.shard.index, slot_id)
+        return info
 
     def reinitialise(self) -> None:
         """See cards made by other processes (and forget deleted ones): C_Finalize, C_Initialize.

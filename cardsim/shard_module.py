@@ -92,13 +92,19 @@ class ShardLibrary:
         ctypes.CDLL(self.module).C_CloseAllSessions(ctypes.c_ulong(slot_id))
 
 
-def _token_in(slot: Any, tries: int = 5) -> Any | None:
-    """The slot's token; None if it cannot be read. SoftHSM2 rewrites a token's file at every
-    login, and C_GetTokenInfo in another process meanwhile fails (CKR_GENERAL_ERROR): a card
-    someone is logging in to is read again rather than left out of the index."""
+def read_token_info(read: Callable[[], T], errors: tuple[type[Exception], ...], tries: int = 5) -> T | None:
+    """What ``read`` reads of a token; None if it still fails after ``tries``. SoftHSM2 rewrites a
+    token's file at every login, and C_GetTokenInfo in another process meanwhile fails
+    (CKR_GENERAL_ERROR): a card someone is logging in to is read again rather than left out. A
+    token whose file its writer never finished fails for good, and is left out."""
     for attempt in range(tries):
         try:
-            return slot.get_token()
-        except pkcs11.exceptions.PKCS11Error:
+            return read()
+        except errors:
             time.sleep(0.002 * (attempt + 1))
     return None
+
+
+def _token_in(slot: Any) -> Any | None:
+    """The slot's token (python-pkcs11); None if it cannot be read (:func:`read_token_info`)."""
+    return read_token_info(slot.get_token, (pkcs11.exceptions.PKCS11Error,))
