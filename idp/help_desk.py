@@ -2,9 +2,8 @@
 
 Four acts, each permitted by :mod:`idp.roles` (``account.reset-password``,
 ``account.reset-second-factor``, ``account.unlock``, ``account.end-sessions``: the security
-administrator's duty), each
-audited as ``admin.staff.<act>`` inside its own transaction (the entry is appended before the
-directory is written, so an entry that cannot be written stops the act):
+administrator's duty), each audited as ``admin.staff.<act>`` inside its own transaction (the entry
+is appended before the directory is written, so an entry that cannot be written stops the act):
 
 - ``reset-password``: a one-time password made here (:func:`directory.administration.initial_password`,
   about 119 bits), shown once to the administrator, set in the directory marked must-change
@@ -20,8 +19,8 @@ directory is written, so an entry that cannot be written stops the act):
   sessions touched is told (OpenID Connect Back-Channel Logout 1.0, :mod:`idp.oidc.session_end`).
 
 A disabled account (a leaver) is not a help-desk matter: resetting its password would lift its
-permanent lock, so it is refused (resetting its authenticator or ending its sessions reopen nothing). Nobody uses the help desk on their own account (the account
-page is for that). Any act on an administrator's account is grave: it becomes a four-eyes request
+permanent lock, so it is refused (resetting its authenticator or ending its sessions reopens
+nothing). Nobody uses the help desk on their own account (the account page is for that). Any act on an administrator's account is grave: it becomes a four-eyes request
 (:class:`idp.roles.FourEyes`, the same table and pages as adding an administrator), carried out
 only when a second security administrator, who is not the account's owner, approves it
 (:meth:`HelpDesk.decide`); the one-time password is then shown to that second administrator.

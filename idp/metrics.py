@@ -161,9 +161,10 @@ def _forget_uncommitted(session: Session, transaction: SessionTransaction) -> No
 
 
 def _count_card_events() -> None:
-    """Count this process's card events: the emitted ones as they happen (a subscriber, made with
-    the counters), the recorded ones after their commit (the installed sink wrapped; call after the
-    deployment's audit wiring installed its sink, idp.audit_bridge)."""
+    """Count this process's security and card events: the emitted ones as they happen (subscribers,
+    added at every app build: subscribing is idempotent), the recorded card ones after their commit
+    (the installed sink wrapped; call after the deployment's audit wiring installed its sink,
+    idp.audit_bridge)."""
     from idp import events
 
     events.subscribe(_security_event)

@@ -9,9 +9,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,9 +85,9 @@ def _module_leaves_no_token_state() -> Iterator[None]:
     """A test module that serves a home in this process leaves neither its environment
     (``TESSERA_*``, ``SOFTHSM2_CONF``) nor a logged-in PKCS#11 session behind: under
     pytest-xdist the next module in this worker would otherwise meet the other home's token,
-    or find it already logged in (a wrong PIN then reads as accepted). Nor the security-event
-    subscribers its apps installed (idp.events, cardsim.events: one deployment per process in production): the
-    next module's events would reach that deployment's database."""
+    or find it already logged in (a wrong PIN then reads as accepted). Nor the event subscribers
+    its apps installed (idp.events, cardsim.events; production runs one deployment per process):
+    the next module's events would reach that deployment's database."""
     before = {k: v for k, v in os.environ.items() if k.startswith(("TESSERA_", "SOFTHSM2_"))}
     hooks = _event_hooks()
     kept = [list(hook) for hook in hooks]
