@@ -39,7 +39,7 @@ from directory.errors import DirectoryError
 from idp.account_lifecycle import Actor, InvalidState
 from idp.governance_models import FourEyesStatus
 from idp.oidc.session_end import tell_applications
-from idp.roles import Forbidden, FourEyesView, GovernanceError, admin_roles_of
+from idp.roles import FOUR_EYES_OPERATIONS, Forbidden, FourEyesView, GovernanceError, admin_roles_of
 from idp.sessions import EndedSession
 from translatable import N_
 
@@ -48,11 +48,10 @@ if TYPE_CHECKING:
     from idp.account_lifecycle import Lifecycle
 
 #: the help desk's acts -> the permission each needs (:data:`idp.roles.PERMISSIONS`); each is also a
-#: four-eyes operation (:data:`idp.roles.FOUR_EYES_OPERATIONS`) for an administrator's account
-ACTS: dict[str, str] = {"reset-password": "account.reset-password",
-                        "reset-second-factor": "account.reset-second-factor",
-                        "unlock": "account.unlock",
-                        "end-sessions": "account.end-sessions"}
+#: four-eyes operation for an administrator's account, so the permission is the one
+#: :data:`idp.roles.FOUR_EYES_OPERATIONS` names for it
+ACTS: dict[str, str] = {act: FOUR_EYES_OPERATIONS[act]
+                        for act in ("reset-password", "reset-second-factor", "unlock", "end-sessions")}
 #: the acts that also apply to a disabled account (nothing of it is reopened)
 _ON_DISABLED = ("reset-second-factor", "end-sessions")
 
