@@ -18,13 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
-from ldap3.core.exceptions import LDAPException
-from ldap3.utils.dn import escape_rdn
+import ldap
+from ldap.dn import escape_dn_chars
 
 from directory.client import valid_username
 from directory.config import DirectoryConfig
-from directory.connection import LdapConnection, ProtocolError, Result, tls_context_for
+from directory.connection import LdapConnection, ProtocolError, Result
 from directory.errors import DirectoryError, DirectoryUnavailable
 from directory.filters import all_of, any_of, contains, equals
 from directory.person_names import written_name
@@ -59,14 +58,13 @@ class DirectoryWriter:
         if cfg.read_only:
             raise DirectoryError("The directory is read-only for Tessera: make this change in the directory itself.")
         last: Exception | None = None
-        tls = tls_context_for(cfg)
         for url in cfg.urls:
             conn = None
             try:
                 conn = LdapConnection(url, connect_timeout=cfg.connect_timeout, operation_timeout=cfg.operation_timeout,
-                                      tls=tls, start_tls=cfg.start_tls)
+                                      ca_file=cfg.ca_file, start_tls=cfg.start_tls)
                 bound = conn.bind(cfg.bind_dn, cfg.bind_password.encode())
-            except (LDAPException, OSError, ProtocolError) as exc:
+            except (OSError, ProtocolError) as exc:
                 last = exc
                 if conn is not None:
                     conn.close()
@@ -84,7 +82,7 @@ class DirectoryWriter:
         with self._connection() as conn:
             try:
                 return operation(conn)
-            except (LDAPException, OSError, ProtocolError) as exc:
+            except (OSError, ProtocolError) as exc:
                 raise DirectoryUnavailable() from exc
 
     @staticmethod
@@ -93,10 +91,10 @@ class DirectoryWriter:
             raise DirectoryError(f"The directory refused to {what}: {result.name} {result.diagnostic}".strip())
 
     def person_dn(self, uid: str) -> str:
-        return f"{self.config.attributes.uid}={escape_rdn(uid)},{self.config.people_base}"
+        return f"{self.config.attributes.uid}={escape_dn_chars(uid)},{self.config.people_base}"
 
     def group_dn(self, group: str) -> str:
-        return f"{self.config.attributes.group_name}={escape_rdn(group)},{self.config.groups_base}"
+        return f"{self.config.attributes.group_name}={escape_dn_chars(group)},{self.config.groups_base}"
 
     # -- reading what the writes need -------------------------------------------------------------
     def search_people(self, text: str = "", department: str | None = None, limit: int = 2000) -> list[dict[str, Any]]:
@@ -152,7 +150,7 @@ class DirectoryWriter:
             if added.code == _RESULT_ALREADY_EXISTS:
                 raise DirectoryError(f"the directory already has a person {uid!r}")
             self._check(added, f"create {uid}")
-            marked = conn.modify(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"])]})
+            marked = conn.modify(dn, {"pwdReset": [(ldap.MOD_REPLACE, ["TRUE"])]})
             if marked.code != 0:
                 conn.delete(dn)  # all or nothing: no account whose initial password need not change
                 self._check(marked, f"mark the initial password of {uid} as must-change")
@@ -166,8 +164,8 @@ class DirectoryWriter:
         4.6: all or nothing). slapd hashes it (``ppolicy_hash_cleartext``) and drops a lockout with
         the old password; so it also drops the permanent lock of a disabled account, which the
         caller must refuse to reset (:meth:`directory.client.Directory.account_state`)."""
-        changes: dict[str, Any] = {"userPassword": [(MODIFY_REPLACE, [password])],
-                                   "pwdReset": [(MODIFY_REPLACE, ["TRUE"])]}
+        changes: dict[str, Any] = {"userPassword": [(ldap.MOD_REPLACE, [password])],
+                                   "pwdReset": [(ldap.MOD_REPLACE, ["TRUE"])]}
 
         def operation(conn: LdapConnection) -> None:
             result = conn.modify(self.person_dn(uid), changes)
@@ -187,7 +185,7 @@ class DirectoryWriter:
     def add_to_group(self, uid: str, group: str) -> None:
         def operation(conn: LdapConnection) -> None:
             member = self.config.attributes.group_member
-            result = conn.modify(self.group_dn(group), {member: [(MODIFY_ADD, [self.person_dn(uid)])]})
+            result = conn.modify(self.group_dn(group), {member: [(ldap.MOD_ADD, [self.person_dn(uid)])]})
             self._check(result, f"add {uid} to {group}", (_RESULT_ATTRIBUTE_EXISTS,))
 
         self._run(operation)
@@ -195,16 +193,16 @@ class DirectoryWriter:
     def remove_from_group(self, uid: str, group: str) -> None:
         def operation(conn: LdapConnection) -> None:
             member = self.config.attributes.group_member
-            result = conn.modify(self.group_dn(group), {member: [(MODIFY_DELETE, [self.person_dn(uid)])]})
+            result = conn.modify(self.group_dn(group), {member: [(ldap.MOD_DELETE, [self.person_dn(uid)])]})
             self._check(result, f"remove {uid} from {group}", (_RESULT_NO_SUCH_ATTRIBUTE,))
 
         self._run(operation)
 
     def set_post(self, uid: str, title: str, department: str | None = None) -> None:
         a = self.config.attributes
-        changes: dict[str, Any] = {a.title: [(MODIFY_REPLACE, [title])]}
+        changes: dict[str, Any] = {a.title: [(ldap.MOD_REPLACE, [title])]}
         if department:
-            changes[a.department] = [(MODIFY_REPLACE, [department])]
+            changes[a.department] = [(ldap.MOD_REPLACE, [department])]
 
         def operation(conn: LdapConnection) -> None:
             self._check(conn.modify(self.person_dn(uid), changes), f"set the post of {uid}")
@@ -215,7 +213,7 @@ class DirectoryWriter:
         """Lock the account permanently: every bind fails, as for a disabled account."""
         def operation(conn: LdapConnection) -> None:
             locked_time = self.config.attributes.locked_time
-            result = conn.modify(self.person_dn(uid), {locked_time: [(MODIFY_REPLACE, [PERMANENT_LOCK])]})
+            result = conn.modify(self.person_dn(uid), {locked_time: [(ldap.MOD_REPLACE, [PERMANENT_LOCK])]})
             self._check(result, f"disable {uid}")
 
         self._run(operation)
@@ -223,7 +221,7 @@ class DirectoryWriter:
     def enable(self, uid: str) -> None:
         """Lift the permanent lock (undoing a leaver whose other steps failed)."""
         def operation(conn: LdapConnection) -> None:
-            result = conn.modify(self.person_dn(uid), {self.config.attributes.locked_time: [(MODIFY_DELETE, [])]})
+            result = conn.modify(self.person_dn(uid), {self.config.attributes.locked_time: [(ldap.MOD_DELETE, [])]})
             self._check(result, f"enable {uid}", (_RESULT_NO_SUCH_ATTRIBUTE,))
 
         self._run(operation)

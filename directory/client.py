@@ -3,7 +3,7 @@
 The password is checked by binding as the user (RFC 4513 section 5.1.3), never by reading a
 hash. The bind carries the password policy request control, and the response control
 (:mod:`directory.ppolicy`) says whether the account is locked, the password expired or must change.
-LDAPv3 is ldap3's; its connections (:mod:`directory.connection`) are pooled and reused per process
+LDAPv3 is OpenLDAP's libldap, through python-ldap; its connections (:mod:`directory.connection`) are pooled and reused per process
 (a search connection bound as the service account, and connections that only ever bind as users);
 filters are built as structures (:mod:`directory.filters`), so no value can change a filter's
 meaning; searches that can return many entries (groups, departments, a group's members) are paged
@@ -27,13 +27,11 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
-from ldap3 import MODIFY_DELETE
-from ldap3.core.exceptions import LDAPException, LDAPExceptionError
-from ldap3.protocol.formatters.formatters import format_time
-from ldap3.utils.dn import parse_dn
+import ldap
+import ldap.dn
 
 from directory.config import DirectoryConfig
-from directory.connection import BASE, SUBTREE, Entry, LdapConnection, ProtocolError, Result, tls_context_for
+from directory.connection import BASE, SUBTREE, Entry, LdapConnection, ProtocolError, Result
 from directory.errors import (AccountDisabled, AccountLocked, DirectoryError, DirectoryUnavailable,
                               InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected)
 from directory.filters import Filter, all_of, equals, present
@@ -63,6 +61,9 @@ _RESULT_INVALID_CREDENTIALS = 49
 _RESULTS_UNAVAILABLE = {51, 52, 80}  # busy, unavailable, other (e.g. mdb full)
 _SKIP_FAILED_SERVER_SECONDS = 30.0
 _POLICY_REQUEST = (REQUEST_CONTROL,)  # the ppolicy request control: no value (draft-behera 6.1)
+# GeneralizedTime (RFC 4517 section 3.3.13): century year month day hour [minute [second]] [fraction] zone
+_GENERALIZED_TIME = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})?([0-9]{2})?"
+                               r"(?:[.,]([0-9]+))?(Z|[+-][0-9]{2}(?:[0-9]{2})?)")
 
 
 class _ServerBusy(OSError):
@@ -119,10 +120,25 @@ class AccountState:
 
 
 def _generalized_time(values: list[str]) -> datetime.datetime | None:
-    """The first GeneralizedTime of ``values`` (RFC 4517 section 3.3.13) as an aware datetime;
-    None when absent or not a time (the permanent lock's ``000001010000Z`` included)."""
-    parsed = format_time(values[0].encode()) if values else None
-    return parsed if isinstance(parsed, datetime.datetime) else None
+    """The first GeneralizedTime of ``values`` (RFC 4517 section 3.3.13) as an aware datetime in
+    UTC; None when absent or not a time (the permanent lock's ``000001010000Z`` included). A fraction
+    is one of the last unit given (hour, minute or second); a leap second counts as second 59."""
+    match = _GENERALIZED_TIME.fullmatch(values[0]) if values else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        moment = datetime.datetime(int(year), int(month), int(day), int(hour), int(minute or 0),
+                                   min(int(second or 0), 59), tzinfo=datetime.timezone.utc)
+    except ValueError:  # month 13, year 0, ...
+        return None
+    if fraction:
+        unit = 3600 if minute is None else 60 if second is None else 1
+        moment += datetime.timedelta(seconds=unit * float(f"0.{fraction}"))
+    if zone != "Z":  # a local time and its difference from UTC
+        offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5] or 0))
+        moment -= offset if zone[0] == "+" else -offset
+    return moment
 
 
 def _seconds(values: list[str]) -> int:
@@ -149,7 +165,6 @@ class _ServerList:
 
     def __init__(self, config: DirectoryConfig) -> None:
         self._config = config
-        self._tls = tls_context_for(config)
         self.urls = list(config.urls)
         self._failed_until = [0.0] * len(self.urls)
         self._lock = threading.Lock()
@@ -161,7 +176,8 @@ class _ServerList:
         """A new connection to server ``index`` (StartTLS done, if configured)."""
         cfg = self._config
         return LdapConnection(self.urls[index], connect_timeout=cfg.connect_timeout,
-                              operation_timeout=cfg.operation_timeout, tls=self._tls, start_tls=cfg.start_tls)
+                              operation_timeout=cfg.operation_timeout, ca_file=cfg.ca_file,
+                              start_tls=cfg.start_tls)
 
     def in_order(self) -> list[int]:
         """Healthy servers first (configured order), then those that failed recently."""
@@ -208,7 +224,7 @@ class _Pool:
                                   self._servers.urls[index], cfg.bind_dn, result.code, result.diagnostic)
                         conn.close()
                         raise DirectoryUnavailable()
-            except (LDAPException, OSError, ProtocolError) as exc:  # unreachable, or not answering in LDAP
+            except (OSError, ProtocolError) as exc:  # unreachable, or not answering in LDAP
                 errors.append(f"{self._servers.urls[index]}: {type(exc).__name__}: {exc}")
                 self._servers.failed(index)
                 if conn is not None:
@@ -230,12 +246,15 @@ class _Pool:
         try:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
+            fresh = conn is None
             if conn is None:
                 conn = self._connect()
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 conn.close()
+                if fresh and isinstance(exc, OSError):  # libldap connects with the first request: that failed
+                    self._servers.failed(self._servers.urls.index(conn.url))
                 raise
             with self._lock:
                 self._idle.append(conn)
@@ -249,7 +268,7 @@ class _Pool:
             try:
                 with self.connection() as conn:
                     return operation(conn)
-            except (LDAPException, OSError) as exc:
+            except OSError as exc:
                 # the idle connections went the same way (a restarted server): drop them all
                 log.info("directory connection lost (%s: %s); retrying", type(exc).__name__, exc)
                 self.close()
@@ -298,7 +317,7 @@ class Directory:
 
     # -- reading ---------------------------------------------------------------------------
     def _search_entries(self, base: str, search_filter: Filter, attributes: list[str], size_limit: int = 0,
-                        scope: str = SUBTREE) -> list[Entry]:
+                        scope: int = SUBTREE) -> list[Entry]:
         """Entries under ``base``; a search for an unbounded number of them is paged (RFC 2696)."""
         time_limit = int(self.config.operation_timeout) or 1
 
@@ -577,7 +596,7 @@ class Directory:
             found, entries = conn.search(member.dn, present("objectClass"), [a.locked_time], scope=BASE)
             _raise_if_busy(found)
             if any(values for e in entries for values in e.attributes.values()):
-                result = conn.modify(member.dn, {a.locked_time: [(MODIFY_DELETE, [])]})
+                result = conn.modify(member.dn, {a.locked_time: [(ldap.MOD_DELETE, [])]})
                 _raise_if_busy(result)
                 return result.code
             return 0
@@ -610,7 +629,8 @@ def _values(entry: Entry, attribute: str) -> list[str]:
 
 
 def _first_rdn_value(dn: str) -> str:
+    """The value of ``dn``'s first RDN (RFC 4514): ``approvers`` of ``cn=approvers,ou=groups,...``."""
     try:
-        return str(parse_dn(dn)[0][1])
-    except (LDAPExceptionError, IndexError, ValueError):
+        return str(ldap.dn.str2dn(dn)[0][0][1])
+    except (ldap.DECODING_ERROR, IndexError):
         return ""

@@ -1,20 +1,23 @@
-"""One connection to one directory server, on ldap3: LDAPv3 (RFC 4511) over TCP, TLS or a Unix
-socket, with the results the client needs and nothing left to guess.
+"""One connection to one directory server, on python-ldap (OpenLDAP's C libldap): LDAPv3 (RFC 4511)
+over TCP, TLS or a Unix socket, with the results the client needs and nothing left to guess.
 
 ``ldap://host:port`` (StartTLS on request, RFC 4511 section 4.14), ``ldaps://host:port`` (TLS from
-the first byte) and ``ldapi://<percent-encoded socket path>`` are understood. TLS always verifies
-the server's certificate chain and name (RFC 4513 section 3.1.3): a refused StartTLS or a
-certificate that does not verify is an error, never a silent fall back to plain text. Connecting
-has ``connect_timeout``, every reply ``operation_timeout``. Searches that may return many entries
-ask for pages (RFC 2696), so a server's size limit (Active Directory's MaxPageSize, 1,000) cannot
-cut them short.
+the first byte) and ``ldapi://<percent-encoded socket path>`` are libldap's own. TLS always verifies
+the server's certificate chain and name (RFC 4513 section 3.1.3; libldap checks IP addresses too):
+a refused StartTLS or a certificate that does not verify is an error, never a silent fall back to
+plain text. libldap connects with the first request, within ``connect_timeout``; every reply waits
+``operation_timeout`` at most (a reply that does not come in time: its request is abandoned, the
+connection dropped, and the server's breaker counts a timeout). Searches that may return many
+entries ask for pages (RFC 2696), so a server's size limit (Active Directory's MaxPageSize, 1,000)
+cannot cut them short.
 
-ldap3 is used as it was built for this: one ``Connection`` per pooled slot, no schema read
-(``get_info=NONE``), no name checks against a schema, referrals not chased (a search reference is
-skipped; the client reads one directory and never sends its credentials elsewhere), its fast
-decoder. A failure to talk to the server is an ``LDAPException`` or ``OSError`` (the caller tries
-another connection or server); a reply ldap3 cannot decode (a server that does not speak LDAPv3)
-is :class:`ProtocolError`.
+libldap is used as it was built for this: one handle per pooled slot, LDAPv3, referrals not chased
+(a search reference is skipped; the client reads one directory and never sends its credentials
+elsewhere), aliases never dereferenced, the asynchronous calls and their replies awaited with a
+timeout (python-ldap releases the GIL meanwhile). A result code, success or not, is a
+:class:`Result`; a failure to talk to the server is an ``OSError`` (``TimeoutError`` for a reply
+that did not come; the caller tries another connection or server); a reply libldap cannot decode
+(a server that does not speak LDAPv3) is :class:`ProtocolError`.
 
 A hung server (stopped, not dead: it accepts connections and never answers) must not hold the
 service's threads. Every exchange with a server goes through that server's :class:`Breaker` (one per
@@ -32,38 +35,37 @@ answers again.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import socket
-import ssl
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from ldap3 import BASE, DEREF_NEVER, IP_V4_PREFERRED, SIMPLE, SUBTREE, Connection, Server, Tls
-from ldap3 import NONE as NO_SERVER_INFO
-from ldap3.core.exceptions import LDAPException
+import ldap
+from ldap.controls import LDAPControl, ResponseControl
+from ldap.controls.pagedresults import SimplePagedResultsControl
+from pyasn1.error import PyAsn1Error
 
 from directory.config import DirectoryConfig
 from directory.filters import Filter
 
 __all__ = ["BASE", "SUBTREE", "PAGE_SIZE", "Breaker", "CircuitOpen", "Entry", "FailBack", "LdapConnection",
-           "ProtocolError", "Result", "breaker_for", "configure", "deadline", "tls_context", "tls_context_for"]
+           "ProtocolError", "Result", "breaker_for", "configure", "deadline"]
 
 log = logging.getLogger("tessera.directory")
 
-PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"  # RFC 2696
+BASE, SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_SUBTREE  # search scopes (RFC 4511 section 4.5.1.2)
+PAGED_RESULTS_OID = SimplePagedResultsControl.controlType  # RFC 2696
 #: entries per page of a paged search: below Active Directory's default MaxPageSize (1,000)
 PAGE_SIZE = 500
-_PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1"  # RFC 3062
 
 
 class ProtocolError(Exception):
-    """A server's reply is not LDAPv3 (ldap3 could not decode it): the directory's fault."""
+    """A server's reply is not LDAPv3 (libldap could not decode it): the directory's fault."""
 
 
 class CircuitOpen(ConnectionError):
@@ -225,7 +227,7 @@ class Breaker:
         try:
             try:
                 yield _left(timeout)
-            except (LDAPException, OSError, ProtocolError) as exc:
+            except (OSError, ProtocolError) as exc:
                 if not isinstance(exc, CircuitOpen) and (isinstance(exc, TimeoutError) or self.open_until
                                                          or self.clock() - began >= self.SLOW_FAILURE):
                     self._failed()
@@ -275,14 +277,14 @@ os.register_at_fork(after_in_child=_breakers.clear)  # a worker's breakers are i
 
 
 class Result(NamedTuple):
-    """An LDAPResult (RFC 4511 section 4.1.9): the code, its name (``invalidCredentials``), the
-    diagnostic message, and the response's controls (OID -> value: octets, or what ldap3 decoded
-    for the controls it knows)."""
+    """An LDAPResult (RFC 4511 section 4.1.9): the code, its description (libldap's, ``Invalid
+    credentials``), the diagnostic message, and the response's controls (OID -> value octets, None
+    for a control without a value)."""
 
     code: int
     name: str
     diagnostic: str
-    controls: dict[str, Any]
+    controls: dict[str, bytes | None]
 
 
 class Entry(NamedTuple):
@@ -292,184 +294,257 @@ class Entry(NamedTuple):
     attributes: dict[str, list[str]]
 
 
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Verify the server's chain (``ca_file``, else the system store) and its name; TLS 1.2 or later."""
-    context = ssl.create_default_context(cafile=ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+class _RawControl(ResponseControl):
+    """A response control kept as its value's octets: :mod:`directory.ppolicy` and :meth:`LdapConnection.search`
+    decode the ones the client reads."""
+
+    value: bytes | None = None
+
+    def decodeControlValue(self, encodedControlValue: bytes | None) -> None:  # python-ldap calls it so
+        self.value = encodedControlValue
 
 
-class _VerifyingTls(Tls):
-    """ldap3's TLS settings, with the handshake done by the standard library's verifying context:
-    chain and host name (RFC 6125, IP addresses included) are checked in the handshake itself.
-    ldap3's own name check after the handshake relies on ssl.match_hostname, which Python 3.12
-    removed; its fallback refuses certificates for IP addresses."""
+class _EveryControlRaw(dict[str, type[ResponseControl]]):
+    """python-ldap's ``resp_ctrl_classes``: every response control, known to python-ldap or not, as
+    a :class:`_RawControl` (an empty mapping would mean python-ldap's own decoders)."""
 
-    def __init__(self, context: ssl.SSLContext, host: str) -> None:
-        super().__init__(validate=ssl.CERT_REQUIRED)
-        self._context, self._host = context, host
-
-    def wrap_socket(self, connection: Connection, do_handshake: bool = False) -> None:
-        connection.socket = self._context.wrap_socket(connection.socket, server_hostname=self._host,
-                                                      do_handshake_on_connect=do_handshake)
+    def __missing__(self, oid: str) -> type[ResponseControl]:
+        return _RawControl
 
 
-def tls_context_for(config: DirectoryConfig) -> ssl.SSLContext | None:
-    """The verifying TLS context of ``config``'s servers, if any of them is reached over TLS."""
-    if config.ca_file or config.start_tls or any(url.lower().startswith("ldaps://") for url in config.urls):
-        return tls_context(config.ca_file)
-    return None
+_RAW_CONTROLS = _EveryControlRaw({PAGED_RESULTS_OID: _RawControl})
+_SUCCESS = "Success"
+# the reply each request waits for (RFC 4511 section 4.2 ff.)
+_BIND, _SEARCH_DONE, _MODIFY, _ADD, _DELETE, _EXTENDED = (ldap.RES_BIND, ldap.RES_SEARCH_RESULT, ldap.RES_MODIFY,
+                                                          ldap.RES_ADD, ldap.RES_DELETE, ldap.RES_EXTENDED)
+_SEARCH_ENTRY, _SEARCH_REFERENCE = ldap.RES_SEARCH_ENTRY, ldap.RES_SEARCH_REFERENCE
 
 
-def _server(url: str, connect_timeout: float, tls: ssl.SSLContext | None) -> Server:
-    """ldap3's description of the server at ``url``: no schema read, every address of its name
-    tried (IPv4 first). A new one for each connection: ldap3 remembers an address that failed for
-    a while, and the client's failover keeps that account itself."""
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "ldapi":
-        return Server(url, get_info=NO_SERVER_INFO, connect_timeout=connect_timeout)
-    if scheme not in ("ldap", "ldaps") or not parts.hostname:
-        raise ValueError(f"not an LDAP URL with a host: {url!r}")
-    verifying = None
-    if tls is not None or scheme == "ldaps":
-        verifying = _VerifyingTls(tls or tls_context(None), parts.hostname)
-    return Server(parts.hostname, port=parts.port or (636 if scheme == "ldaps" else 389), use_ssl=scheme == "ldaps",
-                  tls=verifying, get_info=NO_SERVER_INFO, connect_timeout=connect_timeout, mode=IP_V4_PREFERRED)
+def _result_of(exc: ldap.LDAPError) -> Result | None:
+    """The LDAPResult a server sent, which python-ldap raises for any code but success; None for
+    libldap's own errors (no reply: its dict has no ``msgtype``)."""
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
+    if info is None or "msgtype" not in info or not isinstance(info.get("result"), int):
+        return None
+    return Result(info["result"], str(info.get("desc") or ""), str(info.get("info") or ""),
+                  {oid: value for oid, _, value in info.get("ctrls") or ()})
+
+
+#: every open connection of this process, for :func:`_disown_inherited`
+_open: weakref.WeakSet[LdapConnection] = weakref.WeakSet()
 
 
 class LdapConnection:
-    """An open connection to one server (``start_tls`` upgrades an ``ldap://`` one at once), used by
-    one thread at a time (the client's pool sees to that)."""
+    """A connection to one server (``start_tls`` upgrades an ``ldap://`` one at once, anything else
+    connects with the first request), used by one thread at a time (the client's pool sees to that)."""
 
     def __init__(self, url: str, *, connect_timeout: float, operation_timeout: float,
-                 tls: ssl.SSLContext | None = None, start_tls: bool = False) -> None:
+                 ca_file: str | None = None, start_tls: bool = False) -> None:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("ldap", "ldaps", "ldapi") or (scheme != "ldapi" and not parts.hostname):
+            raise ValueError(f"not an LDAP URL with a host: {url!r}")
         self.url = url
         self._opened = time.monotonic()
         self._breaker = breaker_for(url)
-        self._operation_timeout = operation_timeout
-        with self._breaker.call(connect_timeout, reply=False) as wait:
-            # ldap3 sets the receive timeout with SO_RCVTIMEO, which takes whole seconds; each
-            # exchange then sets the socket's own timeout to what it may wait (_exchange)
-            self._conn = Connection(_server(url, wait, tls), authentication=SIMPLE, raise_exceptions=False,
-                                    check_names=False, auto_referrals=False, auto_range=False,
-                                    return_empty_attributes=False, receive_timeout=max(1, math.ceil(operation_timeout)))
+        self._connect_timeout, self._operation_timeout = connect_timeout, operation_timeout
+        self._first = True  # the first exchange connects
+        with self._breaker.call(connect_timeout, reply=False):
+            pass  # an open breaker, a spent deadline or a full bulkhead refuse the connection now (CircuitOpen)
+        self._conn = conn = ldap.initialize(url)
+        conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+        conn.set_option(ldap.OPT_REFERRALS, 0)
+        conn.set_option(ldap.OPT_DEREF, ldap.DEREF_NEVER)
+        start_tls = start_tls and scheme == "ldap"
+        if scheme == "ldaps" or start_tls:
+            conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)  # chain and name
+            if ca_file:
+                conn.set_option(ldap.OPT_X_TLS_CACERTFILE, ca_file)
+            conn.set_option(ldap.OPT_X_TLS_PROTOCOL_MIN, ldap.OPT_X_TLS_PROTOCOL_TLS1_2)
+            conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # this handle's own TLS context, with the settings above
+        _open.add(self)
+        if start_tls:
             try:
-                with self._ldap():
-                    self._conn.open(read_server_info=False)
-                    if self._conn.socket.family != socket.AF_UNIX:
-                        self._conn.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small write a request
-            except BaseException:
-                self.close()
-                raise
-        if start_tls and url.lower().startswith("ldap://"):
-            try:
-                with self._exchange():
-                    self._conn.start_tls(read_server_info=False)  # raises if refused or not verified
+                with self._exchange() as end:
+                    conn.set_option(ldap.OPT_TIMEOUT, max(end - time.monotonic(), 0.001))  # start_tls_s waits this long
+                    conn.start_tls_s()  # refused, or the certificate not verified: a ConnectionError
             except BaseException:
                 self.close()
                 raise
 
     @contextmanager
-    def _ldap(self) -> Iterator[None]:
-        """ldap3 at work: what its decoder raises on octets that are not LDAPv3 is a ProtocolError."""
-        try:
-            yield
-        except (LDAPException, OSError):
-            raise
-        except Exception as exc:  # IndexError, KeyError, ... from decoding what is not an LDAPMessage
-            raise ProtocolError(f"{self.url} answered with something that is not LDAPv3 "
-                                f"({type(exc).__name__}: {exc})") from exc
-
-    @contextmanager
-    def _exchange(self) -> Iterator[None]:
-        """One request and its reply, through the server's breaker, waiting at most what it allows.
-        A connection to a later server that has served :data:`FAILBACK_AFTER` seconds is retired
-        first (:class:`FailBack`) while the first server may be asked."""
+    def _exchange(self) -> Iterator[float]:
+        """One request and its replies, through the server's breaker, until the time.monotonic()
+        it yields (libldap's connect, if this is the first exchange, within ``connect_timeout``).
+        libldap's own errors become ``OSError`` and :class:`ProtocolError`. A connection to a later server that has served :data:`FAILBACK_AFTER`
+        seconds is retired first (:class:`FailBack`) while the first server may be asked."""
         preferred = _preferred.get(self.url)
         if preferred is not None and time.monotonic() - self._opened > FAILBACK_AFTER \
                 and breaker_for(preferred).state != "open":
             raise FailBack(f"{self.url} served {FAILBACK_AFTER:.0f} s in place of {preferred}: trying it again")
         with self._breaker.call(self._operation_timeout) as wait:
-            if self._conn.socket is not None:
-                self._conn.socket.settimeout(wait)
-            with self._ldap():
-                yield
+            if self._first:
+                self._conn.set_option(ldap.OPT_NETWORK_TIMEOUT, min(self._connect_timeout, wait))
+                self._first = False
+            try:
+                yield time.monotonic() + wait
+            except ldap.TIMEOUT as exc:
+                raise TimeoutError(f"{self.url} did not answer in time") from exc
+            except ldap.LDAPError as exc:
+                info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+                described = " ".join(str(info[k]) for k in ("desc", "info") if info.get(k)) or str(exc)
+                if isinstance(exc, (ldap.SERVER_DOWN, ldap.CONNECT_ERROR)) or info.get("result", -1) >= 0:
+                    # unreachable, TLS not verified; or a result code that ended the connection (a
+                    # notice of disconnection, RFC 4511 section 4.4.1; a refused StartTLS)
+                    raise ConnectionError(f"{self.url}: {type(exc).__name__}: {described}") from exc
+                # DECODING_ERROR, ... from libldap
+                raise ProtocolError(f"{self.url} answered with something that is not LDAPv3 "
+                                    f"({type(exc).__name__}: {described})") from exc
+            except (OSError, ProtocolError):
+                raise
+            except Exception as exc:  # e.g. a DN that is not UTF-8 (RFC 4511 section 4.1.3)
+                raise ProtocolError(f"{self.url} answered with something that is not LDAPv3 "
+                                    f"({type(exc).__name__}: {exc})") from exc
 
-    def _result(self) -> Result:
-        result = self._conn.result
-        if not isinstance(result, dict) or not isinstance(result.get("result"), int):
-            raise ProtocolError(f"no LDAP result from {self.url}")
-        controls = {oid: (control or {}).get("value") for oid, control in (result.get("controls") or {}).items()}
-        return Result(result["result"], str(result.get("description") or ""), str(result.get("message") or ""),
-                      controls)
+    def _reply(self, end: float, msgid: int, expected: int) -> tuple[int, list[Any], Result | None]:
+        """The next reply to request ``msgid`` (one message, waiting until ``end`` at most): its
+        type, its data, and the Result if it is the request's LDAPResult. One that does not come in
+        time: the request is abandoned (RFC 4511 section 4.11) and ``ldap.TIMEOUT`` raised."""
+        try:
+            kind, data, _, controls, _, _ = self._conn.result4(msgid, 0, max(end - time.monotonic(), 0.001),
+                                                               resp_ctrl_classes=_RAW_CONTROLS)
+        except ldap.TIMEOUT:
+            try:
+                self._conn.abandon_ext(msgid)
+            except ldap.LDAPError:
+                pass  # the connection is dropped anyway
+            raise
+        except ldap.LDAPError as exc:
+            result = _result_of(exc)
+            if result is None:
+                raise
+            kind, data = exc.args[0]["msgtype"], []
+        else:
+            result = None
+            if kind == expected:
+                result = Result(0, _SUCCESS, "", {c.controlType: c.value for c in controls})
+        if kind != expected and kind not in ((_SEARCH_ENTRY, _SEARCH_REFERENCE) if expected == _SEARCH_DONE else ()):
+            raise ProtocolError(f"{self.url} answered request {msgid} with a message of type {kind:#x}")
+        return kind, data, result
+
+    def _request(self, expected: int, send: Callable[..., int], *args: Any, **kwargs: Any) -> Result:
+        """Send one request (``send(*args, **kwargs)``, python-ldap's asynchronous call) and wait
+        for its LDAPResult, a reply of type ``expected``."""
+        with self._exchange() as end:
+            result = self._reply(end, send(*args, **kwargs), expected)[2]
+        if result is None:
+            raise ProtocolError(f"{self.url} answered with something that is not the result of the request")
+        return result
 
     # -- operations ------------------------------------------------------------------------
-    def bind(self, dn: str, password: bytes, controls: Sequence[tuple[str, bool, Any]] = ()) -> Result:
+    def bind(self, dn: str, password: bytes, controls: Sequence[tuple[str, bool, bytes | None]] = ()) -> Result:
         """Simple bind (RFC 4511 section 4.2) with octets already prepared (SASLprep): the result
         code says whether the password was right."""
-        self._conn.user, self._conn.password = dn, password
-        with self._exchange():
-            self._conn.bind(read_server_info=False, controls=list(controls) or None)
-        return self._result()
+        return self._request(_BIND, self._conn.simple_bind, dn, password, _request_controls(controls))
 
-    def search(self, base: str, search_filter: Filter, attributes: Sequence[str], *, scope: str = SUBTREE,
+    def search(self, base: str, search_filter: Filter, attributes: Sequence[str], *, scope: int = SUBTREE,
                size_limit: int = 0, time_limit: int = 0, paged: bool = False,
                limit: int = 0) -> tuple[Result, list[Entry]]:
         """Search (section 4.5), aliases never dereferenced; with ``paged``, page by page (RFC 2696)
         until the server has no more, or ``limit`` entries are in (the rest is abandoned)."""
         entries: list[Entry] = []
-        cookie: bytes | None = None
+        names = list(attributes) or ["1.1"]
+        cookie = b""
         while True:
-            with self._exchange():
-                self._conn.search(base, search_filter.text, scope, DEREF_NEVER, list(attributes) or ["1.1"],
-                                  size_limit, time_limit, paged_size=PAGE_SIZE if paged else None,
-                                  paged_cookie=cookie)
-                result = self._result()
-                entries += [Entry(str(found["dn"]), _attributes(found["raw_attributes"]))
-                            for found in self._conn.response or () if found.get("type") == "searchResEntry"]
-            page = result.controls.get(PAGED_RESULTS_OID)
-            cookie = page.get("cookie") if paged and result.code == 0 and isinstance(page, dict) else None
+            page = [SimplePagedResultsControl(False, size=PAGE_SIZE, cookie=cookie)] if paged else None
+            with self._exchange() as end:
+                msgid = self._conn.search_ext(base, scope, search_filter.text, names, serverctrls=page,
+                                              timeout=time_limit or -1, sizelimit=size_limit)
+                while True:
+                    kind, data, result = self._reply(end, msgid, _SEARCH_DONE)
+                    if result is not None:
+                        break
+                    if kind == _SEARCH_ENTRY:
+                        entries += [Entry(dn, _attributes(found)) for dn, found in data]
+            cookie = _cookie(self.url, result) if paged and result.code == 0 else b""
             if limit and len(entries) >= limit:
-                if cookie:
-                    with self._exchange():  # page size 0 with the cookie ends the paged search (RFC 2696 section 3)
-                        self._conn.search(base, search_filter.text, scope, DEREF_NEVER, ["1.1"], paged_size=0,
-                                          paged_cookie=cookie)
+                if cookie:  # page size 0 with the cookie ends the paged search (RFC 2696 section 3)
+                    self._request(_SEARCH_DONE, self._conn.search_ext, base, scope, search_filter.text, ["1.1"],
+                                  serverctrls=[SimplePagedResultsControl(False, size=0, cookie=cookie)])
                 return result, entries[:limit]
             if not cookie:
                 return result, entries
 
-    def modify(self, dn: str, changes: dict[str, list[tuple[str, list[str]]]]) -> Result:
-        """Modify (section 4.6), changes in ldap3's form: {attribute: [(MODIFY_*, values)]}."""
-        with self._exchange():
-            self._conn.modify(dn, changes)
-        return self._result()
+    def modify(self, dn: str, changes: dict[str, list[tuple[int, list[str]]]]) -> Result:
+        """Modify (section 4.6), changes as {attribute: [(ldap.MOD_*, values)]}; no values with
+        ``ldap.MOD_DELETE``: the attribute goes."""
+        modlist = [(operation, name, [v.encode() for v in values] or None)
+                   for name, listed in changes.items() for operation, values in listed]
+        return self._request(_MODIFY, self._conn.modify_ext, dn, modlist)
 
     def add(self, dn: str, object_class: str, attributes: dict[str, str]) -> Result:
         """Add (section 4.7)."""
-        with self._exchange():
-            self._conn.add(dn, [object_class], attributes)
-        return self._result()
+        modlist = [("objectClass", [object_class.encode()])] + [(n, [v.encode()]) for n, v in attributes.items()]
+        return self._request(_ADD, self._conn.add_ext, dn, modlist)
 
     def delete(self, dn: str) -> Result:
         """Delete (section 4.8)."""
-        with self._exchange():
-            self._conn.delete(dn)
-        return self._result()
+        return self._request(_DELETE, self._conn.delete_ext, dn)
 
     def modify_password(self, dn: str, old: bytes, new: bytes,
-                        controls: Sequence[tuple[str, bool, Any]] = ()) -> Result:
+                        controls: Sequence[tuple[str, bool, bytes | None]] = ()) -> Result:
         """The password modify extended operation (RFC 3062) on ``dn``'s own password."""
-        with self._exchange():
-            self._conn.extend.standard.modify_password(dn, old, new, controls=list(controls) or None)
-        return self._result()
+        return self._request(_EXTENDED, self._conn.passwd, dn, old, new, _request_controls(controls))
 
     def close(self) -> None:
         """Unbind (section 4.3) and close; never raises."""
+        _open.discard(self)
         try:
-            self._conn.unbind()
-        except (LDAPException, OSError):  # the server went away first: nothing left to close
+            self._conn.unbind_ext()
+        except ldap.LDAPError:  # the server went away first, or closed already: nothing left to close
             pass
+
+    def _disown(self) -> None:
+        """In a forked child: this handle's socket is the parent's. Point it at /dev/null, so that
+        nothing the child does with it (its unbind when dropped) reaches the parent's server."""
+        try:
+            fd = self._conn.get_option(ldap.OPT_DESC)
+        except ldap.LDAPError:
+            return
+        if isinstance(fd, int) and fd >= 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+
+
+def _disown_inherited() -> None:
+    """After a fork, in the child: connections are per process (the pool opens its own)."""
+    for conn in list(_open):
+        conn._disown()
+    _open.clear()
+
+
+os.register_at_fork(after_in_child=_disown_inherited)
+
+
+def _request_controls(controls: Sequence[tuple[str, bool, bytes | None]]) -> list[LDAPControl] | None:
+    """Request controls (RFC 4511 section 4.1.11) from (OID, criticality, value octets)."""
+    return [LDAPControl(oid, critical, value) for oid, critical, value in controls] or None
+
+
+def _cookie(url: str, result: Result) -> bytes:
+    """The cookie of a paged search's response control (RFC 2696 section 2): empty when it is done."""
+    value = result.controls.get(PAGED_RESULTS_OID)
+    if value is None:
+        return b""
+    page = SimplePagedResultsControl()
+    try:
+        page.decodeControlValue(value)
+    except PyAsn1Error as exc:
+        raise ProtocolError(f"{url} sent a paged results control that is not RFC 2696's: {exc}") from exc
+    return bytes(page.cookie)
 
 
 def _attributes(raw: dict[str, list[bytes]]) -> dict[str, list[str]]:

@@ -1,10 +1,11 @@
-"""Search filters built as structures (RFC 4511 section 4.5.1.7), written as RFC 4515 text for ldap3.
+"""Search filters built as structures (RFC 4511 section 4.5.1.7), written as RFC 4515 text for libldap.
 
 A :class:`Filter` is only made by the functions below: an attribute name must be an
 AttributeDescription (RFC 4512 section 2.5) and every value is escaped, so whatever a value holds
 (``*)(uid=*``, NUL, a backslash, spaces) it stays one assertion value and cannot change the
-filter's meaning. ldap3 parses the text back into its filter structure before encoding it; the
-tests hold that structure against the intended one, value for value.
+filter's meaning. libldap (through python-ldap) parses the text back into a filter structure
+before encoding it; the tests hold ldap3's reading of the same text, an independent parser, against
+the intended structure, value for value.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from ldap3.utils.conv import escape_filter_chars
+from ldap.filter import escape_filter_chars
 
 __all__ = ["Filter", "all_of", "any_of", "contains", "equals", "is_attribute_description", "present"]
 
 # AttributeDescription (RFC 4512 section 2.5): a descriptor or a numeric OID, with options
 _ATTRIBUTE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)(?:;[A-Za-z0-9-]+)*")
-# white space as str.strip() and ldap3's filter parser see it (Unicode white space)
+# white space as str.strip() sees it (Unicode white space), which a filter parser may take for layout
 _SPACE = re.compile(r"\s")
 
 
@@ -42,8 +43,9 @@ def _description(name: str) -> str:
 
 
 def _value(value: str) -> str:
-    """``value`` as an RFC 4515 assertion value: ``* ( ) \\ NUL`` escaped (ldap3's
-    escape_filter_chars), and white space too, which ldap3's filter parser would otherwise strip."""
+    """``value`` as an RFC 4515 assertion value: ``* ( ) \\ NUL`` escaped (python-ldap's
+    escape_filter_chars), and white space too, which a filter parser could otherwise strip (ldap3's
+    does)."""
     value.encode()  # a string that is not Unicode text (a lone surrogate) is refused here, as UnicodeEncodeError
     return _SPACE.sub(lambda space: "".join(f"\\{octet:02x}" for octet in space.group().encode()),
                       escape_filter_chars(value))

@@ -1,7 +1,8 @@
 """The password policy controls (draft-behera-ldap-password-policy-11, section 6).
 
-The request control (section 6.1) has no value. ldap3 hands the response control's value over
-as undecoded octets; this module decodes it with pyasn1 (which ldap3 is built on)::
+The request control (section 6.1) has no value. directory.connection hands the response
+control's value over as undecoded octets; this module decodes it with pyasn1 (which python-ldap's
+controls are built on)::
 
     PasswordPolicyResponseValue ::= SEQUENCE {
         warning [0] CHOICE {
@@ -29,7 +30,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import namedtype, namedval, tag, univ
 
 CONTROL_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
-#: the request control as ldap3 takes controls: (type, criticality, value)
+#: the request control as directory.connection takes controls: (type, criticality, value)
 REQUEST_CONTROL = (CONTROL_OID, False, None)
 
 ERRORS = ("passwordExpired", "accountLocked", "changeAfterReset", "passwordModNotAllowed",

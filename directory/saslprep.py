@@ -1,10 +1,10 @@
 """The octets a simple bind sends for a password: SASLprep (RFC 4013), as RFC 4513 section
 5.1.1 recommends for simple-bind passwords, in UTF-8.
 
-ldap3 prepares a str password itself (``ldap3.protocol.sasl.sasl.sasl_prep``), but its check of
-bidirectional text lets through what RFC 3454 section 6 forbids (``"\\u0627\\u0031"``: RandALCat
-text must also end with a RandALCat character), so the client prepares the password here and
-hands ldap3 the octets, which it sends as they are (RFC 4511 section 4.2).
+libldap sends a simple bind's password octets as it is given them (RFC 4511 section 4.2), so the
+client prepares the password here, with the standard library's stringprep tables, and hands
+python-ldap the octets. (ldap3's own ``sasl_prep`` lets through what RFC 3454 section 6 forbids:
+``"\\u0627\\u0031"``, RandALCat text must also end with a RandALCat character.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Fixture API (session-scoped ``slapd``; one slapd on its own free port and folder
     slapd.start()         start it again on the same port, with the same data
     slapd.running         True while it runs
     slapd.directory()     a new directory.client.Directory on slapd.config (close it after use)
-    slapd.admin()         an ldap3 Connection bound as the rootdn (unbind it after use)
+    slapd.admin()         a python-ldap LDAPObject bound as the rootdn (unbind_s() it after use);
+                          encoded({"cn": "x", "member": [dn, ...]}) makes the modlist of its add_s
     slapd.create_user(uid, password, *, department="finance", title=None, groups=(), given_name="Test",
                       surname=None, mail=None, policy=None, must_change=False) -> dn
                           a new staff member (password hashed by slapd as argon2id); ``groups`` are role
@@ -40,18 +41,19 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import ldap
 import pytest
-from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
 
 from directory.client import Directory
 from directory.config import DirectoryConfig
 from directory.slapd import DirectoryFolder, EmbeddedSlapd, build_directory
 from tests.servers import free_port
 
-__all__ = ["SlapdServer", "slapd", "new_uid"]
+__all__ = ["SlapdServer", "encoded", "slapd", "new_uid"]
 
 _counter = itertools.count(1)
 
@@ -59,6 +61,12 @@ _counter = itertools.count(1)
 def new_uid(prefix: str = "t") -> str:
     """A user name no other test uses (unique per process)."""
     return f"{prefix}{os.getpid()}x{next(_counter)}"
+
+
+def encoded(attributes: Mapping[str, str | Sequence[str]]) -> list[tuple[str, list[bytes]]]:
+    """python-ldap's modlist for add_s: each value (or list of values) in UTF-8."""
+    return [(name, [v.encode() for v in ([values] if isinstance(values, str) else values)])
+            for name, values in attributes.items()]
 
 
 class SlapdServer:
@@ -105,10 +113,9 @@ class SlapdServer:
     def directory(self) -> Directory:
         return Directory(self.config)
 
-    def admin(self) -> Connection:
-        conn = Connection(Server(self.url, get_info=NONE), user=self.folder.root_dn, password=self.admin_password,
-                          raise_exceptions=True)
-        conn.bind()
+    def admin(self) -> Any:
+        conn = ldap.initialize(self.url)
+        conn.simple_bind_s(self.folder.root_dn, self.admin_password)
         return conn
 
     # -- data ------------------------------------------------------------------------------
@@ -116,7 +123,7 @@ class SlapdServer:
                     groups: tuple[str, ...] | list[str] = (), given_name: str = "Test", surname: str | None = None,
                     mail: str | None = None, policy: str | None = None, must_change: bool = False) -> str:
         dn = f"uid={uid},ou=people,{self.suffix}"
-        attributes: dict[str, object] = {
+        attributes: dict[str, str] = {
             "uid": uid, "cn": f"{given_name} {surname or uid}", "givenName": given_name, "sn": surname or uid,
             "mail": mail or f"{uid}@{department}.tessera.example", "departmentNumber": department,
             "userPassword": password,
@@ -127,42 +134,45 @@ class SlapdServer:
             attributes["pwdPolicySubentry"] = f"cn={policy},ou=policies,{self.suffix}"
         conn = self.admin()
         try:
-            conn.add(dn, ["inetOrgPerson"], attributes)
+            conn.add_s(dn, encoded({"objectClass": "inetOrgPerson", **attributes}))
             for group in groups:
-                conn.modify(f"cn={group},ou=groups,{self.suffix}", {"member": [(MODIFY_ADD, [dn])]})
+                conn.modify_s(f"cn={group},ou=groups,{self.suffix}", [(ldap.MOD_ADD, "member", [dn.encode()])])
             if must_change:
-                conn.modify(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"])]})
+                conn.modify_s(dn, [(ldap.MOD_REPLACE, "pwdReset", [b"TRUE"])])
         finally:
-            conn.unbind()
+            conn.unbind_s()
         return dn
 
     def add_policy(self, name: str, **attributes: str) -> str:
         dn = f"cn={name},ou=policies,{self.suffix}"
         conn = self.admin()
         try:
-            conn.search(f"cn=default,ou=policies,{self.suffix}", "(objectClass=pwdPolicy)", attributes=["*"])
-            base = {k: v for k, v in conn.entries[0].entry_attributes_as_dict.items()
-                    if k.lower().startswith("pwd")}
-            base.update({k: [v] for k, v in attributes.items()})
-            conn.add(dn, ["device", "pwdPolicy"], {"cn": name, **base})
+            [(_, default)] = conn.search_s(f"cn=default,ou=policies,{self.suffix}", ldap.SCOPE_BASE,
+                                           "(objectClass=pwdPolicy)", ["*"])
+            base = {k: v for k, v in default.items() if k.lower().startswith("pwd")}
+            base.update({k: [v.encode()] for k, v in attributes.items()})
+            conn.add_s(dn, encoded({"objectClass": ["device", "pwdPolicy"], "cn": name}) + list(base.items()))
         finally:
-            conn.unbind()
+            conn.unbind_s()
         return dn
 
-    def _modify_user(self, uid: str, changes: dict[str, list[tuple[str, list[str]]]]) -> None:
-        conn = Connection(Server(self.url, get_info=NONE), user=self.folder.root_dn, password=self.admin_password)
-        conn.bind()
+    def _modify_user(self, uid: str, changes: list[tuple[int, str, list[bytes] | None]]) -> None:
+        conn = self.admin()
         try:
-            for attribute, change in changes.items():
-                conn.modify(f"uid={uid},ou=people,{self.suffix}", {attribute: change})  # absent attribute: ignored
+            for change in changes:
+                try:
+                    conn.modify_s(f"uid={uid},ou=people,{self.suffix}", [change])
+                except ldap.NO_SUCH_ATTRIBUTE:  # absent attribute: ignored
+                    pass
         finally:
-            conn.unbind()
+            conn.unbind_s()
 
     def unlock(self, uid: str) -> None:
-        self._modify_user(uid, {"pwdAccountLockedTime": [(MODIFY_DELETE, [])], "pwdFailureTime": [(MODIFY_DELETE, [])]})
+        self._modify_user(uid, [(ldap.MOD_DELETE, "pwdAccountLockedTime", None),
+                                (ldap.MOD_DELETE, "pwdFailureTime", None)])
 
     def disable(self, uid: str) -> None:
-        self._modify_user(uid, {"pwdAccountLockedTime": [(MODIFY_REPLACE, ["000001010000Z"])]})
+        self._modify_user(uid, [(ldap.MOD_REPLACE, "pwdAccountLockedTime", [b"000001010000Z"])])
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,9 @@ ldapwhoami/ldapsearch (ldap-utils) are the independent judges where a result is 
 from __future__ import annotations
 
 import base64
+import gc
+import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -15,13 +18,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import ldap
 import pytest
-from ldap3 import MODIFY_REPLACE, NONE, Connection, Server
+from ldap3 import NONE, Connection, Server
 
 from directory.administration import DirectoryWriter
 from directory.client import (AccountDisabled, AccountLocked, Directory, DirectoryError, DirectoryUnavailable,
                            InvalidCredentials, PasswordExpired, PasswordMustChange, PasswordRejected, StaffMember)
-from tests.fixtures_directory import SlapdServer, new_uid
+from tests.fixtures_directory import SlapdServer, encoded, new_uid
 
 PASSWORD = "Correct-horse-battery-9"
 
@@ -299,6 +303,25 @@ def test_concurrent_logins_share_the_pool(slapd: SlapdServer) -> None:
     assert errors == []
 
 
+def test_a_forked_child_leaves_the_parents_connections_alone(slapd: SlapdServer, directory: Directory,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Connections are per process: a forked child (a server's worker) opens its own, and the ones
+    it inherited, dropped, send nothing on the parent's sockets (no unbind that would end them)."""
+    assert directory.authenticate("wangfang", slapd.seed_password).uid == "wangfang"  # pooled connections
+    pid = os.fork()
+    if pid == 0:  # the child: log in on its own connections, drop the inherited ones, exit
+        code = 1
+        try:
+            code = 0 if directory.authenticate("wangfang", slapd.seed_password).uid == "wangfang" else 1
+            gc.collect()
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    with caplog.at_level(logging.INFO, logger="tessera.directory"):
+        assert directory.authenticate("wangfang", slapd.seed_password).uid == "wangfang"
+    assert "connection lost" not in caplog.text  # the parent's pooled connections answered at once
+
+
 def _dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -315,8 +338,8 @@ def test_failover_to_the_second_server(slapd: SlapdServer) -> None:
         config = slapd.config.with_urls(slapd.url, second.url)
         # two replicas share the service account: give the second the first one's password
         shared = second.admin()
-        shared.modify(second.config.bind_dn, {"userPassword": [(MODIFY_REPLACE, [slapd.config.bind_password])]})
-        shared.unbind()
+        shared.modify_s(second.config.bind_dn, [(ldap.MOD_REPLACE, "userPassword", [slapd.config.bind_password.encode()])])
+        shared.unbind_s()
         directory = Directory(config)
         try:
             assert directory.authenticate("heguiying", slapd.seed_password).uid == "heguiying"
@@ -422,12 +445,14 @@ def test_members_of_a_group_larger_than_the_size_limit(slapd: SlapdServer) -> No
     conn = slapd.admin()
     try:
         for n in range(1, 2101):  # plain entries without password: fast to add
-            conn.add(f"uid={group}m{n},ou=people,{slapd.suffix}", ["inetOrgPerson"],
-                     {"uid": f"{group}m{n}", "cn": f"M {n}", "sn": str(n), "departmentNumber": "tax"})
+            conn.add_s(f"uid={group}m{n},ou=people,{slapd.suffix}", encoded(
+                {"objectClass": "inetOrgPerson", "uid": f"{group}m{n}", "cn": f"M {n}", "sn": str(n),
+                 "departmentNumber": "tax"}))
         members = [f"uid={group}m{n},ou=people,{slapd.suffix}" for n in range(1, 2101)]
-        conn.add(f"cn={group},ou=groups,{slapd.suffix}", ["groupOfNames"], {"cn": group, "member": members})
+        conn.add_s(f"cn={group},ou=groups,{slapd.suffix}",
+                   encoded({"objectClass": "groupOfNames", "cn": group, "member": members}))
     finally:
-        conn.unbind()
+        conn.unbind_s()
     with Directory(slapd.config) as directory:
         found = directory.members_of(group)
     assert len(found) == 2100 and all(m.department_name == "国家税务总局湘西土家族苗族自治州税务局" for m in found)
@@ -446,11 +471,12 @@ def test_paged_searches_see_past_a_size_limit_like_active_directorys() -> None:
         conn = server.admin()
         try:
             for n, dn in enumerate(members):  # plain entries without password: fast to add
-                conn.add(dn, ["inetOrgPerson"], {"uid": f"pg{n:04d}", "cn": f"P {n}", "sn": str(n),
-                                                 "departmentNumber": "tax"})
-            conn.add(f"cn=paged,ou=groups,{server.suffix}", ["groupOfNames"], {"cn": "paged", "member": members})
+                conn.add_s(dn, encoded({"objectClass": "inetOrgPerson", "uid": f"pg{n:04d}", "cn": f"P {n}",
+                                        "sn": str(n), "departmentNumber": "tax"}))
+            conn.add_s(f"cn=paged,ou=groups,{server.suffix}",
+                       encoded({"objectClass": "groupOfNames", "cn": "paged", "member": members}))
         finally:
-            conn.unbind()
+            conn.unbind_s()
         unpaged = Connection(Server(server.url, get_info=NONE), user=server.config.bind_dn,
                              password=server.config.bind_password, auto_bind=True)
         try:

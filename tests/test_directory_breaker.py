@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ldap
 import pytest
 import requests
-from ldap3 import MODIFY_REPLACE
-from ldap3.core.exceptions import LDAPSocketReceiveError, communication_exception_factory
 
 from directory.client import Directory, InvalidCredentials
 from directory.config import DirectoryConfig
@@ -54,9 +53,8 @@ def test_the_breaker_opens_after_failures_and_tries_once_after_the_cooldown() ->
     clock = _Clock()
     breaker = Breaker("ldap://hung:389", failures=3, cooldown=30, concurrency=2, clock=clock)
     _fail(breaker)
-    # ldap3's receive timeout: its exception class is also the socket's TimeoutError
-    _fail(breaker, communication_exception_factory(LDAPSocketReceiveError, TimeoutError("timed out"))(
-        "error receiving data: timed out"))
+    # libldap's ldap.TIMEOUT, as LdapConnection raises it
+    _fail(breaker, TimeoutError("ldap://hung:389 did not answer in time"))
     assert breaker.failures == 2
     _fail(breaker, ConnectionRefusedError(111, "Connection refused"))  # costs no time: not counted...
     assert breaker.failures == 2
@@ -188,8 +186,8 @@ def test_failback_to_the_first_server_once_it_is_back(monkeypatch: pytest.Monkey
     second.start()
     try:
         shared = second.admin()  # two replicas share the service account's password
-        shared.modify(second.config.bind_dn, {"userPassword": [(MODIFY_REPLACE, [first.config.bind_password])]})
-        shared.unbind()
+        shared.modify_s(second.config.bind_dn, [(ldap.MOD_REPLACE, "userPassword", [first.config.bind_password.encode()])])
+        shared.unbind_s()
         on_first, on_second = new_uid("one"), new_uid("two")  # each on one server only: who answered
         first.create_user(on_first, PASSWORD)
         second.create_user(on_second, PASSWORD)

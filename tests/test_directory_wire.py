@@ -1,4 +1,4 @@
-"""The directory client on the wire (RFC 4511, on ldap3): search filters that no value can change
+"""The directory client on the wire (RFC 4511, on python-ldap): search filters that no value can change
 (judged by ldap3's own filter parser, value for value, also for values Hypothesis makes up), SASLprep
 of simple-bind passwords (RFC 4013), and a login against a fake server on a socket that shows what
 goes out (the ppolicy request control, the prepared password octets, read back by pyasn1 with
@@ -35,7 +35,7 @@ from directory.saslprep import prepare_password
 
 # -- filters: ldap3's parser reads back exactly what was meant ------------------------------------
 def _parsed(text: str):  # type: ignore[no-untyped-def]
-    """The filter as ldap3 will encode it (its parser, then its pyasn1 structure)."""
+    """The filter as an independent parser reads it: ldap3's, then its pyasn1 structure."""
     return compile_filter(parse_filter(text, None, True, True, None, False).elements[0])
 
 

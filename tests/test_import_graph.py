@@ -99,11 +99,24 @@ def test_no_upward_import() -> None:
 
 
 def test_the_directory_uses_nothing_but_store_and_translatable() -> None:
-    """directory/ shares layer 1 with ca/ but is no client of it: LDAP on ldap3, its own errors."""
+    """directory/ shares layer 1 with ca/ but is no client of it: LDAP on python-ldap, its own errors."""
     allowed = {"directory", "store", "translatable"}
     used = {(m, d) for m, deps in _graph().items() if m.split(".")[0] == "directory" for d in deps
             if d.split(".")[0] not in allowed}
     assert used == set()
+
+
+def test_the_product_does_not_import_ldap3() -> None:
+    """ldap3 is a test dependency only (an independent judge of filters and of the wire): the
+    product speaks LDAP through python-ldap."""
+    importing = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(m == "ldap3" or m.startswith("ldap3.") for m in modules):
+                importing.add(name)
+    assert importing == set()
 
 
 def test_the_check_finds_a_circle() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from ldap3 import MODIFY_ADD
+import ldap
 
 from idp.roles import ADMIN_ROLES, PERMISSIONS, login_refusal, may
 from tests.fixtures_admin import *  # noqa: F401,F403
@@ -196,9 +196,10 @@ def test_an_account_the_directory_gives_two_roles_is_refused_with_a_clear_messag
     slapd.create_user(uid, PASSWORD, groups=("auditors",))
     agent = AdminAgent(idp, uid, PASSWORD)
     agent.login("/account")
-    with slapd.admin() as conn:
-        conn.modify(f"cn=system-administrators,ou=groups,{slapd.suffix}",
-                    {"member": [(MODIFY_ADD, [f"uid={uid},ou=people,{slapd.suffix}"])]})
+    conn = slapd.admin()
+    conn.modify_s(f"cn=system-administrators,ou=groups,{slapd.suffix}",
+                  [(ldap.MOD_ADD, "member", [f"uid={uid},ou=people,{slapd.suffix}".encode()])])
+    conn.unbind_s()
     before = audit_tip(idp)
     page = agent.get(idp.url("/admin/"), headers={"Accept": "text/html"})
     assert page.status_code == 409
