@@ -16,6 +16,11 @@ declare -A runtime=(
   [/usr/bin/openssl]=openssl
   [/usr/sbin/slapd]=slapd
   [/usr/bin/ldapsearch]=ldap-utils
+  # python-ldap (the directory client) builds from source against OpenLDAP's libldap and Cyrus SASL
+  [/usr/include/ldap.h]=libldap-dev
+  [/usr/include/sasl/sasl.h]=libsasl2-dev
+  [/usr/bin/gcc]=gcc
+  [/usr/include/python3.11/Python.h]=libpython3.11-dev  # for Debian's python3; a pyenv Python has its own
 )
 declare -A testing=(
   [/usr/lib/postgresql/15/bin/initdb]=postgresql
