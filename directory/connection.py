@@ -349,6 +349,7 @@ class LdapConnection:
         self._breaker = breaker_for(url)
         self._connect_timeout, self._operation_timeout = connect_timeout, operation_timeout
         self._first = True  # the first exchange connects
+        self._fd = -1  # then the socket's descriptor, for _disown
         with self._breaker.call(connect_timeout, reply=False):
             pass  # an open breaker, a spent deadline or a full bulkhead refuse the connection now (CircuitOpen)
         self._conn = conn = ldap.initialize(url)
@@ -383,11 +384,13 @@ class LdapConnection:
                 and breaker_for(preferred).state != "open":
             raise FailBack(f"{self.url} served {FAILBACK_AFTER:.0f} s in place of {preferred}: trying it again")
         with self._breaker.call(self._operation_timeout) as wait:
-            if self._first:
+            first, self._first = self._first, False
+            if first:
                 self._conn.set_option(ldap.OPT_NETWORK_TIMEOUT, min(self._connect_timeout, wait))
-                self._first = False
             try:
                 yield time.monotonic() + wait
+                if first:
+                    self._fd = self._conn.get_option(ldap.OPT_DESC)
             except ldap.TIMEOUT as exc:
                 raise TimeoutError(f"{self.url} did not answer in time") from exc
             except ldap.LDAPError as exc:
@@ -506,15 +509,12 @@ class LdapConnection:
 
     def _disown(self) -> None:
         """In a forked child: this handle's socket is the parent's. Point it at /dev/null, so that
-        nothing the child does with it (its unbind when dropped) reaches the parent's server."""
-        try:
-            fd = self._conn.get_option(ldap.OPT_DESC)
-        except ldap.LDAPError:
-            return
-        if isinstance(fd, int) and fd >= 0:
+        nothing the child does with it (its unbind when dropped) reaches the parent's server. No
+        library call: a thread of the parent may have held the handle's lock at the fork."""
+        if self._fd >= 0:
             null = os.open(os.devnull, os.O_RDWR)
             try:
-                os.dup2(null, fd)
+                os.dup2(null, self._fd)
             finally:
                 os.close(null)
 
