@@ -119,7 +119,7 @@ class Deployment:
     # -- identity provider ---------------------------------------------------------------
     @cached_property
     def directory(self) -> Directory:
-        """The staff directory (ldap3), from ``TESSERA_LDAP_*`` or the embedded slapd."""
+        """The staff directory (python-ldap), from ``TESSERA_LDAP_*`` or the embedded slapd."""
         from directory.client import Directory
         from directory.config import DirectoryConfig
 
