@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
+from asn1crypto.core import GeneralizedTime
 import ldap
 import ldap.dn
 
@@ -61,9 +62,6 @@ _RESULT_INVALID_CREDENTIALS = 49
 _RESULTS_UNAVAILABLE = {51, 52, 80}  # busy, unavailable, other (e.g. mdb full)
 _SKIP_FAILED_SERVER_SECONDS = 30.0
 _POLICY_REQUEST = (REQUEST_CONTROL,)  # the ppolicy request control: no value (draft-behera 6.1)
-# GeneralizedTime (RFC 4517 section 3.3.13): century year month day hour [minute [second]] [fraction] zone
-_GENERALIZED_TIME = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})?([0-9]{2})?"
-                               r"(?:[.,]([0-9]+))?(Z|[+-][0-9]{2}(?:[0-9]{2})?)")
 
 
 class _ServerBusy(OSError):
@@ -120,25 +118,19 @@ class AccountState:
 
 
 def _generalized_time(values: list[str]) -> datetime.datetime | None:
-    """The first GeneralizedTime of ``values`` (RFC 4517 section 3.3.13) as an aware datetime in
-    UTC; None when absent or not a time (the permanent lock's ``000001010000Z`` included). A fraction
-    is one of the last unit given (hour, minute or second); a leap second counts as second 59."""
-    match = _GENERALIZED_TIME.fullmatch(values[0]) if values else None
-    if match is None:
+    """The first GeneralizedTime of ``values`` (RFC 4517 section 3.3.13, X.680's GeneralizedTime) as
+    an aware datetime in UTC, read by asn1crypto (fractions of the hour or minute, offsets from UTC);
+    None when absent, not a time, without a time zone (which RFC 4517 requires) or before year 1
+    (the permanent lock's ``000001010000Z``)."""
+    if not values:
         return None
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
-        moment = datetime.datetime(int(year), int(month), int(day), int(hour), int(minute or 0),
-                                   min(int(second or 0), 59), tzinfo=datetime.timezone.utc)
-    except ValueError:  # month 13, year 0, ...
+        moment = GeneralizedTime(values[0]).native
+        if not isinstance(moment, datetime.datetime) or moment.tzinfo is None:
+            return None
+        return moment.astimezone(datetime.timezone.utc)
+    except (ValueError, OverflowError):  # not GeneralizedTime (UnicodeError is a ValueError), out of range
         return None
-    if fraction:
-        unit = 3600 if minute is None else 60 if second is None else 1
-        moment += datetime.timedelta(seconds=unit * float(f"0.{fraction}"))
-    if zone != "Z":  # a local time and its difference from UTC
-        offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5] or 0))
-        moment -= offset if zone[0] == "+" else -offset
-    return moment
 
 
 def _seconds(values: list[str]) -> int:
