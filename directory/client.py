@@ -3,12 +3,13 @@
 The password is checked by binding as the user (RFC 4513 section 5.1.3), never by reading a
 hash. The bind carries the password policy request control, and the response control
 (:mod:`directory.ppolicy`) says whether the account is locked, the password expired or must change.
-LDAPv3 is OpenLDAP's libldap, through python-ldap; its connections (:mod:`directory.connection`) are pooled and reused per process
-(a search connection bound as the service account, and connections that only ever bind as users);
-filters are built as structures (:mod:`directory.filters`), so no value can change a filter's
-meaning; searches that can return many entries (groups, departments, a group's members) are paged
-(RFC 2696); the configured servers are tried in order: one that fails is skipped for a while. A
-directory that cannot be reached, or does not answer in LDAPv3, raises :class:`DirectoryUnavailable`
+LDAPv3 is OpenLDAP's libldap, through python-ldap; its connections (:mod:`directory.connection`)
+are pooled and reused per process (a search connection bound as the service account, and
+connections that only ever bind as users); filters are built as structures
+(:mod:`directory.filters`), so no value can change a filter's meaning; searches that can return
+many entries (groups, departments, a group's members) are paged (RFC 2696); the configured servers
+are tried in order: one that fails is skipped for a while. A directory that cannot be reached, or
+does not answer in LDAPv3, raises :class:`DirectoryUnavailable`
 - never a failed login.
 """
 

@@ -312,6 +312,7 @@ class _EveryControlRaw(dict[str, type[ResponseControl]]):
         return _RawControl
 
 
+# one entry, so that the mapping is not empty: python-ldap takes an empty one for "its own decoders"
 _RAW_CONTROLS = _EveryControlRaw({PAGED_RESULTS_OID: _RawControl})
 _SUCCESS = "Success"
 # the reply each request waits for (RFC 4511 section 4.2 ff.)
@@ -377,8 +378,9 @@ class LdapConnection:
     def _exchange(self) -> Iterator[float]:
         """One request and its replies, through the server's breaker, until the time.monotonic()
         it yields (libldap's connect, if this is the first exchange, within ``connect_timeout``).
-        libldap's own errors become ``OSError`` and :class:`ProtocolError`. A connection to a later server that has served :data:`FAILBACK_AFTER`
-        seconds is retired first (:class:`FailBack`) while the first server may be asked."""
+        libldap's own errors become ``OSError`` and :class:`ProtocolError`. A connection to a later
+        server that has served :data:`FAILBACK_AFTER` seconds is retired first (:class:`FailBack`)
+        while the first server may be asked."""
         preferred = _preferred.get(self.url)
         if preferred is not None and time.monotonic() - self._opened > FAILBACK_AFTER \
                 and breaker_for(preferred).state != "open":
